@@ -1,0 +1,21 @@
+//! Agora's domain: identifiers, resources, lifecycles and the DRF allocator.
+//!
+//! # Layout
+//! - [`ids`]: newtype identifiers and validation of ids from the network.
+//! - [`resources`]: exact fixed-point resources with port ranges.
+//! - [`task`]: the task state machine (`TaskState::can_transition`).
+//! - [`lifecycle`]: agent, framework and offer lifecycles.
+//! - [`allocator`]: the synchronous hierarchical-DRF allocator.
+//!
+//! No IO, no async, no wire types: the master wraps these in one actor and
+//! `agora-proto` converts at the edge.
+
+pub mod allocator;
+pub mod ids;
+pub mod lifecycle;
+pub mod resources;
+pub mod task;
+
+pub use ids::{AgentId, FrameworkId, OfferId, TaskId};
+pub use resources::{Ranges, ResourceError, Resources, Scalars};
+pub use task::TaskState;
