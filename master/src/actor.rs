@@ -1,0 +1,360 @@
+//! The master actor: one task owns [`Master`], fed by a channel. It drains
+//! commands in batches, runs event-driven allocation after each batch, ticks
+//! timers, and performs the [`Output`]s (stream sends, registry writes).
+
+use crate::state::{CallError, ConnId, Master, Output, Pending};
+use crate::store::{Registry, RegistryOp};
+use crate::view::{Gauges, State};
+use agora_core::FrameworkId;
+use agora_proto::pb;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tonic::Status;
+
+/// Events queued per framework stream before the master gives up on a slow
+/// reader (the stream is closed; the scheduler resubscribes and reconciles).
+pub const FRAMEWORK_QUEUE: usize = 200_000;
+/// Messages queued per agent stream.
+pub const AGENT_QUEUE: usize = 50_000;
+/// How many queued commands one batch handles before allocating.
+const BATCH: usize = 4096;
+
+pub type EventTx = mpsc::Sender<Result<pb::Event, Status>>;
+pub type AgentTx = mpsc::Sender<Result<pb::MasterMessage, Status>>;
+
+/// A unary scheduler call.
+#[derive(Debug)]
+pub enum Call {
+    Accept(pb::AcceptRequest),
+    Decline(pb::DeclineRequest),
+    Revive(pb::ReviveRequest),
+    Suppress(pb::SuppressRequest),
+    Kill(pb::KillRequest),
+    Acknowledge(pb::AcknowledgeRequest),
+    Reconcile(pb::ReconcileRequest),
+    Teardown(pb::TeardownRequest),
+}
+
+pub enum Command {
+    Subscribe {
+        conn: ConnId,
+        info: pb::FrameworkInfo,
+        events: EventTx,
+        reply: oneshot::Sender<Result<FrameworkId, CallError>>,
+    },
+    FrameworkClosed(ConnId),
+    Call(Call, oneshot::Sender<Result<(), CallError>>),
+    AgentAttach {
+        conn: ConnId,
+        tx: AgentTx,
+    },
+    AgentMessage(ConnId, pb::AgentMessage),
+    AgentClosed(ConnId),
+    Persisted(Vec<Pending>),
+    State(oneshot::Sender<State>),
+    Gauges(oneshot::Sender<(Gauges, Vec<f64>)>),
+}
+
+/// A cheap, cloneable way to talk to the actor.
+#[derive(Clone)]
+pub struct MasterHandle {
+    tx: mpsc::Sender<Command>,
+    next_conn: Arc<AtomicU64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the master is shutting down")]
+pub struct Stopped;
+
+impl MasterHandle {
+    pub fn next_conn(&self) -> ConnId {
+        self.next_conn.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub async fn send(&self, cmd: Command) -> Result<(), Stopped> {
+        self.tx.send(cmd).await.map_err(|_| Stopped)
+    }
+
+    /// Sends from a `Drop` (cannot await): tries, else spawns.
+    pub fn send_later(&self, cmd: Command) {
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = self.tx.try_send(cmd) {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
+        }
+    }
+
+    pub async fn call(&self, call: Call) -> Result<Result<(), CallError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Call(call, reply)).await?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    pub async fn state(&self) -> Result<State, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::State(reply)).await?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    pub async fn gauges(&self) -> Result<(Gauges, Vec<f64>), Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Gauges(reply)).await?;
+        rx.await.map_err(|_| Stopped)
+    }
+}
+
+/// Starts the actor (and the registry writer thread) and returns its handle.
+pub fn spawn(
+    master: Master,
+    registry: Box<dyn Registry>,
+    shutdown: tokio_util_shutdown::Shutdown,
+) -> MasterHandle {
+    let (tx, rx) = mpsc::channel(65_536);
+    let handle = MasterHandle {
+        tx: tx.clone(),
+        next_conn: Arc::new(AtomicU64::new(1)),
+    };
+    let store_tx = spawn_registry_writer(registry, tx);
+    tokio::spawn(run(master, rx, store_tx, shutdown));
+    handle
+}
+
+/// Minimal shutdown signal (a watch channel) so the crate needs no extra deps.
+pub mod tokio_util_shutdown {
+    use tokio::sync::watch;
+
+    #[derive(Clone)]
+    pub struct Shutdown(watch::Receiver<bool>);
+
+    pub struct Trigger(watch::Sender<bool>);
+
+    pub fn channel() -> (Trigger, Shutdown) {
+        let (tx, rx) = watch::channel(false);
+        (Trigger(tx), Shutdown(rx))
+    }
+
+    impl Trigger {
+        pub fn fire(&self) {
+            let _ = self.0.send(true);
+        }
+    }
+
+    impl Shutdown {
+        pub async fn wait(&mut self) {
+            while !*self.0.borrow() {
+                if self.0.changed().await.is_err() {
+                    // Trigger dropped: treat as shutdown.
+                    return;
+                }
+            }
+        }
+    }
+}
+
+type StoreMsg = (RegistryOp, Option<Pending>);
+
+fn spawn_registry_writer(
+    mut registry: Box<dyn Registry>,
+    actor: mpsc::Sender<Command>,
+) -> mpsc::UnboundedSender<StoreMsg> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<StoreMsg>();
+    std::thread::Builder::new()
+        .name("agora-registry".into())
+        .spawn(move || {
+            while let Some(first) = rx.blocking_recv() {
+                let mut ops = vec![first.0];
+                let mut pending: Vec<Pending> = first.1.into_iter().collect();
+                while let Ok((op, p)) = rx.try_recv() {
+                    ops.push(op);
+                    pending.extend(p);
+                    if ops.len() >= 10_000 {
+                        break;
+                    }
+                }
+                match registry.apply(&ops) {
+                    Ok(()) => {
+                        if !pending.is_empty() && actor.blocking_send(Command::Persisted(pending)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, ops = ops.len(), "registry write failed; agents awaiting admission will retry");
+                    }
+                }
+            }
+        })
+        .expect("spawning the registry thread");
+    tx
+}
+
+struct Io {
+    frameworks: HashMap<ConnId, EventTx>,
+    agents: HashMap<ConnId, AgentTx>,
+    store: mpsc::UnboundedSender<StoreMsg>,
+    metrics_runs: Vec<f64>,
+}
+
+async fn run(
+    mut master: Master,
+    mut rx: mpsc::Receiver<Command>,
+    store: mpsc::UnboundedSender<StoreMsg>,
+    mut shutdown: tokio_util_shutdown::Shutdown,
+) {
+    let mut io = Io {
+        frameworks: HashMap::new(),
+        agents: HashMap::new(),
+        store,
+        metrics_runs: Vec::new(),
+    };
+    let tick_every = (master.config().agent_timeout / 10)
+        .min(master.config().allocation_interval)
+        .max(Duration::from_millis(10));
+    let mut ticker = tokio::time::interval(tick_every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut out = Vec::new();
+    loop {
+        tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
+            cmd = rx.recv() => {
+                let Some(cmd) = cmd else { break };
+                let now = tokio::time::Instant::now().into_std();
+                handle(&mut master, &mut io, cmd, now, &mut out);
+                for _ in 0..BATCH {
+                    match rx.try_recv() {
+                        Ok(cmd) => handle(&mut master, &mut io, cmd, now, &mut out),
+                        Err(_) => break,
+                    }
+                }
+                // Perform before allocating so acks/updates are not delayed.
+                perform(&mut master, &mut io, &mut out, now);
+                master.allocate(now, &mut out);
+            }
+            _ = ticker.tick() => {
+                let now = tokio::time::Instant::now().into_std();
+                master.tick(now, &mut out);
+                master.allocate(now, &mut out);
+            }
+        }
+        let now = tokio::time::Instant::now().into_std();
+        perform(&mut master, &mut io, &mut out, now);
+        io.metrics_runs.append(&mut master.allocation_runs);
+        if io.metrics_runs.len() > 100_000 {
+            io.metrics_runs.drain(..50_000);
+        }
+    }
+    tracing::info!("master actor stopped");
+}
+
+fn handle(master: &mut Master, io: &mut Io, cmd: Command, now: std::time::Instant, out: &mut Vec<Output>) {
+    match cmd {
+        Command::Subscribe { conn, info, events, reply } => {
+            io.frameworks.insert(conn, events);
+            let r = master.subscribe(conn, info, now, out);
+            if r.is_err() {
+                io.frameworks.remove(&conn);
+            }
+            let _ = reply.send(r);
+        }
+        Command::FrameworkClosed(conn) => {
+            io.frameworks.remove(&conn);
+            master.framework_closed(conn, now, out);
+        }
+        Command::Call(call, reply) => {
+            let r = match call {
+                Call::Accept(r) => master.accept(r, now, out),
+                Call::Decline(r) => master.decline(r, now),
+                Call::Revive(r) => master.revive(&r.framework_id),
+                Call::Suppress(r) => master.suppress(&r.framework_id),
+                Call::Kill(r) => master.kill(r, out),
+                Call::Acknowledge(r) => master.acknowledge(r, out),
+                Call::Reconcile(r) => master.reconcile(r, out),
+                Call::Teardown(r) => master.teardown(&r.framework_id, out),
+            };
+            let _ = reply.send(r);
+        }
+        Command::AgentAttach { conn, tx } => {
+            io.agents.insert(conn, tx);
+        }
+        Command::AgentMessage(conn, msg) => match msg.message {
+            Some(pb::agent_message::Message::Register(reg)) => {
+                if let Err(e) = master.register_agent(conn, reg, now, out) {
+                    tracing::warn!(error = %e, "refusing agent registration");
+                    out.push(Output::ToAgent(
+                        conn,
+                        pb::MasterMessage {
+                            message: Some(pb::master_message::Message::Refused(pb::Refused {
+                                message: e.to_string(),
+                            })),
+                        },
+                    ));
+                    out.push(Output::CloseAgent(conn));
+                }
+            }
+            Some(pb::agent_message::Message::Heartbeat(_)) => master.agent_heartbeat(conn, now, out),
+            Some(pb::agent_message::Message::Updates(u)) => {
+                master.status_updates(conn, u.updates, now, out)
+            }
+            None => {}
+        },
+        Command::AgentClosed(conn) => {
+            io.agents.remove(&conn);
+            master.agent_closed(conn, out);
+        }
+        Command::Persisted(pending) => {
+            for p in pending {
+                master.persisted(p, now, out);
+            }
+        }
+        Command::State(reply) => {
+            let _ = reply.send(master.snapshot());
+        }
+        Command::Gauges(reply) => {
+            let runs = std::mem::take(&mut io.metrics_runs);
+            let _ = reply.send((master.gauges(), runs));
+        }
+    }
+}
+
+/// Performs outputs; a stream whose queue is full or closed is treated as
+/// disconnected (which may produce more outputs, handled in the same loop).
+fn perform(master: &mut Master, io: &mut Io, out: &mut Vec<Output>, now: std::time::Instant) {
+    while !out.is_empty() {
+        let batch = std::mem::take(out);
+        for o in batch {
+            match o {
+                Output::ToFramework(conn, ev) => {
+                    if let Some(tx) = io.frameworks.get(&conn)
+                        && tx.try_send(Ok(ev)).is_err()
+                    {
+                        tracing::warn!(conn, "framework stream full or closed; disconnecting it");
+                        io.frameworks.remove(&conn);
+                        master.framework_closed(conn, now, out);
+                    }
+                }
+                Output::CloseFramework(conn) => {
+                    io.frameworks.remove(&conn);
+                }
+                Output::ToAgent(conn, msg) => {
+                    if let Some(tx) = io.agents.get(&conn)
+                        && tx.try_send(Ok(msg)).is_err()
+                    {
+                        tracing::warn!(conn, "agent stream full or closed; disconnecting it");
+                        io.agents.remove(&conn);
+                        master.agent_closed(conn, out);
+                    }
+                }
+                Output::CloseAgent(conn) => {
+                    io.agents.remove(&conn);
+                }
+                Output::Persist(op, pending) => {
+                    let _ = io.store.send((op, pending));
+                }
+            }
+        }
+    }
+}

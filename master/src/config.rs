@@ -1,0 +1,50 @@
+//! Master configuration (defaults chosen for fast failure detection).
+
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct MasterConfig {
+    /// Identifies this master incarnation; prefixes agent, framework and offer ids.
+    pub master_id: String,
+    /// How often agents must heartbeat.
+    pub agent_heartbeat_interval: Duration,
+    /// An agent silent for this long becomes unreachable (Mesos: 75 s).
+    pub agent_timeout: Duration,
+    /// HEARTBEAT events to frameworks (Mesos: 15 s).
+    pub framework_heartbeat_interval: Duration,
+    /// Outstanding offers older than this are rescinded. `None`: never.
+    pub offer_timeout: Option<Duration>,
+    /// Full allocation cycle period; event-driven runs happen in between.
+    pub allocation_interval: Duration,
+    /// Decline filter when the framework gives none (Mesos: 5 s).
+    pub default_refuse: Duration,
+    /// Most offers put in one OFFERS event.
+    pub max_offers_per_event: usize,
+    /// Terminal tasks kept per framework for `/state` and reconciliation.
+    pub completed_tasks_per_framework: usize,
+    /// Address advertised by `/redirect`.
+    pub advertise: String,
+}
+
+impl Default for MasterConfig {
+    fn default() -> Self {
+        MasterConfig {
+            master_id: new_master_id(),
+            agent_heartbeat_interval: Duration::from_secs(2),
+            agent_timeout: Duration::from_secs(10),
+            framework_heartbeat_interval: Duration::from_secs(15),
+            offer_timeout: Some(Duration::from_secs(30)),
+            allocation_interval: Duration::from_secs(1),
+            default_refuse: Duration::from_secs(5),
+            max_offers_per_event: 500,
+            completed_tasks_per_framework: 1000,
+            advertise: "127.0.0.1:5050".to_string(),
+        }
+    }
+}
+
+/// A fresh, short, unique master id.
+pub fn new_master_id() -> String {
+    let u = uuid::Uuid::new_v4().simple().to_string();
+    format!("m{}", &u[..12])
+}

@@ -1,0 +1,83 @@
+//! HTTP endpoints (axum), served on the same port as gRPC:
+//! `/health`, `/state`, `/metrics`, `/redirect` (and `/master/...` aliases).
+
+use crate::actor::MasterHandle;
+use crate::election::Contender;
+use crate::metrics::Metrics;
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct HttpState {
+    pub master: MasterHandle,
+    pub metrics: Arc<Metrics>,
+    pub contender: Arc<dyn Contender>,
+}
+
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/health", get(health))
+        .route("/master/health", get(health))
+        .route("/state", get(state_json))
+        .route("/master/state", get(state_json))
+        .route("/metrics", get(metrics))
+        .route("/redirect", get(redirect))
+        .route("/master/redirect", get(redirect))
+        .with_state(state)
+}
+
+fn unavailable() -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the master is shutting down\n",
+    )
+        .into_response()
+}
+
+async fn health(State(s): State<HttpState>) -> Response {
+    match s.master.gauges().await {
+        Ok(_) => (StatusCode::OK, "ok\n").into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn state_json(State(s): State<HttpState>) -> Response {
+    match s.master.state().await {
+        Ok(st) => axum::Json(st).into_response(),
+        Err(_) => unavailable(),
+    }
+}
+
+async fn metrics(State(s): State<HttpState>) -> Response {
+    match s.master.gauges().await {
+        Ok((g, runs)) => {
+            let body = s.metrics.render(&g, &runs);
+            (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                body,
+            )
+                .into_response()
+        }
+        Err(_) => unavailable(),
+    }
+}
+
+/// Mesos `/master/redirect`: 307 to the leader; a lone master names itself.
+async fn redirect(State(s): State<HttpState>) -> Response {
+    match s.contender.leader() {
+        Some(addr) => (
+            StatusCode::TEMPORARY_REDIRECT,
+            [(header::LOCATION, format!("http://{addr}"))],
+            format!("leader: {addr}\n"),
+        )
+            .into_response(),
+        None => (StatusCode::SERVICE_UNAVAILABLE, "no leader elected yet\n").into_response(),
+    }
+}

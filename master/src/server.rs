@@ -1,0 +1,93 @@
+//! Runs a master on an already-bound listener until the shutdown signal.
+
+use crate::actor::{self, MasterHandle, tokio_util_shutdown::Shutdown};
+use crate::config::MasterConfig;
+use crate::election::{Contender, Standalone};
+use crate::grpc::{AgentLinkService, SchedulerService};
+use crate::http::{HttpState, router};
+use crate::metrics::Metrics;
+use crate::state::Master;
+use crate::store::Registry;
+use agora_proto::pb;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+/// A running master.
+pub struct MasterServer {
+    pub handle: MasterHandle,
+    pub local_addr: std::net::SocketAddr,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Election(#[from] crate::election::ElectionError),
+    #[error("server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Serves gRPC (Scheduler, AgentLink) and HTTP on `listener` until `shutdown`.
+pub async fn serve(
+    listener: TcpListener,
+    mut cfg: MasterConfig,
+    registry: Box<dyn Registry>,
+    shutdown: Shutdown,
+    started: Option<tokio::sync::oneshot::Sender<MasterServer>>,
+) -> Result<(), ServeError> {
+    let local_addr = listener.local_addr()?;
+    if cfg.advertise.is_empty() || cfg.advertise.ends_with(":0") {
+        cfg.advertise = local_addr.to_string();
+    }
+    let contender: Arc<dyn Contender> = Arc::new(Standalone {
+        address: cfg.advertise.clone(),
+    });
+    contender.elect().await?;
+    let agents = registry.load()?;
+    tracing::info!(
+        master_id = %cfg.master_id,
+        address = %local_addr,
+        known_agents = agents.len(),
+        "master elected (standalone) and serving"
+    );
+    let now = tokio::time::Instant::now().into_std();
+    let master = Master::new(cfg, agents, now);
+    let handle = actor::spawn(master, registry, shutdown.clone());
+    let metrics = Arc::new(Metrics::new());
+    let http = router(HttpState {
+        master: handle.clone(),
+        metrics,
+        contender,
+    });
+    let routes = tonic::service::Routes::from(http)
+        .add_service(pb::scheduler_server::SchedulerServer::new(SchedulerService {
+            master: handle.clone(),
+        }))
+        .add_service(pb::agent_link_server::AgentLinkServer::new(AgentLinkService {
+            master: handle.clone(),
+        }));
+    if let Some(tx) = started {
+        let _ = tx.send(MasterServer {
+            handle: handle.clone(),
+            local_addr,
+        });
+    }
+    let mut stop = shutdown.clone();
+    tonic::transport::Server::builder()
+        .accept_http1(true)
+        .tcp_nodelay(true)
+        .max_concurrent_streams(Some(100_000))
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .initial_connection_window_size(Some(4 << 20))
+        .initial_stream_window_size(Some(1 << 20))
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+            stop.wait().await
+        })
+        .await?;
+    Ok(())
+}
