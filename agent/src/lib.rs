@@ -1,1 +1,33 @@
+//! The Agora agent.
+//!
+//! # Layout
+//! - [`runtime`]: the [`runtime::ContainerRuntime`] trait and its events.
+//! - [`hollow`]: a runtime that runs nothing (tests, scale benchmarks).
+//! - [`agent`]: registration, heartbeats, launches/kills, at-least-once
+//!   status updates; one task per agent.
 
+pub mod agent;
+pub mod hollow;
+pub mod runtime;
+
+pub use agent::{AgentConfig, AgentHandle, Connector, Control, spawn};
+pub use hollow::HollowRuntime;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Starts a hollow agent (runtime + agent) in one call.
+pub fn spawn_hollow(
+    cfg: AgentConfig,
+    connector: Connector,
+    start_delay: Duration,
+) -> (
+    AgentHandle,
+    HollowRuntime,
+    tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let runtime = HollowRuntime::new(tx, start_delay);
+    let (handle, join) = spawn(cfg, Arc::new(runtime.clone()), rx, connector);
+    (handle, runtime, join)
+}

@@ -1,0 +1,220 @@
+//! The hollow runtime: runs no containers. A launched task reports STARTING at
+//! once and RUNNING after a configurable delay. Its command decides what
+//! happens next (`sleep N` → FINISHED after N s; `exit N` → FINISHED or
+//! FAILED with code N; anything else runs until killed), and tests can tell a
+//! task to finish, fail or vanish through the [`HollowRuntime`] handle.
+
+use crate::runtime::{BoxFuture, ContainerRuntime, EventSink, LaunchSpec, RuntimeEvent};
+use agora_core::{FrameworkId, TaskId, TaskState};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone)]
+pub struct HollowRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    sink: EventSink,
+    start_delay: Duration,
+    /// Live tasks (those that have not reported a terminal state).
+    tasks: Mutex<HashMap<(FrameworkId, TaskId), ()>>,
+}
+
+impl HollowRuntime {
+    pub fn new(sink: EventSink, start_delay: Duration) -> Self {
+        HollowRuntime {
+            inner: Arc::new(Inner {
+                sink,
+                start_delay,
+                tasks: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    fn emit(&self, ev: RuntimeEvent) {
+        let _ = self.inner.sink.send(ev);
+    }
+
+    /// Ends a live task with `state`; false if it is not live.
+    fn end(&self, fw: &FrameworkId, task: &TaskId, ev: RuntimeEvent) -> bool {
+        let removed = self
+            .inner
+            .tasks
+            .lock()
+            .map(|mut t| t.remove(&(fw.clone(), task.clone())).is_some())
+            .unwrap_or(false);
+        if removed {
+            self.emit(ev);
+        }
+        removed
+    }
+
+    /// The task exits 0.
+    pub fn finish(&self, fw: &FrameworkId, task: &TaskId) -> bool {
+        self.end(fw, task, RuntimeEvent::new(fw, task, TaskState::Finished).exit_code(0))
+    }
+
+    /// The task exits with `code`.
+    pub fn fail(&self, fw: &FrameworkId, task: &TaskId, code: i32) -> bool {
+        self.end(
+            fw,
+            task,
+            RuntimeEvent::new(fw, task, TaskState::Failed)
+                .exit_code(code)
+                .message(format!("exited with code {code}")),
+        )
+    }
+
+    /// The task disappears without any report (as if its container was
+    /// removed behind the agent's back).
+    pub fn vanish(&self, fw: &FrameworkId, task: &TaskId) -> bool {
+        self.inner
+            .tasks
+            .lock()
+            .map(|mut t| t.remove(&(fw.clone(), task.clone())).is_some())
+            .unwrap_or(false)
+    }
+
+    pub fn live_tasks(&self) -> usize {
+        self.inner.tasks.lock().map(|t| t.len()).unwrap_or(0)
+    }
+}
+
+enum Script {
+    Forever,
+    Sleep(Duration),
+    Exit(i32),
+}
+
+fn script(cmd: &str) -> Script {
+    let mut parts = cmd.split_whitespace();
+    match (parts.next(), parts.next().map(str::parse::<f64>)) {
+        (Some("sleep"), Some(Ok(s))) if s.is_finite() && s >= 0.0 => {
+            Script::Sleep(Duration::from_secs_f64(s.min(1e6)))
+        }
+        (Some("exit"), Some(Ok(c))) => Script::Exit(c as i32),
+        _ => Script::Forever,
+    }
+}
+
+impl ContainerRuntime for HollowRuntime {
+    fn name(&self) -> &'static str {
+        "hollow"
+    }
+
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let fw = spec.framework_id.clone();
+            let tid = spec.task_id();
+            if let Ok(mut t) = self.inner.tasks.lock() {
+                t.insert((fw.clone(), tid.clone()), ());
+            }
+            self.emit(RuntimeEvent::new(&fw, &tid, TaskState::Starting));
+            let cmd = spec.task.command.as_ref().map(|c| c.value.clone()).unwrap_or_default();
+            let script = script(&cmd);
+            let delay = self.inner.start_delay;
+            if delay.is_zero() && matches!(script, Script::Forever) {
+                self.emit(RuntimeEvent::new(&fw, &tid, TaskState::Running));
+                return;
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
+                let live = me
+                    .inner
+                    .tasks
+                    .lock()
+                    .map(|t| t.contains_key(&(fw.clone(), tid.clone())))
+                    .unwrap_or(false);
+                if !live {
+                    return;
+                }
+                me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Running));
+                match script {
+                    Script::Forever => {}
+                    Script::Sleep(d) => {
+                        tokio::time::sleep(d).await;
+                        me.finish(&fw, &tid);
+                    }
+                    Script::Exit(0) => {
+                        me.finish(&fw, &tid);
+                    }
+                    Script::Exit(c) => {
+                        me.fail(&fw, &tid, c);
+                    }
+                }
+            });
+        })
+    }
+
+    fn kill(&self, fw: &FrameworkId, task: &TaskId, _grace: Duration) -> BoxFuture<'_, ()> {
+        let (fw, task) = (fw.clone(), task.clone());
+        Box::pin(async move {
+            self.end(
+                &fw,
+                &task,
+                RuntimeEvent::new(&fw, &task, TaskState::Killed).message("killed on request"),
+            );
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_proto::pb;
+    use tokio::sync::mpsc;
+
+    fn spec(cmd: &str) -> LaunchSpec {
+        LaunchSpec {
+            framework_id: "f".into(),
+            task: pb::TaskInfo {
+                task_id: "t".into(),
+                command: Some(pb::CommandInfo {
+                    value: cmd.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn starts_after_delay_then_finishes_by_script() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let rt = HollowRuntime::new(tx, Duration::from_secs(2));
+        rt.launch(spec("sleep 5")).await;
+        assert_eq!(rx.recv().await.unwrap().state, TaskState::Starting);
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(rx.recv().await.unwrap().state, TaskState::Running);
+        assert_eq!(t0.elapsed(), Duration::from_secs(2));
+        let ev = rx.recv().await.unwrap();
+        assert_eq!(ev.state, TaskState::Finished);
+        assert_eq!(t0.elapsed(), Duration::from_secs(7));
+        assert_eq!(rt.live_tasks(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn exit_code_fails_and_kill_reports_killed() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let rt = HollowRuntime::new(tx, Duration::ZERO);
+        rt.launch(spec("exit 3")).await;
+        assert_eq!(rx.recv().await.unwrap().state, TaskState::Starting);
+        assert_eq!(rx.recv().await.unwrap().state, TaskState::Running);
+        let ev = rx.recv().await.unwrap();
+        assert_eq!((ev.state, ev.exit_code), (TaskState::Failed, Some(3)));
+
+        rt.launch(spec("serve")).await;
+        rx.recv().await.unwrap();
+        assert_eq!(rx.recv().await.unwrap().state, TaskState::Running);
+        rt.kill(&"f".into(), &"t".into(), Duration::ZERO).await;
+        assert_eq!(rx.recv().await.unwrap().state, TaskState::Killed);
+        // A second kill of a dead task reports nothing.
+        rt.kill(&"f".into(), &"t".into(), Duration::ZERO).await;
+        assert!(rx.try_recv().is_err());
+    }
+}

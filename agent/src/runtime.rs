@@ -1,0 +1,81 @@
+//! The container runtime seam. The agent drives tasks only through
+//! [`ContainerRuntime`]; runtimes report state changes as [`RuntimeEvent`]s.
+//! Implementations: [`crate::hollow::HollowRuntime`] (no containers, for tests
+//! and benchmarks); Docker and process runtimes plug in the same way.
+
+use agora_core::{FrameworkId, TaskId, TaskState};
+use agora_proto::pb;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// A state change of a task, produced by a runtime.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeEvent {
+    pub framework_id: FrameworkId,
+    pub task_id: TaskId,
+    pub state: TaskState,
+    pub message: String,
+    pub reason: String,
+    pub exit_code: Option<i32>,
+}
+
+impl RuntimeEvent {
+    pub fn new(framework_id: &FrameworkId, task_id: &TaskId, state: TaskState) -> Self {
+        RuntimeEvent {
+            framework_id: framework_id.clone(),
+            task_id: task_id.clone(),
+            state,
+            message: String::new(),
+            reason: String::new(),
+            exit_code: None,
+        }
+    }
+
+    pub fn message(mut self, m: impl Into<String>) -> Self {
+        self.message = m.into();
+        self
+    }
+
+    pub fn reason(mut self, r: impl Into<String>) -> Self {
+        self.reason = r.into();
+        self
+    }
+
+    pub fn exit_code(mut self, c: i32) -> Self {
+        self.exit_code = Some(c);
+        self
+    }
+}
+
+/// Where runtimes send events. Unbounded: events are few per task and the
+/// agent drains them continuously.
+pub type EventSink = mpsc::UnboundedSender<RuntimeEvent>;
+
+/// What a runtime needs to start a task.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub framework_id: FrameworkId,
+    pub task: pb::TaskInfo,
+}
+
+impl LaunchSpec {
+    pub fn task_id(&self) -> TaskId {
+        TaskId::new(self.task.task_id.as_str())
+    }
+}
+
+/// Runs tasks. Calls must not block; long work goes in spawned tasks that
+/// report through the [`EventSink`] given at construction.
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// A short name shown in logs and `/state` ("hollow", "docker", "process").
+    fn name(&self) -> &'static str;
+    /// Starts a task; must eventually report RUNNING or a terminal state.
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, ()>;
+    /// Stops a task: polite signal, then force after `grace`; reports KILLED.
+    fn kill(&self, framework_id: &FrameworkId, task_id: &TaskId, grace: Duration)
+    -> BoxFuture<'_, ()>;
+}

@@ -1,0 +1,190 @@
+//! [`Client`]: the scheduler calls, usable from callbacks or any task.
+
+use crate::types::{Offer, TaskStatus};
+use crate::SdkError;
+use agora_core::{AgentId, FrameworkId, OfferId, TaskId};
+use agora_proto::pb;
+use agora_proto::pb::scheduler_client::SchedulerClient;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+/// A cheap, cloneable handle for scheduler calls.
+#[derive(Clone)]
+pub struct Client {
+    inner: SchedulerClient<Channel>,
+    framework_id: Arc<Mutex<Option<FrameworkId>>>,
+    session_ok: Arc<AtomicBool>,
+}
+
+fn filters(refuse: Option<Duration>) -> Option<pb::Filters> {
+    refuse.map(|d| pb::Filters {
+        refuse_seconds: d.as_secs_f64(),
+        has_refuse_seconds: true,
+    })
+}
+
+impl Client {
+    pub(crate) fn new(channel: Channel) -> Self {
+        Client {
+            inner: SchedulerClient::new(channel).max_decoding_message_size(64 << 20),
+            framework_id: Arc::new(Mutex::new(None)),
+            session_ok: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub(crate) fn raw(&self) -> SchedulerClient<Channel> {
+        self.inner.clone()
+    }
+
+    pub(crate) fn set_framework_id(&self, id: FrameworkId) {
+        if let Ok(mut g) = self.framework_id.lock() {
+            *g = Some(id);
+        }
+    }
+
+    pub(crate) fn mark_session_ok(&self) {
+        self.session_ok.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn take_session_ok(&self) -> bool {
+        self.session_ok.swap(false, Ordering::Relaxed)
+    }
+
+    /// Our framework id, once subscribed.
+    pub fn framework_id(&self) -> Option<FrameworkId> {
+        self.framework_id.lock().ok().and_then(|g| g.clone())
+    }
+
+    fn fid(&self) -> Result<String, SdkError> {
+        self.framework_id().map(|f| f.0).ok_or(SdkError::NotSubscribed)
+    }
+
+    /// ACCEPT offers (of one agent) launching `tasks`. Unused resources are
+    /// declined with `refuse` (master default 5 s when `None`).
+    pub async fn accept(
+        &self,
+        offer_ids: &[OfferId],
+        tasks: Vec<pb::TaskInfo>,
+        refuse: Option<Duration>,
+    ) -> Result<(), SdkError> {
+        let req = pb::AcceptRequest {
+            framework_id: self.fid()?,
+            offer_ids: offer_ids.iter().map(|o| o.0.clone()).collect(),
+            operations: vec![pb::Operation {
+                operation: Some(pb::operation::Operation::Launch(pb::Launch { tasks })),
+            }],
+            filters: filters(refuse),
+        };
+        self.inner.clone().accept(req).await?;
+        Ok(())
+    }
+
+    /// Launches `tasks` on one offer (fills in the agent id).
+    pub async fn launch(&self, offer: &Offer, mut tasks: Vec<pb::TaskInfo>) -> Result<(), SdkError> {
+        for t in &mut tasks {
+            t.agent_id = offer.agent_id.0.clone();
+        }
+        self.accept(std::slice::from_ref(&offer.id), tasks, None).await
+    }
+
+    /// DECLINE with a refuse filter (`None`: the master's default, 5 s).
+    pub async fn decline(&self, offer_ids: &[OfferId], refuse: Option<Duration>) -> Result<(), SdkError> {
+        let req = pb::DeclineRequest {
+            framework_id: self.fid()?,
+            offer_ids: offer_ids.iter().map(|o| o.0.clone()).collect(),
+            filters: filters(refuse),
+        };
+        self.inner.clone().decline(req).await?;
+        Ok(())
+    }
+
+    /// REVIVE: clear filters and resume offers.
+    pub async fn revive(&self) -> Result<(), SdkError> {
+        let req = pb::ReviveRequest { framework_id: self.fid()? };
+        self.inner.clone().revive(req).await?;
+        Ok(())
+    }
+
+    /// SUPPRESS: no offers until REVIVE.
+    pub async fn suppress(&self) -> Result<(), SdkError> {
+        let req = pb::SuppressRequest { framework_id: self.fid()? };
+        self.inner.clone().suppress(req).await?;
+        Ok(())
+    }
+
+    /// KILL a task.
+    pub async fn kill(&self, task: &TaskId, agent: Option<&AgentId>) -> Result<(), SdkError> {
+        let req = pb::KillRequest {
+            framework_id: self.fid()?,
+            task_id: task.0.clone(),
+            agent_id: agent.map(|a| a.0.clone()).unwrap_or_default(),
+        };
+        self.inner.clone().kill(req).await?;
+        Ok(())
+    }
+
+    /// ACKNOWLEDGE one update (only needed with `auto_acknowledge = false`).
+    pub async fn acknowledge(&self, status: &TaskStatus) -> Result<(), SdkError> {
+        if status.uuid.is_empty() {
+            return Ok(());
+        }
+        self.acknowledge_many(vec![pb::Acknowledgement {
+            agent_id: status.agent_id.0.clone(),
+            task_id: status.task_id.0.clone(),
+            uuid: status.uuid.clone(),
+        }])
+        .await
+    }
+
+    pub(crate) async fn acknowledge_many(&self, acks: Vec<pb::Acknowledgement>) -> Result<(), SdkError> {
+        let req = pb::AcknowledgeRequest {
+            framework_id: self.fid()?,
+            acknowledgements: acks,
+        };
+        self.inner.clone().acknowledge(req).await?;
+        Ok(())
+    }
+
+    /// RECONCILE: the listed tasks, or every non-terminal task when empty.
+    pub async fn reconcile(&self, tasks: Vec<(TaskId, Option<AgentId>)>) -> Result<(), SdkError> {
+        let req = pb::ReconcileRequest {
+            framework_id: self.fid()?,
+            tasks: tasks
+                .into_iter()
+                .map(|(t, a)| pb::ReconcileTask {
+                    task_id: t.0,
+                    agent_id: a.map(|a| a.0).unwrap_or_default(),
+                })
+                .collect(),
+        };
+        self.inner.clone().reconcile(req).await?;
+        Ok(())
+    }
+
+    /// TEARDOWN: kill every task and unregister the framework.
+    pub async fn teardown(&self) -> Result<(), SdkError> {
+        let req = pb::TeardownRequest { framework_id: self.fid()? };
+        self.inner.clone().teardown(req).await?;
+        Ok(())
+    }
+}
+
+/// Sends acknowledgements, batching whatever is queued into one call.
+pub(crate) async fn ack_loop(client: Client, mut rx: mpsc::UnboundedReceiver<pb::Acknowledgement>) {
+    while let Some(first) = rx.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < 5000 {
+            match rx.try_recv() {
+                Ok(a) => batch.push(a),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = client.acknowledge_many(batch).await {
+            // The agent will re-send; the update is acknowledged then.
+            tracing::debug!(error = %e, "acknowledgement failed");
+        }
+    }
+}
