@@ -1,0 +1,178 @@
+//! `agora master`: flags > environment (AGORA_*) > config file > defaults.
+
+use crate::util::{LogFormat, default_data_root, parse_duration};
+use agora_master::MasterConfig;
+use agora_master::actor::tokio_util_shutdown;
+use agora_master::store::{MemoryRegistry, RedbRegistry, Registry};
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct MasterArgs {
+    /// Address to serve gRPC and HTTP on (one port for both).
+    /// Use 0.0.0.0:5050 to accept agents and frameworks from other hosts.
+    #[arg(long, env = "AGORA_LISTEN", value_name = "ADDR")]
+    pub listen: Option<String>,
+
+    /// Address other components should use to reach this master
+    /// (shown by /redirect). Defaults to the listen address.
+    #[arg(long, env = "AGORA_ADVERTISE", value_name = "ADDR")]
+    pub advertise: Option<String>,
+
+    /// Directory for the agent registry (an embedded redb file).
+    /// Default: $AGORA_HOME/master or ~/.local/share/agora/master.
+    #[arg(long, env = "AGORA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Keep the registry in memory only (nothing survives a restart).
+    #[arg(long, env = "AGORA_IN_MEMORY")]
+    pub in_memory: bool,
+
+    /// An agent silent for this long is marked unreachable and its tasks
+    /// reported UNREACHABLE/LOST (Mesos waits 75s). [default: 10s]
+    #[arg(long, env = "AGORA_AGENT_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub agent_timeout: Option<Duration>,
+
+    /// How often agents heartbeat. [default: 2s]
+    #[arg(long, env = "AGORA_AGENT_HEARTBEAT", value_parser = parse_duration, value_name = "DURATION")]
+    pub agent_heartbeat: Option<Duration>,
+
+    /// Rescind offers a framework holds longer than this; 0 disables. [default: 30s]
+    #[arg(long, env = "AGORA_OFFER_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub offer_timeout: Option<Duration>,
+
+    /// Period of the full allocation cycle (event-driven runs happen in between). [default: 1s]
+    #[arg(long, env = "AGORA_ALLOCATION_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    pub allocation_interval: Option<Duration>,
+
+    /// HEARTBEAT events to frameworks. [default: 15s]
+    #[arg(long, env = "AGORA_FRAMEWORK_HEARTBEAT", value_parser = parse_duration, value_name = "DURATION")]
+    pub framework_heartbeat: Option<Duration>,
+
+    /// Decline filter used when a framework gives none. [default: 5s]
+    #[arg(long, env = "AGORA_DEFAULT_REFUSE", value_parser = parse_duration, value_name = "DURATION")]
+    pub default_refuse: Option<Duration>,
+
+    /// Optional TOML file with the same settings (keys as the flags, with
+    /// underscores: listen, data_dir, agent_timeout = "10s", …).
+    #[arg(long, env = "AGORA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Log format on stderr.
+    #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// The config file's shape.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<String>,
+    advertise: Option<String>,
+    data_dir: Option<PathBuf>,
+    in_memory: Option<bool>,
+    agent_timeout: Option<String>,
+    agent_heartbeat: Option<String>,
+    offer_timeout: Option<String>,
+    allocation_interval: Option<String>,
+    framework_heartbeat: Option<String>,
+    default_refuse: Option<String>,
+}
+
+/// Fully resolved settings.
+pub struct Resolved {
+    pub listen: String,
+    pub data_dir: Option<PathBuf>,
+    pub config: MasterConfig,
+}
+
+impl MasterArgs {
+    pub fn resolve(&self) -> Result<Resolved> {
+        let file: FileConfig = match &self.config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("cannot read config file {}", p.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("config file {} is not valid", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let dur = |flag: Option<Duration>, file: &Option<String>, key: &str, default: Duration| -> Result<Duration> {
+            if let Some(d) = flag {
+                return Ok(d);
+            }
+            match file {
+                Some(s) => parse_duration(s).map_err(|e| anyhow::anyhow!("config file key {key}: {e}")),
+                None => Ok(default),
+            }
+        };
+        let d = MasterConfig::default();
+        let listen = self
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:5050".to_string());
+        let offer_timeout = dur(self.offer_timeout, &file.offer_timeout, "offer_timeout", Duration::from_secs(30))?;
+        let config = MasterConfig {
+            agent_timeout: dur(self.agent_timeout, &file.agent_timeout, "agent_timeout", d.agent_timeout)?,
+            agent_heartbeat_interval: dur(self.agent_heartbeat, &file.agent_heartbeat, "agent_heartbeat", d.agent_heartbeat_interval)?,
+            offer_timeout: (!offer_timeout.is_zero()).then_some(offer_timeout),
+            allocation_interval: dur(self.allocation_interval, &file.allocation_interval, "allocation_interval", d.allocation_interval)?,
+            framework_heartbeat_interval: dur(self.framework_heartbeat, &file.framework_heartbeat, "framework_heartbeat", d.framework_heartbeat_interval)?,
+            default_refuse: dur(self.default_refuse, &file.default_refuse, "default_refuse", d.default_refuse)?,
+            advertise: self.advertise.clone().or(file.advertise).unwrap_or_else(|| listen.clone()),
+            ..d
+        };
+        if config.agent_heartbeat_interval >= config.agent_timeout {
+            anyhow::bail!(
+                "agent heartbeat ({:?}) must be shorter than the agent timeout ({:?})",
+                config.agent_heartbeat_interval,
+                config.agent_timeout
+            );
+        }
+        let in_memory = self.in_memory || file.in_memory.unwrap_or(false);
+        let data_dir = if in_memory {
+            None
+        } else {
+            Some(self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| default_data_root().join("master")))
+        };
+        Ok(Resolved { listen, data_dir, config })
+    }
+}
+
+pub fn open_registry(data_dir: &Option<PathBuf>) -> Result<Box<dyn Registry>> {
+    Ok(match data_dir {
+        Some(dir) => Box::new(RedbRegistry::open(dir).with_context(|| {
+            format!("cannot open the registry in {} (is another master using it?)", dir.display())
+        })?),
+        None => Box::new(MemoryRegistry::default()),
+    })
+}
+
+pub async fn run(args: MasterArgs) -> Result<()> {
+    crate::util::init_logging(args.log_format, "info");
+    let r = args.resolve()?;
+    let listener = tokio::net::TcpListener::bind(&r.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (is another master running? use --listen)", r.listen))?;
+    let registry = open_registry(&r.data_dir)?;
+    let (trigger, shutdown) = tokio_util_shutdown::channel();
+    let addr = listener.local_addr()?;
+    eprintln!("agora master {} listening on {addr} (gRPC + HTTP)", r.config.master_id);
+    match &r.data_dir {
+        Some(d) => eprintln!("  registry: {}", d.join("registry.redb").display()),
+        None => eprintln!("  registry: in memory (nothing survives a restart)"),
+    }
+    eprintln!("  state:    http://{addr}/state   metrics: http://{addr}/metrics");
+    let server = tokio::spawn(agora_master::serve(listener, r.config, registry, shutdown, None));
+    tokio::select! {
+        res = server => { res.context("master task panicked")??; }
+        _ = crate::util_signal::terminated() => {
+            eprintln!("shutting down");
+            trigger.fire();
+        }
+    }
+    Ok(())
+}
