@@ -132,6 +132,9 @@ struct Agent {
     frameworks: HashMap<FrameworkId, pb::FrameworkInfo>,
     tasks: HashMap<(FrameworkId, TaskId), TaskRecord>,
     id_tx: watch::Sender<Option<AgentId>>,
+    /// Keeps the control channel open: dropping every handle does not stop
+    /// the agent (only `Control::Stop` does).
+    _control_keepalive: mpsc::UnboundedSender<Control>,
 }
 
 /// Starts an agent. `events` must be the receiving end of the sink given to
@@ -151,6 +154,7 @@ pub fn spawn(
         frameworks: HashMap::new(),
         tasks: HashMap::new(),
         id_tx,
+        _control_keepalive: control_tx.clone(),
     };
     let join = tokio::spawn(agent.run(connector, events, control_rx));
     (

@@ -157,6 +157,7 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                     }
                 }
             }
+            tracing::debug!(conn, "agent request stream ended");
             let _ = master.send(Command::AgentClosed(conn)).await;
         });
         Ok(Response::new(GuardedStream {

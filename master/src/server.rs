@@ -77,6 +77,14 @@ pub async fn serve(
         });
     }
     let mut stop = shutdown.clone();
+    // Tonic applies TCP_NODELAY only to listeners it binds itself; without it
+    // small gRPC messages wait ~40 ms for delayed ACKs.
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
+        if let Ok(s) = &s {
+            let _ = s.set_nodelay(true);
+        }
+        s
+    });
     tonic::transport::Server::builder()
         .accept_http1(true)
         .tcp_nodelay(true)
@@ -85,7 +93,7 @@ pub async fn serve(
         .initial_connection_window_size(Some(4 << 20))
         .initial_stream_window_size(Some(1 << 20))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
+        .serve_with_incoming_shutdown(incoming, async move {
             stop.wait().await
         })
         .await?;

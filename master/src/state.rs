@@ -1546,6 +1546,7 @@ impl Master {
             per_fw.entry(a.framework).or_default().push(wire);
         }
         for (fid, offers) in per_fw {
+            tracing::debug!(framework_id = %fid, offers = offers.len(), "offers");
             self.counters.offers_sent += offers.len() as u64;
             let Some(conn) = self.frameworks.get(&fid).and_then(|f| f.conn) else {
                 continue;
