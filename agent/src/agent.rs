@@ -244,14 +244,21 @@ impl Agent {
             .collect();
         msg(pb::agent_message::Message::Register(pb::Register {
             agent: Some(pb::AgentInfo {
-                agent_id: self.agent_id.as_ref().map(|a| a.0.clone()).unwrap_or_default(),
+                agent_id: self
+                    .agent_id
+                    .as_ref()
+                    .map(|a| a.0.clone())
+                    .unwrap_or_default(),
                 hostname: self.cfg.hostname.clone(),
                 resources: Some(pb::Resources::from(&self.cfg.resources)),
                 attributes: self
                     .cfg
                     .attributes
                     .iter()
-                    .map(|(n, v)| pb::Attribute { name: n.clone(), value: v.clone() })
+                    .map(|(n, v)| pb::Attribute {
+                        name: n.clone(),
+                        value: v.clone(),
+                    })
                     .collect(),
                 endpoint: self.cfg.endpoint.clone(),
             }),
@@ -339,7 +346,9 @@ impl Agent {
         let mut last_heard = Instant::now();
         let mut retry_at = self.earliest_retry();
         loop {
-            let retry_sleep = tokio::time::sleep_until(retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)));
+            let retry_sleep = tokio::time::sleep_until(
+                retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
+            );
             tokio::select! {
                 m = inbound.next() => match m {
                     Some(Ok(m)) => {
@@ -404,7 +413,11 @@ impl Agent {
         let status = pb::TaskStatus {
             task_id: ev.task_id.0.clone(),
             state: pb::TaskState::from(ev.state) as i32,
-            agent_id: self.agent_id.as_ref().map(|a| a.0.clone()).unwrap_or_default(),
+            agent_id: self
+                .agent_id
+                .as_ref()
+                .map(|a| a.0.clone())
+                .unwrap_or_default(),
             message: ev.message,
             reason: ev.reason,
             source: pb::TaskSource::SourceAgent as i32,
@@ -484,7 +497,10 @@ impl Agent {
                     );
                     tracing::debug!(framework_id = %fid, task_id = %tid, "launching");
                     self.runtime
-                        .launch(LaunchSpec { framework_id: fid.clone(), task })
+                        .launch(LaunchSpec {
+                            framework_id: fid.clone(),
+                            task,
+                        })
                         .await;
                 }
             }
@@ -508,8 +524,13 @@ impl Agent {
             Some(Message::Acks(acks)) => {
                 let mut resend = false;
                 for a in acks.acks {
-                    let key = (FrameworkId::new(a.framework_id.as_str()), TaskId::new(a.task_id.as_str()));
-                    let Some(t) = self.tasks.get_mut(&key) else { continue };
+                    let key = (
+                        FrameworkId::new(a.framework_id.as_str()),
+                        TaskId::new(a.task_id.as_str()),
+                    );
+                    let Some(t) = self.tasks.get_mut(&key) else {
+                        continue;
+                    };
                     let matches = t
                         .queue
                         .front()
@@ -534,7 +555,10 @@ impl Agent {
                     self.flush_due(out, Instant::now()).await;
                 }
             }
-            Some(Message::Registered(_)) | Some(Message::Pong(_)) | Some(Message::Refused(_)) | None => {}
+            Some(Message::Registered(_))
+            | Some(Message::Pong(_))
+            | Some(Message::Refused(_))
+            | None => {}
         }
     }
 

@@ -53,7 +53,11 @@ impl HollowRuntime {
 
     /// The task exits 0.
     pub fn finish(&self, fw: &FrameworkId, task: &TaskId) -> bool {
-        self.end(fw, task, RuntimeEvent::new(fw, task, TaskState::Finished).exit_code(0))
+        self.end(
+            fw,
+            task,
+            RuntimeEvent::new(fw, task, TaskState::Finished).exit_code(0),
+        )
     }
 
     /// The task exits with `code`.
@@ -112,7 +116,12 @@ impl ContainerRuntime for HollowRuntime {
                 t.insert((fw.clone(), tid.clone()), ());
             }
             self.emit(RuntimeEvent::new(&fw, &tid, TaskState::Starting));
-            let cmd = spec.task.command.as_ref().map(|c| c.value.clone()).unwrap_or_default();
+            let cmd = spec
+                .task
+                .command
+                .as_ref()
+                .map(|c| c.value.clone())
+                .unwrap_or_default();
             let script = script(&cmd);
             let delay = self.inner.start_delay;
             if delay.is_zero() && matches!(script, Script::Forever) {

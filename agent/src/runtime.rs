@@ -76,6 +76,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Starts a task; must eventually report RUNNING or a terminal state.
     fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, ()>;
     /// Stops a task: polite signal, then force after `grace`; reports KILLED.
-    fn kill(&self, framework_id: &FrameworkId, task_id: &TaskId, grace: Duration)
-    -> BoxFuture<'_, ()>;
+    fn kill(
+        &self,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
+        grace: Duration,
+    ) -> BoxFuture<'_, ()>;
 }

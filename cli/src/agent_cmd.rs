@@ -25,7 +25,11 @@ pub struct AgentArgs {
     pub hostname: Option<String>,
 
     /// Resources to offer, Mesos syntax.
-    #[arg(long, env = "AGORA_RESOURCES", default_value = "cpus:4;mem:8192;disk:20000;ports:[31000-32000]")]
+    #[arg(
+        long,
+        env = "AGORA_RESOURCES",
+        default_value = "cpus:4;mem:8192;disk:20000;ports:[31000-32000]"
+    )]
     pub resources: String,
 
     /// Attributes, e.g. zone=a,public=true.
@@ -96,7 +100,8 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         "agora agent ({:?} runtime) offering {} to master {url}",
         args.runtime, cfg.resources
     );
-    let (handle, _rt, join) = agora_agent::spawn_hollow(cfg, Connector::Address(url), args.hollow_start_delay);
+    let (handle, _rt, join) =
+        agora_agent::spawn_hollow(cfg, Connector::Address(url), args.hollow_start_delay);
     tokio::select! {
         r = join => { r.context("agent task panicked")?.context("agent stopped")?; }
         _ = crate::util_signal::terminated() => {

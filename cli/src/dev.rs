@@ -35,7 +35,10 @@ pub struct DevArgs {
 
 pub async fn run(args: DevArgs) -> Result<()> {
     crate::util::init_logging(args.log_format, "info,agora_master=info");
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| default_data_root().join("dev"));
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(|| default_data_root().join("dev"));
     let master_args = MasterArgs {
         listen: Some(args.listen.clone()),
         data_dir: Some(data_dir.join("master")),
@@ -44,19 +47,29 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let r = master_args.resolve()?;
     let listener = tokio::net::TcpListener::bind(&r.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (is `agora dev` already running? use --listen)", r.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is `agora dev` already running? use --listen)",
+                r.listen
+            )
+        })?;
     let addr = listener.local_addr()?;
     let registry = open_registry(&r.data_dir)?;
     let (trigger, shutdown) = tokio_util_shutdown::channel();
-    let server = tokio::spawn(agora_master::serve(listener, r.config, registry, shutdown, None));
+    let server = tokio::spawn(agora_master::serve(
+        listener, r.config, registry, shutdown, None,
+    ));
 
     let cfg = AgentConfig {
         hostname: hostname(),
         resources: Resources::parse(&args.resources).context("--resources")?,
         ..AgentConfig::default()
     };
-    let (agent, _rt, _join) =
-        agora_agent::spawn_hollow(cfg, Connector::Address(format!("http://{addr}")), args.hollow_start_delay);
+    let (agent, _rt, _join) = agora_agent::spawn_hollow(
+        cfg,
+        Connector::Address(format!("http://{addr}")),
+        args.hollow_start_delay,
+    );
     let agent_id = tokio::time::timeout(Duration::from_secs(15), agent.registered())
         .await
         .context("the local agent did not register within 15s")?;
@@ -68,7 +81,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("  health     http://{addr}/health");
     println!("  agent      {agent_id} (hollow runtime: tasks are simulated, no containers yet)");
     println!("  data dir   {}", data_dir.display());
-    println!("try: cargo run --example keep_n -p agora-sdk -- --master http://{addr} --instances 3");
+    println!(
+        "try: cargo run --example keep_n -p agora-sdk -- --master http://{addr} --instances 3"
+    );
 
     tokio::select! {
         res = server => { res.context("master task panicked")??; }

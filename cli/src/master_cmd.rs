@@ -99,12 +99,18 @@ impl MasterArgs {
             }
             None => FileConfig::default(),
         };
-        let dur = |flag: Option<Duration>, file: &Option<String>, key: &str, default: Duration| -> Result<Duration> {
+        let dur = |flag: Option<Duration>,
+                   file: &Option<String>,
+                   key: &str,
+                   default: Duration|
+         -> Result<Duration> {
             if let Some(d) = flag {
                 return Ok(d);
             }
             match file {
-                Some(s) => parse_duration(s).map_err(|e| anyhow::anyhow!("config file key {key}: {e}")),
+                Some(s) => {
+                    parse_duration(s).map_err(|e| anyhow::anyhow!("config file key {key}: {e}"))
+                }
                 None => Ok(default),
             }
         };
@@ -114,15 +120,49 @@ impl MasterArgs {
             .clone()
             .or(file.listen)
             .unwrap_or_else(|| "127.0.0.1:5050".to_string());
-        let offer_timeout = dur(self.offer_timeout, &file.offer_timeout, "offer_timeout", Duration::from_secs(30))?;
+        let offer_timeout = dur(
+            self.offer_timeout,
+            &file.offer_timeout,
+            "offer_timeout",
+            Duration::from_secs(30),
+        )?;
         let config = MasterConfig {
-            agent_timeout: dur(self.agent_timeout, &file.agent_timeout, "agent_timeout", d.agent_timeout)?,
-            agent_heartbeat_interval: dur(self.agent_heartbeat, &file.agent_heartbeat, "agent_heartbeat", d.agent_heartbeat_interval)?,
+            agent_timeout: dur(
+                self.agent_timeout,
+                &file.agent_timeout,
+                "agent_timeout",
+                d.agent_timeout,
+            )?,
+            agent_heartbeat_interval: dur(
+                self.agent_heartbeat,
+                &file.agent_heartbeat,
+                "agent_heartbeat",
+                d.agent_heartbeat_interval,
+            )?,
             offer_timeout: (!offer_timeout.is_zero()).then_some(offer_timeout),
-            allocation_interval: dur(self.allocation_interval, &file.allocation_interval, "allocation_interval", d.allocation_interval)?,
-            framework_heartbeat_interval: dur(self.framework_heartbeat, &file.framework_heartbeat, "framework_heartbeat", d.framework_heartbeat_interval)?,
-            default_refuse: dur(self.default_refuse, &file.default_refuse, "default_refuse", d.default_refuse)?,
-            advertise: self.advertise.clone().or(file.advertise).unwrap_or_else(|| listen.clone()),
+            allocation_interval: dur(
+                self.allocation_interval,
+                &file.allocation_interval,
+                "allocation_interval",
+                d.allocation_interval,
+            )?,
+            framework_heartbeat_interval: dur(
+                self.framework_heartbeat,
+                &file.framework_heartbeat,
+                "framework_heartbeat",
+                d.framework_heartbeat_interval,
+            )?,
+            default_refuse: dur(
+                self.default_refuse,
+                &file.default_refuse,
+                "default_refuse",
+                d.default_refuse,
+            )?,
+            advertise: self
+                .advertise
+                .clone()
+                .or(file.advertise)
+                .unwrap_or_else(|| listen.clone()),
             ..d
         };
         if config.agent_heartbeat_interval >= config.agent_timeout {
@@ -136,16 +176,28 @@ impl MasterArgs {
         let data_dir = if in_memory {
             None
         } else {
-            Some(self.data_dir.clone().or(file.data_dir).unwrap_or_else(|| default_data_root().join("master")))
+            Some(
+                self.data_dir
+                    .clone()
+                    .or(file.data_dir)
+                    .unwrap_or_else(|| default_data_root().join("master")),
+            )
         };
-        Ok(Resolved { listen, data_dir, config })
+        Ok(Resolved {
+            listen,
+            data_dir,
+            config,
+        })
     }
 }
 
 pub fn open_registry(data_dir: &Option<PathBuf>) -> Result<Box<dyn Registry>> {
     Ok(match data_dir {
         Some(dir) => Box::new(RedbRegistry::open(dir).with_context(|| {
-            format!("cannot open the registry in {} (is another master using it?)", dir.display())
+            format!(
+                "cannot open the registry in {} (is another master using it?)",
+                dir.display()
+            )
         })?),
         None => Box::new(MemoryRegistry::default()),
     })
@@ -156,17 +208,27 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     let r = args.resolve()?;
     let listener = tokio::net::TcpListener::bind(&r.listen)
         .await
-        .with_context(|| format!("cannot listen on {} (is another master running? use --listen)", r.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (is another master running? use --listen)",
+                r.listen
+            )
+        })?;
     let registry = open_registry(&r.data_dir)?;
     let (trigger, shutdown) = tokio_util_shutdown::channel();
     let addr = listener.local_addr()?;
-    eprintln!("agora master {} listening on {addr} (gRPC + HTTP)", r.config.master_id);
+    eprintln!(
+        "agora master {} listening on {addr} (gRPC + HTTP)",
+        r.config.master_id
+    );
     match &r.data_dir {
         Some(d) => eprintln!("  registry: {}", d.join("registry.redb").display()),
         None => eprintln!("  registry: in memory (nothing survives a restart)"),
     }
     eprintln!("  state:    http://{addr}/state   metrics: http://{addr}/metrics");
-    let server = tokio::spawn(agora_master::serve(listener, r.config, registry, shutdown, None));
+    let server = tokio::spawn(agora_master::serve(
+        listener, r.config, registry, shutdown, None,
+    ));
     tokio::select! {
         res = server => { res.context("master task panicked")??; }
         _ = crate::util_signal::terminated() => {

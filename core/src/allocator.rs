@@ -68,7 +68,10 @@ pub enum AllocatorError {
         resources: Resources,
     },
     #[error("allocating {resources} on agent {agent}: more than is free there")]
-    OverAllocate { agent: AgentId, resources: Resources },
+    OverAllocate {
+        agent: AgentId,
+        resources: Resources,
+    },
     #[error("role weight must be a finite number > 0, got {0}")]
     BadWeight(f64),
 }
@@ -208,8 +211,11 @@ impl Allocator {
             }
         };
         self.agent_index.insert(id.clone(), idx);
-        let scalars = self.agents[idx].as_ref().map(|a| a.total.scalars()).unwrap_or_default();
-        self.total = self.total.add(scalars);
+        let scalars = self.agents[idx]
+            .as_ref()
+            .map(|a| a.total.scalars())
+            .unwrap_or_default();
+        self.total = self.total.plus(scalars);
         self.rekey_all();
         for (fw, r) in used {
             self.allocate_on(fw, &id, r)?;
@@ -228,7 +234,7 @@ impl Allocator {
         };
         self.free_agent_slots.push(idx);
         if slot.active {
-            self.total = self.total.sub(slot.total.scalars());
+            self.total = self.total.minus(slot.total.scalars());
         }
         for (fw, r) in &slot.by_framework {
             self.charge(*fw, r.scalars(), false);
@@ -253,9 +259,9 @@ impl Allocator {
         a.active = active;
         let s = a.total.scalars();
         self.total = if active {
-            self.total.add(s)
+            self.total.plus(s)
         } else {
-            self.total.sub(s)
+            self.total.minus(s)
         };
         self.rekey_all();
         Ok(())
@@ -307,7 +313,10 @@ impl Allocator {
                 a.allocated = a.allocated.saturating_sub(&r);
             }
         }
-        let allocated = self.frameworks[idx].as_ref().map(|f| f.allocated).unwrap_or_default();
+        let allocated = self.frameworks[idx]
+            .as_ref()
+            .map(|f| f.allocated)
+            .unwrap_or_default();
         self.charge(idx, allocated, false);
         self.unkey_framework(idx);
         self.framework_index.remove(id);
@@ -537,16 +546,16 @@ impl Allocator {
             return;
         };
         f.allocated = if grow {
-            f.allocated.add(s)
+            f.allocated.plus(s)
         } else {
-            f.allocated.sub(s)
+            f.allocated.minus(s)
         };
         let r = f.role;
         let role = &mut self.roles[r];
         role.allocated = if grow {
-            role.allocated.add(s)
+            role.allocated.plus(s)
         } else {
-            role.allocated.sub(s)
+            role.allocated.minus(s)
         };
         self.rekey_framework(fi);
         self.rekey_role(r);
@@ -673,7 +682,10 @@ impl Allocator {
 
     /// Role names with their weights.
     pub fn roles(&self) -> Vec<(String, f64)> {
-        self.roles.iter().map(|r| (r.name.clone(), r.weight)).collect()
+        self.roles
+            .iter()
+            .map(|r| (r.name.clone(), r.weight))
+            .collect()
     }
 
     /// Checks internal consistency; used by property tests.
@@ -696,7 +708,7 @@ impl Allocator {
                 }
                 sum.add_assign(r);
                 let e = per_fw.entry(*f).or_default();
-                *e = e.add(r.scalars());
+                *e = e.plus(r.scalars());
             }
             if sum != a.allocated {
                 return Err(format!(
@@ -847,13 +859,18 @@ mod tests {
             alloc.recover(&o.framework, &o.agent, &rest, None).unwrap();
             used += 1;
             for o in iter {
-                alloc.recover(&o.framework, &o.agent, &o.resources, None).unwrap();
+                alloc
+                    .recover(&o.framework, &o.agent, &o.resources, None)
+                    .unwrap();
             }
         }
         let h = alloc.framework_share(&fws[0]).unwrap();
         let l = alloc.framework_share(&fws[1]).unwrap();
         let ratio = h / l;
-        assert!((ratio - 2.0).abs() < 0.15, "share ratio {ratio} (heavy {h}, light {l})");
+        assert!(
+            (ratio - 2.0).abs() < 0.15,
+            "share ratio {ratio} (heavy {h}, light {l})"
+        );
     }
 
     #[test]
@@ -874,7 +891,12 @@ mod tests {
         let t0 = Instant::now();
         let o = alloc.allocate(t0, None).pop().unwrap();
         alloc
-            .recover(&o.framework, &o.agent, &o.resources, Some((t0, Duration::from_secs(5))))
+            .recover(
+                &o.framework,
+                &o.agent,
+                &o.resources,
+                Some((t0, Duration::from_secs(5))),
+            )
             .unwrap();
         assert!(alloc.allocate(t0 + Duration::from_secs(4), None).is_empty());
         assert_eq!(alloc.allocate(t0 + Duration::from_secs(5), None).len(), 1);
@@ -889,7 +911,12 @@ mod tests {
         let o = alloc.allocate(t0, None).pop().unwrap();
         let first = o.framework.clone();
         alloc
-            .recover(&o.framework, &o.agent, &o.resources, Some((t0, Duration::from_secs(5))))
+            .recover(
+                &o.framework,
+                &o.agent,
+                &o.resources,
+                Some((t0, Duration::from_secs(5))),
+            )
             .unwrap();
         let o2 = alloc.allocate(t0, None).pop().unwrap();
         assert_ne!(o2.framework, first);
@@ -913,7 +940,12 @@ mod tests {
         let t0 = Instant::now();
         let o = alloc.allocate(t0, None).pop().unwrap();
         alloc
-            .recover(&o.framework, &o.agent, &o.resources, Some((t0, Duration::from_secs(500))))
+            .recover(
+                &o.framework,
+                &o.agent,
+                &o.resources,
+                Some((t0, Duration::from_secs(500))),
+            )
             .unwrap();
         assert!(alloc.allocate(t0, None).is_empty());
         alloc.revive(&"f".into()).unwrap();

@@ -317,7 +317,7 @@ impl Resources {
 
 /// Converts a user-facing CPU count to thousandths, rounding to nearest.
 pub fn cpus_to_milli(cpus: f64) -> Result<u64, ResourceError> {
-    if !cpus.is_finite() || cpus < 0.0 || cpus > 1e12 {
+    if !cpus.is_finite() || !(0.0..=1e12).contains(&cpus) {
         return Err(ResourceError::InvalidCpus(cpus));
     }
     Ok((cpus * 1000.0).round() as u64)
@@ -354,7 +354,7 @@ pub struct Scalars {
 }
 
 impl Scalars {
-    pub fn add(self, o: Scalars) -> Scalars {
+    pub fn plus(self, o: Scalars) -> Scalars {
         Scalars {
             cpus_milli: self.cpus_milli.saturating_add(o.cpus_milli),
             mem_mib: self.mem_mib.saturating_add(o.mem_mib),
@@ -362,7 +362,7 @@ impl Scalars {
         }
     }
 
-    pub fn sub(self, o: Scalars) -> Scalars {
+    pub fn minus(self, o: Scalars) -> Scalars {
         Scalars {
             cpus_milli: self.cpus_milli.saturating_sub(o.cpus_milli),
             mem_mib: self.mem_mib.saturating_sub(o.mem_mib),
@@ -395,20 +395,24 @@ mod tests {
     }
 
     fn resources_strategy() -> impl Strategy<Value = Resources> {
-        (0u64..10_000, 0u64..100_000, 0u64..100_000, ranges_strategy()).prop_map(
-            |(c, m, d, p)| Resources {
+        (
+            0u64..10_000,
+            0u64..100_000,
+            0u64..100_000,
+            ranges_strategy(),
+        )
+            .prop_map(|(c, m, d, p)| Resources {
                 cpus_milli: c,
                 mem_mib: m,
                 disk_mib: d,
                 ports: p,
-            },
-        )
+            })
     }
 
     #[test]
     fn parse_mesos_syntax() {
-        let r = Resources::parse("cpus:2.5;mem:1024;disk:10;ports:[31000-31002,31010-31010]")
-            .unwrap();
+        let r =
+            Resources::parse("cpus:2.5;mem:1024;disk:10;ports:[31000-31002,31010-31010]").unwrap();
         assert_eq!(r.cpus_milli, 2500);
         assert_eq!(r.mem_mib, 1024);
         assert_eq!(r.ports.count(), 4);

@@ -250,9 +250,20 @@ async fn run(
     tracing::info!("master actor stopped");
 }
 
-fn handle(master: &mut Master, io: &mut Io, cmd: Command, now: std::time::Instant, out: &mut Vec<Output>) {
+fn handle(
+    master: &mut Master,
+    io: &mut Io,
+    cmd: Command,
+    now: std::time::Instant,
+    out: &mut Vec<Output>,
+) {
     match cmd {
-        Command::Subscribe { conn, info, events, reply } => {
+        Command::Subscribe {
+            conn,
+            info,
+            events,
+            reply,
+        } => {
             io.frameworks.insert(conn, events);
             let r = master.subscribe(conn, info, now, out);
             if r.is_err() {
@@ -295,7 +306,9 @@ fn handle(master: &mut Master, io: &mut Io, cmd: Command, now: std::time::Instan
                     out.push(Output::CloseAgent(conn));
                 }
             }
-            Some(pb::agent_message::Message::Heartbeat(_)) => master.agent_heartbeat(conn, now, out),
+            Some(pb::agent_message::Message::Heartbeat(_)) => {
+                master.agent_heartbeat(conn, now, out)
+            }
             Some(pb::agent_message::Message::Updates(u)) => {
                 master.status_updates(conn, u.updates, now, out)
             }

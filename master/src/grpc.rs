@@ -77,7 +77,12 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         let conn: ConnId = self.master.next_conn();
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.master
-            .send(Command::Subscribe { conn, info, events: tx, reply })
+            .send(Command::Subscribe {
+                conn,
+                info,
+                events: tx,
+                reply,
+            })
             .await
             .map_err(|_| stopped())?;
         match answer.await {
@@ -90,19 +95,34 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         }
     }
 
-    async fn accept(&self, r: Request<pb::AcceptRequest>) -> Result<Response<pb::CallResponse>, Status> {
+    async fn accept(
+        &self,
+        r: Request<pb::AcceptRequest>,
+    ) -> Result<Response<pb::CallResponse>, Status> {
         self.call(Call::Accept(r.into_inner())).await
     }
-    async fn decline(&self, r: Request<pb::DeclineRequest>) -> Result<Response<pb::CallResponse>, Status> {
+    async fn decline(
+        &self,
+        r: Request<pb::DeclineRequest>,
+    ) -> Result<Response<pb::CallResponse>, Status> {
         self.call(Call::Decline(r.into_inner())).await
     }
-    async fn revive(&self, r: Request<pb::ReviveRequest>) -> Result<Response<pb::CallResponse>, Status> {
+    async fn revive(
+        &self,
+        r: Request<pb::ReviveRequest>,
+    ) -> Result<Response<pb::CallResponse>, Status> {
         self.call(Call::Revive(r.into_inner())).await
     }
-    async fn suppress(&self, r: Request<pb::SuppressRequest>) -> Result<Response<pb::CallResponse>, Status> {
+    async fn suppress(
+        &self,
+        r: Request<pb::SuppressRequest>,
+    ) -> Result<Response<pb::CallResponse>, Status> {
         self.call(Call::Suppress(r.into_inner())).await
     }
-    async fn kill(&self, r: Request<pb::KillRequest>) -> Result<Response<pb::CallResponse>, Status> {
+    async fn kill(
+        &self,
+        r: Request<pb::KillRequest>,
+    ) -> Result<Response<pb::CallResponse>, Status> {
         self.call(Call::Kill(r.into_inner())).await
     }
     async fn acknowledge(
@@ -117,7 +137,10 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
     ) -> Result<Response<pb::CallResponse>, Status> {
         self.call(Call::Reconcile(r.into_inner())).await
     }
-    async fn teardown(&self, r: Request<pb::TeardownRequest>) -> Result<Response<pb::CallResponse>, Status> {
+    async fn teardown(
+        &self,
+        r: Request<pb::TeardownRequest>,
+    ) -> Result<Response<pb::CallResponse>, Status> {
         self.call(Call::Teardown(r.into_inner())).await
     }
 }

@@ -34,11 +34,17 @@ const COUNTERS: &[(&str, &str)] = &[
     ("offers_sent", "Offers sent to frameworks"),
     ("offers_declined", "Offers declined"),
     ("offers_accepted", "Offers accepted"),
-    ("offers_rescinded", "Offers rescinded (agent lost, timeout, framework gone)"),
+    (
+        "offers_rescinded",
+        "Offers rescinded (agent lost, timeout, framework gone)",
+    ),
     ("tasks_launched", "Tasks launched"),
     ("task_errors", "Tasks refused with TASK_ERROR"),
     ("status_updates", "Status updates received from agents"),
-    ("status_update_acks", "Status update acknowledgements from frameworks"),
+    (
+        "status_update_acks",
+        "Status update acknowledgements from frameworks",
+    ),
     ("invalid_calls", "Scheduler calls refused as invalid"),
     ("agents_registered", "Agent first registrations"),
     ("agents_reregistered", "Agent re-registrations"),
@@ -63,7 +69,11 @@ impl Metrics {
         let tasks = Family::<Labels, Gauge>::default();
         registry.register("tasks", "Live tasks by state", tasks.clone());
         let offers_outstanding = Gauge::default();
-        registry.register("offers_outstanding", "Outstanding offers", offers_outstanding.clone());
+        registry.register(
+            "offers_outstanding",
+            "Outstanding offers",
+            offers_outstanding.clone(),
+        );
         let mut counters = Vec::new();
         for (name, help) in COUNTERS {
             let c = Counter::default();
@@ -97,30 +107,58 @@ impl Metrics {
         };
         let inner = &mut *guard;
         use agora_core::lifecycle::{AgentState as A, FrameworkState as F};
-        for s in [A::Recovered, A::Active, A::Disconnected, A::Unreachable, A::Gone] {
-            let label = serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-            inner.agents.get_or_create(&vec![("state".into(), label)])
+        for s in [
+            A::Recovered,
+            A::Active,
+            A::Disconnected,
+            A::Unreachable,
+            A::Gone,
+        ] {
+            let label = serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            inner
+                .agents
+                .get_or_create(&vec![("state".into(), label)])
                 .set(g.agents.get(&s).copied().unwrap_or(0) as i64);
         }
         for s in [F::Connected, F::Disconnected, F::Recovered, F::Completed] {
-            let label = serde_json::to_value(s).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
-            inner.frameworks.get_or_create(&vec![("state".into(), label)])
+            let label = serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(String::from))
+                .unwrap_or_default();
+            inner
+                .frameworks
+                .get_or_create(&vec![("state".into(), label)])
                 .set(g.frameworks.get(&s).copied().unwrap_or(0) as i64);
         }
         for s in ALL_TASK_STATES {
             if s.is_terminal() || s == agora_core::TaskState::Unknown {
                 continue;
             }
-            inner.tasks.get_or_create(&vec![("state".into(), s.as_str().to_string())])
+            inner
+                .tasks
+                .get_or_create(&vec![("state".into(), s.as_str().to_string())])
                 .set(g.tasks.get(&s).copied().unwrap_or(0) as i64);
         }
         inner.offers_outstanding.set(g.outstanding_offers as i64);
         let c = &g.counters;
         let values = [
-            c.offers_sent, c.offers_declined, c.offers_accepted, c.offers_rescinded,
-            c.tasks_launched, c.task_errors, c.status_updates, c.status_update_acks,
-            c.invalid_calls, c.agents_registered, c.agents_reregistered, c.agents_unreachable,
-            c.frameworks_subscribed, c.allocation_runs,
+            c.offers_sent,
+            c.offers_declined,
+            c.offers_accepted,
+            c.offers_rescinded,
+            c.tasks_launched,
+            c.task_errors,
+            c.status_updates,
+            c.status_update_acks,
+            c.invalid_calls,
+            c.agents_registered,
+            c.agents_reregistered,
+            c.agents_unreachable,
+            c.frameworks_subscribed,
+            c.allocation_runs,
         ];
         for ((_, counter, last), v) in inner.counters.iter_mut().zip(values) {
             if v > *last {

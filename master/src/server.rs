@@ -64,12 +64,16 @@ pub async fn serve(
         contender,
     });
     let routes = tonic::service::Routes::from(http)
-        .add_service(pb::scheduler_server::SchedulerServer::new(SchedulerService {
-            master: handle.clone(),
-        }))
-        .add_service(pb::agent_link_server::AgentLinkServer::new(AgentLinkService {
-            master: handle.clone(),
-        }));
+        .add_service(pb::scheduler_server::SchedulerServer::new(
+            SchedulerService {
+                master: handle.clone(),
+            },
+        ))
+        .add_service(pb::agent_link_server::AgentLinkServer::new(
+            AgentLinkService {
+                master: handle.clone(),
+            },
+        ));
     if let Some(tx) = started {
         let _ = tx.send(MasterServer {
             handle: handle.clone(),
@@ -93,9 +97,7 @@ pub async fn serve(
         .initial_connection_window_size(Some(4 << 20))
         .initial_stream_window_size(Some(1 << 20))
         .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, async move {
-            stop.wait().await
-        })
+        .serve_with_incoming_shutdown(incoming, async move { stop.wait().await })
         .await?;
     Ok(())
 }

@@ -290,7 +290,9 @@ impl Master {
                     out.push(Output::ToFramework(
                         old,
                         event(pb::event::Event::Error(pb::Error {
-                            message: "framework failed over: another scheduler subscribed with this id".into(),
+                            message:
+                                "framework failed over: another scheduler subscribed with this id"
+                                    .into(),
                         })),
                     ));
                     out.push(Output::CloseFramework(old));
@@ -361,7 +363,10 @@ impl Master {
             return;
         }
         fw.conn = None;
-        fw.state = fw.state.on(FrameworkEvent::StreamClosed).unwrap_or(fw.state);
+        fw.state = fw
+            .state
+            .on(FrameworkEvent::StreamClosed)
+            .unwrap_or(fw.state);
         fw.disconnected_at = Some(now);
         let _ = self.allocator.set_framework_active(&id, false);
         tracing::info!(framework_id = %id, failover_timeout = ?fw.failover_timeout, "framework disconnected");
@@ -407,7 +412,13 @@ impl Master {
                     a.tasks.remove(&(id.clone(), tid.clone()));
                 }
                 t.state = TaskState::Killed;
-                t.status = status(&tid, &t.agent, TaskState::Killed, reason::FRAMEWORK_REMOVED, why);
+                t.status = status(
+                    &tid,
+                    &t.agent,
+                    TaskState::Killed,
+                    reason::FRAMEWORK_REMOVED,
+                    why,
+                );
                 fw.completed.push_back(t);
             }
         }
@@ -464,11 +475,7 @@ impl Master {
     }
 
     /// DECLINE: the offers' resources return with a filter.
-    pub fn decline(
-        &mut self,
-        req: pb::DeclineRequest,
-        now: Instant,
-    ) -> Result<(), CallError> {
+    pub fn decline(&mut self, req: pb::DeclineRequest, now: Instant) -> Result<(), CallError> {
         let fid = self.framework_for_call(&req.framework_id)?;
         let refuse = self.refuse_duration(req.filters.as_ref())?;
         let mut unknown = Vec::new();
@@ -477,9 +484,9 @@ impl Master {
             match self.take_offer(&oid, &fid, OfferEvent::Decline) {
                 Ok(o) => {
                     self.counters.offers_declined += 1;
-                    let _ = self
-                        .allocator
-                        .recover(&fid, &o.agent, &o.resources, Some((now, refuse)));
+                    let _ =
+                        self.allocator
+                            .recover(&fid, &o.agent, &o.resources, Some((now, refuse)));
                     self.dirty.insert(o.agent);
                 }
                 Err(e) => unknown.push(e),
@@ -494,7 +501,12 @@ impl Master {
     }
 
     /// Removes an outstanding offer for `fid`, or says why it cannot be used.
-    fn take_offer(&mut self, oid: &OfferId, fid: &FrameworkId, ev: OfferEvent) -> Result<Offer, String> {
+    fn take_offer(
+        &mut self,
+        oid: &OfferId,
+        fid: &FrameworkId,
+        ev: OfferEvent,
+    ) -> Result<Offer, String> {
         let Some(o) = self.offers.get(oid) else {
             return Err(format!(
                 "offer {oid} is not outstanding (unknown, already used, or rescinded)"
@@ -712,8 +724,14 @@ impl Master {
                     // Cannot happen while offers are rescinded on disconnect; be safe.
                     for t in launch {
                         let tid = TaskId::new(t.task_id.as_str());
-                        self.finish_task(&fid, &tid, TaskState::Dropped, reason::AGENT_REMOVED,
-                            "agent disconnected before the launch reached it", out);
+                        self.finish_task(
+                            &fid,
+                            &tid,
+                            TaskState::Dropped,
+                            reason::AGENT_REMOVED,
+                            "agent disconnected before the launch reached it",
+                            out,
+                        );
                     }
                 }
             }
@@ -740,11 +758,20 @@ impl Master {
         let tid = convert::task_id("task_id", &req.task_id)?;
         let Some(task) = self.frameworks.get(&fid).and_then(|f| f.tasks.get(&tid)) else {
             let pa = self.partition_aware(&fid);
-            let st = if pa { TaskState::Unknown } else { TaskState::Lost };
+            let st = if pa {
+                TaskState::Unknown
+            } else {
+                TaskState::Lost
+            };
             self.send_master_update(
                 &fid,
-                status(&tid, &AgentId::new(req.agent_id.as_str()), st, reason::TASK_UNKNOWN,
-                    "kill of a task the master does not know"),
+                status(
+                    &tid,
+                    &AgentId::new(req.agent_id.as_str()),
+                    st,
+                    reason::TASK_UNKNOWN,
+                    "kill of a task the master does not know",
+                ),
                 out,
             );
             return Ok(());
@@ -823,10 +850,15 @@ impl Master {
                 let tid = convert::task_id("tasks.task_id", &rt.task_id)?;
                 if let Some(t) = fw.tasks.get(&tid) {
                     updates.push(reconciled(&t.status));
-                } else if let Some(t) = fw.completed.iter().rev().find(|t| t.info.task_id == tid.0) {
+                } else if let Some(t) = fw.completed.iter().rev().find(|t| t.info.task_id == tid.0)
+                {
                     updates.push(reconciled(&t.status));
                 } else {
-                    let st = if pa { TaskState::Unknown } else { TaskState::Lost };
+                    let st = if pa {
+                        TaskState::Unknown
+                    } else {
+                        TaskState::Lost
+                    };
                     updates.push(status(
                         &tid,
                         &AgentId::new(rt.agent_id.as_str()),
@@ -901,7 +933,9 @@ impl Master {
         now: Instant,
         out: &mut Vec<Output>,
     ) -> Result<(), Invalid> {
-        let info = reg.agent.ok_or_else(|| Invalid::new("register.agent", "is missing"))?;
+        let info = reg
+            .agent
+            .ok_or_else(|| Invalid::new("register.agent", "is missing"))?;
         let resources = convert::resources("agent.resources", info.resources.as_ref())?;
         let attributes = convert::attributes(&info.attributes)?;
         if info.hostname.is_empty() || info.hostname.len() > 255 {
@@ -946,7 +980,10 @@ impl Master {
         // Validate the reported tasks before touching any state.
         let mut reported = Vec::new();
         for at in &reg.tasks {
-            let t = at.task.as_ref().ok_or_else(|| Invalid::new("tasks.task", "is missing"))?;
+            let t = at
+                .task
+                .as_ref()
+                .ok_or_else(|| Invalid::new("tasks.task", "is missing"))?;
             let fid = convert::framework_id("tasks.framework_id", &at.framework_id)?;
             let tid = convert::task_id("tasks.task.task_id", &t.task_id)?;
             let st = convert::task_state("tasks.state", at.state)?;
@@ -1010,7 +1047,11 @@ impl Master {
             if info.role.is_empty() {
                 info.role = "*".into();
             }
-            if self.allocator.add_framework(fid.clone(), &info.role, false).is_ok() {
+            if self
+                .allocator
+                .add_framework(fid.clone(), &info.role, false)
+                .is_ok()
+            {
                 let ft = fi.failover_timeout_seconds;
                 self.frameworks.insert(
                     fid.clone(),
@@ -1072,7 +1113,10 @@ impl Master {
         agent.resources = resources.clone();
         agent.attributes = attributes;
         agent.endpoint = info.endpoint;
-        agent.state = agent.state.on(AgentEvent::Registered).unwrap_or(AgentState::Active);
+        agent.state = agent
+            .state
+            .on(AgentEvent::Registered)
+            .unwrap_or(AgentState::Active);
         agent.conn = Some(conn);
         agent.last_seen = now;
         agent.registered_at = Some(SystemTime::now());
@@ -1157,9 +1201,19 @@ impl Master {
                 continue;
             }
             let pa = self.partition_aware(&fid);
-            let st = if pa { TaskState::Dropped } else { TaskState::Lost };
-            self.finish_task(&fid, &tid, st, reason::AGENT_REREGISTERED,
-                "task was not found on the agent when it re-registered", out);
+            let st = if pa {
+                TaskState::Dropped
+            } else {
+                TaskState::Lost
+            };
+            self.finish_task(
+                &fid,
+                &tid,
+                st,
+                reason::AGENT_REREGISTERED,
+                "task was not found on the agent when it re-registered",
+                out,
+            );
         }
         if let Err(e) = self.allocator.add_agent(id.clone(), resources, &used) {
             tracing::error!(agent_id = %id, error = %e, "allocator refused re-registered agent");
@@ -1200,7 +1254,10 @@ impl Master {
                     // It went away while we were persisting; it will re-register.
                     return;
                 }
-                a.state = a.state.on(AgentEvent::Registered).unwrap_or(AgentState::Active);
+                a.state = a
+                    .state
+                    .on(AgentEvent::Registered)
+                    .unwrap_or(AgentState::Active);
                 a.last_seen = now;
                 a.registered_at = Some(SystemTime::now());
                 let resources = a.resources.clone();
@@ -1226,9 +1283,16 @@ impl Master {
 
     /// The agent on `conn` is alive.
     pub fn agent_heartbeat(&mut self, conn: ConnId, now: Instant, out: &mut Vec<Output>) {
-        if let Some(a) = self.agent_conns.get(&conn).and_then(|id| self.agents.get_mut(id)) {
+        if let Some(a) = self
+            .agent_conns
+            .get(&conn)
+            .and_then(|id| self.agents.get_mut(id))
+        {
             a.last_seen = now;
-            out.push(Output::ToAgent(conn, to_agent(pb::master_message::Message::Pong(pb::Pong {}))));
+            out.push(Output::ToAgent(
+                conn,
+                to_agent(pb::master_message::Message::Pong(pb::Pong {})),
+            ));
         }
     }
 
@@ -1285,13 +1349,21 @@ impl Master {
             let Some(fw) = self.frameworks.get_mut(&fid) else {
                 // Framework unknown here: nobody will ack; ack it ourselves.
                 if !st.uuid.is_empty() {
-                    self_acks.push(pb::UpdateAck { framework_id: fid.0, task_id: tid.0, uuid: st.uuid });
+                    self_acks.push(pb::UpdateAck {
+                        framework_id: fid.0,
+                        task_id: tid.0,
+                        uuid: st.uuid,
+                    });
                 }
                 continue;
             };
             if fw.state == FrameworkState::Completed {
                 if !st.uuid.is_empty() {
-                    self_acks.push(pb::UpdateAck { framework_id: fid.0, task_id: tid.0, uuid: st.uuid });
+                    self_acks.push(pb::UpdateAck {
+                        framework_id: fid.0,
+                        task_id: tid.0,
+                        uuid: st.uuid,
+                    });
                 }
                 continue;
             }
@@ -1317,7 +1389,9 @@ impl Master {
         if !self_acks.is_empty() {
             out.push(Output::ToAgent(
                 conn,
-                to_agent(pb::master_message::Message::Acks(pb::UpdateAcks { acks: self_acks })),
+                to_agent(pb::master_message::Message::Acks(pb::UpdateAcks {
+                    acks: self_acks,
+                })),
             ));
         }
     }
@@ -1359,7 +1433,11 @@ impl Master {
         message: &str,
         out: &mut Vec<Output>,
     ) {
-        let Some(t) = self.frameworks.get_mut(fid).and_then(|f| f.tasks.get_mut(tid)) else {
+        let Some(t) = self
+            .frameworks
+            .get_mut(fid)
+            .and_then(|f| f.tasks.get_mut(tid))
+        else {
             return;
         };
         if !t.state.can_transition(state) {
@@ -1396,11 +1474,23 @@ impl Master {
         for (fid, tid) in tasks {
             let pa = self.partition_aware(&fid);
             if pa {
-                self.finish_task(&fid, &tid, TaskState::Unreachable, reason::AGENT_UNREACHABLE,
-                    "agent is unreachable", out);
+                self.finish_task(
+                    &fid,
+                    &tid,
+                    TaskState::Unreachable,
+                    reason::AGENT_UNREACHABLE,
+                    "agent is unreachable",
+                    out,
+                );
             } else {
-                self.finish_task(&fid, &tid, TaskState::Lost, reason::AGENT_UNREACHABLE,
-                    "agent is unreachable; the task is considered lost", out);
+                self.finish_task(
+                    &fid,
+                    &tid,
+                    TaskState::Lost,
+                    reason::AGENT_UNREACHABLE,
+                    "agent is unreachable; the task is considered lost",
+                    out,
+                );
                 if let Some(a) = self.agents.get_mut(id) {
                     a.tasks.remove(&(fid, tid));
                 }
@@ -1412,8 +1502,14 @@ impl Master {
         if let Some(a) = self.agents.get_mut(id) {
             a.in_allocator = false;
         }
-        let t = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        out.push(Output::Persist(RegistryOp::MarkUnreachable(id.clone(), t), None));
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        out.push(Output::Persist(
+            RegistryOp::MarkUnreachable(id.clone(), t),
+            None,
+        ));
         let fws: Vec<ConnId> = self.frameworks.values().filter_map(|f| f.conn).collect();
         for conn in fws {
             out.push(Output::ToFramework(
@@ -1464,9 +1560,12 @@ impl Master {
             .frameworks
             .values()
             .filter(|f| {
-                matches!(f.state, FrameworkState::Disconnected | FrameworkState::Recovered)
-                    && f.disconnected_at
-                        .is_some_and(|t| now.saturating_duration_since(t) >= f.failover_timeout)
+                matches!(
+                    f.state,
+                    FrameworkState::Disconnected | FrameworkState::Recovered
+                ) && f
+                    .disconnected_at
+                    .is_some_and(|t| now.saturating_duration_since(t) >= f.failover_timeout)
             })
             .map(|f| f.id.clone())
             .collect();
@@ -1480,7 +1579,10 @@ impl Master {
                 && now.saturating_duration_since(f.last_heartbeat) >= hb
             {
                 f.last_heartbeat = now;
-                out.push(Output::ToFramework(conn, event(pb::event::Event::Heartbeat(pb::Heartbeat {}))));
+                out.push(Output::ToFramework(
+                    conn,
+                    event(pb::event::Event::Heartbeat(pb::Heartbeat {})),
+                ));
             }
         }
 
@@ -1527,7 +1629,10 @@ impl Master {
                 attributes: agent
                     .attributes
                     .iter()
-                    .map(|(n, v)| pb::Attribute { name: n.clone(), value: v.clone() })
+                    .map(|(n, v)| pb::Attribute {
+                        name: n.clone(),
+                        value: v.clone(),
+                    })
                     .collect(),
             };
             if let Some(f) = self.frameworks.get_mut(&a.framework) {
@@ -1554,7 +1659,9 @@ impl Master {
             for chunk in offers.chunks(self.cfg.max_offers_per_event.max(1)) {
                 out.push(Output::ToFramework(
                     conn,
-                    event(pb::event::Event::Offers(pb::Offers { offers: chunk.to_vec() })),
+                    event(pb::event::Event::Offers(pb::Offers {
+                        offers: chunk.to_vec(),
+                    })),
                 ));
             }
         }
@@ -1683,9 +1790,15 @@ impl Master {
     pub fn check_invariants(&self) -> Result<(), String> {
         self.allocator.check_invariants()?;
         for (oid, o) in &self.offers {
-            let a = self.agents.get(&o.agent).ok_or(format!("offer {oid} on unknown agent"))?;
+            let a = self
+                .agents
+                .get(&o.agent)
+                .ok_or(format!("offer {oid} on unknown agent"))?;
             if !a.offers.contains(oid) || a.state != AgentState::Active {
-                return Err(format!("offer {oid} on inactive agent {} or unindexed", o.agent));
+                return Err(format!(
+                    "offer {oid} on inactive agent {} or unindexed",
+                    o.agent
+                ));
             }
             if o.state != OfferState::Outstanding {
                 return Err(format!("offer {oid} in map but not outstanding"));
@@ -1694,7 +1807,10 @@ impl Master {
         for a in self.agents.values() {
             let mut sum = Resources::default();
             for oid in &a.offers {
-                let o = self.offers.get(oid).ok_or(format!("agent {} indexes dead offer {oid}", a.id))?;
+                let o = self
+                    .offers
+                    .get(oid)
+                    .ok_or(format!("agent {} indexes dead offer {oid}", a.id))?;
                 if sum.ports.intersects(&o.resources.ports) {
                     return Err(format!("agent {}: a port is in two offers", a.id));
                 }
@@ -1707,7 +1823,10 @@ impl Master {
                     .and_then(|f| f.tasks.get(tid))
                     .ok_or(format!("agent {} indexes unknown task {tid}", a.id))?;
                 if sum.ports.intersects(&t.resources.ports) {
-                    return Err(format!("agent {}: task {tid} port also offered or used", a.id));
+                    return Err(format!(
+                        "agent {}: task {tid} port also offered or used",
+                        a.id
+                    ));
                 }
                 sum.add_assign(&t.resources);
             }
@@ -1748,10 +1867,13 @@ impl Master {
     /// Live task resources of a framework (tests).
     pub fn task_state(&self, fid: &FrameworkId, tid: &TaskId) -> Option<TaskState> {
         let f = self.frameworks.get(fid)?;
-        f.tasks
-            .get(tid)
-            .map(|t| t.state)
-            .or_else(|| f.completed.iter().rev().find(|t| t.info.task_id == tid.0).map(|t| t.state))
+        f.tasks.get(tid).map(|t| t.state).or_else(|| {
+            f.completed
+                .iter()
+                .rev()
+                .find(|t| t.info.task_id == tid.0)
+                .map(|t| t.state)
+        })
     }
 }
 

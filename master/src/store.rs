@@ -158,7 +158,9 @@ impl Registry for RedbRegistry {
                 match map.get(id.as_str()) {
                     Some(a) => {
                         let bytes = serde_json::to_vec(a).map_err(|e| self.io(e))?;
-                        table.insert(id.as_str(), bytes.as_slice()).map_err(|e| self.io(e))?;
+                        table
+                            .insert(id.as_str(), bytes.as_slice())
+                            .map_err(|e| self.io(e))?;
                     }
                     None => {
                         table.remove(id.as_str()).map_err(|e| self.io(e))?;

@@ -16,19 +16,51 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone)]
 enum Step {
-    AddAgent { cpus: u8, mem: u16, ports: u8 },
-    Subscribe { partition_aware: bool },
-    Tick { ms: u16 },
-    Accept { fw: u8, offer: u8, tasks: Vec<(u8, u16, u8)> },
-    AcceptDead { fw: u8 },
-    AcceptForeign { fw: u8 },
-    Decline { fw: u8, offer: u8, refuse_s: u8 },
-    FinishTask { task: u8 },
-    CloseAgent { agent: u8 },
-    ReconnectAgent { agent: u8 },
-    CloseFramework { fw: u8 },
-    Suppress { fw: u8 },
-    Revive { fw: u8 },
+    AddAgent {
+        cpus: u8,
+        mem: u16,
+        ports: u8,
+    },
+    Subscribe {
+        partition_aware: bool,
+    },
+    Tick {
+        ms: u16,
+    },
+    Accept {
+        fw: u8,
+        offer: u8,
+        tasks: Vec<(u8, u16, u8)>,
+    },
+    AcceptDead {
+        fw: u8,
+    },
+    AcceptForeign {
+        fw: u8,
+    },
+    Decline {
+        fw: u8,
+        offer: u8,
+        refuse_s: u8,
+    },
+    FinishTask {
+        task: u8,
+    },
+    CloseAgent {
+        agent: u8,
+    },
+    ReconnectAgent {
+        agent: u8,
+    },
+    CloseFramework {
+        fw: u8,
+    },
+    Suppress {
+        fw: u8,
+    },
+    Revive {
+        fw: u8,
+    },
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -122,7 +154,11 @@ impl Sim {
                             if let Some(a) = self.agents.iter_mut().find(|a| a.conn == Some(conn)) {
                                 for t in run.tasks {
                                     a.tasks.insert((fid.clone(), t.task_id.clone()), t.clone());
-                                    self.running.push((fid.clone(), t.task_id.clone(), t.agent_id.clone()));
+                                    self.running.push((
+                                        fid.clone(),
+                                        t.task_id.clone(),
+                                        t.agent_id.clone(),
+                                    ));
                                 }
                             }
                         }
@@ -131,8 +167,11 @@ impl Sim {
                     Output::ToFramework(_, ev) => match ev.event {
                         Some(pb::event::Event::Offers(o)) => {
                             for of in o.offers {
-                                let r = agora_proto::convert::resources("offer", of.resources.as_ref()).unwrap();
-                                self.offers_seen.insert(of.offer_id, (of.framework_id, of.agent_id, r));
+                                let r =
+                                    agora_proto::convert::resources("offer", of.resources.as_ref())
+                                        .unwrap();
+                                self.offers_seen
+                                    .insert(of.offer_id, (of.framework_id, of.agent_id, r));
                             }
                         }
                         Some(pb::event::Event::Rescind(r)) => {
@@ -173,16 +212,31 @@ impl Sim {
                 let conn = self.conn();
                 let mut r = Resources::new(f64::from(cpus), u64::from(mem), 100).unwrap();
                 if ports > 0 {
-                    r.ports = agora_core::Ranges::range(31000, 31000 + u32::from(ports) * 2).unwrap();
+                    r.ports =
+                        agora_core::Ranges::range(31000, 31000 + u32::from(ports) * 2).unwrap();
                 }
                 let info = pb::AgentInfo {
                     hostname: format!("h{}", self.agents.len()),
                     resources: Some((&r).into()),
                     ..Default::default()
                 };
-                self.agents.push(SimAgent { id: None, conn: Some(conn), info: info.clone(), tasks: HashMap::new() });
+                self.agents.push(SimAgent {
+                    id: None,
+                    conn: Some(conn),
+                    info: info.clone(),
+                    tasks: HashMap::new(),
+                });
                 self.m
-                    .register_agent(conn, pb::Register { agent: Some(info), tasks: vec![], frameworks: vec![] }, self.now, &mut out)
+                    .register_agent(
+                        conn,
+                        pb::Register {
+                            agent: Some(info),
+                            tasks: vec![],
+                            frameworks: vec![],
+                        },
+                        self.now,
+                        &mut out,
+                    )
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
             Step::Subscribe { partition_aware } => {
@@ -213,11 +267,19 @@ impl Sim {
                 }
                 let fw = fw as usize % self.fws.len();
                 if self.closed.contains(&fw) {
-                    let req = pb::AcceptRequest { framework_id: self.fws[fw].0 .0.clone(), ..Default::default() };
-                    prop_assert!(self.m.accept(req, self.now, &mut out).is_err(), "closed framework accepted");
+                    let req = pb::AcceptRequest {
+                        framework_id: self.fws[fw].0.0.clone(),
+                        ..Default::default()
+                    };
+                    prop_assert!(
+                        self.m.accept(req, self.now, &mut out).is_err(),
+                        "closed framework accepted"
+                    );
                     return self.absorb(out);
                 }
-                let Some((oid, agent, offered)) = self.offer_of(fw, offer) else { return Ok(()) };
+                let Some((oid, agent, offered)) = self.offer_of(fw, offer) else {
+                    return Ok(());
+                };
                 let fid = self.fws[fw].0.clone();
                 let mut infos = Vec::new();
                 for (c, m, p) in tasks {
@@ -236,10 +298,16 @@ impl Sim {
                 let req = pb::AcceptRequest {
                     framework_id: fid.0.clone(),
                     offer_ids: vec![oid.clone()],
-                    operations: vec![pb::Operation { operation: Some(pb::operation::Operation::Launch(pb::Launch { tasks: infos })) }],
+                    operations: vec![pb::Operation {
+                        operation: Some(pb::operation::Operation::Launch(pb::Launch {
+                            tasks: infos,
+                        })),
+                    }],
                     filters: None,
                 };
-                self.m.accept(req, self.now, &mut out).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                self.m
+                    .accept(req, self.now, &mut out)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 self.offers_seen.remove(&oid);
                 self.dead_offers.push(oid);
                 self.absorb(std::mem::take(&mut out))?;
@@ -247,12 +315,23 @@ impl Sim {
                 let mut sum = Resources::default();
                 for (_, tid, a) in &self.running[before..] {
                     prop_assert_eq!(a, &agent);
-                    let t = self.agents.iter().flat_map(|a| a.tasks.iter()).find(|((f, t), _)| f == &fid.0 && t == tid).unwrap().1;
+                    let t = self
+                        .agents
+                        .iter()
+                        .flat_map(|a| a.tasks.iter())
+                        .find(|((f, t), _)| f == &fid.0 && t == tid)
+                        .unwrap()
+                        .1;
                     let r = agora_proto::convert::resources("t", t.resources.as_ref()).unwrap();
                     prop_assert!(!sum.ports.intersects(&r.ports));
                     sum.add_assign(&r);
                 }
-                prop_assert!(offered.contains(&sum), "launched {} from offer {}", sum, offered);
+                prop_assert!(
+                    offered.contains(&sum),
+                    "launched {} from offer {}",
+                    sum,
+                    offered
+                );
             }
             Step::AcceptDead { fw } => {
                 if self.fws.is_empty() || self.dead_offers.is_empty() {
@@ -262,11 +341,17 @@ impl Sim {
                 let oid = self.dead_offers[fw % self.dead_offers.len()].clone();
                 let before = self.running.len();
                 let req = pb::AcceptRequest {
-                    framework_id: self.fws[fw].0 .0.clone(),
+                    framework_id: self.fws[fw].0.0.clone(),
                     offer_ids: vec![oid],
-                    operations: vec![pb::Operation { operation: Some(pb::operation::Operation::Launch(pb::Launch {
-                        tasks: vec![pb::TaskInfo { task_id: "dead".into(), resources: Some((&Resources::new(0.1, 1, 0).unwrap()).into()), ..Default::default() }],
-                    })) }],
+                    operations: vec![pb::Operation {
+                        operation: Some(pb::operation::Operation::Launch(pb::Launch {
+                            tasks: vec![pb::TaskInfo {
+                                task_id: "dead".into(),
+                                resources: Some((&Resources::new(0.1, 1, 0).unwrap()).into()),
+                                ..Default::default()
+                            }],
+                        })),
+                    }],
                     filters: None,
                 };
                 prop_assert!(self.m.accept(req, self.now, &mut out).is_err());
@@ -279,10 +364,12 @@ impl Sim {
                 }
                 let fw = fw as usize % self.fws.len();
                 let other = (fw + 1) % self.fws.len();
-                let Some((oid, _, _)) = self.offer_of(other, 0) else { return Ok(()) };
+                let Some((oid, _, _)) = self.offer_of(other, 0) else {
+                    return Ok(());
+                };
                 let before = self.running.len();
                 let req = pb::AcceptRequest {
-                    framework_id: self.fws[fw].0 .0.clone(),
+                    framework_id: self.fws[fw].0.0.clone(),
                     offer_ids: vec![oid.clone()],
                     operations: vec![],
                     filters: None,
@@ -291,9 +378,15 @@ impl Sim {
                 self.absorb(std::mem::take(&mut out))?;
                 prop_assert_eq!(self.running.len(), before);
                 // The owner can still use it.
-                prop_assert!(self.offers_seen.contains_key(&oid) || self.dead_offers.contains(&oid));
+                prop_assert!(
+                    self.offers_seen.contains_key(&oid) || self.dead_offers.contains(&oid)
+                );
             }
-            Step::Decline { fw, offer, refuse_s } => {
+            Step::Decline {
+                fw,
+                offer,
+                refuse_s,
+            } => {
                 if self.fws.is_empty() {
                     return Ok(());
                 }
@@ -301,13 +394,20 @@ impl Sim {
                 if self.closed.contains(&fw) {
                     return Ok(());
                 }
-                let Some((oid, _, _)) = self.offer_of(fw, offer) else { return Ok(()) };
-                let req = pb::DeclineRequest {
-                    framework_id: self.fws[fw].0 .0.clone(),
-                    offer_ids: vec![oid.clone()],
-                    filters: Some(pb::Filters { refuse_seconds: f64::from(refuse_s), has_refuse_seconds: true }),
+                let Some((oid, _, _)) = self.offer_of(fw, offer) else {
+                    return Ok(());
                 };
-                self.m.decline(req, self.now).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let req = pb::DeclineRequest {
+                    framework_id: self.fws[fw].0.0.clone(),
+                    offer_ids: vec![oid.clone()],
+                    filters: Some(pb::Filters {
+                        refuse_seconds: f64::from(refuse_s),
+                        has_refuse_seconds: true,
+                    }),
+                };
+                self.m
+                    .decline(req, self.now)
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 self.offers_seen.remove(&oid);
                 self.dead_offers.push(oid);
             }
@@ -316,7 +416,13 @@ impl Sim {
                     return Ok(());
                 }
                 let (fid, tid, agent) = self.running.remove(task as usize % self.running.len());
-                let Some(a) = self.agents.iter_mut().find(|a| a.id.as_deref() == Some(agent.as_str())) else { return Ok(()) };
+                let Some(a) = self
+                    .agents
+                    .iter_mut()
+                    .find(|a| a.id.as_deref() == Some(agent.as_str()))
+                else {
+                    return Ok(());
+                };
                 a.tasks.remove(&(fid.clone(), tid.clone()));
                 if let Some(conn) = a.conn {
                     let st = pb::TaskStatus {
@@ -325,7 +431,15 @@ impl Sim {
                         uuid: vec![1, 2, 3],
                         ..Default::default()
                     };
-                    self.m.status_updates(conn, vec![pb::StatusUpdate { framework_id: fid, status: Some(st) }], self.now, &mut out);
+                    self.m.status_updates(
+                        conn,
+                        vec![pb::StatusUpdate {
+                            framework_id: fid,
+                            status: Some(st),
+                        }],
+                        self.now,
+                        &mut out,
+                    );
                 }
             }
             Step::CloseAgent { agent } => {
@@ -353,10 +467,23 @@ impl Sim {
                 let tasks = a
                     .tasks
                     .iter()
-                    .map(|((f, _), t)| pb::AgentTask { task: Some(t.clone()), framework_id: f.clone(), state: pb::TaskState::TaskRunning as i32 })
+                    .map(|((f, _), t)| pb::AgentTask {
+                        task: Some(t.clone()),
+                        framework_id: f.clone(),
+                        state: pb::TaskState::TaskRunning as i32,
+                    })
                     .collect();
                 self.m
-                    .register_agent(conn, pb::Register { agent: Some(info), tasks, frameworks: vec![] }, self.now, &mut out)
+                    .register_agent(
+                        conn,
+                        pb::Register {
+                            agent: Some(info),
+                            tasks,
+                            frameworks: vec![],
+                        },
+                        self.now,
+                        &mut out,
+                    )
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
             Step::CloseFramework { fw } => {
@@ -368,7 +495,12 @@ impl Sim {
                 self.m.framework_closed(conn, self.now, &mut out);
                 self.closed.insert(i);
                 // A closed stream hears no RESCIND: its offers are simply gone.
-                let gone: Vec<String> = self.offers_seen.iter().filter(|(_, (f, _, _))| f == &fid.0).map(|(k, _)| k.clone()).collect();
+                let gone: Vec<String> = self
+                    .offers_seen
+                    .iter()
+                    .filter(|(_, (f, _, _))| f == &fid.0)
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 for k in gone {
                     self.offers_seen.remove(&k);
                     self.dead_offers.push(k);
@@ -414,28 +546,52 @@ proptest! {
 #[test]
 fn task_ids_stay_unique_per_framework() {
     let mut sim = Sim::new();
-    sim.run(Step::AddAgent { cpus: 8, mem: 4096, ports: 0 }).unwrap();
-    sim.run(Step::Subscribe { partition_aware: true }).unwrap();
+    sim.run(Step::AddAgent {
+        cpus: 8,
+        mem: 4096,
+        ports: 0,
+    })
+    .unwrap();
+    sim.run(Step::Subscribe {
+        partition_aware: true,
+    })
+    .unwrap();
     let fid = sim.fws[0].0.clone();
     let (oid, _, _) = sim.offer_of(0, 0).unwrap();
-    let t = |id: &str| pb::TaskInfo { task_id: id.into(), resources: Some((&Resources::new(1.0, 10, 0).unwrap()).into()), ..Default::default() };
+    let t = |id: &str| pb::TaskInfo {
+        task_id: id.into(),
+        resources: Some((&Resources::new(1.0, 10, 0).unwrap()).into()),
+        ..Default::default()
+    };
     let mut out = vec![];
     let req = pb::AcceptRequest {
         framework_id: fid.0.clone(),
         offer_ids: vec![oid],
-        operations: vec![pb::Operation { operation: Some(pb::operation::Operation::Launch(pb::Launch { tasks: vec![t("a"), t("a")] })) }],
+        operations: vec![pb::Operation {
+            operation: Some(pb::operation::Operation::Launch(pb::Launch {
+                tasks: vec![t("a"), t("a")],
+            })),
+        }],
         filters: None,
     };
     sim.m.accept(req, sim.now, &mut out).unwrap();
     let errors: Vec<String> = out
         .iter()
         .filter_map(|o| match o {
-            Output::ToFramework(_, pb::Event { event: Some(pb::event::Event::Update(u)) }) => u.status.as_ref().map(|s| s.message.clone()),
+            Output::ToFramework(
+                _,
+                pb::Event {
+                    event: Some(pb::event::Event::Update(u)),
+                },
+            ) => u.status.as_ref().map(|s| s.message.clone()),
             _ => None,
         })
         .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("used twice"), "{}", errors[0]);
     sim.absorb(out).unwrap();
-    assert_eq!(sim.m.task_state(&fid, &TaskId::new("a")), Some(agora_core::TaskState::Staging));
+    assert_eq!(
+        sim.m.task_state(&fid, &TaskId::new("a")),
+        Some(agora_core::TaskState::Staging)
+    );
 }

@@ -175,7 +175,10 @@ mod tests {
             cpus: f64::NAN,
             ..Default::default()
         };
-        assert_eq!(resources("offer", Some(&bad)).unwrap_err().field, "offer.cpus");
+        assert_eq!(
+            resources("offer", Some(&bad)).unwrap_err().field,
+            "offer.cpus"
+        );
         let bad = pb::Resources {
             ports: vec![pb::Range { begin: 9, end: 1 }],
             ..Default::default()

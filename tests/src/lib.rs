@@ -39,17 +39,27 @@ pub struct Cluster {
 /// Logs to stderr when `AGORA_TEST_LOG` is set (e.g. `AGORA_TEST_LOG=debug`).
 pub fn init_logs() {
     if let Ok(f) = std::env::var("AGORA_TEST_LOG") {
-        let _ = tracing_subscriber::fmt().with_env_filter(f).with_test_writer().try_init();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(f)
+            .with_test_writer()
+            .try_init();
     }
 }
 
 impl Cluster {
     pub async fn start(cfg: MasterConfig) -> Result<Cluster> {
         init_logs();
-        let data_dir = std::env::temp_dir().join(format!("agora-test-{}", uuid::Uuid::new_v4().simple()));
+        let data_dir =
+            std::env::temp_dir().join(format!("agora-test-{}", uuid::Uuid::new_v4().simple()));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let mut c = Cluster { addr, data_dir, cfg, trigger: None, server: None };
+        let mut c = Cluster {
+            addr,
+            data_dir,
+            cfg,
+            trigger: None,
+            server: None,
+        };
         c.serve(listener).await?;
         Ok(c)
     }
@@ -106,7 +116,8 @@ impl Cluster {
                 Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
-        self.serve(listener.context("could not rebind the master address")?).await
+        self.serve(listener.context("could not rebind the master address")?)
+            .await
     }
 
     pub async fn get(&self, path: &str) -> Result<(u16, String)> {
@@ -122,22 +133,38 @@ impl Cluster {
     }
 
     /// Starts a hollow agent.
-    pub async fn agent(&self, name: &str, resources: &str, attributes: &[(&str, &str)]) -> Result<Agent> {
+    pub async fn agent(
+        &self,
+        name: &str,
+        resources: &str,
+        attributes: &[(&str, &str)],
+    ) -> Result<Agent> {
         let cfg = AgentConfig {
             hostname: name.to_string(),
             resources: Resources::parse(resources)?,
-            attributes: attributes.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            attributes: attributes
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             status_retry_min: Duration::from_millis(300),
             status_retry_max: Duration::from_secs(2),
             reconnect_min: Duration::from_millis(50),
             reconnect_max: Duration::from_millis(500),
             ..AgentConfig::default()
         };
-        let (handle, runtime, _join) = agora_agent::spawn_hollow(cfg, Connector::Address(self.url()), Duration::from_millis(50));
+        let (handle, runtime, _join) = agora_agent::spawn_hollow(
+            cfg,
+            Connector::Address(self.url()),
+            Duration::from_millis(50),
+        );
         let id = tokio::time::timeout(Duration::from_secs(10), handle.registered())
             .await
             .context("agent did not register")?;
-        Ok(Agent { id, handle, runtime })
+        Ok(Agent {
+            id,
+            handle,
+            runtime,
+        })
     }
 }
 
@@ -223,7 +250,10 @@ impl Fw {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let (client_tx, client_rx) = tokio::sync::oneshot::channel();
         let (stop, stop_rx) = watch::channel(false);
-        let probe = Probe { tx, client_tx: Some(client_tx) };
+        let probe = Probe {
+            tx,
+            client_tx: Some(client_tx),
+        };
         let join = tokio::spawn(Driver::new(cfg, probe).with_stop(stop_rx).run());
         let client = tokio::time::timeout(Duration::from_secs(10), client_rx)
             .await
@@ -232,7 +262,14 @@ impl Fw {
             Some(Ev::Subscribed(id)) => id,
             other => bail!("expected SUBSCRIBED, got {other:?}"),
         };
-        Ok(Fw { client, id, rx, backlog: Default::default(), stop, join })
+        Ok(Fw {
+            client,
+            id,
+            rx,
+            backlog: Default::default(),
+            stop,
+            join,
+        })
     }
 
     /// Stops the driver (the framework disconnects; it is not torn down).
@@ -243,7 +280,11 @@ impl Fw {
 
     /// Next event matching `f`, within `within`. Events that do not match
     /// are kept, in order, for later calls.
-    pub async fn wait<T>(&mut self, within: Duration, mut f: impl FnMut(&Ev) -> Option<T>) -> Result<T> {
+    pub async fn wait<T>(
+        &mut self,
+        within: Duration,
+        mut f: impl FnMut(&Ev) -> Option<T>,
+    ) -> Result<T> {
         for i in 0..self.backlog.len() {
             if let Some(t) = f(&self.backlog[i]) {
                 self.backlog.remove(i);
@@ -298,14 +339,23 @@ impl Fw {
 pub async fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     let text = String::from_utf8_lossy(&buf).to_string();
     let (head, body) = text.split_once("\r\n\r\n").context("malformed answer")?;
-    let code = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).context("no status")?;
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no status")?;
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         let mut out = String::new();
         let mut rest = body;
         while let Some((size, after)) = rest.split_once("\r\n") {

@@ -8,7 +8,10 @@ use std::time::Duration;
 use tonic::Code;
 
 async fn task_error(f: &mut Fw, id: &str) -> String {
-    f.update(id, TaskState::Error).await.expect("TASK_ERROR").message
+    f.update(id, TaskState::Error)
+        .await
+        .expect("TASK_ERROR")
+        .message
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -16,20 +19,41 @@ async fn invalid_accepts_are_refused_and_resources_return() {
     let c = Cluster::start(test_config()).await.unwrap();
     let mut f1 = Fw::start(fw_config(&c, "good")).await.unwrap();
     let mut f2 = Fw::start(fw_config(&c, "other")).await.unwrap();
-    c.agent("a1", "cpus:2;mem:512;ports:[31000-31001]", &[]).await.unwrap();
+    c.agent("a1", "cpus:2;mem:512;ports:[31000-31001]", &[])
+        .await
+        .unwrap();
     c.agent("a2", "cpus:2;mem:512", &[]).await.unwrap();
     let o1 = f1.offers().await.unwrap();
     let o2 = f2.offers().await.unwrap();
 
     // Unknown offer.
-    let e = f1.client.accept(&["no-such-offer".into()], vec![task("u", "cpus:1;mem:10", "serve")], None).await.unwrap_err();
+    let e = f1
+        .client
+        .accept(
+            &["no-such-offer".into()],
+            vec![task("u", "cpus:1;mem:10", "serve")],
+            None,
+        )
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("not outstanding"), "{e}");
     assert!(task_error(&mut f1, "u").await.contains("not outstanding"));
 
     // A foreign offer: refused, and it stays usable by its owner.
-    let e = f1.client.accept(&[o2[0].id.clone()], vec![task("x", "cpus:1;mem:10", "serve")], None).await.unwrap_err();
+    let e = f1
+        .client
+        .accept(
+            &[o2[0].id.clone()],
+            vec![task("x", "cpus:1;mem:10", "serve")],
+            None,
+        )
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("another framework"), "{e}");
-    f2.client.launch(&o2[0], vec![task("owner", "cpus:1;mem:10", "serve")]).await.unwrap();
+    f2.client
+        .launch(&o2[0], vec![task("owner", "cpus:1;mem:10", "serve")])
+        .await
+        .unwrap();
     f2.update("owner", TaskState::Running).await.unwrap();
 
     // Over-commit, duplicate ids, malformed values: per-task TASK_ERROR,
@@ -37,7 +61,10 @@ async fn invalid_accepts_are_refused_and_resources_return() {
     let mut bad_cpus = task("nan", "cpus:1;mem:10", "serve");
     bad_cpus.resources.as_mut().unwrap().cpus = f64::NAN;
     let mut bad_port = task("port", "cpus:0.1;mem:10", "serve");
-    bad_port.resources.as_mut().unwrap().ports = vec![pb::Range { begin: 40000, end: 40000 }];
+    bad_port.resources.as_mut().unwrap().ports = vec![pb::Range {
+        begin: 40000,
+        end: 40000,
+    }];
     let tasks = vec![
         task("ok", "cpus:1;mem:100", "serve"),
         task("ok", "cpus:0.1;mem:10", "serve"),
@@ -49,10 +76,15 @@ async fn invalid_accepts_are_refused_and_resources_return() {
     ];
     f1.client.launch(&o1[0], tasks).await.unwrap();
     f1.update("ok", TaskState::Running).await.unwrap();
-    let dup = f1.wait(Duration::from_secs(5), |e| match e {
-        Ev::Update(s) if s.task_id.as_str() == "ok" && s.state == TaskState::Error => Some(s.message.clone()),
-        _ => None,
-    }).await.unwrap();
+    let dup = f1
+        .wait(Duration::from_secs(5), |e| match e {
+            Ev::Update(s) if s.task_id.as_str() == "ok" && s.state == TaskState::Error => {
+                Some(s.message.clone())
+            }
+            _ => None,
+        })
+        .await
+        .unwrap();
     assert!(dup.contains("used twice"), "{dup}");
     assert!(task_error(&mut f1, "huge").await.contains("only"));
     assert!(task_error(&mut f1, "bad id").await.contains("contains ' '"));
@@ -61,22 +93,42 @@ async fn invalid_accepts_are_refused_and_resources_return() {
     assert!(task_error(&mut f1, "port").await.contains("only"));
 
     // A used offer cannot be accepted again.
-    let e = f1.client.accept(&[o1[0].id.clone()], vec![task("again", "cpus:0.1;mem:10", "serve")], None).await.unwrap_err();
+    let e = f1
+        .client
+        .accept(
+            &[o1[0].id.clone()],
+            vec![task("again", "cpus:0.1;mem:10", "serve")],
+            None,
+        )
+        .await
+        .unwrap_err();
     assert!(e.to_string().contains("not outstanding"), "{e}");
     // A live task id cannot be reused.
     let next = f1.offers().await.unwrap();
-    f1.client.launch(&next[0], vec![task("ok", "cpus:0.1;mem:10", "serve")]).await.unwrap();
-    let reused = f1.wait(Duration::from_secs(5), |e| match e {
-        Ev::Update(s) if s.task_id.as_str() == "ok" && s.state == TaskState::Error => Some(s.message.clone()),
-        _ => None,
-    }).await.unwrap();
+    f1.client
+        .launch(&next[0], vec![task("ok", "cpus:0.1;mem:10", "serve")])
+        .await
+        .unwrap();
+    let reused = f1
+        .wait(Duration::from_secs(5), |e| match e {
+            Ev::Update(s) if s.task_id.as_str() == "ok" && s.state == TaskState::Error => {
+                Some(s.message.clone())
+            }
+            _ => None,
+        })
+        .await
+        .unwrap();
     assert!(reused.contains("already in use"), "{reused}");
 
     // Nothing leaked: exactly the two running tasks hold resources.
     let st = c.state().await.unwrap();
     let live: usize = st.frameworks.iter().map(|f| f.tasks.len()).sum();
     assert_eq!(live, 2);
-    assert!((st.resources.used.cpus - 2.0).abs() < 1e-9, "{:?}", st.resources.used);
+    assert!(
+        (st.resources.used.cpus - 2.0).abs() < 1e-9,
+        "{:?}",
+        st.resources.used
+    );
     for a in &st.agents {
         assert!(a.used_resources.cpus + a.offered_resources.cpus <= a.resources.cpus + 1e-9);
     }
@@ -85,28 +137,50 @@ async fn invalid_accepts_are_refused_and_resources_return() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_calls_get_clear_errors_and_the_master_keeps_serving() {
     let c = Cluster::start(test_config()).await.unwrap();
-    let mut raw = pb::scheduler_client::SchedulerClient::connect(c.url()).await.unwrap();
+    let mut raw = pb::scheduler_client::SchedulerClient::connect(c.url())
+        .await
+        .unwrap();
 
     // No framework info at all.
-    let e = raw.subscribe(pb::SubscribeRequest { framework: None }).await.unwrap_err();
+    let e = raw
+        .subscribe(pb::SubscribeRequest { framework: None })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     // Absurd failover timeout.
-    let info = pb::FrameworkInfo { name: "x".into(), failover_timeout_seconds: f64::NAN, ..Default::default() };
-    let e = raw.subscribe(pb::SubscribeRequest { framework: Some(info) }).await.unwrap_err();
+    let info = pb::FrameworkInfo {
+        name: "x".into(),
+        failover_timeout_seconds: f64::NAN,
+        ..Default::default()
+    };
+    let e = raw
+        .subscribe(pb::SubscribeRequest {
+            framework: Some(info),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("failover_timeout"), "{}", e.message());
     // Calls from nobody.
     let e = raw.accept(pb::AcceptRequest::default()).await.unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
     assert!(e.message().contains("framework_id"), "{}", e.message());
-    let e = raw.revive(pb::ReviveRequest { framework_id: "ghost".into() }).await.unwrap_err();
+    let e = raw
+        .revive(pb::ReviveRequest {
+            framework_id: "ghost".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::FailedPrecondition);
     assert!(e.message().contains("not subscribed"), "{}", e.message());
     let e = raw
         .decline(pb::DeclineRequest {
             framework_id: "ghost".into(),
             offer_ids: vec!["o".into()],
-            filters: Some(pb::Filters { refuse_seconds: f64::INFINITY, has_refuse_seconds: true }),
+            filters: Some(pb::Filters {
+                refuse_seconds: f64::INFINITY,
+                has_refuse_seconds: true,
+            }),
         })
         .await
         .unwrap_err();
@@ -118,7 +192,11 @@ async fn malformed_calls_get_clear_errors_and_the_master_keeps_serving() {
     let e = raw
         .acknowledge(pb::AcknowledgeRequest {
             framework_id: fid.clone(),
-            acknowledgements: vec![pb::Acknowledgement { agent_id: "a".into(), task_id: "t".into(), uuid: vec![] }],
+            acknowledgements: vec![pb::Acknowledgement {
+                agent_id: "a".into(),
+                task_id: "t".into(),
+                uuid: vec![],
+            }],
         })
         .await
         .unwrap_err();
@@ -127,7 +205,10 @@ async fn malformed_calls_get_clear_errors_and_the_master_keeps_serving() {
         .decline(pb::DeclineRequest {
             framework_id: fid.clone(),
             offer_ids: vec!["nope".into()],
-            filters: Some(pb::Filters { refuse_seconds: f64::NAN, has_refuse_seconds: true }),
+            filters: Some(pb::Filters {
+                refuse_seconds: f64::NAN,
+                has_refuse_seconds: true,
+            }),
         })
         .await
         .unwrap_err();
@@ -136,26 +217,45 @@ async fn malformed_calls_get_clear_errors_and_the_master_keeps_serving() {
     raw.decline(pb::DeclineRequest {
         framework_id: fid.clone(),
         offer_ids: vec![],
-        filters: Some(pb::Filters { refuse_seconds: 1e300, has_refuse_seconds: true }),
+        filters: Some(pb::Filters {
+            refuse_seconds: 1e300,
+            has_refuse_seconds: true,
+        }),
     })
     .await
     .unwrap();
-    raw.kill(pb::KillRequest { framework_id: fid.clone(), task_id: "never-launched".into(), agent_id: String::new() })
-        .await
-        .unwrap();
+    raw.kill(pb::KillRequest {
+        framework_id: fid.clone(),
+        task_id: "never-launched".into(),
+        agent_id: String::new(),
+    })
+    .await
+    .unwrap();
 
     // An agent that registers without saying who it is is refused, not crashed on.
-    let mut link = pb::agent_link_client::AgentLinkClient::connect(c.url()).await.unwrap();
+    let mut link = pb::agent_link_client::AgentLinkClient::connect(c.url())
+        .await
+        .unwrap();
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     tx.send(pb::AgentMessage {
-        message: Some(pb::agent_message::Message::Register(pb::Register { agent: None, tasks: vec![], frameworks: vec![] })),
+        message: Some(pb::agent_message::Message::Register(pb::Register {
+            agent: None,
+            tasks: vec![],
+            frameworks: vec![],
+        })),
     })
     .await
     .unwrap();
-    let mut inbound = link.attach(tokio_stream_wrapper(rx)).await.unwrap().into_inner();
+    let mut inbound = link
+        .attach(tokio_stream_wrapper(rx))
+        .await
+        .unwrap()
+        .into_inner();
     let m = inbound.message().await.unwrap().unwrap();
     match m.message {
-        Some(pb::master_message::Message::Refused(r)) => assert!(r.message.contains("agent"), "{}", r.message),
+        Some(pb::master_message::Message::Refused(r)) => {
+            assert!(r.message.contains("agent"), "{}", r.message)
+        }
         other => panic!("expected REFUSED, got {other:?}"),
     }
     // An agent claiming negative... (resources travel unsigned) NaN cpus.
@@ -164,7 +264,10 @@ async fn malformed_calls_get_clear_errors_and_the_master_keeps_serving() {
         message: Some(pb::agent_message::Message::Register(pb::Register {
             agent: Some(pb::AgentInfo {
                 hostname: "h".into(),
-                resources: Some(pb::Resources { cpus: f64::NAN, ..Default::default() }),
+                resources: Some(pb::Resources {
+                    cpus: f64::NAN,
+                    ..Default::default()
+                }),
                 ..Default::default()
             }),
             tasks: vec![],
@@ -173,15 +276,24 @@ async fn malformed_calls_get_clear_errors_and_the_master_keeps_serving() {
     })
     .await
     .unwrap();
-    let mut inbound = link.attach(tokio_stream_wrapper(rx2)).await.unwrap().into_inner();
+    let mut inbound = link
+        .attach(tokio_stream_wrapper(rx2))
+        .await
+        .unwrap()
+        .into_inner();
     let m = inbound.message().await.unwrap().unwrap();
-    assert!(matches!(m.message, Some(pb::master_message::Message::Refused(_))), "{m:?}");
+    assert!(
+        matches!(m.message, Some(pb::master_message::Message::Refused(_))),
+        "{m:?}"
+    );
 
     // Raw garbage on the gRPC port.
     {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(c.addr).await.unwrap();
-        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\x99\xff\xff\xff\xff\xffgarbage").await.unwrap();
+        s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x04\x99\xff\xff\xff\xff\xffgarbage")
+            .await
+            .unwrap();
         let mut buf = [0u8; 256];
         let _ = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await;
     }
@@ -191,7 +303,11 @@ async fn malformed_calls_get_clear_errors_and_the_master_keeps_serving() {
     assert_eq!(code, 200);
     let st = c.state().await.unwrap();
     assert_eq!(st.frameworks.len(), 1);
-    assert!(st.agents.is_empty(), "refused agents must not be admitted: {:?}", st.agents);
+    assert!(
+        st.agents.is_empty(),
+        "refused agents must not be admitted: {:?}",
+        st.agents
+    );
     let (code, _) = c.get("/no/such/page").await.unwrap();
     assert_eq!(code, 404);
     drop(f);
@@ -205,9 +321,9 @@ fn tokio_stream_wrapper(
 
 /// A minimal `Stream` over an mpsc receiver (keeps this crate's deps small).
 mod futures_like {
-    pub use tonic::codegen::tokio_stream::Stream;
     use std::pin::Pin;
     use std::task::{Context, Poll};
+    pub use tonic::codegen::tokio_stream::Stream;
 
     pub struct ReceiverStream<T>(pub tokio::sync::mpsc::Receiver<T>);
 

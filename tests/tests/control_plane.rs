@@ -31,16 +31,34 @@ async fn launch_run_kill_finish_with_two_frameworks() {
     // Frameworks first, so DRF shares the agents between them as they join.
     let mut f1 = Fw::start(fw_config(&c, "one")).await.unwrap();
     let mut f2 = Fw::start(fw_config(&c, "two")).await.unwrap();
-    let a1 = c.agent("a1", "cpus:4;mem:1024;ports:[31000-31009]", &[("zone", "a")]).await.unwrap();
-    let _a2 = c.agent("a2", "cpus:4;mem:1024", &[("zone", "b")]).await.unwrap();
+    let a1 = c
+        .agent(
+            "a1",
+            "cpus:4;mem:1024;ports:[31000-31009]",
+            &[("zone", "a")],
+        )
+        .await
+        .unwrap();
+    let _a2 = c
+        .agent("a2", "cpus:4;mem:1024", &[("zone", "b")])
+        .await
+        .unwrap();
     let _a3 = c.agent("a3", "cpus:4;mem:1024", &[]).await.unwrap();
 
     let o1 = f1.offers().await.unwrap();
     let o2 = f2.offers().await.unwrap();
-    assert!(!o1.is_empty() && !o2.is_empty(), "DRF should give both frameworks offers");
+    assert!(
+        !o1.is_empty() && !o2.is_empty(),
+        "DRF should give both frameworks offers"
+    );
     for o in o1.iter().chain(o2.iter()) {
-        assert!(!o2.iter().any(|p| p.id != o.id && p.agent_id == o.agent_id && o1.iter().any(|q| q.id == o.id)),
-            "agent {} offered to both frameworks at once", o.agent_id);
+        assert!(
+            !o2.iter().any(|p| p.id != o.id
+                && p.agent_id == o.agent_id
+                && o1.iter().any(|q| q.id == o.id)),
+            "agent {} offered to both frameworks at once",
+            o.agent_id
+        );
     }
 
     let first = &o1[0];
@@ -50,14 +68,20 @@ async fn launch_run_kill_finish_with_two_frameworks() {
         serve = task("serve", "cpus:1;mem:128", "serve");
     }
     f1.client
-        .launch(first, vec![serve, task("short", "cpus:0.5;mem:64", "sleep 0.3")])
+        .launch(
+            first,
+            vec![serve, task("short", "cpus:0.5;mem:64", "sleep 0.3")],
+        )
         .await
         .unwrap();
     f1.update("serve", TaskState::Starting).await.unwrap();
     f1.update("serve", TaskState::Running).await.unwrap();
     f1.update("short", TaskState::Finished).await.unwrap();
 
-    f2.client.launch(&o2[0], vec![task("crash", "cpus:1;mem:64", "exit 3")]).await.unwrap();
+    f2.client
+        .launch(&o2[0], vec![task("crash", "cpus:1;mem:64", "exit 3")])
+        .await
+        .unwrap();
     let failed = f2.update("crash", TaskState::Failed).await.unwrap();
     assert_eq!(failed.exit_code, Some(3));
 
@@ -69,15 +93,32 @@ async fn launch_run_kill_finish_with_two_frameworks() {
     assert_eq!(st.agents.len(), 3);
     assert_eq!(st.frameworks.len(), 2);
     assert!(st.frameworks.iter().all(|f| f.tasks.is_empty()));
-    let done: Vec<_> = st.frameworks.iter().flat_map(|f| f.completed_tasks.iter()).map(|t| (t.id.clone(), t.state)).collect();
-    assert!(done.contains(&("serve".into(), TaskState::Killed)), "{done:?}");
-    assert!(done.contains(&("short".into(), TaskState::Finished)), "{done:?}");
-    assert!(done.contains(&("crash".into(), TaskState::Failed)), "{done:?}");
+    let done: Vec<_> = st
+        .frameworks
+        .iter()
+        .flat_map(|f| f.completed_tasks.iter())
+        .map(|t| (t.id.clone(), t.state))
+        .collect();
+    assert!(
+        done.contains(&("serve".into(), TaskState::Killed)),
+        "{done:?}"
+    );
+    assert!(
+        done.contains(&("short".into(), TaskState::Finished)),
+        "{done:?}"
+    );
+    assert!(
+        done.contains(&("crash".into(), TaskState::Failed)),
+        "{done:?}"
+    );
     assert_eq!(st.resources.used.cpus, 0.0);
 
     let (code, metrics) = c.get("/metrics").await.unwrap();
     assert_eq!(code, 200);
-    assert!(metrics.contains("agora_master_tasks_launched_total 3"), "{metrics}");
+    assert!(
+        metrics.contains("agora_master_tasks_launched_total 3"),
+        "{metrics}"
+    );
     assert!(metrics.contains("agora_master_allocation_run_seconds_bucket"));
     let (code, _) = c.get("/health").await.unwrap();
     assert_eq!(code, 200);
@@ -93,14 +134,20 @@ async fn a_dropped_acknowledgement_leads_to_redelivery() {
     cfg.auto_acknowledge = false;
     let mut f = Fw::start(cfg).await.unwrap();
     let o = f.offers().await.unwrap();
-    f.client.launch(&o[0], vec![task("t", "cpus:1;mem:64", "serve")]).await.unwrap();
+    f.client
+        .launch(&o[0], vec![task("t", "cpus:1;mem:64", "serve")])
+        .await
+        .unwrap();
 
     // STARTING arrives and is not acknowledged: it comes again, same uuid,
     // and RUNNING is held back behind it (one update in flight per task).
     let first = f.update("t", TaskState::Starting).await.unwrap();
     assert!(!first.uuid.is_empty());
     let again = f.update("t", TaskState::Starting).await.unwrap();
-    assert_eq!(again.uuid, first.uuid, "redelivery must carry the same uuid");
+    assert_eq!(
+        again.uuid, first.uuid,
+        "redelivery must carry the same uuid"
+    );
     f.client.acknowledge(&again).await.unwrap();
     let running = f.update("t", TaskState::Running).await.unwrap();
     f.client.acknowledge(&running).await.unwrap();
@@ -113,7 +160,10 @@ async fn a_dropped_acknowledgement_leads_to_redelivery() {
             _ => None,
         })
         .collect();
-    assert!(resent.is_empty(), "acknowledged updates were re-sent: {resent:?}");
+    assert!(
+        resent.is_empty(),
+        "acknowledged updates were re-sent: {resent:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +173,13 @@ async fn explicit_and_implicit_reconciliation() {
     let mut f = Fw::start(fw_config(&c, "rec")).await.unwrap();
     let o = f.offers().await.unwrap();
     f.client
-        .launch(&o[0], vec![task("x", "cpus:1;mem:64", "serve"), task("y", "cpus:1;mem:64", "serve")])
+        .launch(
+            &o[0],
+            vec![
+                task("x", "cpus:1;mem:64", "serve"),
+                task("y", "cpus:1;mem:64", "serve"),
+            ],
+        )
         .await
         .unwrap();
     f.update("x", TaskState::Running).await.unwrap();
@@ -140,7 +196,10 @@ async fn explicit_and_implicit_reconciliation() {
             .await
             .unwrap();
         assert_eq!(s.state, TaskState::Running);
-        assert!(s.uuid.is_empty(), "reconciliation answers need no acknowledgement");
+        assert!(
+            s.uuid.is_empty(),
+            "reconciliation answers need no acknowledgement"
+        );
         seen.push(s.task_id.0);
     }
     seen.sort();
@@ -162,7 +221,13 @@ async fn explicit_and_implicit_reconciliation() {
         got.push((s.task_id.0, s.state));
     }
     got.sort();
-    assert_eq!(got, vec![("nope".to_string(), TaskState::Unknown), ("x".to_string(), TaskState::Running)]);
+    assert_eq!(
+        got,
+        vec![
+            ("nope".to_string(), TaskState::Unknown),
+            ("x".to_string(), TaskState::Running)
+        ]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -179,11 +244,22 @@ async fn a_silent_agent_loses_its_tasks_and_offers_then_comes_back() {
     for (f, id) in [(&mut aware, "pa"), (&mut plain, "np")] {
         loop {
             let offers = f.offers().await.unwrap();
-            let others: Vec<_> = offers.iter().filter(|o| o.agent_id != a1.id).map(|o| o.id.clone()).collect();
-            f.client.decline(&others, Some(Duration::from_millis(200))).await.unwrap();
+            let others: Vec<_> = offers
+                .iter()
+                .filter(|o| o.agent_id != a1.id)
+                .map(|o| o.id.clone())
+                .collect();
+            f.client
+                .decline(&others, Some(Duration::from_millis(200)))
+                .await
+                .unwrap();
             if let Some(o) = offer_on(&offers, &a1.id) {
                 f.client
-                    .accept(&[o.id.clone()], vec![task(id, "cpus:1;mem:64", "serve")], Some(Duration::ZERO))
+                    .accept(
+                        std::slice::from_ref(&o.id),
+                        vec![task(id, "cpus:1;mem:64", "serve")],
+                        Some(Duration::ZERO),
+                    )
                     .await
                     .unwrap();
                 break;
@@ -213,25 +289,38 @@ async fn a_silent_agent_loses_its_tasks_and_offers_then_comes_back() {
             break o.id.clone();
         }
         let ids: Vec<_> = offers.iter().map(|o| o.id.clone()).collect();
-        aware.client.decline(&ids, Some(Duration::from_millis(100))).await.unwrap();
+        aware
+            .client
+            .decline(&ids, Some(Duration::from_millis(100)))
+            .await
+            .unwrap();
     };
 
     let t0 = std::time::Instant::now();
     a1.handle.control(agora_agent::Control::Partition);
     aware
-        .wait(5 * S, |e| matches!(e, Ev::Rescinded(o) if *o == held).then_some(()))
+        .wait(5 * S, |e| {
+            matches!(e, Ev::Rescinded(o) if *o == held).then_some(())
+        })
         .await
         .expect("the silent agent's offer is rescinded");
     let u = aware.update("pa", TaskState::Unreachable).await.unwrap();
     assert_eq!(u.reason, "REASON_AGENT_UNREACHABLE");
     plain.update("np", TaskState::Lost).await.unwrap();
     let detected = t0.elapsed();
-    assert!(detected < Duration::from_secs(5), "unreachable after {detected:?}");
+    assert!(
+        detected < Duration::from_secs(5),
+        "unreachable after {detected:?}"
+    );
     let st = c.state().await.unwrap();
     let a1v = st.agents.iter().find(|a| a.id == a1.id.0).unwrap();
     assert_eq!(a1v.state, agora_core::lifecycle::AgentState::Unreachable);
     // a2 is unaffected.
-    assert!(st.agents.iter().any(|a| a.id == a2.id.0 && a.state == agora_core::lifecycle::AgentState::Active));
+    assert!(
+        st.agents
+            .iter()
+            .any(|a| a.id == a2.id.0 && a.state == agora_core::lifecycle::AgentState::Active)
+    );
 
     // It returns: the partition-aware task is RUNNING again; the LOST one is
     // killed on the agent (the framework already replaced it).
@@ -240,7 +329,11 @@ async fn a_silent_agent_loses_its_tasks_and_offers_then_comes_back() {
     assert_eq!(back.reason, "REASON_AGENT_REREGISTERED");
     let mut waited = Duration::ZERO;
     while a1.runtime.live_tasks() != 1 {
-        assert!(waited < 5 * S, "the LOST task should be killed on return; live {}", a1.runtime.live_tasks());
+        assert!(
+            waited < 5 * S,
+            "the LOST task should be killed on return; live {}",
+            a1.runtime.live_tasks()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += Duration::from_millis(50);
     }
@@ -258,7 +351,10 @@ async fn framework_failover_within_and_after_the_timeout() {
     cfg.failover_timeout = Duration::from_millis(1500);
     let mut f = Fw::start(cfg.clone()).await.unwrap();
     let o = f.offers().await.unwrap();
-    f.client.launch(&o[0], vec![task("keep", "cpus:1;mem:64", "serve")]).await.unwrap();
+    f.client
+        .launch(&o[0], vec![task("keep", "cpus:1;mem:64", "serve")])
+        .await
+        .unwrap();
     f.update("keep", TaskState::Running).await.unwrap();
     let id = f.id.clone();
     f.disconnect().await;
@@ -282,7 +378,10 @@ async fn framework_failover_within_and_after_the_timeout() {
     f.disconnect().await;
     let mut waited = Duration::ZERO;
     while a.runtime.live_tasks() != 0 {
-        assert!(waited < 6 * S, "tasks of a timed-out framework must be killed");
+        assert!(
+            waited < 6 * S,
+            "tasks of a timed-out framework must be killed"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         waited += Duration::from_millis(100);
     }
@@ -307,12 +406,21 @@ async fn decline_filters_are_respected() {
     let mut f = Fw::start(fw_config(&c, "decliner")).await.unwrap();
     let o = f.offers().await.unwrap();
     let t0 = std::time::Instant::now();
-    f.client.decline(&[o[0].id.clone()], Some(Duration::from_millis(1500))).await.unwrap();
+    f.client
+        .decline(&[o[0].id.clone()], Some(Duration::from_millis(1500)))
+        .await
+        .unwrap();
     let next = f.offers().await.unwrap();
     let gap = t0.elapsed();
     assert_eq!(next[0].agent_id, o[0].agent_id);
-    assert!(gap >= Duration::from_millis(1400), "re-offered after {gap:?}, filter was 1.5 s");
-    assert!(gap < Duration::from_secs(4), "re-offered only after {gap:?}");
+    assert!(
+        gap >= Duration::from_millis(1400),
+        "re-offered after {gap:?}, filter was 1.5 s"
+    );
+    assert!(
+        gap < Duration::from_secs(4),
+        "re-offered only after {gap:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,26 +430,41 @@ async fn suppress_stops_offers_and_revive_restarts_them() {
     let mut f = Fw::start(fw_config(&c, "quiet")).await.unwrap();
     let o = f.offers().await.unwrap();
     f.client.suppress().await.unwrap();
-    f.client.decline(&[o[0].id.clone()], Some(Duration::ZERO)).await.unwrap();
+    f.client
+        .decline(&[o[0].id.clone()], Some(Duration::ZERO))
+        .await
+        .unwrap();
     let evs = f.drain(Duration::from_millis(1200)).await;
-    assert!(!evs.iter().any(|e| matches!(e, Ev::Offers(_))), "offers while suppressed: {evs:?}");
+    assert!(
+        !evs.iter().any(|e| matches!(e, Ev::Offers(_))),
+        "offers while suppressed: {evs:?}"
+    );
     let st = c.state().await.unwrap();
     assert!(st.frameworks[0].suppressed);
     let t0 = std::time::Instant::now();
     f.client.revive().await.unwrap();
     f.offers().await.unwrap();
-    assert!(t0.elapsed() < Duration::from_secs(1), "revive should bring offers at once");
+    assert!(
+        t0.elapsed() < Duration::from_secs(1),
+        "revive should bring offers at once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_master_readmits_its_agents_with_their_tasks() {
     let mut c = Cluster::start(test_config()).await.unwrap();
-    let a1 = c.agent("a1", "cpus:4;mem:1024", &[("zone", "a")]).await.unwrap();
+    let a1 = c
+        .agent("a1", "cpus:4;mem:1024", &[("zone", "a")])
+        .await
+        .unwrap();
     let a2 = c.agent("a2", "cpus:4;mem:1024", &[]).await.unwrap();
     let mut f = Fw::start(fw_config(&c, "survivor")).await.unwrap();
     let offers = offers_for(&mut f, 2).await;
     for (i, o) in offers.iter().enumerate() {
-        f.client.launch(o, vec![task(&format!("t{i}"), "cpus:1;mem:100", "serve")]).await.unwrap();
+        f.client
+            .launch(o, vec![task(&format!("t{i}"), "cpus:1;mem:100", "serve")])
+            .await
+            .unwrap();
     }
     f.update("t0", TaskState::Running).await.unwrap();
     f.update("t1", TaskState::Running).await.unwrap();
@@ -354,23 +477,54 @@ async fn a_restarted_master_readmits_its_agents_with_their_tasks() {
     let st = loop {
         if let Ok(st) = c.state().await
             && st.master_id != before.master_id
-            && st.agents.iter().filter(|a| a.state == agora_core::lifecycle::AgentState::Active).count() == 2
-            && st.frameworks.iter().any(|fw| fw.id == f.id.0 && fw.state == agora_core::lifecycle::FrameworkState::Connected)
+            && st
+                .agents
+                .iter()
+                .filter(|a| a.state == agora_core::lifecycle::AgentState::Active)
+                .count()
+                == 2
+            && st.frameworks.iter().any(|fw| {
+                fw.id == f.id.0 && fw.state == agora_core::lifecycle::FrameworkState::Connected
+            })
         {
             break st;
         }
-        assert!(waited < 10 * S, "cluster did not recover after master restart");
+        assert!(
+            waited < 10 * S,
+            "cluster did not recover after master restart"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         waited += Duration::from_millis(100);
     };
     let ids: Vec<&str> = st.agents.iter().map(|a| a.id.as_str()).collect();
-    assert!(ids.contains(&a1.id.as_str()) && ids.contains(&a2.id.as_str()), "{ids:?}");
-    let zone = st.agents.iter().find(|a| a.id == a1.id.0).unwrap().attributes.get("zone").cloned();
+    assert!(
+        ids.contains(&a1.id.as_str()) && ids.contains(&a2.id.as_str()),
+        "{ids:?}"
+    );
+    let zone = st
+        .agents
+        .iter()
+        .find(|a| a.id == a1.id.0)
+        .unwrap()
+        .attributes
+        .get("zone")
+        .cloned();
     assert_eq!(zone.as_deref(), Some("a"));
     let fw = st.frameworks.iter().find(|fw| fw.id == f.id.0).unwrap();
-    let mut tasks: Vec<(String, TaskState)> = fw.tasks.iter().map(|t| (t.id.clone(), t.state)).collect();
+    let mut tasks: Vec<(String, TaskState)> =
+        fw.tasks.iter().map(|t| (t.id.clone(), t.state)).collect();
     tasks.sort();
-    assert_eq!(tasks, vec![("t0".into(), TaskState::Running), ("t1".into(), TaskState::Running)]);
+    assert_eq!(
+        tasks,
+        vec![
+            ("t0".into(), TaskState::Running),
+            ("t1".into(), TaskState::Running)
+        ]
+    );
     assert_eq!(st.resources.used.cpus, 2.0);
-    assert_eq!(a1.runtime.live_tasks() + a2.runtime.live_tasks(), 2, "no duplicate launches");
+    assert_eq!(
+        a1.runtime.live_tasks() + a2.runtime.live_tasks(),
+        2,
+        "no duplicate launches"
+    );
 }

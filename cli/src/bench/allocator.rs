@@ -26,16 +26,27 @@ pub struct AllocatorArgs {
 }
 
 pub fn run(args: AllocatorArgs) -> Result<()> {
-    ensure!(args.agents > 0 && args.frameworks > 0 && args.cycles > 0, "agents, frameworks and cycles must be > 0");
+    ensure!(
+        args.agents > 0 && args.frameworks > 0 && args.cycles > 0,
+        "agents, frameworks and cycles must be > 0"
+    );
     let mut alloc = Allocator::default();
     let agent_res = Resources::parse("cpus:16;mem:65536;disk:100000;ports:[31000-32000]")?;
     let setup = Instant::now();
     for i in 0..args.agents {
         alloc.add_agent(AgentId::new(format!("agent-{i}")), agent_res.clone(), &[])?;
     }
-    let roles = if args.roles == 0 { args.frameworks } else { args.roles };
+    let roles = if args.roles == 0 {
+        args.frameworks
+    } else {
+        args.roles
+    };
     for i in 0..args.frameworks {
-        alloc.add_framework(FrameworkId::new(format!("fw-{i}")), &format!("role-{}", i % roles), true)?;
+        alloc.add_framework(
+            FrameworkId::new(format!("fw-{i}")),
+            &format!("role-{}", i % roles),
+            true,
+        )?;
     }
     eprintln!(
         "allocator: {} agents, {} frameworks in {} roles (setup {:.0} ms); {} cycles",
@@ -51,7 +62,12 @@ pub fn run(args: AllocatorArgs) -> Result<()> {
         let t0 = Instant::now();
         let offers = alloc.allocate(now, None);
         let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        ensure!(offers.len() == args.agents, "cycle {c}: {} offers for {} agents", offers.len(), args.agents);
+        ensure!(
+            offers.len() == args.agents,
+            "cycle {c}: {} offers for {} agents",
+            offers.len(),
+            args.agents
+        );
         times.push(ms);
         for o in &offers {
             alloc.recover(&o.framework, &o.agent, &o.resources, None)?;
@@ -59,7 +75,9 @@ pub fn run(args: AllocatorArgs) -> Result<()> {
     }
     let p50 = super::quantile(&mut times, 0.5);
     let p99 = super::quantile(&mut times, 0.99);
-    eprintln!("cycle time: p50 {p50:.2} ms, p99 {p99:.2} ms (Mesos 1.8 anchor at 10k agents x 1k frameworks: ~1100 ms)");
+    eprintln!(
+        "cycle time: p50 {p50:.2} ms, p99 {p99:.2} ms (Mesos 1.8 anchor at 10k agents x 1k frameworks: ~1100 ms)"
+    );
     if args.json {
         println!(
             "{}",

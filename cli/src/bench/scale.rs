@@ -74,7 +74,9 @@ impl Scheduler for BenchFramework {
             let mut left = offer.resources.clone();
             let mut tasks = Vec::new();
             while self.launched < self.want {
-                let Some(rest) = left.checked_sub(&self.task) else { break };
+                let Some(rest) = left.checked_sub(&self.task) else {
+                    break;
+                };
                 left = rest;
                 let id = format!("f{}-t{}", self.index, self.launched);
                 self.launched += 1;
@@ -83,7 +85,10 @@ impl Scheduler for BenchFramework {
                     name: id,
                     agent_id: offer.agent_id.0.clone(),
                     resources: Some((&self.task).into()),
-                    command: Some(agora_proto::pb::CommandInfo { value: "run".into(), ..Default::default() }),
+                    command: Some(agora_proto::pb::CommandInfo {
+                        value: "run".into(),
+                        ..Default::default()
+                    }),
                     ..Default::default()
                 });
             }
@@ -91,14 +96,18 @@ impl Scheduler for BenchFramework {
                 decline.push(offer.id);
                 continue;
             }
-            if let Err(e) = client.accept(&[offer.id], tasks, Some(Duration::from_secs(3600))).await
+            if let Err(e) = client
+                .accept(&[offer.id], tasks, Some(Duration::from_secs(3600)))
+                .await
                 && let Ok(mut errs) = self.errors.lock()
             {
                 errs.push(e.to_string());
             }
         }
         if !decline.is_empty() {
-            let _ = client.decline(&decline, Some(Duration::from_secs(3600))).await;
+            let _ = client
+                .decline(&decline, Some(Duration::from_secs(3600)))
+                .await;
         }
         if self.launched >= self.want && !self.suppressed {
             self.suppressed = client.suppress().await.is_ok();
@@ -107,12 +116,10 @@ impl Scheduler for BenchFramework {
 
     async fn update(&mut self, _client: &Client, status: TaskStatus) {
         match status.state {
-            TaskState::Running => {
-                if self.running.insert(status.task_id) {
-                    let total = self.shared.running_total.fetch_add(1, Ordering::SeqCst) + 1;
-                    if total == self.shared.target {
-                        self.shared.mark(&self.shared.all_running_ns);
-                    }
+            TaskState::Running if self.running.insert(status.task_id.clone()) => {
+                let total = self.shared.running_total.fetch_add(1, Ordering::SeqCst) + 1;
+                if total == self.shared.target {
+                    self.shared.mark(&self.shared.all_running_ns);
                 }
             }
             s if s.is_terminal() => {
@@ -135,7 +142,10 @@ async fn metric(addr: &str, name: &str) -> Result<f64> {
 }
 
 pub async fn run(args: ScaleArgs) -> Result<()> {
-    ensure!(args.agents > 0 && args.frameworks > 0 && args.tasks > 0, "agents, frameworks and tasks must be > 0");
+    ensure!(
+        args.agents > 0 && args.frameworks > 0 && args.tasks > 0,
+        "agents, frameworks and tasks must be > 0"
+    );
     let task = Resources::parse(&args.task_resources).context("--task-resources")?;
     // Each agent fits twice its share of tasks, so placement has slack.
     let per_agent = (args.tasks.div_ceil(args.agents) * 2).max(1) as u64;
@@ -155,7 +165,15 @@ pub async fn run(args: ScaleArgs) -> Result<()> {
     let data = std::env::temp_dir().join(format!("agora-bench-{}", uuid::Uuid::new_v4().simple()));
     let exe = std::env::current_exe()?;
     let mut child = tokio::process::Command::new(exe)
-        .args(["master", "--listen", &addr, "--agent-timeout", "120s", "--agent-heartbeat", "20s"])
+        .args([
+            "master",
+            "--listen",
+            &addr,
+            "--agent-timeout",
+            "120s",
+            "--agent-heartbeat",
+            "20s",
+        ])
         .arg("--data-dir")
         .arg(&data)
         .env("AGORA_LOG", "warn")
@@ -172,7 +190,13 @@ pub async fn run(args: ScaleArgs) -> Result<()> {
     result
 }
 
-async fn drive(args: &ScaleArgs, addr: &str, pid: u32, task: Resources, agent_res: Resources) -> Result<()> {
+async fn drive(
+    args: &ScaleArgs,
+    addr: &str,
+    pid: u32,
+    task: Resources,
+    agent_res: Resources,
+) -> Result<()> {
     let deadline = Instant::now() + args.timeout;
     while http_get(addr, "/health").await.is_err() {
         ensure!(Instant::now() < deadline, "the master did not come up");
@@ -205,7 +229,8 @@ async fn drive(args: &ScaleArgs, addr: &str, pid: u32, task: Resources, agent_re
             ..AgentConfig::default()
         };
         let ch = channels[i / args.agents_per_connection.max(1)].clone();
-        let (h, _rt, _join) = agora_agent::spawn_hollow(cfg, Connector::Channel(ch), Duration::ZERO);
+        let (h, _rt, _join) =
+            agora_agent::spawn_hollow(cfg, Connector::Channel(ch), Duration::ZERO);
         handles.push(h);
     }
     for (i, h) in handles.iter().enumerate() {
@@ -215,7 +240,10 @@ async fn drive(args: &ScaleArgs, addr: &str, pid: u32, task: Resources, agent_re
             .with_context(|| format!("agent {i} did not register in time"))?;
     }
     let register_s = t_reg.elapsed().as_secs_f64();
-    eprintln!("{} hollow agents registered in {register_s:.2} s ({}/connection), each offering {agent_res}", args.agents, args.agents_per_connection);
+    eprintln!(
+        "{} hollow agents registered in {register_s:.2} s ({}/connection), each offering {agent_res}",
+        args.agents, args.agents_per_connection
+    );
 
     // 3. Frameworks.
     let shared = Arc::new(Shared {
@@ -243,7 +271,9 @@ async fn drive(args: &ScaleArgs, addr: &str, pid: u32, task: Resources, agent_re
             shared: shared.clone(),
             errors: errors.clone(),
         };
-        drivers.push(tokio::spawn(Driver::new(cfg, sched).with_stop(stop_rx.clone()).run()));
+        drivers.push(tokio::spawn(
+            Driver::new(cfg, sched).with_stop(stop_rx.clone()).run(),
+        ));
     }
 
     // 4. Wait for every task RUNNING, then for every acknowledgement.
@@ -254,7 +284,10 @@ async fn drive(args: &ScaleArgs, addr: &str, pid: u32, task: Resources, agent_re
                 "timed out with {}/{} tasks running; errors: {:?}",
                 shared.running_total.load(Ordering::SeqCst),
                 args.tasks,
-                errors.lock().map(|e| e.iter().take(5).cloned().collect::<Vec<_>>()).unwrap_or_default()
+                errors
+                    .lock()
+                    .map(|e| e.iter().take(5).cloned().collect::<Vec<_>>())
+                    .unwrap_or_default()
             );
         }
         if let Ok(e) = errors.lock()
@@ -263,7 +296,11 @@ async fn drive(args: &ScaleArgs, addr: &str, pid: u32, task: Resources, agent_re
             bail!("tasks failed: {:?}", e.iter().take(5).collect::<Vec<_>>());
         }
         if last_report.elapsed() > Duration::from_secs(2) {
-            eprintln!("  {}/{} tasks running", shared.running_total.load(Ordering::SeqCst), args.tasks);
+            eprintln!(
+                "  {}/{} tasks running",
+                shared.running_total.load(Ordering::SeqCst),
+                args.tasks
+            );
             last_report = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
@@ -274,7 +311,10 @@ async fn drive(args: &ScaleArgs, addr: &str, pid: u32, task: Resources, agent_re
         if acks >= expected_acks {
             break;
         }
-        ensure!(Instant::now() < deadline, "timed out waiting for acknowledgements ({acks}/{expected_acks})");
+        ensure!(
+            Instant::now() < deadline,
+            "timed out waiting for acknowledgements ({acks}/{expected_acks})"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let end = shared.start.elapsed();
@@ -297,7 +337,9 @@ async fn drive(args: &ScaleArgs, addr: &str, pid: u32, task: Resources, agent_re
         launch_per_s,
         updates_per_s
     );
-    eprintln!("master RSS {rss:.0} MiB (peak {peak:.0} MiB); anchors: Nomad C1M ~3,750 containers/s, kube-scheduler 100-300 pods/s");
+    eprintln!(
+        "master RSS {rss:.0} MiB (peak {peak:.0} MiB); anchors: Nomad C1M ~3,750 containers/s, kube-scheduler 100-300 pods/s"
+    );
     if args.json {
         println!(
             "{}",

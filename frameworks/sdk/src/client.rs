@@ -1,7 +1,7 @@
 //! [`Client`]: the scheduler calls, usable from callbacks or any task.
 
-use crate::types::{Offer, TaskStatus};
 use crate::SdkError;
+use crate::types::{Offer, TaskStatus};
 use agora_core::{AgentId, FrameworkId, OfferId, TaskId};
 use agora_proto::pb;
 use agora_proto::pb::scheduler_client::SchedulerClient;
@@ -59,7 +59,9 @@ impl Client {
     }
 
     fn fid(&self) -> Result<String, SdkError> {
-        self.framework_id().map(|f| f.0).ok_or(SdkError::NotSubscribed)
+        self.framework_id()
+            .map(|f| f.0)
+            .ok_or(SdkError::NotSubscribed)
     }
 
     /// ACCEPT offers (of one agent) launching `tasks`. Unused resources are
@@ -83,15 +85,24 @@ impl Client {
     }
 
     /// Launches `tasks` on one offer (fills in the agent id).
-    pub async fn launch(&self, offer: &Offer, mut tasks: Vec<pb::TaskInfo>) -> Result<(), SdkError> {
+    pub async fn launch(
+        &self,
+        offer: &Offer,
+        mut tasks: Vec<pb::TaskInfo>,
+    ) -> Result<(), SdkError> {
         for t in &mut tasks {
             t.agent_id = offer.agent_id.0.clone();
         }
-        self.accept(std::slice::from_ref(&offer.id), tasks, None).await
+        self.accept(std::slice::from_ref(&offer.id), tasks, None)
+            .await
     }
 
     /// DECLINE with a refuse filter (`None`: the master's default, 5 s).
-    pub async fn decline(&self, offer_ids: &[OfferId], refuse: Option<Duration>) -> Result<(), SdkError> {
+    pub async fn decline(
+        &self,
+        offer_ids: &[OfferId],
+        refuse: Option<Duration>,
+    ) -> Result<(), SdkError> {
         let req = pb::DeclineRequest {
             framework_id: self.fid()?,
             offer_ids: offer_ids.iter().map(|o| o.0.clone()).collect(),
@@ -103,14 +114,18 @@ impl Client {
 
     /// REVIVE: clear filters and resume offers.
     pub async fn revive(&self) -> Result<(), SdkError> {
-        let req = pb::ReviveRequest { framework_id: self.fid()? };
+        let req = pb::ReviveRequest {
+            framework_id: self.fid()?,
+        };
         self.inner.clone().revive(req).await?;
         Ok(())
     }
 
     /// SUPPRESS: no offers until REVIVE.
     pub async fn suppress(&self) -> Result<(), SdkError> {
-        let req = pb::SuppressRequest { framework_id: self.fid()? };
+        let req = pb::SuppressRequest {
+            framework_id: self.fid()?,
+        };
         self.inner.clone().suppress(req).await?;
         Ok(())
     }
@@ -139,7 +154,10 @@ impl Client {
         .await
     }
 
-    pub(crate) async fn acknowledge_many(&self, acks: Vec<pb::Acknowledgement>) -> Result<(), SdkError> {
+    pub(crate) async fn acknowledge_many(
+        &self,
+        acks: Vec<pb::Acknowledgement>,
+    ) -> Result<(), SdkError> {
         let req = pb::AcknowledgeRequest {
             framework_id: self.fid()?,
             acknowledgements: acks,
@@ -166,7 +184,9 @@ impl Client {
 
     /// TEARDOWN: kill every task and unregister the framework.
     pub async fn teardown(&self) -> Result<(), SdkError> {
-        let req = pb::TeardownRequest { framework_id: self.fid()? };
+        let req = pb::TeardownRequest {
+            framework_id: self.fid()?,
+        };
         self.inner.clone().teardown(req).await?;
         Ok(())
     }

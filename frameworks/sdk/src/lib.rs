@@ -282,9 +282,18 @@ impl<S: Scheduler> Driver<S> {
             hostname: String::new(),
             capabilities: vec![],
         };
-        let mut stream = match client.raw().subscribe(pb::SubscribeRequest { framework: Some(info) }).await {
+        let mut stream = match client
+            .raw()
+            .subscribe(pb::SubscribeRequest {
+                framework: Some(info),
+            })
+            .await
+        {
             Ok(s) => s.into_inner(),
-            Err(s) if s.code() == tonic::Code::FailedPrecondition && s.message().contains("torn down") => {
+            Err(s)
+                if s.code() == tonic::Code::FailedPrecondition
+                    && s.message().contains("torn down") =>
+            {
                 return Err(SdkError::TornDown(s.message().to_string()));
             }
             Err(s) => return Err(s.into()),
@@ -341,8 +350,11 @@ impl<S: Scheduler> Driver<S> {
                     let id = FrameworkId::new(s.framework_id.as_str());
                     client.set_framework_id(id.clone());
                     client.mark_session_ok();
-                    if s.heartbeat_interval_seconds.is_finite() && s.heartbeat_interval_seconds > 0.0 {
-                        heartbeat = Duration::from_secs_f64(s.heartbeat_interval_seconds.min(3600.0));
+                    if s.heartbeat_interval_seconds.is_finite()
+                        && s.heartbeat_interval_seconds > 0.0
+                    {
+                        heartbeat =
+                            Duration::from_secs_f64(s.heartbeat_interval_seconds.min(3600.0));
                     }
                     tracing::info!(framework_id = %id, "subscribed");
                     self.scheduler.subscribed(client, &id).await;
@@ -351,19 +363,29 @@ impl<S: Scheduler> Driver<S> {
                     }
                 }
                 Some(Event::Offers(o)) => {
-                    let offers = o.offers.into_iter().filter_map(|o| Offer::try_from(o).ok()).collect();
+                    let offers = o
+                        .offers
+                        .into_iter()
+                        .filter_map(|o| Offer::try_from(o).ok())
+                        .collect();
                     self.scheduler.offers(client, offers).await;
                 }
                 Some(Event::Rescind(r)) => {
-                    self.scheduler.rescinded(client, OfferId::new(r.offer_id)).await;
+                    self.scheduler
+                        .rescinded(client, OfferId::new(r.offer_id))
+                        .await;
                 }
                 Some(Event::Update(u)) => {
                     let Some(st) = u.status else { continue };
-                    let Ok(status) = TaskStatus::try_from(st) else { continue };
-                    let ack = (self.cfg.auto_acknowledge && !status.uuid.is_empty()).then(|| pb::Acknowledgement {
-                        agent_id: status.agent_id.0.clone(),
-                        task_id: status.task_id.0.clone(),
-                        uuid: status.uuid.clone(),
+                    let Ok(status) = TaskStatus::try_from(st) else {
+                        continue;
+                    };
+                    let ack = (self.cfg.auto_acknowledge && !status.uuid.is_empty()).then(|| {
+                        pb::Acknowledgement {
+                            agent_id: status.agent_id.0.clone(),
+                            task_id: status.task_id.0.clone(),
+                            uuid: status.uuid.clone(),
+                        }
                     });
                     self.scheduler.update(client, status).await;
                     if let Some(a) = ack {
@@ -371,7 +393,9 @@ impl<S: Scheduler> Driver<S> {
                     }
                 }
                 Some(Event::Failure(f)) => {
-                    self.scheduler.failure(client, AgentId::new(f.agent_id), f.message).await;
+                    self.scheduler
+                        .failure(client, AgentId::new(f.agent_id), f.message)
+                        .await;
                 }
                 Some(Event::Error(e)) => {
                     self.scheduler.error(client, e.message).await;

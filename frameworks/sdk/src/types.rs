@@ -69,7 +69,11 @@ impl TryFrom<pb::TaskStatus> for TaskStatus {
 /// A task running `command` (a shell command) with `resources` in Mesos
 /// syntax (`cpus:0.5;mem:128`). Fill in more fields on the returned
 /// [`pb::TaskInfo`] as needed (env, container, labels).
-pub fn task(id: &str, resources: &str, command: &str) -> Result<pb::TaskInfo, agora_core::ResourceError> {
+pub fn task(
+    id: &str,
+    resources: &str,
+    command: &str,
+) -> Result<pb::TaskInfo, agora_core::ResourceError> {
     let r = Resources::parse(resources)?;
     Ok(pb::TaskInfo {
         task_id: id.to_string(),
