@@ -45,6 +45,11 @@ pub struct AgentConfig {
     pub master_silence_heartbeats: u32,
     /// Give up waiting for REGISTERED after this long and retry.
     pub register_timeout: Duration,
+    /// Where the agent checkpoints its id, tasks and unacknowledged updates
+    /// (`checkpoint.pb`). `None`: nothing survives a restart (hollow agents).
+    pub work_dir: Option<std::path::PathBuf>,
+    /// How often task usage (CPU time, memory) is reported to the master.
+    pub usage_interval: Duration,
 }
 
 impl Default for AgentConfig {
@@ -60,6 +65,8 @@ impl Default for AgentConfig {
             reconnect_max: Duration::from_secs(10),
             master_silence_heartbeats: 5,
             register_timeout: Duration::from_secs(15),
+            work_dir: None,
+            usage_interval: Duration::from_secs(10),
         }
     }
 }
@@ -80,6 +87,17 @@ pub enum Control {
 pub struct AgentHandle {
     control: mpsc::UnboundedSender<Control>,
     agent_id: watch::Receiver<Option<AgentId>>,
+    tasks: watch::Receiver<Vec<TaskSummary>>,
+}
+
+/// A task as the agent sees it (for its HTTP API).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TaskSummary {
+    pub framework_id: String,
+    pub task_id: String,
+    pub name: String,
+    pub state: TaskState,
+    pub unacknowledged_updates: usize,
 }
 
 impl AgentHandle {
@@ -89,6 +107,11 @@ impl AgentHandle {
 
     pub fn agent_id(&self) -> Option<AgentId> {
         self.agent_id.borrow().clone()
+    }
+
+    /// The agent's tasks (live, or terminal but not yet acknowledged).
+    pub fn tasks(&self) -> Vec<TaskSummary> {
+        self.tasks.borrow().clone()
     }
 
     /// Waits until the agent has registered at least once.
@@ -109,6 +132,8 @@ impl AgentHandle {
 pub enum AgentError {
     #[error("the master refused this agent: {0}")]
     Refused(String),
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: String, message: String },
 }
 
 struct Pending {
@@ -132,6 +157,11 @@ struct Agent {
     frameworks: HashMap<FrameworkId, pb::FrameworkInfo>,
     tasks: HashMap<(FrameworkId, TaskId), TaskRecord>,
     id_tx: watch::Sender<Option<AgentId>>,
+    tasks_tx: watch::Sender<Vec<TaskSummary>>,
+    /// State changed since the last checkpoint/publication.
+    dirty: bool,
+    /// Terminal tasks acknowledged since the last flush: their runtime leftovers are released.
+    to_cleanup: Vec<(FrameworkId, TaskId)>,
     /// Keeps the control channel open: dropping every handle does not stop
     /// the agent (only `Control::Stop` does).
     _control_keepalive: mpsc::UnboundedSender<Control>,
@@ -147,6 +177,7 @@ pub fn spawn(
 ) -> (AgentHandle, tokio::task::JoinHandle<Result<(), AgentError>>) {
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (id_tx, id_rx) = watch::channel(None);
+    let (tasks_tx, tasks_rx) = watch::channel(Vec::new());
     let agent = Agent {
         cfg,
         runtime,
@@ -154,6 +185,9 @@ pub fn spawn(
         frameworks: HashMap::new(),
         tasks: HashMap::new(),
         id_tx,
+        tasks_tx,
+        dirty: false,
+        to_cleanup: Vec::new(),
         _control_keepalive: control_tx.clone(),
     };
     let join = tokio::spawn(agent.run(connector, events, control_rx));
@@ -161,6 +195,7 @@ pub fn spawn(
         AgentHandle {
             control: control_tx,
             agent_id: id_rx,
+            tasks: tasks_rx,
         },
         join,
     )
@@ -183,6 +218,7 @@ impl Agent {
         mut events: mpsc::UnboundedReceiver<RuntimeEvent>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) -> Result<(), AgentError> {
+        self.recover().await?;
         let mut backoff = self.cfg.reconnect_min;
         let mut partitioned = false;
         loop {
@@ -194,7 +230,7 @@ impl Agent {
                         Some(Control::Stop) | None => return Ok(()),
                         Some(Control::Partition) => {}
                     },
-                    Some(ev) = events.recv() => self.record(ev),
+                    Some(ev) = events.recv() => { self.record(ev); self.persist(); }
                 }
                 continue;
             }
@@ -225,7 +261,7 @@ impl Agent {
                         Some(Control::Partition) => { partitioned = true; break; }
                         Some(Control::Heal) => {}
                     },
-                    Some(ev) = events.recv() => self.record(ev),
+                    Some(ev) = events.recv() => { self.record(ev); self.persist(); }
                 }
             }
             backoff = (backoff * 2).min(self.cfg.reconnect_max);
@@ -308,6 +344,8 @@ impl Agent {
                         tracing::info!(agent_id = %id, master_id = %r.master_id, "registered with master");
                         self.agent_id = Some(id.clone());
                         let _ = self.id_tx.send(Some(id));
+                        self.dirty = true;
+                        self.persist();
                         let hb = r.heartbeat_interval_seconds;
                         break if hb.is_finite() && hb > 0.0 { Duration::from_secs_f64(hb.min(3600.0)) } else { Duration::from_secs(2) };
                     }
@@ -326,7 +364,7 @@ impl Agent {
                     Some(Control::Partition) => return Ok(SessionEnd::Partitioned),
                     Some(Control::Heal) => {}
                 },
-                Some(ev) = events.recv() => self.record(ev),
+                Some(ev) = events.recv() => { self.record(ev); self.persist(); }
             }
         };
 
@@ -345,6 +383,8 @@ impl Agent {
         let silence = heartbeat * self.cfg.master_silence_heartbeats.max(2);
         let mut last_heard = Instant::now();
         let mut retry_at = self.earliest_retry();
+        let mut usage = tokio::time::interval(self.cfg.usage_interval);
+        usage.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let retry_sleep = tokio::time::sleep_until(
                 retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
@@ -384,6 +424,12 @@ impl Agent {
                 _ = retry_sleep, if retry_at.is_some() => {
                     self.flush_due(&out_tx, Instant::now()).await;
                 }
+                _ = usage.tick() => {
+                    let tasks = self.runtime.usage().await;
+                    if !tasks.is_empty() {
+                        let _ = out_tx.try_send(msg(pb::agent_message::Message::Usage(pb::UsageReport { tasks })));
+                    }
+                }
                 c = control.recv() => match c {
                     Some(Control::Stop) | None => return Ok(SessionEnd::Stop),
                     Some(Control::Partition) => return Ok(SessionEnd::Partitioned),
@@ -391,7 +437,146 @@ impl Agent {
                 },
             }
             retry_at = self.earliest_retry();
+            self.persist();
+            for (fid, tid) in std::mem::take(&mut self.to_cleanup) {
+                self.runtime.cleanup(&fid, &tid).await;
+            }
         }
+    }
+
+    // ------------------------------------------------------------ checkpoint
+
+    fn checkpoint_path(&self) -> Option<std::path::PathBuf> {
+        self.cfg.work_dir.as_ref().map(|d| d.join("checkpoint.pb"))
+    }
+
+    fn checkpoint(&self) -> pb::AgentCheckpoint {
+        pb::AgentCheckpoint {
+            agent_id: self.agent_id.as_ref().map(|a| a.0.clone()).unwrap_or_default(),
+            frameworks: self.frameworks.values().cloned().collect(),
+            tasks: self
+                .tasks
+                .iter()
+                .map(|((fid, _), t)| pb::CheckpointTask {
+                    framework_id: fid.0.clone(),
+                    task: Some(t.info.clone()),
+                    state: pb::TaskState::from(t.state) as i32,
+                    pending: t.queue.iter().map(|p| p.update.clone()).collect(),
+                    handle: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes the checkpoint (atomically: temp file + rename) and publishes
+    /// the task list, if anything changed.
+    fn persist(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let summary: Vec<TaskSummary> = self
+            .tasks
+            .iter()
+            .map(|((fid, tid), t)| TaskSummary {
+                framework_id: fid.0.clone(),
+                task_id: tid.0.clone(),
+                name: t.info.name.clone(),
+                state: t.state,
+                unacknowledged_updates: t.queue.len(),
+            })
+            .collect();
+        let _ = self.tasks_tx.send(summary);
+        let Some(path) = self.checkpoint_path() else { return };
+        use prost::Message;
+        let bytes = self.checkpoint().encode_to_vec();
+        let tmp = path.with_extension("pb.tmp");
+        let res = (|| -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = res {
+            tracing::error!(path = %path.display(), error = %e, "cannot write the agent checkpoint");
+        }
+    }
+
+    /// Loads the checkpoint (if any) and re-attaches to the runtime's tasks.
+    async fn recover(&mut self) -> Result<(), AgentError> {
+        let Some(path) = self.checkpoint_path() else { return Ok(()) };
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A fresh work dir: remove containers a previous agent with no
+                // checkpoint may have left (orphans).
+                let _ = self.runtime.recover(Vec::new()).await;
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(AgentError::Checkpoint { path: path.display().to_string(), message: e.to_string() });
+            }
+        };
+        use prost::Message;
+        let cp = pb::AgentCheckpoint::decode(bytes.as_slice()).map_err(|e| AgentError::Checkpoint {
+            path: path.display().to_string(),
+            message: format!("corrupt ({e}); move it away to start this agent afresh"),
+        })?;
+        if !cp.agent_id.is_empty() {
+            self.agent_id = Some(AgentId::new(cp.agent_id.as_str()));
+        }
+        for f in cp.frameworks {
+            self.frameworks.insert(FrameworkId::new(f.framework_id.as_str()), f);
+        }
+        let mut specs = Vec::new();
+        for t in cp.tasks {
+            let Some(info) = t.task else { continue };
+            let fid = FrameworkId::new(t.framework_id.as_str());
+            let tid = TaskId::new(info.task_id.as_str());
+            let state = agora_proto::convert::task_state("state", t.state).unwrap_or(TaskState::Staging);
+            let now = Instant::now();
+            let queue: VecDeque<Pending> = t
+                .pending
+                .into_iter()
+                .map(|u| {
+                    let terminal = u
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.task_state().ok())
+                        .is_some_and(|s| s.is_terminal());
+                    Pending { update: u, terminal }
+                })
+                .collect();
+            if !state.is_terminal() {
+                specs.push(LaunchSpec { framework_id: fid.clone(), task: info.clone() });
+            }
+            self.tasks.insert(
+                (fid, tid),
+                TaskRecord {
+                    next_retry: (!queue.is_empty()).then_some(now),
+                    info,
+                    state,
+                    queue,
+                    backoff: self.cfg.status_retry_min,
+                },
+            );
+        }
+        let n = specs.len();
+        let gone = self.runtime.recover(specs).await;
+        tracing::info!(tasks = n, gone = gone.len(), "recovered from checkpoint");
+        for (fid, tid) in gone {
+            self.record(
+                RuntimeEvent::new(&fid, &tid, TaskState::Failed)
+                    .reason(crate::runtime::REASON_CONTAINER_GONE)
+                    .message("the task's container disappeared while the agent was down"),
+            );
+        }
+        self.dirty = true;
+        self.persist();
+        Ok(())
     }
 
     fn earliest_retry(&self) -> Option<Instant> {
@@ -430,6 +615,7 @@ impl Agent {
             has_exit_code: ev.exit_code.is_some(),
             ..Default::default()
         };
+        self.dirty = true;
         let was_empty = t.queue.is_empty();
         t.queue.push_back(Pending {
             update: pb::StatusUpdate {
@@ -478,6 +664,7 @@ impl Agent {
                 let Some(fi) = run.framework else { return };
                 let fid = FrameworkId::new(fi.framework_id.as_str());
                 self.frameworks.insert(fid.clone(), fi);
+                let mut launch: Vec<pb::TaskInfo> = Vec::new();
                 for task in run.tasks {
                     let tid = TaskId::new(task.task_id.as_str());
                     let key = (fid.clone(), tid.clone());
@@ -495,7 +682,14 @@ impl Agent {
                             backoff: self.cfg.status_retry_min,
                         },
                     );
-                    tracing::debug!(framework_id = %fid, task_id = %tid, "launching");
+                    launch.push(task);
+                }
+                // Checkpoint before launching: a crash in between leaves an
+                // orphan that the next recovery removes, never an unknown task.
+                self.dirty = true;
+                self.persist();
+                for task in launch {
+                    tracing::debug!(framework_id = %fid, task_id = %task.task_id, "launching");
                     self.runtime
                         .launch(LaunchSpec {
                             framework_id: fid.clone(),
@@ -540,10 +734,12 @@ impl Agent {
                         continue; // stale or duplicate acknowledgement
                     }
                     let head = t.queue.pop_front();
+                    self.dirty = true;
                     if t.queue.is_empty() {
                         t.next_retry = None;
                         if head.is_some_and(|h| h.terminal) {
                             self.tasks.remove(&key);
+                            self.to_cleanup.push(key);
                         }
                     } else {
                         t.next_retry = Some(Instant::now());

@@ -7,6 +7,7 @@
 //!   status updates; one task per agent.
 
 pub mod agent;
+pub mod docker;
 pub mod hollow;
 pub mod runtime;
 

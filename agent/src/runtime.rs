@@ -68,6 +68,9 @@ impl LaunchSpec {
     }
 }
 
+/// A stream of log bytes (stdout and stderr interleaved as produced).
+pub type LogStream = Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>> + Send>>;
+
 /// Runs tasks. Calls must not block; long work goes in spawned tasks that
 /// report through the [`EventSink`] given at construction.
 pub trait ContainerRuntime: Send + Sync + 'static {
@@ -82,4 +85,42 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         task_id: &TaskId,
         grace: Duration,
     ) -> BoxFuture<'_, ()>;
+
+    /// After an agent restart: re-attach to these tasks (known from the
+    /// checkpoint). Tasks still running stay as they are; tasks that ended
+    /// while the agent was down are reported through the sink. Returns the
+    /// tasks the runtime cannot find at all (the agent reports them
+    /// terminal). Anything the runtime finds that is not listed is an orphan
+    /// and is removed. By default nothing survives a restart.
+    fn recover(&self, tasks: Vec<LaunchSpec>) -> BoxFuture<'_, Vec<(FrameworkId, TaskId)>> {
+        Box::pin(async move {
+            tasks
+                .iter()
+                .map(|t| (t.framework_id.clone(), t.task_id()))
+                .collect()
+        })
+    }
+
+    /// The task's terminal update was acknowledged: release what is left of
+    /// it (e.g. remove the exited container).
+    fn cleanup(&self, _framework_id: &FrameworkId, _task_id: &TaskId) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
+
+    /// The task's output; with `follow`, keeps streaming until the task ends.
+    fn logs(&self, _framework_id: &FrameworkId, task_id: &TaskId, _follow: bool) -> LogStream {
+        let msg = format!("the {} runtime keeps no logs for task {task_id}", self.name());
+        Box::pin(futures::stream::once(async move { Err(msg) }))
+    }
+
+    /// CPU time and memory of live tasks.
+    fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {
+        Box::pin(async { Vec::new() })
+    }
 }
+
+/// Reason carried by updates of tasks whose container vanished while the
+/// agent was down.
+pub const REASON_CONTAINER_GONE: &str = "REASON_CONTAINER_GONE";
+/// Reason for a task killed by the kernel's OOM killer.
+pub const REASON_OOM: &str = "REASON_CONTAINER_LIMITATION_MEMORY";

@@ -312,6 +312,7 @@ fn handle(
             Some(pb::agent_message::Message::Updates(u)) => {
                 master.status_updates(conn, u.updates, now, out)
             }
+            Some(pb::agent_message::Message::Usage(u)) => master.usage(conn, u, now),
             None => {}
         },
         Command::AgentClosed(conn) => {

@@ -73,6 +73,7 @@ struct Task {
     resources: Resources,
     state: TaskState,
     status: pb::TaskStatus,
+    usage: Option<pb::TaskUsage>,
 }
 
 #[derive(Debug)]
@@ -682,6 +683,7 @@ impl Master {
                                 resources: r,
                                 state: TaskState::Staging,
                                 status: st,
+                                usage: None,
                             },
                         );
                     }
@@ -1186,6 +1188,7 @@ impl Master {
                                 timestamp: now_epoch(),
                                 ..Default::default()
                             },
+                            usage: None,
                         },
                     );
                 }
@@ -1393,6 +1396,26 @@ impl Master {
                     acks: self_acks,
                 })),
             ));
+        }
+    }
+
+    /// A usage report from the agent on `conn`.
+    pub fn usage(&mut self, conn: ConnId, report: pb::UsageReport, now: Instant) {
+        let Some(aid) = self.agent_conns.get(&conn).cloned() else {
+            return;
+        };
+        if let Some(a) = self.agents.get_mut(&aid) {
+            a.last_seen = now;
+        }
+        for u in report.tasks {
+            let fid = FrameworkId::new(u.framework_id.as_str());
+            let tid = TaskId::new(u.task_id.as_str());
+            if let Some(t) = self.frameworks.get_mut(&fid).and_then(|f| f.tasks.get_mut(&tid))
+                && t.agent == aid
+                && u.cpu_seconds.is_finite()
+            {
+                t.usage = Some(u);
+            }
         }
     }
 
@@ -1896,5 +1919,10 @@ fn task_view(fid: &FrameworkId, t: &Task) -> crate::view::TaskView {
         message: t.status.message.clone(),
         reason: t.status.reason.clone(),
         labels: t.info.labels.clone().into_iter().collect(),
+        usage: t.usage.as_ref().map(|u| crate::view::UsageView {
+            cpu_seconds: u.cpu_seconds,
+            mem_rss_bytes: u.mem_rss_bytes,
+            timestamp: u.timestamp,
+        }),
     }
 }

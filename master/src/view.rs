@@ -57,6 +57,16 @@ pub struct TaskView {
     pub message: String,
     pub reason: String,
     pub labels: BTreeMap<String, String>,
+    /// Last usage reported by the agent (CPU time, resident memory).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub usage: Option<UsageView>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UsageView {
+    pub cpu_seconds: f64,
+    pub mem_rss_bytes: u64,
+    pub timestamp: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

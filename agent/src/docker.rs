@@ -1,0 +1,462 @@
+//! The Docker runtime: drives the Docker Engine API through bollard.
+//!
+//! Every container carries labels that tie it to this agent (`agora.scope`,
+//! the agent's work dir), its framework and its task, so a restarted agent
+//! finds its containers again. CPU and memory limits are enforced by the
+//! engine (`NanoCpus` hard cap plus `CpuShares` weight, `Memory` = memory +
+//! swap). Host ports come from the task's port resources.
+
+use crate::runtime::{
+    BoxFuture, ContainerRuntime, EventSink, LaunchSpec, LogStream, REASON_OOM, RuntimeEvent,
+};
+use agora_core::{FrameworkId, TaskId, TaskState};
+use agora_proto::pb;
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use bollard::query_parameters::{
+    CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
+    StatsOptions, StopContainerOptions,
+};
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub const LABEL_SCOPE: &str = "agora.scope";
+pub const LABEL_FRAMEWORK: &str = "agora.framework_id";
+pub const LABEL_TASK: &str = "agora.task_id";
+
+type Key = (FrameworkId, TaskId);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DockerError {
+    #[error("cannot reach the Docker engine: {0} (is dockerd running and /var/run/docker.sock readable?)")]
+    Unreachable(String),
+}
+
+#[derive(Clone)]
+pub struct DockerRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    sink: EventSink,
+    scope: String,
+    /// Image for tasks that name none (so plain commands run too).
+    default_image: Option<String>,
+    /// Containers of live or not-yet-cleaned-up tasks.
+    containers: Mutex<HashMap<Key, Container>>,
+}
+
+#[derive(Clone)]
+struct Container {
+    id: String,
+    killing: bool,
+    mem_mib: u64,
+}
+
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' })
+        .take(100)
+        .collect()
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+impl DockerRuntime {
+    /// Connects to the local engine (`DOCKER_HOST` or the default socket).
+    /// `scope` identifies this agent's containers (use its work dir).
+    pub async fn connect(
+        sink: EventSink,
+        scope: String,
+        default_image: Option<String>,
+    ) -> Result<Self, DockerError> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?
+            .negotiate_version()
+            .await
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        docker.ping().await.map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        Ok(DockerRuntime {
+            inner: Arc::new(Inner {
+                docker,
+                sink,
+                scope,
+                default_image,
+                containers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// Whether an engine answers (used by `agora dev` to pick a runtime).
+    pub async fn available() -> bool {
+        match Docker::connect_with_local_defaults() {
+            Ok(d) => tokio::time::timeout(Duration::from_secs(3), d.ping()).await.is_ok_and(|r| r.is_ok()),
+            Err(_) => false,
+        }
+    }
+
+    /// Force-removes every container of this agent (used by `agora dev` on exit).
+    pub async fn remove_all(&self) -> usize {
+        let mut filters = HashMap::new();
+        filters.insert("label".to_string(), vec![format!("{LABEL_SCOPE}={}", self.inner.scope)]);
+        let list = self
+            .inner
+            .docker
+            .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+            .await
+            .unwrap_or_default();
+        let mut n = 0;
+        for c in list {
+            if let Some(id) = c.id
+                && self
+                    .inner
+                    .docker
+                    .remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+                    .await
+                    .is_ok()
+            {
+                n += 1;
+            }
+        }
+        n
+    }
+
+    fn emit(&self, ev: RuntimeEvent) {
+        let _ = self.inner.sink.send(ev);
+    }
+
+    fn container(&self, key: &Key) -> Option<Container> {
+        self.inner.containers.lock().ok().and_then(|m| m.get(key).cloned())
+    }
+
+    async fn start(&self, spec: &LaunchSpec) -> Result<(), String> {
+        let fw = &spec.framework_id;
+        let tid = spec.task_id();
+        let t = &spec.task;
+        let mut container = t.container.clone().unwrap_or_default();
+        if container.image.is_empty() {
+            match &self.inner.default_image {
+                Some(i) => container.image = i.clone(),
+                None => {
+                    return Err("the task names no container image and this agent has no default image (--default-image)".into());
+                }
+            }
+        }
+        let docker = &self.inner.docker;
+        match docker.inspect_image(&container.image).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {
+                return Err(format!(
+                    "image {} is not present on this agent (there is no registry: build or load it first)",
+                    container.image
+                ));
+            }
+            Err(e) => return Err(format!("cannot inspect image {}: {e}", container.image)),
+        }
+        let resources = agora_proto::convert::resources("task.resources", t.resources.as_ref())
+            .map_err(|e| e.to_string())?;
+        let host_ports: Vec<u32> = resources
+            .ports
+            .ranges()
+            .iter()
+            .flat_map(|(b, e)| *b..=*e)
+            .take(1000)
+            .collect();
+
+        let command = t.command.clone().unwrap_or_default();
+        let mut env: Vec<String> = command.env.iter().map(|v| format!("{}={}", v.name, v.value)).collect();
+        env.push(format!("AGORA_TASK_ID={}", t.task_id));
+        env.push(format!("AGORA_FRAMEWORK_ID={fw}"));
+        let host_network = container.network == "host";
+
+        // Port mappings: host port 0 takes the next port from the task's resources.
+        let mut free_ports = host_ports.iter().copied();
+        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        let mut exposed: Vec<String> = Vec::new();
+        let mut assigned = Vec::new();
+        for m in &container.port_mappings {
+            let host = if m.host_port != 0 { m.host_port } else { free_ports.next().ok_or("more port mappings than ports in the task's resources")? };
+            if !resources.ports.contains_value(host) {
+                return Err(format!("host port {host} is not in the task's port resources {}", resources.ports));
+            }
+            let proto = if m.protocol.is_empty() { "tcp" } else { m.protocol.as_str() };
+            let cport = if m.container_port == 0 { host } else { m.container_port };
+            let key = format!("{cport}/{proto}");
+            exposed.push(key.clone());
+            bindings.insert(key, Some(vec![PortBinding { host_ip: None, host_port: Some(host.to_string()) }]));
+            if !m.name.is_empty() {
+                env.push(format!("PORT_{}={host}", m.name.to_ascii_uppercase().replace('-', "_")));
+            }
+            assigned.push(host);
+        }
+        if container.port_mappings.is_empty() {
+            assigned = host_ports.clone();
+        }
+        for (i, p) in assigned.iter().enumerate() {
+            env.push(format!("PORT{i}={p}"));
+        }
+        if let Some(p) = assigned.first() {
+            env.push(format!("PORT={p}"));
+        }
+
+        let cmd: Option<Vec<String>> = if !command.value.is_empty() {
+            if command.shell || command.args.is_empty() {
+                Some(vec!["/bin/sh".into(), "-c".into(), command.value.clone()])
+            } else {
+                let mut v = vec![command.value.clone()];
+                v.extend(command.args.iter().cloned());
+                Some(v)
+            }
+        } else if !command.args.is_empty() {
+            Some(command.args.clone())
+        } else {
+            None
+        };
+        let mut labels: HashMap<String, String> = t.labels.clone().into_iter().collect();
+        labels.insert(LABEL_SCOPE.into(), self.inner.scope.clone());
+        labels.insert(LABEL_FRAMEWORK.into(), fw.0.clone());
+        labels.insert(LABEL_TASK.into(), t.task_id.clone());
+        let mem_bytes = (resources.mem_mib as i64) << 20;
+        let body = ContainerCreateBody {
+            image: Some(container.image.clone()),
+            cmd,
+            env: Some(env),
+            labels: Some(labels),
+            exposed_ports: if host_network || exposed.is_empty() { None } else { Some(exposed) },
+            host_config: Some(HostConfig {
+                nano_cpus: Some(resources.cpus_milli as i64 * 1_000_000).filter(|n| *n > 0),
+                cpu_shares: Some((resources.cpus_milli * 1024 / 1000) as i64).filter(|n| *n >= 2),
+                memory: Some(mem_bytes).filter(|m| *m > 0),
+                memory_swap: Some(mem_bytes).filter(|m| *m > 0),
+                network_mode: Some(if host_network { "host".into() } else { "bridge".into() }),
+                port_bindings: if host_network || bindings.is_empty() { None } else { Some(bindings) },
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let name = format!("agora-{}-{}", sanitize(&t.task_id), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let created = docker
+            .create_container(Some(CreateContainerOptions { name: Some(name), platform: String::new() }), body)
+            .await
+            .map_err(|e| format!("cannot create the container: {e}"))?;
+        let key = (fw.clone(), tid.clone());
+        if let Ok(mut m) = self.inner.containers.lock() {
+            m.insert(key.clone(), Container { id: created.id.clone(), killing: false, mem_mib: resources.mem_mib });
+        }
+        if let Err(e) = docker.start_container(&created.id, None).await {
+            let _ = docker
+                .remove_container(&created.id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+                .await;
+            if let Ok(mut m) = self.inner.containers.lock() {
+                m.remove(&key);
+            }
+            return Err(format!("cannot start the container: {e}"));
+        }
+        self.emit(RuntimeEvent::new(fw, &tid, TaskState::Running).message(format!("container {}", &created.id[..12.min(created.id.len())])));
+        self.watch(key, created.id);
+        Ok(())
+    }
+
+    /// Waits for the container to exit and reports how it ended.
+    fn watch(&self, key: Key, id: String) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let docker = &me.inner.docker;
+            let mut wait = docker.wait_container(&id, None);
+            let code = match wait.next().await {
+                Some(Ok(r)) => Some(r.status_code),
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
+                Some(Err(e)) => {
+                    tracing::warn!(container = %id, error = %e, "waiting for container failed");
+                    None
+                }
+                None => None,
+            };
+            let inspect = docker.inspect_container(&id, None).await.ok();
+            let state = inspect.as_ref().and_then(|i| i.state.clone());
+            let oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+            let code = code.or_else(|| state.as_ref().and_then(|s| s.exit_code)).unwrap_or(-1) as i32;
+            let c = me.container(&key);
+            let killing = c.as_ref().is_some_and(|c| c.killing);
+            let (fw, tid) = &key;
+            let ev = if killing {
+                RuntimeEvent::new(fw, tid, TaskState::Killed).exit_code(code).message("killed on request")
+            } else if oom {
+                let limit = c.map(|c| c.mem_mib).unwrap_or(0);
+                RuntimeEvent::new(fw, tid, TaskState::Failed)
+                    .exit_code(code)
+                    .reason(REASON_OOM)
+                    .message(format!("OOM: the container exceeded its memory limit of {limit} MiB"))
+            } else if code == 0 {
+                RuntimeEvent::new(fw, tid, TaskState::Finished).exit_code(0)
+            } else {
+                RuntimeEvent::new(fw, tid, TaskState::Failed)
+                    .exit_code(code)
+                    .message(format!("exited with code {code}"))
+            };
+            me.emit(ev);
+        });
+    }
+}
+
+impl ContainerRuntime for DockerRuntime {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let me = self.clone();
+            // Image checks and container creation run off the agent's loop.
+            tokio::spawn(async move {
+                let fw = spec.framework_id.clone();
+                let tid = spec.task_id();
+                me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Starting));
+                if let Err(msg) = me.start(&spec).await {
+                    tracing::warn!(task_id = %tid, %msg, "launch failed");
+                    me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Failed).message(msg));
+                }
+            });
+        })
+    }
+
+    fn kill(&self, fw: &FrameworkId, task: &TaskId, grace: Duration) -> BoxFuture<'_, ()> {
+        let key = (fw.clone(), task.clone());
+        Box::pin(async move {
+            let id = match self.inner.containers.lock() {
+                Ok(mut m) => m.get_mut(&key).map(|c| {
+                    c.killing = true;
+                    c.id.clone()
+                }),
+                Err(_) => None,
+            };
+            let Some(id) = id else {
+                tracing::debug!(task_id = %key.1, "kill: no container (yet)");
+                return;
+            };
+            let me = self.clone();
+            tokio::spawn(async move {
+                let t = grace.as_secs_f64().ceil() as i32;
+                let opts = StopContainerOptions { signal: None, t: Some(t) };
+                if let Err(e) = me.inner.docker.stop_container(&id, Some(opts)).await {
+                    tracing::warn!(container = %id, error = %e, "stopping the container failed");
+                }
+            });
+        })
+    }
+
+    fn recover(&self, tasks: Vec<LaunchSpec>) -> BoxFuture<'_, Vec<(FrameworkId, TaskId)>> {
+        Box::pin(async move {
+            let mut filters = HashMap::new();
+            filters.insert("label".to_string(), vec![format!("{LABEL_SCOPE}={}", self.inner.scope)]);
+            let found = match self
+                .inner
+                .docker
+                .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+                .await
+            {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot list containers to recover");
+                    Vec::new()
+                }
+            };
+            let mut wanted: HashMap<Key, &LaunchSpec> =
+                tasks.iter().map(|t| ((t.framework_id.clone(), t.task_id()), t)).collect();
+            for c in found {
+                let labels = c.labels.unwrap_or_default();
+                let (Some(f), Some(t), Some(id)) = (labels.get(LABEL_FRAMEWORK), labels.get(LABEL_TASK), c.id) else {
+                    continue;
+                };
+                let key = (FrameworkId::new(f.as_str()), TaskId::new(t.as_str()));
+                match wanted.remove(&key) {
+                    Some(spec) => {
+                        let mem_mib = agora_proto::convert::resources("r", spec.task.resources.as_ref())
+                            .map(|r| r.mem_mib)
+                            .unwrap_or(0);
+                        tracing::info!(task_id = %key.1, container = %id, state = ?c.state, "re-attached to container");
+                        if let Ok(mut m) = self.inner.containers.lock() {
+                            m.insert(key.clone(), Container { id: id.clone(), killing: false, mem_mib });
+                        }
+                        self.watch(key, id);
+                    }
+                    None => {
+                        tracing::warn!(container = %id, task_id = %key.1, "removing orphan container");
+                        let _ = self
+                            .inner
+                            .docker
+                            .remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+                            .await;
+                    }
+                }
+            }
+            wanted.into_keys().collect()
+        })
+    }
+
+    fn cleanup(&self, fw: &FrameworkId, task: &TaskId) -> BoxFuture<'_, ()> {
+        let key = (fw.clone(), task.clone());
+        Box::pin(async move {
+            let c = self.inner.containers.lock().ok().and_then(|mut m| m.remove(&key));
+            if let Some(c) = c
+                && let Err(e) = self
+                    .inner
+                    .docker
+                    .remove_container(&c.id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+                    .await
+                && !is_not_found(&e)
+            {
+                tracing::warn!(container = %c.id, error = %e, "removing the container failed");
+            }
+        })
+    }
+
+    fn logs(&self, fw: &FrameworkId, task: &TaskId, follow: bool) -> LogStream {
+        let Some(c) = self.container(&(fw.clone(), task.clone())) else {
+            let msg = format!("no container for task {task} on this agent (finished and cleaned up, or never here)");
+            return Box::pin(futures::stream::once(async move { Err(msg) }));
+        };
+        let opts = LogsOptions { follow, stdout: true, stderr: true, tail: "all".into(), ..Default::default() };
+        Box::pin(
+            self.inner
+                .docker
+                .logs(&c.id, Some(opts))
+                .map(|r| r.map(|o| o.into_bytes().to_vec()).map_err(|e| e.to_string())),
+        )
+    }
+
+    fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {
+        Box::pin(async move {
+            let live: Vec<(Key, String)> = self
+                .inner
+                .containers
+                .lock()
+                .map(|m| m.iter().map(|(k, c)| (k.clone(), c.id.clone())).collect())
+                .unwrap_or_default();
+            let docker = &self.inner.docker;
+            let stats = futures::future::join_all(live.into_iter().map(|(key, id)| async move {
+                let mut s = docker.stats(&id, Some(StatsOptions { stream: false, one_shot: true }));
+                let stat = tokio::time::timeout(Duration::from_secs(5), s.next()).await.ok().flatten()?.ok()?;
+                let cpu_ns = stat.cpu_stats.as_ref()?.cpu_usage.as_ref()?.total_usage?;
+                let mem = stat.memory_stats.as_ref().and_then(|m| m.usage).unwrap_or(0);
+                Some(pb::TaskUsage {
+                    framework_id: key.0 .0,
+                    task_id: key.1 .0,
+                    cpu_seconds: cpu_ns as f64 / 1e9,
+                    mem_rss_bytes: mem,
+                    timestamp: std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map(|d| d.as_secs_f64())
+                        .unwrap_or(0.0),
+                })
+            }))
+            .await;
+            stats.into_iter().flatten().collect()
+        })
+    }
+}
