@@ -452,7 +452,11 @@ impl Agent {
 
     fn checkpoint(&self) -> pb::AgentCheckpoint {
         pb::AgentCheckpoint {
-            agent_id: self.agent_id.as_ref().map(|a| a.0.clone()).unwrap_or_default(),
+            agent_id: self
+                .agent_id
+                .as_ref()
+                .map(|a| a.0.clone())
+                .unwrap_or_default(),
             frameworks: self.frameworks.values().cloned().collect(),
             tasks: self
                 .tasks
@@ -487,7 +491,9 @@ impl Agent {
             })
             .collect();
         let _ = self.tasks_tx.send(summary);
-        let Some(path) = self.checkpoint_path() else { return };
+        let Some(path) = self.checkpoint_path() else {
+            return;
+        };
         use prost::Message;
         let bytes = self.checkpoint().encode_to_vec();
         let tmp = path.with_extension("pb.tmp");
@@ -507,7 +513,9 @@ impl Agent {
 
     /// Loads the checkpoint (if any) and re-attaches to the runtime's tasks.
     async fn recover(&mut self) -> Result<(), AgentError> {
-        let Some(path) = self.checkpoint_path() else { return Ok(()) };
+        let Some(path) = self.checkpoint_path() else {
+            return Ok(());
+        };
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -517,26 +525,32 @@ impl Agent {
                 return Ok(());
             }
             Err(e) => {
-                return Err(AgentError::Checkpoint { path: path.display().to_string(), message: e.to_string() });
+                return Err(AgentError::Checkpoint {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                });
             }
         };
         use prost::Message;
-        let cp = pb::AgentCheckpoint::decode(bytes.as_slice()).map_err(|e| AgentError::Checkpoint {
-            path: path.display().to_string(),
-            message: format!("corrupt ({e}); move it away to start this agent afresh"),
-        })?;
+        let cp =
+            pb::AgentCheckpoint::decode(bytes.as_slice()).map_err(|e| AgentError::Checkpoint {
+                path: path.display().to_string(),
+                message: format!("corrupt ({e}); move it away to start this agent afresh"),
+            })?;
         if !cp.agent_id.is_empty() {
             self.agent_id = Some(AgentId::new(cp.agent_id.as_str()));
         }
         for f in cp.frameworks {
-            self.frameworks.insert(FrameworkId::new(f.framework_id.as_str()), f);
+            self.frameworks
+                .insert(FrameworkId::new(f.framework_id.as_str()), f);
         }
         let mut specs = Vec::new();
         for t in cp.tasks {
             let Some(info) = t.task else { continue };
             let fid = FrameworkId::new(t.framework_id.as_str());
             let tid = TaskId::new(info.task_id.as_str());
-            let state = agora_proto::convert::task_state("state", t.state).unwrap_or(TaskState::Staging);
+            let state =
+                agora_proto::convert::task_state("state", t.state).unwrap_or(TaskState::Staging);
             let now = Instant::now();
             let queue: VecDeque<Pending> = t
                 .pending
@@ -547,11 +561,17 @@ impl Agent {
                         .as_ref()
                         .and_then(|s| s.task_state().ok())
                         .is_some_and(|s| s.is_terminal());
-                    Pending { update: u, terminal }
+                    Pending {
+                        update: u,
+                        terminal,
+                    }
                 })
                 .collect();
             if !state.is_terminal() {
-                specs.push(LaunchSpec { framework_id: fid.clone(), task: info.clone() });
+                specs.push(LaunchSpec {
+                    framework_id: fid.clone(),
+                    task: info.clone(),
+                });
             }
             self.tasks.insert(
                 (fid, tid),

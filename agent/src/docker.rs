@@ -30,7 +30,9 @@ type Key = (FrameworkId, TaskId);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    #[error("cannot reach the Docker engine: {0} (is dockerd running and /var/run/docker.sock readable?)")]
+    #[error(
+        "cannot reach the Docker engine: {0} (is dockerd running and /var/run/docker.sock readable?)"
+    )]
     Unreachable(String),
 }
 
@@ -58,13 +60,25 @@ struct Container {
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(100)
         .collect()
 }
 
 fn is_not_found(e: &bollard::errors::Error) -> bool {
-    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+    matches!(
+        e,
+        bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
 }
 
 impl DockerRuntime {
@@ -80,7 +94,10 @@ impl DockerRuntime {
             .negotiate_version()
             .await
             .map_err(|e| DockerError::Unreachable(e.to_string()))?;
-        docker.ping().await.map_err(|e| DockerError::Unreachable(e.to_string()))?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| DockerError::Unreachable(e.to_string()))?;
         Ok(DockerRuntime {
             inner: Arc::new(Inner {
                 docker,
@@ -95,7 +112,9 @@ impl DockerRuntime {
     /// Whether an engine answers (used by `agora dev` to pick a runtime).
     pub async fn available() -> bool {
         match Docker::connect_with_local_defaults() {
-            Ok(d) => tokio::time::timeout(Duration::from_secs(3), d.ping()).await.is_ok_and(|r| r.is_ok()),
+            Ok(d) => tokio::time::timeout(Duration::from_secs(3), d.ping())
+                .await
+                .is_ok_and(|r| r.is_ok()),
             Err(_) => false,
         }
     }
@@ -103,11 +122,18 @@ impl DockerRuntime {
     /// Force-removes every container of this agent (used by `agora dev` on exit).
     pub async fn remove_all(&self) -> usize {
         let mut filters = HashMap::new();
-        filters.insert("label".to_string(), vec![format!("{LABEL_SCOPE}={}", self.inner.scope)]);
+        filters.insert(
+            "label".to_string(),
+            vec![format!("{LABEL_SCOPE}={}", self.inner.scope)],
+        );
         let list = self
             .inner
             .docker
-            .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
             .await
             .unwrap_or_default();
         let mut n = 0;
@@ -116,7 +142,13 @@ impl DockerRuntime {
                 && self
                     .inner
                     .docker
-                    .remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+                    .remove_container(
+                        &id,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    )
                     .await
                     .is_ok()
             {
@@ -131,7 +163,11 @@ impl DockerRuntime {
     }
 
     fn container(&self, key: &Key) -> Option<Container> {
-        self.inner.containers.lock().ok().and_then(|m| m.get(key).cloned())
+        self.inner
+            .containers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(key).cloned())
     }
 
     async fn start(&self, spec: &LaunchSpec) -> Result<(), String> {
@@ -169,7 +205,11 @@ impl DockerRuntime {
             .collect();
 
         let command = t.command.clone().unwrap_or_default();
-        let mut env: Vec<String> = command.env.iter().map(|v| format!("{}={}", v.name, v.value)).collect();
+        let mut env: Vec<String> = command
+            .env
+            .iter()
+            .map(|v| format!("{}={}", v.name, v.value))
+            .collect();
         env.push(format!("AGORA_TASK_ID={}", t.task_id));
         env.push(format!("AGORA_FRAMEWORK_ID={fw}"));
         let host_network = container.network == "host";
@@ -180,17 +220,43 @@ impl DockerRuntime {
         let mut exposed: Vec<String> = Vec::new();
         let mut assigned = Vec::new();
         for m in &container.port_mappings {
-            let host = if m.host_port != 0 { m.host_port } else { free_ports.next().ok_or("more port mappings than ports in the task's resources")? };
+            let host = if m.host_port != 0 {
+                m.host_port
+            } else {
+                free_ports
+                    .next()
+                    .ok_or("more port mappings than ports in the task's resources")?
+            };
             if !resources.ports.contains_value(host) {
-                return Err(format!("host port {host} is not in the task's port resources {}", resources.ports));
+                return Err(format!(
+                    "host port {host} is not in the task's port resources {}",
+                    resources.ports
+                ));
             }
-            let proto = if m.protocol.is_empty() { "tcp" } else { m.protocol.as_str() };
-            let cport = if m.container_port == 0 { host } else { m.container_port };
+            let proto = if m.protocol.is_empty() {
+                "tcp"
+            } else {
+                m.protocol.as_str()
+            };
+            let cport = if m.container_port == 0 {
+                host
+            } else {
+                m.container_port
+            };
             let key = format!("{cport}/{proto}");
             exposed.push(key.clone());
-            bindings.insert(key, Some(vec![PortBinding { host_ip: None, host_port: Some(host.to_string()) }]));
+            bindings.insert(
+                key,
+                Some(vec![PortBinding {
+                    host_ip: None,
+                    host_port: Some(host.to_string()),
+                }]),
+            );
             if !m.name.is_empty() {
-                env.push(format!("PORT_{}={host}", m.name.to_ascii_uppercase().replace('-', "_")));
+                env.push(format!(
+                    "PORT_{}={host}",
+                    m.name.to_ascii_uppercase().replace('-', "_")
+                ));
             }
             assigned.push(host);
         }
@@ -227,37 +293,77 @@ impl DockerRuntime {
             cmd,
             env: Some(env),
             labels: Some(labels),
-            exposed_ports: if host_network || exposed.is_empty() { None } else { Some(exposed) },
+            exposed_ports: if host_network || exposed.is_empty() {
+                None
+            } else {
+                Some(exposed)
+            },
             host_config: Some(HostConfig {
                 nano_cpus: Some(resources.cpus_milli as i64 * 1_000_000).filter(|n| *n > 0),
                 cpu_shares: Some((resources.cpus_milli * 1024 / 1000) as i64).filter(|n| *n >= 2),
                 memory: Some(mem_bytes).filter(|m| *m > 0),
                 memory_swap: Some(mem_bytes).filter(|m| *m > 0),
-                network_mode: Some(if host_network { "host".into() } else { "bridge".into() }),
-                port_bindings: if host_network || bindings.is_empty() { None } else { Some(bindings) },
+                network_mode: Some(if host_network {
+                    "host".into()
+                } else {
+                    "bridge".into()
+                }),
+                port_bindings: if host_network || bindings.is_empty() {
+                    None
+                } else {
+                    Some(bindings)
+                },
                 ..Default::default()
             }),
             ..Default::default()
         };
-        let name = format!("agora-{}-{}", sanitize(&t.task_id), &uuid::Uuid::new_v4().simple().to_string()[..8]);
+        let name = format!(
+            "agora-{}-{}",
+            sanitize(&t.task_id),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
         let created = docker
-            .create_container(Some(CreateContainerOptions { name: Some(name), platform: String::new() }), body)
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name),
+                    platform: String::new(),
+                }),
+                body,
+            )
             .await
             .map_err(|e| format!("cannot create the container: {e}"))?;
         let key = (fw.clone(), tid.clone());
         if let Ok(mut m) = self.inner.containers.lock() {
-            m.insert(key.clone(), Container { id: created.id.clone(), killing: false, mem_mib: resources.mem_mib });
+            m.insert(
+                key.clone(),
+                Container {
+                    id: created.id.clone(),
+                    killing: false,
+                    mem_mib: resources.mem_mib,
+                },
+            );
         }
         if let Err(e) = docker.start_container(&created.id, None).await {
             let _ = docker
-                .remove_container(&created.id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+                .remove_container(
+                    &created.id,
+                    Some(RemoveContainerOptions {
+                        force: true,
+                        ..Default::default()
+                    }),
+                )
                 .await;
             if let Ok(mut m) = self.inner.containers.lock() {
                 m.remove(&key);
             }
             return Err(format!("cannot start the container: {e}"));
         }
-        self.emit(RuntimeEvent::new(fw, &tid, TaskState::Running).message(format!("container {}", &created.id[..12.min(created.id.len())])));
+        self.emit(
+            RuntimeEvent::new(fw, &tid, TaskState::Running).message(format!(
+                "container {}",
+                &created.id[..12.min(created.id.len())]
+            )),
+        );
         self.watch(key, created.id);
         Ok(())
     }
@@ -270,7 +376,9 @@ impl DockerRuntime {
             let mut wait = docker.wait_container(&id, None);
             let code = match wait.next().await {
                 Some(Ok(r)) => Some(r.status_code),
-                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    Some(code)
+                }
                 Some(Err(e)) => {
                     tracing::warn!(container = %id, error = %e, "waiting for container failed");
                     None
@@ -280,18 +388,24 @@ impl DockerRuntime {
             let inspect = docker.inspect_container(&id, None).await.ok();
             let state = inspect.as_ref().and_then(|i| i.state.clone());
             let oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
-            let code = code.or_else(|| state.as_ref().and_then(|s| s.exit_code)).unwrap_or(-1) as i32;
+            let code = code
+                .or_else(|| state.as_ref().and_then(|s| s.exit_code))
+                .unwrap_or(-1) as i32;
             let c = me.container(&key);
             let killing = c.as_ref().is_some_and(|c| c.killing);
             let (fw, tid) = &key;
             let ev = if killing {
-                RuntimeEvent::new(fw, tid, TaskState::Killed).exit_code(code).message("killed on request")
+                RuntimeEvent::new(fw, tid, TaskState::Killed)
+                    .exit_code(code)
+                    .message("killed on request")
             } else if oom {
                 let limit = c.map(|c| c.mem_mib).unwrap_or(0);
                 RuntimeEvent::new(fw, tid, TaskState::Failed)
                     .exit_code(code)
                     .reason(REASON_OOM)
-                    .message(format!("OOM: the container exceeded its memory limit of {limit} MiB"))
+                    .message(format!(
+                        "OOM: the container exceeded its memory limit of {limit} MiB"
+                    ))
             } else if code == 0 {
                 RuntimeEvent::new(fw, tid, TaskState::Finished).exit_code(0)
             } else {
@@ -342,7 +456,10 @@ impl ContainerRuntime for DockerRuntime {
             let me = self.clone();
             tokio::spawn(async move {
                 let t = grace.as_secs_f64().ceil() as i32;
-                let opts = StopContainerOptions { signal: None, t: Some(t) };
+                let opts = StopContainerOptions {
+                    signal: None,
+                    t: Some(t),
+                };
                 if let Err(e) = me.inner.docker.stop_container(&id, Some(opts)).await {
                     tracing::warn!(container = %id, error = %e, "stopping the container failed");
                 }
@@ -353,11 +470,18 @@ impl ContainerRuntime for DockerRuntime {
     fn recover(&self, tasks: Vec<LaunchSpec>) -> BoxFuture<'_, Vec<(FrameworkId, TaskId)>> {
         Box::pin(async move {
             let mut filters = HashMap::new();
-            filters.insert("label".to_string(), vec![format!("{LABEL_SCOPE}={}", self.inner.scope)]);
+            filters.insert(
+                "label".to_string(),
+                vec![format!("{LABEL_SCOPE}={}", self.inner.scope)],
+            );
             let found = match self
                 .inner
                 .docker
-                .list_containers(Some(ListContainersOptions { all: true, filters: Some(filters), ..Default::default() }))
+                .list_containers(Some(ListContainersOptions {
+                    all: true,
+                    filters: Some(filters),
+                    ..Default::default()
+                }))
                 .await
             {
                 Ok(v) => v,
@@ -366,22 +490,34 @@ impl ContainerRuntime for DockerRuntime {
                     Vec::new()
                 }
             };
-            let mut wanted: HashMap<Key, &LaunchSpec> =
-                tasks.iter().map(|t| ((t.framework_id.clone(), t.task_id()), t)).collect();
+            let mut wanted: HashMap<Key, &LaunchSpec> = tasks
+                .iter()
+                .map(|t| ((t.framework_id.clone(), t.task_id()), t))
+                .collect();
             for c in found {
                 let labels = c.labels.unwrap_or_default();
-                let (Some(f), Some(t), Some(id)) = (labels.get(LABEL_FRAMEWORK), labels.get(LABEL_TASK), c.id) else {
+                let (Some(f), Some(t), Some(id)) =
+                    (labels.get(LABEL_FRAMEWORK), labels.get(LABEL_TASK), c.id)
+                else {
                     continue;
                 };
                 let key = (FrameworkId::new(f.as_str()), TaskId::new(t.as_str()));
                 match wanted.remove(&key) {
                     Some(spec) => {
-                        let mem_mib = agora_proto::convert::resources("r", spec.task.resources.as_ref())
-                            .map(|r| r.mem_mib)
-                            .unwrap_or(0);
+                        let mem_mib =
+                            agora_proto::convert::resources("r", spec.task.resources.as_ref())
+                                .map(|r| r.mem_mib)
+                                .unwrap_or(0);
                         tracing::info!(task_id = %key.1, container = %id, state = ?c.state, "re-attached to container");
                         if let Ok(mut m) = self.inner.containers.lock() {
-                            m.insert(key.clone(), Container { id: id.clone(), killing: false, mem_mib });
+                            m.insert(
+                                key.clone(),
+                                Container {
+                                    id: id.clone(),
+                                    killing: false,
+                                    mem_mib,
+                                },
+                            );
                         }
                         self.watch(key, id);
                     }
@@ -390,7 +526,13 @@ impl ContainerRuntime for DockerRuntime {
                         let _ = self
                             .inner
                             .docker
-                            .remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+                            .remove_container(
+                                &id,
+                                Some(RemoveContainerOptions {
+                                    force: true,
+                                    ..Default::default()
+                                }),
+                            )
                             .await;
                     }
                 }
@@ -402,12 +544,23 @@ impl ContainerRuntime for DockerRuntime {
     fn cleanup(&self, fw: &FrameworkId, task: &TaskId) -> BoxFuture<'_, ()> {
         let key = (fw.clone(), task.clone());
         Box::pin(async move {
-            let c = self.inner.containers.lock().ok().and_then(|mut m| m.remove(&key));
+            let c = self
+                .inner
+                .containers
+                .lock()
+                .ok()
+                .and_then(|mut m| m.remove(&key));
             if let Some(c) = c
                 && let Err(e) = self
                     .inner
                     .docker
-                    .remove_container(&c.id, Some(RemoveContainerOptions { force: true, ..Default::default() }))
+                    .remove_container(
+                        &c.id,
+                        Some(RemoveContainerOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                    )
                     .await
                 && !is_not_found(&e)
             {
@@ -418,16 +571,22 @@ impl ContainerRuntime for DockerRuntime {
 
     fn logs(&self, fw: &FrameworkId, task: &TaskId, follow: bool) -> LogStream {
         let Some(c) = self.container(&(fw.clone(), task.clone())) else {
-            let msg = format!("no container for task {task} on this agent (finished and cleaned up, or never here)");
+            let msg = format!(
+                "no container for task {task} on this agent (finished and cleaned up, or never here)"
+            );
             return Box::pin(futures::stream::once(async move { Err(msg) }));
         };
-        let opts = LogsOptions { follow, stdout: true, stderr: true, tail: "all".into(), ..Default::default() };
-        Box::pin(
-            self.inner
-                .docker
-                .logs(&c.id, Some(opts))
-                .map(|r| r.map(|o| o.into_bytes().to_vec()).map_err(|e| e.to_string())),
-        )
+        let opts = LogsOptions {
+            follow,
+            stdout: true,
+            stderr: true,
+            tail: "all".into(),
+            ..Default::default()
+        };
+        Box::pin(self.inner.docker.logs(&c.id, Some(opts)).map(|r| {
+            r.map(|o| o.into_bytes().to_vec())
+                .map_err(|e| e.to_string())
+        }))
     }
 
     fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {
@@ -440,13 +599,27 @@ impl ContainerRuntime for DockerRuntime {
                 .unwrap_or_default();
             let docker = &self.inner.docker;
             let stats = futures::future::join_all(live.into_iter().map(|(key, id)| async move {
-                let mut s = docker.stats(&id, Some(StatsOptions { stream: false, one_shot: true }));
-                let stat = tokio::time::timeout(Duration::from_secs(5), s.next()).await.ok().flatten()?.ok()?;
+                let mut s = docker.stats(
+                    &id,
+                    Some(StatsOptions {
+                        stream: false,
+                        one_shot: true,
+                    }),
+                );
+                let stat = tokio::time::timeout(Duration::from_secs(5), s.next())
+                    .await
+                    .ok()
+                    .flatten()?
+                    .ok()?;
                 let cpu_ns = stat.cpu_stats.as_ref()?.cpu_usage.as_ref()?.total_usage?;
-                let mem = stat.memory_stats.as_ref().and_then(|m| m.usage).unwrap_or(0);
+                let mem = stat
+                    .memory_stats
+                    .as_ref()
+                    .and_then(|m| m.usage)
+                    .unwrap_or(0);
                 Some(pb::TaskUsage {
-                    framework_id: key.0 .0,
-                    task_id: key.1 .0,
+                    framework_id: key.0.0,
+                    task_id: key.1.0,
                     cpu_seconds: cpu_ns as f64 / 1e9,
                     mem_rss_bytes: mem,
                     timestamp: std::time::SystemTime::now()

@@ -9,6 +9,7 @@
 pub mod agent;
 pub mod docker;
 pub mod hollow;
+pub mod http;
 pub mod runtime;
 
 pub use agent::{AgentConfig, AgentHandle, Connector, Control, spawn};

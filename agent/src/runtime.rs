@@ -109,7 +109,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// The task's output; with `follow`, keeps streaming until the task ends.
     fn logs(&self, _framework_id: &FrameworkId, task_id: &TaskId, _follow: bool) -> LogStream {
-        let msg = format!("the {} runtime keeps no logs for task {task_id}", self.name());
+        let msg = format!(
+            "the {} runtime keeps no logs for task {task_id}",
+            self.name()
+        );
         Box::pin(futures::stream::once(async move { Err(msg) }))
     }
 

@@ -1,16 +1,20 @@
-//! `agora agent`: runs an agent. This build has the hollow runtime (tasks are
-//! simulated, nothing is executed); container runtimes plug into the same
-//! `ContainerRuntime` trait.
+//! `agora agent`: runs an agent (or, with `list`, lists the master's agents).
 
-use crate::util::{LogFormat, parse_duration};
+use crate::util::{LogFormat, default_data_root, parse_duration};
+use agora_agent::docker::DockerRuntime;
+use agora_agent::runtime::ContainerRuntime;
 use agora_agent::{AgentConfig, Connector};
 use agora_core::Resources;
 use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RuntimeKind {
-    /// Simulated tasks: STARTING at once, RUNNING after --hollow-start-delay.
+    /// Containers through the Docker Engine API (needs a running dockerd).
+    Docker,
+    /// Simulated tasks: STARTING at once, RUNNING after --hollow-start-delay; nothing runs.
     Hollow,
 }
 
@@ -20,25 +24,40 @@ pub struct AgentArgs {
     #[arg(long, env = "AGORA_MASTER", default_value = "127.0.0.1:5050")]
     pub master: String,
 
-    /// Name this agent registers under.
+    /// Where the agent keeps its checkpoint (id, tasks, unacknowledged
+    /// updates) so a restarted agent recovers its tasks.
+    /// Default: $AGORA_HOME/agent or ~/.local/share/agora/agent.
+    #[arg(long, env = "AGORA_WORK_DIR", value_name = "DIR")]
+    pub work_dir: Option<PathBuf>,
+
+    /// Address of the agent's own HTTP API (logs, metrics, state).
+    #[arg(long, env = "AGORA_AGENT_LISTEN", default_value = "127.0.0.1:5051")]
+    pub listen: String,
+
+    /// Name this agent registers under. Default: the host name.
     #[arg(long, env = "AGORA_HOSTNAME")]
     pub hostname: Option<String>,
 
-    /// Resources to offer, Mesos syntax.
-    #[arg(
-        long,
-        env = "AGORA_RESOURCES",
-        default_value = "cpus:4;mem:8192;disk:20000;ports:[31000-32000]"
-    )]
-    pub resources: String,
+    /// Resources to offer, Mesos syntax (e.g. "cpus:4;mem:8192;disk:20000;ports:[31000-32000]").
+    /// Default: detected from the host (CPUs, memory less 1 GiB, ports 31000-32000).
+    #[arg(long, env = "AGORA_RESOURCES")]
+    pub resources: Option<String>,
 
     /// Attributes, e.g. zone=a,public=true.
     #[arg(long, env = "AGORA_ATTRIBUTES", default_value = "")]
     pub attributes: String,
 
     /// Which runtime runs tasks.
-    #[arg(long, value_enum, default_value = "hollow")]
+    #[arg(long, env = "AGORA_RUNTIME", value_enum, default_value = "docker")]
     pub runtime: RuntimeKind,
+
+    /// Docker runtime: image for tasks that name none.
+    #[arg(
+        long,
+        env = "AGORA_DEFAULT_IMAGE",
+        default_value = "agora-busybox:latest"
+    )]
+    pub default_image: String,
 
     /// Hollow runtime: delay between STARTING and RUNNING.
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
@@ -71,19 +90,6 @@ pub fn master_url(m: &str) -> String {
     }
 }
 
-impl AgentArgs {
-    pub fn config(&self) -> Result<AgentConfig> {
-        let resources = Resources::parse(&self.resources).context("--resources")?;
-        Ok(AgentConfig {
-            hostname: self.hostname.clone().unwrap_or_else(hostname),
-            resources,
-            attributes: parse_attributes(&self.attributes).context("--attributes")?,
-            status_retry_min: self.status_retry,
-            ..AgentConfig::default()
-        })
-    }
-}
-
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
@@ -92,21 +98,141 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
+/// Host resources: all CPUs, memory less 1 GiB (at least half), disk of the
+/// work dir's file system less 10 % , ports 31000-32000.
+pub fn detect_resources(work_dir: &std::path::Path) -> Resources {
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as u64;
+    let mem_total_mib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(2048);
+    let mem = mem_total_mib.saturating_sub(1024).max(mem_total_mib / 2);
+    let disk = nix::sys::statvfs::statvfs(work_dir)
+        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 / (1 << 20) * 9 / 10)
+        .unwrap_or(10_000);
+    Resources {
+        cpus_milli: cpus * 1000,
+        mem_mib: mem,
+        disk_mib: disk,
+        ports: agora_core::Ranges::range(31000, 32000).unwrap_or_default(),
+    }
+}
+
+impl AgentArgs {
+    pub fn work_dir(&self) -> PathBuf {
+        self.work_dir
+            .clone()
+            .unwrap_or_else(|| default_data_root().join("agent"))
+    }
+
+    pub fn config(&self, endpoint: String) -> Result<AgentConfig> {
+        let work_dir = self.work_dir();
+        std::fs::create_dir_all(&work_dir)
+            .with_context(|| format!("cannot create the work dir {}", work_dir.display()))?;
+        let work_dir = work_dir.canonicalize()?;
+        let resources = match &self.resources {
+            Some(r) => Resources::parse(r).context("--resources")?,
+            None => detect_resources(&work_dir),
+        };
+        Ok(AgentConfig {
+            hostname: self.hostname.clone().unwrap_or_else(hostname),
+            resources,
+            attributes: parse_attributes(&self.attributes).context("--attributes")?,
+            status_retry_min: self.status_retry,
+            work_dir: (self.runtime != RuntimeKind::Hollow).then_some(work_dir),
+            endpoint,
+            ..AgentConfig::default()
+        })
+    }
+}
+
+/// A started agent with its runtime and HTTP API.
+pub struct RunningAgent {
+    pub handle: agora_agent::AgentHandle,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub docker: Option<DockerRuntime>,
+    pub join: tokio::task::JoinHandle<Result<(), agora_agent::agent::AgentError>>,
+    pub http_addr: std::net::SocketAddr,
+}
+
+/// Starts an agent with the chosen runtime and serves its HTTP API.
+pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<RunningAgent> {
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (another agent running? use --listen)",
+                args.listen
+            )
+        })?;
+    let http_addr = listener.local_addr()?;
+    let mut cfg = args.config(format!("http://{http_addr}"))?;
+    if runtime_kind == RuntimeKind::Hollow {
+        cfg.work_dir = None;
+    }
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (runtime, docker): (Arc<dyn ContainerRuntime>, Option<DockerRuntime>) = match runtime_kind {
+        RuntimeKind::Docker => {
+            let scope = cfg
+                .work_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_else(|| "agora".into());
+            let d = DockerRuntime::connect(tx, scope, Some(args.default_image.clone())).await?;
+            (Arc::new(d.clone()), Some(d))
+        }
+        RuntimeKind::Hollow => (
+            Arc::new(agora_agent::HollowRuntime::new(tx, args.hollow_start_delay)),
+            None,
+        ),
+    };
+    let (handle, join) = agora_agent::spawn(
+        cfg,
+        runtime.clone(),
+        rx,
+        Connector::Address(master_url(&args.master)),
+    );
+    let state = agora_agent::http::HttpState {
+        agent: handle.clone(),
+        runtime: runtime.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(e) = agora_agent::http::serve(listener, state).await {
+            tracing::error!(error = %e, "agent HTTP API stopped");
+        }
+    });
+    Ok(RunningAgent {
+        handle,
+        runtime,
+        docker,
+        join,
+        http_addr,
+    })
+}
+
 pub async fn run(args: AgentArgs) -> Result<()> {
     crate::util::init_logging(args.log_format, "info");
-    let cfg = args.config()?;
-    let url = master_url(&args.master);
+    let agent = start(&args, args.runtime).await?;
     eprintln!(
-        "agora agent ({:?} runtime) offering {} to master {url}",
-        args.runtime, cfg.resources
+        "agora agent ({} runtime) → master {}; API http://{}; work dir {}",
+        agent.runtime.name(),
+        master_url(&args.master),
+        agent.http_addr,
+        args.work_dir().display()
     );
-    let (handle, _rt, join) =
-        agora_agent::spawn_hollow(cfg, Connector::Address(url), args.hollow_start_delay);
     tokio::select! {
-        r = join => { r.context("agent task panicked")?.context("agent stopped")?; }
+        r = agent.join => { r.context("agent task panicked")?.context("agent stopped")?; }
         _ = crate::util_signal::terminated() => {
-            handle.control(agora_agent::Control::Stop);
-            eprintln!("agent stopped (tasks left as they are)");
+            agent.handle.control(agora_agent::Control::Stop);
+            eprintln!("agent stopped; its tasks keep running and are recovered on restart");
         }
     }
     Ok(())

@@ -1,11 +1,10 @@
 //! `agora dev`: an all-in-one local cluster (master + agent) on an embedded
 //! store, for trying Agora out.
 
-use crate::agent_cmd::hostname;
+use crate::agent_cmd::{AgentArgs, RuntimeKind};
 use crate::master_cmd::{MasterArgs, open_registry};
 use crate::util::{LogFormat, default_data_root, parse_duration};
-use agora_agent::{AgentConfig, Connector};
-use agora_core::Resources;
+use agora_agent::docker::DockerRuntime;
 use agora_master::actor::tokio_util_shutdown;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
@@ -17,24 +16,40 @@ pub struct DevArgs {
     #[arg(long, default_value = "127.0.0.1:5050")]
     pub listen: String,
 
+    /// Agent HTTP API address (logs, metrics).
+    #[arg(long, default_value = "127.0.0.1:5051")]
+    pub agent_listen: String,
+
     /// Where state is kept. Default: $AGORA_HOME/dev or ~/.local/share/agora/dev.
     #[arg(long, env = "AGORA_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Resources of the local agent (Mesos syntax).
-    #[arg(long, default_value = "cpus:4;mem:8192;disk:20000;ports:[31000-32000]")]
-    pub resources: String,
+    /// Resources of the local agent (Mesos syntax). Default: detected from the host.
+    #[arg(long)]
+    pub resources: Option<String>,
+
+    /// Runtime of the local agent. Default: docker if the engine answers, else hollow.
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeKind>,
+
+    /// Image for tasks that name none (docker runtime).
+    #[arg(long, default_value = "agora-busybox:latest")]
+    pub default_image: String,
+
+    /// Leave the containers running when stopping.
+    #[arg(long)]
+    pub keep: bool,
+
+    #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
 
     /// Hollow runtime: delay between STARTING and RUNNING.
     #[arg(long, value_parser = parse_duration, default_value = "500ms")]
     pub hollow_start_delay: Duration,
-
-    #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
-    pub log_format: LogFormat,
 }
 
 pub async fn run(args: DevArgs) -> Result<()> {
-    crate::util::init_logging(args.log_format, "info,agora_master=info");
+    crate::util::init_logging(args.log_format, "info");
     let data_dir = args
         .data_dir
         .clone()
@@ -60,36 +75,62 @@ pub async fn run(args: DevArgs) -> Result<()> {
         listener, r.config, registry, shutdown, None,
     ));
 
-    let cfg = AgentConfig {
-        hostname: hostname(),
-        resources: Resources::parse(&args.resources).context("--resources")?,
-        ..AgentConfig::default()
+    let runtime = match args.runtime {
+        Some(k) => k,
+        None if DockerRuntime::available().await => RuntimeKind::Docker,
+        None => {
+            eprintln!(
+                "the Docker engine does not answer: using the hollow runtime (tasks are simulated)"
+            );
+            RuntimeKind::Hollow
+        }
     };
-    let (agent, _rt, _join) = agora_agent::spawn_hollow(
-        cfg,
-        Connector::Address(format!("http://{addr}")),
-        args.hollow_start_delay,
-    );
-    let agent_id = tokio::time::timeout(Duration::from_secs(15), agent.registered())
+    let agent_args = AgentArgs {
+        master: addr.to_string(),
+        work_dir: Some(data_dir.join("agent")),
+        listen: args.agent_listen.clone(),
+        hostname: None,
+        resources: args.resources.clone(),
+        attributes: String::new(),
+        runtime,
+        default_image: args.default_image.clone(),
+        hollow_start_delay: args.hollow_start_delay,
+        status_retry: Duration::from_secs(2),
+        log_format: args.log_format,
+    };
+    let agent = crate::agent_cmd::start(&agent_args, runtime).await?;
+    let agent_id = tokio::time::timeout(Duration::from_secs(15), agent.handle.registered())
         .await
         .context("the local agent did not register within 15s")?;
 
     println!("agora dev is running (Ctrl-C to stop)");
-    println!("  master     {addr}  (gRPC: frameworks and agents)");
+    println!("  master     {addr}  (gRPC for frameworks and agents; HTTP below)");
     println!("  state      http://{addr}/state");
     println!("  metrics    http://{addr}/metrics");
-    println!("  health     http://{addr}/health");
-    println!("  agent      {agent_id} (hollow runtime: tasks are simulated, no containers yet)");
-    println!("  data dir   {}", data_dir.display());
     println!(
-        "try: cargo run --example keep_n -p agora-sdk -- --master http://{addr} --instances 3"
+        "  agent      {agent_id}, {} runtime, API http://{}",
+        agent.runtime.name(),
+        agent.http_addr
+    );
+    println!("  data dir   {}", data_dir.display());
+    println!("try:  agora agent list   |   agora task list");
+    println!(
+        "      cargo run -p agora-sdk --example keep_n -- --instances 3 --command 'echo hello; sleep 30'"
     );
 
     tokio::select! {
         res = server => { res.context("master task panicked")??; }
         _ = crate::util_signal::terminated() => {
             println!("stopping");
-            agent.control(agora_agent::Control::Stop);
+            agent.handle.control(agora_agent::Control::Stop);
+            if let Some(d) = &agent.docker {
+                if args.keep {
+                    println!("leaving containers running (--keep)");
+                } else {
+                    let n = d.remove_all().await;
+                    println!("removed {n} container(s)");
+                }
+            }
             trigger.fire();
         }
     }

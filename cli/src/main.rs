@@ -5,6 +5,7 @@ mod agent_cmd;
 mod bench;
 mod dev;
 mod master_cmd;
+mod ops;
 mod util;
 mod util_signal;
 
@@ -19,7 +20,9 @@ use clap::{Parser, Subcommand};
 framework schedulers (dominant resource fairness across roles).\n\n\
 Quick start:  agora dev            (master + agent on this machine)\n\
 Daemons:      agora master | agora agent\n\
-Benchmarks:   agora bench allocator | agora bench scale"
+Operate:      agora agent list | agora framework list | agora task list|show|kill|logs\n\
+              (--master or AGORA_MASTER; -o json for scripts; exit 4 = not found)\n\
+Benchmarks:   agora bench allocator | scale | launch"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -30,13 +33,76 @@ struct Cli {
 enum Command {
     /// Run a master: pools agents' resources and offers them to frameworks.
     Master(master_cmd::MasterArgs),
-    /// Run an agent: registers its resources with a master and runs tasks.
-    Agent(agent_cmd::AgentArgs),
+    /// Run an agent (registers its resources with a master and runs tasks),
+    /// or `agent list` to list the master's agents.
+    Agent(AgentCmd),
+    /// Frameworks known to the master.
+    #[command(subcommand)]
+    Framework(FrameworkCommand),
+    /// Tasks: list, show, kill, read logs.
+    #[command(subcommand)]
+    Task(TaskCommand),
     /// Run an all-in-one local cluster (master + agent) on an embedded store.
     Dev(dev::DevArgs),
     /// Benchmarks (programs, not tests); see docs/benchmarks.md.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+struct AgentCmd {
+    #[command(subcommand)]
+    sub: Option<AgentSub>,
+    #[command(flatten)]
+    run: agent_cmd::AgentArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum AgentSub {
+    /// List the agents the master knows.
+    List(ops::Common),
+}
+
+#[derive(Subcommand, Debug)]
+enum FrameworkCommand {
+    /// List frameworks.
+    List(ops::Common),
+}
+
+#[derive(Subcommand, Debug)]
+enum TaskCommand {
+    /// List live tasks (with --all, recently finished ones too).
+    List {
+        #[arg(long)]
+        all: bool,
+        #[command(flatten)]
+        common: ops::Common,
+    },
+    /// Show one task: state, agent, resources, usage.
+    Show {
+        task_id: String,
+        #[command(flatten)]
+        common: ops::Common,
+    },
+    /// Kill a task (its framework is told TASK_KILLED).
+    Kill {
+        task_id: String,
+        /// The task's framework, when several have a task with this id.
+        #[arg(long)]
+        framework: Option<String>,
+        #[command(flatten)]
+        common: ops::Common,
+    },
+    /// Print a task's output (stdout and stderr), read from its agent.
+    Logs {
+        task_id: String,
+        /// Keep printing as the task writes.
+        #[arg(short, long)]
+        follow: bool,
+        #[command(flatten)]
+        common: ops::Common,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -62,7 +128,26 @@ fn main() -> std::process::ExitCode {
     let result = rt.block_on(async move {
         match cli.command {
             Command::Master(a) => master_cmd::run(a).await,
-            Command::Agent(a) => agent_cmd::run(a).await,
+            Command::Agent(AgentCmd {
+                sub: Some(AgentSub::List(c)),
+                ..
+            }) => ops::agent_list(&c).await,
+            Command::Agent(AgentCmd { sub: None, run }) => agent_cmd::run(run).await,
+            Command::Framework(FrameworkCommand::List(c)) => ops::framework_list(&c).await,
+            Command::Task(TaskCommand::List { all, common }) => ops::task_list(&common, all).await,
+            Command::Task(TaskCommand::Show { task_id, common }) => {
+                ops::task_show(&common, &task_id).await
+            }
+            Command::Task(TaskCommand::Kill {
+                task_id,
+                framework,
+                common,
+            }) => ops::task_kill(&common, &task_id, framework.as_deref()).await,
+            Command::Task(TaskCommand::Logs {
+                task_id,
+                follow,
+                common,
+            }) => ops::task_logs(&common, &task_id, follow).await,
             Command::Dev(a) => dev::run(a).await,
             Command::Bench(BenchCommand::Allocator(a)) => bench::allocator::run(a),
             Command::Bench(BenchCommand::Scale(a)) => bench::scale::run(a).await,
@@ -72,7 +157,11 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            std::process::ExitCode::from(1)
+            if e.downcast_ref::<ops::NotFound>().is_some() {
+                std::process::ExitCode::from(ops::NOT_FOUND)
+            } else {
+                std::process::ExitCode::from(1)
+            }
         }
     }
 }

@@ -71,14 +71,90 @@ pub fn init_logging(format: LogFormat, default_filter: &str) {
 
 /// GET `http://{addr}{path}` and return the body (status must be 2xx).
 pub async fn http_get(addr: &str, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let addr = addr.trim_start_matches("http://").trim_end_matches('/');
-    let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+    http_request("GET", addr, path).await
+}
+
+async fn connect(addr: &str) -> Result<tokio::net::TcpStream> {
+    tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .with_context(|| format!("connecting to {addr} timed out"))?
-        .with_context(|| format!("cannot reach {addr}"))?;
-    let req =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\n\r\n");
+        .with_context(|| format!("cannot reach {addr}"))
+}
+
+/// Streams the body of `GET http://{addr}{path}` into `out` as it arrives
+/// (for `--follow`). Fails unless the status is 2xx.
+pub async fn http_stream(addr: &str, path: &str, out: &mut impl std::io::Write) -> Result<()> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let addr = addr.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status).await?;
+    let code: u16 = status
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("malformed HTTP status line")?;
+    let mut chunked = false;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).await? == 0 || h == "\r\n" {
+            break;
+        }
+        let lower = h.to_ascii_lowercase();
+        if lower.starts_with("transfer-encoding:") && lower.contains("chunked") {
+            chunked = true;
+        }
+    }
+    if !(200..300).contains(&code) {
+        let mut body = String::new();
+        let _ = r.read_to_string(&mut body).await;
+        let body = if chunked {
+            dechunk(&body).unwrap_or(body)
+        } else {
+            body
+        };
+        bail!("GET {path} answered {code}: {}", body.trim());
+    }
+    if !chunked {
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = r.read(&mut buf).await?;
+            if n == 0 {
+                return Ok(());
+            }
+            out.write_all(&buf[..n])?;
+            out.flush()?;
+        }
+    }
+    loop {
+        let mut size = String::new();
+        if r.read_line(&mut size).await? == 0 {
+            return Ok(());
+        }
+        let n = usize::from_str_radix(size.trim(), 16).context("malformed chunk size")?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mut chunk = vec![0u8; n + 2];
+        r.read_exact(&mut chunk).await?;
+        out.write_all(&chunk[..n])?;
+        out.flush()?;
+    }
+}
+
+/// `METHOD http://{addr}{path}` with an empty body; returns the body (2xx only).
+pub async fn http_request(method: &str, addr: &str, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = addr.trim_start_matches("http://").trim_end_matches('/');
+    let mut s = connect(addr).await?;
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept: */*\r\nContent-Length: 0\r\n\r\n"
+    );
     s.write_all(req.as_bytes()).await?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(60), s.read_to_end(&mut buf))
@@ -102,7 +178,7 @@ pub async fn http_get(addr: &str, path: &str) -> Result<String> {
         body.to_string()
     };
     if !(200..300).contains(&status) {
-        bail!("GET {path} answered {status}: {}", body.trim());
+        bail!("{method} {path} answered {status}: {}", body.trim());
     }
     Ok(body)
 }

@@ -55,6 +55,11 @@ pub enum Command {
     AgentClosed(ConnId),
     Persisted(Vec<Pending>),
     State(oneshot::Sender<State>),
+    OperatorKill {
+        task_id: String,
+        framework: Option<String>,
+        reply: oneshot::Sender<Result<FrameworkId, CallError>>,
+    },
     Gauges(oneshot::Sender<(Gauges, Vec<f64>)>),
 }
 
@@ -97,6 +102,21 @@ impl MasterHandle {
     pub async fn state(&self) -> Result<State, Stopped> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::State(reply)).await?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    pub async fn operator_kill(
+        &self,
+        task_id: String,
+        framework: Option<String>,
+    ) -> Result<Result<FrameworkId, CallError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::OperatorKill {
+            task_id,
+            framework,
+            reply,
+        })
+        .await?;
         rx.await.map_err(|_| Stopped)
     }
 
@@ -326,6 +346,13 @@ fn handle(
         }
         Command::State(reply) => {
             let _ = reply.send(master.snapshot());
+        }
+        Command::OperatorKill {
+            task_id,
+            framework,
+            reply,
+        } => {
+            let _ = reply.send(master.operator_kill(&task_id, framework.as_deref(), out));
         }
         Command::Gauges(reply) => {
             let runs = std::mem::take(&mut io.metrics_runs);

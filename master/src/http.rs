@@ -5,10 +5,11 @@ use crate::actor::MasterHandle;
 use crate::election::Contender;
 use crate::metrics::Metrics;
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use serde::Deserialize;
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -27,6 +28,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/redirect", get(redirect))
         .route("/master/redirect", get(redirect))
+        .route("/tasks/{task_id}/kill", post(kill_task))
         .with_state(state)
 }
 
@@ -65,6 +67,35 @@ async fn metrics(State(s): State<HttpState>) -> Response {
             )
                 .into_response()
         }
+        Err(_) => unavailable(),
+    }
+}
+
+#[derive(Deserialize)]
+struct KillQuery {
+    framework: Option<String>,
+}
+
+/// Operator kill: the task's agent is told to kill it; its framework sees
+/// the TASK_KILLED update as usual.
+async fn kill_task(
+    State(s): State<HttpState>,
+    Path(task_id): Path<String>,
+    Query(q): Query<KillQuery>,
+) -> Response {
+    use crate::state::CallError;
+    match s.master.operator_kill(task_id.clone(), q.framework).await {
+        Ok(Ok(fid)) => (
+            StatusCode::ACCEPTED,
+            axum::Json(
+                serde_json::json!({"task_id": task_id, "framework_id": fid.0, "status": "killing"}),
+            ),
+        )
+            .into_response(),
+        Ok(Err(e @ CallError::NotFound(_))) => {
+            (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
+        }
+        Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
         Err(_) => unavailable(),
     }
 }

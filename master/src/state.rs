@@ -799,6 +799,51 @@ impl Master {
         Ok(())
     }
 
+    /// An operator kills a task (found by id, optionally within one framework).
+    pub fn operator_kill(
+        &mut self,
+        task_id: &str,
+        framework: Option<&str>,
+        out: &mut Vec<Output>,
+    ) -> Result<FrameworkId, CallError> {
+        let tid = convert::task_id("task_id", task_id)?;
+        let owners: Vec<FrameworkId> = self
+            .frameworks
+            .values()
+            .filter(|f| framework.is_none_or(|want| f.id.0 == want))
+            .filter(|f| f.tasks.contains_key(&tid))
+            .map(|f| f.id.clone())
+            .collect();
+        let fid = match owners.as_slice() {
+            [one] => one.clone(),
+            [] => return Err(CallError::NotFound(format!("no live task {tid}"))),
+            _ => {
+                return Err(Invalid::new(
+                    "framework",
+                    format!("several frameworks have a task {tid}; name the framework"),
+                )
+                .into());
+            }
+        };
+        let agent = self.frameworks[&fid].tasks[&tid].agent.clone();
+        match self.agents.get(&agent).and_then(|a| a.conn) {
+            Some(conn) => {
+                tracing::info!(framework_id = %fid, task_id = %tid, "operator kill");
+                out.push(Output::ToAgent(
+                    conn,
+                    to_agent(pb::master_message::Message::KillTask(pb::KillTask {
+                        framework_id: fid.0.clone(),
+                        task_id: tid.0.clone(),
+                    })),
+                ));
+                Ok(fid)
+            }
+            None => Err(CallError::NotFound(format!(
+                "task {tid} is on agent {agent}, which is not connected; retry when it is back"
+            ))),
+        }
+    }
+
     /// ACKNOWLEDGE (a batch): forwarded to the agents holding the updates.
     pub fn acknowledge(
         &mut self,
@@ -1410,7 +1455,10 @@ impl Master {
         for u in report.tasks {
             let fid = FrameworkId::new(u.framework_id.as_str());
             let tid = TaskId::new(u.task_id.as_str());
-            if let Some(t) = self.frameworks.get_mut(&fid).and_then(|f| f.tasks.get_mut(&tid))
+            if let Some(t) = self
+                .frameworks
+                .get_mut(&fid)
+                .and_then(|f| f.tasks.get_mut(&tid))
                 && t.agent == aid
                 && u.cpu_seconds.is_finite()
             {

@@ -96,7 +96,10 @@ fn handle(s: TcpStream, st: &State) {
             }
         }
         "/burn" => {
-            let ms: u64 = query(&path, "ms").and_then(|v| v.parse().ok()).unwrap_or(100).min(60_000);
+            let ms: u64 = query(&path, "ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100)
+                .min(60_000);
             let t0 = Instant::now();
             let mut x: u64 = 1;
             while t0.elapsed() < Duration::from_millis(ms) {
@@ -107,7 +110,10 @@ fn handle(s: TcpStream, st: &State) {
             respond(&s, 200, &format!("burned {ms} ms ({})\n", x % 7));
         }
         "/mem" => {
-            let mib: usize = query(&path, "mib").and_then(|v| v.parse().ok()).unwrap_or(1).min(65_536);
+            let mib: usize = query(&path, "mib")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(1)
+                .min(65_536);
             let mut block = vec![0u8; mib << 20];
             for i in (0..block.len()).step_by(4096) {
                 block[i] = 1;
@@ -141,7 +147,10 @@ fn main() {
         eprintln!("cannot handle SIGTERM: {e}");
     }
     let drain = Duration::from_millis(
-        std::env::var("AGORA_DRAIN_MS").ok().and_then(|v| v.parse().ok()).unwrap_or(0),
+        std::env::var("AGORA_DRAIN_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
     );
 
     let listener = match TcpListener::bind(("0.0.0.0", port)) {
