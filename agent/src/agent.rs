@@ -19,6 +19,9 @@ use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
+/// Grace period between SIGTERM and SIGKILL when the task names none.
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
+
 /// How to reach the master.
 #[derive(Clone)]
 pub enum Connector {
@@ -786,7 +789,12 @@ impl Agent {
         if t.state.is_terminal() {
             return;
         }
-        let grace = Duration::from_secs_f64(t.info.kill_grace_seconds.clamp(0.0, 3600.0));
+        // Grace between SIGTERM and SIGKILL; unset (0) means the default 5 s.
+        let grace = if t.info.kill_grace_seconds > 0.0 {
+            Duration::from_secs_f64(t.info.kill_grace_seconds.min(3600.0))
+        } else {
+            DEFAULT_KILL_GRACE
+        };
         self.runtime.kill(fid, tid, grace).await;
     }
 }

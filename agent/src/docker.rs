@@ -47,6 +47,9 @@ struct Inner {
     scope: String,
     /// Image for tasks that name none (so plain commands run too).
     default_image: Option<String>,
+    /// How long an exited container (and so its logs) is kept after its
+    /// terminal update was acknowledged.
+    gc_delay: Duration,
     /// Containers of live or not-yet-cleaned-up tasks.
     containers: Mutex<HashMap<Key, Container>>,
 }
@@ -104,9 +107,24 @@ impl DockerRuntime {
                 sink,
                 scope,
                 default_image,
+                gc_delay: Duration::from_secs(600),
                 containers: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// Keeps exited containers (and their logs) this long after the task's
+    /// terminal update is acknowledged (default 10 minutes).
+    pub fn with_gc_delay(self, d: Duration) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.gc_delay = d;
+                DockerRuntime {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => DockerRuntime { inner },
+        }
     }
 
     /// Whether an engine answers (used by `agora dev` to pick a runtime).
@@ -266,7 +284,13 @@ impl DockerRuntime {
         for (i, p) in assigned.iter().enumerate() {
             env.push(format!("PORT{i}={p}"));
         }
-        if let Some(p) = assigned.first() {
+        // PORT is where the process should listen: the first mapping's
+        // container port in bridge mode, the host port otherwise.
+        let listen = match container.port_mappings.first() {
+            Some(m) if !host_network && m.container_port != 0 => Some(m.container_port),
+            _ => assigned.first().copied(),
+        };
+        if let Some(p) = listen {
             env.push(format!("PORT={p}"));
         }
 
@@ -543,29 +567,34 @@ impl ContainerRuntime for DockerRuntime {
 
     fn cleanup(&self, fw: &FrameworkId, task: &TaskId) -> BoxFuture<'_, ()> {
         let key = (fw.clone(), task.clone());
+        let me = self.clone();
         Box::pin(async move {
-            let c = self
-                .inner
-                .containers
-                .lock()
-                .ok()
-                .and_then(|mut m| m.remove(&key));
-            if let Some(c) = c
-                && let Err(e) = self
+            // Keep the exited container a while so its logs can still be read.
+            tokio::spawn(async move {
+                tokio::time::sleep(me.inner.gc_delay).await;
+                let c = me
                     .inner
-                    .docker
-                    .remove_container(
-                        &c.id,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await
-                && !is_not_found(&e)
-            {
-                tracing::warn!(container = %c.id, error = %e, "removing the container failed");
-            }
+                    .containers
+                    .lock()
+                    .ok()
+                    .and_then(|mut m| m.remove(&key));
+                if let Some(c) = c
+                    && let Err(e) = me
+                        .inner
+                        .docker
+                        .remove_container(
+                            &c.id,
+                            Some(RemoveContainerOptions {
+                                force: true,
+                                ..Default::default()
+                            }),
+                        )
+                        .await
+                    && !is_not_found(&e)
+                {
+                    tracing::warn!(container = %c.id, error = %e, "removing the container failed");
+                }
+            });
         })
     }
 

@@ -59,6 +59,11 @@ pub struct AgentArgs {
     )]
     pub default_image: String,
 
+    /// Docker runtime: how long exited containers (and their logs) are kept
+    /// after the task's end was acknowledged.
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub gc_delay: Duration,
+
     /// Hollow runtime: delay between STARTING and RUNNING.
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub hollow_start_delay: Duration,
@@ -116,7 +121,7 @@ pub fn detect_resources(work_dir: &std::path::Path) -> Resources {
         .unwrap_or(2048);
     let mem = mem_total_mib.saturating_sub(1024).max(mem_total_mib / 2);
     let disk = nix::sys::statvfs::statvfs(work_dir)
-        .map(|s| s.blocks_available() as u64 * s.fragment_size() as u64 / (1 << 20) * 9 / 10)
+        .map(|s| s.blocks_available() * s.fragment_size() / (1 << 20) * 9 / 10)
         .unwrap_or(10_000);
     Resources {
         cpus_milli: cpus * 1000,
@@ -186,7 +191,9 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
                 .as_ref()
                 .map(|d| d.display().to_string())
                 .unwrap_or_else(|| "agora".into());
-            let d = DockerRuntime::connect(tx, scope, Some(args.default_image.clone())).await?;
+            let d = DockerRuntime::connect(tx, scope, Some(args.default_image.clone()))
+                .await?
+                .with_gc_delay(args.gc_delay);
             (Arc::new(d.clone()), Some(d))
         }
         RuntimeKind::Hollow => (

@@ -6,7 +6,7 @@
 //! - `GET /burn?ms=N`   → spins a CPU for N ms (load and autoscaling tests)
 //! - `GET /mem?mib=N`   → allocates and touches N MiB and keeps it (memory-limit tests)
 //!
-//! Port: `--port N`, else `$PORT0`, else `$PORT`, else 8080. On SIGTERM it waits
+//! Port: `--port N`, else `$PORT`, else `$PORT0`, else 8080. On SIGTERM it waits
 //! `AGORA_DRAIN_MS` (default 0) and exits 0; with `AGORA_IGNORE_SIGTERM=1` it
 //! ignores SIGTERM (to test forced kills). Std only, so it links statically.
 
@@ -30,7 +30,7 @@ fn port() -> u16 {
     {
         return p;
     }
-    for var in ["PORT0", "PORT"] {
+    for var in ["PORT", "PORT0"] {
         if let Some(p) = std::env::var(var).ok().and_then(|p| p.parse().ok()) {
             return p;
         }
@@ -128,6 +128,13 @@ fn handle(s: TcpStream, st: &State) {
 }
 
 fn main() {
+    // First thing: as PID 1 in a container, a SIGTERM that arrives before a
+    // handler exists is silently ignored.
+    let term = Arc::new(AtomicBool::new(false));
+    let ignore = std::env::var("AGORA_IGNORE_SIGTERM").is_ok_and(|v| v == "1");
+    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone()) {
+        eprintln!("cannot handle SIGTERM: {e}");
+    }
     let port = port();
     let host = std::fs::read_to_string("/etc/hostname")
         .or_else(|_| std::fs::read_to_string("/proc/sys/kernel/hostname"))
@@ -141,11 +148,6 @@ fn main() {
         host,
     });
 
-    let term = Arc::new(AtomicBool::new(false));
-    let ignore = std::env::var("AGORA_IGNORE_SIGTERM").is_ok_and(|v| v == "1");
-    if let Err(e) = signal_hook::flag::register(signal_hook::consts::SIGTERM, term.clone()) {
-        eprintln!("cannot handle SIGTERM: {e}");
-    }
     let drain = Duration::from_millis(
         std::env::var("AGORA_DRAIN_MS")
             .ok()

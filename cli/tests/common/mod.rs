@@ -1,0 +1,220 @@
+//! Helpers for end-to-end tests that run the real `agora` binary and the
+//! real Docker engine. Every container a test starts carries the label
+//! `agora.scope=<the agent's work dir>`; [`AgentProc`] removes them on drop.
+
+#![allow(dead_code)]
+
+use anyhow::{Context, Result, bail};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_agora");
+
+/// Fails loudly if the engine or the test images are missing.
+pub fn require_docker() {
+    let ok = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "agora-workload:latest",
+            "agora-busybox:latest",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the Docker engine must answer and the images must exist: run `bash images/build.sh`"
+    );
+}
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A block of 20 host ports unique to this test process and call.
+pub fn port_block() -> (u32, u32) {
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let base = 20000 + (std::process::id() % 400) * 100 + n * 20;
+    (base, base + 19)
+}
+
+pub struct AgentProc {
+    pub child: Option<Child>,
+    pub work_dir: PathBuf,
+    pub master: String,
+    pub resources: String,
+    pub extra: Vec<String>,
+    pub listen: String,
+}
+
+impl AgentProc {
+    pub fn start(master: &str, resources: &str, extra: &[&str]) -> Result<AgentProc> {
+        let work_dir =
+            std::env::temp_dir().join(format!("agora-agent-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&work_dir)?;
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?.port()
+        };
+        let mut a = AgentProc {
+            child: None,
+            work_dir: work_dir.canonicalize()?,
+            master: master.to_string(),
+            resources: resources.to_string(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            listen: format!("127.0.0.1:{port}"),
+        };
+        a.spawn()?;
+        Ok(a)
+    }
+
+    pub fn spawn(&mut self) -> Result<()> {
+        let child = Command::new(BIN)
+            .args([
+                "agent",
+                "--runtime",
+                "docker",
+                "--master",
+                &self.master,
+                "--resources",
+                &self.resources,
+            ])
+            .args([
+                "--listen",
+                &self.listen,
+                "--status-retry",
+                "300ms",
+                "--hostname",
+                "docker-test",
+            ])
+            .arg("--work-dir")
+            .arg(&self.work_dir)
+            .args(&self.extra)
+            .env("AGORA_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting `agora agent`")?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL: no chance to clean up (containers keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn scope_filter(&self) -> String {
+        format!("label=agora.scope={}", self.work_dir.display())
+    }
+
+    /// Container ids of this agent (`docker ps`), running only unless `all`.
+    pub fn containers(&self, all: bool) -> Vec<String> {
+        let mut cmd = Command::new("docker");
+        cmd.arg("ps")
+            .arg("-q")
+            .arg("--no-trunc")
+            .args(["--filter", &self.scope_filter()]);
+        if all {
+            cmd.arg("-a");
+        }
+        let out = cmd
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        let mut v: Vec<String> = out
+            .lines()
+            .map(str::to_string)
+            .filter(|s| !s.is_empty())
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for AgentProc {
+    fn drop(&mut self) {
+        self.kill9();
+        let ids = self.containers(true);
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .stdout(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.work_dir);
+    }
+}
+
+/// `docker inspect -f FORMAT ID`.
+pub fn inspect(id: &str, format: &str) -> String {
+    Command::new("docker")
+        .args(["inspect", "-f", format, id])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default()
+}
+
+/// Polls `f` every 100 ms until it returns Some, for at most `within`.
+pub async fn eventually<T>(within: Duration, mut f: impl AsyncFnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(t) = f().await {
+            return Ok(t);
+        }
+        if Instant::now() > deadline {
+            bail!("condition not met within {within:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A task running `image` (or the agent's default image when empty).
+pub fn container_task(
+    id: &str,
+    res: &str,
+    image: &str,
+    cmd: Option<&str>,
+) -> agora_proto::pb::TaskInfo {
+    let mut t = agora_tests::task(id, res, cmd.unwrap_or(""));
+    if cmd.is_none() {
+        t.command = None;
+    }
+    t.container = Some(agora_proto::pb::ContainerInfo {
+        image: image.to_string(),
+        network: "bridge".into(),
+        port_mappings: vec![],
+    });
+    t
+}
+
+/// GET on loopback, returning the body if 2xx.
+pub async fn get(addr: &str, path: &str) -> Option<String> {
+    match agora_tests::http_get(addr, path).await {
+        Ok((code, body)) if (200..300).contains(&code) => Some(body),
+        _ => None,
+    }
+}
+
+/// `docker logs ID` (stdout and stderr).
+pub fn logs_of(id: &str) -> String {
+    Command::new("docker")
+        .args(["logs", id])
+        .output()
+        .map(|o| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            )
+        })
+        .unwrap_or_default()
+}
