@@ -10,6 +10,7 @@ pub mod agent;
 pub mod docker;
 pub mod hollow;
 pub mod http;
+pub mod process;
 pub mod runtime;
 
 pub use agent::{AgentConfig, AgentHandle, Connector, Control, spawn};

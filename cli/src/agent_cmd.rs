@@ -14,6 +14,9 @@ use std::time::Duration;
 pub enum RuntimeKind {
     /// Containers through the Docker Engine API (needs a running dockerd).
     Docker,
+    /// Commands as child processes in their own process groups, with cgroup
+    /// limits where the host allows (no Docker needed).
+    Process,
     /// Simulated tasks: STARTING at once, RUNNING after --hollow-start-delay; nothing runs.
     Hollow,
 }
@@ -195,6 +198,13 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
                 .await?
                 .with_gc_delay(args.gc_delay);
             (Arc::new(d.clone()), Some(d))
+        }
+        RuntimeKind::Process => {
+            let dir = cfg.work_dir.clone().unwrap_or_else(|| args.work_dir());
+            (
+                Arc::new(agora_agent::process::ProcessRuntime::new(tx, &dir)),
+                None,
+            )
         }
         RuntimeKind::Hollow => (
             Arc::new(agora_agent::HollowRuntime::new(tx, args.hollow_start_delay)),

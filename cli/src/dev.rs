@@ -28,7 +28,7 @@ pub struct DevArgs {
     #[arg(long)]
     pub resources: Option<String>,
 
-    /// Runtime of the local agent. Default: docker if the engine answers, else hollow.
+    /// Runtime of the local agent. Default: docker if the engine answers, else process.
     #[arg(long, value_enum)]
     pub runtime: Option<RuntimeKind>,
 

@@ -47,10 +47,20 @@ pub struct AgentProc {
     pub resources: String,
     pub extra: Vec<String>,
     pub listen: String,
+    pub runtime: String,
 }
 
 impl AgentProc {
     pub fn start(master: &str, resources: &str, extra: &[&str]) -> Result<AgentProc> {
+        Self::start_with(master, resources, "docker", extra)
+    }
+
+    pub fn start_with(
+        master: &str,
+        resources: &str,
+        runtime: &str,
+        extra: &[&str],
+    ) -> Result<AgentProc> {
         let work_dir =
             std::env::temp_dir().join(format!("agora-agent-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&work_dir)?;
@@ -65,6 +75,7 @@ impl AgentProc {
             resources: resources.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
             listen: format!("127.0.0.1:{port}"),
+            runtime: runtime.to_string(),
         };
         a.spawn()?;
         Ok(a)
@@ -75,7 +86,7 @@ impl AgentProc {
             .args([
                 "agent",
                 "--runtime",
-                "docker",
+                &self.runtime,
                 "--master",
                 &self.master,
                 "--resources",
