@@ -71,6 +71,10 @@ pub struct AgentArgs {
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub hollow_start_delay: Duration,
 
+    /// How often task usage (CPU time, memory) is sampled and sent to the master.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub usage_interval: Duration,
+
     /// First retry delay for unacknowledged status updates (doubles up to 60s).
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub status_retry: Duration,
@@ -155,6 +159,7 @@ impl AgentArgs {
             resources,
             attributes: parse_attributes(&self.attributes).context("--attributes")?,
             status_retry_min: self.status_retry,
+            usage_interval: self.usage_interval,
             work_dir: (self.runtime != RuntimeKind::Hollow).then_some(work_dir),
             endpoint,
             ..AgentConfig::default()
