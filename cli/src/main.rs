@@ -111,6 +111,8 @@ enum BenchCommand {
     Allocator(bench::allocator::AllocatorArgs),
     /// Master process + hollow agents + SDK frameworks over real gRPC.
     Scale(bench::scale::ScaleArgs),
+    /// ACCEPT → RUNNING per container vs the engine's own create + start.
+    Launch(bench::launch::LaunchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -151,6 +153,7 @@ fn main() -> std::process::ExitCode {
             Command::Dev(a) => dev::run(a).await,
             Command::Bench(BenchCommand::Allocator(a)) => bench::allocator::run(a),
             Command::Bench(BenchCommand::Scale(a)) => bench::scale::run(a).await,
+            Command::Bench(BenchCommand::Launch(a)) => bench::launch::run(a).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 //! human summary and, with `--json`, one JSON object as its last line.
 
 pub mod allocator;
+pub mod launch;
 pub mod scale;
 
 /// The `q`-quantile (0..=1) of `v` (sorted in place), nearest-rank.

@@ -1,0 +1,187 @@
+//! `agora bench launch`: time from ACCEPT to TASK_RUNNING per container
+//! through Agora (in-process master and Docker agent, SDK framework over
+//! gRPC on loopback), alternating with the engine's own create + start of
+//! the same image through bollard. The ratio is Agora's overhead.
+
+use crate::agent_cmd::{AgentArgs, RuntimeKind};
+use crate::util::{LogFormat, parse_duration};
+use agora_core::TaskState;
+use agora_master::MasterConfig;
+use agora_master::actor::tokio_util_shutdown;
+use agora_master::store::MemoryRegistry;
+use agora_sdk::{Client, Driver, FrameworkConfig, Offer, Scheduler, TaskStatus};
+use anyhow::{Context, Result, bail, ensure};
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{CreateContainerOptions, RemoveContainerOptions};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct LaunchArgs {
+    /// Containers launched by each side.
+    #[arg(long, default_value_t = 20)]
+    pub tasks: usize,
+    /// Image both sides start (must exist locally: `bash images/build.sh`).
+    #[arg(long, default_value = "agora-workload:latest")]
+    pub image: String,
+    /// Give up after this long.
+    #[arg(long, value_parser = parse_duration, default_value = "300s")]
+    pub timeout: Duration,
+    /// Print one JSON object as the last line.
+    #[arg(long)]
+    pub json: bool,
+}
+
+enum Ev {
+    Offers(Vec<Offer>),
+    Update(TaskStatus),
+    Client(Client),
+}
+
+struct Probe(mpsc::UnboundedSender<Ev>);
+
+impl Scheduler for Probe {
+    async fn subscribed(&mut self, client: &Client, _id: &agora_core::FrameworkId) {
+        let _ = self.0.send(Ev::Client(client.clone()));
+    }
+    async fn offers(&mut self, _c: &Client, offers: Vec<Offer>) {
+        let _ = self.0.send(Ev::Offers(offers));
+    }
+    async fn update(&mut self, _c: &Client, s: TaskStatus) {
+        let _ = self.0.send(Ev::Update(s));
+    }
+}
+
+pub async fn run(args: LaunchArgs) -> Result<()> {
+    ensure!(args.tasks > 0, "--tasks must be > 0");
+    let docker = Docker::connect_with_local_defaults()?.negotiate_version().await.context("the Docker engine does not answer")?;
+    docker
+        .inspect_image(&args.image)
+        .await
+        .with_context(|| format!("image {} is missing: run `bash images/build.sh`", args.image))?;
+
+    // Master (in memory) and a Docker agent, in this process.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (trigger, shutdown) = tokio_util_shutdown::channel();
+    let cfg = MasterConfig { allocation_interval: Duration::from_millis(100), ..MasterConfig::default() };
+    tokio::spawn(agora_master::serve(listener, cfg, Box::new(MemoryRegistry::default()), shutdown, None));
+    let work = std::env::temp_dir().join(format!("agora-bench-launch-{}", uuid::Uuid::new_v4().simple()));
+    let agent_args = AgentArgs {
+        master: addr.to_string(),
+        work_dir: Some(work.clone()),
+        listen: "127.0.0.1:0".into(),
+        hostname: Some("bench".into()),
+        resources: Some(format!("cpus:{};mem:{}", args.tasks as f64 * 0.1 + 1.0, args.tasks * 64 + 256)),
+        attributes: String::new(),
+        runtime: RuntimeKind::Docker,
+        default_image: args.image.clone(),
+        gc_delay: Duration::from_secs(3600),
+        usage_interval: Duration::from_secs(3600),
+        hollow_start_delay: Duration::ZERO,
+        status_retry: Duration::from_secs(2),
+        log_format: LogFormat::Text,
+    };
+    let agent = crate::agent_cmd::start(&agent_args, RuntimeKind::Docker).await?;
+    let result = measure(&args, &docker, &format!("http://{addr}")).await;
+
+    // Clean up: the agent's containers and the raw ones.
+    agent.handle.control(agora_agent::Control::Stop);
+    if let Some(d) = &agent.docker {
+        d.remove_all().await;
+    }
+    trigger.fire();
+    let _ = std::fs::remove_dir_all(&work);
+    let (agora, raw, raw_ids) = result?;
+    for id in raw_ids {
+        let _ = docker.remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() })).await;
+    }
+    let (mut a, mut d) = (agora, raw);
+    let (a50, a99) = (super::quantile(&mut a, 0.5), super::quantile(&mut a, 0.99));
+    let (d50, d99) = (super::quantile(&mut d, 0.5), super::quantile(&mut d, 0.99));
+    let ratio = a50 / d50;
+    eprintln!("ACCEPT → RUNNING through Agora: p50 {a50:.1} ms, p99 {a99:.1} ms");
+    eprintln!("engine create + start (bollard): p50 {d50:.1} ms, p99 {d99:.1} ms");
+    eprintln!("ratio p50 {ratio:.2} (goal ≤ 1.2)");
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "bench": "launch", "tasks": args.tasks,
+                "agora_ms_p50": a50, "agora_ms_p99": a99,
+                "docker_ms_p50": d50, "docker_ms_p99": d99,
+                "ratio_p50": ratio,
+            })
+        );
+    }
+    Ok(())
+}
+
+async fn measure(args: &LaunchArgs, docker: &Docker, master: &str) -> Result<(Vec<f64>, Vec<f64>, Vec<String>)> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut fcfg = FrameworkConfig::new(master, "bench-launch");
+    fcfg.failover_timeout = Duration::ZERO;
+    tokio::spawn(Driver::new(fcfg, Probe(tx)).with_stop(stop_rx).run());
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    let mut next = async || -> Result<Ev> {
+        tokio::time::timeout_at(deadline, rx.recv()).await.context("timed out")?.context("framework stopped")
+    };
+    let client = loop {
+        if let Ev::Client(c) = next().await? {
+            break c;
+        }
+    };
+    let mut offer: Option<Offer> = None;
+    let (mut agora, mut raw, mut raw_ids) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..args.tasks {
+        // Agora: ACCEPT → RUNNING.
+        let o = match offer.take() {
+            Some(o) => o,
+            None => loop {
+                if let Ev::Offers(mut v) = next().await?
+                    && let Some(o) = v.pop()
+                {
+                    break o;
+                }
+            },
+        };
+        let id = format!("launch-{i}");
+        let mut t = agora_sdk::task(&id, "cpus:0.1;mem:64", "")?;
+        t.command = None;
+        t.container = Some(agora_proto::pb::ContainerInfo { image: args.image.clone(), network: "bridge".into(), port_mappings: vec![] });
+        let t0 = Instant::now();
+        client.accept(&[o.id.clone()], vec![t], Some(Duration::ZERO)).await?;
+        loop {
+            match next().await? {
+                Ev::Update(s) if s.task_id.as_str() == id && s.state == TaskState::Running => break,
+                Ev::Update(s) if s.task_id.as_str() == id && s.state.is_terminal() => bail!("{id} ended {}: {}", s.state, s.message),
+                Ev::Offers(mut v) => offer = v.pop().or(offer.take()),
+                _ => {}
+            }
+        }
+        agora.push(t0.elapsed().as_secs_f64() * 1000.0);
+
+        // The engine alone: create + start the same image with the same limits.
+        let body = ContainerCreateBody {
+            image: Some(args.image.clone()),
+            host_config: Some(HostConfig {
+                nano_cpus: Some(100_000_000),
+                memory: Some(64 << 20),
+                memory_swap: Some(64 << 20),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let t0 = Instant::now();
+        let c = docker
+            .create_container(Some(CreateContainerOptions { name: Some(format!("agora-bench-raw-{}-{i}", std::process::id())), platform: String::new() }), body)
+            .await?;
+        docker.start_container(&c.id, None).await?;
+        raw.push(t0.elapsed().as_secs_f64() * 1000.0);
+        raw_ids.push(c.id);
+    }
+    let _ = stop_tx.send(true);
+    Ok((agora, raw, raw_ids))
+}
