@@ -11,7 +11,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -21,7 +25,15 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
     let master = format!("127.0.0.1:{mp}");
     let data = std::env::temp_dir().join(format!("agora-dev-{}", uuid::Uuid::new_v4().simple()));
     let mut dev = Command::new(BIN)
-        .args(["dev", "--listen", &master, "--agent-listen", &format!("127.0.0.1:{ap}"), "--runtime", "docker"])
+        .args([
+            "dev",
+            "--listen",
+            &master,
+            "--agent-listen",
+            &format!("127.0.0.1:{ap}"),
+            "--runtime",
+            "docker",
+        ])
         .args(["--resources", "cpus:2;mem:1024;ports:[31000-31010]"])
         .arg("--data-dir")
         .arg(&data)
@@ -30,11 +42,24 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let scope = format!("label=agora.scope={}", data.join("agent").canonicalize().unwrap_or(data.join("agent")).display());
+    let scope = format!(
+        "label=agora.scope={}",
+        data.join("agent")
+            .canonicalize()
+            .unwrap_or(data.join("agent"))
+            .display()
+    );
 
-    eventually(Duration::from_secs(30), async || get(&master, "/health").await).await.unwrap();
+    eventually(Duration::from_secs(30), async || {
+        get(&master, "/health").await
+    })
+    .await
+    .unwrap();
     let out = eventually(Duration::from_secs(15), async || {
-        let o = Command::new(BIN).args(["agent", "list", "--master", &master]).output().ok()?;
+        let o = Command::new(BIN)
+            .args(["agent", "list", "--master", &master])
+            .output()
+            .ok()?;
         let s = String::from_utf8_lossy(&o.stdout).to_string();
         (o.status.success() && s.contains("active")).then_some(s)
     })
@@ -46,18 +71,31 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
     cfg.reconnect_min = Duration::from_millis(50);
     let mut f = Fw::start(cfg).await.unwrap();
     let o = f.offers().await.unwrap();
-    let t = agora_tests::task("hello", "cpus:0.2;mem:32", "echo hello from agora; sleep 600");
+    let t = agora_tests::task(
+        "hello",
+        "cpus:0.2;mem:32",
+        "echo hello from agora; sleep 600",
+    );
     f.client.launch(&o[0], vec![t]).await.unwrap();
     f.update("hello", TaskState::Running).await.unwrap();
 
     let ids = || -> Vec<String> {
-        let o = Command::new("docker").args(["ps", "-aq", "--filter", &scope]).output().unwrap();
-        String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).collect()
+        let o = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &scope])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
     };
     assert_eq!(ids().len(), 1, "one container for the task");
     // Logs through the CLI, and usage reported to the master.
     let logs = eventually(Duration::from_secs(15), async || {
-        let o = Command::new(BIN).args(["task", "logs", "hello", "--master", &master]).output().ok()?;
+        let o = Command::new(BIN)
+            .args(["task", "logs", "hello", "--master", &master])
+            .output()
+            .ok()?;
         let s = String::from_utf8_lossy(&o.stdout).to_string();
         s.contains("hello from agora").then_some(s)
     })
@@ -74,13 +112,27 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
     .unwrap();
     assert!(usage["mem_rss_bytes"].as_u64().unwrap() > 0, "{usage}");
     let metrics = get(&format!("127.0.0.1:{ap}"), "/metrics").await.unwrap();
-    assert!(metrics.contains("agora_agent_task_memory_rss_bytes{"), "{metrics}");
+    assert!(
+        metrics.contains("agora_agent_task_memory_rss_bytes{"),
+        "{metrics}"
+    );
 
     // Ctrl-C: dev stops and removes its containers.
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(dev.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
-    let status = tokio::task::spawn_blocking(move || dev.wait()).await.unwrap().unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dev.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = tokio::task::spawn_blocking(move || dev.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "{status:?}");
     assert!(ids().is_empty(), "containers left behind: {:?}", ids());
-    let _ = f.drain(Duration::from_millis(10)).await.iter().any(|e| matches!(e, Ev::Disconnected));
+    let _ = f
+        .drain(Duration::from_millis(10))
+        .await
+        .iter()
+        .any(|e| matches!(e, Ev::Disconnected));
     let _ = std::fs::remove_dir_all(&data);
 }

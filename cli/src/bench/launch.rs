@@ -55,25 +55,46 @@ impl Scheduler for Probe {
 
 pub async fn run(args: LaunchArgs) -> Result<()> {
     ensure!(args.tasks > 0, "--tasks must be > 0");
-    let docker = Docker::connect_with_local_defaults()?.negotiate_version().await.context("the Docker engine does not answer")?;
-    docker
-        .inspect_image(&args.image)
+    let docker = Docker::connect_with_local_defaults()?
+        .negotiate_version()
         .await
-        .with_context(|| format!("image {} is missing: run `bash images/build.sh`", args.image))?;
+        .context("the Docker engine does not answer")?;
+    docker.inspect_image(&args.image).await.with_context(|| {
+        format!(
+            "image {} is missing: run `bash images/build.sh`",
+            args.image
+        )
+    })?;
 
     // Master (in memory) and a Docker agent, in this process.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (trigger, shutdown) = tokio_util_shutdown::channel();
-    let cfg = MasterConfig { allocation_interval: Duration::from_millis(100), ..MasterConfig::default() };
-    tokio::spawn(agora_master::serve(listener, cfg, Box::new(MemoryRegistry::default()), shutdown, None));
-    let work = std::env::temp_dir().join(format!("agora-bench-launch-{}", uuid::Uuid::new_v4().simple()));
+    let cfg = MasterConfig {
+        allocation_interval: Duration::from_millis(100),
+        ..MasterConfig::default()
+    };
+    tokio::spawn(agora_master::serve(
+        listener,
+        cfg,
+        Box::new(MemoryRegistry::default()),
+        shutdown,
+        None,
+    ));
+    let work = std::env::temp_dir().join(format!(
+        "agora-bench-launch-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
     let agent_args = AgentArgs {
         master: addr.to_string(),
         work_dir: Some(work.clone()),
         listen: "127.0.0.1:0".into(),
         hostname: Some("bench".into()),
-        resources: Some(format!("cpus:{};mem:{}", args.tasks as f64 * 0.1 + 1.0, args.tasks * 64 + 256)),
+        resources: Some(format!(
+            "cpus:{};mem:{}",
+            args.tasks as f64 * 0.1 + 1.0,
+            args.tasks * 64 + 256
+        )),
         attributes: String::new(),
         runtime: RuntimeKind::Docker,
         default_image: args.image.clone(),
@@ -95,7 +116,15 @@ pub async fn run(args: LaunchArgs) -> Result<()> {
     let _ = std::fs::remove_dir_all(&work);
     let (agora, raw, raw_ids) = result?;
     for id in raw_ids {
-        let _ = docker.remove_container(&id, Some(RemoveContainerOptions { force: true, ..Default::default() })).await;
+        let _ = docker
+            .remove_container(
+                &id,
+                Some(RemoveContainerOptions {
+                    force: true,
+                    ..Default::default()
+                }),
+            )
+            .await;
     }
     let (mut a, mut d) = (agora, raw);
     let (a50, a99) = (super::quantile(&mut a, 0.5), super::quantile(&mut a, 0.99));
@@ -118,7 +147,11 @@ pub async fn run(args: LaunchArgs) -> Result<()> {
     Ok(())
 }
 
-async fn measure(args: &LaunchArgs, docker: &Docker, master: &str) -> Result<(Vec<f64>, Vec<f64>, Vec<String>)> {
+async fn measure(
+    args: &LaunchArgs,
+    docker: &Docker,
+    master: &str,
+) -> Result<(Vec<f64>, Vec<f64>, Vec<String>)> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut fcfg = FrameworkConfig::new(master, "bench-launch");
@@ -126,7 +159,10 @@ async fn measure(args: &LaunchArgs, docker: &Docker, master: &str) -> Result<(Ve
     tokio::spawn(Driver::new(fcfg, Probe(tx)).with_stop(stop_rx).run());
     let deadline = tokio::time::Instant::now() + args.timeout;
     let mut next = async || -> Result<Ev> {
-        tokio::time::timeout_at(deadline, rx.recv()).await.context("timed out")?.context("framework stopped")
+        tokio::time::timeout_at(deadline, rx.recv())
+            .await
+            .context("timed out")?
+            .context("framework stopped")
     };
     let client = loop {
         if let Ev::Client(c) = next().await? {
@@ -150,13 +186,21 @@ async fn measure(args: &LaunchArgs, docker: &Docker, master: &str) -> Result<(Ve
         let id = format!("launch-{i}");
         let mut t = agora_sdk::task(&id, "cpus:0.1;mem:64", "")?;
         t.command = None;
-        t.container = Some(agora_proto::pb::ContainerInfo { image: args.image.clone(), network: "bridge".into(), port_mappings: vec![] });
+        t.container = Some(agora_proto::pb::ContainerInfo {
+            image: args.image.clone(),
+            network: "bridge".into(),
+            port_mappings: vec![],
+        });
         let t0 = Instant::now();
-        client.accept(&[o.id.clone()], vec![t], Some(Duration::ZERO)).await?;
+        client
+            .accept(std::slice::from_ref(&o.id), vec![t], Some(Duration::ZERO))
+            .await?;
         loop {
             match next().await? {
                 Ev::Update(s) if s.task_id.as_str() == id && s.state == TaskState::Running => break,
-                Ev::Update(s) if s.task_id.as_str() == id && s.state.is_terminal() => bail!("{id} ended {}: {}", s.state, s.message),
+                Ev::Update(s) if s.task_id.as_str() == id && s.state.is_terminal() => {
+                    bail!("{id} ended {}: {}", s.state, s.message)
+                }
                 Ev::Offers(mut v) => offer = v.pop().or(offer.take()),
                 _ => {}
             }
@@ -176,7 +220,13 @@ async fn measure(args: &LaunchArgs, docker: &Docker, master: &str) -> Result<(Ve
         };
         let t0 = Instant::now();
         let c = docker
-            .create_container(Some(CreateContainerOptions { name: Some(format!("agora-bench-raw-{}-{i}", std::process::id())), platform: String::new() }), body)
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(format!("agora-bench-raw-{}-{i}", std::process::id())),
+                    platform: String::new(),
+                }),
+                body,
+            )
             .await?;
         docker.start_container(&c.id, None).await?;
         raw.push(t0.elapsed().as_secs_f64() * 1000.0);
