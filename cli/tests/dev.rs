@@ -102,6 +102,20 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
     .await
     .unwrap();
     assert!(logs.contains("hello from agora"));
+    // --follow keeps streaming while the task runs.
+    let mut follow = Command::new(BIN)
+        .args(["task", "logs", "hello", "--follow", "--master", &master])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        follow.try_wait().unwrap().is_none(),
+        "--follow must keep going while the task runs"
+    );
+    follow.kill().unwrap();
+    let out = follow.wait_with_output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("hello from agora"));
     let usage = eventually(Duration::from_secs(20), async || {
         let body = get(&master, "/state").await?;
         let st: serde_json::Value = serde_json::from_str(&body).ok()?;

@@ -217,7 +217,7 @@ async fn exit_codes_oom_and_missing_images_end_tasks_with_reasons() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill9ed_agent_recovers_its_containers_without_duplicates() {
     let (c, mut agent, mut f) = setup("cpus:4;mem:2048").await;
-    let tasks: Vec<_> = (0..5)
+    let tasks: Vec<_> = (0..6)
         .map(|i| {
             container_task(
                 &format!("r{i}"),
@@ -228,18 +228,19 @@ async fn a_kill9ed_agent_recovers_its_containers_without_duplicates() {
         })
         .collect();
     launch(&mut f, tasks).await;
-    for i in 0..5 {
+    for i in 0..6 {
         wait_state(&mut f, &format!("r{i}"), TaskState::Running).await;
     }
     let before = agent.containers(false);
-    assert_eq!(before.len(), 5);
+    assert_eq!(before.len(), 6);
 
     agent.kill9();
     // While it is down, one container disappears behind its back.
-    let victim = inspect(&before[0], "{{index .Config.Labels \"agora.task_id\"}}");
+    let (victim_id, survivors) = (before[0].clone(), before[1..].to_vec());
+    let victim = inspect(&victim_id, "{{index .Config.Labels \"agora.task_id\"}}");
     assert!(
         std::process::Command::new("docker")
-            .args(["rm", "-f", &before[0]])
+            .args(["rm", "-f", &victim_id])
             .status()
             .unwrap()
             .success()
@@ -248,13 +249,7 @@ async fn a_kill9ed_agent_recovers_its_containers_without_duplicates() {
 
     let gone = wait_state(&mut f, &victim, TaskState::Failed).await;
     assert_eq!(gone.reason, "REASON_CONTAINER_GONE", "{gone:?}");
-    let after = agent.containers(false);
-    assert_eq!(
-        after,
-        before[1..].to_vec(),
-        "the same containers keep running; none relaunched"
-    );
-    // The master sees four running tasks on the re-registered agent.
+    // The master sees the five survivors running on the re-registered agent.
     let st = eventually(LONG, async || {
         let st = c.state().await.ok()?;
         let running = st
@@ -263,14 +258,22 @@ async fn a_kill9ed_agent_recovers_its_containers_without_duplicates() {
             .flat_map(|f| f.tasks.iter())
             .filter(|t| t.state == TaskState::Running)
             .count();
-        (running == 4 && st.agents.len() == 1).then_some(st)
+        (running == 5
+            && st.agents.len() == 1
+            && st.agents[0].state == agora_core::lifecycle::AgentState::Active)
+            .then_some(st)
     })
     .await
     .unwrap();
-    assert_eq!(st.agents[0].task_count, 4);
+    assert_eq!(st.agents[0].task_count, 5);
+    assert_eq!(
+        agent.containers(false),
+        survivors,
+        "the same 5 containers keep running; none relaunched"
+    );
     assert_eq!(
         agent.containers(true).len(),
-        4,
+        5,
         "no duplicate launches, the removed one not recreated"
     );
 }
