@@ -137,15 +137,16 @@ impl DockerRuntime {
         }
     }
 
-    /// Force-removes every container of this agent (used by `agora dev` on exit).
-    pub async fn remove_all(&self) -> usize {
+    /// Every container (running or not) labelled with this agent's scope.
+    async fn list_scoped(
+        &self,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, bollard::errors::Error> {
         let mut filters = HashMap::new();
         filters.insert(
             "label".to_string(),
             vec![format!("{LABEL_SCOPE}={}", self.inner.scope)],
         );
-        let list = self
-            .inner
+        self.inner
             .docker
             .list_containers(Some(ListContainersOptions {
                 all: true,
@@ -153,22 +154,26 @@ impl DockerRuntime {
                 ..Default::default()
             }))
             .await
-            .unwrap_or_default();
+    }
+
+    /// `docker rm -f`; a container already gone is not an error.
+    async fn force_remove(&self, id: &str) -> Result<(), bollard::errors::Error> {
+        let opts = RemoveContainerOptions {
+            force: true,
+            ..Default::default()
+        };
+        match self.inner.docker.remove_container(id, Some(opts)).await {
+            Err(e) if !is_not_found(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Force-removes every container of this agent (used by `agora dev` on exit).
+    pub async fn remove_all(&self) -> usize {
         let mut n = 0;
-        for c in list {
+        for c in self.list_scoped().await.unwrap_or_default() {
             if let Some(id) = c.id
-                && self
-                    .inner
-                    .docker
-                    .remove_container(
-                        &id,
-                        Some(RemoveContainerOptions {
-                            force: true,
-                            ..Default::default()
-                        }),
-                    )
-                    .await
-                    .is_ok()
+                && self.force_remove(&id).await.is_ok()
             {
                 n += 1;
             }
@@ -368,15 +373,7 @@ impl DockerRuntime {
             );
         }
         if let Err(e) = docker.start_container(&created.id, None).await {
-            let _ = docker
-                .remove_container(
-                    &created.id,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    }),
-                )
-                .await;
+            let _ = self.force_remove(&created.id).await;
             if let Ok(mut m) = self.inner.containers.lock() {
                 m.remove(&key);
             }
@@ -493,21 +490,7 @@ impl ContainerRuntime for DockerRuntime {
 
     fn recover(&self, tasks: Vec<LaunchSpec>) -> BoxFuture<'_, Vec<(FrameworkId, TaskId)>> {
         Box::pin(async move {
-            let mut filters = HashMap::new();
-            filters.insert(
-                "label".to_string(),
-                vec![format!("{LABEL_SCOPE}={}", self.inner.scope)],
-            );
-            let found = match self
-                .inner
-                .docker
-                .list_containers(Some(ListContainersOptions {
-                    all: true,
-                    filters: Some(filters),
-                    ..Default::default()
-                }))
-                .await
-            {
+            let found = match self.list_scoped().await {
                 Ok(v) => v,
                 Err(e) => {
                     tracing::error!(error = %e, "cannot list containers to recover");
@@ -547,17 +530,7 @@ impl ContainerRuntime for DockerRuntime {
                     }
                     None => {
                         tracing::warn!(container = %id, task_id = %key.1, "removing orphan container");
-                        let _ = self
-                            .inner
-                            .docker
-                            .remove_container(
-                                &id,
-                                Some(RemoveContainerOptions {
-                                    force: true,
-                                    ..Default::default()
-                                }),
-                            )
-                            .await;
+                        let _ = self.force_remove(&id).await;
                     }
                 }
             }
@@ -579,18 +552,7 @@ impl ContainerRuntime for DockerRuntime {
                     .ok()
                     .and_then(|mut m| m.remove(&key));
                 if let Some(c) = c
-                    && let Err(e) = me
-                        .inner
-                        .docker
-                        .remove_container(
-                            &c.id,
-                            Some(RemoveContainerOptions {
-                                force: true,
-                                ..Default::default()
-                            }),
-                        )
-                        .await
-                    && !is_not_found(&e)
+                    && let Err(e) = me.force_remove(&c.id).await
                 {
                     tracing::warn!(container = %c.id, error = %e, "removing the container failed");
                 }

@@ -5,7 +5,7 @@ mod common;
 
 use agora_core::TaskState;
 use agora_proto::pb;
-use agora_tests::{Cluster, Ev, Fw, fw_config, test_config};
+use agora_tests::{Cluster, Fw, fw_config, test_config};
 use common::*;
 use std::time::{Duration, Instant};
 
@@ -22,21 +22,6 @@ async fn setup(resources: &str) -> (Cluster, AgentProc, Fw) {
 async fn launch(f: &mut Fw, tasks: Vec<pb::TaskInfo>) {
     let o = f.offers().await.unwrap();
     f.client.launch(&o[0], tasks).await.unwrap();
-}
-
-async fn wait_state(f: &mut Fw, id: &str, st: TaskState) -> agora_sdk::TaskStatus {
-    f.wait(LONG, |e| match e {
-        Ev::Update(s) if s.task_id.as_str() == id && s.state == st => Some(s.clone()),
-        Ev::Update(s) if s.task_id.as_str() == id && s.state.is_terminal() && s.state != st => {
-            panic!(
-                "{id} ended {} ({}) while waiting for {st}",
-                s.state, s.message
-            )
-        }
-        _ => None,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{id} never reached {st}: {e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

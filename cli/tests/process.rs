@@ -24,21 +24,6 @@ async fn setup() -> (Cluster, AgentProc, Fw) {
     (c, a, f)
 }
 
-async fn wait_state(f: &mut Fw, id: &str, st: TaskState) -> agora_sdk::TaskStatus {
-    f.wait(LONG, |e| match e {
-        Ev::Update(s) if s.task_id.as_str() == id && s.state == st => Some(s.clone()),
-        Ev::Update(s) if s.task_id.as_str() == id && s.state.is_terminal() && s.state != st => {
-            panic!(
-                "{id} ended {} ({}) while waiting for {st}",
-                s.state, s.message
-            )
-        }
-        _ => None,
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{id} never reached {st}: {e}"))
-}
-
 fn with_env(mut t: pb::TaskInfo, k: &str, v: &str) -> pb::TaskInfo {
     if let Some(c) = t.command.as_mut() {
         c.env.push(pb::EnvVar {

@@ -229,3 +229,24 @@ pub fn logs_of(id: &str) -> String {
         })
         .unwrap_or_default()
 }
+
+/// Waits for `id` to reach `st`; panics if it ends in another state first.
+pub async fn wait_state(
+    f: &mut agora_tests::Fw,
+    id: &str,
+    st: agora_core::TaskState,
+) -> agora_sdk::TaskStatus {
+    use agora_tests::Ev;
+    f.wait(Duration::from_secs(30), |e| match e {
+        Ev::Update(s) if s.task_id.as_str() == id && s.state == st => Some(s.clone()),
+        Ev::Update(s) if s.task_id.as_str() == id && s.state.is_terminal() && s.state != st => {
+            panic!(
+                "{id} ended {} ({}) while waiting for {st}",
+                s.state, s.message
+            )
+        }
+        _ => None,
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{id} never reached {st}: {e}"))
+}
