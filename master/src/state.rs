@@ -825,7 +825,14 @@ impl Master {
                 .into());
             }
         };
-        let agent = self.frameworks[&fid].tasks[&tid].agent.clone();
+        let Some(agent) = self
+            .frameworks
+            .get(&fid)
+            .and_then(|f| f.tasks.get(&tid))
+            .map(|t| t.agent.clone())
+        else {
+            return Err(CallError::NotFound(format!("no live task {tid}")));
+        };
         match self.agents.get(&agent).and_then(|a| a.conn) {
             Some(conn) => {
                 tracing::info!(framework_id = %fid, task_id = %tid, "operator kill");
