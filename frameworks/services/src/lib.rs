@@ -5,3 +5,4 @@
 //!   validation, which lists every problem at once.
 
 pub mod app;
+pub mod scheduler;
