@@ -1,8 +1,43 @@
-//! The long-running services framework (in the spirit of Marathon).
+//! The long-running services framework (in the spirit of Marathon): apps
+//! with a REST API, placement with constraints, scaling, replacement with
+//! backoff, rolling deployments, persistence.
 //!
 //! # Layout
 //! - [`app`]: app definitions (Marathon field names and defaults) and their
-//!   validation, which lists every problem at once.
+//!   validation, which lists every problem at once;
+//! - [`scheduler`]: the synchronous core deciding launches, kills, declines;
+//! - [`store`]: redb persistence of apps, instances and the framework id;
+//! - [`service`]: the actor owning the core, fed by the SDK and the API;
+//! - [`api`]: the REST API.
 
+pub mod api;
 pub mod app;
 pub mod scheduler;
+pub mod service;
+pub mod store;
+
+pub use service::{ServicesConfig, start};
+
+/// Runs the framework and serves its API on `listener` until `stop` turns true.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    cfg: ServicesConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), store::StoreError> {
+    let master = cfg.master.clone();
+    let (handle, join) = start(cfg, stop.clone())?;
+    let app = api::router(api::ApiState { handle, master });
+    let mut s = stop.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        while !*s.borrow() {
+            if s.changed().await.is_err() {
+                return;
+            }
+        }
+    });
+    if let Err(e) = server.await {
+        tracing::error!(error = %e, "services API stopped");
+    }
+    join.abort();
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! The running framework: one actor task owns [`Services`] and the store; an
+//! SDK driver feeds it scheduler events and the REST API feeds it requests.
+
+use crate::app::App;
+use crate::scheduler::{Action, AppState, Deployment, Instance, Services};
+use crate::store::Store;
+use agora_core::{AgentId, FrameworkId, OfferId, TaskId};
+use agora_sdk::{Client, Driver, FrameworkConfig, Offer, Scheduler, TaskStatus};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+
+#[derive(Debug, Clone)]
+pub struct ServicesConfig {
+    /// The master, e.g. `http://127.0.0.1:5050`.
+    pub master: String,
+    /// Where `services.redb` lives.
+    pub data_dir: PathBuf,
+    pub name: String,
+    pub role: String,
+    pub failover_timeout: Duration,
+}
+
+/// A request from the API, answered by the actor.
+pub enum Request {
+    /// Create (`create = true`: fail if it exists) or replace an app.
+    PutApp { app: App, create: bool, force_restart: bool, reply: oneshot::Sender<Result<Option<Deployment>, ApiError>> },
+    /// Change only the instance count.
+    Scale { id: String, instances: u32, reply: oneshot::Sender<Result<(), ApiError>> },
+    DeleteApp { id: String, reply: oneshot::Sender<Result<(), ApiError>> },
+    /// Snapshot of apps and instances.
+    View { reply: oneshot::Sender<View> },
+    /// Roll back (or with `force`, just stop) a deployment.
+    CancelDeployment { id: String, force: bool, reply: oneshot::Sender<Result<Option<Deployment>, ApiError>> },
+}
+
+/// What the API reads.
+#[derive(Clone)]
+pub struct View {
+    pub apps: Vec<AppState>,
+    pub instances: Vec<Instance>,
+    pub framework_id: Option<String>,
+    pub connected: bool,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("an app with id {0} already exists")]
+    Exists(String),
+    #[error("app {0} does not exist")]
+    NoApp(String),
+    #[error("deployment {0} does not exist")]
+    NoDeployment(String),
+    #[error("the services framework is stopping")]
+    Stopped,
+    #[error("cannot persist the change: {0}")]
+    Store(String),
+}
+
+enum Msg {
+    Subscribed(Client, FrameworkId),
+    Offers(Vec<Offer>),
+    Rescinded,
+    Update(TaskStatus, oneshot::Sender<()>),
+    Disconnected,
+    Api(Request),
+}
+
+/// Forwards SDK callbacks to the actor. Status updates are acknowledged only
+/// after the actor has processed (and persisted) them.
+struct Bridge(mpsc::Sender<Msg>);
+
+impl Scheduler for Bridge {
+    async fn subscribed(&mut self, client: &Client, id: &FrameworkId) {
+        let _ = self.0.send(Msg::Subscribed(client.clone(), id.clone())).await;
+    }
+    async fn offers(&mut self, _c: &Client, offers: Vec<Offer>) {
+        let _ = self.0.send(Msg::Offers(offers)).await;
+    }
+    async fn rescinded(&mut self, _c: &Client, _o: OfferId) {
+        let _ = self.0.send(Msg::Rescinded).await;
+    }
+    async fn update(&mut self, _c: &Client, status: TaskStatus) {
+        let (tx, rx) = oneshot::channel();
+        if self.0.send(Msg::Update(status, tx)).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+    async fn disconnected(&mut self) {
+        let _ = self.0.send(Msg::Disconnected).await;
+    }
+}
+
+/// A handle for the API.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl Handle {
+    pub async fn request(&self, r: Request) -> Result<(), ApiError> {
+        self.tx.send(Msg::Api(r)).await.map_err(|_| ApiError::Stopped)
+    }
+
+    pub async fn view(&self) -> Result<View, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::View { reply }).await?;
+        rx.await.map_err(|_| ApiError::Stopped)
+    }
+}
+
+/// Starts the framework: loads the store, subscribes (resuming its
+/// framework id), and returns the API handle and the actor's join handle.
+pub fn start(
+    cfg: ServicesConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(Handle, tokio::task::JoinHandle<()>), crate::store::StoreError> {
+    let store = Store::open(&cfg.data_dir)?;
+    let snap = store.load()?;
+    let services = Services::restore(snap.apps, snap.instances);
+    let (tx, rx) = mpsc::channel(1024);
+    let mut fcfg = FrameworkConfig::new(cfg.master.clone(), cfg.name.clone());
+    fcfg.role = cfg.role.clone();
+    fcfg.failover_timeout = cfg.failover_timeout;
+    fcfg.framework_id = snap.framework_id.clone().map(FrameworkId::new);
+    fcfg.reconcile_interval = Duration::from_secs(60);
+    let driver = Driver::new(fcfg, Bridge(tx.clone())).with_stop(stop.clone());
+    tokio::spawn(async move {
+        if let Err(e) = driver.run().await {
+            tracing::error!(error = %e, "the services framework's driver stopped");
+        }
+    });
+    let actor = Actor { services, store, client: None, framework_id: snap.framework_id };
+    let join = tokio::spawn(actor.run(rx, stop));
+    Ok((Handle { tx }, join))
+}
+
+struct Actor {
+    services: Services,
+    store: Store,
+    client: Option<Client>,
+    framework_id: Option<String>,
+}
+
+impl Actor {
+    async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            let actions = tokio::select! {
+                m = rx.recv() => match m {
+                    Some(m) => self.handle(m).await,
+                    None => return,
+                },
+                _ = tick.tick() => self.services.tick(),
+                _ = stop.changed() => {
+                    if *stop.borrow() { return; }
+                    Vec::new()
+                }
+            };
+            self.perform(actions).await;
+        }
+    }
+
+    fn persist(&self) -> Result<(), ApiError> {
+        let apps: Vec<&AppState> = self.services.apps.values().collect();
+        let inst: Vec<&Instance> = self.services.instances.values().collect();
+        self.store.save(&apps, &inst).map_err(|e| {
+            tracing::error!(error = %e, "cannot persist services state");
+            ApiError::Store(e.to_string())
+        })
+    }
+
+    async fn handle(&mut self, m: Msg) -> Vec<Action> {
+        match m {
+            Msg::Subscribed(client, id) => {
+                if self.framework_id.as_deref() != Some(id.as_str()) {
+                    if let Err(e) = self.store.set_framework_id(id.as_str()) {
+                        tracing::error!(error = %e, "cannot persist the framework id");
+                    }
+                    self.framework_id = Some(id.0.clone());
+                }
+                // Ask about every instance we remember, so ones the master
+                // never heard of (crash before launch) are cleared.
+                let known: Vec<(TaskId, Option<AgentId>)> = self
+                    .services
+                    .instances
+                    .values()
+                    .map(|i| (TaskId::new(i.task_id.as_str()), Some(AgentId::new(i.agent_id.as_str()))))
+                    .collect();
+                if !known.is_empty()
+                    && let Err(e) = client.reconcile(known).await
+                {
+                    tracing::warn!(error = %e, "explicit reconciliation failed");
+                }
+                self.client = Some(client);
+                self.services.reset_offer_state();
+                self.services.converge()
+            }
+            Msg::Offers(offers) => {
+                let acts = self.services.offers(offers);
+                let _ = self.persist();
+                acts
+            }
+            Msg::Rescinded => Vec::new(),
+            Msg::Update(status, done) => {
+                let acts = self.services.update(&status);
+                let _ = self.persist();
+                let _ = done.send(());
+                acts
+            }
+            Msg::Disconnected => Vec::new(),
+            Msg::Api(r) => self.api(r),
+        }
+    }
+
+    fn api(&mut self, r: Request) -> Vec<Action> {
+        match r {
+            Request::View { reply } => {
+                let _ = reply.send(View {
+                    apps: self.services.apps.values().cloned().collect(),
+                    instances: self.services.instances.values().cloned().collect(),
+                    framework_id: self.framework_id.clone(),
+                    connected: self.client.is_some(),
+                });
+                Vec::new()
+            }
+            Request::PutApp { app, create, force_restart, reply } => {
+                if create && self.services.apps.contains_key(&app.id) {
+                    let _ = reply.send(Err(ApiError::Exists(app.id)));
+                    return Vec::new();
+                }
+                let d = self.services.put_app(app, force_restart);
+                let r = self.persist().map(|_| d);
+                let _ = reply.send(r);
+                self.services.converge()
+            }
+            Request::Scale { id, instances, reply } => {
+                let Some(mut app) = self.services.apps.get(&id).map(|s| s.app.clone()) else {
+                    let _ = reply.send(Err(ApiError::NoApp(id)));
+                    return Vec::new();
+                };
+                app.instances = instances;
+                self.services.put_app(app, false);
+                let _ = reply.send(self.persist());
+                self.services.converge()
+            }
+            Request::DeleteApp { id, reply } => {
+                if !self.services.apps.contains_key(&id) {
+                    let _ = reply.send(Err(ApiError::NoApp(id)));
+                    return Vec::new();
+                }
+                let acts = self.services.delete_app(&id);
+                let _ = reply.send(self.persist());
+                acts
+            }
+            Request::CancelDeployment { id, force, reply } => {
+                let found = self
+                    .services
+                    .apps
+                    .values()
+                    .find(|s| s.deployment.as_ref().is_some_and(|d| d.id == id))
+                    .map(|s| (s.app.id.clone(), s.deployment.clone()));
+                let Some((app_id, Some(d))) = found else {
+                    let _ = reply.send(Err(ApiError::NoDeployment(id)));
+                    return Vec::new();
+                };
+                let result = if force {
+                    if let Some(s) = self.services.apps.get_mut(&app_id) {
+                        s.deployment = None;
+                    }
+                    None
+                } else {
+                    // Roll back: deploy the previous definition.
+                    let _ = app_id;
+                    self.services.put_app((*d.previous).clone(), true)
+                };
+                let _ = reply.send(self.persist().map(|_| result));
+                self.services.converge()
+            }
+        }
+    }
+
+    async fn perform(&mut self, actions: Vec<Action>) {
+        let Some(client) = self.client.clone() else { return };
+        for a in actions {
+            let r = match &a {
+                Action::Launch { offer, tasks } => client.accept(std::slice::from_ref(offer), tasks.clone(), Some(Duration::from_secs(1))).await,
+                Action::Decline { offers, refuse } => client.decline(offers, Some(*refuse)).await,
+                Action::Kill { task_id, agent_id } => client.kill(&TaskId::new(task_id.as_str()), Some(&AgentId::new(agent_id.as_str()))).await,
+                Action::Suppress => client.suppress().await,
+                Action::Revive => client.revive().await,
+            };
+            if let Err(e) = r {
+                tracing::warn!(action = ?a, error = %e, "action failed");
+            }
+        }
+    }
+}
