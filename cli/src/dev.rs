@@ -16,6 +16,10 @@ pub struct DevArgs {
     #[arg(long, default_value = "127.0.0.1:5050")]
     pub listen: String,
 
+    /// Services framework REST API address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub services_listen: String,
+
     /// Agent HTTP API address (logs, metrics).
     #[arg(long, default_value = "127.0.0.1:5051")]
     pub agent_listen: String,
@@ -105,6 +109,24 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .await
         .context("the local agent did not register within 15s")?;
 
+    let services_listener = tokio::net::TcpListener::bind(&args.services_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (use --services-listen)",
+                args.services_listen
+            )
+        })?;
+    let services_addr = services_listener.local_addr()?;
+    let (services_stop, services_stop_rx) = tokio::sync::watch::channel(false);
+    let services_cfg =
+        crate::services_cmd::config(&addr.to_string(), data_dir.join("services"), "*");
+    let services = tokio::spawn(agora_services::serve(
+        services_listener,
+        services_cfg,
+        services_stop_rx,
+    ));
+
     println!("agora dev is running (Ctrl-C to stop)");
     println!("  master     {addr}  (gRPC for frameworks and agents; HTTP below)");
     println!("  state      http://{addr}/state");
@@ -114,8 +136,13 @@ pub async fn run(args: DevArgs) -> Result<()> {
         agent.runtime.name(),
         agent.http_addr
     );
+    println!(
+        "  services   http://{services_addr}  (REST API: /v2/apps, /v2/tasks, /v2/deployments)"
+    );
     println!("  data dir   {}", data_dir.display());
-    println!("try:  agora agent list   |   agora task list");
+    println!(
+        "try:  agora app deploy -f examples/web.json --wait   |   agora app list   |   agora task list"
+    );
     println!(
         "      cargo run -p agora-sdk --example keep_n -- --instances 3 --command 'echo hello; sleep 30'"
     );
@@ -124,6 +151,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         res = server => { res.context("master task panicked")??; }
         _ = crate::util_signal::terminated() => {
             println!("stopping");
+            let _ = services_stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), services).await;
             agent.handle.control(agora_agent::Control::Stop);
             if let Some(d) = &agent.docker {
                 if args.keep {

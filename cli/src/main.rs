@@ -6,6 +6,7 @@ mod bench;
 mod dev;
 mod master_cmd;
 mod ops;
+mod services_cmd;
 mod util;
 mod util_signal;
 
@@ -21,6 +22,7 @@ framework schedulers (dominant resource fairness across roles).\n\n\
 Quick start:  agora dev            (master + agent on this machine)\n\
 Daemons:      agora master | agora agent\n\
 Operate:      agora agent list | agora framework list | agora task list|show|kill|logs\n\
+Services:     agora app deploy -f app.json --wait | app list|show|scale|restart|destroy | deployment list|rollback\n\
               (--master or AGORA_MASTER; -o json for scripts; exit 4 = not found)\n\
 Benchmarks:   agora bench allocator | scale | launch"
 )]
@@ -42,7 +44,15 @@ enum Command {
     /// Tasks: list, show, kill, read logs.
     #[command(subcommand)]
     Task(TaskCommand),
-    /// Run an all-in-one local cluster (master + agent) on an embedded store.
+    /// Run the services framework (Marathon-style apps; REST API on :8080).
+    Services(services_cmd::ServicesArgs),
+    /// Apps of the services framework: deploy, list, show, scale, restart, destroy.
+    #[command(subcommand)]
+    App(AppCommand),
+    /// Deployments of the services framework: list, rollback.
+    #[command(subcommand)]
+    Deployment(DeploymentCommand),
+    /// Run an all-in-one local cluster (master + agent + services) on an embedded store.
     Dev(dev::DevArgs),
     /// Benchmarks (programs, not tests); see docs/benchmarks.md.
     #[command(subcommand)]
@@ -106,6 +116,65 @@ enum TaskCommand {
 }
 
 #[derive(Subcommand, Debug)]
+enum AppCommand {
+    /// Create or update an app from a JSON definition (Marathon format).
+    Deploy {
+        /// The app definition.
+        #[arg(short, long)]
+        file: std::path::PathBuf,
+        /// Show progress until the deployment finishes (or say why it cannot).
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this long.
+        #[arg(long, value_parser = util::parse_duration, default_value = "5m")]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        common: services_cmd::Common,
+    },
+    /// List apps.
+    List(services_cmd::Common),
+    /// Show an app and its tasks.
+    Show {
+        id: String,
+        #[command(flatten)]
+        common: services_cmd::Common,
+    },
+    /// Change an app's instance count.
+    Scale {
+        id: String,
+        instances: u32,
+        #[command(flatten)]
+        common: services_cmd::Common,
+    },
+    /// Replace every instance of an app (rolling).
+    Restart {
+        id: String,
+        #[command(flatten)]
+        common: services_cmd::Common,
+    },
+    /// Delete an app and kill its instances.
+    Destroy {
+        id: String,
+        #[command(flatten)]
+        common: services_cmd::Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DeploymentCommand {
+    /// Deployments in progress.
+    List(services_cmd::Common),
+    /// Roll a deployment back (with --force: stop it where it is).
+    Rollback {
+        id: String,
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        common: services_cmd::Common,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 enum BenchCommand {
     /// The DRF allocator core alone: full allocation cycles.
     Allocator(bench::allocator::AllocatorArgs),
@@ -151,6 +220,32 @@ fn main() -> std::process::ExitCode {
                 common,
             }) => ops::task_logs(&common, &task_id, follow).await,
             Command::Dev(a) => dev::run(a).await,
+            Command::Services(a) => services_cmd::run(a).await,
+            Command::App(AppCommand::Deploy {
+                file,
+                wait,
+                timeout,
+                common,
+            }) => services_cmd::deploy(&common, &file, wait, timeout).await,
+            Command::App(AppCommand::List(c)) => services_cmd::list(&c).await,
+            Command::App(AppCommand::Show { id, common }) => services_cmd::show(&common, &id).await,
+            Command::App(AppCommand::Scale {
+                id,
+                instances,
+                common,
+            }) => services_cmd::scale(&common, &id, instances).await,
+            Command::App(AppCommand::Restart { id, common }) => {
+                services_cmd::restart(&common, &id).await
+            }
+            Command::App(AppCommand::Destroy { id, common }) => {
+                services_cmd::destroy(&common, &id).await
+            }
+            Command::Deployment(DeploymentCommand::List(c)) => {
+                services_cmd::deployment_list(&c).await
+            }
+            Command::Deployment(DeploymentCommand::Rollback { id, force, common }) => {
+                services_cmd::rollback(&common, &id, force).await
+            }
             Command::Bench(BenchCommand::Allocator(a)) => bench::allocator::run(a),
             Command::Bench(BenchCommand::Scale(a)) => bench::scale::run(a).await,
             Command::Bench(BenchCommand::Launch(a)) => bench::launch::run(a).await,

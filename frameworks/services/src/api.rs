@@ -30,10 +30,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/ping", get(|| async { "pong\n" }))
         .route("/v2/info", get(info))
         .route("/v2/apps", get(list_apps).post(create_app))
-        .route("/v2/apps/{*rest}", get(app_get).put(app_put).delete(app_delete).post(app_post))
+        .route(
+            "/v2/apps/{*rest}",
+            get(app_get).put(app_put).delete(app_delete).post(app_post),
+        )
         .route("/v2/tasks", get(all_tasks))
         .route("/v2/deployments", get(deployments))
-        .route("/v2/deployments/{id}", axum::routing::delete(cancel_deployment))
+        .route(
+            "/v2/deployments/{id}",
+            axum::routing::delete(cancel_deployment),
+        )
         .route("/openapi.json", get(openapi))
         .with_state(state)
 }
@@ -51,7 +57,10 @@ fn api_error(e: ApiError) -> Response {
     error(code, e.to_string())
 }
 
-async fn ask<T>(s: &ApiState, make: impl FnOnce(oneshot::Sender<T>) -> Request) -> Result<T, Response> {
+async fn ask<T>(
+    s: &ApiState,
+    make: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> Result<T, Response> {
     let (tx, rx) = oneshot::channel();
     s.handle.request(make(tx)).await.map_err(api_error)?;
     rx.await.map_err(|_| api_error(ApiError::Stopped))
@@ -85,7 +94,12 @@ fn app_json(st: &AppState, instances: &[Instance], with_tasks: bool) -> Value {
     v["tasksStaged"] = json!(live(&|i| i.state != agora_core::TaskState::Running));
     v["tasksHealthy"] = json!(live(&|i| i.healthy == Some(true)));
     v["tasksUnhealthy"] = json!(live(&|i| i.healthy == Some(false)));
-    v["deployments"] = json!(st.deployment.iter().map(|d| json!({"id": d.id})).collect::<Vec<_>>());
+    v["deployments"] = json!(
+        st.deployment
+            .iter()
+            .map(|d| json!({"id": d.id}))
+            .collect::<Vec<_>>()
+    );
     // Agora extensions: why instances are missing, and the backoff delay.
     v["waiting"] = json!(st.waiting);
     v["launchDelaySeconds"] = json!(st.delay);
@@ -121,10 +135,15 @@ fn parse_body(body: &Bytes, id_from_path: Option<&str>) -> Result<App, Response>
     let mut v: Value = serde_json::from_slice(body)
         .map_err(|e| error(StatusCode::BAD_REQUEST, format!("Invalid JSON: {e}")))?;
     if let (Some(id), Some(obj)) = (id_from_path, v.as_object_mut()) {
-        obj.entry("id").or_insert_with(|| Value::String(id.to_string()));
+        obj.entry("id")
+            .or_insert_with(|| Value::String(id.to_string()));
     }
     parse_app(&v).map_err(|details| {
-        (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({"message": "Object is not valid", "details": details}))).into_response()
+        (
+            StatusCode::UNPROCESSABLE_ENTITY,
+            axum::Json(json!({"message": "Object is not valid", "details": details})),
+        )
+            .into_response()
     })
 }
 
@@ -134,14 +153,26 @@ async fn create_app(State(s): State<ApiState>, body: Bytes) -> Response {
         Err(r) => return r,
     };
     let id = app.id.clone();
-    match ask(&s, |reply| Request::PutApp { app, create: true, force_restart: false, reply }).await {
+    match ask(&s, |reply| Request::PutApp {
+        app,
+        create: true,
+        force_restart: false,
+        reply,
+    })
+    .await
+    {
         Ok(Ok(_)) => {}
         Ok(Err(e)) => return api_error(e),
         Err(r) => return r,
     }
     match view(&s).await {
         Ok(v) => match v.apps.iter().find(|a| a.app.id == id) {
-            Some(st) => (StatusCode::CREATED, [(header::LOCATION, format!("/v2/apps{id}"))], axum::Json(app_json(st, &v.instances, false))).into_response(),
+            Some(st) => (
+                StatusCode::CREATED,
+                [(header::LOCATION, format!("/v2/apps{id}"))],
+                axum::Json(app_json(st, &v.instances, false)),
+            )
+                .into_response(),
             None => error(StatusCode::INTERNAL_SERVER_ERROR, "the app vanished"),
         },
         Err(r) => r,
@@ -153,7 +184,14 @@ fn split(rest: &str) -> (String, Option<&'static str>) {
     let rest = format!("/{}", rest.trim_matches('/'));
     for suffix in ["restart", "tasks"] {
         if let Some(id) = rest.strip_suffix(&format!("/{suffix}")) {
-            return (id.to_string(), Some(if suffix == "restart" { "restart" } else { "tasks" }));
+            return (
+                id.to_string(),
+                Some(if suffix == "restart" {
+                    "restart"
+                } else {
+                    "tasks"
+                }),
+            );
         }
     }
     (rest, None)
@@ -198,7 +236,13 @@ async fn app_put(State(s): State<ApiState>, Path(rest): Path<String>, body: Byte
         let Some(n) = n.as_u64().filter(|n| *n <= 10_000) else {
             return (StatusCode::UNPROCESSABLE_ENTITY, axum::Json(json!({"message": "Object is not valid", "details": [{"path": "/instances", "errors": ["must be a whole number between 0 and 10000"]}]}))).into_response();
         };
-        return match ask(&s, |reply| Request::Scale { id: id.clone(), instances: n as u32, reply }).await {
+        return match ask(&s, |reply| Request::Scale {
+            id: id.clone(),
+            instances: n as u32,
+            reply,
+        })
+        .await
+        {
             Ok(Ok(())) => axum::Json(json!({"id": id, "instances": n})).into_response(),
             Ok(Err(e)) => api_error(e),
             Err(r) => r,
@@ -209,7 +253,10 @@ async fn app_put(State(s): State<ApiState>, Path(rest): Path<String>, body: Byte
         Err(r) => return r,
     };
     if app.id != id {
-        return error(StatusCode::UNPROCESSABLE_ENTITY, format!("the body's id {} differs from the path's {id}", app.id));
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("the body's id {} differs from the path's {id}", app.id),
+        );
     }
     match ask(&s, |reply| Request::PutApp { app, create: false, force_restart: false, reply }).await {
         Ok(Ok(d)) => axum::Json(json!({"deploymentId": d.as_ref().map(|d| d.id.clone()), "version": d.map(|d| d.version)})).into_response(),
@@ -220,7 +267,12 @@ async fn app_put(State(s): State<ApiState>, Path(rest): Path<String>, body: Byte
 
 async fn app_delete(State(s): State<ApiState>, Path(rest): Path<String>) -> Response {
     let (id, _) = split(&rest);
-    match ask(&s, |reply| Request::DeleteApp { id: id.clone(), reply }).await {
+    match ask(&s, |reply| Request::DeleteApp {
+        id: id.clone(),
+        reply,
+    })
+    .await
+    {
         Ok(Ok(())) => axum::Json(json!({"id": id, "deleted": true})).into_response(),
         Ok(Err(e)) => api_error(e),
         Err(r) => r,
@@ -230,13 +282,21 @@ async fn app_delete(State(s): State<ApiState>, Path(rest): Path<String>) -> Resp
 async fn app_post(State(s): State<ApiState>, Path(rest): Path<String>) -> Response {
     let (id, sub) = split(&rest);
     if sub != Some("restart") {
-        return error(StatusCode::METHOD_NOT_ALLOWED, "POST /v2/apps/{id}/restart restarts an app; create apps with POST /v2/apps");
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST /v2/apps/{id}/restart restarts an app; create apps with POST /v2/apps",
+        );
     }
     let v = match view(&s).await {
         Ok(v) => v,
         Err(r) => return r,
     };
-    let Some(app) = v.apps.iter().find(|a| a.app.id == id).map(|a| a.app.clone()) else {
+    let Some(app) = v
+        .apps
+        .iter()
+        .find(|a| a.app.id == id)
+        .map(|a| a.app.clone())
+    else {
         return error(StatusCode::NOT_FOUND, format!("App '{id}' does not exist"));
     };
     match ask(&s, |reply| Request::PutApp { app, create: false, force_restart: true, reply }).await {
@@ -248,7 +308,10 @@ async fn app_post(State(s): State<ApiState>, Path(rest): Path<String>) -> Respon
 
 async fn all_tasks(State(s): State<ApiState>) -> Response {
     match view(&s).await {
-        Ok(v) => axum::Json(json!({"tasks": v.instances.iter().map(task_json).collect::<Vec<_>>()})).into_response(),
+        Ok(v) => {
+            axum::Json(json!({"tasks": v.instances.iter().map(task_json).collect::<Vec<_>>()}))
+                .into_response()
+        }
         Err(r) => r,
     }
 }
@@ -282,9 +345,22 @@ async fn deployments(State(s): State<ApiState>) -> Response {
     }
 }
 
-async fn cancel_deployment(State(s): State<ApiState>, Path(id): Path<String>, Query(q): Query<Force>) -> Response {
-    match ask(&s, |reply| Request::CancelDeployment { id: id.clone(), force: q.force, reply }).await {
-        Ok(Ok(Some(d))) => axum::Json(json!({"deploymentId": d.id, "version": d.version, "rolledBack": id})).into_response(),
+async fn cancel_deployment(
+    State(s): State<ApiState>,
+    Path(id): Path<String>,
+    Query(q): Query<Force>,
+) -> Response {
+    match ask(&s, |reply| Request::CancelDeployment {
+        id: id.clone(),
+        force: q.force,
+        reply,
+    })
+    .await
+    {
+        Ok(Ok(Some(d))) => {
+            axum::Json(json!({"deploymentId": d.id, "version": d.version, "rolledBack": id}))
+                .into_response()
+        }
         Ok(Ok(None)) => (StatusCode::ACCEPTED, axum::Json(json!({"stopped": id}))).into_response(),
         Ok(Err(e)) => api_error(e),
         Err(r) => r,
@@ -292,7 +368,8 @@ async fn cancel_deployment(State(s): State<ApiState>, Path(id): Path<String>, Qu
 }
 
 async fn openapi(_headers: HeaderMap) -> Response {
-    let op = |summary: &str| json!({"summary": summary, "responses": {"200": {"description": "OK"}}});
+    let op =
+        |summary: &str| json!({"summary": summary, "responses": {"200": {"description": "OK"}}});
     axum::Json(json!({
         "openapi": "3.0.3",
         "info": {"title": "Agora services framework", "version": env!("CARGO_PKG_VERSION"),

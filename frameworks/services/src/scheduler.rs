@@ -27,9 +27,18 @@ pub const LABEL_VERSION: &str = "agora.app_version";
 /// Something for the actor to do.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Launch { offer: agora_core::OfferId, tasks: Vec<pb::TaskInfo> },
-    Decline { offers: Vec<agora_core::OfferId>, refuse: Duration },
-    Kill { task_id: String, agent_id: String },
+    Launch {
+        offer: agora_core::OfferId,
+        tasks: Vec<pb::TaskInfo>,
+    },
+    Decline {
+        offers: Vec<agora_core::OfferId>,
+        refuse: Duration,
+    },
+    Kill {
+        task_id: String,
+        agent_id: String,
+    },
     Suppress,
     Revive,
 }
@@ -91,7 +100,10 @@ pub struct Deployment {
 }
 
 fn now_s() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// The framework's state.
@@ -121,14 +133,19 @@ impl Services {
         let seq = instances.iter().map(|i| i.seq).max().unwrap_or(0);
         Services {
             apps: apps.into_iter().map(|a| (a.app.id.clone(), a)).collect(),
-            instances: instances.into_iter().map(|i| (i.task_id.clone(), i)).collect(),
+            instances: instances
+                .into_iter()
+                .map(|i| (i.task_id.clone(), i))
+                .collect(),
             seq,
             suppressed: false,
         }
     }
 
     pub fn live(&self, app_id: &str) -> impl Iterator<Item = &Instance> {
-        self.instances.values().filter(move |i| i.app_id == app_id && i.is_live())
+        self.instances
+            .values()
+            .filter(move |i| i.app_id == app_id && i.is_live())
     }
 
     pub fn instances_of(&self, app_id: &str) -> impl Iterator<Item = &Instance> {
@@ -145,7 +162,13 @@ impl Services {
                 let id = app.id.clone();
                 self.apps.insert(
                     id.clone(),
-                    AppState { app, delay: 0.0, next_launch_at: 0.0, waiting: None, deployment: None },
+                    AppState {
+                        app,
+                        delay: 0.0,
+                        next_launch_at: 0.0,
+                        waiting: None,
+                        deployment: None,
+                    },
                 );
                 let _ = id;
                 None
@@ -162,7 +185,12 @@ impl Services {
                         id: uuid::Uuid::new_v4().to_string(),
                         app_id: app.id.clone(),
                         version: app.version.clone(),
-                        previous: Box::new(st.deployment.as_ref().map(|d| (*d.previous).clone()).unwrap_or_else(|| st.app.clone())),
+                        previous: Box::new(
+                            st.deployment
+                                .as_ref()
+                                .map(|d| (*d.previous).clone())
+                                .unwrap_or_else(|| st.app.clone()),
+                        ),
                         started_at: now,
                         steps: vec![format!("deploy version {}", app.version)],
                     };
@@ -180,10 +208,17 @@ impl Services {
     pub fn delete_app(&mut self, id: &str) -> Vec<Action> {
         self.apps.remove(id);
         let mut out = Vec::new();
-        for i in self.instances.values_mut().filter(|i| i.app_id == id && !i.state.is_terminal()) {
+        for i in self
+            .instances
+            .values_mut()
+            .filter(|i| i.app_id == id && !i.state.is_terminal())
+        {
             if !i.killing {
                 i.killing = true;
-                out.push(Action::Kill { task_id: i.task_id.clone(), agent_id: i.agent_id.clone() });
+                out.push(Action::Kill {
+                    task_id: i.task_id.clone(),
+                    agent_id: i.agent_id.clone(),
+                });
             }
         }
         out
@@ -197,12 +232,18 @@ impl Services {
             return (n, 0);
         };
         let us = st.app.upgrade_strategy;
-        let new_live = self.live(&st.app.id).filter(|i| i.version == st.app.version).count();
+        let new_live = self
+            .live(&st.app.id)
+            .filter(|i| i.version == st.app.version)
+            .count();
         let new_ready = self
             .live(&st.app.id)
             .filter(|i| i.version == st.app.version && ready(i, &st.app))
             .count();
-        let old_live = self.live(&st.app.id).filter(|i| i.version != st.app.version).count();
+        let old_live = self
+            .live(&st.app.id)
+            .filter(|i| i.version != st.app.version)
+            .count();
         let max_total = n + (us.maximum_over_capacity * n as f64).floor() as usize;
         let min_healthy = (us.minimum_health_capacity * n as f64).ceil() as usize;
         // New instances we may have: within the over-capacity budget.
@@ -227,7 +268,10 @@ impl Services {
                 loop {
                     let Some(st) = self.apps.get(id) else { break };
                     let (new_target, _) = self.targets(st);
-                    let have = self.live(id).filter(|i| i.version == st.app.version).count();
+                    let have = self
+                        .live(id)
+                        .filter(|i| i.version == st.app.version)
+                        .count();
                     if have >= new_target {
                         break;
                     }
@@ -237,7 +281,9 @@ impl Services {
                     }
                     let app = st.app.clone();
                     let rej = rejections.entry(id.clone()).or_default();
-                    let Some((task, used, ports)) = fit(&app, &offer, &left, rej) else { break };
+                    let Some((task, used, ports)) = fit(&app, &offer, &left, rej) else {
+                        break;
+                    };
                     if let Some(why) = self.constraint_violation(&app, &offer) {
                         rej.constraint = Some(why);
                         break;
@@ -270,14 +316,22 @@ impl Services {
             if tasks.is_empty() {
                 decline.push(offer.id);
             } else {
-                out.push(Action::Launch { offer: offer.id, tasks });
+                out.push(Action::Launch {
+                    offer: offer.id,
+                    tasks,
+                });
             }
         }
         // Say why apps that still miss instances are waiting.
         for id in &app_ids {
-            let Some(st) = self.apps.get(id) else { continue };
+            let Some(st) = self.apps.get(id) else {
+                continue;
+            };
             let (new_target, _) = self.targets(st);
-            let have = self.live(id).filter(|i| i.version == st.app.version).count();
+            let have = self
+                .live(id)
+                .filter(|i| i.version == st.app.version)
+                .count();
             let waiting = if have >= new_target {
                 None
             } else if st.next_launch_at > now {
@@ -287,7 +341,9 @@ impl Services {
                     st.delay
                 ))
             } else {
-                rejections.get(id).map(|r| describe(r, &st.app, have, new_target))
+                rejections
+                    .get(id)
+                    .map(|r| describe(r, &st.app, have, new_target))
             };
             if let Some(s) = self.apps.get_mut(id)
                 && waiting.is_some()
@@ -301,8 +357,15 @@ impl Services {
         }
         if !decline.is_empty() {
             // Nothing wanted: a long filter; wanted but unfit: retry soon.
-            let refuse = if wanted_any { Duration::from_secs(5) } else { Duration::from_secs(120) };
-            out.push(Action::Decline { offers: decline, refuse });
+            let refuse = if wanted_any {
+                Duration::from_secs(5)
+            } else {
+                Duration::from_secs(120)
+            };
+            out.push(Action::Decline {
+                offers: decline,
+                refuse,
+            });
         }
         out.extend(self.converge());
         out
@@ -312,7 +375,10 @@ impl Services {
         let peers: Vec<&Instance> = self.live(&app.id).collect();
         for c in &app.constraints {
             if !constraint_ok(c, offer, &peers) {
-                let op = serde_json::to_value(c.operator).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+                let op = serde_json::to_value(c.operator)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
                 return Some(match &c.value {
                     Some(v) => format!("{}:{}:{}", c.field, op, v),
                     None => format!("{}:{}", c.field, op),
@@ -329,11 +395,19 @@ impl Services {
         let app_ids: Vec<String> = self.apps.keys().cloned().collect();
         let mut need_offers = false;
         for id in app_ids {
-            let Some(st) = self.apps.get(&id) else { continue };
+            let Some(st) = self.apps.get(&id) else {
+                continue;
+            };
             let app = st.app.clone();
             let (new_target, old_keep) = self.targets(st);
-            let mut current: Vec<&Instance> = self.live(&id).filter(|i| i.version == app.version).collect();
-            let mut old: Vec<&Instance> = self.live(&id).filter(|i| i.version != app.version).collect();
+            let mut current: Vec<&Instance> = self
+                .live(&id)
+                .filter(|i| i.version == app.version)
+                .collect();
+            let mut old: Vec<&Instance> = self
+                .live(&id)
+                .filter(|i| i.version != app.version)
+                .collect();
             let order = |v: &mut Vec<&Instance>| match app.kill_selection {
                 KillSelection::YoungestFirst => v.sort_by(|a, b| b.seq.cmp(&a.seq)),
                 KillSelection::OldestFirst => v.sort_by(|a, b| a.seq.cmp(&b.seq)),
@@ -342,11 +416,20 @@ impl Services {
             order(&mut old);
             let mut kill: Vec<String> = Vec::new();
             if current.len() > app.instances as usize {
-                kill.extend(current.iter().take(current.len() - app.instances as usize).map(|i| i.task_id.clone()));
+                kill.extend(
+                    current
+                        .iter()
+                        .take(current.len() - app.instances as usize)
+                        .map(|i| i.task_id.clone()),
+                );
             }
             if st.deployment.is_some() && old.len() > old_keep {
                 // Old instances go oldest-version-first; within that, by killSelection.
-                kill.extend(old.iter().take(old.len() - old_keep).map(|i| i.task_id.clone()));
+                kill.extend(
+                    old.iter()
+                        .take(old.len() - old_keep)
+                        .map(|i| i.task_id.clone()),
+                );
             }
             if current.len() < new_target {
                 need_offers = true;
@@ -359,7 +442,10 @@ impl Services {
             for t in kill {
                 if let Some(i) = self.instances.get_mut(&t) {
                     i.killing = true;
-                    out.push(Action::Kill { task_id: i.task_id.clone(), agent_id: i.agent_id.clone() });
+                    out.push(Action::Kill {
+                        task_id: i.task_id.clone(),
+                        agent_id: i.agent_id.clone(),
+                    });
                     if let Some(d) = self.apps.get_mut(&id).and_then(|s| s.deployment.as_mut()) {
                         d.steps.push(format!("kill {t}"));
                     }
@@ -394,7 +480,10 @@ impl Services {
         let Some(inst) = self.instances.get_mut(s.task_id.as_str()) else {
             // Not ours (any more): make sure it does not keep running.
             if !s.state.is_terminal() && s.state != TaskState::Unknown {
-                return vec![Action::Kill { task_id: s.task_id.0.clone(), agent_id: s.agent_id.0.clone() }];
+                return vec![Action::Kill {
+                    task_id: s.task_id.0.clone(),
+                    agent_id: s.agent_id.0.clone(),
+                }];
             }
             return Vec::new();
         };
@@ -421,14 +510,21 @@ impl Services {
             {
                 // Crash loop backoff: delay grows by the factor, capped.
                 let a = &st.app;
-                st.delay = if st.delay == 0.0 { a.backoff_seconds } else { (st.delay * a.backoff_factor).min(a.max_launch_delay_seconds) };
+                st.delay = if st.delay == 0.0 {
+                    a.backoff_seconds
+                } else {
+                    (st.delay * a.backoff_factor).min(a.max_launch_delay_seconds)
+                };
                 st.next_launch_at = now + st.delay;
             }
         } else if s.healthy == Some(false) && !killing {
             // Unhealthy past maxConsecutiveFailures (the agent counts): replace.
             if let Some(i) = self.instances.get_mut(s.task_id.as_str()) {
                 i.killing = true;
-                out.push(Action::Kill { task_id: i.task_id.clone(), agent_id: i.agent_id.clone() });
+                out.push(Action::Kill {
+                    task_id: i.task_id.clone(),
+                    agent_id: i.agent_id.clone(),
+                });
             }
         } else if s.healthy == Some(true)
             && let Some(st) = self.apps.get_mut(&app_id)
@@ -448,7 +544,10 @@ impl Services {
                 continue;
             }
             let stable = self.instances.values().any(|i| {
-                i.app_id == st.app.id && i.state == TaskState::Running && i.running_since.is_some_and(|t| now - t >= (2.0 * st.delay).max(10.0))
+                i.app_id == st.app.id
+                    && i.state == TaskState::Running
+                    && i.running_since
+                        .is_some_and(|t| now - t >= (2.0 * st.delay).max(10.0))
             });
             if stable {
                 st.delay = 0.0;
@@ -486,9 +585,16 @@ fn inst_value<'a>(field: &str, i: &'a Instance) -> Option<&'a str> {
 
 fn constraint_ok(c: &Constraint, offer: &Offer, peers: &[&Instance]) -> bool {
     let v = field_value(&c.field, offer);
-    let count = |val: &str| peers.iter().filter(|p| inst_value(&c.field, p) == Some(val)).count();
+    let count = |val: &str| {
+        peers
+            .iter()
+            .filter(|p| inst_value(&c.field, p) == Some(val))
+            .count()
+    };
     let full_match = |pat: &str, val: &str| {
-        regex_lite::Regex::new(&format!("^(?:{pat})$")).map(|r| r.is_match(val)).unwrap_or(false)
+        regex_lite::Regex::new(&format!("^(?:{pat})$"))
+            .map(|r| r.is_match(val))
+            .unwrap_or(false)
     };
     match c.operator {
         Operator::Unique => v.is_some_and(|v| count(v) == 0),
@@ -507,7 +613,10 @@ fn constraint_ok(c: &Constraint, offer: &Offer, peers: &[&Instance]) -> bool {
         Operator::GroupBy => {
             let Some(v) = v else { return false };
             let mine = count(v);
-            let mut values: Vec<&str> = peers.iter().filter_map(|p| inst_value(&c.field, p)).collect();
+            let mut values: Vec<&str> = peers
+                .iter()
+                .filter_map(|p| inst_value(&c.field, p))
+                .collect();
             values.sort_unstable();
             values.dedup();
             let min_other = values.iter().map(|o| count(o)).min().unwrap_or(0);
@@ -518,11 +627,20 @@ fn constraint_ok(c: &Constraint, offer: &Offer, peers: &[&Instance]) -> bool {
 }
 
 /// The task for one instance if it fits in `left`: (task, resources used, host ports).
-fn fit(app: &App, offer: &Offer, left: &Resources, rej: &mut Rejections) -> Option<(pb::TaskInfo, Resources, Vec<u32>)> {
+fn fit(
+    app: &App,
+    offer: &Offer,
+    left: &Resources,
+    rej: &mut Rejections,
+) -> Option<(pb::TaskInfo, Resources, Vec<u32>)> {
     let mut need = Resources::new(app.cpus, app.mem.ceil() as u64, app.disk.ceil() as u64).ok()?;
     if !left.contains(&need) {
         rej.resources += 1;
-        if rej.largest.as_ref().is_none_or(|l| l.cpus_milli < offer.resources.cpus_milli) {
+        if rej
+            .largest
+            .as_ref()
+            .is_none_or(|l| l.cpus_milli < offer.resources.cpus_milli)
+        {
             rej.largest = Some(offer.resources.clone());
         }
         return None;
@@ -549,27 +667,69 @@ fn fit(app: &App, offer: &Offer, left: &Resources, rej: &mut Rejections) -> Opti
     }
     need.ports = agora_core::Ranges::from_ranges(ports.iter().map(|p| (*p, *p))).ok()?;
 
-    let task_id = format!("{}.{}", app.id.trim_start_matches('/').replace('/', "_"), uuid::Uuid::new_v4().simple());
-    let mut env: Vec<pb::EnvVar> = app.env.iter().map(|(k, v)| pb::EnvVar { name: k.clone(), value: v.clone() }).collect();
-    env.push(pb::EnvVar { name: "AGORA_APP_ID".into(), value: app.id.clone() });
-    env.push(pb::EnvVar { name: "HOST".into(), value: offer.hostname.clone() });
+    let task_id = format!(
+        "{}.{}",
+        app.id.trim_start_matches('/').replace('/', "_"),
+        uuid::Uuid::new_v4().simple()
+    );
+    let mut env: Vec<pb::EnvVar> = app
+        .env
+        .iter()
+        .map(|(k, v)| pb::EnvVar {
+            name: k.clone(),
+            value: v.clone(),
+        })
+        .collect();
+    env.push(pb::EnvVar {
+        name: "AGORA_APP_ID".into(),
+        value: app.id.clone(),
+    });
+    env.push(pb::EnvVar {
+        name: "HOST".into(),
+        value: offer.hostname.clone(),
+    });
     let names: Vec<&str> = match app.network {
         NetworkMode::Bridge => app.port_mappings.iter().map(|p| p.name.as_str()).collect(),
-        NetworkMode::Host => app.port_definitions.iter().map(|p| p.name.as_str()).collect(),
+        NetworkMode::Host => app
+            .port_definitions
+            .iter()
+            .map(|p| p.name.as_str())
+            .collect(),
     };
     for (i, p) in ports.iter().enumerate() {
-        env.push(pb::EnvVar { name: format!("PORT{i}"), value: p.to_string() });
+        env.push(pb::EnvVar {
+            name: format!("PORT{i}"),
+            value: p.to_string(),
+        });
         if let Some(n) = names.get(i).filter(|n| !n.is_empty()) {
-            env.push(pb::EnvVar { name: format!("PORT_{}", n.to_ascii_uppercase().replace('-', "_")), value: p.to_string() });
+            env.push(pb::EnvVar {
+                name: format!("PORT_{}", n.to_ascii_uppercase().replace('-', "_")),
+                value: p.to_string(),
+            });
         }
     }
     let mut labels: HashMap<String, String> = app.labels.clone().into_iter().collect();
     labels.insert(LABEL_APP.into(), app.id.clone());
     labels.insert(LABEL_VERSION.into(), app.version.clone());
     let command = match (&app.cmd, app.args.is_empty()) {
-        (Some(c), _) => Some(pb::CommandInfo { value: c.clone(), args: vec![], env, shell: true }),
-        (None, false) => Some(pb::CommandInfo { value: String::new(), args: app.args.clone(), env, shell: false }),
-        (None, true) => Some(pb::CommandInfo { value: String::new(), args: vec![], env, shell: false }),
+        (Some(c), _) => Some(pb::CommandInfo {
+            value: c.clone(),
+            args: vec![],
+            env,
+            shell: true,
+        }),
+        (None, false) => Some(pb::CommandInfo {
+            value: String::new(),
+            args: app.args.clone(),
+            env,
+            shell: false,
+        }),
+        (None, true) => Some(pb::CommandInfo {
+            value: String::new(),
+            args: vec![],
+            env,
+            shell: false,
+        }),
     };
     let container = app.image.as_ref().map(|image| pb::ContainerInfo {
         image: image.clone(),
@@ -581,7 +741,12 @@ fn fit(app: &App, offer: &Offer, left: &Resources, rej: &mut Rejections) -> Opti
             .port_mappings
             .iter()
             .zip(ports.iter())
-            .map(|(m, hp)| pb::PortMapping { host_port: *hp, container_port: m.container_port, protocol: m.protocol.clone(), name: m.name.clone() })
+            .map(|(m, hp)| pb::PortMapping {
+                host_port: *hp,
+                container_port: m.container_port,
+                protocol: m.protocol.clone(),
+                name: m.name.clone(),
+            })
             .collect(),
     });
     let task = pb::TaskInfo {
@@ -602,14 +767,21 @@ fn describe(r: &Rejections, app: &App, have: usize, want: usize) -> String {
         return format!("constraint {c}: {have} of {want} placed, no further agent matches");
     }
     if r.resources > 0 {
-        let largest = r.largest.as_ref().map(|l| format!(" (largest offer: {l})")).unwrap_or_default();
+        let largest = r
+            .largest
+            .as_ref()
+            .map(|l| format!(" (largest offer: {l})"))
+            .unwrap_or_default();
         return format!(
             "no offer has enough resources: each instance needs cpus {} mem {} disk {}{largest}; {have} of {want} placed",
             app.cpus, app.mem, app.disk
         );
     }
     if r.ports > 0 {
-        return format!("no offer has the {} port(s) each instance needs; {have} of {want} placed", app.host_ports_needed());
+        return format!(
+            "no offer has the {} port(s) each instance needs; {have} of {want} placed",
+            app.host_ports_needed()
+        );
     }
     format!("waiting for offers; {have} of {want} placed")
 }
@@ -627,16 +799,38 @@ mod tests {
             agent_id: AgentId::new(format!("a-{host}")),
             hostname: host.into(),
             resources: Resources::parse(res).unwrap(),
-            attributes: vec![("zone".into(), if host.ends_with('1') { "a".into() } else { "b".into() })],
+            attributes: vec![(
+                "zone".into(),
+                if host.ends_with('1') {
+                    "a".into()
+                } else {
+                    "b".into()
+                },
+            )],
         }
     }
 
     fn status(t: &str, s: TaskState) -> TaskStatus {
-        TaskStatus { task_id: TaskId::new(t), agent_id: AgentId::new("a"), state: s, message: String::new(), reason: String::new(), exit_code: None, healthy: None, uuid: vec![] }
+        TaskStatus {
+            task_id: TaskId::new(t),
+            agent_id: AgentId::new("a"),
+            state: s,
+            message: String::new(),
+            reason: String::new(),
+            exit_code: None,
+            healthy: None,
+            uuid: vec![],
+        }
     }
 
     fn launched(actions: &[Action]) -> Vec<pb::TaskInfo> {
-        actions.iter().flat_map(|a| match a { Action::Launch { tasks, .. } => tasks.clone(), _ => vec![] }).collect()
+        actions
+            .iter()
+            .flat_map(|a| match a {
+                Action::Launch { tasks, .. } => tasks.clone(),
+                _ => vec![],
+            })
+            .collect()
     }
 
     fn app(v: serde_json::Value) -> App {
@@ -653,18 +847,31 @@ mod tests {
     #[test]
     fn deploys_scales_and_kills_youngest_first() {
         let mut s = Services::new();
-        s.put_app(app(json!({"id": "web", "cmd": "serve", "instances": 3, "cpus": 1, "mem": 64})), false);
+        s.put_app(
+            app(json!({"id": "web", "cmd": "serve", "instances": 3, "cpus": 1, "mem": 64})),
+            false,
+        );
         let acts = s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]);
         let t = launched(&acts);
         assert_eq!(t.len(), 3);
-        let env: Vec<&str> = t[0].command.as_ref().unwrap().env.iter().map(|e| e.name.as_str()).collect();
+        let env: Vec<&str> = t[0]
+            .command
+            .as_ref()
+            .unwrap()
+            .env
+            .iter()
+            .map(|e| e.name.as_str())
+            .collect();
         assert!(env.contains(&"AGORA_APP_ID") && env.contains(&"HOST"));
         assert!(acts.contains(&Action::Suppress));
         run_all(&mut s);
 
         let mut a = s.apps["/web"].app.clone();
         a.instances = 6;
-        assert!(s.put_app(a.clone(), false).is_none(), "a scale is not a deployment");
+        assert!(
+            s.put_app(a.clone(), false).is_none(),
+            "a scale is not a deployment"
+        );
         let acts = s.converge();
         assert!(acts.contains(&Action::Revive));
         let t = launched(&s.offers(vec![offer("2", "h1", "cpus:5;mem:4096")]));
@@ -675,7 +882,13 @@ mod tests {
         a.instances = 2;
         s.put_app(a, false);
         let acts = s.converge();
-        let killed: Vec<String> = acts.iter().filter_map(|a| match a { Action::Kill { task_id, .. } => Some(task_id.clone()), _ => None }).collect();
+        let killed: Vec<String> = acts
+            .iter()
+            .filter_map(|a| match a {
+                Action::Kill { task_id, .. } => Some(task_id.clone()),
+                _ => None,
+            })
+            .collect();
         assert_eq!(killed.len(), 4);
         let mut by_age: Vec<&Instance> = s.instances.values().collect();
         by_age.sort_by_key(|i| i.seq);
@@ -695,10 +908,16 @@ mod tests {
     fn unique_hostname_places_one_per_host_and_says_why() {
         let mut s = Services::new();
         s.put_app(app(json!({"id": "u", "cmd": "x", "instances": 3, "cpus": 0.1, "mem": 16, "constraints": [["hostname", "UNIQUE"]]})), false);
-        let t = launched(&s.offers(vec![offer("1", "h1", "cpus:4;mem:1024"), offer("2", "h2", "cpus:4;mem:1024")]));
+        let t = launched(&s.offers(vec![
+            offer("1", "h1", "cpus:4;mem:1024"),
+            offer("2", "h2", "cpus:4;mem:1024"),
+        ]));
         assert_eq!(t.len(), 2);
         let w = s.apps["/u"].waiting.clone().unwrap();
-        assert!(w.contains("constraint hostname:UNIQUE: 2 of 3 placed, no further agent matches"), "{w}");
+        assert!(
+            w.contains("constraint hostname:UNIQUE: 2 of 3 placed, no further agent matches"),
+            "{w}"
+        );
         // Another offer from a used host is declined.
         let acts = s.offers(vec![offer("3", "h1", "cpus:4;mem:1024")]);
         assert!(launched(&acts).is_empty());
@@ -711,7 +930,10 @@ mod tests {
         s.put_app(app(json!({"id": "big", "cmd": "x", "cpus": 100})), false);
         assert!(launched(&s.offers(vec![offer("1", "h1", "cpus:4;mem:1024")])).is_empty());
         let w = s.apps["/big"].waiting.clone().unwrap();
-        assert!(w.contains("no offer has enough resources") && w.contains("cpus 100"), "{w}");
+        assert!(
+            w.contains("no offer has enough resources") && w.contains("cpus 100"),
+            "{w}"
+        );
     }
 
     #[test]
@@ -733,13 +955,22 @@ mod tests {
         // While delayed, offers are declined and the reason is shown.
         let acts = s.offers(vec![offer("x", "h1", "cpus:4;mem:1024")]);
         assert!(launched(&acts).is_empty());
-        assert!(s.apps["/crash"].waiting.as_deref().unwrap_or("").contains("backoff"));
+        assert!(
+            s.apps["/crash"]
+                .waiting
+                .as_deref()
+                .unwrap_or("")
+                .contains("backoff")
+        );
     }
 
     #[test]
     fn unreachable_instances_are_replaced_and_the_surplus_killed_on_return() {
         let mut s = Services::new();
-        s.put_app(app(json!({"id": "r", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16})), false);
+        s.put_app(
+            app(json!({"id": "r", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16})),
+            false,
+        );
         launched(&s.offers(vec![offer("1", "h1", "cpus:4;mem:1024")]));
         run_all(&mut s);
         let first = s.instances.keys().next().unwrap().clone();
@@ -750,7 +981,10 @@ mod tests {
         s.update(&status(&replacement[0].task_id, TaskState::Running));
         // The unreachable one comes back: one too many, one is killed.
         let acts = s.update(&status(&first, TaskState::Running));
-        let kills = acts.iter().filter(|a| matches!(a, Action::Kill { .. })).count();
+        let kills = acts
+            .iter()
+            .filter(|a| matches!(a, Action::Kill { .. }))
+            .count();
         assert_eq!(kills, 1);
         assert_eq!(s.live("/r").count(), 2);
     }
@@ -758,8 +992,13 @@ mod tests {
     #[test]
     fn a_config_change_rolls_within_the_strategy() {
         let mut s = Services::new();
-        s.put_app(app(json!({"id": "roll", "cmd": "x", "instances": 4, "cpus": 0.1, "mem": 16,
-            "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0}})), false);
+        s.put_app(
+            app(
+                json!({"id": "roll", "cmd": "x", "instances": 4, "cpus": 0.1, "mem": 16,
+            "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0}}),
+            ),
+            false,
+        );
         launched(&s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]));
         run_all(&mut s);
         let mut a = s.apps["/roll"].app.clone();
@@ -775,12 +1014,21 @@ mod tests {
                 }
             }
             let live = s.live("/roll").count();
-            let running = s.live("/roll").filter(|i| i.state == TaskState::Running).count();
+            let running = s
+                .live("/roll")
+                .filter(|i| i.state == TaskState::Running)
+                .count();
             assert!(live <= 4, "round {round}: {live} live");
             assert!(running >= 2, "round {round}: {running} running");
             launched(&s.offers(vec![offer(&format!("r{round}"), "h1", "cpus:8;mem:4096")]));
-            let running = s.live("/roll").filter(|i| i.state == TaskState::Running).count();
-            assert!(running >= 2, "round {round}: {running} running after launches");
+            let running = s
+                .live("/roll")
+                .filter(|i| i.state == TaskState::Running)
+                .count();
+            assert!(
+                running >= 2,
+                "round {round}: {running} running after launches"
+            );
             run_all(&mut s);
             if s.apps["/roll"].deployment.is_none() {
                 break;

@@ -24,14 +24,30 @@ pub struct ServicesConfig {
 /// A request from the API, answered by the actor.
 pub enum Request {
     /// Create (`create = true`: fail if it exists) or replace an app.
-    PutApp { app: App, create: bool, force_restart: bool, reply: oneshot::Sender<Result<Option<Deployment>, ApiError>> },
+    PutApp {
+        app: App,
+        create: bool,
+        force_restart: bool,
+        reply: oneshot::Sender<Result<Option<Deployment>, ApiError>>,
+    },
     /// Change only the instance count.
-    Scale { id: String, instances: u32, reply: oneshot::Sender<Result<(), ApiError>> },
-    DeleteApp { id: String, reply: oneshot::Sender<Result<(), ApiError>> },
+    Scale {
+        id: String,
+        instances: u32,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    DeleteApp {
+        id: String,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
     /// Snapshot of apps and instances.
     View { reply: oneshot::Sender<View> },
     /// Roll back (or with `force`, just stop) a deployment.
-    CancelDeployment { id: String, force: bool, reply: oneshot::Sender<Result<Option<Deployment>, ApiError>> },
+    CancelDeployment {
+        id: String,
+        force: bool,
+        reply: oneshot::Sender<Result<Option<Deployment>, ApiError>>,
+    },
 }
 
 /// What the API reads.
@@ -72,7 +88,10 @@ struct Bridge(mpsc::Sender<Msg>);
 
 impl Scheduler for Bridge {
     async fn subscribed(&mut self, client: &Client, id: &FrameworkId) {
-        let _ = self.0.send(Msg::Subscribed(client.clone(), id.clone())).await;
+        let _ = self
+            .0
+            .send(Msg::Subscribed(client.clone(), id.clone()))
+            .await;
     }
     async fn offers(&mut self, _c: &Client, offers: Vec<Offer>) {
         let _ = self.0.send(Msg::Offers(offers)).await;
@@ -99,7 +118,10 @@ pub struct Handle {
 
 impl Handle {
     pub async fn request(&self, r: Request) -> Result<(), ApiError> {
-        self.tx.send(Msg::Api(r)).await.map_err(|_| ApiError::Stopped)
+        self.tx
+            .send(Msg::Api(r))
+            .await
+            .map_err(|_| ApiError::Stopped)
     }
 
     pub async fn view(&self) -> Result<View, ApiError> {
@@ -130,7 +152,12 @@ pub fn start(
             tracing::error!(error = %e, "the services framework's driver stopped");
         }
     });
-    let actor = Actor { services, store, client: None, framework_id: snap.framework_id };
+    let actor = Actor {
+        services,
+        store,
+        client: None,
+        framework_id: snap.framework_id,
+    };
     let join = tokio::spawn(actor.run(rx, stop));
     Ok((Handle { tx }, join))
 }
@@ -143,7 +170,11 @@ struct Actor {
 }
 
 impl Actor {
-    async fn run(mut self, mut rx: mpsc::Receiver<Msg>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Msg>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             let actions = tokio::select! {
@@ -185,7 +216,12 @@ impl Actor {
                     .services
                     .instances
                     .values()
-                    .map(|i| (TaskId::new(i.task_id.as_str()), Some(AgentId::new(i.agent_id.as_str()))))
+                    .map(|i| {
+                        (
+                            TaskId::new(i.task_id.as_str()),
+                            Some(AgentId::new(i.agent_id.as_str())),
+                        )
+                    })
                     .collect();
                 if !known.is_empty()
                     && let Err(e) = client.reconcile(known).await
@@ -224,7 +260,12 @@ impl Actor {
                 });
                 Vec::new()
             }
-            Request::PutApp { app, create, force_restart, reply } => {
+            Request::PutApp {
+                app,
+                create,
+                force_restart,
+                reply,
+            } => {
                 if create && self.services.apps.contains_key(&app.id) {
                     let _ = reply.send(Err(ApiError::Exists(app.id)));
                     return Vec::new();
@@ -234,7 +275,11 @@ impl Actor {
                 let _ = reply.send(r);
                 self.services.converge()
             }
-            Request::Scale { id, instances, reply } => {
+            Request::Scale {
+                id,
+                instances,
+                reply,
+            } => {
                 let Some(mut app) = self.services.apps.get(&id).map(|s| s.app.clone()) else {
                     let _ = reply.send(Err(ApiError::NoApp(id)));
                     return Vec::new();
@@ -281,12 +326,29 @@ impl Actor {
     }
 
     async fn perform(&mut self, actions: Vec<Action>) {
-        let Some(client) = self.client.clone() else { return };
+        let Some(client) = self.client.clone() else {
+            return;
+        };
         for a in actions {
             let r = match &a {
-                Action::Launch { offer, tasks } => client.accept(std::slice::from_ref(offer), tasks.clone(), Some(Duration::from_secs(1))).await,
+                Action::Launch { offer, tasks } => {
+                    client
+                        .accept(
+                            std::slice::from_ref(offer),
+                            tasks.clone(),
+                            Some(Duration::from_secs(1)),
+                        )
+                        .await
+                }
                 Action::Decline { offers, refuse } => client.decline(offers, Some(*refuse)).await,
-                Action::Kill { task_id, agent_id } => client.kill(&TaskId::new(task_id.as_str()), Some(&AgentId::new(agent_id.as_str()))).await,
+                Action::Kill { task_id, agent_id } => {
+                    client
+                        .kill(
+                            &TaskId::new(task_id.as_str()),
+                            Some(&AgentId::new(agent_id.as_str())),
+                        )
+                        .await
+                }
                 Action::Suppress => client.suppress().await,
                 Action::Revive => client.revive().await,
             };

@@ -33,7 +33,10 @@ impl Store {
     pub fn open(dir: &Path) -> Result<Store, StoreError> {
         let path = dir.join("services.redb");
         let shown = path.display().to_string();
-        let err = |e: &dyn std::fmt::Display| StoreError { path: shown.clone(), message: e.to_string() };
+        let err = |e: &dyn std::fmt::Display| StoreError {
+            path: shown.clone(),
+            message: e.to_string(),
+        };
         std::fs::create_dir_all(dir).map_err(|e| err(&e))?;
         let db = redb::Database::create(&path).map_err(|e| err(&e))?;
         let tx = db.begin_write().map_err(|e| err(&e))?;
@@ -45,24 +48,50 @@ impl Store {
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
-        StoreError { path: self.path.clone(), message: e.to_string() }
+        StoreError {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
     }
 
     pub fn load(&self) -> Result<Snapshot, StoreError> {
         let tx = self.db.begin_read().map_err(|e| self.err(e))?;
         let meta = tx.open_table(META).map_err(|e| self.err(e))?;
-        let framework_id = meta.get("framework_id").map_err(|e| self.err(e))?.map(|v| v.value().to_string());
+        let framework_id = meta
+            .get("framework_id")
+            .map_err(|e| self.err(e))?
+            .map(|v| v.value().to_string());
         let mut apps = Vec::new();
-        for row in tx.open_table(APPS).map_err(|e| self.err(e))?.iter().map_err(|e| self.err(e))? {
+        for row in tx
+            .open_table(APPS)
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map_err(|e| self.err(e))?
+        {
             let (k, v) = row.map_err(|e| self.err(e))?;
-            apps.push(serde_json::from_slice(v.value()).map_err(|e| self.err(format!("app {}: {e}", k.value())))?);
+            apps.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| self.err(format!("app {}: {e}", k.value())))?,
+            );
         }
         let mut instances = Vec::new();
-        for row in tx.open_table(INSTANCES).map_err(|e| self.err(e))?.iter().map_err(|e| self.err(e))? {
+        for row in tx
+            .open_table(INSTANCES)
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map_err(|e| self.err(e))?
+        {
             let (k, v) = row.map_err(|e| self.err(e))?;
-            instances.push(serde_json::from_slice(v.value()).map_err(|e| self.err(format!("instance {}: {e}", k.value())))?);
+            instances.push(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| self.err(format!("instance {}: {e}", k.value())))?,
+            );
         }
-        Ok(Snapshot { framework_id, apps, instances })
+        Ok(Snapshot {
+            framework_id,
+            apps,
+            instances,
+        })
     }
 
     /// Replaces the stored apps and instances with these (one transaction).
@@ -73,13 +102,15 @@ impl Store {
             t.retain(|_, _| false).map_err(|e| self.err(e))?;
             for a in apps {
                 let bytes = serde_json::to_vec(a).map_err(|e| self.err(e))?;
-                t.insert(a.app.id.as_str(), bytes.as_slice()).map_err(|e| self.err(e))?;
+                t.insert(a.app.id.as_str(), bytes.as_slice())
+                    .map_err(|e| self.err(e))?;
             }
             let mut t = tx.open_table(INSTANCES).map_err(|e| self.err(e))?;
             t.retain(|_, _| false).map_err(|e| self.err(e))?;
             for i in instances {
                 let bytes = serde_json::to_vec(i).map_err(|e| self.err(e))?;
-                t.insert(i.task_id.as_str(), bytes.as_slice()).map_err(|e| self.err(e))?;
+                t.insert(i.task_id.as_str(), bytes.as_slice())
+                    .map_err(|e| self.err(e))?;
             }
         }
         tx.commit().map_err(|e| self.err(e))
@@ -87,7 +118,10 @@ impl Store {
 
     pub fn set_framework_id(&self, id: &str) -> Result<(), StoreError> {
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
-        tx.open_table(META).map_err(|e| self.err(e))?.insert("framework_id", id).map_err(|e| self.err(e))?;
+        tx.open_table(META)
+            .map_err(|e| self.err(e))?
+            .insert("framework_id", id)
+            .map_err(|e| self.err(e))?;
         tx.commit().map_err(|e| self.err(e))
     }
 }
