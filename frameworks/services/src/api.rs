@@ -131,30 +131,32 @@ async fn list_apps(State(s): State<ApiState>) -> Response {
 }
 
 /// Body → JSON (400) → validated app (422).
-fn parse_body(body: &Bytes, id_from_path: Option<&str>) -> Result<App, Response> {
+fn parse_body(body: &Bytes, id_from_path: Option<&str>) -> Result<App, Box<Response>> {
     let mut v: Value = serde_json::from_slice(body)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("Invalid JSON: {e}")))?;
+        .map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, format!("Invalid JSON: {e}"))))?;
     if let (Some(id), Some(obj)) = (id_from_path, v.as_object_mut()) {
         obj.entry("id")
             .or_insert_with(|| Value::String(id.to_string()));
     }
     parse_app(&v).map_err(|details| {
-        (
-            StatusCode::UNPROCESSABLE_ENTITY,
-            axum::Json(json!({"message": "Object is not valid", "details": details})),
+        Box::new(
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                axum::Json(json!({"message": "Object is not valid", "details": details})),
+            )
+                .into_response(),
         )
-            .into_response()
     })
 }
 
 async fn create_app(State(s): State<ApiState>, body: Bytes) -> Response {
     let app = match parse_body(&body, None) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let id = app.id.clone();
     match ask(&s, |reply| Request::PutApp {
-        app,
+        app: Box::new(app),
         create: true,
         force_restart: false,
         reply,
@@ -250,7 +252,7 @@ async fn app_put(State(s): State<ApiState>, Path(rest): Path<String>, body: Byte
     }
     let app = match parse_body(&body, Some(&id)) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if app.id != id {
         return error(
@@ -258,7 +260,7 @@ async fn app_put(State(s): State<ApiState>, Path(rest): Path<String>, body: Byte
             format!("the body's id {} differs from the path's {id}", app.id),
         );
     }
-    match ask(&s, |reply| Request::PutApp { app, create: false, force_restart: false, reply }).await {
+    match ask(&s, |reply| Request::PutApp { app: Box::new(app), create: false, force_restart: false, reply }).await {
         Ok(Ok(d)) => axum::Json(json!({"deploymentId": d.as_ref().map(|d| d.id.clone()), "version": d.map(|d| d.version)})).into_response(),
         Ok(Err(e)) => api_error(e),
         Err(r) => r,
@@ -299,7 +301,7 @@ async fn app_post(State(s): State<ApiState>, Path(rest): Path<String>) -> Respon
     else {
         return error(StatusCode::NOT_FOUND, format!("App '{id}' does not exist"));
     };
-    match ask(&s, |reply| Request::PutApp { app, create: false, force_restart: true, reply }).await {
+    match ask(&s, |reply| Request::PutApp { app: Box::new(app), create: false, force_restart: true, reply }).await {
         Ok(Ok(d)) => axum::Json(json!({"deploymentId": d.as_ref().map(|d| d.id.clone()), "version": d.map(|d| d.version)})).into_response(),
         Ok(Err(e)) => api_error(e),
         Err(r) => r,

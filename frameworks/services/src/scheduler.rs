@@ -265,8 +265,7 @@ impl Services {
             let mut left = offer.resources.clone();
             let mut tasks = Vec::new();
             for id in &app_ids {
-                loop {
-                    let Some(st) = self.apps.get(id) else { break };
+                while let Some(st) = self.apps.get(id) {
                     let (new_target, _) = self.targets(st);
                     let have = self
                         .live(id)
@@ -409,8 +408,8 @@ impl Services {
                 .filter(|i| i.version != app.version)
                 .collect();
             let order = |v: &mut Vec<&Instance>| match app.kill_selection {
-                KillSelection::YoungestFirst => v.sort_by(|a, b| b.seq.cmp(&a.seq)),
-                KillSelection::OldestFirst => v.sort_by(|a, b| a.seq.cmp(&b.seq)),
+                KillSelection::YoungestFirst => v.sort_by_key(|i| std::cmp::Reverse(i.seq)),
+                KillSelection::OldestFirst => v.sort_by_key(|i| i.seq),
             };
             order(&mut current);
             order(&mut old);

@@ -25,7 +25,7 @@ pub struct ServicesConfig {
 pub enum Request {
     /// Create (`create = true`: fail if it exists) or replace an app.
     PutApp {
-        app: App,
+        app: Box<App>,
         create: bool,
         force_restart: bool,
         reply: oneshot::Sender<Result<Option<Deployment>, ApiError>>,
@@ -270,7 +270,7 @@ impl Actor {
                     let _ = reply.send(Err(ApiError::Exists(app.id)));
                     return Vec::new();
                 }
-                let d = self.services.put_app(app, force_restart);
+                let d = self.services.put_app(*app, force_restart);
                 let r = self.persist().map(|_| d);
                 let _ = reply.send(r);
                 self.services.converge()

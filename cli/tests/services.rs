@@ -1,0 +1,401 @@
+//! The services framework end to end: `agora services` as a process, real
+//! Docker agents, the REST API and the CLI.
+
+mod common;
+
+use agora_tests::{Cluster, test_config};
+use common::*;
+use serde_json::{Value, json};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(40);
+
+struct ServicesProc {
+    child: Option<Child>,
+    pub addr: String,
+    master: String,
+    data: std::path::PathBuf,
+}
+
+impl ServicesProc {
+    fn start(master: &str) -> ServicesProc {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data =
+            std::env::temp_dir().join(format!("agora-services-{}", uuid::Uuid::new_v4().simple()));
+        let mut s = ServicesProc {
+            child: None,
+            addr: format!("127.0.0.1:{port}"),
+            master: master.into(),
+            data,
+        };
+        s.spawn();
+        s
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(BIN)
+            .args(["services", "--master", &self.master, "--listen", &self.addr])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .env("AGORA_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string());
+        let (code, text) = send(method, &self.addr, path, body.as_deref()).await;
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    async fn app(&self, id: &str) -> Value {
+        self.req("GET", &format!("/v2/apps{id}"), None).await.1["app"].clone()
+    }
+
+    async fn wait_app(&self, id: &str, f: impl Fn(&Value) -> bool) -> Value {
+        eventually(LONG, async || {
+            let a = self.app(id).await;
+            f(&a).then_some(a)
+        })
+        .await
+        .unwrap_or_else(|_| panic!("app {id} never reached the expected state"))
+    }
+}
+
+impl Drop for ServicesProc {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+async fn send(method: &str, addr: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let b = body.unwrap_or("");
+    let req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        b.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = if head.to_ascii_lowercase().contains("chunked") {
+        let mut out = String::new();
+        let mut r = rest;
+        while let Some((size, after)) = r.split_once("\r\n") {
+            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            out.push_str(&after[..n]);
+            r = &after[n + 2..];
+        }
+        out
+    } else {
+        rest.to_string()
+    };
+    (code, body)
+}
+
+fn workload(id: &str, instances: u32) -> Value {
+    json!({
+        "id": id, "instances": instances, "cpus": 0.1, "mem": 32,
+        "container": {"type": "DOCKER", "docker": {"image": "agora-workload:latest"},
+            "portMappings": [{"containerPort": 8080, "hostPort": 0, "name": "http"}]},
+        "networks": [{"mode": "container/bridge"}]
+    })
+}
+
+fn running(a: &Value) -> u64 {
+    a["tasksRunning"].as_u64().unwrap_or(0)
+}
+
+fn task_ids(a: &Value) -> Vec<(f64, String)> {
+    let mut v: Vec<(f64, String)> = a["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .map(|t| {
+            (
+                t["stagedAt"].as_f64().unwrap_or(0.0),
+                t["id"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deploy_scale_replace_and_kill_youngest() {
+    require_docker();
+    let c = Cluster::start(test_config()).await.unwrap();
+    let (lo, hi) = port_block();
+    let agent = AgentProc::start(
+        &c.addr.to_string(),
+        &format!("cpus:4;mem:2048;ports:[{lo}-{hi}]"),
+        &[],
+    )
+    .unwrap();
+    let s = ServicesProc::start(&c.addr.to_string());
+    eventually(LONG, async || get(&s.addr, "/ping").await)
+        .await
+        .unwrap();
+
+    let (code, body) = s.req("POST", "/v2/apps", Some(workload("/web", 3))).await;
+    assert_eq!(code, 201, "{body}");
+    let a = s.wait_app("/web", |a| running(a) == 3).await;
+    // The workload answers on each mapped host port with its task id.
+    for t in a["tasks"].as_array().unwrap() {
+        let port = t["ports"][0].as_u64().unwrap();
+        let body = eventually(LONG, async || get(&format!("127.0.0.1:{port}"), "/").await)
+            .await
+            .unwrap();
+        assert!(body.contains(t["id"].as_str().unwrap()), "{body}");
+    }
+
+    // Scale to 6 through the CLI, then to 2: the youngest four go.
+    let out = Command::new(BIN)
+        .args(["app", "scale", "/web", "6", "--services", &s.addr])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = s.wait_app("/web", |a| running(a) == 6).await;
+    let by_age = task_ids(&a);
+    let (code, _) = s
+        .req("PUT", "/v2/apps/web", Some(json!({"instances": 2})))
+        .await;
+    assert_eq!(code, 200);
+    let a = s
+        .wait_app("/web", |a| {
+            running(a) == 2 && a["tasks"].as_array().unwrap().len() == 2
+        })
+        .await;
+    let left: Vec<String> = task_ids(&a).into_iter().map(|(_, id)| id).collect();
+    let oldest: Vec<String> = by_age[..2].iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(left, oldest, "scaling down kills the youngest first");
+
+    // A container killed behind Agora's back is replaced.
+    let victim = agent.containers(false)[0].clone();
+    assert!(
+        Command::new("docker")
+            .args(["rm", "-f", &victim])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let replaced = |a: &Value| task_ids(a).iter().any(|(_, id)| !left.contains(id));
+    let a = s.wait_app("/web", |a| running(a) == 2 && replaced(a)).await;
+    assert_eq!(running(&a), 2);
+    assert_eq!(agent.containers(false).len(), 2);
+
+    // Destroy: everything goes.
+    let (code, _) = s.req("DELETE", "/v2/apps/web", None).await;
+    assert_eq!(code, 200);
+    eventually(LONG, async || {
+        agent.containers(false).is_empty().then_some(())
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_definitions_are_refused_and_impossible_apps_wait_with_reasons() {
+    require_docker();
+    let c = Cluster::start(test_config()).await.unwrap();
+    let a1 = AgentProc::start_with(
+        &c.addr.to_string(),
+        "cpus:2;mem:1024",
+        "docker",
+        &["--attributes", "host=one"],
+    )
+    .unwrap();
+    let a2 = AgentProc::start_with(
+        &c.addr.to_string(),
+        "cpus:2;mem:1024",
+        "docker",
+        &["--attributes", "host=two"],
+    )
+    .unwrap();
+    let s = ServicesProc::start(&c.addr.to_string());
+    eventually(LONG, async || get(&s.addr, "/ping").await)
+        .await
+        .unwrap();
+
+    let (code, body) = send("POST", &s.addr, "/v2/apps", Some("{not json")).await;
+    assert_eq!(code, 400, "{body}");
+    for (def, path, needle) in [
+        (json!({"cmd": "x"}), "/id", "required"),
+        (
+            json!({"id": "/neg", "cmd": "x", "instances": -1}),
+            "/instances",
+            "between",
+        ),
+        (
+            json!({"id": "/hc", "cmd": "x", "healthChecks": [{"protocol": "SMOKE_SIGNAL"}]}),
+            "/healthChecks/0/protocol",
+            "SMOKE_SIGNAL",
+        ),
+        (
+            json!({"id": "/op", "cmd": "x", "constraints": [["host", "SOMEWHERE"]]}),
+            "/constraints/0",
+            "SOMEWHERE",
+        ),
+    ] {
+        let (code, body) = s.req("POST", "/v2/apps", Some(def)).await;
+        assert_eq!(code, 422, "{body}");
+        let d = body["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["path"] == path)
+            .unwrap_or_else(|| panic!("{path} in {body}"));
+        assert!(d["errors"].to_string().contains(needle), "{body}");
+    }
+    let (_, apps) = s.req("GET", "/v2/apps", None).await;
+    assert_eq!(
+        apps["apps"].as_array().unwrap().len(),
+        0,
+        "nothing accepted"
+    );
+    assert!(
+        a1.containers(true).is_empty() && a2.containers(true).is_empty(),
+        "nothing launched"
+    );
+
+    // Too big for any agent: accepted, waiting, saying why.
+    let mut big = workload("/big", 1);
+    big["cpus"] = json!(64);
+    let (code, _) = s.req("POST", "/v2/apps", Some(big)).await;
+    assert_eq!(code, 201);
+    let a = s.wait_app("/big", |a| a["waiting"].is_string()).await;
+    assert!(
+        a["waiting"]
+            .as_str()
+            .unwrap()
+            .contains("no offer has enough resources"),
+        "{a}"
+    );
+
+    // host:UNIQUE over two agents with 3 instances: 2 run, 1 waits with the reason.
+    let mut uniq = workload("/uniq", 3);
+    uniq["constraints"] = json!([["host", "UNIQUE"]]);
+    uniq["container"]["portMappings"] = json!([]);
+    uniq["networks"] = json!([{"mode": "host"}]);
+    uniq["container"]["docker"]["image"] = json!("agora-busybox:latest");
+    uniq["cmd"] = json!("sleep 600");
+    let (code, body) = s.req("POST", "/v2/apps", Some(uniq)).await;
+    assert_eq!(code, 201, "{body}");
+    let a = s
+        .wait_app("/uniq", |a| running(a) == 2 && a["waiting"].is_string())
+        .await;
+    let w = a["waiting"].as_str().unwrap();
+    assert!(w.contains("constraint host:UNIQUE: 2 of 3 placed"), "{w}");
+    let out = Command::new(BIN)
+        .args(["app", "list", "--services", &s.addr])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("UNIQUE"),
+        "the CLI shows the reason"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_looping_app_backs_off_and_a_restarted_framework_keeps_its_instances() {
+    require_docker();
+    let c = Cluster::start(test_config()).await.unwrap();
+    let agent = AgentProc::start(&c.addr.to_string(), "cpus:4;mem:2048", &[]).unwrap();
+    let mut s = ServicesProc::start(&c.addr.to_string());
+    eventually(LONG, async || get(&s.addr, "/ping").await)
+        .await
+        .unwrap();
+
+    let crash = json!({"id": "/crash", "cmd": "exit 1", "cpus": 0.1, "mem": 16,
+        "backoffSeconds": 0.2, "backoffFactor": 2, "maxLaunchDelaySeconds": 1.6});
+    s.req("POST", "/v2/apps", Some(crash)).await;
+    let mut delays = vec![];
+    eventually(LONG, async || {
+        let d = s.app("/crash").await["launchDelaySeconds"]
+            .as_f64()
+            .unwrap_or(0.0);
+        if delays.last() != Some(&d) && d > 0.0 {
+            delays.push(d);
+        }
+        (delays.len() >= 4).then_some(())
+    })
+    .await
+    .unwrap();
+    for w in delays.windows(2) {
+        assert!(
+            w[1] == w[0] * 2.0 || w[1] == 1.6,
+            "delays grow by the factor, capped: {delays:?}"
+        );
+    }
+    assert_eq!(
+        delays,
+        vec![0.2, 0.4, 0.8, 1.6],
+        "grows by the factor up to the cap"
+    );
+    // It stays at the cap while the app keeps crashing.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        s.app("/crash").await["launchDelaySeconds"].as_f64(),
+        Some(1.6)
+    );
+    s.req("DELETE", "/v2/apps/crash", None).await;
+
+    // kill -9 the framework: its instances are kept and not duplicated.
+    s.req(
+        "POST",
+        "/v2/apps",
+        Some(json!({"id": "/keep", "cmd": "sleep 600", "instances": 3, "cpus": 0.1, "mem": 16})),
+    )
+    .await;
+    let before = task_ids(&s.wait_app("/keep", |a| running(a) == 3).await);
+    s.kill9();
+    s.spawn();
+    eventually(LONG, async || get(&s.addr, "/ping").await)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let a = s.wait_app("/keep", |a| running(a) == 3).await;
+    assert_eq!(
+        task_ids(&a).into_iter().map(|t| t.1).collect::<Vec<_>>(),
+        before.into_iter().map(|t| t.1).collect::<Vec<_>>()
+    );
+    let (_, info) = s.req("GET", "/v2/info", None).await;
+    assert_eq!(info["connected"], true);
+    eventually(LONG, async || {
+        (agent.containers(false).len() == 3).then_some(())
+    })
+    .await
+    .unwrap();
+}
