@@ -35,6 +35,7 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
             "docker",
         ])
         .args(["--resources", "cpus:2;mem:1024;ports:[31000-31010]"])
+        .args(["--services-listen", &format!("127.0.0.1:{}", free_port())])
         .arg("--data-dir")
         .arg(&data)
         .env("AGORA_LOG", "warn")
@@ -119,7 +120,12 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
     let usage = eventually(Duration::from_secs(20), async || {
         let body = get(&master, "/state").await?;
         let st: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let u = st["frameworks"][0]["tasks"][0]["usage"].clone();
+        let u = st["frameworks"]
+            .as_array()?
+            .iter()
+            .flat_map(|f| f["tasks"].as_array().cloned().unwrap_or_default())
+            .find(|t| t["id"] == "hello")?["usage"]
+            .clone();
         (!u.is_null()).then_some(u)
     })
     .await
