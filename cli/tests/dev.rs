@@ -10,6 +10,40 @@ use common::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// Removes whatever a failed run leaves behind (the dev process, its containers).
+struct Cleanup {
+    pid: u32,
+    scope: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter", &self.scope])
+            .output();
+        let ids: Vec<String> = out
+            .map(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .stdout(Stdio::null())
+                .status();
+        }
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -50,6 +84,10 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
             .unwrap_or(data.join("agent"))
             .display()
     );
+    let _cleanup = Cleanup {
+        pid: dev.id(),
+        scope: scope.clone(),
+    };
 
     eventually(Duration::from_secs(30), async || {
         get(&master, "/health").await
