@@ -145,6 +145,10 @@ struct Pending {
 }
 
 struct TaskRecord {
+    /// Set to false when the task ends: stops its health checker.
+    alive: Arc<std::sync::atomic::AtomicBool>,
+    /// A health checker runs for it.
+    checking: bool,
     info: pb::TaskInfo,
     state: TaskState,
     queue: VecDeque<Pending>,
@@ -165,6 +169,8 @@ struct Agent {
     dirty: bool,
     /// Terminal tasks acknowledged since the last flush: their runtime leftovers are released.
     to_cleanup: Vec<(FrameworkId, TaskId)>,
+    /// Where health checkers report (merged with the runtime's events).
+    health_sink: crate::runtime::EventSink,
     /// Keeps the control channel open: dropping every handle does not stop
     /// the agent (only `Control::Stop` does).
     _control_keepalive: mpsc::UnboundedSender<Control>,
@@ -181,7 +187,20 @@ pub fn spawn(
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     let (id_tx, id_rx) = watch::channel(None);
     let (tasks_tx, tasks_rx) = watch::channel(Vec::new());
+    // One stream of events: the runtime's, and the health checkers'.
+    let (merged_tx, merged_rx) = mpsc::unbounded_channel();
+    let forward = merged_tx.clone();
+    let mut runtime_events = events;
+    tokio::spawn(async move {
+        while let Some(ev) = runtime_events.recv().await {
+            if forward.send(ev).is_err() {
+                return;
+            }
+        }
+    });
+    let events = merged_rx;
     let agent = Agent {
+        health_sink: merged_tx,
         cfg,
         runtime,
         agent_id: None,
@@ -579,6 +598,8 @@ impl Agent {
             self.tasks.insert(
                 (fid, tid),
                 TaskRecord {
+                    alive: Arc::new(std::sync::atomic::AtomicBool::new(!state.is_terminal())),
+                    checking: false,
                     next_retry: (!queue.is_empty()).then_some(now),
                     info,
                     state,
@@ -596,6 +617,23 @@ impl Agent {
                     .reason(crate::runtime::REASON_CONTAINER_GONE)
                     .message("the task's container disappeared while the agent was down"),
             );
+        }
+        // Health checks of tasks still running start again.
+        for ((fid, tid), t) in self.tasks.iter_mut() {
+            if t.state == TaskState::Running
+                && let Some(check) = t.info.health_checks.first().cloned()
+            {
+                t.checking = true;
+                let alive = t.alive.clone();
+                crate::health::spawn_checker(
+                    check,
+                    self.runtime.clone(),
+                    self.health_sink.clone(),
+                    fid.clone(),
+                    tid.clone(),
+                    move || alive.load(std::sync::atomic::Ordering::Relaxed),
+                );
+            }
         }
         self.dirty = true;
         self.persist();
@@ -636,8 +674,26 @@ impl Agent {
                 .unwrap_or(0.0),
             exit_code: ev.exit_code.unwrap_or(0),
             has_exit_code: ev.exit_code.is_some(),
+            healthy: ev.healthy.unwrap_or(false),
+            has_health: ev.healthy.is_some(),
             ..Default::default()
         };
+        if ev.state.is_terminal() {
+            t.alive.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        let first_running = ev.state == TaskState::Running && ev.healthy.is_none() && !t.checking;
+        if first_running && let Some(check) = t.info.health_checks.first().cloned() {
+            t.checking = true;
+            let alive = t.alive.clone();
+            crate::health::spawn_checker(
+                check,
+                self.runtime.clone(),
+                self.health_sink.clone(),
+                ev.framework_id.clone(),
+                ev.task_id.clone(),
+                move || alive.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
         self.dirty = true;
         let was_empty = t.queue.is_empty();
         t.queue.push_back(Pending {
@@ -698,6 +754,8 @@ impl Agent {
                     self.tasks.insert(
                         key,
                         TaskRecord {
+                            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                            checking: false,
                             info: task.clone(),
                             state: TaskState::Staging,
                             queue: VecDeque::new(),

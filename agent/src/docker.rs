@@ -580,6 +580,57 @@ impl ContainerRuntime for DockerRuntime {
         }))
     }
 
+    fn exec_check(
+        &self,
+        fw: &FrameworkId,
+        task: &TaskId,
+        command: String,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<i32, String>> {
+        let c = self.container(&(fw.clone(), task.clone()));
+        Box::pin(async move {
+            let c = c.ok_or("no container")?;
+            let docker = &self.inner.docker;
+            let run = async {
+                let exec = docker
+                    .create_exec(
+                        &c.id,
+                        bollard::exec::CreateExecOptions {
+                            cmd: Some(vec!["/bin/sh".to_string(), "-c".to_string(), command]),
+                            attach_stdout: Some(false),
+                            attach_stderr: Some(false),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                docker
+                    .start_exec(
+                        &exec.id,
+                        Some(bollard::exec::StartExecOptions {
+                            detach: true,
+                            ..Default::default()
+                        }),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                loop {
+                    let i = docker
+                        .inspect_exec(&exec.id)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    if i.running != Some(true) {
+                        return Ok(i.exit_code.unwrap_or(-1) as i32);
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            };
+            tokio::time::timeout(timeout, run)
+                .await
+                .map_err(|_| format!("timed out after {timeout:?}"))?
+        })
+    }
+
     fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {
         Box::pin(async move {
             let live: Vec<(Key, String)> = self

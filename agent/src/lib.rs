@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod docker;
+pub mod health;
 pub mod hollow;
 pub mod http;
 pub mod process;

@@ -21,6 +21,8 @@ pub struct RuntimeEvent {
     pub message: String,
     pub reason: String,
     pub exit_code: Option<i32>,
+    /// A health check result (RUNNING updates only).
+    pub healthy: Option<bool>,
 }
 
 impl RuntimeEvent {
@@ -32,7 +34,13 @@ impl RuntimeEvent {
             message: String::new(),
             reason: String::new(),
             exit_code: None,
+            healthy: None,
         }
+    }
+
+    pub fn healthy(mut self, h: bool) -> Self {
+        self.healthy = Some(h);
+        self
     }
 
     pub fn message(mut self, m: impl Into<String>) -> Self {
@@ -114,6 +122,32 @@ pub trait ContainerRuntime: Send + Sync + 'static {
             self.name()
         );
         Box::pin(futures::stream::once(async move { Err(msg) }))
+    }
+
+    /// Runs a health-check command inside the task (exit status 0 = healthy).
+    /// By default, on the agent's host with `sh -c`.
+    fn exec_check(
+        &self,
+        _framework_id: &FrameworkId,
+        _task_id: &TaskId,
+        command: String,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<i32, String>> {
+        Box::pin(async move {
+            let child = tokio::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&command)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .kill_on_drop(true)
+                .status();
+            match tokio::time::timeout(timeout, child).await {
+                Ok(Ok(s)) => Ok(s.code().unwrap_or(-1)),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("timed out after {timeout:?}")),
+            }
+        })
     }
 
     /// CPU time and memory of live tasks.

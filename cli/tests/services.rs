@@ -406,3 +406,137 @@ async fn a_crash_looping_app_backs_off_and_a_restarted_framework_keeps_its_insta
     .await
     .unwrap();
 }
+
+fn healthy_workload(id: &str, instances: u32) -> Value {
+    let mut w = workload(id, instances);
+    w["healthChecks"] = json!([{"protocol": "MESOS_HTTP", "path": "/health", "portIndex": 0,
+        "gracePeriodSeconds": 10, "intervalSeconds": 0.5, "timeoutSeconds": 1, "maxConsecutiveFailures": 2}]);
+    w
+}
+
+fn healthy(a: &Value) -> u64 {
+    a["tasksHealthy"].as_u64().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_run_on_the_agent_and_unhealthy_instances_are_replaced() {
+    require_docker();
+    let c = Cluster::start(test_config()).await.unwrap();
+    let (lo, hi) = port_block();
+    let _agent = AgentProc::start(
+        &c.addr.to_string(),
+        &format!("cpus:4;mem:2048;ports:[{lo}-{hi}]"),
+        &[],
+    )
+    .unwrap();
+    let s = ServicesProc::start(&c.addr.to_string());
+    eventually(LONG, async || get(&s.addr, "/ping").await)
+        .await
+        .unwrap();
+    let (code, body) = s
+        .req("POST", "/v2/apps", Some(healthy_workload("/hc", 3)))
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let a = s.wait_app("/hc", |a| healthy(a) == 3).await;
+
+    // Switch one instance to unhealthy: after 2 failed checks it is killed and replaced.
+    let t = &a["tasks"][0];
+    let (victim, port) = (
+        t["id"].as_str().unwrap().to_string(),
+        t["ports"][0].as_u64().unwrap(),
+    );
+    get(&format!("127.0.0.1:{port}"), "/health?set=unhealthy").await;
+    let a = s
+        .wait_app("/hc", |a| {
+            healthy(a) == 3
+                && !a["tasks"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|t| t["id"] == victim.as_str())
+        })
+        .await;
+    assert_eq!(running(&a), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_update_keeps_capacity_and_survives_a_framework_kill9() {
+    require_docker();
+    let c = Cluster::start(test_config()).await.unwrap();
+    let (lo, hi) = port_block();
+    let _agent = AgentProc::start(
+        &c.addr.to_string(),
+        &format!("cpus:4;mem:2048;ports:[{lo}-{hi}]"),
+        &[],
+    )
+    .unwrap();
+    let mut s = ServicesProc::start(&c.addr.to_string());
+    eventually(LONG, async || get(&s.addr, "/ping").await)
+        .await
+        .unwrap();
+    let mut def = healthy_workload("/roll", 4);
+    def["upgradeStrategy"] = json!({"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0});
+    s.req("POST", "/v2/apps", Some(def.clone())).await;
+    let v1 = s.wait_app("/roll", |a| healthy(a) == 4).await["version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // Change an env var: a rolling deployment.
+    def["env"] = json!({"RELEASE": "2"});
+    let (code, body) = s.req("PUT", "/v2/apps/roll", Some(def)).await;
+    assert_eq!(code, 200, "{body}");
+    let (_, deps) = s.req("GET", "/v2/deployments", None).await;
+    assert_eq!(deps.as_array().unwrap().len(), 1, "{deps}");
+    let mut killed_framework = false;
+    let mut seen_ids = std::collections::HashSet::new();
+    let done = eventually(Duration::from_secs(90), async || {
+        let a = s.app("/roll").await;
+        if a.is_null() {
+            return None; // restarting
+        }
+        let tasks = a["tasks"].as_array().cloned().unwrap_or_default();
+        let live = tasks.iter().filter(|t| t["state"] != "TASK_KILLED").count();
+        assert!(
+            live <= 4,
+            "never more than instances (maximumOverCapacity 0): {live}"
+        );
+        assert!(
+            healthy(&a) >= 2,
+            "at least half healthy throughout: {}",
+            healthy(&a)
+        );
+        for t in &tasks {
+            seen_ids.insert(t["id"].as_str().unwrap_or("").to_string());
+        }
+        let new = tasks.iter().filter(|t| t["version"] != v1.as_str()).count();
+        if new >= 1 && !killed_framework {
+            // kill -9 the framework in the middle of the deployment.
+            killed_framework = true;
+            s.kill9();
+            s.spawn();
+            return None;
+        }
+        let finished = a["deployments"].as_array().is_some_and(|d| d.is_empty())
+            && new == 4
+            && healthy(&a) == 4;
+        finished.then_some(a)
+    })
+    .await
+    .unwrap();
+    assert!(killed_framework);
+    let tasks = done["tasks"].as_array().unwrap();
+    assert_eq!(tasks.len(), 4, "exact count: {tasks:?}");
+    assert!(
+        tasks.iter().all(|t| t["version"] != v1.as_str()),
+        "all on the new version"
+    );
+    let ids: std::collections::HashSet<&str> =
+        tasks.iter().map(|t| t["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 4, "no duplicate task ids");
+    assert!(
+        seen_ids.len() >= 8,
+        "4 old and 4 new instances were seen: {}",
+        seen_ids.len()
+    );
+}

@@ -83,6 +83,7 @@ fn task_json(i: &Instance) -> Value {
         "stagedAt": i.staged_at,
         "startedAt": i.running_since,
         "message": i.message,
+        "killing": i.killing,
     })
 }
 

@@ -11,7 +11,7 @@
 //! back) are killed so the count converges to `instances`. A change of
 //! anything but `instances` starts a rolling deployment (see [`Deployment`]).
 
-use crate::app::{App, Constraint, KillSelection, NetworkMode, Operator};
+use crate::app::{App, Constraint, HealthProtocol, KillSelection, NetworkMode, Operator};
 use agora_core::{Resources, TaskState};
 use agora_proto::pb;
 use agora_sdk::{Offer, TaskStatus};
@@ -244,10 +244,16 @@ impl Services {
             .live(&st.app.id)
             .filter(|i| i.version != st.app.version)
             .count();
+        // Instances being killed still run until their end is reported:
+        // they count against the over-capacity budget.
+        let stopping = self
+            .instances_of(&st.app.id)
+            .filter(|i| i.killing && !i.state.is_terminal())
+            .count();
         let max_total = n + (us.maximum_over_capacity * n as f64).floor() as usize;
         let min_healthy = (us.minimum_health_capacity * n as f64).ceil() as usize;
         // New instances we may have: within the over-capacity budget.
-        let new_target = n.min(new_live + max_total.saturating_sub(new_live + old_live));
+        let new_target = n.min(new_live + max_total.saturating_sub(new_live + old_live + stopping));
         // Old instances we must keep so healthy capacity stays >= minimum.
         let old_keep = min_healthy.saturating_sub(new_ready).min(old_live);
         (new_target.max(new_live.min(n)), old_keep)
@@ -757,6 +763,24 @@ fn fit(
         container,
         labels,
         kill_grace_seconds: 0.0,
+        health_checks: app
+            .health_checks
+            .iter()
+            .map(|h| pb::HealthCheck {
+                protocol: match h.protocol {
+                    HealthProtocol::MesosHttp => pb::health_check::Protocol::Http,
+                    HealthProtocol::MesosTcp => pb::health_check::Protocol::Tcp,
+                    HealthProtocol::Command => pb::health_check::Protocol::Command,
+                } as i32,
+                path: h.path.clone(),
+                port: ports.get(h.port_index as usize).copied().unwrap_or(0),
+                command: h.command.clone(),
+                grace_period_seconds: h.grace_period_seconds,
+                interval_seconds: h.interval_seconds,
+                timeout_seconds: h.timeout_seconds,
+                max_consecutive_failures: h.max_consecutive_failures,
+            })
+            .collect(),
     };
     Some((task, need, ports))
 }
@@ -1004,31 +1028,41 @@ mod tests {
         a.env.insert("V".into(), "2".into());
         let d = s.put_app(a, false).expect("a deployment");
         assert_eq!(d.previous.env.get("V"), None);
-        // Never more than 4 live, never fewer than 2 running.
-        for round in 0..10 {
-            let acts = s.converge();
-            for a in &acts {
+        // Kills are acknowledged (the task ends) as they are asked for.
+        fn settle(s: &mut Services, mut acts: Vec<Action>) {
+            while let Some(a) = acts.pop() {
                 if let Action::Kill { task_id, .. } = a {
-                    s.update(&status(task_id, TaskState::Killed));
+                    acts.extend(s.update(&status(&task_id, TaskState::Killed)));
                 }
             }
-            let live = s.live("/roll").count();
+        }
+        // Never more than 4 instances in existence, never fewer than 2 running.
+        for round in 0..20 {
+            let acts = s.converge();
+            settle(&mut s, acts);
+            let existing = s.instances_of("/roll").count();
             let running = s
                 .live("/roll")
                 .filter(|i| i.state == TaskState::Running)
                 .count();
-            assert!(live <= 4, "round {round}: {live} live");
+            assert!(existing <= 4, "round {round}: {existing} instances");
             assert!(running >= 2, "round {round}: {running} running");
-            launched(&s.offers(vec![offer(&format!("r{round}"), "h1", "cpus:8;mem:4096")]));
-            let running = s
-                .live("/roll")
-                .filter(|i| i.state == TaskState::Running)
-                .count();
+            let acts = s.offers(vec![offer(&format!("r{round}"), "h1", "cpus:8;mem:4096")]);
             assert!(
-                running >= 2,
-                "round {round}: {running} running after launches"
+                s.instances_of("/roll").count() <= 4,
+                "round {round}: over capacity after launches"
             );
-            run_all(&mut s);
+            settle(&mut s, acts);
+            let ids: Vec<String> = s
+                .instances
+                .values()
+                .filter(|i| i.state != TaskState::Running)
+                .map(|i| i.task_id.clone())
+                .collect();
+            for id in ids {
+                let acts = s.update(&status(&id, TaskState::Running));
+                settle(&mut s, acts);
+            }
             if s.apps["/roll"].deployment.is_none() {
                 break;
             }

@@ -1,0 +1,140 @@
+//! Health checks run by the agent (Mesos semantics: checks next to the task,
+//! not in the framework, so an overloaded scheduler cannot cause false
+//! kills). HTTP: a GET answered 2xx/3xx; TCP: a connection accepted;
+//! COMMAND: exit status 0 inside the task's container.
+//!
+//! Results are reported only when health changes: healthy after the first
+//! success, unhealthy once `max_consecutive_failures` checks in a row fail
+//! after the grace period (failures during the grace period do not count
+//! until a check has passed).
+
+use crate::runtime::{ContainerRuntime, EventSink, RuntimeEvent};
+use agora_core::{FrameworkId, TaskId, TaskState};
+use agora_proto::pb;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Probes once; `Ok(())` is healthy, `Err` says what failed.
+pub async fn probe(
+    check: &pb::HealthCheck,
+    runtime: &dyn ContainerRuntime,
+    fw: &FrameworkId,
+    task: &TaskId,
+) -> Result<(), String> {
+    let timeout = Duration::from_secs_f64(check.timeout_seconds.clamp(0.05, 3600.0));
+    let addr = format!("127.0.0.1:{}", check.port);
+    match pb::health_check::Protocol::try_from(check.protocol)
+        .unwrap_or(pb::health_check::Protocol::Http)
+    {
+        pb::health_check::Protocol::Tcp => {
+            match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(format!("TCP {addr}: {e}")),
+                Err(_) => Err(format!("TCP {addr}: timed out")),
+            }
+        }
+        pb::health_check::Protocol::Http => {
+            let path = if check.path.is_empty() {
+                "/"
+            } else {
+                check.path.as_str()
+            };
+            let get = async {
+                let mut s = tokio::net::TcpStream::connect(&addr)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                s.write_all(
+                    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+                let mut head = [0u8; 64];
+                let n = s.read(&mut head).await.map_err(|e| e.to_string())?;
+                let line = String::from_utf8_lossy(&head[..n]).to_string();
+                let code: u16 = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .ok_or("not an HTTP answer")?;
+                if (200..400).contains(&code) {
+                    Ok(())
+                } else {
+                    Err(format!("answered {code}"))
+                }
+            };
+            match tokio::time::timeout(timeout, get).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(format!("HTTP GET {addr}{path}: {e}")),
+                Err(_) => Err(format!("HTTP GET {addr}{path}: timed out")),
+            }
+        }
+        pb::health_check::Protocol::Command => match runtime
+            .exec_check(fw, task, check.command.clone(), timeout)
+            .await
+        {
+            Ok(0) => Ok(()),
+            Ok(code) => Err(format!("command exited with {code}")),
+            Err(e) => Err(format!("command: {e}")),
+        },
+    }
+}
+
+/// Runs the task's first health check until `live` says the task is gone.
+pub fn spawn_checker(
+    check: pb::HealthCheck,
+    runtime: Arc<dyn ContainerRuntime>,
+    sink: EventSink,
+    fw: FrameworkId,
+    task: TaskId,
+    live: impl Fn() -> bool + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let grace = Duration::from_secs_f64(check.grace_period_seconds.clamp(0.0, 86_400.0));
+        let interval = Duration::from_secs_f64(check.interval_seconds.clamp(0.05, 86_400.0));
+        let max = check.max_consecutive_failures.max(1);
+        let started = tokio::time::Instant::now();
+        let mut healthy: Option<bool> = None;
+        let mut failures = 0u32;
+        loop {
+            if !live() {
+                return;
+            }
+            let result = probe(&check, runtime.as_ref(), &fw, &task).await;
+            if !live() {
+                return;
+            }
+            match result {
+                Ok(()) => {
+                    failures = 0;
+                    if healthy != Some(true) {
+                        healthy = Some(true);
+                        let _ = sink.send(
+                            RuntimeEvent::new(&fw, &task, TaskState::Running)
+                                .healthy(true)
+                                .message("health check passed"),
+                        );
+                    }
+                }
+                Err(why) => {
+                    let in_grace = started.elapsed() < grace && healthy.is_none();
+                    if !in_grace {
+                        failures += 1;
+                    }
+                    if failures >= max && healthy != Some(false) {
+                        healthy = Some(false);
+                        let _ = sink.send(
+                            RuntimeEvent::new(&fw, &task, TaskState::Running)
+                                .healthy(false)
+                                .message(format!(
+                                    "{failures} consecutive health check failures; last: {why}"
+                                )),
+                        );
+                    }
+                }
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+}
