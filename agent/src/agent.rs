@@ -676,7 +676,6 @@ impl Agent {
             has_exit_code: ev.exit_code.is_some(),
             healthy: ev.healthy.unwrap_or(false),
             has_health: ev.healthy.is_some(),
-            ..Default::default()
         };
         if ev.state.is_terminal() {
             t.alive.store(false, std::sync::atomic::Ordering::Relaxed);
