@@ -24,7 +24,7 @@ Daemons:      agora master | agora agent\n\
 Operate:      agora agent list | agora framework list | agora task list|show|kill|logs\n\
 Services:     agora app deploy -f app.json --wait | app list|show|scale|restart|destroy | deployment list|rollback\n\
               (--master or AGORA_MASTER; -o json for scripts; exit 4 = not found)\n\
-Benchmarks:   agora bench allocator | scale | launch"
+Benchmarks:   agora bench allocator | scale | launch | deploy"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -182,6 +182,8 @@ enum BenchCommand {
     Scale(bench::scale::ScaleArgs),
     /// ACCEPT → RUNNING per container vs the engine's own create + start.
     Launch(bench::launch::LaunchArgs),
+    /// N healthy instances through the services framework vs Docker Swarm mode.
+    Deploy(bench::deploy::DeployArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -249,6 +251,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(BenchCommand::Allocator(a)) => bench::allocator::run(a),
             Command::Bench(BenchCommand::Scale(a)) => bench::scale::run(a).await,
             Command::Bench(BenchCommand::Launch(a)) => bench::launch::run(a).await,
+            Command::Bench(BenchCommand::Deploy(a)) => bench::deploy::run(a).await,
         }
     });
     match result {

@@ -2,6 +2,7 @@
 //! human summary and, with `--json`, one JSON object as its last line.
 
 pub mod allocator;
+pub mod deploy;
 pub mod launch;
 pub mod scale;
 
