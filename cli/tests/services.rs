@@ -439,7 +439,29 @@ async fn health_checks_run_on_the_agent_and_unhealthy_instances_are_replaced() {
     assert_eq!(code, 201, "{body}");
     let a = s.wait_app("/hc", |a| healthy(a) == 3).await;
 
-    // Switch one instance to unhealthy: after 2 failed checks it is killed and replaced.
+    // Follow the event stream while one instance is switched to unhealthy:
+    // after 2 failed checks it is killed and replaced.
+    let events = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut sock = tokio::net::TcpStream::connect(&s.addr).await.unwrap();
+        sock.write_all(b"GET /v2/events HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        tokio::spawn(async move {
+            let mut seen = String::new();
+            let mut buf = [0u8; 4096];
+            while !(seen.contains("health_status_changed_event")
+                && seen.contains("\"alive\":false"))
+            {
+                match sock.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.push_str(&String::from_utf8_lossy(&buf[..n])),
+                }
+            }
+            seen
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let t = &a["tasks"][0];
     let (victim, port) = (
         t["id"].as_str().unwrap().to_string(),
@@ -457,6 +479,20 @@ async fn health_checks_run_on_the_agent_and_unhealthy_instances_are_replaced() {
         })
         .await;
     assert_eq!(running(&a), 3);
+    let seen = tokio::time::timeout(LONG, events)
+        .await
+        .expect("event stream")
+        .unwrap();
+    assert!(seen.contains("text/event-stream"), "{seen}");
+    assert!(
+        seen.contains("event: status_update_event")
+            || seen.contains("event: health_status_changed_event"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("\"alive\":false") && seen.contains(&victim),
+        "{seen}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

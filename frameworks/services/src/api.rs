@@ -40,6 +40,7 @@ pub fn router(state: ApiState) -> Router {
             "/v2/deployments/{id}",
             axum::routing::delete(cancel_deployment),
         )
+        .route("/v2/events", get(events))
         .route("/openapi.json", get(openapi))
         .with_state(state)
 }
@@ -370,6 +371,29 @@ async fn cancel_deployment(
     }
 }
 
+/// Server-sent events: one `event: <eventType>` with a JSON `data` line each.
+async fn events(State(s): State<ApiState>) -> Response {
+    use axum::response::sse::{Event, KeepAlive, Sse};
+    let rx = s.handle.events();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(v) => {
+                    let kind = v["eventType"].as_str().unwrap_or("event").to_string();
+                    let ev = Event::default().event(kind).data(v.to_string());
+                    return Some((Ok::<_, std::convert::Infallible>(ev), rx));
+                }
+                // A slow reader missed some: keep going with the newest.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
 async fn openapi(_headers: HeaderMap) -> Response {
     let op =
         |summary: &str| json!({"summary": summary, "responses": {"200": {"description": "OK"}}});
@@ -388,6 +412,8 @@ async fn openapi(_headers: HeaderMap) -> Response {
             "/v2/deployments": {"get": op("Deployments in progress")},
             "/v2/deployments/{deploymentId}": {"delete": op("Roll back (or with ?force=true, stop) a deployment")},
             "/v2/info": {"get": op("Framework information")},
+            "/v2/events": {"get": {"summary": "Server-sent events: status updates, health changes, deployment steps",
+                "responses": {"200": {"description": "text/event-stream"}}}},
             "/ping": {"get": op("Liveness")},
         }
     }))

@@ -114,9 +114,16 @@ impl Scheduler for Bridge {
 #[derive(Clone)]
 pub struct Handle {
     tx: mpsc::Sender<Msg>,
+    events: tokio::sync::broadcast::Sender<serde_json::Value>,
 }
 
 impl Handle {
+    /// Marathon-style events (status updates, health changes, deployment
+    /// steps, app changes) as they happen.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
+        self.events.subscribe()
+    }
+
     pub async fn request(&self, r: Request) -> Result<(), ApiError> {
         self.tx
             .send(Msg::Api(r))
@@ -152,14 +159,16 @@ pub fn start(
             tracing::error!(error = %e, "the services framework's driver stopped");
         }
     });
+    let (events, _) = tokio::sync::broadcast::channel(4096);
     let actor = Actor {
         services,
         store,
         client: None,
         framework_id: snap.framework_id,
+        events: events.clone(),
     };
     let join = tokio::spawn(actor.run(rx, stop));
-    Ok((Handle { tx }, join))
+    Ok((Handle { tx, events }, join))
 }
 
 struct Actor {
@@ -167,6 +176,26 @@ struct Actor {
     store: Store,
     client: Option<Client>,
     framework_id: Option<String>,
+    events: tokio::sync::broadcast::Sender<serde_json::Value>,
+}
+
+fn now_s() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// (deployment id, steps done) per app, to see what a message changed.
+fn deployments_of(s: &Services) -> std::collections::BTreeMap<String, (String, Vec<String>)> {
+    s.apps
+        .values()
+        .filter_map(|a| {
+            a.deployment
+                .as_ref()
+                .map(|d| (a.app.id.clone(), (d.id.clone(), d.steps.clone())))
+        })
+        .collect()
 }
 
 impl Actor {
@@ -177,6 +206,7 @@ impl Actor {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
+            let before = deployments_of(&self.services);
             let actions = tokio::select! {
                 m = rx.recv() => match m {
                     Some(m) => self.handle(m).await,
@@ -188,7 +218,43 @@ impl Actor {
                     Vec::new()
                 }
             };
+            self.emit_deployment_events(before);
             self.perform(actions).await;
+        }
+    }
+
+    fn emit(&self, v: serde_json::Value) {
+        let _ = self.events.send(v);
+    }
+
+    fn emit_deployment_events(
+        &self,
+        before: std::collections::BTreeMap<String, (String, Vec<String>)>,
+    ) {
+        let after = deployments_of(&self.services);
+        for (app, (id, steps)) in &after {
+            let done = before
+                .get(app)
+                .filter(|(b, _)| b == id)
+                .map(|(_, s)| s.len())
+                .unwrap_or(0);
+            if done == 0 {
+                self.emit(serde_json::json!({"eventType": "deployment_info", "id": id, "appId": app, "timestamp": now_s()}));
+            }
+            for step in steps.iter().skip(done) {
+                self.emit(serde_json::json!({"eventType": "deployment_step_success", "id": id, "appId": app, "step": step, "timestamp": now_s()}));
+            }
+        }
+        for (app, (id, _)) in before {
+            if after.get(&app).is_none_or(|(a, _)| a != &id) {
+                let ok = self.services.apps.contains_key(&app);
+                let kind = if ok {
+                    "deployment_success"
+                } else {
+                    "deployment_failed"
+                };
+                self.emit(serde_json::json!({"eventType": kind, "id": id, "appId": app, "timestamp": now_s()}));
+            }
         }
     }
 
@@ -239,6 +305,26 @@ impl Actor {
             }
             Msg::Rescinded => Vec::new(),
             Msg::Update(status, done) => {
+                let inst = self
+                    .services
+                    .instances
+                    .get(status.task_id.as_str())
+                    .cloned();
+                if let Some(i) = &inst {
+                    self.emit(serde_json::json!({
+                        "eventType": "status_update_event", "taskId": status.task_id.0, "appId": i.app_id,
+                        "agentId": status.agent_id.0, "host": i.host, "ports": i.ports, "version": i.version,
+                        "taskStatus": status.state.as_str(), "message": status.message, "timestamp": now_s(),
+                    }));
+                    if let Some(h) = status.healthy
+                        && i.healthy != Some(h)
+                    {
+                        self.emit(serde_json::json!({
+                            "eventType": "health_status_changed_event", "appId": i.app_id, "taskId": status.task_id.0,
+                            "alive": h, "message": status.message, "timestamp": now_s(),
+                        }));
+                    }
+                }
                 let acts = self.services.update(&status);
                 let _ = self.persist();
                 let _ = done.send(());
@@ -270,7 +356,9 @@ impl Actor {
                     let _ = reply.send(Err(ApiError::Exists(app.id)));
                     return Vec::new();
                 }
+                let id = app.id.clone();
                 let d = self.services.put_app(*app, force_restart);
+                self.emit(serde_json::json!({"eventType": "api_post_event", "appId": id, "timestamp": now_s()}));
                 let r = self.persist().map(|_| d);
                 let _ = reply.send(r);
                 self.services.converge()
@@ -295,6 +383,7 @@ impl Actor {
                     return Vec::new();
                 }
                 let acts = self.services.delete_app(&id);
+                self.emit(serde_json::json!({"eventType": "app_terminated_event", "appId": id, "timestamp": now_s()}));
                 let _ = reply.send(self.persist());
                 acts
             }
