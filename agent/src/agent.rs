@@ -676,11 +676,27 @@ impl Agent {
             has_exit_code: ev.exit_code.is_some(),
             healthy: ev.healthy.unwrap_or(false),
             has_health: ev.healthy.is_some(),
+            ready: ev.ready.unwrap_or(false),
+            has_ready: ev.ready.is_some(),
         };
         if ev.state.is_terminal() {
             t.alive.store(false, std::sync::atomic::Ordering::Relaxed);
         }
-        let first_running = ev.state == TaskState::Running && ev.healthy.is_none() && !t.checking;
+        let first_running = ev.state == TaskState::Running
+            && ev.healthy.is_none()
+            && ev.ready.is_none()
+            && !t.checking;
+        if first_running && let Some(check) = t.info.readiness_checks.first().cloned() {
+            let alive = t.alive.clone();
+            crate::health::spawn_readiness(
+                check,
+                self.runtime.clone(),
+                self.health_sink.clone(),
+                ev.framework_id.clone(),
+                ev.task_id.clone(),
+                move || alive.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
         if first_running && let Some(check) = t.info.health_checks.first().cloned() {
             t.checking = true;
             let alive = t.alive.clone();

@@ -138,3 +138,31 @@ pub fn spawn_checker(
         }
     });
 }
+
+/// Probes the task's readiness check until it first passes, reports that
+/// once, and stops.
+pub fn spawn_readiness(
+    check: pb::HealthCheck,
+    runtime: Arc<dyn ContainerRuntime>,
+    sink: EventSink,
+    fw: FrameworkId,
+    task: TaskId,
+    live: impl Fn() -> bool + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let interval = Duration::from_secs_f64(check.interval_seconds.clamp(0.05, 86_400.0));
+        while live() {
+            if probe(&check, runtime.as_ref(), &fw, &task).await.is_ok() {
+                if live() {
+                    let _ = sink.send(
+                        RuntimeEvent::new(&fw, &task, TaskState::Running)
+                            .ready()
+                            .message("readiness check passed"),
+                    );
+                }
+                return;
+            }
+            tokio::time::sleep(interval).await;
+        }
+    });
+}

@@ -23,6 +23,8 @@ pub struct RuntimeEvent {
     pub exit_code: Option<i32>,
     /// A health check result (RUNNING updates only).
     pub healthy: Option<bool>,
+    /// A readiness check passed (RUNNING updates only).
+    pub ready: Option<bool>,
 }
 
 impl RuntimeEvent {
@@ -35,7 +37,13 @@ impl RuntimeEvent {
             reason: String::new(),
             exit_code: None,
             healthy: None,
+            ready: None,
         }
+    }
+
+    pub fn ready(mut self) -> Self {
+        self.ready = Some(true);
+        self
     }
 
     pub fn healthy(mut self, h: bool) -> Self {

@@ -576,3 +576,63 @@ async fn a_rolling_update_keeps_capacity_and_survives_a_framework_kill9() {
         seen_ids.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_gates_a_deployment_and_rollback_restores_the_previous_version() {
+    require_docker();
+    let c = Cluster::start(test_config()).await.unwrap();
+    let (lo, hi) = port_block();
+    let _agent = AgentProc::start(
+        &c.addr.to_string(),
+        &format!("cpus:4;mem:2048;ports:[{lo}-{hi}]"),
+        &[],
+    )
+    .unwrap();
+    let s = ServicesProc::start(&c.addr.to_string());
+    eventually(LONG, async || get(&s.addr, "/ping").await)
+        .await
+        .unwrap();
+    let mut def = workload("/ready", 2);
+    def["readinessChecks"] = json!([{"name": "ready", "protocol": "HTTP", "path": "/", "portName": "http", "intervalSeconds": 0.2}]);
+    def["upgradeStrategy"] = json!({"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0});
+    s.req("POST", "/v2/apps", Some(def.clone())).await;
+    let v1_tasks = task_ids(&s.wait_app("/ready", |a| running(a) == 2).await);
+
+    // Version 2's readiness check never passes (404): the deployment stalls
+    // with one old instance kept (minimumHealthCapacity 0.5).
+    let mut v2 = def.clone();
+    v2["env"] = json!({"RELEASE": "2"});
+    v2["readinessChecks"][0]["path"] = json!("/not-ready");
+    let (code, body) = s.req("PUT", "/v2/apps/ready", Some(v2)).await;
+    assert_eq!(code, 200, "{body}");
+    let dep = body["deploymentId"].as_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (_, deps) = s.req("GET", "/v2/deployments", None).await;
+    assert_eq!(deps[0]["id"], dep.as_str(), "still deploying: {deps}");
+    let a = s.app("/ready").await;
+    let old_left = task_ids(&a)
+        .iter()
+        .filter(|(_, id)| v1_tasks.iter().any(|(_, o)| o == id))
+        .count();
+    assert_eq!(old_left, 1, "one old instance keeps serving: {a}");
+
+    // Roll back: the previous definition comes back and the deployment ends.
+    let out = Command::new(BIN)
+        .args(["deployment", "rollback", &dep, "--services", &s.addr])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let a = s
+        .wait_app("/ready", |a| {
+            running(a) == 2
+                && a["deployments"].as_array().is_some_and(|d| d.is_empty())
+                && a["tasks"].as_array().is_some_and(|t| t.len() == 2)
+        })
+        .await;
+    assert!(a["env"].get("RELEASE").is_none(), "rolled back: {a}");
+    assert_eq!(a["readinessChecks"][0]["path"], "/");
+}

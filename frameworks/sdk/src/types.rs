@@ -46,6 +46,8 @@ pub struct TaskStatus {
     pub reason: String,
     pub exit_code: Option<i32>,
     pub healthy: Option<bool>,
+    /// Set when a readiness check passed.
+    pub ready: Option<bool>,
     /// Non-empty when the update must be acknowledged.
     pub uuid: Vec<u8>,
 }
@@ -61,6 +63,7 @@ impl TryFrom<pb::TaskStatus> for TaskStatus {
             reason: s.reason,
             exit_code: s.has_exit_code.then_some(s.exit_code),
             healthy: s.has_health.then_some(s.healthy),
+            ready: s.has_ready.then_some(s.ready),
             uuid: s.uuid,
         })
     }

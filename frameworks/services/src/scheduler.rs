@@ -55,6 +55,9 @@ pub struct Instance {
     pub ports: Vec<u32>,
     pub state: TaskState,
     pub healthy: Option<bool>,
+    /// Its readiness check passed (apps with readiness checks only).
+    #[serde(default)]
+    pub ready: Option<bool>,
     /// Launch order, for killSelection.
     pub seq: u64,
     /// Seconds since the Unix epoch.
@@ -305,6 +308,7 @@ impl Services {
                         ports,
                         state: TaskState::Staging,
                         healthy: None,
+                        ready: None,
                         seq: self.seq,
                         staged_at: now,
                         running_since: None,
@@ -498,6 +502,9 @@ impl Services {
         if let Some(h) = s.healthy {
             inst.healthy = Some(h);
         }
+        if s.ready == Some(true) {
+            inst.ready = Some(true);
+        }
         if s.state == TaskState::Running && !was_running {
             inst.running_since = Some(now);
         }
@@ -567,9 +574,12 @@ fn version_string(now: f64, seq: u64) -> String {
     format!("{:.0}-{seq}", now * 1000.0)
 }
 
-/// Ready for a deployment step: running, and healthy when checked.
+/// Ready for a deployment step: running, healthy when health-checked, and
+/// past its readiness check when it has one.
 fn ready(i: &Instance, app: &App) -> bool {
-    i.state == TaskState::Running && (app.health_checks.is_empty() || i.healthy == Some(true))
+    i.state == TaskState::Running
+        && (app.health_checks.is_empty() || i.healthy == Some(true))
+        && (app.readiness_checks.is_empty() || i.ready == Some(true))
 }
 
 fn field_value<'a>(field: &str, offer: &'a Offer) -> Option<&'a str> {
@@ -781,6 +791,24 @@ fn fit(
                 max_consecutive_failures: h.max_consecutive_failures,
             })
             .collect(),
+        readiness_checks: app
+            .readiness_checks
+            .iter()
+            .map(|r| pb::HealthCheck {
+                protocol: pb::health_check::Protocol::Http as i32,
+                path: r.path.clone(),
+                port: names
+                    .iter()
+                    .position(|n| *n == r.port_name)
+                    .and_then(|i| ports.get(i).copied())
+                    .unwrap_or(0),
+                command: String::new(),
+                grace_period_seconds: 0.0,
+                interval_seconds: r.interval_seconds,
+                timeout_seconds: r.timeout_seconds,
+                max_consecutive_failures: 1,
+            })
+            .collect(),
     };
     Some((task, need, ports))
 }
@@ -842,6 +870,7 @@ mod tests {
             reason: String::new(),
             exit_code: None,
             healthy: None,
+            ready: None,
             uuid: vec![],
         }
     }
