@@ -516,7 +516,10 @@ impl Services {
             self.instances.remove(s.task_id.as_str());
         } else if s.state.is_terminal() {
             self.instances.remove(s.task_id.as_str());
-            let failed = !killing && matches!(s.state, TaskState::Failed | TaskState::Error);
+            // A launch refused because its offer went away is not a crash.
+            let failed = !killing
+                && (s.state == TaskState::Failed
+                    || (s.state == TaskState::Error && s.reason != "REASON_INVALID_OFFERS"));
             if let Some(st) = self.apps.get_mut(&app_id)
                 && failed
             {
