@@ -82,6 +82,7 @@ struct FileConfig {
 }
 
 /// Fully resolved settings.
+#[derive(Debug)]
 pub struct Resolved {
     pub listen: String,
     pub data_dir: Option<PathBuf>,
@@ -237,4 +238,57 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_the_config_file_which_beats_defaults() {
+        let dir = std::env::temp_dir().join(format!("agora-cfg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("master.toml");
+        std::fs::write(&file, "listen = \"0.0.0.0:6050\"\nagent_timeout = \"7s\"\noffer_timeout = \"0\"\nin_memory = true\n").unwrap();
+        let args = MasterArgs {
+            config: Some(file.clone()),
+            agent_timeout: Some(Duration::from_secs(9)),
+            ..Default::default()
+        };
+        let r = args.resolve().unwrap();
+        assert_eq!(r.listen, "0.0.0.0:6050");
+        assert_eq!(
+            r.config.agent_timeout,
+            Duration::from_secs(9),
+            "the flag wins"
+        );
+        assert_eq!(r.config.offer_timeout, None, "0 disables the offer timeout");
+        assert_eq!(
+            r.config.allocation_interval,
+            Duration::from_secs(1),
+            "default"
+        );
+        assert!(r.data_dir.is_none());
+
+        std::fs::write(&file, "agent_timeot = \"7s\"\n").unwrap();
+        let err = MasterArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("agent_timeot"), "{err:#}");
+        std::fs::write(&file, "agent_heartbeat = \"20s\"\n").unwrap();
+        let err = MasterArgs {
+            config: Some(file),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("shorter than the agent timeout"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
