@@ -4,11 +4,7 @@
 //! N/N running; swarm mode is left afterwards). If swarm mode cannot be
 //! initialised, N `docker run -d` in sequence are the peer instead.
 
-use crate::agent_cmd::{AgentArgs, RuntimeKind};
-use crate::util::{LogFormat, http_send};
-use agora_master::MasterConfig;
-use agora_master::actor::tokio_util_shutdown;
-use agora_master::store::MemoryRegistry;
+use crate::util::http_send;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::json;
 use std::process::Command;
@@ -71,45 +67,15 @@ pub async fn run(args: DeployArgs) -> Result<()> {
 }
 
 async fn agora(args: &DeployArgs) -> Result<f64> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (trigger, shutdown) = tokio_util_shutdown::channel();
-    let cfg = MasterConfig {
-        allocation_interval: Duration::from_millis(100),
-        ..MasterConfig::default()
-    };
-    tokio::spawn(agora_master::serve(
-        listener,
-        cfg,
-        Box::new(MemoryRegistry::default()),
-        shutdown,
-        None,
-    ));
-    let work = std::env::temp_dir().join(format!(
-        "agora-bench-deploy-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
     let n = args.instances as usize;
-    let agent_args = AgentArgs {
-        master: addr.to_string(),
-        work_dir: Some(work.join("agent")),
-        listen: "127.0.0.1:0".into(),
-        hostname: Some("bench".into()),
-        resources: Some(format!(
-            "cpus:{};mem:{};ports:[33000-33999]",
-            n as f64 * 0.1 + 1.0,
-            n * 64 + 256
-        )),
-        attributes: String::new(),
-        runtime: RuntimeKind::Docker,
-        default_image: args.image.clone(),
-        gc_delay: Duration::from_secs(3600),
-        usage_interval: Duration::from_secs(3600),
-        hollow_start_delay: Duration::ZERO,
-        status_retry: Duration::from_secs(2),
-        log_format: LogFormat::Text,
-    };
-    let agent = crate::agent_cmd::start(&agent_args, RuntimeKind::Docker).await?;
+    let resources = format!(
+        "cpus:{};mem:{};ports:[33000-33999]",
+        n as f64 * 0.1 + 1.0,
+        n * 64 + 256
+    );
+    let cluster = super::LocalCluster::start("deploy", resources, &args.image).await?;
+    let addr = cluster.master;
+    let work = cluster.work.clone();
     let svc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let svc = svc_listener.local_addr()?.to_string();
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -155,12 +121,7 @@ async fn agora(args: &DeployArgs) -> Result<f64> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let _ = stop_tx.send(true);
-    agent.handle.control(agora_agent::Control::Stop);
-    if let Some(d) = &agent.docker {
-        d.remove_all().await;
-    }
-    trigger.fire();
-    let _ = std::fs::remove_dir_all(&work);
+    cluster.stop().await;
     result
 }
 

@@ -3,12 +3,8 @@
 //! gRPC on loopback), alternating with the engine's own create + start of
 //! the same image through bollard. The ratio is Agora's overhead.
 
-use crate::agent_cmd::{AgentArgs, RuntimeKind};
-use crate::util::{LogFormat, parse_duration};
+use crate::util::parse_duration;
 use agora_core::TaskState;
-use agora_master::MasterConfig;
-use agora_master::actor::tokio_util_shutdown;
-use agora_master::store::MemoryRegistry;
 use agora_sdk::{Client, Driver, FrameworkConfig, Offer, Scheduler, TaskStatus};
 use anyhow::{Context, Result, bail, ensure};
 use bollard::Docker;
@@ -67,53 +63,17 @@ pub async fn run(args: LaunchArgs) -> Result<()> {
     })?;
 
     // Master (in memory) and a Docker agent, in this process.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (trigger, shutdown) = tokio_util_shutdown::channel();
-    let cfg = MasterConfig {
-        allocation_interval: Duration::from_millis(100),
-        ..MasterConfig::default()
-    };
-    tokio::spawn(agora_master::serve(
-        listener,
-        cfg,
-        Box::new(MemoryRegistry::default()),
-        shutdown,
-        None,
-    ));
-    let work = std::env::temp_dir().join(format!(
-        "agora-bench-launch-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
-    let agent_args = AgentArgs {
-        master: addr.to_string(),
-        work_dir: Some(work.clone()),
-        listen: "127.0.0.1:0".into(),
-        hostname: Some("bench".into()),
-        resources: Some(format!(
-            "cpus:{};mem:{}",
-            args.tasks as f64 * 0.1 + 1.0,
-            args.tasks * 64 + 256
-        )),
-        attributes: String::new(),
-        runtime: RuntimeKind::Docker,
-        default_image: args.image.clone(),
-        gc_delay: Duration::from_secs(3600),
-        usage_interval: Duration::from_secs(3600),
-        hollow_start_delay: Duration::ZERO,
-        status_retry: Duration::from_secs(2),
-        log_format: LogFormat::Text,
-    };
-    let agent = crate::agent_cmd::start(&agent_args, RuntimeKind::Docker).await?;
+    let resources = format!(
+        "cpus:{};mem:{}",
+        args.tasks as f64 * 0.1 + 1.0,
+        args.tasks * 64 + 256
+    );
+    let cluster = super::LocalCluster::start("launch", resources, &args.image).await?;
+    let addr = cluster.master;
     let result = measure(&args, &docker, &format!("http://{addr}")).await;
 
     // Clean up: the agent's containers and the raw ones.
-    agent.handle.control(agora_agent::Control::Stop);
-    if let Some(d) = &agent.docker {
-        d.remove_all().await;
-    }
-    trigger.fire();
-    let _ = std::fs::remove_dir_all(&work);
+    cluster.stop().await;
     let (agora, raw, raw_ids) = result?;
     for id in raw_ids {
         let _ = docker

@@ -16,6 +16,67 @@ pub fn quantile(v: &mut [f64], q: f64) -> f64 {
     v[rank - 1]
 }
 
+/// A master (in memory) and a Docker agent in this process, for the
+/// container benchmarks.
+pub struct LocalCluster {
+    pub master: std::net::SocketAddr,
+    pub agent: crate::agent_cmd::RunningAgent,
+    trigger: agora_master::actor::tokio_util_shutdown::Trigger,
+    pub work: std::path::PathBuf,
+}
+
+impl LocalCluster {
+    pub async fn start(name: &str, resources: String, image: &str) -> anyhow::Result<LocalCluster> {
+        use crate::agent_cmd::{AgentArgs, RuntimeKind};
+        use std::time::Duration;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let master = listener.local_addr()?;
+        let (trigger, shutdown) = agora_master::actor::tokio_util_shutdown::channel();
+        let cfg = agora_master::MasterConfig {
+            allocation_interval: Duration::from_millis(100),
+            ..agora_master::MasterConfig::default()
+        };
+        let registry = Box::new(agora_master::store::MemoryRegistry::default());
+        tokio::spawn(agora_master::serve(listener, cfg, registry, shutdown, None));
+        let work = std::env::temp_dir().join(format!(
+            "agora-bench-{name}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let agent_args = AgentArgs {
+            master: master.to_string(),
+            work_dir: Some(work.join("agent")),
+            listen: "127.0.0.1:0".into(),
+            hostname: Some("bench".into()),
+            resources: Some(resources),
+            attributes: String::new(),
+            runtime: RuntimeKind::Docker,
+            default_image: image.to_string(),
+            gc_delay: Duration::from_secs(3600),
+            usage_interval: Duration::from_secs(3600),
+            hollow_start_delay: Duration::ZERO,
+            status_retry: Duration::from_secs(2),
+            log_format: crate::util::LogFormat::Text,
+        };
+        let agent = crate::agent_cmd::start(&agent_args, RuntimeKind::Docker).await?;
+        Ok(LocalCluster {
+            master,
+            agent,
+            trigger,
+            work,
+        })
+    }
+
+    /// Stops everything and removes the agent's containers.
+    pub async fn stop(self) {
+        self.agent.handle.control(agora_agent::Control::Stop);
+        if let Some(d) = &self.agent.docker {
+            d.remove_all().await;
+        }
+        self.trigger.fire();
+        let _ = std::fs::remove_dir_all(&self.work);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
