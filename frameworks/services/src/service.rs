@@ -205,6 +205,7 @@ impl Actor {
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut ticks: u64 = 0;
         loop {
             let before = deployments_of(&self.services);
             let actions = tokio::select! {
@@ -212,7 +213,13 @@ impl Actor {
                     Some(m) => self.handle(m).await,
                     None => return,
                 },
-                _ = tick.tick() => self.services.tick(),
+                _ = tick.tick() => {
+                    ticks += 1;
+                    if ticks.is_multiple_of(30) {
+                        self.reconcile_stale().await;
+                    }
+                    self.services.tick()
+                }
                 _ = stop.changed() => {
                     if *stop.borrow() { return; }
                     Vec::new()
@@ -220,6 +227,30 @@ impl Actor {
             };
             self.emit_deployment_events(before);
             self.perform(actions).await;
+        }
+    }
+
+    /// Asks the master about instances that have not started after 30 s
+    /// (a launch lost on the way is answered TASK_UNKNOWN and replaced).
+    async fn reconcile_stale(&self) {
+        let Some(client) = &self.client else { return };
+        let cutoff = now_s() - 30.0;
+        let stale: Vec<(TaskId, Option<AgentId>)> = self
+            .services
+            .instances
+            .values()
+            .filter(|i| i.running_since.is_none() && i.staged_at < cutoff)
+            .map(|i| {
+                (
+                    TaskId::new(i.task_id.as_str()),
+                    Some(AgentId::new(i.agent_id.as_str())),
+                )
+            })
+            .collect();
+        if !stale.is_empty()
+            && let Err(e) = client.reconcile(stale).await
+        {
+            tracing::debug!(error = %e, "reconciling stale instances failed");
         }
     }
 
