@@ -268,6 +268,7 @@ impl Services {
         let mut out = Vec::new();
         let mut decline = Vec::new();
         let mut wanted_any = false;
+        let mut soonest: Option<f64> = None;
         let mut rejections: HashMap<String, Rejections> = HashMap::new();
         let app_ids: Vec<String> = self.apps.keys().cloned().collect();
         for offer in offers {
@@ -285,6 +286,9 @@ impl Services {
                     }
                     wanted_any = true;
                     if st.next_launch_at > now {
+                        // Come back when the backoff ends, not later.
+                        let wait = st.next_launch_at - now;
+                        soonest = Some(soonest.map_or(wait, |s: f64| s.min(wait)));
                         break;
                     }
                     let app = st.app.clone();
@@ -367,7 +371,7 @@ impl Services {
         if !decline.is_empty() {
             // Nothing wanted: a long filter; wanted but unfit: retry soon.
             let refuse = if wanted_any {
-                Duration::from_secs(5)
+                Duration::from_secs_f64(soonest.unwrap_or(5.0).clamp(0.1, 5.0))
             } else {
                 Duration::from_secs(120)
             };
