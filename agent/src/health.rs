@@ -50,9 +50,17 @@ pub async fn probe(
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-                let mut head = [0u8; 64];
-                let n = s.read(&mut head).await.map_err(|e| e.to_string())?;
-                let line = String::from_utf8_lossy(&head[..n]).to_string();
+                // Read until the status line is complete (it may arrive in pieces).
+                let mut head = Vec::with_capacity(128);
+                let mut buf = [0u8; 128];
+                while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
+                    let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        break;
+                    }
+                    head.extend_from_slice(&buf[..n]);
+                }
+                let line = String::from_utf8_lossy(&head).to_string();
                 let code: u16 = line
                     .split_whitespace()
                     .nth(1)
