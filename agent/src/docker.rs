@@ -332,6 +332,11 @@ impl DockerRuntime {
                 cpu_shares: Some((resources.cpus_milli * 1024 / 1000) as i64).filter(|n| *n >= 2),
                 memory: Some(mem_bytes).filter(|m| *m > 0),
                 memory_swap: Some(mem_bytes).filter(|m| *m > 0),
+                // A tiny init (docker-init) as PID 1: it forwards signals
+                // and reaps zombies, so a SIGTERM that arrives before the
+                // task installs its handler still ends it (a bare PID 1
+                // would ignore it until SIGKILL).
+                init: Some(true),
                 network_mode: Some(if host_network {
                     "host".into()
                 } else {

@@ -33,11 +33,22 @@ pub fn require_docker() {
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
-/// A block of 20 host ports unique to this test process and call.
+/// A block of 20 host ports that are free right now (checked by binding
+/// them), chosen at random so concurrent test processes do not collide.
 pub fn port_block() -> (u32, u32) {
-    let n = NEXT.fetch_add(1, Ordering::SeqCst);
-    let base = 20000 + (std::process::id() % 400) * 100 + n * 20;
-    (base, base + 19)
+    let seed = std::process::id().wrapping_mul(2654435761)
+        ^ NEXT.fetch_add(1, Ordering::SeqCst).wrapping_mul(40503);
+    for attempt in 0..200u32 {
+        // Below the kernel's ephemeral range (32768+), where outgoing connections take ports.
+        let slot = (seed.wrapping_add(attempt.wrapping_mul(7919))) % 540;
+        let base = 21000 + slot * 20;
+        let free =
+            (base..base + 20).all(|p| std::net::TcpListener::bind(("0.0.0.0", p as u16)).is_ok());
+        if free {
+            return (base, base + 19);
+        }
+    }
+    panic!("no free block of 20 ports found");
 }
 
 pub struct AgentProc {
