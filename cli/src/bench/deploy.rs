@@ -69,7 +69,7 @@ pub async fn run(args: DeployArgs) -> Result<()> {
 async fn agora(args: &DeployArgs) -> Result<f64> {
     let n = args.instances as usize;
     let resources = format!(
-        "cpus:{};mem:{};ports:[33000-33999]",
+        "cpus:{};mem:{};ports:[20000-20999]",
         n as f64 * 0.1 + 1.0,
         n * 64 + 256
     );
