@@ -5,7 +5,7 @@ use crate::agent_cmd::{AgentArgs, RuntimeKind};
 use crate::master_cmd::{MasterArgs, open_registry};
 use crate::util::{LogFormat, default_data_root, parse_duration};
 use agora_agent::docker::DockerRuntime;
-use agora_master::actor::tokio_util_shutdown;
+use agora_master::actor::shutdown;
 use anyhow::{Context, Result};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -74,7 +74,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         })?;
     let addr = listener.local_addr()?;
     let registry = open_registry(&r.data_dir)?;
-    let (trigger, shutdown) = tokio_util_shutdown::channel();
+    let (trigger, shutdown) = shutdown::channel();
     let server = tokio::spawn(agora_master::serve(
         listener, r.config, registry, shutdown, None,
     ));

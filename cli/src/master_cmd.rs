@@ -2,7 +2,7 @@
 
 use crate::util::{LogFormat, default_data_root, parse_duration};
 use agora_master::MasterConfig;
-use agora_master::actor::tokio_util_shutdown;
+use agora_master::actor::shutdown;
 use agora_master::store::{MemoryRegistry, RedbRegistry, Registry};
 use anyhow::{Context, Result};
 use serde::Deserialize;
@@ -216,7 +216,7 @@ pub async fn run(args: MasterArgs) -> Result<()> {
             )
         })?;
     let registry = open_registry(&r.data_dir)?;
-    let (trigger, shutdown) = tokio_util_shutdown::channel();
+    let (trigger, shutdown) = shutdown::channel();
     let addr = listener.local_addr()?;
     eprintln!(
         "agora master {} listening on {addr} (gRPC + HTTP)",

@@ -131,7 +131,7 @@ impl MasterHandle {
 pub fn spawn(
     master: Master,
     registry: Box<dyn Registry>,
-    shutdown: tokio_util_shutdown::Shutdown,
+    shutdown: shutdown::Shutdown,
 ) -> MasterHandle {
     let (tx, rx) = mpsc::channel(65_536);
     let handle = MasterHandle {
@@ -143,8 +143,9 @@ pub fn spawn(
     handle
 }
 
-/// Minimal shutdown signal (a watch channel) so the crate needs no extra deps.
-pub mod tokio_util_shutdown {
+/// The shutdown signal servers take (a watch channel): `channel()` gives the
+/// trigger and the receiver.
+pub mod shutdown {
     use tokio::sync::watch;
 
     #[derive(Clone)]
@@ -222,7 +223,7 @@ async fn run(
     mut master: Master,
     mut rx: mpsc::Receiver<Command>,
     store: mpsc::UnboundedSender<StoreMsg>,
-    mut shutdown: tokio_util_shutdown::Shutdown,
+    mut shutdown: shutdown::Shutdown,
 ) {
     let mut io = Io {
         frameworks: HashMap::new(),

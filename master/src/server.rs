@@ -1,6 +1,6 @@
 //! Runs a master on an already-bound listener until the shutdown signal.
 
-use crate::actor::{self, MasterHandle, tokio_util_shutdown::Shutdown};
+use crate::actor::{self, MasterHandle, shutdown::Shutdown};
 use crate::config::MasterConfig;
 use crate::election::{Contender, Standalone};
 use crate::grpc::{AgentLinkService, SchedulerService};

@@ -4,7 +4,7 @@
 use agora_agent::{AgentConfig, AgentHandle, Connector, HollowRuntime};
 use agora_core::{AgentId, FrameworkId, OfferId, Resources};
 use agora_master::MasterConfig;
-use agora_master::actor::tokio_util_shutdown::{self, Trigger};
+use agora_master::actor::shutdown::{self, Trigger};
 use agora_master::store::{RedbRegistry, Registry};
 use agora_master::view::State;
 use agora_sdk::{Client, Driver, FrameworkConfig, Offer, Scheduler, TaskStatus};
@@ -77,7 +77,7 @@ impl Cluster {
             }
         }
         let registry: Box<dyn Registry> = Box::new(registry.context("registry stayed locked")?);
-        let (trigger, shutdown) = tokio_util_shutdown::channel();
+        let (trigger, shutdown) = shutdown::channel();
         let mut cfg = self.cfg.clone();
         cfg.master_id = agora_master::config::new_master_id();
         let server = tokio::spawn(async move {

@@ -21,7 +21,7 @@ pub fn quantile(v: &mut [f64], q: f64) -> f64 {
 pub struct LocalCluster {
     pub master: std::net::SocketAddr,
     pub agent: crate::agent_cmd::RunningAgent,
-    trigger: agora_master::actor::tokio_util_shutdown::Trigger,
+    trigger: agora_master::actor::shutdown::Trigger,
     pub work: std::path::PathBuf,
 }
 
@@ -31,7 +31,7 @@ impl LocalCluster {
         use std::time::Duration;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let master = listener.local_addr()?;
-        let (trigger, shutdown) = agora_master::actor::tokio_util_shutdown::channel();
+        let (trigger, shutdown) = agora_master::actor::shutdown::channel();
         let cfg = agora_master::MasterConfig {
             allocation_interval: Duration::from_millis(100),
             ..agora_master::MasterConfig::default()
