@@ -26,6 +26,9 @@ use std::time::Duration;
 
 type Key = (FrameworkId, TaskId);
 
+/// How long a finished task's sandbox (and its logs) is kept.
+pub const SANDBOX_GC_DELAY: Duration = Duration::from_secs(600);
+
 #[derive(Clone)]
 pub struct ProcessRuntime {
     inner: Arc<Inner>,
@@ -321,6 +324,10 @@ impl ProcessRuntime {
             sandbox.join("pid"),
             format!("{pid} {}", start_time(pid).unwrap_or(0)),
         );
+        if let Some(dirs) = &cgroup {
+            let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
+            let _ = std::fs::write(sandbox.join("cgroup"), list.join("\n"));
+        }
         let note = format!("pid {pid}; {note}");
         if let Ok(mut m) = self.inner.procs.lock() {
             m.insert(
@@ -343,6 +350,9 @@ impl ProcessRuntime {
         remove_cgroups(&cgroup);
         let (fw, tid) = key;
         let ev = match status {
+            None if oom => RuntimeEvent::new(fw, tid, TaskState::Failed)
+                .reason(REASON_OOM)
+                .message("OOM: the process exceeded its memory limit"),
             None => RuntimeEvent::new(fw, tid, TaskState::Failed)
                 .message("the process ended while the agent was down; its exit status is unknown"),
             Some(s) => {
@@ -463,18 +473,24 @@ impl ContainerRuntime for ProcessRuntime {
                     continue;
                 };
                 let (pid, started) = (pid as i32, started as u64);
+                // Its cgroups, so OOM kills are still seen and cleaned up.
+                let cgroup = std::fs::read_to_string(sandbox.join("cgroup"))
+                    .ok()
+                    .map(|s| s.lines().map(PathBuf::from).collect::<Vec<_>>())
+                    .filter(|v| !v.is_empty());
                 if let Ok(mut m) = self.inner.procs.lock() {
                     m.insert(
                         key.clone(),
                         Proc {
                             pid,
                             killing: false,
-                            cgroup: None,
+                            cgroup,
                         },
                     );
                 }
                 if start_time(pid) == Some(started) {
                     tracing::info!(task_id = %key.1, pid, "re-attached to process");
+                    self.watch_oom(key.clone());
                     self.poll_until_gone(key, pid, started);
                 } else {
                     self.finish(&key, None);
@@ -555,11 +571,21 @@ impl ContainerRuntime for ProcessRuntime {
 
     fn cleanup(&self, fw: &FrameworkId, task: &TaskId) -> BoxFuture<'_, ()> {
         let key = (fw.clone(), task.clone());
+        let me = self.clone();
         Box::pin(async move {
-            // The sandbox (and its logs) stays for inspection; only the entry goes.
             if let Ok(mut m) = self.inner.procs.lock() {
                 m.remove(&key);
             }
+            // The sandbox (and its logs) stays a while for inspection.
+            tokio::spawn(async move {
+                tokio::time::sleep(SANDBOX_GC_DELAY).await;
+                let dir = me.sandbox(&key);
+                if me.get(&key).is_none()
+                    && let Err(e) = std::fs::remove_dir_all(&dir)
+                {
+                    tracing::debug!(sandbox = %dir.display(), error = %e, "removing the sandbox failed");
+                }
+            });
         })
     }
 }
