@@ -144,7 +144,7 @@ pub fn start(
     cfg: ServicesConfig,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(Handle, tokio::task::JoinHandle<()>), crate::store::StoreError> {
-    let store = Store::open(&cfg.data_dir)?;
+    let mut store = Store::open(&cfg.data_dir)?;
     let snap = store.load()?;
     let services = Services::restore(snap.apps, snap.instances);
     let (tx, rx) = mpsc::channel(1024);
@@ -289,7 +289,7 @@ impl Actor {
         }
     }
 
-    fn persist(&self) -> Result<(), ApiError> {
+    fn persist(&mut self) -> Result<(), ApiError> {
         let apps: Vec<&AppState> = self.services.apps.values().collect();
         let inst: Vec<&Instance> = self.services.instances.values().collect();
         self.store.save(&apps, &inst).map_err(|e| {
