@@ -473,7 +473,19 @@ impl Actor {
                 Action::Revive => client.revive().await,
             };
             if let Err(e) = r {
-                tracing::warn!(action = ?a, error = %e, "action failed");
+                // Name the action, not its payload (task infos carry env values).
+                let what = match &a {
+                    Action::Launch { offer, tasks } => {
+                        format!("launch of {} task(s) on offer {offer}", tasks.len())
+                    }
+                    Action::Decline { offers, .. } => {
+                        format!("decline of {} offer(s)", offers.len())
+                    }
+                    Action::Kill { task_id, .. } => format!("kill of {task_id}"),
+                    Action::Suppress => "suppress".into(),
+                    Action::Revive => "revive".into(),
+                };
+                tracing::warn!(action = %what, error = %e, "action failed");
             }
         }
     }
