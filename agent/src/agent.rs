@@ -147,7 +147,7 @@ struct Pending {
 struct TaskRecord {
     /// Set to false when the task ends: stops its health checker.
     alive: Arc<std::sync::atomic::AtomicBool>,
-    /// A health checker runs for it.
+    /// Its readiness and health checkers were started.
     checking: bool,
     info: pb::TaskInfo,
     state: TaskState,
@@ -618,21 +618,10 @@ impl Agent {
                     .message("the task's container disappeared while the agent was down"),
             );
         }
-        // Health checks of tasks still running start again.
+        // Checks of tasks still running start again.
         for ((fid, tid), t) in self.tasks.iter_mut() {
-            if t.state == TaskState::Running
-                && let Some(check) = t.info.health_checks.first().cloned()
-            {
-                t.checking = true;
-                let alive = t.alive.clone();
-                crate::health::spawn_checker(
-                    check,
-                    self.runtime.clone(),
-                    self.health_sink.clone(),
-                    fid.clone(),
-                    tid.clone(),
-                    move || alive.load(std::sync::atomic::Ordering::Relaxed),
-                );
+            if t.state == TaskState::Running {
+                start_checks(t, &self.runtime, &self.health_sink, fid, tid);
             }
         }
         self.dirty = true;
@@ -682,31 +671,13 @@ impl Agent {
         if ev.state.is_terminal() {
             t.alive.store(false, std::sync::atomic::Ordering::Relaxed);
         }
-        let first_running = ev.state == TaskState::Running
-            && ev.healthy.is_none()
-            && ev.ready.is_none()
-            && !t.checking;
-        if first_running && let Some(check) = t.info.readiness_checks.first().cloned() {
-            let alive = t.alive.clone();
-            crate::health::spawn_readiness(
-                check,
-                self.runtime.clone(),
-                self.health_sink.clone(),
-                ev.framework_id.clone(),
-                ev.task_id.clone(),
-                move || alive.load(std::sync::atomic::Ordering::Relaxed),
-            );
-        }
-        if first_running && let Some(check) = t.info.health_checks.first().cloned() {
-            t.checking = true;
-            let alive = t.alive.clone();
-            crate::health::spawn_checker(
-                check,
-                self.runtime.clone(),
-                self.health_sink.clone(),
-                ev.framework_id.clone(),
-                ev.task_id.clone(),
-                move || alive.load(std::sync::atomic::Ordering::Relaxed),
+        if ev.state == TaskState::Running && ev.healthy.is_none() && ev.ready.is_none() {
+            start_checks(
+                t,
+                &self.runtime,
+                &self.health_sink,
+                &ev.framework_id,
+                &ev.task_id,
             );
         }
         self.dirty = true;
@@ -869,6 +840,43 @@ impl Agent {
             DEFAULT_KILL_GRACE
         };
         self.runtime.kill(fid, tid, grace).await;
+    }
+}
+
+/// Starts the task's readiness and health checkers, once.
+fn start_checks(
+    t: &mut TaskRecord,
+    runtime: &Arc<dyn ContainerRuntime>,
+    sink: &crate::runtime::EventSink,
+    fw: &FrameworkId,
+    tid: &TaskId,
+) {
+    if t.checking {
+        return;
+    }
+    t.checking = true;
+    let live = |alive: Arc<std::sync::atomic::AtomicBool>| {
+        move || alive.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    if let Some(check) = t.info.readiness_checks.first().cloned() {
+        crate::health::spawn_readiness(
+            check,
+            runtime.clone(),
+            sink.clone(),
+            fw.clone(),
+            tid.clone(),
+            live(t.alive.clone()),
+        );
+    }
+    if let Some(check) = t.info.health_checks.first().cloned() {
+        crate::health::spawn_checker(
+            check,
+            runtime.clone(),
+            sink.clone(),
+            fw.clone(),
+            tid.clone(),
+            live(t.alive.clone()),
+        );
     }
 }
 
