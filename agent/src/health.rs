@@ -174,3 +174,96 @@ pub fn spawn_readiness(
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::{BoxFuture, LaunchSpec};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::sync::mpsc;
+
+    /// A runtime whose COMMAND checks answer from a script (then stay at the last answer).
+    struct Scripted(Mutex<Vec<i32>>);
+
+    impl ContainerRuntime for Scripted {
+        fn name(&self) -> &'static str {
+            "scripted"
+        }
+        fn launch(&self, _: LaunchSpec) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn kill(&self, _: &FrameworkId, _: &TaskId, _: Duration) -> BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+        fn exec_check(
+            &self,
+            _: &FrameworkId,
+            _: &TaskId,
+            _: String,
+            _: Duration,
+        ) -> BoxFuture<'_, Result<i32, String>> {
+            let mut s = self.0.lock().unwrap();
+            let code = if s.len() > 1 { s.remove(0) } else { s[0] };
+            Box::pin(async move { Ok(code) })
+        }
+    }
+
+    fn check(grace: f64, max: u32) -> pb::HealthCheck {
+        pb::HealthCheck {
+            protocol: pb::health_check::Protocol::Command as i32,
+            command: "true".into(),
+            grace_period_seconds: grace,
+            interval_seconds: 1.0,
+            timeout_seconds: 1.0,
+            max_consecutive_failures: max,
+            ..Default::default()
+        }
+    }
+
+    async fn health_reports(
+        script: Vec<i32>,
+        c: pb::HealthCheck,
+        secs: u64,
+    ) -> Vec<(bool, String)> {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let alive = Arc::new(AtomicBool::new(true));
+        let a = alive.clone();
+        spawn_checker(
+            c,
+            Arc::new(Scripted(Mutex::new(script))),
+            tx,
+            "f".into(),
+            "t".into(),
+            move || a.load(Ordering::Relaxed),
+        );
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        alive.store(false, Ordering::Relaxed);
+        let mut out = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            out.push((ev.healthy.unwrap(), ev.message));
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn healthy_once_then_unhealthy_after_max_consecutive_failures() {
+        // ok, ok, fail, ok, fail, fail(2nd in a row) ...
+        let r = health_reports(vec![0, 0, 1, 0, 1, 1, 1], check(0.0, 2), 10).await;
+        assert_eq!(r.len(), 2, "only changes are reported: {r:?}");
+        assert!(r[0].0);
+        assert!(!r[1].0 && r[1].1.contains("2 consecutive"), "{r:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_during_the_grace_period_do_not_count() {
+        // Fails for the first 5 checks (grace 10 s), then passes.
+        let r = health_reports(vec![1, 1, 1, 1, 1, 0], check(10.0, 2), 12).await;
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].0, "becomes healthy, never reported unhealthy: {r:?}");
+        // Past the grace period, failures count.
+        let r = health_reports(vec![1], check(2.0, 3), 10).await;
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(!r[0].0);
+    }
+}
