@@ -648,12 +648,6 @@ impl Allocator {
         Some(f.allocated.dominant_share(self.total))
     }
 
-    /// Dominant share of a role (unweighted).
-    pub fn role_share(&self, role: &str) -> Option<f64> {
-        let r = &self.roles[*self.role_index.get(role)?];
-        Some(r.allocated.dominant_share(self.total))
-    }
-
     /// (total, allocated) of an agent.
     pub fn agent_resources(&self, id: &AgentId) -> Option<(Resources, Resources)> {
         let a = self.agents[self.agent_idx(id).ok()?].as_ref()?;
@@ -670,14 +664,6 @@ impl Allocator {
             .and_then(|a| a.by_framework.iter().find(|(f, _)| *f == fi))
             .map(|(_, r)| r.clone())
             .unwrap_or_default()
-    }
-
-    pub fn agent_count(&self) -> usize {
-        self.agent_index.len()
-    }
-
-    pub fn framework_count(&self) -> usize {
-        self.framework_index.len()
     }
 
     /// Role names with their weights.

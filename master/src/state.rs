@@ -1745,11 +1745,6 @@ impl Master {
         }
     }
 
-    /// Whether a stream belongs to a framework (used to route closes).
-    pub fn is_framework_conn(&self, conn: ConnId) -> bool {
-        self.framework_conns.contains_key(&conn)
-    }
-
     // ====================================================================== views
 
     /// A JSON-ready snapshot for `/state`.
