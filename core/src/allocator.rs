@@ -988,4 +988,111 @@ mod tests {
         let o = alloc.allocate(Instant::now(), None).pop().unwrap();
         assert_eq!(o.resources, res(1.0, 3096));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        #[derive(Debug, Clone)]
+        enum Op {
+            AddAgent(u8, u16),
+            RemoveAgent(u8),
+            AddFramework(u8),
+            RemoveFramework(u8),
+            Allocate,
+            /// Return part (numerator/4) of what a framework holds on an agent, maybe with a filter.
+            Recover(u8, u8, u8, bool),
+            Suppress(u8),
+            Revive(u8),
+            Deactivate(u8),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (1u8..16, 64u16..4096).prop_map(|(c, m)| Op::AddAgent(c, m)),
+                any::<u8>().prop_map(Op::RemoveAgent),
+                any::<u8>().prop_map(Op::AddFramework),
+                any::<u8>().prop_map(Op::RemoveFramework),
+                Just(Op::Allocate),
+                Just(Op::Allocate),
+                (any::<u8>(), any::<u8>(), 0u8..5, any::<bool>())
+                    .prop_map(|(f, a, n, fl)| Op::Recover(f, a, n, fl)),
+                any::<u8>().prop_map(Op::Suppress),
+                any::<u8>().prop_map(Op::Revive),
+                any::<u8>().prop_map(Op::Deactivate),
+            ]
+        }
+
+        proptest! {
+            /// Whatever the sequence: accounting stays exact, nothing is
+            /// allocated beyond an agent's total, no port goes to two
+            /// frameworks, and every allocation is of free resources.
+            #[test]
+            fn accounting_holds_for_any_sequence(ops in prop::collection::vec(op(), 1..120)) {
+                let mut a = Allocator::default();
+                let mut agents: Vec<AgentId> = vec![];
+                let mut fws: Vec<FrameworkId> = vec![];
+                let now = Instant::now();
+                let mut n = 0;
+                for o in ops {
+                    n += 1;
+                    match o {
+                        Op::AddAgent(c, m) => {
+                            let id = AgentId::new(format!("a{n}"));
+                            let r = Resources::new(f64::from(c), u64::from(m), 0).unwrap()
+                                .with_ports(crate::resources::Ranges::range(1000, 1000 + u32::from(c)).unwrap());
+                            a.add_agent(id.clone(), r, &[]).unwrap();
+                            agents.push(id);
+                        }
+                        Op::RemoveAgent(i) if !agents.is_empty() => {
+                            let id = agents.remove(i as usize % agents.len());
+                            a.remove_agent(&id).unwrap();
+                        }
+                        Op::AddFramework(r) => {
+                            let id = FrameworkId::new(format!("f{n}"));
+                            a.add_framework(id.clone(), &format!("r{}", r % 3), true).unwrap();
+                            fws.push(id);
+                        }
+                        Op::RemoveFramework(i) if !fws.is_empty() => {
+                            let id = fws.remove(i as usize % fws.len());
+                            a.remove_framework(&id).unwrap();
+                        }
+                        Op::Allocate => {
+                            let before: Vec<(AgentId, Resources)> = agents.iter().map(|id| {
+                                let (t, al) = a.agent_resources(id).unwrap();
+                                (id.clone(), t.saturating_sub(&al))
+                            }).collect();
+                            let mut seen = std::collections::HashSet::new();
+                            for al in a.allocate(now, None) {
+                                prop_assert!(seen.insert(al.agent.clone()), "agent offered twice in a cycle");
+                                let free = &before.iter().find(|(id, _)| *id == al.agent).unwrap().1;
+                                prop_assert!(free.contains(&al.resources), "allocated {} of free {}", al.resources, free);
+                            }
+                        }
+                        Op::Recover(f, ag, part, filter) if !fws.is_empty() && !agents.is_empty() => {
+                            let fid = &fws[f as usize % fws.len()];
+                            let aid = &agents[ag as usize % agents.len()];
+                            let held = a.held(fid, aid);
+                            let give = Resources {
+                                cpus_milli: held.cpus_milli * u64::from(part) / 4,
+                                mem_mib: held.mem_mib * u64::from(part) / 4,
+                                disk_mib: 0,
+                                ports: held.ports.take(u64::from(part)),
+                            };
+                            let refuse = filter.then_some((now, Duration::from_secs(5)));
+                            a.recover(fid, aid, &give, refuse).unwrap();
+                        }
+                        Op::Suppress(f) if !fws.is_empty() => a.suppress(&fws[f as usize % fws.len()]).unwrap(),
+                        Op::Revive(f) if !fws.is_empty() => a.revive(&fws[f as usize % fws.len()]).unwrap(),
+                        Op::Deactivate(i) if !agents.is_empty() => {
+                            let id = &agents[i as usize % agents.len()];
+                            a.set_agent_active(id, i % 2 == 0).unwrap();
+                        }
+                        _ => {}
+                    }
+                    a.check_invariants().map_err(TestCaseError::fail)?;
+                }
+            }
+        }
+    }
 }
