@@ -19,11 +19,11 @@ use clap::{Parser, Subcommand};
     about = "Agora: a cluster manager with Mesos-style resource offers",
     long_about = "Agora pools the resources of many agents in a master and offers them to \
 framework schedulers (dominant resource fairness across roles).\n\n\
-Quick start:  agora dev            (master + agent on this machine)\n\
-Daemons:      agora master | agora agent\n\
+Quick start:  agora dev            (master + agent + services framework on this machine)\n\
+Daemons:      agora master | agora agent | agora services\n\
 Operate:      agora agent list | agora framework list | agora task list|show|kill|logs\n\
 Services:     agora app deploy -f app.json --wait | app list|show|scale|restart|destroy | deployment list|rollback\n\
-              (--master or AGORA_MASTER; -o json for scripts; exit 4 = not found)\n\
+              (--master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts; exit 4 = not found)\n\
 Benchmarks:   agora bench allocator | scale | launch | deploy"
 )]
 struct Cli {
