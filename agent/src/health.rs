@@ -66,7 +66,12 @@ pub async fn probe(
                     .nth(1)
                     .and_then(|c| c.parse().ok())
                     .ok_or("not an HTTP answer")?;
-                if (200..400).contains(&code) {
+                let ok = if check.ok_statuses.is_empty() {
+                    (200..400).contains(&code)
+                } else {
+                    check.ok_statuses.contains(&u32::from(code))
+                };
+                if ok {
                     Ok(())
                 } else {
                     Err(format!("answered {code}"))
@@ -265,5 +270,41 @@ mod tests {
         let r = health_reports(vec![1], check(2.0, 3), 10).await;
         assert_eq!(r.len(), 1, "{r:?}");
         assert!(!r[0].0);
+    }
+
+    #[tokio::test]
+    async fn http_checks_honour_the_accepted_statuses() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = l.accept().await else {
+                    return;
+                };
+                let mut buf = [0u8; 512];
+                let _ = s.read(&mut buf).await;
+                // The status line arrives in two pieces.
+                let _ = s.write_all(b"HTTP/1.1 2").await;
+                let _ = s.flush().await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let _ = s.write_all(b"04 No Content\r\n\r\n").await;
+            }
+        });
+        let rt = Scripted(Mutex::new(vec![0]));
+        let mut c = pb::HealthCheck {
+            protocol: pb::health_check::Protocol::Http as i32,
+            path: "/ready".into(),
+            port: u32::from(port),
+            timeout_seconds: 2.0,
+            ..Default::default()
+        };
+        assert!(
+            probe(&c, &rt, &"f".into(), &"t".into()).await.is_ok(),
+            "any 2xx by default"
+        );
+        c.ok_statuses = vec![200];
+        let e = probe(&c, &rt, &"f".into(), &"t".into()).await.unwrap_err();
+        assert!(e.contains("answered 204"), "{e}");
     }
 }

@@ -796,6 +796,7 @@ fn fit(
                 interval_seconds: h.interval_seconds,
                 timeout_seconds: h.timeout_seconds,
                 max_consecutive_failures: h.max_consecutive_failures,
+                ok_statuses: vec![],
             })
             .collect(),
         readiness_checks: app
@@ -814,6 +815,11 @@ fn fit(
                 interval_seconds: r.interval_seconds,
                 timeout_seconds: r.timeout_seconds,
                 max_consecutive_failures: 1,
+                ok_statuses: r
+                    .http_status_codes_for_ready
+                    .iter()
+                    .map(|c| u32::from(*c))
+                    .collect(),
             })
             .collect(),
     };
