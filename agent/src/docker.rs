@@ -7,7 +7,7 @@
 //! swap). Host ports come from the task's port resources.
 
 use crate::runtime::{
-    BoxFuture, ContainerRuntime, EventSink, LaunchSpec, LogStream, REASON_OOM, RuntimeEvent,
+    BoxFuture, ContainerRuntime, EventSink, LaunchSpec, LogStream, RuntimeEvent, exit_event,
 };
 use agora_core::{FrameworkId, TaskId, TaskState};
 use agora_proto::pb;
@@ -420,25 +420,11 @@ impl DockerRuntime {
             let c = me.container(&key);
             let killing = c.as_ref().is_some_and(|c| c.killing);
             let (fw, tid) = &key;
-            let ev = if killing {
-                RuntimeEvent::new(fw, tid, TaskState::Killed)
-                    .exit_code(code)
-                    .message("killed on request")
-            } else if oom {
+            let oom = oom.then(|| {
                 let limit = c.map(|c| c.mem_mib).unwrap_or(0);
-                RuntimeEvent::new(fw, tid, TaskState::Failed)
-                    .exit_code(code)
-                    .reason(REASON_OOM)
-                    .message(format!(
-                        "OOM: the container exceeded its memory limit of {limit} MiB"
-                    ))
-            } else if code == 0 {
-                RuntimeEvent::new(fw, tid, TaskState::Finished).exit_code(0)
-            } else {
-                RuntimeEvent::new(fw, tid, TaskState::Failed)
-                    .exit_code(code)
-                    .message(format!("exited with code {code}"))
-            };
+                format!("OOM: the container exceeded its memory limit of {limit} MiB")
+            });
+            let ev = exit_event(fw, tid, code, killing, oom);
             me.emit(ev);
         });
     }

@@ -13,6 +13,7 @@
 
 use crate::runtime::{
     BoxFuture, ContainerRuntime, EventSink, LaunchSpec, LogStream, REASON_OOM, RuntimeEvent,
+    exit_event,
 };
 use agora_core::{FrameworkId, Resources, TaskId, TaskState};
 use agora_proto::pb;
@@ -357,22 +358,8 @@ impl ProcessRuntime {
                 .message("the process ended while the agent was down; its exit status is unknown"),
             Some(s) => {
                 let code = s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0));
-                if killing {
-                    RuntimeEvent::new(fw, tid, TaskState::Killed)
-                        .exit_code(code)
-                        .message("killed on request")
-                } else if oom {
-                    RuntimeEvent::new(fw, tid, TaskState::Failed)
-                        .exit_code(code)
-                        .reason(REASON_OOM)
-                        .message("OOM: the process exceeded its memory limit")
-                } else if code == 0 {
-                    RuntimeEvent::new(fw, tid, TaskState::Finished).exit_code(0)
-                } else {
-                    RuntimeEvent::new(fw, tid, TaskState::Failed)
-                        .exit_code(code)
-                        .message(format!("exited with code {code}"))
-                }
+                let oom = oom.then(|| "OOM: the process exceeded its memory limit".to_string());
+                exit_event(fw, tid, code, killing, oom)
             }
         };
         self.emit(ev);

@@ -164,6 +164,28 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     }
 }
 
+/// How a task that exited with `code` ended — the one rule every runtime
+/// uses: killed on request → KILLED; over its memory limit (`oom` carries the
+/// message) → FAILED with the OOM reason; 0 → FINISHED; else FAILED.
+pub fn exit_event(
+    framework_id: &FrameworkId,
+    task_id: &TaskId,
+    code: i32,
+    killing: bool,
+    oom: Option<String>,
+) -> RuntimeEvent {
+    let ev = |s| RuntimeEvent::new(framework_id, task_id, s).exit_code(code);
+    if killing {
+        ev(TaskState::Killed).message("killed on request")
+    } else if let Some(m) = oom {
+        ev(TaskState::Failed).reason(REASON_OOM).message(m)
+    } else if code == 0 {
+        ev(TaskState::Finished)
+    } else {
+        ev(TaskState::Failed).message(format!("exited with code {code}"))
+    }
+}
+
 /// Reason carried by updates of tasks whose container vanished while the
 /// agent was down.
 pub const REASON_CONTAINER_GONE: &str = "REASON_CONTAINER_GONE";
