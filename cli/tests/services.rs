@@ -119,6 +119,25 @@ async fn send(method: &str, addr: &str, path: &str, body: Option<&str>) -> (u16,
     (code, body)
 }
 
+/// A master, one Docker agent (4 cpus, a free port block) and the services
+/// framework as a process, answering.
+async fn stack() -> (Cluster, AgentProc, ServicesProc) {
+    require_docker();
+    let c = Cluster::start(test_config()).await.unwrap();
+    let (lo, hi) = port_block();
+    let agent = AgentProc::start(
+        &c.addr.to_string(),
+        &format!("cpus:4;mem:2048;ports:[{lo}-{hi}]"),
+        &[],
+    )
+    .unwrap();
+    let s = ServicesProc::start(&c.addr.to_string());
+    eventually(LONG, async || get(&s.addr, "/ping").await)
+        .await
+        .unwrap();
+    (c, agent, s)
+}
+
 fn workload(id: &str, instances: u32) -> Value {
     json!({
         "id": id, "instances": instances, "cpus": 0.1, "mem": 32,
@@ -151,19 +170,7 @@ fn task_ids(a: &Value) -> Vec<(f64, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deploy_scale_replace_and_kill_youngest() {
-    require_docker();
-    let c = Cluster::start(test_config()).await.unwrap();
-    let (lo, hi) = port_block();
-    let agent = AgentProc::start(
-        &c.addr.to_string(),
-        &format!("cpus:4;mem:2048;ports:[{lo}-{hi}]"),
-        &[],
-    )
-    .unwrap();
-    let s = ServicesProc::start(&c.addr.to_string());
-    eventually(LONG, async || get(&s.addr, "/ping").await)
-        .await
-        .unwrap();
+    let (_c, agent, s) = stack().await;
 
     let (code, body) = s.req("POST", "/v2/apps", Some(workload("/web", 3))).await;
     assert_eq!(code, 201, "{body}");
@@ -421,19 +428,7 @@ fn healthy(a: &Value) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_run_on_the_agent_and_unhealthy_instances_are_replaced() {
-    require_docker();
-    let c = Cluster::start(test_config()).await.unwrap();
-    let (lo, hi) = port_block();
-    let _agent = AgentProc::start(
-        &c.addr.to_string(),
-        &format!("cpus:4;mem:2048;ports:[{lo}-{hi}]"),
-        &[],
-    )
-    .unwrap();
-    let s = ServicesProc::start(&c.addr.to_string());
-    eventually(LONG, async || get(&s.addr, "/ping").await)
-        .await
-        .unwrap();
+    let (_c, _agent, s) = stack().await;
     let (code, body) = s
         .req("POST", "/v2/apps", Some(healthy_workload("/hc", 3)))
         .await;
@@ -498,19 +493,7 @@ async fn health_checks_run_on_the_agent_and_unhealthy_instances_are_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_keeps_capacity_and_survives_a_framework_kill9() {
-    require_docker();
-    let c = Cluster::start(test_config()).await.unwrap();
-    let (lo, hi) = port_block();
-    let _agent = AgentProc::start(
-        &c.addr.to_string(),
-        &format!("cpus:4;mem:2048;ports:[{lo}-{hi}]"),
-        &[],
-    )
-    .unwrap();
-    let mut s = ServicesProc::start(&c.addr.to_string());
-    eventually(LONG, async || get(&s.addr, "/ping").await)
-        .await
-        .unwrap();
+    let (_c, _agent, mut s) = stack().await;
     let mut def = healthy_workload("/roll", 4);
     def["upgradeStrategy"] = json!({"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0});
     s.req("POST", "/v2/apps", Some(def.clone())).await;
@@ -580,19 +563,7 @@ async fn a_rolling_update_keeps_capacity_and_survives_a_framework_kill9() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_gates_a_deployment_and_rollback_restores_the_previous_version() {
-    require_docker();
-    let c = Cluster::start(test_config()).await.unwrap();
-    let (lo, hi) = port_block();
-    let _agent = AgentProc::start(
-        &c.addr.to_string(),
-        &format!("cpus:4;mem:2048;ports:[{lo}-{hi}]"),
-        &[],
-    )
-    .unwrap();
-    let s = ServicesProc::start(&c.addr.to_string());
-    eventually(LONG, async || get(&s.addr, "/ping").await)
-        .await
-        .unwrap();
+    let (_c, _agent, s) = stack().await;
     let mut def = workload("/ready", 2);
     def["readinessChecks"] = json!([{"name": "ready", "protocol": "HTTP", "path": "/", "portName": "http", "intervalSeconds": 0.2}]);
     def["upgradeStrategy"] = json!({"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0});
