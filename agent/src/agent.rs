@@ -155,6 +155,9 @@ struct TaskRecord {
     /// When the head was last sent and the current backoff.
     next_retry: Option<Instant>,
     backoff: Duration,
+    /// A kill arrived while the task was still launching (no container or
+    /// process to signal yet): it is carried out once the task runs.
+    kill_requested: bool,
 }
 
 struct Agent {
@@ -169,6 +172,8 @@ struct Agent {
     dirty: bool,
     /// Terminal tasks acknowledged since the last flush: their runtime leftovers are released.
     to_cleanup: Vec<(FrameworkId, TaskId)>,
+    /// Tasks killed while launching that have now started: killed next.
+    deferred_kills: Vec<(FrameworkId, TaskId)>,
     /// Where health checkers report (merged with the runtime's events).
     health_sink: crate::runtime::EventSink,
     /// Keeps the control channel open: dropping every handle does not stop
@@ -210,6 +215,7 @@ pub fn spawn(
         tasks_tx,
         dirty: false,
         to_cleanup: Vec::new(),
+        deferred_kills: Vec::new(),
         _control_keepalive: control_tx.clone(),
     };
     let join = tokio::spawn(agent.run(connector, events, control_rx));
@@ -463,6 +469,10 @@ impl Agent {
             for (fid, tid) in std::mem::take(&mut self.to_cleanup) {
                 self.runtime.cleanup(&fid, &tid).await;
             }
+            for (fid, tid) in std::mem::take(&mut self.deferred_kills) {
+                tracing::info!(task_id = %tid, "carrying out the kill that arrived while it was launching");
+                self.kill(&fid, &tid).await;
+            }
         }
     }
 
@@ -605,6 +615,7 @@ impl Agent {
                     state,
                     queue,
                     backoff: self.cfg.status_retry_min,
+                    kill_requested: false,
                 },
             );
         }
@@ -670,6 +681,10 @@ impl Agent {
         };
         if ev.state.is_terminal() {
             t.alive.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+        if ev.state == TaskState::Running && t.kill_requested {
+            t.kill_requested = false;
+            self.deferred_kills.push(key.clone());
         }
         if ev.state == TaskState::Running && ev.healthy.is_none() && ev.ready.is_none() {
             start_checks(
@@ -747,6 +762,7 @@ impl Agent {
                             queue: VecDeque::new(),
                             next_retry: None,
                             backoff: self.cfg.status_retry_min,
+                            kill_requested: false,
                         },
                     );
                     launch.push(task);
@@ -826,12 +842,17 @@ impl Agent {
     }
 
     async fn kill(&mut self, fid: &FrameworkId, tid: &TaskId) {
-        let Some(t) = self.tasks.get(&(fid.clone(), tid.clone())) else {
-            tracing::debug!(task_id = %tid, "kill for unknown task");
+        let Some(t) = self.tasks.get_mut(&(fid.clone(), tid.clone())) else {
+            tracing::info!(task_id = %tid, "kill for a task this agent does not have: ignored");
             return;
         };
         if t.state.is_terminal() {
             return;
+        }
+        if matches!(t.state, TaskState::Staging | TaskState::Starting) {
+            // The runtime may not have a container or process yet; the
+            // kill is repeated as soon as the task reports RUNNING.
+            t.kill_requested = true;
         }
         // Grace between SIGTERM and SIGKILL; unset (0) means the default 5 s.
         let grace = if t.info.kill_grace_seconds > 0.0 {

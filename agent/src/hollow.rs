@@ -1,5 +1,7 @@
 //! The hollow runtime: runs no containers. A launched task reports STARTING at
-//! once and RUNNING after a configurable delay. Its command decides what
+//! once and RUNNING after a configurable delay; like a real runtime, it has
+//! nothing to kill before then (a kill while starting is the agent's to
+//! remember). Its command decides what
 //! happens next (`sleep N` → FINISHED after N s; `exit N` → FINISHED or
 //! FAILED with code N; anything else runs until killed), and tests can tell a
 //! task to finish, fail or vanish through the [`HollowRuntime`] handle.
@@ -81,6 +83,15 @@ impl HollowRuntime {
             .unwrap_or(false)
     }
 
+    /// The task exists from here on (like a container once started):
+    /// before this, there is nothing to kill.
+    fn start(&self, fw: &FrameworkId, task: &TaskId) {
+        if let Ok(mut t) = self.inner.tasks.lock() {
+            t.insert((fw.clone(), task.clone()), ());
+        }
+        self.emit(RuntimeEvent::new(fw, task, TaskState::Running));
+    }
+
     pub fn live_tasks(&self) -> usize {
         self.inner.tasks.lock().map(|t| t.len()).unwrap_or(0)
     }
@@ -112,9 +123,6 @@ impl ContainerRuntime for HollowRuntime {
         Box::pin(async move {
             let fw = spec.framework_id.clone();
             let tid = spec.task_id();
-            if let Ok(mut t) = self.inner.tasks.lock() {
-                t.insert((fw.clone(), tid.clone()), ());
-            }
             self.emit(RuntimeEvent::new(&fw, &tid, TaskState::Starting));
             let cmd = spec
                 .task
@@ -125,7 +133,7 @@ impl ContainerRuntime for HollowRuntime {
             let script = script(&cmd);
             let delay = self.inner.start_delay;
             if delay.is_zero() && matches!(script, Script::Forever) {
-                self.emit(RuntimeEvent::new(&fw, &tid, TaskState::Running));
+                self.start(&fw, &tid);
                 return;
             }
             let me = self.clone();
@@ -133,16 +141,7 @@ impl ContainerRuntime for HollowRuntime {
                 if !delay.is_zero() {
                     tokio::time::sleep(delay).await;
                 }
-                let live = me
-                    .inner
-                    .tasks
-                    .lock()
-                    .map(|t| t.contains_key(&(fw.clone(), tid.clone())))
-                    .unwrap_or(false);
-                if !live {
-                    return;
-                }
-                me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Running));
+                me.start(&fw, &tid);
                 match script {
                     Script::Forever => {}
                     Script::Sleep(d) => {

@@ -42,7 +42,7 @@ impl ServicesProc {
             .args(["services", "--master", &self.master, "--listen", &self.addr])
             .arg("--data-dir")
             .arg(&self.data)
-            .env("AGORA_LOG", "warn")
+            .env("AGORA_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -71,12 +71,18 @@ impl ServicesProc {
     }
 
     async fn wait_app(&self, id: &str, f: impl Fn(&Value) -> bool) -> Value {
-        eventually(LONG, async || {
+        let found = eventually(LONG, async || {
             let a = self.app(id).await;
             f(&a).then_some(a)
         })
-        .await
-        .unwrap_or_else(|_| panic!("app {id} never reached the expected state"))
+        .await;
+        match found {
+            Ok(a) => a,
+            Err(_) => panic!(
+                "app {id} never reached the expected state; it is: {}",
+                self.app(id).await
+            ),
+        }
     }
 }
 
@@ -578,15 +584,26 @@ async fn readiness_gates_a_deployment_and_rollback_restores_the_previous_version
     let (code, body) = s.req("PUT", "/v2/apps/ready", Some(v2)).await;
     assert_eq!(code, 200, "{body}");
     let dep = body["deploymentId"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    let old_and_new = |a: &Value| {
+        let ids = task_ids(a);
+        let old = ids
+            .iter()
+            .filter(|(_, id)| v1_tasks.iter().any(|(_, o)| o == id))
+            .count();
+        (old, ids.len() - old)
+    };
+    // One old instance goes, a new one runs but never gets ready...
+    s.wait_app("/ready", |a| old_and_new(a) == (1, 1)).await;
+    // ...and the deployment stays there: the last old instance keeps serving.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let (_, deps) = s.req("GET", "/v2/deployments", None).await;
     assert_eq!(deps[0]["id"], dep.as_str(), "still deploying: {deps}");
     let a = s.app("/ready").await;
-    let old_left = task_ids(&a)
-        .iter()
-        .filter(|(_, id)| v1_tasks.iter().any(|(_, o)| o == id))
-        .count();
-    assert_eq!(old_left, 1, "one old instance keeps serving: {a}");
+    assert_eq!(
+        old_and_new(&a),
+        (1, 1),
+        "one old instance keeps serving: {a}"
+    );
 
     // Roll back: the previous definition comes back and the deployment ends.
     let out = Command::new(BIN)

@@ -132,12 +132,24 @@ impl Cluster {
         Ok(serde_json::from_str(&body)?)
     }
 
-    /// Starts a hollow agent.
+    /// Starts a hollow agent (tasks run 50 ms after launch).
     pub async fn agent(
         &self,
         name: &str,
         resources: &str,
         attributes: &[(&str, &str)],
+    ) -> Result<Agent> {
+        self.agent_with_start_delay(name, resources, attributes, Duration::from_millis(50))
+            .await
+    }
+
+    /// Starts a hollow agent whose tasks take `start_delay` to run.
+    pub async fn agent_with_start_delay(
+        &self,
+        name: &str,
+        resources: &str,
+        attributes: &[(&str, &str)],
+        start_delay: Duration,
     ) -> Result<Agent> {
         let cfg = AgentConfig {
             hostname: name.to_string(),
@@ -152,11 +164,8 @@ impl Cluster {
             reconnect_max: Duration::from_millis(500),
             ..AgentConfig::default()
         };
-        let (handle, runtime, _join) = agora_agent::spawn_hollow(
-            cfg,
-            Connector::Address(self.url()),
-            Duration::from_millis(50),
-        );
+        let (handle, runtime, _join) =
+            agora_agent::spawn_hollow(cfg, Connector::Address(self.url()), start_delay);
         let id = tokio::time::timeout(Duration::from_secs(10), handle.registered())
             .await
             .context("agent did not register")?;

@@ -126,6 +126,32 @@ async fn launch_run_kill_finish_with_two_frameworks() {
     assert_eq!(code, 307);
 }
 
+/// A kill that reaches the agent while the task is still starting (no
+/// container to signal yet) is not lost: the task is killed once it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_while_starting_is_carried_out_once_the_task_runs() {
+    let c = Cluster::start(test_config()).await.unwrap();
+    let agent = c
+        .agent_with_start_delay("slow", "cpus:2;mem:512", &[], Duration::from_millis(700))
+        .await
+        .unwrap();
+    let mut f = Fw::start(fw_config(&c, "impatient")).await.unwrap();
+    let o = f.offers().await.unwrap();
+    f.client
+        .launch(&o[0], vec![task("t", "cpus:1;mem:64", "serve")])
+        .await
+        .unwrap();
+    f.update("t", TaskState::Starting).await.unwrap();
+    f.client.kill(&"t".into(), None).await.unwrap();
+    let killed = f.update("t", TaskState::Killed).await.unwrap();
+    assert_eq!(killed.agent_id, agent.id);
+    assert_eq!(
+        agent.runtime.live_tasks(),
+        0,
+        "the task must not keep running"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_acknowledgement_leads_to_redelivery() {
     let c = Cluster::start(test_config()).await.unwrap();

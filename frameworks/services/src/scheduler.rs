@@ -64,10 +64,29 @@ pub struct Instance {
     pub staged_at: f64,
     pub running_since: Option<f64>,
     pub killing: bool,
+    /// When the kill was last sent (seconds since the epoch); unset after a
+    /// restart, so a pending kill is sent again at once.
+    #[serde(default, skip)]
+    pub kill_sent_at: Option<f64>,
     pub message: String,
 }
 
+/// A kill that has not ended the task after this long is sent again: a
+/// kill can be lost (agent restarting, master failing over), and one more
+/// is harmless.
+pub const KILL_RETRY_SECONDS: f64 = 10.0;
+
 impl Instance {
+    /// Marks the instance as being killed and says so to the master.
+    fn kill(&mut self, now: f64) -> Action {
+        self.killing = true;
+        self.kill_sent_at = Some(now);
+        Action::Kill {
+            task_id: self.task_id.clone(),
+            agent_id: self.agent_id.clone(),
+        }
+    }
+
     /// Counts toward `instances`: launched and not ending or gone.
     pub fn is_live(&self) -> bool {
         !self.killing && !self.state.is_terminal() && self.state != TaskState::Unreachable
@@ -210,21 +229,12 @@ impl Services {
     /// Deletes an app: its instances are killed.
     pub fn delete_app(&mut self, id: &str) -> Vec<Action> {
         self.apps.remove(id);
-        let mut out = Vec::new();
-        for i in self
-            .instances
+        let now = now_s();
+        self.instances
             .values_mut()
-            .filter(|i| i.app_id == id && !i.state.is_terminal())
-        {
-            if !i.killing {
-                i.killing = true;
-                out.push(Action::Kill {
-                    task_id: i.task_id.clone(),
-                    agent_id: i.agent_id.clone(),
-                });
-            }
-        }
-        out
+            .filter(|i| i.app_id == id && !i.state.is_terminal() && !i.killing)
+            .map(|i| i.kill(now))
+            .collect()
     }
 
     /// Desired count of instances of `version` and of older versions, for
@@ -317,6 +327,7 @@ impl Services {
                         staged_at: now,
                         running_since: None,
                         killing: false,
+                        kill_sent_at: None,
                         message: String::new(),
                     };
                     self.instances.insert(inst.task_id.clone(), inst);
@@ -452,13 +463,10 @@ impl Services {
                 && old_keep == 0
                 && current.len() >= app.instances as usize
                 && current.iter().all(|i| ready(i, &app));
+            let now = now_s();
             for t in kill {
                 if let Some(i) = self.instances.get_mut(&t) {
-                    i.killing = true;
-                    out.push(Action::Kill {
-                        task_id: i.task_id.clone(),
-                        agent_id: i.agent_id.clone(),
-                    });
+                    out.push(i.kill(now));
                     if let Some(d) = self.apps.get_mut(&id).and_then(|s| s.deployment.as_mut()) {
                         d.steps.push(format!("kill {t}"));
                     }
@@ -539,11 +547,7 @@ impl Services {
         } else if s.healthy == Some(false) && !killing {
             // Unhealthy past maxConsecutiveFailures (the agent counts): replace.
             if let Some(i) = self.instances.get_mut(s.task_id.as_str()) {
-                i.killing = true;
-                out.push(Action::Kill {
-                    task_id: i.task_id.clone(),
-                    agent_id: i.agent_id.clone(),
-                });
+                out.push(i.kill(now));
             }
         } else if s.healthy == Some(true)
             && let Some(st) = self.apps.get_mut(&app_id)
@@ -555,9 +559,26 @@ impl Services {
         out
     }
 
-    /// Periodic: resets backoff for apps whose instances have stayed up.
+    /// Periodic: resets backoff for apps whose instances have stayed up,
+    /// re-sends kills that have not ended their task, then converges.
     pub fn tick(&mut self) -> Vec<Action> {
-        let now = now_s();
+        self.tick_at(now_s())
+    }
+
+    fn tick_at(&mut self, now: f64) -> Vec<Action> {
+        let mut out: Vec<Action> = self
+            .instances
+            .values_mut()
+            .filter(|i| {
+                i.killing
+                    && !i.state.is_terminal()
+                    && i.kill_sent_at.is_none_or(|t| now - t >= KILL_RETRY_SECONDS)
+            })
+            .map(|i| {
+                tracing::info!(task_id = %i.task_id, "task still not ended after its kill; killing again");
+                i.kill(now)
+            })
+            .collect();
         for st in self.apps.values_mut() {
             if st.delay == 0.0 || !st.app.health_checks.is_empty() {
                 continue;
@@ -573,7 +594,8 @@ impl Services {
                 st.next_launch_at = 0.0;
             }
         }
-        self.converge()
+        out.extend(self.converge());
+        out
     }
 }
 
@@ -1027,6 +1049,52 @@ mod tests {
                 .unwrap_or("")
                 .contains("backoff")
         );
+    }
+
+    fn kills(actions: &[Action]) -> Vec<String> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Kill { task_id, .. } => Some(task_id.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_kill_that_does_not_end_the_task_is_sent_again() {
+        let mut s = Services::new();
+        s.put_app(
+            app(json!({"id": "web", "cmd": "serve", "instances": 2, "cpus": 1, "mem": 64})),
+            false,
+        );
+        s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]);
+        run_all(&mut s);
+        let mut a = s.apps["/web"].app.clone();
+        a.instances = 1;
+        s.put_app(a, false);
+        let killed = kills(&s.converge());
+        assert_eq!(killed.len(), 1);
+        let sent = s.instances[&killed[0]].kill_sent_at.unwrap();
+
+        // Within the retry period: nothing more.
+        assert!(kills(&s.tick_at(sent + KILL_RETRY_SECONDS - 1.0)).is_empty());
+        // Past it, the task still running: the kill goes again, once.
+        let now = sent + KILL_RETRY_SECONDS;
+        assert_eq!(kills(&s.tick_at(now)), killed);
+        assert!(kills(&s.tick_at(now + 1.0)).is_empty());
+        // Once it ends, no more kills.
+        s.update(&status(&killed[0], TaskState::Killed));
+        assert!(kills(&s.tick_at(now + 2.0 * KILL_RETRY_SECONDS)).is_empty());
+        assert_eq!(s.live("/web").count(), 1);
+
+        // After a restart (kill time not stored) a pending kill goes at once.
+        let mut a = s.apps["/web"].app.clone();
+        a.instances = 0;
+        s.put_app(a, false);
+        let killed = kills(&s.converge());
+        s.instances.get_mut(&killed[0]).unwrap().kill_sent_at = None;
+        assert_eq!(kills(&s.tick_at(now)), killed);
     }
 
     #[test]

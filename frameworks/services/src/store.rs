@@ -186,6 +186,21 @@ mod tests {
     use super::*;
     use crate::scheduler::Services;
 
+    /// Stored times come back bit for bit (serde_json's default float
+    /// parser may be off by one unit in the last place).
+    #[test]
+    fn times_round_trip_exactly() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let t = 1.7e9 + (x % 1_000_000_000_000) as f64 / 1e4 + 1.0 / ((x % 997) as f64 + 1.0);
+            let back: f64 = serde_json::from_slice(&serde_json::to_vec(&t).unwrap()).unwrap();
+            assert_eq!(back.to_bits(), t.to_bits(), "{t} came back as {back}");
+        }
+    }
+
     #[test]
     fn writes_changes_and_reloads_them() {
         let dir =
