@@ -149,6 +149,8 @@ struct TaskRecord {
     alive: Arc<std::sync::atomic::AtomicBool>,
     /// Its readiness and health checkers were started.
     checking: bool,
+    /// The verdicts of its health checks, combined.
+    health: crate::health::Verdicts,
     info: pb::TaskInfo,
     state: TaskState,
     queue: VecDeque<Pending>,
@@ -610,6 +612,7 @@ impl Agent {
                 TaskRecord {
                     alive: Arc::new(std::sync::atomic::AtomicBool::new(!state.is_terminal())),
                     checking: false,
+                    health: crate::health::Verdicts::new(info.health_checks.len()),
                     next_retry: (!queue.is_empty()).then_some(now),
                     info,
                     state,
@@ -654,6 +657,21 @@ impl Agent {
         if !t.state.can_transition(ev.state) {
             tracing::debug!(task_id = %ev.task_id, from = %t.state, to = %ev.state, "ignoring impossible transition");
             return;
+        }
+        let mut ev = ev;
+        if let (Some(i), Some(h)) = (ev.check, ev.healthy) {
+            // One check's verdict: the framework hears the task's health,
+            // and only when it changes.
+            match t.health.record(i, h) {
+                Some(now) => {
+                    ev.healthy = Some(now);
+                    if now && t.info.health_checks.len() > 1 {
+                        ev.message =
+                            format!("all {} health checks passed", t.info.health_checks.len());
+                    }
+                }
+                None => return,
+            }
         }
         t.state = ev.state;
         let status = pb::TaskStatus {
@@ -757,6 +775,7 @@ impl Agent {
                         TaskRecord {
                             alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
                             checking: false,
+                            health: crate::health::Verdicts::new(task.health_checks.len()),
                             info: task.clone(),
                             state: TaskState::Staging,
                             queue: VecDeque::new(),
@@ -889,9 +908,10 @@ fn start_checks(
             live(t.alive.clone()),
         );
     }
-    if let Some(check) = t.info.health_checks.first().cloned() {
+    for (i, check) in t.info.health_checks.iter().enumerate() {
         crate::health::spawn_checker(
-            check,
+            i,
+            check.clone(),
             runtime.clone(),
             sink.clone(),
             fw.clone(),

@@ -3,10 +3,11 @@
 //! kills). HTTP: a GET answered 2xx/3xx; TCP: a connection accepted;
 //! COMMAND: exit status 0 inside the task's container.
 //!
-//! Results are reported only when health changes: healthy after the first
+//! Each check reports only when its verdict changes: healthy after the first
 //! success, unhealthy once `max_consecutive_failures` checks in a row fail
 //! after the grace period (failures during the grace period do not count
-//! until a check has passed).
+//! until a check has passed). A task with several checks is healthy when
+//! all of them pass and unhealthy as soon as one fails ([`Verdicts`]).
 
 use crate::runtime::{ContainerRuntime, EventSink, RuntimeEvent};
 use agora_core::{FrameworkId, TaskId, TaskState};
@@ -94,8 +95,46 @@ pub async fn probe(
     }
 }
 
-/// Runs the task's first health check until `live` says the task is gone.
+/// The task's health from the verdicts of its several checks (Marathon:
+/// healthy when every check passes).
+#[derive(Debug, Clone, Default)]
+pub struct Verdicts {
+    checks: Vec<Option<bool>>,
+    reported: Option<bool>,
+}
+
+impl Verdicts {
+    pub fn new(n: usize) -> Self {
+        Verdicts {
+            checks: vec![None; n],
+            reported: None,
+        }
+    }
+
+    /// Records check `i`'s verdict; returns the task's health when it
+    /// changes (unhealthy if any check fails, healthy once all pass).
+    pub fn record(&mut self, i: usize, healthy: bool) -> Option<bool> {
+        *self.checks.get_mut(i)? = Some(healthy);
+        let now = if self.checks.contains(&Some(false)) {
+            Some(false)
+        } else if self.checks.iter().all(|c| *c == Some(true)) {
+            Some(true)
+        } else {
+            None
+        };
+        if now.is_some() && now != self.reported {
+            self.reported = now;
+            now
+        } else {
+            None
+        }
+    }
+}
+
+/// Runs one of the task's health checks (number `index`) until `live` says
+/// the task is gone.
 pub fn spawn_checker(
+    index: usize,
     check: pb::HealthCheck,
     runtime: Arc<dyn ContainerRuntime>,
     sink: EventSink,
@@ -125,8 +164,8 @@ pub fn spawn_checker(
                         healthy = Some(true);
                         let _ = sink.send(
                             RuntimeEvent::new(&fw, &task, TaskState::Running)
-                                .healthy(true)
-                                .message("health check passed"),
+                                .healthy(index, true)
+                                .message(format!("health check {} passed", index + 1)),
                         );
                     }
                 }
@@ -139,9 +178,10 @@ pub fn spawn_checker(
                         healthy = Some(false);
                         let _ = sink.send(
                             RuntimeEvent::new(&fw, &task, TaskState::Running)
-                                .healthy(false)
+                                .healthy(index, false)
                                 .message(format!(
-                                    "{failures} consecutive health check failures; last: {why}"
+                                    "health check {}: {failures} consecutive failures; last: {why}",
+                                    index + 1
                                 )),
                         );
                     }
@@ -235,6 +275,7 @@ mod tests {
         let alive = Arc::new(AtomicBool::new(true));
         let a = alive.clone();
         spawn_checker(
+            0,
             c,
             Arc::new(Scripted(Mutex::new(script))),
             tx,
@@ -249,6 +290,26 @@ mod tests {
             out.push((ev.healthy.unwrap(), ev.message));
         }
         out
+    }
+
+    #[test]
+    fn a_task_is_healthy_when_all_its_checks_pass() {
+        let mut v = Verdicts::new(2);
+        assert_eq!(v.record(0, true), None, "check 2 has not answered yet");
+        assert_eq!(v.record(1, true), Some(true));
+        assert_eq!(v.record(0, true), None, "no change, no report");
+        assert_eq!(
+            v.record(1, false),
+            Some(false),
+            "one failing check is enough"
+        );
+        assert_eq!(v.record(0, false), None);
+        assert_eq!(v.record(1, true), None, "check 1 still fails");
+        assert_eq!(v.record(0, true), Some(true));
+        assert_eq!(v.record(7, false), None, "no such check");
+        let mut one = Verdicts::new(1);
+        assert_eq!(one.record(0, false), Some(false));
+        assert_eq!(one.record(0, true), Some(true));
     }
 
     #[tokio::test(start_paused = true)]

@@ -23,6 +23,8 @@ pub struct RuntimeEvent {
     pub exit_code: Option<i32>,
     /// A health check result (RUNNING updates only).
     pub healthy: Option<bool>,
+    /// Which of the task's health checks `healthy` comes from.
+    pub check: Option<usize>,
     /// A readiness check passed (RUNNING updates only).
     pub ready: Option<bool>,
 }
@@ -37,6 +39,7 @@ impl RuntimeEvent {
             reason: String::new(),
             exit_code: None,
             healthy: None,
+            check: None,
             ready: None,
         }
     }
@@ -46,8 +49,10 @@ impl RuntimeEvent {
         self
     }
 
-    pub fn healthy(mut self, h: bool) -> Self {
+    /// The verdict of health check number `check` of the task.
+    pub fn healthy(mut self, check: usize, h: bool) -> Self {
         self.healthy = Some(h);
+        self.check = Some(check);
         self
     }
 

@@ -435,9 +435,13 @@ fn healthy(a: &Value) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_checks_run_on_the_agent_and_unhealthy_instances_are_replaced() {
     let (_c, _agent, s) = stack().await;
-    let (code, body) = s
-        .req("POST", "/v2/apps", Some(healthy_workload("/hc", 3)))
-        .await;
+    // Two checks: TCP (keeps passing) first, HTTP /health second. All must
+    // pass, so the HTTP check alone failing makes the instance unhealthy.
+    let mut def = healthy_workload("/hc", 3);
+    let http = def["healthChecks"][0].clone();
+    def["healthChecks"] = json!([{"protocol": "MESOS_TCP", "portIndex": 0,
+        "gracePeriodSeconds": 10, "intervalSeconds": 0.5, "timeoutSeconds": 1}, http]);
+    let (code, body) = s.req("POST", "/v2/apps", Some(def)).await;
     assert_eq!(code, 201, "{body}");
     let a = s.wait_app("/hc", |a| healthy(a) == 3).await;
 

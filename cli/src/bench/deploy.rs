@@ -171,9 +171,18 @@ async fn swarm(args: &DeployArgs) -> Result<f64> {
         },
     };
     let _ = docker(&["service", "rm", &name]);
+    // Wait until the service's containers are gone, so the engine is quiet
+    // again when the bench returns (and before leaving swarm mode).
+    let label = format!("label=com.docker.swarm.service.name={name}");
+    let gone_by = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < gone_by {
+        match docker(&["ps", "-aq", "--filter", &label]) {
+            Ok(ids) if ids.trim().is_empty() => break,
+            Err(_) => break,
+            Ok(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
     if we_started {
-        // Let the tasks go before leaving.
-        tokio::time::sleep(Duration::from_secs(2)).await;
         let _ = docker(&["swarm", "leave", "--force"]);
     }
     result
