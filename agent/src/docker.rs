@@ -137,6 +137,23 @@ impl DockerRuntime {
         }
     }
 
+    /// Which of `images` the local engine lacks (there is no registry to
+    /// pull them from). Empty when the engine cannot be asked.
+    pub async fn missing_images(images: &[&str]) -> Vec<String> {
+        let Ok(d) = Docker::connect_with_local_defaults() else {
+            return Vec::new();
+        };
+        let mut missing = Vec::new();
+        for image in images {
+            if let Err(e) = d.inspect_image(image).await
+                && is_not_found(&e)
+            {
+                missing.push(image.to_string());
+            }
+        }
+        missing
+    }
+
     /// Every container (running or not) labelled with this agent's scope.
     async fn list_scoped(
         &self,

@@ -84,11 +84,21 @@ pub async fn run(args: DevArgs) -> Result<()> {
         None if DockerRuntime::available().await => RuntimeKind::Docker,
         None => {
             eprintln!(
-                "the Docker engine does not answer: using the hollow runtime (tasks are simulated)"
+                "the Docker engine does not answer: using the process runtime (tasks run as local processes; apps that need a container image cannot start)"
             );
-            RuntimeKind::Hollow
+            RuntimeKind::Process
         }
     };
+    if runtime == RuntimeKind::Docker {
+        let missing =
+            DockerRuntime::missing_images(&["agora-workload:latest", &args.default_image]).await;
+        if !missing.is_empty() {
+            eprintln!(
+                "image(s) {} not on this engine (nothing is pulled): run `bash images/build.sh` before deploying the examples",
+                missing.join(", ")
+            );
+        }
+    }
     let agent_args = AgentArgs {
         master: addr.to_string(),
         work_dir: Some(data_dir.join("agent")),
