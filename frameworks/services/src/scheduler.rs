@@ -94,7 +94,7 @@ impl Instance {
 }
 
 /// Per-app bookkeeping beside its definition.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AppState {
     pub app: App,
     /// Current launch delay (crash-loop backoff), seconds.

@@ -290,12 +290,12 @@ impl Actor {
     }
 
     fn persist(&mut self) -> Result<(), ApiError> {
-        let apps: Vec<&AppState> = self.services.apps.values().collect();
-        let inst: Vec<&Instance> = self.services.instances.values().collect();
-        self.store.save(&apps, &inst).map_err(|e| {
-            tracing::error!(error = %e, "cannot persist services state");
-            ApiError::Store(e.to_string())
-        })
+        self.store
+            .save(&self.services.apps, &self.services.instances)
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot persist services state");
+                ApiError::Store(e.to_string())
+            })
     }
 
     async fn handle(&mut self, m: Msg) -> Vec<Action> {

@@ -5,6 +5,7 @@
 
 use crate::scheduler::{AppState, Instance};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use std::collections::BTreeMap;
 use std::path::Path;
 
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
@@ -22,8 +23,38 @@ pub struct Store {
     db: redb::Database,
     path: String,
     /// What was last written, to write only changes.
-    written_apps: std::collections::HashMap<String, Vec<u8>>,
-    written_instances: std::collections::HashMap<String, Vec<u8>>,
+    written_apps: BTreeMap<String, AppState>,
+    written_instances: BTreeMap<String, Instance>,
+}
+
+/// What changed from `before` to `now` (both sorted by key): the entries to
+/// write and the keys to delete.
+fn diff<'a, T: PartialEq>(
+    now: &'a BTreeMap<String, T>,
+    before: &BTreeMap<String, T>,
+) -> (Vec<(&'a String, &'a T)>, Vec<String>) {
+    use std::cmp::Ordering;
+    let (mut up, mut del) = (Vec::new(), Vec::new());
+    let (mut a, mut b) = (now.iter().peekable(), before.iter().peekable());
+    loop {
+        match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => up.extend(a.by_ref()),
+            (None, Some(_)) => del.extend(b.by_ref().map(|(k, _)| k.clone())),
+            (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
+                Ordering::Less => up.extend(a.next()),
+                Ordering::Greater => del.extend(b.next().map(|(k, _)| k.clone())),
+                Ordering::Equal => {
+                    if let (Some((k, v)), Some((_, old))) = (a.next(), b.next())
+                        && v != old
+                    {
+                        up.push((k, v));
+                    }
+                }
+            },
+        }
+    }
+    (up, del)
 }
 
 /// Everything stored.
@@ -70,9 +101,7 @@ impl Store {
             .get("framework_id")
             .map_err(|e| self.err(e))?
             .map(|v| v.value().to_string());
-        let mut apps = Vec::new();
-        let mut app_rows = Vec::new();
-        let mut inst_rows = Vec::new();
+        let mut apps: Vec<AppState> = Vec::new();
         for row in tx
             .open_table(APPS)
             .map_err(|e| self.err(e))?
@@ -84,9 +113,8 @@ impl Store {
                 serde_json::from_slice(v.value())
                     .map_err(|e| self.err(format!("app {}: {e}", k.value())))?,
             );
-            app_rows.push((k.value().to_string(), v.value().to_vec()));
         }
-        let mut instances = Vec::new();
+        let mut instances: Vec<Instance> = Vec::new();
         for row in tx
             .open_table(INSTANCES)
             .map_err(|e| self.err(e))?
@@ -98,10 +126,13 @@ impl Store {
                 serde_json::from_slice(v.value())
                     .map_err(|e| self.err(format!("instance {}: {e}", k.value())))?,
             );
-            inst_rows.push((k.value().to_string(), v.value().to_vec()));
         }
-        self.written_apps = app_rows.into_iter().collect();
-        self.written_instances = inst_rows.into_iter().collect();
+        // Keyed as the caller's maps are: the app id and the task id.
+        self.written_apps = apps.iter().map(|a| (a.app.id.clone(), a.clone())).collect();
+        self.written_instances = instances
+            .iter()
+            .map(|i| (i.task_id.clone(), i.clone()))
+            .collect();
         Ok(Snapshot {
             framework_id,
             apps,
@@ -109,56 +140,35 @@ impl Store {
         })
     }
 
-    /// Writes what changed since the last call (one transaction): each app
-    /// and instance is serialised and compared with what was last written,
-    /// so a status update costs one row, not a rewrite of everything.
-    pub fn save(&mut self, apps: &[&AppState], instances: &[&Instance]) -> Result<(), StoreError> {
-        let mut app_rows = std::collections::HashMap::new();
-        for a in apps {
-            app_rows.insert(
-                a.app.id.clone(),
-                serde_json::to_vec(a).map_err(|e| self.err(e))?,
-            );
-        }
-        let mut inst_rows = std::collections::HashMap::new();
-        for i in instances {
-            inst_rows.insert(
-                i.task_id.clone(),
-                serde_json::to_vec(i).map_err(|e| self.err(e))?,
-            );
-        }
-        let changed = |now: &std::collections::HashMap<String, Vec<u8>>,
-                       before: &std::collections::HashMap<String, Vec<u8>>| {
-            let upserts: Vec<String> = now
-                .iter()
-                .filter(|(k, v)| before.get(*k) != Some(*v))
-                .map(|(k, _)| k.clone())
-                .collect();
-            let deletes: Vec<String> = before
-                .keys()
-                .filter(|k| !now.contains_key(*k))
-                .cloned()
-                .collect();
-            (upserts, deletes)
-        };
-        let (app_up, app_del) = changed(&app_rows, &self.written_apps);
-        let (inst_up, inst_del) = changed(&inst_rows, &self.written_instances);
+    /// Writes what changed since the last call (one transaction). Each app
+    /// and instance is compared with the copy last written (a merge of two
+    /// sorted maps, no serialisation), so a status update costs one row and
+    /// a comparison per instance, not a rewrite of everything.
+    pub fn save(
+        &mut self,
+        apps: &BTreeMap<String, AppState>,
+        instances: &BTreeMap<String, Instance>,
+    ) -> Result<(), StoreError> {
+        let (app_up, app_del) = diff(apps, &self.written_apps);
+        let (inst_up, inst_del) = diff(instances, &self.written_instances);
         if app_up.is_empty() && app_del.is_empty() && inst_up.is_empty() && inst_del.is_empty() {
             return Ok(());
         }
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(APPS).map_err(|e| self.err(e))?;
-            for k in &app_up {
-                t.insert(k.as_str(), app_rows[k].as_slice())
+            for (k, a) in &app_up {
+                let row = serde_json::to_vec(a).map_err(|e| self.err(e))?;
+                t.insert(k.as_str(), row.as_slice())
                     .map_err(|e| self.err(e))?;
             }
             for k in &app_del {
                 t.remove(k.as_str()).map_err(|e| self.err(e))?;
             }
             let mut t = tx.open_table(INSTANCES).map_err(|e| self.err(e))?;
-            for k in &inst_up {
-                t.insert(k.as_str(), inst_rows[k].as_slice())
+            for (k, i) in &inst_up {
+                let row = serde_json::to_vec(i).map_err(|e| self.err(e))?;
+                t.insert(k.as_str(), row.as_slice())
                     .map_err(|e| self.err(e))?;
             }
             for k in &inst_del {
@@ -166,8 +176,18 @@ impl Store {
             }
         }
         tx.commit().map_err(|e| self.err(e))?;
-        self.written_apps = app_rows;
-        self.written_instances = inst_rows;
+        for (k, a) in app_up {
+            self.written_apps.insert(k.clone(), a.clone());
+        }
+        for k in app_del {
+            self.written_apps.remove(&k);
+        }
+        for (k, i) in inst_up {
+            self.written_instances.insert(k.clone(), i.clone());
+        }
+        for k in inst_del {
+            self.written_instances.remove(&k);
+        }
         Ok(())
     }
 
@@ -185,6 +205,24 @@ impl Store {
 mod tests {
     use super::*;
     use crate::scheduler::Services;
+
+    #[test]
+    fn diff_finds_what_to_write_and_what_to_delete() {
+        let map = |v: &[(&str, u32)]| -> BTreeMap<String, u32> {
+            v.iter().map(|(k, x)| (k.to_string(), *x)).collect()
+        };
+        let before = map(&[("a", 1), ("b", 2), ("d", 4), ("f", 6)]);
+        let now = map(&[("b", 2), ("c", 3), ("d", 5), ("g", 7)]);
+        let (up, del) = diff(&now, &before);
+        let up: Vec<(&str, u32)> = up.into_iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(up, vec![("c", 3), ("d", 5), ("g", 7)]);
+        assert_eq!(del, vec!["a".to_string(), "f".to_string()]);
+        let (up, del) = diff(&now, &now);
+        assert!(up.is_empty() && del.is_empty());
+        let empty = BTreeMap::new();
+        let (up, del) = diff(&empty, &before);
+        assert!(up.is_empty() && del.len() == 4);
+    }
 
     /// Stored times come back bit for bit (serde_json's default float
     /// parser may be off by one unit in the last place).
@@ -223,19 +261,11 @@ mod tests {
         {
             let mut st = Store::open(&dir).unwrap();
             st.set_framework_id("fw-1").unwrap();
-            st.save(
-                &s.apps.values().collect::<Vec<_>>(),
-                &s.instances.values().collect::<Vec<_>>(),
-            )
-            .unwrap();
+            st.save(&s.apps, &s.instances).unwrap();
             // One instance goes: only that row changes.
             let gone = s.instances.keys().next().unwrap().clone();
             s.instances.remove(&gone);
-            st.save(
-                &s.apps.values().collect::<Vec<_>>(),
-                &s.instances.values().collect::<Vec<_>>(),
-            )
-            .unwrap();
+            st.save(&s.apps, &s.instances).unwrap();
         }
         let mut st = Store::open(&dir).unwrap();
         let snap = st.load().unwrap();
