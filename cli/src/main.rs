@@ -24,7 +24,7 @@ Daemons:      agora master | agora agent | agora services\n\
 Operate:      agora agent list | agora framework list | agora task list|show|kill|logs\n\
 Services:     agora app deploy -f app.json --wait | app list|show|scale|restart|destroy | deployment list|rollback\n\
               (--master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts; exit 4 = not found)\n\
-Benchmarks:   agora bench allocator | scale | launch | deploy"
+Benchmarks:   agora bench allocator | scale | launch | deploy | services"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -184,6 +184,8 @@ enum BenchCommand {
     Launch(bench::launch::LaunchArgs),
     /// N healthy instances through the services framework vs Docker Swarm mode.
     Deploy(bench::deploy::DeployArgs),
+    /// The services framework's scheduler + store cost per status update.
+    Services(bench::services::ServicesArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -252,6 +254,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(BenchCommand::Scale(a)) => bench::scale::run(a).await,
             Command::Bench(BenchCommand::Launch(a)) => bench::launch::run(a).await,
             Command::Bench(BenchCommand::Deploy(a)) => bench::deploy::run(a).await,
+            Command::Bench(BenchCommand::Services(a)) => bench::services::run(a),
         }
     });
     match result {

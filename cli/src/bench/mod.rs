@@ -5,6 +5,7 @@ pub mod allocator;
 pub mod deploy;
 pub mod launch;
 pub mod scale;
+pub mod services;
 
 /// The `q`-quantile (0..=1) of `v` (sorted in place), nearest-rank.
 pub fn quantile(v: &mut [f64], q: f64) -> f64 {
