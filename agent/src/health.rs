@@ -95,6 +95,30 @@ pub async fn probe(
     }
 }
 
+/// Until a check first passes, there is no point waiting a whole interval
+/// after a failure (Marathon's default interval is 60 s, and a task is
+/// rarely listening at its first probe): probes go after 50 ms, doubling up
+/// to the interval. Only used while failures do not count (readiness, or
+/// health within its grace period), so it never makes a task unhealthy
+/// sooner.
+struct FirstPassPacer {
+    next: Duration,
+}
+
+impl FirstPassPacer {
+    fn new() -> Self {
+        FirstPassPacer {
+            next: Duration::from_millis(50),
+        }
+    }
+
+    fn wait(&mut self, interval: Duration) -> Duration {
+        let w = self.next.min(interval);
+        self.next = (self.next * 2).min(interval);
+        w
+    }
+}
+
 /// The task's health from the verdicts of its several checks (Marathon:
 /// healthy when every check passes).
 #[derive(Debug, Clone, Default)]
@@ -149,6 +173,7 @@ pub fn spawn_checker(
         let started = tokio::time::Instant::now();
         let mut healthy: Option<bool> = None;
         let mut failures = 0u32;
+        let mut pacer = FirstPassPacer::new();
         loop {
             if !live() {
                 return;
@@ -187,7 +212,13 @@ pub fn spawn_checker(
                     }
                 }
             }
-            tokio::time::sleep(interval).await;
+            let in_grace = started.elapsed() < grace && healthy.is_none();
+            let wait = if in_grace {
+                pacer.wait(interval)
+            } else {
+                interval
+            };
+            tokio::time::sleep(wait).await;
         }
     });
 }
@@ -204,6 +235,7 @@ pub fn spawn_readiness(
 ) {
     tokio::spawn(async move {
         let interval = Duration::from_secs_f64(check.interval_seconds.clamp(0.05, 86_400.0));
+        let mut pacer = FirstPassPacer::new();
         while live() {
             if probe(&check, runtime.as_ref(), &fw, &task).await.is_ok() {
                 if live() {
@@ -215,7 +247,7 @@ pub fn spawn_readiness(
                 }
                 return;
             }
-            tokio::time::sleep(interval).await;
+            tokio::time::sleep(pacer.wait(interval)).await;
         }
     });
 }
@@ -319,6 +351,41 @@ mod tests {
         assert_eq!(r.len(), 2, "only changes are reported: {r:?}");
         assert!(r[0].0);
         assert!(!r[1].0 && r[1].1.contains("2 consecutive"), "{r:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn before_the_first_pass_probes_come_quickly_then_at_the_interval() {
+        // Interval 10 s, grace 60 s: fails twice, then passes at once.
+        let mut c = check(60.0, 3);
+        c.interval_seconds = 10.0;
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let alive = Arc::new(AtomicBool::new(true));
+        let a = alive.clone();
+        let t0 = tokio::time::Instant::now();
+        spawn_checker(
+            0,
+            c,
+            Arc::new(Scripted(Mutex::new(vec![1, 1, 0, 1, 1, 1]))),
+            tx,
+            "f".into(),
+            "t".into(),
+            move || a.load(Ordering::Relaxed),
+        );
+        let ev = rx.recv().await.unwrap();
+        assert_eq!(ev.healthy, Some(true));
+        // Probes at 0, 50 ms, 150 ms (not at 0, 10 s, 20 s).
+        assert_eq!(t0.elapsed(), Duration::from_millis(150));
+        // Once healthy, the interval holds: three failures take 30 s.
+        let ev = rx.recv().await.unwrap();
+        assert_eq!(ev.healthy, Some(false));
+        assert_eq!(t0.elapsed(), Duration::from_millis(30_150));
+        alive.store(false, Ordering::Relaxed);
+
+        let mut p = FirstPassPacer::new();
+        let waits: Vec<u128> = (0..6)
+            .map(|_| p.wait(Duration::from_millis(500)).as_millis())
+            .collect();
+        assert_eq!(waits, vec![50, 100, 200, 400, 500, 500]);
     }
 
     #[tokio::test(start_paused = true)]
