@@ -241,6 +241,17 @@ fn msg(m: pb::agent_message::Message) -> pb::AgentMessage {
     pb::AgentMessage { message: Some(m) }
 }
 
+impl Drop for Agent {
+    /// The agent is going away (stopped, or its task ended): its health and
+    /// readiness checkers stop with it rather than probing on (they would
+    /// otherwise probe whatever takes the ports next).
+    fn drop(&mut self) {
+        for t in self.tasks.values() {
+            t.alive.store(false, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 impl Agent {
     async fn run(
         mut self,

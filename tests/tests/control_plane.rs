@@ -152,6 +152,55 @@ async fn a_kill_while_starting_is_carried_out_once_the_task_runs() {
     );
 }
 
+/// Health checks run on the agent and stop with it: a stopped agent's
+/// checkers do not go on probing (whatever takes the port next).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_report_through_the_master_and_stop_with_the_agent() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let probed = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let p = probed.clone();
+    tokio::spawn(async move {
+        while let Ok((_s, _)) = listener.accept().await {
+            p.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let c = Cluster::start(test_config()).await.unwrap();
+    let agent = c.agent("a1", "cpus:2;mem:512", &[]).await.unwrap();
+    let mut f = Fw::start(fw_config(&c, "checked")).await.unwrap();
+    let o = f.offers().await.unwrap();
+    let mut t = task("t", "cpus:1;mem:64", "serve");
+    t.health_checks = vec![agora_proto::pb::HealthCheck {
+        protocol: agora_proto::pb::health_check::Protocol::Tcp as i32,
+        port: u32::from(port),
+        interval_seconds: 0.05,
+        timeout_seconds: 1.0,
+        max_consecutive_failures: 3,
+        ..Default::default()
+    }];
+    f.client.launch(&o[0], vec![t]).await.unwrap();
+    let healthy = f
+        .wait(Duration::from_secs(10), |e| match e {
+            Ev::Update(s) if s.healthy == Some(true) => Some(s.clone()),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(healthy.state, TaskState::Running);
+
+    agent.handle.control(agora_agent::Control::Stop);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let after_stop = probed.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        probed.load(Ordering::SeqCst),
+        after_stop,
+        "a stopped agent's health checker still probes"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_acknowledgement_leads_to_redelivery() {
     let c = Cluster::start(test_config()).await.unwrap();
