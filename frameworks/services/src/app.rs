@@ -711,6 +711,15 @@ pub fn parse_app(v: &Value) -> Result<App, Vec<FieldError>> {
         match rc.as_array() {
             None => x.err("/readinessChecks", "must be an array"),
             Some(list) => {
+                if list.len() > 1 {
+                    x.err(
+                        "/readinessChecks",
+                        format!(
+                            "at most one readiness check per app (as in Marathon); {} given",
+                            list.len()
+                        ),
+                    );
+                }
                 for (i, r) in list.iter().enumerate() {
                     let s = |k: &str, d: &str| {
                         r.get(k).and_then(|v| v.as_str()).unwrap_or(d).to_string()
@@ -917,6 +926,7 @@ mod tests {
             "cpus": "two",
             "healthChecks": [{"protocol": "GOPHER"}],
             "constraints": [["hostname", "SOMETIMES"]],
+            "readinessChecks": [{"path": "/a"}, {"path": "/b"}],
             "colour": "blue"
         }))
         .unwrap_err();
@@ -927,6 +937,7 @@ mod tests {
             "/cpus",
             "/healthChecks/0/protocol",
             "/constraints/0",
+            "/readinessChecks",
             "/colour",
             "/cmd",
         ] {
@@ -935,6 +946,7 @@ mod tests {
         let msg = |p: &str| errs.iter().find(|e| e.path == p).unwrap().errors.join(" ");
         assert!(msg("/healthChecks/0/protocol").contains("GOPHER"));
         assert!(msg("/constraints/0").contains("SOMETIMES"));
+        assert!(msg("/readinessChecks").contains("at most one"));
     }
 
     #[test]
