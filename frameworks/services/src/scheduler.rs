@@ -968,14 +968,7 @@ mod tests {
 
         a.instances = 2;
         s.put_app(a, false);
-        let acts = s.converge();
-        let killed: Vec<String> = acts
-            .iter()
-            .filter_map(|a| match a {
-                Action::Kill { task_id, .. } => Some(task_id.clone()),
-                _ => None,
-            })
-            .collect();
+        let killed = kills(&s.converge());
         assert_eq!(killed.len(), 4);
         let mut by_age: Vec<&Instance> = s.instances.values().collect();
         by_age.sort_by_key(|i| i.seq);
