@@ -69,6 +69,11 @@ pub fn validate_id(kind: &str, id: &str) -> Result<(), String> {
             id.len()
         ));
     }
+    if id.chars().all(|c| c == '.') {
+        return Err(format!(
+            "{kind} {id:?} is only dots; such ids name directories (\".\", \"..\") and are reserved"
+        ));
+    }
     if let Some(c) = id
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || "-_.:/@".contains(*c)))
@@ -90,5 +95,13 @@ mod tests {
         assert!(validate_id("task id", "").unwrap_err().contains("empty"));
         assert!(validate_id("task id", "a b").unwrap_err().contains("' '"));
         assert!(validate_id("task id", &"a".repeat(300)).is_err());
+        for dots in [".", "..", "..."] {
+            assert!(
+                validate_id("task id", dots)
+                    .unwrap_err()
+                    .contains("only dots")
+            );
+        }
+        assert!(validate_id("task id", ".a").is_ok());
     }
 }

@@ -5,6 +5,9 @@
 //! - [`resources`]: exact fixed-point resources with port ranges.
 //! - [`task`]: the task state machine (`TaskState::can_transition`).
 //! - [`lifecycle`]: agent, framework and offer lifecycles.
+//! - [`info`]: what frameworks ask to run and what is reported back
+//!   (task and framework descriptions, statuses, offers).
+//! - [`protocol`]: scheduler calls and events, agent-link messages.
 //! - [`allocator`]: the synchronous hierarchical-DRF allocator.
 //!
 //! No IO, no async, no wire types: the master wraps these in one actor and
@@ -12,7 +15,9 @@
 
 pub mod allocator;
 pub mod ids;
+pub mod info;
 pub mod lifecycle;
+pub mod protocol;
 pub mod resources;
 pub mod task;
 
