@@ -54,6 +54,24 @@ id_type!(
     OfferId
 );
 
+/// A value from the network (or a user) that does not make a valid domain
+/// value: names the field and says what is wrong.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("invalid {field}: {message}")]
+pub struct Invalid {
+    pub field: String,
+    pub message: String,
+}
+
+impl Invalid {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Longest id accepted from the network.
 pub const MAX_ID_LEN: usize = 255;
 

@@ -21,6 +21,6 @@ pub mod protocol;
 pub mod resources;
 pub mod task;
 
-pub use ids::{AgentId, FrameworkId, OfferId, TaskId};
+pub use ids::{AgentId, FrameworkId, Invalid, OfferId, TaskId};
 pub use resources::{Ranges, ResourceError, Resources, Scalars};
 pub use task::TaskState;

@@ -5,14 +5,17 @@
 use crate::state::{CallError, ConnId, Master, Output, Pending};
 use crate::store::{Registry, RegistryOp};
 use crate::view::{Gauges, State};
-use agora_core::FrameworkId;
-use agora_proto::pb;
+use agora_core::info::FrameworkInfo;
+use agora_core::protocol::{
+    Accept, Acknowledge, Decline, Event, Kill, MasterMessage, Reconcile, Register, StatusUpdate,
+    TaskUsage,
+};
+use agora_core::{FrameworkId, Invalid, TaskId};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
-use tonic::Status;
 
 /// Events queued per framework stream before the master gives up on a slow
 /// reader (the stream is closed; the scheduler resubscribes and reconciles).
@@ -22,26 +25,28 @@ pub const AGENT_QUEUE: usize = 50_000;
 /// How many queued commands one batch handles before allocating.
 const BATCH: usize = 4096;
 
-pub type EventTx = mpsc::Sender<Result<pb::Event, Status>>;
-pub type AgentTx = mpsc::Sender<Result<pb::MasterMessage, Status>>;
+/// Events to one framework stream (converted to protobuf by the stream).
+pub type EventTx = mpsc::Sender<Event>;
+/// Messages to one agent link.
+pub type AgentTx = mpsc::Sender<MasterMessage>;
 
-/// A unary scheduler call.
+/// A unary scheduler call, already converted from the wire.
 #[derive(Debug)]
 pub enum Call {
-    Accept(pb::AcceptRequest),
-    Decline(pb::DeclineRequest),
-    Revive(pb::ReviveRequest),
-    Suppress(pb::SuppressRequest),
-    Kill(pb::KillRequest),
-    Acknowledge(pb::AcknowledgeRequest),
-    Reconcile(pb::ReconcileRequest),
-    Teardown(pb::TeardownRequest),
+    Accept(Accept),
+    Decline(Decline),
+    Revive(FrameworkId),
+    Suppress(FrameworkId),
+    Kill(Kill),
+    Acknowledge(Acknowledge),
+    Reconcile(Reconcile),
+    Teardown(FrameworkId),
 }
 
 pub enum Command {
     Subscribe {
         conn: ConnId,
-        info: pb::FrameworkInfo,
+        info: FrameworkInfo,
         events: EventTx,
         reply: oneshot::Sender<Result<FrameworkId, CallError>>,
     },
@@ -51,13 +56,17 @@ pub enum Command {
         conn: ConnId,
         tx: AgentTx,
     },
-    AgentMessage(ConnId, pb::AgentMessage),
+    /// A registration, or why it could not be read.
+    AgentRegister(ConnId, Result<Register, Invalid>),
+    AgentHeartbeat(ConnId),
+    AgentUpdates(ConnId, Vec<StatusUpdate>),
+    AgentUsage(ConnId, Vec<TaskUsage>),
     AgentClosed(ConnId),
     Persisted(Vec<Pending>),
     State(oneshot::Sender<State>),
     OperatorKill {
-        task_id: String,
-        framework: Option<String>,
+        task_id: TaskId,
+        framework: Option<FrameworkId>,
         reply: oneshot::Sender<Result<FrameworkId, CallError>>,
     },
     Gauges(oneshot::Sender<(Gauges, Vec<f64>)>),
@@ -107,8 +116,8 @@ impl MasterHandle {
 
     pub async fn operator_kill(
         &self,
-        task_id: String,
-        framework: Option<String>,
+        task_id: TaskId,
+        framework: Option<FrameworkId>,
     ) -> Result<Result<FrameworkId, CallError>, Stopped> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::OperatorKill {
@@ -300,42 +309,29 @@ fn handle(
             let r = match call {
                 Call::Accept(r) => master.accept(r, now, out),
                 Call::Decline(r) => master.decline(r, now),
-                Call::Revive(r) => master.revive(&r.framework_id),
-                Call::Suppress(r) => master.suppress(&r.framework_id),
-                Call::Kill(r) => master.kill(r, out),
+                Call::Revive(id) => master.revive(&id),
+                Call::Suppress(id) => master.suppress(&id),
+                Call::Kill(r) => master.kill(r, now, out),
                 Call::Acknowledge(r) => master.acknowledge(r, out),
-                Call::Reconcile(r) => master.reconcile(r, out),
-                Call::Teardown(r) => master.teardown(&r.framework_id, out),
+                Call::Reconcile(r) => master.reconcile(r, now, out),
+                Call::Teardown(id) => master.teardown(&id, now, out),
             };
             let _ = reply.send(r);
         }
         Command::AgentAttach { conn, tx } => {
             io.agents.insert(conn, tx);
         }
-        Command::AgentMessage(conn, msg) => match msg.message {
-            Some(pb::agent_message::Message::Register(reg)) => {
-                if let Err(e) = master.register_agent(conn, reg, now, out) {
-                    tracing::warn!(error = %e, "refusing agent registration");
-                    out.push(Output::ToAgent(
-                        conn,
-                        pb::MasterMessage {
-                            message: Some(pb::master_message::Message::Refused(pb::Refused {
-                                message: e.to_string(),
-                            })),
-                        },
-                    ));
-                    out.push(Output::CloseAgent(conn));
-                }
+        Command::AgentRegister(conn, reg) => {
+            let r = reg.and_then(|reg| master.register_agent(conn, reg, now, out));
+            if let Err(e) = r {
+                tracing::warn!(conn, error = %e, "refusing agent registration");
+                out.push(Output::ToAgent(conn, MasterMessage::Refused(e.to_string())));
+                out.push(Output::CloseAgent(conn));
             }
-            Some(pb::agent_message::Message::Heartbeat(_)) => {
-                master.agent_heartbeat(conn, now, out)
-            }
-            Some(pb::agent_message::Message::Updates(u)) => {
-                master.status_updates(conn, u.updates, now, out)
-            }
-            Some(pb::agent_message::Message::Usage(u)) => master.usage(conn, u, now),
-            None => {}
-        },
+        }
+        Command::AgentHeartbeat(conn) => master.agent_heartbeat(conn, now, out),
+        Command::AgentUpdates(conn, updates) => master.status_updates(conn, updates, now, out),
+        Command::AgentUsage(conn, usage) => master.usage(conn, usage, now),
         Command::AgentClosed(conn) => {
             io.agents.remove(&conn);
             master.agent_closed(conn, out);
@@ -353,7 +349,7 @@ fn handle(
             framework,
             reply,
         } => {
-            let _ = reply.send(master.operator_kill(&task_id, framework.as_deref(), out));
+            let _ = reply.send(master.operator_kill(&task_id, framework.as_ref(), out));
         }
         Command::Gauges(reply) => {
             let runs = std::mem::take(&mut io.metrics_runs);
@@ -371,7 +367,7 @@ fn perform(master: &mut Master, io: &mut Io, out: &mut Vec<Output>, now: std::ti
             match o {
                 Output::ToFramework(conn, ev) => {
                     if let Some(tx) = io.frameworks.get(&conn)
-                        && tx.try_send(Ok(ev)).is_err()
+                        && tx.try_send(ev).is_err()
                     {
                         tracing::warn!(conn, "framework stream full or closed; disconnecting it");
                         io.frameworks.remove(&conn);
@@ -383,7 +379,7 @@ fn perform(master: &mut Master, io: &mut Io, out: &mut Vec<Output>, now: std::ti
                 }
                 Output::ToAgent(conn, msg) => {
                     if let Some(tx) = io.agents.get(&conn)
-                        && tx.try_send(Ok(msg)).is_err()
+                        && tx.try_send(msg).is_err()
                     {
                         tracing::warn!(conn, "agent stream full or closed; disconnecting it");
                         io.agents.remove(&conn);

@@ -20,8 +20,13 @@ pub struct MasterConfig {
     pub default_refuse: Duration,
     /// Most offers put in one OFFERS event.
     pub max_offers_per_event: usize,
-    /// Terminal tasks kept per framework for `/state` and reconciliation.
+    /// Terminal tasks kept per framework for `/state` and reconciliation (Mesos: 1,000).
     pub completed_tasks_per_framework: usize,
+    /// Torn-down frameworks kept for `/state` (Mesos: 50).
+    pub max_completed_frameworks: usize,
+    /// An agent unreachable this long is removed for good; its remaining
+    /// tasks become TASK_GONE (Mesos `registry_max_agent_age`: 14 days).
+    pub agent_gc_after: Duration,
     /// Address advertised by `/redirect`.
     pub advertise: String,
 }
@@ -38,6 +43,8 @@ impl Default for MasterConfig {
             default_refuse: Duration::from_secs(5),
             max_offers_per_event: 500,
             completed_tasks_per_framework: 1000,
+            max_completed_frameworks: 50,
+            agent_gc_after: Duration::from_secs(14 * 86_400),
             advertise: "127.0.0.1:5050".to_string(),
         }
     }

@@ -1,9 +1,16 @@
-//! gRPC handlers: translate calls into actor commands and choose status codes.
+//! gRPC handlers: the edge. Wire messages are converted to domain types
+//! here (a malformed call is refused with INVALID_ARGUMENT naming the field
+//! and never reaches the state machine), calls become actor commands, and
+//! refused calls get their status code. Outbound events travel as domain
+//! values and are encoded by the stream that sends them.
 
 use crate::actor::{AGENT_QUEUE, Call, Command, FRAMEWORK_QUEUE, MasterHandle};
 use crate::state::{CallError, ConnId};
+use agora_core::protocol::{Event, MasterMessage, Register, StatusUpdate, TaskUsage};
+use agora_proto::convert::{self, Invalid};
 use agora_proto::pb;
 use futures::{Stream, StreamExt};
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
@@ -21,24 +28,35 @@ pub fn status_of(e: CallError) -> Status {
     }
 }
 
+fn invalid(e: Invalid) -> Status {
+    Status::invalid_argument(e.to_string())
+}
+
 fn stopped() -> Status {
     Status::unavailable("the master is shutting down; retry against the new leader")
 }
 
-/// A stream that tells the actor when the client goes away.
-pub struct GuardedStream<T> {
-    inner: ReceiverStream<Result<T, Status>>,
+/// A stream of domain values `D` sent as protobuf `P`, that tells the actor
+/// when the client goes away.
+pub struct GuardedStream<D, P> {
+    inner: ReceiverStream<D>,
     on_drop: Option<(MasterHandle, Command)>,
+    _wire: PhantomData<fn() -> P>,
 }
 
-impl<T> Stream for GuardedStream<T> {
-    type Item = Result<T, Status>;
+impl<D, P> Stream for GuardedStream<D, P>
+where
+    P: for<'a> From<&'a D>,
+{
+    type Item = Result<P, Status>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        Pin::new(&mut self.inner).poll_next(cx)
+        Pin::new(&mut self.inner)
+            .poll_next(cx)
+            .map(|o| o.map(|d| Ok(P::from(&d))))
     }
 }
 
-impl<T> Drop for GuardedStream<T> {
+impl<D, P> Drop for GuardedStream<D, P> {
     fn drop(&mut self) {
         if let Some((h, cmd)) = self.on_drop.take() {
             h.send_later(cmd);
@@ -63,16 +81,17 @@ impl SchedulerService {
 
 #[tonic::async_trait]
 impl pb::scheduler_server::Scheduler for SchedulerService {
-    type SubscribeStream = GuardedStream<pb::Event>;
+    type SubscribeStream = GuardedStream<Event, pb::Event>;
 
     async fn subscribe(
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        let info = req
+        let wire = req
             .into_inner()
             .framework
             .ok_or_else(|| Status::invalid_argument("invalid framework: is missing"))?;
+        let info = convert::framework_info("framework", &wire).map_err(invalid)?;
         let (tx, rx) = mpsc::channel(FRAMEWORK_QUEUE);
         let conn: ConnId = self.master.next_conn();
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -89,6 +108,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             Ok(Ok(_)) => Ok(Response::new(GuardedStream {
                 inner: ReceiverStream::new(rx),
                 on_drop: Some((self.master.clone(), Command::FrameworkClosed(conn))),
+                _wire: PhantomData,
             })),
             Ok(Err(e)) => Err(status_of(e)),
             Err(_) => Err(stopped()),
@@ -99,50 +119,92 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         r: Request<pb::AcceptRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        self.call(Call::Accept(r.into_inner())).await
+        let call = (&r.into_inner()).try_into().map_err(invalid)?;
+        self.call(Call::Accept(call)).await
     }
     async fn decline(
         &self,
         r: Request<pb::DeclineRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        self.call(Call::Decline(r.into_inner())).await
+        let call = (&r.into_inner()).try_into().map_err(invalid)?;
+        self.call(Call::Decline(call)).await
     }
     async fn revive(
         &self,
         r: Request<pb::ReviveRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        self.call(Call::Revive(r.into_inner())).await
+        let id =
+            convert::framework_id("framework_id", &r.into_inner().framework_id).map_err(invalid)?;
+        self.call(Call::Revive(id)).await
     }
     async fn suppress(
         &self,
         r: Request<pb::SuppressRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        self.call(Call::Suppress(r.into_inner())).await
+        let id =
+            convert::framework_id("framework_id", &r.into_inner().framework_id).map_err(invalid)?;
+        self.call(Call::Suppress(id)).await
     }
     async fn kill(
         &self,
         r: Request<pb::KillRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        self.call(Call::Kill(r.into_inner())).await
+        let call = (&r.into_inner()).try_into().map_err(invalid)?;
+        self.call(Call::Kill(call)).await
     }
     async fn acknowledge(
         &self,
         r: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        self.call(Call::Acknowledge(r.into_inner())).await
+        let call = (&r.into_inner()).try_into().map_err(invalid)?;
+        self.call(Call::Acknowledge(call)).await
     }
     async fn reconcile(
         &self,
         r: Request<pb::ReconcileRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        self.call(Call::Reconcile(r.into_inner())).await
+        let call = (&r.into_inner()).try_into().map_err(invalid)?;
+        self.call(Call::Reconcile(call)).await
     }
     async fn teardown(
         &self,
         r: Request<pb::TeardownRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        self.call(Call::Teardown(r.into_inner())).await
+        let id =
+            convert::framework_id("framework_id", &r.into_inner().framework_id).map_err(invalid)?;
+        self.call(Call::Teardown(id)).await
     }
+}
+
+/// One agent message, converted. Malformed status updates and usage
+/// entries are dropped (and logged): the agent re-sends unacknowledged
+/// updates, and one bad entry must not hold up the others.
+fn agent_command(conn: ConnId, m: pb::AgentMessage) -> Option<Command> {
+    use pb::agent_message::Message as M;
+    Some(match m.message? {
+        M::Register(r) => Command::AgentRegister(conn, Register::try_from(&r)),
+        M::Heartbeat(_) => Command::AgentHeartbeat(conn),
+        M::Updates(u) => Command::AgentUpdates(
+            conn,
+            u.updates
+                .iter()
+                .filter_map(|u| match StatusUpdate::try_from(u) {
+                    Ok(u) => Some(u),
+                    Err(e) => {
+                        tracing::warn!(conn, error = %e, "dropping a malformed status update");
+                        None
+                    }
+                })
+                .collect(),
+        ),
+        M::Usage(u) => Command::AgentUsage(
+            conn,
+            u.tasks
+                .iter()
+                .filter_map(|t| TaskUsage::try_from(t).ok())
+                .collect(),
+        ),
+    })
 }
 
 #[derive(Clone)]
@@ -152,7 +214,7 @@ pub struct AgentLinkService {
 
 #[tonic::async_trait]
 impl pb::agent_link_server::AgentLink for AgentLinkService {
-    type AttachStream = GuardedStream<pb::MasterMessage>;
+    type AttachStream = GuardedStream<MasterMessage, pb::MasterMessage>;
 
     async fn attach(
         &self,
@@ -170,7 +232,10 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
             while let Some(msg) = inbound.next().await {
                 match msg {
                     Ok(m) => {
-                        if master.send(Command::AgentMessage(conn, m)).await.is_err() {
+                        let Some(cmd) = agent_command(conn, m) else {
+                            continue;
+                        };
+                        if master.send(cmd).await.is_err() {
                             return;
                         }
                     }
@@ -186,6 +251,7 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
         Ok(Response::new(GuardedStream {
             inner: ReceiverStream::new(rx),
             on_drop: Some((self.master.clone(), Command::AgentClosed(conn))),
+            _wire: PhantomData,
         }))
     }
 }

@@ -84,7 +84,20 @@ async fn kill_task(
     Query(q): Query<KillQuery>,
 ) -> Response {
     use crate::state::CallError;
-    match s.master.operator_kill(task_id.clone(), q.framework).await {
+    let tid = match agora_proto::convert::task_id("task_id", &task_id) {
+        Ok(t) => t,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let framework = match q
+        .framework
+        .as_deref()
+        .map(|f| agora_proto::convert::framework_id("framework", f))
+    {
+        None => None,
+        Some(Ok(f)) => Some(f),
+        Some(Err(e)) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    match s.master.operator_kill(tid, framework).await {
         Ok(Ok(fid)) => (
             StatusCode::ACCEPTED,
             axum::Json(

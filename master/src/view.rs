@@ -94,6 +94,9 @@ pub struct State {
     pub resources: ClusterResources,
     pub agents: Vec<AgentView>,
     pub frameworks: Vec<FrameworkView>,
+    /// Torn-down frameworks, newest first (at most `max_completed_frameworks`).
+    #[serde(default)]
+    pub completed_frameworks: Vec<FrameworkView>,
     pub outstanding_offers: usize,
 }
 
@@ -104,5 +107,7 @@ pub struct Gauges {
     pub frameworks: HashMap<FrameworkState, u64>,
     pub tasks: HashMap<TaskState, u64>,
     pub outstanding_offers: usize,
+    /// Reconciliation answers and kills waiting for an agent to re-register.
+    pub deferred: usize,
     pub counters: crate::state::Counters,
 }

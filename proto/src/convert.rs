@@ -15,21 +15,7 @@ use agora_core::{AgentId, FrameworkId, OfferId, Ranges, Resources, TaskId, TaskS
 use std::time::Duration;
 
 /// A wire message that does not make a valid domain value.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("invalid {field}: {message}")]
-pub struct Invalid {
-    pub field: String,
-    pub message: String,
-}
-
-impl Invalid {
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        Invalid {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-}
+pub use agora_core::ids::Invalid;
 
 /// Validates an id field (see [`validate_id`]).
 pub fn id_field(field: &str, value: &str) -> Result<(), Invalid> {

@@ -1,0 +1,390 @@
+//! The master's state machine: synchronous, no IO, domain types only.
+//!
+//! Every input (a scheduler call, an agent message, a stream closing, a
+//! timer tick) is a method taking `now`; side effects come back as
+//! [`Output`] values that the actor ([`crate::actor`]) performs: sending on
+//! a framework's or agent's stream, persisting to the registry. This keeps
+//! every rule of the offer loop testable without sockets or clocks: the
+//! simulator in `master/tests/` drives it through thousands of seeded
+//! histories of restarts, partitions and failovers.
+//!
+//! # Layout
+//! - this file: the state, its records, outputs, errors, shared helpers;
+//! - [`frameworks`](self::frameworks): SUBSCRIBE, disconnection, failover, TEARDOWN;
+//! - [`offers`](self::offers): allocation, offers, ACCEPT, DECLINE, rescinds;
+//! - [`tasks`](self::tasks): KILL, ACKNOWLEDGE, status updates, usage;
+//! - [`reconcile`](self::reconcile): RECONCILE and the answers deferred until
+//!   an agent's fate is known;
+//! - [`agents`](self::agents): registration, re-registration, heartbeats,
+//!   unreachable agents;
+//! - [`gc`](self::gc): timers and bounded memory;
+//! - [`view`](self::view): `/state`, gauges and the invariant checker.
+
+mod agents;
+mod frameworks;
+mod gc;
+mod offers;
+mod reconcile;
+mod tasks;
+mod view;
+
+use crate::config::MasterConfig;
+use crate::store::{RegisteredAgent, RegistryOp};
+use agora_core::allocator::Allocator;
+use agora_core::info::{FrameworkInfo, TaskInfo, TaskSource, TaskStatus};
+use agora_core::lifecycle::{AgentState, FrameworkState, OfferState};
+use agora_core::protocol::{Event, MasterMessage, TaskUsage};
+use agora_core::{AgentId, FrameworkId, Invalid, OfferId, Resources, TaskId, TaskState};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// The hash seed of every map in the master: random per process, unless a
+/// test fixes it first with [`use_fixed_hash_seed`].
+static HASH_SEED: OnceLock<u64> = OnceLock::new();
+
+/// Makes the master's hash maps iterate in the same order in every run of
+/// this process (for a seed-replayable simulation). Returns false if maps
+/// were already created with another seed.
+pub fn use_fixed_hash_seed(seed: u64) -> bool {
+    *HASH_SEED.get_or_init(|| seed) == seed
+}
+
+/// SipHash keyed by a per-process seed: iteration order is reproducible
+/// when the seed is fixed, and not predictable from ids chosen by clients
+/// otherwise.
+#[derive(Clone, Debug)]
+pub struct SeededState(u64);
+
+impl Default for SeededState {
+    fn default() -> Self {
+        SeededState(*HASH_SEED.get_or_init(|| std::hash::RandomState::new().hash_one(0u64)))
+    }
+}
+
+impl BuildHasher for SeededState {
+    type Hasher = DefaultHasher;
+    fn build_hasher(&self) -> DefaultHasher {
+        let mut h = DefaultHasher::new();
+        h.write_u64(self.0);
+        h
+    }
+}
+
+type Map<K, V> = HashMap<K, V, SeededState>;
+type Set<K> = HashSet<K, SeededState>;
+
+/// Identifies one open stream (a framework's event stream or an agent link).
+pub type ConnId = u64;
+
+/// Reasons carried in master-generated status updates (Mesos names).
+pub mod reason {
+    pub const RECONCILIATION: &str = "REASON_RECONCILIATION";
+    pub const AGENT_REMOVED: &str = "REASON_AGENT_REMOVED";
+    pub const AGENT_UNREACHABLE: &str = "REASON_AGENT_UNREACHABLE";
+    pub const AGENT_REREGISTERED: &str = "REASON_AGENT_REREGISTERED";
+    pub const INVALID_OFFERS: &str = "REASON_INVALID_OFFERS";
+    pub const TASK_INVALID: &str = "REASON_TASK_INVALID";
+    pub const FRAMEWORK_REMOVED: &str = "REASON_FRAMEWORK_REMOVED";
+    pub const TASK_UNKNOWN: &str = "REASON_TASK_UNKNOWN";
+}
+
+/// A side effect for the actor to perform.
+#[derive(Debug)]
+pub enum Output {
+    ToFramework(ConnId, Event),
+    /// Ends a framework's event stream (after sending what was queued).
+    CloseFramework(ConnId),
+    ToAgent(ConnId, MasterMessage),
+    CloseAgent(ConnId),
+    /// Persist; once durable, feed `then` back (if any) via [`Master::persisted`].
+    Persist(RegistryOp, Option<Pending>),
+}
+
+/// Work waiting for the registry.
+#[derive(Debug, Clone)]
+pub enum Pending {
+    AdmitAgent { conn: ConnId, agent: AgentId },
+}
+
+/// A refused scheduler call; the gRPC handler chooses the status code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum CallError {
+    #[error("{0}")]
+    Invalid(#[from] Invalid),
+    #[error("framework {0} is not subscribed: subscribe first (or again after a master failover)")]
+    UnknownFramework(FrameworkId),
+    #[error("framework {0} was torn down; subscribe again without a framework id")]
+    FrameworkCompleted(FrameworkId),
+    #[error("{0}")]
+    InvalidOffers(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+#[derive(Debug)]
+struct Task {
+    info: TaskInfo,
+    agent: AgentId,
+    state: TaskState,
+    status: TaskStatus,
+    usage: Option<TaskUsage>,
+    /// A kill was asked for. Sent again whenever the task's agent
+    /// re-registers still running it: a kill sent into a partition, or
+    /// while the agent was away, is not lost.
+    kill_requested: bool,
+}
+
+#[derive(Debug)]
+struct Framework {
+    id: FrameworkId,
+    info: FrameworkInfo,
+    state: FrameworkState,
+    conn: Option<ConnId>,
+    disconnected_at: Option<Instant>,
+    tasks: Map<TaskId, Task>,
+    /// Terminal tasks, oldest first, at most `completed_tasks_per_framework`.
+    completed: VecDeque<Task>,
+    offers: Set<OfferId>,
+    last_heartbeat: Instant,
+}
+
+#[derive(Debug)]
+struct Agent {
+    id: AgentId,
+    hostname: String,
+    resources: Resources,
+    attributes: Vec<(String, String)>,
+    endpoint: String,
+    state: AgentState,
+    conn: Option<ConnId>,
+    last_seen: Instant,
+    /// When it became unreachable (for garbage collection).
+    unreachable_at: Option<Instant>,
+    /// Tasks the master believes are on it (same set as the frameworks' `tasks`).
+    tasks: Set<(FrameworkId, TaskId)>,
+    offers: Set<OfferId>,
+    in_allocator: bool,
+    registered_at: Option<SystemTime>,
+}
+
+impl Agent {
+    fn new(id: AgentId, state: AgentState, now: Instant) -> Self {
+        Agent {
+            id,
+            hostname: String::new(),
+            resources: Resources::default(),
+            attributes: Vec::new(),
+            endpoint: String::new(),
+            state,
+            conn: None,
+            last_seen: now,
+            unreachable_at: None,
+            tasks: Set::default(),
+            offers: Set::default(),
+            in_allocator: false,
+            registered_at: None,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Offer {
+    framework: FrameworkId,
+    agent: AgentId,
+    resources: Resources,
+    created: Instant,
+    state: OfferState,
+}
+
+/// A question the master cannot answer yet: the task may be on an agent that
+/// was admitted before a master restart and has not re-registered. It is
+/// answered once that agent is back or declared unreachable.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+struct Deferred {
+    framework: FrameworkId,
+    task: TaskId,
+    agent: Option<AgentId>,
+    kind: DeferredKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum DeferredKind {
+    Reconcile,
+    Kill,
+}
+
+/// Most deferred questions kept; beyond it the master stays silent and the
+/// framework's own retry covers it.
+const MAX_DEFERRED: usize = 100_000;
+
+/// Counters exported on `/metrics`.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    pub offers_sent: u64,
+    pub offers_declined: u64,
+    pub offers_accepted: u64,
+    pub offers_rescinded: u64,
+    pub tasks_launched: u64,
+    pub task_errors: u64,
+    pub status_updates: u64,
+    pub status_update_acks: u64,
+    /// Updates dropped because the task lives on another agent.
+    pub status_updates_misrouted: u64,
+    pub invalid_calls: u64,
+    pub agents_registered: u64,
+    pub agents_reregistered: u64,
+    pub agents_unreachable: u64,
+    pub agents_removed: u64,
+    pub frameworks_subscribed: u64,
+    pub frameworks_removed: u64,
+    pub allocation_runs: u64,
+    pub kills_deferred: u64,
+    pub reconciliations_deferred: u64,
+    /// Lifecycle steps the master tried that its rules refuse: always a bug.
+    pub illegal_transitions: u64,
+}
+
+/// The master's state. See the module docs.
+pub struct Master {
+    cfg: MasterConfig,
+    allocator: Allocator,
+    agents: Map<AgentId, Agent>,
+    agent_conns: Map<ConnId, AgentId>,
+    frameworks: Map<FrameworkId, Framework>,
+    framework_conns: Map<ConnId, FrameworkId>,
+    /// Torn-down frameworks, oldest first, at most `max_completed_frameworks`.
+    completed_frameworks: VecDeque<Framework>,
+    offers: Map<OfferId, Offer>,
+    deferred: BTreeSet<Deferred>,
+    /// Agents whose free resources changed since the last allocation.
+    dirty: BTreeSet<AgentId>,
+    full_allocation_due: bool,
+    next_full_allocation: Instant,
+    seq: u64,
+    /// Wall-clock time at `started_at`; later wall times are derived from
+    /// `now` so the state machine stays deterministic.
+    started_epoch: f64,
+    started_at: Instant,
+    pub counters: Counters,
+    /// Durations of allocation runs (seconds), drained by the actor into the histogram.
+    pub allocation_runs: Vec<f64>,
+}
+
+fn status(
+    task: &TaskId,
+    agent: &AgentId,
+    state: TaskState,
+    reason: &str,
+    message: impl Into<String>,
+    timestamp: f64,
+) -> TaskStatus {
+    TaskStatus {
+        agent_id: Some(agent.clone()),
+        message: message.into(),
+        reason: reason.to_string(),
+        source: TaskSource::Master,
+        timestamp,
+        ..TaskStatus::new(task.clone(), state)
+    }
+}
+
+impl Master {
+    /// A master that remembers the agents of `registry` (they must re-register).
+    pub fn new(cfg: MasterConfig, registry: Vec<RegisteredAgent>, now: Instant) -> Self {
+        let mut m = Master {
+            next_full_allocation: now,
+            cfg,
+            allocator: Allocator::default(),
+            agents: Map::default(),
+            agent_conns: Map::default(),
+            frameworks: Map::default(),
+            framework_conns: Map::default(),
+            completed_frameworks: VecDeque::new(),
+            offers: Map::default(),
+            deferred: BTreeSet::new(),
+            dirty: BTreeSet::new(),
+            full_allocation_due: true,
+            seq: 0,
+            started_epoch: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or(0.0),
+            started_at: now,
+            counters: Counters::default(),
+            allocation_runs: Vec::new(),
+        };
+        for r in registry {
+            let mut a = Agent::new(r.id.clone(), AgentState::Recovered, now);
+            if let Some(since) = r.unreachable_since {
+                a.state = AgentState::Unreachable;
+                // Age it from the stored wall time, so collection survives restarts.
+                let age = (m.started_epoch - since as f64).max(0.0);
+                a.unreachable_at = Some(
+                    now.checked_sub(Duration::from_secs_f64(age.min(1e9)))
+                        .unwrap_or(now),
+                );
+            }
+            a.hostname = r.hostname;
+            a.resources = r.resources;
+            a.attributes = r.attributes;
+            m.agents.insert(r.id, a);
+        }
+        m
+    }
+
+    pub fn config(&self) -> &MasterConfig {
+        &self.cfg
+    }
+
+    fn next_id(&mut self, kind: &str) -> String {
+        self.seq += 1;
+        format!("{}-{}{}", self.cfg.master_id, kind, self.seq)
+    }
+
+    /// Seconds since the Unix epoch at `now`.
+    fn wall(&self, now: Instant) -> f64 {
+        self.started_epoch + now.saturating_duration_since(self.started_at).as_secs_f64()
+    }
+
+    /// A lifecycle step the master's own logic asked for was refused: a bug.
+    /// Logged with ids, counted on `/metrics`, and fatal in debug builds.
+    fn illegal(&mut self, what: &str, ids: &str, err: &dyn std::fmt::Display) {
+        self.counters.illegal_transitions += 1;
+        tracing::error!(what, ids, error = %err, "illegal lifecycle transition");
+        debug_assert!(false, "illegal {what} transition for {ids}: {err}");
+    }
+
+    fn partition_aware(&self, fid: &FrameworkId) -> bool {
+        self.frameworks
+            .get(fid)
+            .is_some_and(|f| f.info.partition_aware)
+    }
+
+    /// Sends a master-generated update to the framework, if connected.
+    fn send_update(&mut self, fid: &FrameworkId, st: TaskStatus, out: &mut Vec<Output>) {
+        if let Some(conn) = self.frameworks.get(fid).and_then(|f| f.conn) {
+            out.push(Output::ToFramework(conn, Event::Update(st)));
+        }
+    }
+
+    fn to_agent(&self, agent: &AgentId, msg: MasterMessage, out: &mut Vec<Output>) -> bool {
+        match self.agents.get(agent).and_then(|a| a.conn) {
+            Some(conn) => {
+                out.push(Output::ToAgent(conn, msg));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Persists that `agent` is unreachable since `now`.
+    fn persist_unreachable(&self, agent: &AgentId, now: Instant, out: &mut Vec<Output>) {
+        out.push(Output::Persist(
+            RegistryOp::MarkUnreachable(agent.clone(), self.wall(now) as u64),
+            None,
+        ));
+    }
+}

@@ -1,0 +1,207 @@
+//! The invariants: after every step, for every master-generated update, and
+//! after the cluster settles.
+
+use super::{Sim, agent, framework, task_resources};
+use agora_core::info::TaskSource;
+use agora_core::lifecycle::{AgentState, FrameworkState};
+use agora_core::protocol::Event;
+use agora_core::{FrameworkId, TaskId, TaskState};
+use std::collections::BTreeSet;
+
+/// The master never tells a framework that a task ended, or that it does
+/// not know it, while the task runs on an agent the master has not given
+/// up on (an agent it still counts as registered, even one that has not
+/// re-registered since a master restart).
+pub fn truthful_update(sim: &Sim, ev: &Event) -> Result<(), String> {
+    let Event::Update(st) = ev else {
+        return Ok(());
+    };
+    if st.source != TaskSource::Master
+        || !(st.state.is_terminal() || st.state == TaskState::Unknown)
+    {
+        return Ok(());
+    }
+    for a in &sim.agents {
+        for (fid, tid) in a.live() {
+            if tid != &st.task_id {
+                continue;
+            }
+            if sim.m.framework_state(fid) == Some(FrameworkState::Completed) {
+                continue;
+            }
+            let Some(aid) = &a.id else { continue };
+            let master_view = sim.m.agent_state(aid);
+            if matches!(master_view, Some(AgentState::Unreachable) | None) {
+                continue;
+            }
+            // The master decided the task is dead and kills it on sight.
+            if sim.m.task_state(fid, tid).is_some_and(|s| s.is_terminal()) {
+                continue;
+            }
+            return Err(format!(
+                "the master told framework {fid} that task {tid} is {} ({}: {}) while it runs on {} ({aid}), which the master sees as {master_view:?}",
+                st.state, st.reason, st.message, a.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// After every step: the master's own invariants, and streams agree.
+pub fn after_step(sim: &Sim) -> Result<(), String> {
+    sim.m.check_invariants()?;
+    for f in &sim.fws {
+        let Some(id) = &f.id else { continue };
+        let master_conn = sim.m.framework_conn(id);
+        if let Some(c) = master_conn {
+            let open = sim.streams.get(&c).is_some_and(|s| !s.closing);
+            if !open || f.conn != Some(c) {
+                return Err(format!(
+                    "the master sends {} on stream {c}, which the scheduler does not hold (it holds {:?})",
+                    f.name, f.conn
+                ));
+            }
+        }
+        if let Some(c) = f.conn
+            && sim.streams.get(&c).is_some_and(|s| !s.closing)
+            && master_conn != Some(c)
+        {
+            return Err(format!(
+                "{} holds open stream {c} but the master has {master_conn:?}",
+                f.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Heals every fault and runs the cluster until it settles.
+pub fn settle(sim: &mut Sim) -> Result<(), String> {
+    sim.note("--- settle");
+    for i in 0..sim.agents.len() {
+        if sim.agents[i].partitioned {
+            agent::disconnect(sim, i)?;
+            sim.agents[i].partitioned = false;
+        }
+    }
+    // Long enough for filters, offers, agent timeouts and collection; then
+    // a week passes (frameworks the master only knows from agents' reports
+    // after a restart, and that never come back, reach their failover
+    // timeout); then it settles again.
+    for round in 0..300 {
+        if (240..248).contains(&round) {
+            sim.tick(86_400_000)?;
+        }
+        while !sim.pending_writes.is_empty() {
+            sim.complete_write()?;
+        }
+        for i in 0..sim.agents.len() {
+            agent::connect(sim, i)?;
+        }
+        for i in 0..sim.fws.len() {
+            framework::subscribe(sim, i)?;
+        }
+        sim.deliver_all()?;
+        sim.tick(500)?;
+        if round % 10 == 9 {
+            for i in 0..sim.fws.len() {
+                framework::periodic(sim, i, round % 20 == 19)?;
+            }
+        }
+    }
+    sim.deliver_all()?;
+    settled(sim)
+}
+
+/// What every party must agree on once nothing is failing.
+fn settled(sim: &Sim) -> Result<(), String> {
+    for a in &sim.agents {
+        if a.dead {
+            continue;
+        }
+        if !a.pending.is_empty() {
+            return Err(format!(
+                "{} still has unacknowledged updates: {:?}",
+                a.name,
+                a.pending.keys().collect::<Vec<_>>()
+            ));
+        }
+    }
+    let mut capacity = 0usize;
+    let unit = task_resources();
+    for a in sim.agents.iter().filter(|a| !a.dead) {
+        let by_cpu = (a.resources.cpus_milli / unit.cpus_milli) as usize;
+        let by_mem = (a.resources.mem_mib / unit.mem_mib) as usize;
+        capacity += by_cpu.min(by_mem).min(a.resources.ports.count() as usize);
+    }
+    let wanted: usize = sim
+        .fws
+        .iter()
+        .filter(|f| !f.completed)
+        .map(|f| f.target)
+        .sum();
+    for f in &sim.fws {
+        let Some(id) = &f.id else { continue };
+        let on_agents = running_on_agents(sim, id);
+        let in_master: BTreeSet<TaskId> = sim
+            .m
+            .live_tasks(id)
+            .into_iter()
+            .map(|(t, _, _)| t)
+            .collect();
+        if f.completed {
+            if !on_agents.is_empty() || !in_master.is_empty() {
+                return Err(format!(
+                    "{} was torn down but tasks remain: agents {on_agents:?}, master {in_master:?}",
+                    f.name
+                ));
+            }
+            continue;
+        }
+        if sim.m.framework_state(id) != Some(FrameworkState::Connected) {
+            return Err(format!(
+                "{} is {:?} after settling",
+                f.name,
+                sim.m.framework_state(id)
+            ));
+        }
+        let believed: BTreeSet<TaskId> = f.tasks.keys().cloned().collect();
+        if believed != in_master || in_master != on_agents {
+            return Err(format!(
+                "{} disagrees about its tasks: scheduler {believed:?}, master {in_master:?}, agents {on_agents:?}",
+                f.name
+            ));
+        }
+        if !f.killing.is_empty() {
+            return Err(format!("{} still waits for kills: {:?}", f.name, f.killing));
+        }
+        if on_agents.len() > f.target {
+            return Err(format!(
+                "{} runs {} instances for a target of {}",
+                f.name,
+                on_agents.len(),
+                f.target
+            ));
+        }
+        if capacity >= wanted && on_agents.len() < f.target {
+            return Err(format!(
+                "{} runs {} of {} instances although the cluster has room for {capacity} (suppressed: {})",
+                f.name,
+                on_agents.len(),
+                f.target,
+                sim.m.is_suppressed(id)
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn running_on_agents(sim: &Sim, fid: &FrameworkId) -> BTreeSet<TaskId> {
+    sim.agents
+        .iter()
+        .filter(|a| !a.dead)
+        .flat_map(|a| a.live())
+        .filter(|(f, _)| *f == fid)
+        .map(|(_, t)| t.clone())
+        .collect()
+}
