@@ -154,49 +154,91 @@ impl OfferState {
 mod tests {
     use super::*;
 
+    // The tables are written out literally, not derived from the rules.
+
     #[test]
     fn agent_table() {
         use AgentEvent::*;
         use AgentState::*;
-        let states = [Recovered, Active, Disconnected, Unreachable, Gone];
         let events = [Registered, StreamClosed, TimedOut, MarkedGone];
-        let expected = |s: AgentState, e: AgentEvent| -> Option<AgentState> {
-            match (s, e) {
-                (Gone, _) => None,
-                (_, MarkedGone) => Some(Gone),
-                (_, Registered) => Some(Active),
-                (Active, StreamClosed) => Some(Disconnected),
-                (Disconnected | Recovered | Unreachable, StreamClosed) => Some(s),
-                (Unreachable, TimedOut) => None,
-                (_, TimedOut) => Some(Unreachable),
-            }
-        };
-        for s in states {
-            for e in events {
-                assert_eq!(s.on(e).ok(), expected(s, e), "{s:?} on {e:?}");
+        let table: [(AgentState, [Option<AgentState>; 4]); 5] = [
+            (
+                Recovered,
+                [Some(Active), Some(Recovered), Some(Unreachable), Some(Gone)],
+            ),
+            (
+                Active,
+                [
+                    Some(Active),
+                    Some(Disconnected),
+                    Some(Unreachable),
+                    Some(Gone),
+                ],
+            ),
+            (
+                Disconnected,
+                [
+                    Some(Active),
+                    Some(Disconnected),
+                    Some(Unreachable),
+                    Some(Gone),
+                ],
+            ),
+            (
+                Unreachable,
+                [Some(Active), Some(Unreachable), None, Some(Gone)],
+            ),
+            (Gone, [None, None, None, None]),
+        ];
+        for (s, row) in table {
+            for (e, want) in events.iter().zip(row) {
+                assert_eq!(s.on(*e).ok(), want, "{s:?} on {e:?}");
             }
         }
         assert!(Active.offers_resources());
-        assert!(!Disconnected.offers_resources());
+        for s in [Recovered, Disconnected, Unreachable, Gone] {
+            assert!(!s.offers_resources(), "{s:?}");
+        }
     }
 
     #[test]
     fn framework_table() {
         use FrameworkEvent::*;
         use FrameworkState::*;
-        for s in [Connected, Disconnected, Recovered, Completed] {
-            for e in [Subscribed, StreamClosed, FailoverTimeout, Teardown] {
-                let want = match (s, e) {
-                    (Completed, _) => None,
-                    (_, Subscribed) => Some(Connected),
-                    (_, Teardown) => Some(Completed),
-                    (Connected, StreamClosed) => Some(Disconnected),
-                    (_, StreamClosed) => Some(s),
-                    (Connected, FailoverTimeout) => None,
-                    (_, FailoverTimeout) => Some(Completed),
-                };
-                assert_eq!(s.on(e).ok(), want, "{s:?} on {e:?}");
+        let events = [Subscribed, StreamClosed, FailoverTimeout, Teardown];
+        let table: [(FrameworkState, [Option<FrameworkState>; 4]); 4] = [
+            (
+                Connected,
+                [Some(Connected), Some(Disconnected), None, Some(Completed)],
+            ),
+            (
+                Disconnected,
+                [
+                    Some(Connected),
+                    Some(Disconnected),
+                    Some(Completed),
+                    Some(Completed),
+                ],
+            ),
+            (
+                Recovered,
+                [
+                    Some(Connected),
+                    Some(Recovered),
+                    Some(Completed),
+                    Some(Completed),
+                ],
+            ),
+            (Completed, [None, None, None, None]),
+        ];
+        for (s, row) in table {
+            for (e, want) in events.iter().zip(row) {
+                assert_eq!(s.on(*e).ok(), want, "{s:?} on {e:?}");
             }
+        }
+        assert!(Connected.receives_offers());
+        for s in [Disconnected, Recovered, Completed] {
+            assert!(!s.receives_offers(), "{s:?}");
         }
     }
 
@@ -204,15 +246,19 @@ mod tests {
     fn offer_serves_one_use() {
         use OfferEvent::*;
         use OfferState::*;
-        for s in [Outstanding, Accepted, Declined, Rescinded] {
-            for e in [Accept, Decline, Rescind] {
-                let want = match (s, e) {
-                    (Outstanding, Accept) => Some(Accepted),
-                    (Outstanding, Decline) => Some(Declined),
-                    (Outstanding, Rescind) => Some(Rescinded),
-                    _ => None,
-                };
-                assert_eq!(s.on(e).ok(), want, "{s:?} on {e:?}");
+        let events = [Accept, Decline, Rescind];
+        let table: [(OfferState, [Option<OfferState>; 3]); 4] = [
+            (
+                Outstanding,
+                [Some(Accepted), Some(Declined), Some(Rescinded)],
+            ),
+            (Accepted, [None, None, None]),
+            (Declined, [None, None, None]),
+            (Rescinded, [None, None, None]),
+        ];
+        for (s, row) in table {
+            for (e, want) in events.iter().zip(row) {
+                assert_eq!(s.on(*e).ok(), want, "{s:?} on {e:?}");
             }
         }
     }

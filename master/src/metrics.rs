@@ -22,6 +22,7 @@ struct Inner {
     frameworks: Family<Labels, Gauge>,
     tasks: Family<Labels, Gauge>,
     offers_outstanding: Gauge,
+    deferred: Gauge,
     counters: Vec<(&'static str, Counter, u64)>,
     allocation: Histogram,
 }
@@ -29,29 +30,6 @@ struct Inner {
 pub struct Metrics {
     inner: Mutex<Inner>,
 }
-
-const COUNTERS: &[(&str, &str)] = &[
-    ("offers_sent", "Offers sent to frameworks"),
-    ("offers_declined", "Offers declined"),
-    ("offers_accepted", "Offers accepted"),
-    (
-        "offers_rescinded",
-        "Offers rescinded (agent lost, timeout, framework gone)",
-    ),
-    ("tasks_launched", "Tasks launched"),
-    ("task_errors", "Tasks refused with TASK_ERROR"),
-    ("status_updates", "Status updates received from agents"),
-    (
-        "status_update_acks",
-        "Status update acknowledgements from frameworks",
-    ),
-    ("invalid_calls", "Scheduler calls refused as invalid"),
-    ("agents_registered", "Agent first registrations"),
-    ("agents_reregistered", "Agent re-registrations"),
-    ("agents_unreachable", "Agents marked unreachable"),
-    ("frameworks_subscribed", "Framework subscriptions"),
-    ("allocation_runs", "Allocation runs"),
-];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -75,11 +53,17 @@ impl Metrics {
             offers_outstanding.clone(),
         );
         let mut counters = Vec::new();
-        for (name, help) in COUNTERS {
+        for (name, help, _) in crate::state::Counters::default().named() {
             let c = Counter::default();
-            registry.register(*name, *help, c.clone());
-            counters.push((*name, c, 0));
+            registry.register(name, help, c.clone());
+            counters.push((name, c, 0));
         }
+        let deferred = Gauge::default();
+        registry.register(
+            "deferred",
+            "Reconciliation answers and kills waiting for an agent to re-register",
+            deferred.clone(),
+        );
         let allocation = Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
         registry.register(
             "allocation_run_seconds",
@@ -93,6 +77,7 @@ impl Metrics {
                 frameworks,
                 tasks,
                 offers_outstanding,
+                deferred,
                 counters,
                 allocation,
             }),
@@ -143,23 +128,8 @@ impl Metrics {
                 .set(g.tasks.get(&s).copied().unwrap_or(0) as i64);
         }
         inner.offers_outstanding.set(g.outstanding_offers as i64);
-        let c = &g.counters;
-        let values = [
-            c.offers_sent,
-            c.offers_declined,
-            c.offers_accepted,
-            c.offers_rescinded,
-            c.tasks_launched,
-            c.task_errors,
-            c.status_updates,
-            c.status_update_acks,
-            c.invalid_calls,
-            c.agents_registered,
-            c.agents_reregistered,
-            c.agents_unreachable,
-            c.frameworks_subscribed,
-            c.allocation_runs,
-        ];
+        inner.deferred.set(g.deferred as i64);
+        let values = g.counters.named().map(|(_, _, v)| v);
         for ((_, counter, last), v) in inner.counters.iter_mut().zip(values) {
             if v > *last {
                 counter.inc_by(v - *last);

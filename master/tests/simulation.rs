@@ -499,3 +499,36 @@ fn task_ids_stay_unique_per_framework() {
         Some(TaskState::Staging)
     );
 }
+
+/// Bug 1, second half: a task adopted from a re-registering agent is
+/// reported to its framework, even one that did not ask about it.
+#[test]
+fn adopted_tasks_are_reported_to_their_framework() {
+    let mut sim = small(true, 2);
+    let fid = sim.fws[0].id.clone().unwrap();
+    sim.restart_master().unwrap();
+    framework::subscribe(&mut sim, 0).unwrap();
+    let conn = sim.fws[0].conn.unwrap();
+    let c = sim.conn();
+    sim.agents[0].conn = Some(c);
+    let reg = sim.agents[0].registration();
+    let mut out = Vec::new();
+    sim.m.register_agent(c, reg, sim.now, &mut out).unwrap();
+    let mut reported: Vec<TaskId> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToFramework(to, Event::Update(s))
+                if *to == conn && s.reason == "REASON_AGENT_REREGISTERED" =>
+            {
+                assert_eq!(s.state, TaskState::Running);
+                Some(s.task_id.clone())
+            }
+            _ => None,
+        })
+        .collect();
+    reported.sort();
+    assert_eq!(reported, task_ids(&sim));
+    for t in task_ids(&sim) {
+        assert_eq!(sim.m.task_state(&fid, &t), Some(TaskState::Running));
+    }
+}

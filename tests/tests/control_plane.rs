@@ -461,7 +461,12 @@ async fn framework_failover_within_and_after_the_timeout() {
         waited += Duration::from_millis(100);
     }
     let st = c.state().await.unwrap();
-    let fv = st.frameworks.iter().find(|f| f.id == id.0).unwrap();
+    assert!(st.frameworks.iter().all(|f| f.id != id.0));
+    let fv = st
+        .completed_frameworks
+        .iter()
+        .find(|f| f.id == id.0)
+        .unwrap();
     assert_eq!(fv.state, agora_core::lifecycle::FrameworkState::Completed);
     assert_eq!(st.resources.used.cpus, 0.0);
     // Resubscribing with a torn-down id is refused.

@@ -53,10 +53,10 @@ impl KeepN {
 }
 
 impl Scheduler for KeepN {
-    async fn subscribed(&mut self, client: &Client, id: &FrameworkId) {
+    async fn subscribed(&mut self, _client: &Client, id: &FrameworkId) {
         println!("subscribed as {id} (restart with --framework-id {id} to keep these tasks)");
-        // Offers may have been suppressed by a previous run.
-        let _ = client.revive().await;
+        // A subscription un-suppresses (Mesos v1 semantics), even if a
+        // previous run suppressed offers.
         self.suppressed = false;
     }
 

@@ -247,6 +247,94 @@ pub struct Counters {
     pub illegal_transitions: u64,
 }
 
+impl Counters {
+    /// Every counter with its `/metrics` name and help, in one place.
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 20] {
+        [
+            ("offers_sent", "Offers sent to frameworks", self.offers_sent),
+            ("offers_declined", "Offers declined", self.offers_declined),
+            ("offers_accepted", "Offers accepted", self.offers_accepted),
+            (
+                "offers_rescinded",
+                "Offers rescinded (agent lost, timeout, framework gone)",
+                self.offers_rescinded,
+            ),
+            ("tasks_launched", "Tasks launched", self.tasks_launched),
+            (
+                "task_errors",
+                "Tasks refused with TASK_ERROR",
+                self.task_errors,
+            ),
+            (
+                "status_updates",
+                "Status updates received from agents",
+                self.status_updates,
+            ),
+            (
+                "status_update_acks",
+                "Status update acknowledgements from frameworks",
+                self.status_update_acks,
+            ),
+            (
+                "status_updates_misrouted",
+                "Status updates dropped because their task lives on another agent",
+                self.status_updates_misrouted,
+            ),
+            (
+                "invalid_calls",
+                "Scheduler calls refused as invalid",
+                self.invalid_calls,
+            ),
+            (
+                "agents_registered",
+                "Agent first registrations",
+                self.agents_registered,
+            ),
+            (
+                "agents_reregistered",
+                "Agent re-registrations",
+                self.agents_reregistered,
+            ),
+            (
+                "agents_unreachable",
+                "Agents marked unreachable",
+                self.agents_unreachable,
+            ),
+            (
+                "agents_removed",
+                "Agents removed after being unreachable for too long",
+                self.agents_removed,
+            ),
+            (
+                "frameworks_subscribed",
+                "Framework subscriptions",
+                self.frameworks_subscribed,
+            ),
+            (
+                "frameworks_removed",
+                "Frameworks torn down (TEARDOWN or failover timeout)",
+                self.frameworks_removed,
+            ),
+            ("allocation_runs", "Allocation runs", self.allocation_runs),
+            (
+                "kills_deferred",
+                "Kills held until the task's agent re-registers",
+                self.kills_deferred,
+            ),
+            (
+                "reconciliations_deferred",
+                "Reconciliation answers held until the task's agent re-registers",
+                self.reconciliations_deferred,
+            ),
+            (
+                "illegal_transitions",
+                "Lifecycle transitions the master refused (always a bug; see the error log)",
+                self.illegal_transitions,
+            ),
+        ]
+    }
+}
+
 /// The master's state. See the module docs.
 pub struct Master {
     cfg: MasterConfig,

@@ -88,8 +88,8 @@ pub fn settle(sim: &mut Sim) -> Result<(), String> {
     // a week passes (frameworks the master only knows from agents' reports
     // after a restart, and that never come back, reach their failover
     // timeout); then it settles again.
-    for round in 0..300 {
-        if (240..248).contains(&round) {
+    for round in 0..140 {
+        if (60..68).contains(&round) {
             sim.tick(86_400_000)?;
         }
         while !sim.pending_writes.is_empty() {
