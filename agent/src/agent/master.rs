@@ -1,0 +1,175 @@
+//! What the master asks of the agent: launches, kills, framework
+//! shutdowns, acknowledgements.
+
+use super::*;
+
+impl Agent {
+    pub(super) async fn on_master(
+        &mut self,
+        m: pb::MasterMessage,
+        out: &mpsc::Sender<pb::AgentMessage>,
+    ) {
+        use pb::master_message::Message;
+        match m.message {
+            Some(Message::RunTasks(run)) => {
+                let Some(fi) = run.framework else { return };
+                let fid = FrameworkId::new(fi.framework_id.as_str());
+                self.frameworks.insert(fid.clone(), fi);
+                let mut launch: Vec<pb::TaskInfo> = Vec::new();
+                for task in run.tasks {
+                    let tid = TaskId::new(task.task_id.as_str());
+                    let key = (fid.clone(), tid.clone());
+                    if self.tasks.contains_key(&key) {
+                        tracing::warn!(task_id = %tid, "duplicate launch ignored");
+                        continue;
+                    }
+                    self.tasks.insert(
+                        key,
+                        TaskRecord {
+                            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+                            checking: false,
+                            health: crate::health::Verdicts::new(task.health_checks.len()),
+                            info: task.clone(),
+                            state: TaskState::Staging,
+                            queue: VecDeque::new(),
+                            next_retry: None,
+                            backoff: self.cfg.status_retry_min,
+                            kill_requested: false,
+                        },
+                    );
+                    launch.push(task);
+                }
+                // Checkpoint before launching: a crash in between leaves an
+                // orphan that the next recovery removes, never an unknown task.
+                self.dirty = true;
+                self.persist();
+                for task in launch {
+                    tracing::debug!(framework_id = %fid, task_id = %task.task_id, "launching");
+                    self.runtime
+                        .launch(LaunchSpec {
+                            framework_id: fid.clone(),
+                            task,
+                        })
+                        .await;
+                }
+            }
+            Some(Message::KillTask(k)) => {
+                let fid = FrameworkId::new(k.framework_id.as_str());
+                let tid = TaskId::new(k.task_id.as_str());
+                self.kill(&fid, &tid).await;
+            }
+            Some(Message::ShutdownFramework(s)) => {
+                let fid = FrameworkId::new(s.framework_id.as_str());
+                let ids: Vec<TaskId> = self
+                    .tasks
+                    .iter()
+                    .filter(|((f, _), t)| f == &fid && !t.state.is_terminal())
+                    .map(|((_, t), _)| t.clone())
+                    .collect();
+                for tid in ids {
+                    self.kill(&fid, &tid).await;
+                }
+            }
+            Some(Message::Acks(acks)) => {
+                let mut resend = false;
+                for a in acks.acks {
+                    let key = (
+                        FrameworkId::new(a.framework_id.as_str()),
+                        TaskId::new(a.task_id.as_str()),
+                    );
+                    let Some(t) = self.tasks.get_mut(&key) else {
+                        continue;
+                    };
+                    let matches = t
+                        .queue
+                        .front()
+                        .and_then(|h| h.update.status.as_ref())
+                        .is_some_and(|s| s.uuid == a.uuid);
+                    if !matches {
+                        continue; // stale or duplicate acknowledgement
+                    }
+                    let head = t.queue.pop_front();
+                    self.dirty = true;
+                    if t.queue.is_empty() {
+                        t.next_retry = None;
+                        if head.is_some_and(|h| h.terminal) {
+                            self.tasks.remove(&key);
+                            self.to_cleanup.push(key);
+                        }
+                    } else {
+                        t.next_retry = Some(Instant::now());
+                        t.backoff = self.cfg.status_retry_min;
+                        resend = true;
+                    }
+                }
+                if resend {
+                    self.flush_due(out, Instant::now()).await;
+                }
+            }
+            Some(Message::Registered(_))
+            | Some(Message::Pong(_))
+            | Some(Message::Refused(_))
+            | None => {}
+        }
+    }
+
+    pub(super) async fn kill(&mut self, fid: &FrameworkId, tid: &TaskId) {
+        let Some(t) = self.tasks.get_mut(&(fid.clone(), tid.clone())) else {
+            tracing::info!(task_id = %tid, "kill for a task this agent does not have: ignored");
+            return;
+        };
+        if t.state.is_terminal() {
+            return;
+        }
+        if matches!(t.state, TaskState::Staging | TaskState::Starting) {
+            // The runtime may not have a container or process yet; the
+            // kill is repeated as soon as the task reports RUNNING.
+            t.kill_requested = true;
+        }
+        // Grace between SIGTERM and SIGKILL; unset (0) means the default 5 s.
+        let grace = if t.info.kill_grace_seconds > 0.0 {
+            Duration::from_secs_f64(t.info.kill_grace_seconds.min(3600.0))
+        } else {
+            DEFAULT_KILL_GRACE
+        };
+        self.runtime.kill(fid, tid, grace).await;
+    }
+}
+
+/// Starts the task's readiness and health checkers, once.
+pub(super) fn start_checks(
+    t: &mut TaskRecord,
+    runtime: &Arc<dyn ContainerRuntime>,
+    sink: &crate::runtime::EventSink,
+    fw: &FrameworkId,
+    tid: &TaskId,
+) {
+    if t.checking {
+        return;
+    }
+    t.checking = true;
+    let live = |alive: Arc<std::sync::atomic::AtomicBool>| {
+        move || alive.load(std::sync::atomic::Ordering::Relaxed)
+    };
+    if let Some(check) = t.info.readiness_checks.first().cloned() {
+        crate::health::spawn_readiness(
+            check,
+            runtime.clone(),
+            sink.clone(),
+            fw.clone(),
+            tid.clone(),
+            live(t.alive.clone()),
+        );
+    }
+    for (i, check) in t.info.health_checks.iter().enumerate() {
+        crate::health::spawn_checker(
+            i,
+            check.clone(),
+            runtime.clone(),
+            sink.clone(),
+            fw.clone(),
+            tid.clone(),
+            live(t.alive.clone()),
+        );
+    }
+}
