@@ -62,8 +62,8 @@ pub struct AgentArgs {
     )]
     pub default_image: String,
 
-    /// Docker runtime: how long exited containers (and their logs) are kept
-    /// after the task's end was acknowledged.
+    /// How long a finished task's container (docker) or sandbox (process),
+    /// and so its logs, is kept after the task's end was acknowledged.
     #[arg(long, value_parser = parse_duration, default_value = "10m")]
     pub gc_delay: Duration,
 
@@ -207,7 +207,10 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
         RuntimeKind::Process => {
             let dir = cfg.work_dir.clone().unwrap_or_else(|| args.work_dir());
             (
-                Arc::new(agora_agent::process::ProcessRuntime::new(tx, &dir)),
+                Arc::new(
+                    agora_agent::process::ProcessRuntime::new(tx, &dir)
+                        .with_gc_delay(args.gc_delay),
+                ),
                 None,
             )
         }

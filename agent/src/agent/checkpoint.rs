@@ -3,6 +3,7 @@
 
 use super::master::start_checks;
 use super::*;
+use agora_proto::convert;
 
 impl Agent {
     // ------------------------------------------------------------ checkpoint
@@ -102,14 +103,28 @@ impl Agent {
             self.agent_id = Some(AgentId::new(cp.agent_id.as_str()));
         }
         for f in cp.frameworks {
-            self.frameworks
-                .insert(FrameworkId::new(f.framework_id.as_str()), f);
+            match convert::framework_id("framework_id", &f.framework_id) {
+                Ok(fid) => {
+                    self.frameworks.insert(fid, f);
+                }
+                Err(e) => tracing::error!(error = %e, "checkpointed framework ignored"),
+            }
         }
         let mut specs = Vec::new();
         for t in cp.tasks {
             let Some(info) = t.task else { continue };
-            let fid = FrameworkId::new(t.framework_id.as_str());
-            let tid = TaskId::new(info.task_id.as_str());
+            // A checkpoint written by an older agent may hold ids that are
+            // refused today (`..`, `a b`): such a task is not recovered
+            // (docker removes its container as an orphan).
+            let ids = convert::framework_id("framework_id", &t.framework_id)
+                .and_then(|f| Ok((f, convert::task_id("task_id", &info.task_id)?)));
+            let (fid, tid) = match ids {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::error!(error = %e, "checkpointed task with an invalid id not recovered");
+                    continue;
+                }
+            };
             let state =
                 agora_proto::convert::task_state("state", t.state).unwrap_or(TaskState::Staging);
             let now = Instant::now();

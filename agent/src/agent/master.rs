@@ -2,6 +2,7 @@
 //! shutdowns, acknowledgements.
 
 use super::*;
+use agora_proto::convert;
 
 impl Agent {
     pub(super) async fn on_master(
@@ -13,11 +14,27 @@ impl Agent {
         match m.message {
             Some(Message::RunTasks(run)) => {
                 let Some(fi) = run.framework else { return };
-                let fid = FrameworkId::new(fi.framework_id.as_str());
+                // The master validates ids; the agent does not rely on it:
+                // ids name directories and containers here.
+                let fid = match convert::framework_id("framework.framework_id", &fi.framework_id) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::error!(error = %e, tasks = run.tasks.len(), "launch refused: invalid framework id");
+                        return;
+                    }
+                };
                 self.frameworks.insert(fid.clone(), fi);
                 let mut launch: Vec<pb::TaskInfo> = Vec::new();
                 for task in run.tasks {
-                    let tid = TaskId::new(task.task_id.as_str());
+                    let tid = match convert::task_id("task.task_id", &task.task_id) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            // No status update can name such a task: the
+                            // master would refuse it. Logged, not launched.
+                            tracing::error!(framework_id = %fid, error = %e, "launch refused: invalid task id");
+                            continue;
+                        }
+                    };
                     let key = (fid.clone(), tid.clone());
                     if self.tasks.contains_key(&key) {
                         tracing::warn!(task_id = %tid, "duplicate launch ignored");

@@ -206,20 +206,7 @@ pub fn spawn(
         }
     });
     let events = merged_rx;
-    let agent = Agent {
-        health_sink: merged_tx,
-        cfg,
-        runtime,
-        agent_id: None,
-        frameworks: HashMap::new(),
-        tasks: HashMap::new(),
-        id_tx,
-        tasks_tx,
-        dirty: false,
-        to_cleanup: Vec::new(),
-        deferred_kills: Vec::new(),
-        _control_keepalive: control_tx.clone(),
-    };
+    let agent = Agent::new(cfg, runtime, merged_tx, control_tx.clone(), id_tx, tasks_tx);
     let join = tokio::spawn(agent.run(connector, events, control_rx));
     (
         AgentHandle {
@@ -253,6 +240,30 @@ impl Drop for Agent {
 }
 
 impl Agent {
+    fn new(
+        cfg: AgentConfig,
+        runtime: Arc<dyn ContainerRuntime>,
+        health_sink: crate::runtime::EventSink,
+        control: mpsc::UnboundedSender<Control>,
+        id_tx: watch::Sender<Option<AgentId>>,
+        tasks_tx: watch::Sender<Vec<TaskSummary>>,
+    ) -> Agent {
+        Agent {
+            health_sink,
+            cfg,
+            runtime,
+            agent_id: None,
+            frameworks: HashMap::new(),
+            tasks: HashMap::new(),
+            id_tx,
+            tasks_tx,
+            dirty: false,
+            to_cleanup: Vec::new(),
+            deferred_kills: Vec::new(),
+            _control_keepalive: control,
+        }
+    }
+
     async fn run(
         mut self,
         connector: Connector,
@@ -498,3 +509,6 @@ enum SessionError {
 mod checkpoint;
 mod master;
 mod updates;
+
+#[cfg(test)]
+mod tests;

@@ -38,6 +38,8 @@ pub struct ProcessRuntime {
 struct Inner {
     sink: EventSink,
     root: PathBuf,
+    /// How long a finished task's sandbox is kept.
+    gc_delay: Duration,
     cgroups: Cgroups,
     procs: Mutex<HashMap<Key, Proc>>,
 }
@@ -172,15 +174,18 @@ fn proc_usage(pid: i32) -> Option<(f64, u64)> {
     Some((ticks as f64 / 100.0, rss_pages * 4096))
 }
 
-fn sanitize(s: &str) -> String {
+/// A readable cgroup name prefix (made unique by a random suffix; the
+/// sandbox, not this, is what identifies the task).
+fn cgroup_prefix(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+            if c.is_ascii_alphanumeric() || "_-".contains(c) {
                 c
             } else {
                 '_'
             }
         })
+        .take(100)
         .collect()
 }
 
@@ -195,9 +200,24 @@ impl ProcessRuntime {
             inner: Arc::new(Inner {
                 sink,
                 root: work_dir.join("sandboxes"),
+                gc_delay: SANDBOX_GC_DELAY,
                 cgroups,
                 procs: Mutex::new(HashMap::new()),
             }),
+        }
+    }
+
+    /// Keeps a finished task's sandbox (and its logs) this long after its
+    /// terminal update is acknowledged (default [`SANDBOX_GC_DELAY`]).
+    pub fn with_gc_delay(self, d: Duration) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.gc_delay = d;
+                ProcessRuntime {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => ProcessRuntime { inner },
         }
     }
 
@@ -205,11 +225,10 @@ impl ProcessRuntime {
         let _ = self.inner.sink.send(ev);
     }
 
+    /// The task's sandbox: one directory per (framework, task), never shared
+    /// and never outside the root (see [`crate::sandbox`]).
     fn sandbox(&self, key: &Key) -> PathBuf {
-        self.inner
-            .root
-            .join(sanitize(&key.0.0))
-            .join(sanitize(&key.1.0))
+        crate::sandbox::dir(&self.inner.root, key.0.as_str(), key.1.as_str())
     }
 
     fn get(&self, key: &Key) -> Option<Proc> {
@@ -236,7 +255,7 @@ impl ProcessRuntime {
         let stderr = std::fs::File::create(sandbox.join("stderr")).map_err(|e| e.to_string())?;
         let name = format!(
             "{}-{}",
-            sanitize(&key.1.0),
+            cgroup_prefix(&key.1.0),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let (cgroup, note) = match prepare_cgroup(&self.inner.cgroups, &name, &r) {
@@ -563,12 +582,17 @@ impl ContainerRuntime for ProcessRuntime {
             if let Ok(mut m) = self.inner.procs.lock() {
                 m.remove(&key);
             }
-            // The sandbox (and its logs) stays a while for inspection.
+            // The sandbox (and its logs) stays a while for inspection. Its
+            // pid file says which run of the task it holds: if the same
+            // task id was launched again meanwhile, that run's sandbox stays.
+            let dir = me.sandbox(&key);
+            let run = std::fs::read(dir.join("pid")).ok();
             tokio::spawn(async move {
-                tokio::time::sleep(SANDBOX_GC_DELAY).await;
-                let dir = me.sandbox(&key);
+                tokio::time::sleep(me.inner.gc_delay).await;
+                let same_run = std::fs::read(dir.join("pid")).ok() == run;
                 if me.get(&key).is_none()
-                    && let Err(e) = std::fs::remove_dir_all(&dir)
+                    && same_run
+                    && let Err(e) = crate::sandbox::remove(&me.inner.root, &dir)
                 {
                     tracing::debug!(sandbox = %dir.display(), error = %e, "removing the sandbox failed");
                 }
@@ -576,3 +600,6 @@ impl ContainerRuntime for ProcessRuntime {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
