@@ -234,8 +234,7 @@ impl DockerRuntime {
             }
             Err(e) => return Err(format!("cannot inspect image {}: {e}", container.image)),
         }
-        let resources = agora_proto::convert::resources("task.resources", t.resources.as_ref())
-            .map_err(|e| e.to_string())?;
+        let resources = &t.resources;
         let host_ports: Vec<u32> = resources
             .ports
             .ranges()
@@ -248,9 +247,9 @@ impl DockerRuntime {
         let mut env: Vec<String> = command
             .env
             .iter()
-            .map(|v| format!("{}={}", v.name, v.value))
+            .map(|(name, value)| format!("{name}={value}"))
             .collect();
-        env.push(format!("AGORA_TASK_ID={}", t.task_id));
+        env.push(format!("AGORA_TASK_ID={}", t.id));
         env.push(format!("AGORA_FRAMEWORK_ID={fw}"));
         let host_network = container.network == "host";
 
@@ -261,7 +260,7 @@ impl DockerRuntime {
         let mut assigned = Vec::new();
         for m in &container.port_mappings {
             let host = if m.host_port != 0 {
-                m.host_port
+                u32::from(m.host_port)
             } else {
                 free_ports
                     .next()
@@ -281,7 +280,7 @@ impl DockerRuntime {
             let cport = if m.container_port == 0 {
                 host
             } else {
-                m.container_port
+                u32::from(m.container_port)
             };
             let key = format!("{cport}/{proto}");
             exposed.push(key.clone());
@@ -309,7 +308,7 @@ impl DockerRuntime {
         // PORT is where the process should listen: the first mapping's
         // container port in bridge mode, the host port otherwise.
         let listen = match container.port_mappings.first() {
-            Some(m) if !host_network && m.container_port != 0 => Some(m.container_port),
+            Some(m) if !host_network && m.container_port != 0 => Some(u32::from(m.container_port)),
             _ => assigned.first().copied(),
         };
         if let Some(p) = listen {
@@ -332,8 +331,15 @@ impl DockerRuntime {
         let mut labels: HashMap<String, String> = t.labels.clone().into_iter().collect();
         labels.insert(LABEL_SCOPE.into(), self.inner.scope.clone());
         labels.insert(LABEL_FRAMEWORK.into(), fw.0.clone());
-        labels.insert(LABEL_TASK.into(), t.task_id.clone());
-        let mem_bytes = (resources.mem_mib as i64) << 20;
+        labels.insert(LABEL_TASK.into(), t.id.0.clone());
+        // Saturating: resources from the network are bounded (cpus ≤ 10¹²)
+        // but not by what an i64 of nanocpus or bytes can hold.
+        let mem_bytes =
+            i64::try_from(resources.mem_mib.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
+        let nano_cpus =
+            i64::try_from(resources.cpus_milli.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+        let cpu_shares =
+            i64::try_from(resources.cpus_milli.saturating_mul(1024) / 1000).unwrap_or(i64::MAX);
         let body = ContainerCreateBody {
             image: Some(container.image.clone()),
             cmd,
@@ -345,8 +351,8 @@ impl DockerRuntime {
                 Some(exposed)
             },
             host_config: Some(HostConfig {
-                nano_cpus: Some(resources.cpus_milli as i64 * 1_000_000).filter(|n| *n > 0),
-                cpu_shares: Some((resources.cpus_milli * 1024 / 1000) as i64).filter(|n| *n >= 2),
+                nano_cpus: Some(nano_cpus).filter(|n| *n > 0),
+                cpu_shares: Some(cpu_shares).filter(|n| *n >= 2),
                 memory: Some(mem_bytes).filter(|m| *m > 0),
                 memory_swap: Some(mem_bytes).filter(|m| *m > 0),
                 // A tiny init (docker-init) as PID 1: it forwards signals
@@ -370,7 +376,7 @@ impl DockerRuntime {
         };
         let name = format!(
             "agora-{}-{}",
-            sanitize(&t.task_id),
+            sanitize(t.id.as_str()),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let created = docker
@@ -404,7 +410,7 @@ impl DockerRuntime {
         self.emit(
             RuntimeEvent::new(fw, &tid, TaskState::Running).message(format!(
                 "container {}",
-                &created.id[..12.min(created.id.len())]
+                created.id.get(..12).unwrap_or(&created.id)
             )),
         );
         self.watch(key, created.id);
@@ -519,10 +525,7 @@ impl ContainerRuntime for DockerRuntime {
                 let key = (FrameworkId::new(f.as_str()), TaskId::new(t.as_str()));
                 match wanted.remove(&key) {
                     Some(spec) => {
-                        let mem_mib =
-                            agora_proto::convert::resources("r", spec.task.resources.as_ref())
-                                .map(|r| r.mem_mib)
-                                .unwrap_or(0);
+                        let mem_mib = spec.task.resources.mem_mib;
                         tracing::info!(task_id = %key.1, container = %id, state = ?c.state, "re-attached to container");
                         if let Ok(mut m) = self.inner.containers.lock() {
                             m.insert(

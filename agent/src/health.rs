@@ -10,32 +10,34 @@
 //! all of them pass and unhealthy as soon as one fails ([`Verdicts`]).
 
 use crate::runtime::{ContainerRuntime, EventSink, RuntimeEvent};
+use agora_core::info::{HealthCheck, HealthProtocol};
 use agora_core::{FrameworkId, TaskId, TaskState};
-use agora_proto::pb;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+/// The shortest probe timeout and interval: a check given 0 s probes at
+/// most every 50 ms rather than in a busy loop.
+const MIN_PERIOD: Duration = Duration::from_millis(50);
+
 /// Probes once; `Ok(())` is healthy, `Err` says what failed.
 pub async fn probe(
-    check: &pb::HealthCheck,
+    check: &HealthCheck,
     runtime: &dyn ContainerRuntime,
     fw: &FrameworkId,
     task: &TaskId,
 ) -> Result<(), String> {
-    let timeout = Duration::from_secs_f64(check.timeout_seconds.clamp(0.05, 3600.0));
+    let timeout = check.timeout.max(MIN_PERIOD);
     let addr = format!("127.0.0.1:{}", check.port);
-    match pb::health_check::Protocol::try_from(check.protocol)
-        .unwrap_or(pb::health_check::Protocol::Http)
-    {
-        pb::health_check::Protocol::Tcp => {
+    match check.protocol {
+        HealthProtocol::Tcp => {
             match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(format!("TCP {addr}: {e}")),
                 Err(_) => Err(format!("TCP {addr}: timed out")),
             }
         }
-        pb::health_check::Protocol::Http => {
+        HealthProtocol::Http => {
             let path = if check.path.is_empty() {
                 "/"
             } else {
@@ -70,7 +72,7 @@ pub async fn probe(
                 let ok = if check.ok_statuses.is_empty() {
                     (200..400).contains(&code)
                 } else {
-                    check.ok_statuses.contains(&u32::from(code))
+                    check.ok_statuses.contains(&code)
                 };
                 if ok {
                     Ok(())
@@ -84,7 +86,7 @@ pub async fn probe(
                 Err(_) => Err(format!("HTTP GET {addr}{path}: timed out")),
             }
         }
-        pb::health_check::Protocol::Command => match runtime
+        HealthProtocol::Command => match runtime
             .exec_check(fw, task, check.command.clone(), timeout)
             .await
         {
@@ -159,7 +161,7 @@ impl Verdicts {
 /// the task is gone.
 pub fn spawn_checker(
     index: usize,
-    check: pb::HealthCheck,
+    check: HealthCheck,
     runtime: Arc<dyn ContainerRuntime>,
     sink: EventSink,
     fw: FrameworkId,
@@ -167,8 +169,8 @@ pub fn spawn_checker(
     live: impl Fn() -> bool + Send + 'static,
 ) {
     tokio::spawn(async move {
-        let grace = Duration::from_secs_f64(check.grace_period_seconds.clamp(0.0, 86_400.0));
-        let interval = Duration::from_secs_f64(check.interval_seconds.clamp(0.05, 86_400.0));
+        let grace = check.grace_period;
+        let interval = check.interval.max(MIN_PERIOD);
         let max = check.max_consecutive_failures.max(1);
         let started = tokio::time::Instant::now();
         let mut healthy: Option<bool> = None;
@@ -226,7 +228,7 @@ pub fn spawn_checker(
 /// Probes the task's readiness check until it first passes, reports that
 /// once, and stops.
 pub fn spawn_readiness(
-    check: pb::HealthCheck,
+    check: HealthCheck,
     runtime: Arc<dyn ContainerRuntime>,
     sink: EventSink,
     fw: FrameworkId,
@@ -234,7 +236,7 @@ pub fn spawn_readiness(
     live: impl Fn() -> bool + Send + 'static,
 ) {
     tokio::spawn(async move {
-        let interval = Duration::from_secs_f64(check.interval_seconds.clamp(0.05, 86_400.0));
+        let interval = check.interval.max(MIN_PERIOD);
         let mut pacer = FirstPassPacer::new();
         while live() {
             if probe(&check, runtime.as_ref(), &fw, &task).await.is_ok() {
@@ -286,23 +288,21 @@ mod tests {
         }
     }
 
-    fn check(grace: f64, max: u32) -> pb::HealthCheck {
-        pb::HealthCheck {
-            protocol: pb::health_check::Protocol::Command as i32,
+    fn check(grace: u64, max: u32) -> HealthCheck {
+        HealthCheck {
+            protocol: HealthProtocol::Command,
+            path: String::new(),
+            port: 0,
             command: "true".into(),
-            grace_period_seconds: grace,
-            interval_seconds: 1.0,
-            timeout_seconds: 1.0,
+            grace_period: Duration::from_secs(grace),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
             max_consecutive_failures: max,
-            ..Default::default()
+            ok_statuses: vec![],
         }
     }
 
-    async fn health_reports(
-        script: Vec<i32>,
-        c: pb::HealthCheck,
-        secs: u64,
-    ) -> Vec<(bool, String)> {
+    async fn health_reports(script: Vec<i32>, c: HealthCheck, secs: u64) -> Vec<(bool, String)> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let alive = Arc::new(AtomicBool::new(true));
         let a = alive.clone();
@@ -347,7 +347,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn healthy_once_then_unhealthy_after_max_consecutive_failures() {
         // ok, ok, fail, ok, fail, fail(2nd in a row) ...
-        let r = health_reports(vec![0, 0, 1, 0, 1, 1, 1], check(0.0, 2), 10).await;
+        let r = health_reports(vec![0, 0, 1, 0, 1, 1, 1], check(0, 2), 10).await;
         assert_eq!(r.len(), 2, "only changes are reported: {r:?}");
         assert!(r[0].0);
         assert!(!r[1].0 && r[1].1.contains("2 consecutive"), "{r:?}");
@@ -356,8 +356,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn before_the_first_pass_probes_come_quickly_then_at_the_interval() {
         // Interval 10 s, grace 60 s: fails twice, then passes at once.
-        let mut c = check(60.0, 3);
-        c.interval_seconds = 10.0;
+        let mut c = check(60, 3);
+        c.interval = Duration::from_secs(10);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let alive = Arc::new(AtomicBool::new(true));
         let a = alive.clone();
@@ -391,11 +391,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failures_during_the_grace_period_do_not_count() {
         // Fails for the first 5 checks (grace 10 s), then passes.
-        let r = health_reports(vec![1, 1, 1, 1, 1, 0], check(10.0, 2), 12).await;
+        let r = health_reports(vec![1, 1, 1, 1, 1, 0], check(10, 2), 12).await;
         assert_eq!(r.len(), 1, "{r:?}");
         assert!(r[0].0, "becomes healthy, never reported unhealthy: {r:?}");
         // Past the grace period, failures count.
-        let r = health_reports(vec![1], check(2.0, 3), 10).await;
+        let r = health_reports(vec![1], check(2, 3), 10).await;
         assert_eq!(r.len(), 1, "{r:?}");
         assert!(!r[0].0);
     }
@@ -420,12 +420,12 @@ mod tests {
             }
         });
         let rt = Scripted(Mutex::new(vec![0]));
-        let mut c = pb::HealthCheck {
-            protocol: pb::health_check::Protocol::Http as i32,
+        let mut c = HealthCheck {
+            protocol: HealthProtocol::Http,
             path: "/ready".into(),
-            port: u32::from(port),
-            timeout_seconds: 2.0,
-            ..Default::default()
+            port,
+            timeout: Duration::from_secs(2),
+            ..check(0, 1)
         };
         assert!(
             probe(&c, &rt, &"f".into(), &"t".into()).await.is_ok(),

@@ -25,7 +25,7 @@ impl Agent {
                 .iter()
                 .map(|((fid, _), t)| pb::CheckpointTask {
                     framework_id: fid.0.clone(),
-                    task: Some(t.info.clone()),
+                    task: Some((&t.info).into()),
                     state: pb::TaskState::from(t.state) as i32,
                     pending: t.queue.iter().map(|p| p.update.clone()).collect(),
                     handle: String::new(),
@@ -111,6 +111,7 @@ impl Agent {
             }
         }
         let mut specs = Vec::new();
+        let mut invalid = Vec::new();
         for t in cp.tasks {
             let Some(info) = t.task else { continue };
             // A checkpoint written by an older agent may hold ids that are
@@ -143,26 +144,32 @@ impl Agent {
                     }
                 })
                 .collect();
+            // The task as validated; a checkpoint from an older agent may
+            // hold what is refused today (a NaN check interval): such a
+            // task is re-attached only to be stopped, reported FAILED with
+            // the field named.
+            let info = match convert::task_info("task", &info) {
+                Ok(i) => i,
+                Err(e) => {
+                    if !state.is_terminal() {
+                        invalid.push((fid.clone(), tid.clone(), e.to_string()));
+                    }
+                    TaskInfo {
+                        name: info.name.clone(),
+                        ..TaskInfo::new(tid.clone(), Default::default())
+                    }
+                }
+            };
             if !state.is_terminal() {
                 specs.push(LaunchSpec {
                     framework_id: fid.clone(),
                     task: info.clone(),
                 });
             }
-            self.tasks.insert(
-                (fid, tid),
-                TaskRecord {
-                    alive: Arc::new(std::sync::atomic::AtomicBool::new(!state.is_terminal())),
-                    checking: false,
-                    health: crate::health::Verdicts::new(info.health_checks.len()),
-                    next_retry: (!queue.is_empty()).then_some(now),
-                    info,
-                    state,
-                    queue,
-                    backoff: self.cfg.status_retry_min,
-                    kill_requested: false,
-                },
-            );
+            let mut record = TaskRecord::new(info, state, self.cfg.status_retry_min);
+            record.next_retry = (!queue.is_empty()).then_some(now);
+            record.queue = queue;
+            self.tasks.insert((fid, tid), record);
         }
         let n = specs.len();
         let gone = self.runtime.recover(specs).await;
@@ -173,6 +180,21 @@ impl Agent {
                     .reason(crate::runtime::REASON_CONTAINER_GONE)
                     .message("the task's container disappeared while the agent was down"),
             );
+        }
+        for (fid, tid, why) in invalid {
+            let live = self
+                .tasks
+                .get(&(fid.clone(), tid.clone()))
+                .is_some_and(|t| !t.state.is_terminal());
+            if live {
+                tracing::warn!(framework_id = %fid, task_id = %tid, error = %why, "stopping a recovered task whose description is invalid");
+                self.record(
+                    RuntimeEvent::new(&fid, &tid, TaskState::Failed)
+                        .reason(crate::runtime::REASON_TASK_INVALID)
+                        .message(format!("stopped after agent recovery: {why}")),
+                );
+                self.runtime.kill(&fid, &tid, DEFAULT_KILL_GRACE).await;
+            }
         }
         // Checks of tasks still running start again.
         for ((fid, tid), t) in self.tasks.iter_mut() {

@@ -12,64 +12,7 @@ impl Agent {
     ) {
         use pb::master_message::Message;
         match m.message {
-            Some(Message::RunTasks(run)) => {
-                let Some(fi) = run.framework else { return };
-                // The master validates ids; the agent does not rely on it:
-                // ids name directories and containers here.
-                let fid = match convert::framework_id("framework.framework_id", &fi.framework_id) {
-                    Ok(f) => f,
-                    Err(e) => {
-                        tracing::error!(error = %e, tasks = run.tasks.len(), "launch refused: invalid framework id");
-                        return;
-                    }
-                };
-                self.frameworks.insert(fid.clone(), fi);
-                let mut launch: Vec<pb::TaskInfo> = Vec::new();
-                for task in run.tasks {
-                    let tid = match convert::task_id("task.task_id", &task.task_id) {
-                        Ok(t) => t,
-                        Err(e) => {
-                            // No status update can name such a task: the
-                            // master would refuse it. Logged, not launched.
-                            tracing::error!(framework_id = %fid, error = %e, "launch refused: invalid task id");
-                            continue;
-                        }
-                    };
-                    let key = (fid.clone(), tid.clone());
-                    if self.tasks.contains_key(&key) {
-                        tracing::warn!(task_id = %tid, "duplicate launch ignored");
-                        continue;
-                    }
-                    self.tasks.insert(
-                        key,
-                        TaskRecord {
-                            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-                            checking: false,
-                            health: crate::health::Verdicts::new(task.health_checks.len()),
-                            info: task.clone(),
-                            state: TaskState::Staging,
-                            queue: VecDeque::new(),
-                            next_retry: None,
-                            backoff: self.cfg.status_retry_min,
-                            kill_requested: false,
-                        },
-                    );
-                    launch.push(task);
-                }
-                // Checkpoint before launching: a crash in between leaves an
-                // orphan that the next recovery removes, never an unknown task.
-                self.dirty = true;
-                self.persist();
-                for task in launch {
-                    tracing::debug!(framework_id = %fid, task_id = %task.task_id, "launching");
-                    self.runtime
-                        .launch(LaunchSpec {
-                            framework_id: fid.clone(),
-                            task,
-                        })
-                        .await;
-                }
-            }
+            Some(Message::RunTasks(run)) => self.run_tasks(run).await,
             Some(Message::KillTask(k)) => {
                 let fid = FrameworkId::new(k.framework_id.as_str());
                 let tid = TaskId::new(k.task_id.as_str());
@@ -130,6 +73,79 @@ impl Agent {
         }
     }
 
+    /// A launch from the master. Everything in it is checked again here
+    /// (the master validates too, but the agent does not rely on it): ids
+    /// name directories and containers, durations become timers.
+    async fn run_tasks(&mut self, run: pb::RunTasks) {
+        let Some(fi) = run.framework else { return };
+        let fid = match convert::framework_id("framework.framework_id", &fi.framework_id) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(error = %e, tasks = run.tasks.len(), "launch refused: invalid framework id");
+                return;
+            }
+        };
+        self.frameworks.insert(fid.clone(), fi);
+        let mut launch: Vec<TaskInfo> = Vec::new();
+        let mut invalid: Vec<(TaskId, String)> = Vec::new();
+        for task in run.tasks {
+            let tid = match convert::task_id("task.task_id", &task.task_id) {
+                Ok(t) => t,
+                Err(e) => {
+                    // No status update can name such a task: the master
+                    // would refuse it. Logged, not launched.
+                    tracing::error!(framework_id = %fid, error = %e, "launch refused: invalid task id");
+                    continue;
+                }
+            };
+            let key = (fid.clone(), tid.clone());
+            if self.tasks.contains_key(&key) {
+                tracing::warn!(framework_id = %fid, task_id = %tid, "duplicate launch ignored");
+                continue;
+            }
+            let info = match convert::task_info("task", &task) {
+                Ok(info) => {
+                    launch.push(info.clone());
+                    info
+                }
+                Err(e) => {
+                    // Bad numbers (a NaN interval, a port above 65535...):
+                    // the task ends TASK_ERROR naming the field; nothing runs.
+                    tracing::warn!(framework_id = %fid, task_id = %tid, error = %e, "launch refused: invalid task");
+                    invalid.push((tid.clone(), e.to_string()));
+                    TaskInfo {
+                        name: task.name.clone(),
+                        ..TaskInfo::new(tid.clone(), Default::default())
+                    }
+                }
+            };
+            self.tasks.insert(
+                key,
+                TaskRecord::new(info, TaskState::Staging, self.cfg.status_retry_min),
+            );
+        }
+        for (tid, why) in invalid {
+            self.record(
+                RuntimeEvent::new(&fid, &tid, TaskState::Error)
+                    .reason(crate::runtime::REASON_TASK_INVALID)
+                    .message(why),
+            );
+        }
+        // Checkpoint before launching: a crash in between leaves an
+        // orphan that the next recovery removes, never an unknown task.
+        self.dirty = true;
+        self.persist();
+        for task in launch {
+            tracing::debug!(framework_id = %fid, task_id = %task.id, "launching");
+            self.runtime
+                .launch(LaunchSpec {
+                    framework_id: fid.clone(),
+                    task,
+                })
+                .await;
+        }
+    }
+
     pub(super) async fn kill(&mut self, fid: &FrameworkId, tid: &TaskId) {
         let Some(t) = self.tasks.get_mut(&(fid.clone(), tid.clone())) else {
             tracing::info!(task_id = %tid, "kill for a task this agent does not have: ignored");
@@ -144,10 +160,10 @@ impl Agent {
             t.kill_requested = true;
         }
         // Grace between SIGTERM and SIGKILL; unset (0) means the default 5 s.
-        let grace = if t.info.kill_grace_seconds > 0.0 {
-            Duration::from_secs_f64(t.info.kill_grace_seconds.min(3600.0))
-        } else {
+        let grace = if t.info.kill_grace.is_zero() {
             DEFAULT_KILL_GRACE
+        } else {
+            t.info.kill_grace
         };
         self.runtime.kill(fid, tid, grace).await;
     }

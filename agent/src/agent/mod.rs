@@ -8,6 +8,7 @@
 //! once after every re-registration. One agent is one task owning its state.
 
 use crate::runtime::{ContainerRuntime, LaunchSpec, RuntimeEvent};
+use agora_core::info::TaskInfo;
 use agora_core::{AgentId, FrameworkId, Resources, TaskId, TaskState};
 use agora_proto::pb;
 use futures::StreamExt;
@@ -151,7 +152,8 @@ struct TaskRecord {
     checking: bool,
     /// The verdicts of its health checks, combined.
     health: crate::health::Verdicts,
-    info: pb::TaskInfo,
+    /// The task as validated at launch (or recovery).
+    info: TaskInfo,
     state: TaskState,
     queue: VecDeque<Pending>,
     /// When the head was last sent and the current backoff.
@@ -160,6 +162,22 @@ struct TaskRecord {
     /// A kill arrived while the task was still launching (no container or
     /// process to signal yet): it is carried out once the task runs.
     kill_requested: bool,
+}
+
+impl TaskRecord {
+    fn new(info: TaskInfo, state: TaskState, backoff: Duration) -> TaskRecord {
+        TaskRecord {
+            alive: Arc::new(std::sync::atomic::AtomicBool::new(!state.is_terminal())),
+            checking: false,
+            health: crate::health::Verdicts::new(info.health_checks.len()),
+            info,
+            state,
+            queue: VecDeque::new(),
+            next_retry: None,
+            backoff,
+            kill_requested: false,
+        }
+    }
 }
 
 struct Agent {
@@ -325,7 +343,7 @@ impl Agent {
             .tasks
             .iter()
             .map(|((fid, _), t)| pb::AgentTask {
-                task: Some(t.info.clone()),
+                task: Some((&t.info).into()),
                 framework_id: fid.0.clone(),
                 state: pb::TaskState::from(t.state) as i32,
             })
@@ -398,8 +416,7 @@ impl Agent {
                         let _ = self.id_tx.send(Some(id));
                         self.dirty = true;
                         self.persist();
-                        let hb = r.heartbeat_interval_seconds;
-                        break if hb.is_finite() && hb > 0.0 { Duration::from_secs_f64(hb.min(3600.0)) } else { Duration::from_secs(2) };
+                        break heartbeat_interval(r.heartbeat_interval_seconds);
                     }
                     Some(Ok(pb::MasterMessage { message: Some(pb::master_message::Message::Refused(r)) })) => {
                         return Err(SessionError::Refused(r.message));
@@ -497,6 +514,25 @@ impl Agent {
                 tracing::info!(task_id = %tid, "carrying out the kill that arrived while it was launching");
                 self.kill(&fid, &tid).await;
             }
+        }
+    }
+}
+
+/// The heartbeat interval the master asks for: a finite, positive number of
+/// seconds up to an hour; anything else (NaN, ∞, ≤ 0) gives the default 2 s
+/// and a warning, never a panic.
+fn heartbeat_interval(secs: f64) -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(2);
+    match agora_proto::convert::duration(
+        "registered.heartbeat_interval_seconds",
+        secs,
+        Duration::from_secs(3600),
+    ) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => DEFAULT,
+        Err(e) => {
+            tracing::warn!(error = %e, "using a 2 s heartbeat");
+            DEFAULT
         }
     }
 }

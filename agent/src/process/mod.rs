@@ -242,8 +242,7 @@ impl ProcessRuntime {
     fn start(&self, spec: &LaunchSpec) -> Result<(tokio::process::Child, String), String> {
         let key = (spec.framework_id.clone(), spec.task_id());
         let t = &spec.task;
-        let r = agora_proto::convert::resources("task.resources", t.resources.as_ref())
-            .map_err(|e| e.to_string())?;
+        let r = &t.resources;
         let command = t.command.clone().unwrap_or_default();
         if command.value.is_empty() {
             return Err("the task has no command; the process runtime runs commands".into());
@@ -258,7 +257,7 @@ impl ProcessRuntime {
             cgroup_prefix(&key.1.0),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let (cgroup, note) = match prepare_cgroup(&self.inner.cgroups, &name, &r) {
+        let (cgroup, note) = match prepare_cgroup(&self.inner.cgroups, &name, r) {
             Ok(dirs) => (
                 Some(dirs),
                 format!(
@@ -315,7 +314,7 @@ impl ProcessRuntime {
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
             )
             .env("HOME", &sandbox)
-            .env("AGORA_TASK_ID", &t.task_id)
+            .env("AGORA_TASK_ID", t.id.as_str())
             .env("AGORA_FRAMEWORK_ID", &spec.framework_id.0)
             .env("AGORA_SANDBOX", &sandbox);
         for (i, p) in ports.iter().enumerate() {
@@ -324,8 +323,8 @@ impl ProcessRuntime {
         if let Some(p) = ports.first() {
             cmd.env("PORT", p.to_string());
         }
-        for v in &command.env {
-            cmd.env(&v.name, &v.value);
+        for (name, value) in &command.env {
+            cmd.env(name, value);
         }
         cmd.current_dir(&sandbox)
             .stdin(std::process::Stdio::null())

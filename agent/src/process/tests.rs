@@ -1,5 +1,5 @@
 use super::*;
-use agora_proto::pb;
+use agora_core::info::{CommandInfo, TaskInfo};
 use tokio::sync::mpsc;
 
 fn work_dir() -> PathBuf {
@@ -11,14 +11,13 @@ fn work_dir() -> PathBuf {
 fn spec(task: &str, cmd: &str) -> LaunchSpec {
     LaunchSpec {
         framework_id: "f".into(),
-        task: pb::TaskInfo {
-            task_id: task.into(),
-            command: Some(pb::CommandInfo {
+        task: TaskInfo {
+            command: Some(CommandInfo {
                 value: cmd.into(),
                 shell: true,
                 ..Default::default()
             }),
-            ..Default::default()
+            ..TaskInfo::new(task.into(), Resources::default())
         },
     }
 }
