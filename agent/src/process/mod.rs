@@ -25,6 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+mod logs;
+
 type Key = (FrameworkId, TaskId);
 
 /// How long a finished task's sandbox (and its logs) is kept.
@@ -509,41 +511,9 @@ impl ContainerRuntime for ProcessRuntime {
         let key = (fw.clone(), task.clone());
         let sandbox = self.sandbox(&key);
         let me = self.clone();
-        let stream =
-            futures::stream::unfold((0u64, 0u64, false), move |(out_pos, err_pos, done)| {
-                let sandbox = sandbox.clone();
-                let me = me.clone();
-                let key = key.clone();
-                async move {
-                    if done {
-                        return None;
-                    }
-                    loop {
-                        let read_from = |name: &str, pos: u64| -> Result<Vec<u8>, String> {
-                            let data = std::fs::read(sandbox.join(name))
-                                .map_err(|e| format!("no logs for this task here: {e}"))?;
-                            Ok(data.get(pos as usize..).unwrap_or(&[]).to_vec())
-                        };
-                        let out = match read_from("stdout", out_pos) {
-                            Ok(b) => b,
-                            Err(e) => return Some((Err(e), (out_pos, err_pos, true))),
-                        };
-                        let err = read_from("stderr", err_pos).unwrap_or_default();
-                        let (np, ne) = (out_pos + out.len() as u64, err_pos + err.len() as u64);
-                        let mut chunk = out;
-                        chunk.extend(err);
-                        let live = me.get(&key).is_some_and(|p| start_time(p.pid).is_some());
-                        if !chunk.is_empty() {
-                            return Some((Ok(chunk), (np, ne, !follow)));
-                        }
-                        if !follow || !live {
-                            return None;
-                        }
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
-                }
-            });
-        Box::pin(stream)
+        logs::stream(sandbox, follow, move || {
+            me.get(&key).is_some_and(|p| start_time(p.pid).is_some())
+        })
     }
 
     fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {

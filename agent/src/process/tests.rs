@@ -106,3 +106,61 @@ async fn sandbox_gc_spares_a_later_run_of_the_same_task_id() {
     assert!(!d.exists());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Bytes this process has read through read(2) and friends so far.
+fn bytes_read() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn following_a_log_reads_only_what_was_appended() {
+    use futures::StreamExt;
+    use std::io::Write;
+    let dir = work_dir();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let rt = ProcessRuntime::new(tx, &dir);
+    rt.launch(spec("big", "sleep 30")).await;
+    let key: Key = ("f".into(), "big".into());
+    // 16 MiB of output already there.
+    const SIZE: usize = 16 << 20;
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(rt.sandbox(&key).join("stdout"))
+        .unwrap();
+    f.write_all(&vec![b'x'; SIZE]).unwrap();
+    let (got_tx, mut got) = mpsc::unbounded_channel();
+    let mut logs = rt.logs(&key.0, &key.1, true);
+    let reader = tokio::spawn(async move {
+        while let Some(chunk) = logs.next().await {
+            let _ = got_tx.send(chunk.unwrap());
+        }
+    });
+    let mut seen = Vec::new();
+    while seen.len() < SIZE {
+        seen.extend(got.recv().await.unwrap());
+    }
+    // Several polls with nothing new: they cost (almost) nothing.
+    let before = bytes_read();
+    tokio::time::sleep(logs::POLL * 5).await;
+    let polled = bytes_read() - before;
+    assert!(
+        polled < 1 << 20,
+        "5 idle polls of a 16 MiB log read {polled} bytes"
+    );
+    // New output still arrives, once.
+    f.write_all(b"tail\n").unwrap();
+    let next = got.recv().await.unwrap();
+    assert_eq!(next, b"tail\n");
+    rt.kill(&key.0, &key.1, Duration::ZERO).await;
+    tokio::time::timeout(Duration::from_secs(20), reader)
+        .await
+        .expect("following stops once the task ends")
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
