@@ -14,7 +14,6 @@ use agora_core::info::{HealthCheck, HealthProtocol};
 use agora_core::{FrameworkId, TaskId, TaskState};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The shortest probe timeout and interval: a check given 0 s probes at
 /// most every 50 ms rather than in a busy loop.
@@ -43,47 +42,18 @@ pub async fn probe(
             } else {
                 check.path.as_str()
             };
-            let get = async {
-                let mut s = tokio::net::TcpStream::connect(&addr)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                s.write_all(
-                    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
+            let code = crate::http_client::get_status("127.0.0.1", check.port, path, timeout)
                 .await
-                .map_err(|e| e.to_string())?;
-                // Read until the status line is complete (it may arrive in pieces).
-                let mut head = Vec::with_capacity(128);
-                let mut buf = [0u8; 128];
-                while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
-                    let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-                    if n == 0 {
-                        break;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                }
-                let line = String::from_utf8_lossy(&head).to_string();
-                let code: u16 = line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .ok_or("not an HTTP answer")?;
-                let ok = if check.ok_statuses.is_empty() {
-                    (200..400).contains(&code)
-                } else {
-                    check.ok_statuses.contains(&code)
-                };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(format!("answered {code}"))
-                }
+                .map_err(|e| format!("HTTP GET {addr}{path}: {e}"))?;
+            let ok = if check.ok_statuses.is_empty() {
+                (200..400).contains(&code)
+            } else {
+                check.ok_statuses.contains(&code)
             };
-            match tokio::time::timeout(timeout, get).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("HTTP GET {addr}{path}: {e}")),
-                Err(_) => Err(format!("HTTP GET {addr}{path}: timed out")),
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("HTTP GET {addr}{path}: answered {code}"))
             }
         }
         HealthProtocol::Command => match runtime
@@ -434,5 +404,71 @@ mod tests {
         c.ok_statuses = vec![200];
         let e = probe(&c, &rt, &"f".into(), &"t".into()).await.unwrap_err();
         assert!(e.contains("answered 204"), "{e}");
+    }
+
+    /// A server on loopback that answers every connection with `answer`
+    /// (or, if `None`, reads and never answers).
+    async fn server(answer: Option<&'static [u8]>) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    match answer {
+                        Some(a) => {
+                            let _ = s.write_all(a).await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(60)).await,
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn http_probes_accept_2xx_and_3xx_and_refuse_the_rest() {
+        let rt = Scripted(Mutex::new(vec![0]));
+        let http = |port| HealthCheck {
+            protocol: HealthProtocol::Http,
+            port,
+            timeout: Duration::from_millis(500),
+            ..check(0, 1)
+        };
+        let p = server(Some(
+            b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .await;
+        assert!(probe(&http(p), &rt, &"f".into(), &"t".into()).await.is_ok());
+        let p = server(Some(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")).await;
+        let e = probe(&http(p), &rt, &"f".into(), &"t".into())
+            .await
+            .unwrap_err();
+        assert!(e.contains("answered 500"), "{e}");
+        let p = server(Some(b"SSH-2.0-OpenSSH\r\n")).await;
+        assert!(
+            probe(&http(p), &rt, &"f".into(), &"t".into())
+                .await
+                .is_err()
+        );
+        // Nobody listening.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = probe(&http(closed), &rt, &"f".into(), &"t".into())
+            .await
+            .unwrap_err();
+        assert!(e.contains(&format!("127.0.0.1:{closed}/")), "{e}");
+        // Accepts, never answers: the check's timeout holds.
+        let p = server(None).await;
+        let e = probe(&http(p), &rt, &"f".into(), &"t".into())
+            .await
+            .unwrap_err();
+        assert!(e.contains("timed out"), "{e}");
     }
 }

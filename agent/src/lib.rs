@@ -15,6 +15,7 @@ pub mod docker;
 pub mod health;
 pub mod hollow;
 pub mod http;
+pub mod http_client;
 pub mod process;
 pub mod runtime;
 pub mod sandbox;

@@ -79,6 +79,8 @@ pub struct AgentArgs {
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub status_retry: Duration,
 
+    /// Log format on stderr (AGORA_LOG sets the level, e.g. debug).
+
     #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }

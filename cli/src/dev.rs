@@ -44,6 +44,8 @@ pub struct DevArgs {
     #[arg(long)]
     pub keep: bool,
 
+    /// Log format on stderr (AGORA_LOG sets the level, e.g. debug).
+
     #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 
