@@ -291,12 +291,12 @@ pub async fn show(c: &Common, id: &str) -> Result<()> {
     Ok(())
 }
 
-/// A number from the API, or `-` when absent.
+/// A number from the API (`32`, not `32.0`), or `-` when absent.
 fn num(v: &Value) -> String {
-    if v.is_number() {
-        v.to_string()
-    } else {
-        "-".into()
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
+        Some(_) => v.to_string(),
+        None => "-".into(),
     }
 }
 
@@ -464,5 +464,7 @@ mod tests {
         assert_eq!(ports(&json!([31000, 31001])), "31000,31001");
         assert_eq!(num(&json!(null)), "-");
         assert_eq!(num(&json!(3)), "3");
+        assert_eq!(num(&json!(32.0)), "32");
+        assert_eq!(num(&json!(0.25)), "0.25");
     }
 }
