@@ -21,6 +21,7 @@ use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 pub const LABEL_SCOPE: &str = "agora.scope";
 pub const LABEL_FRAMEWORK: &str = "agora.framework_id";
@@ -420,36 +421,45 @@ impl DockerRuntime {
     /// Waits for the container to exit and reports how it ended.
     fn watch(&self, key: Key, id: String) {
         let me = self.clone();
-        tokio::spawn(async move {
-            let docker = &me.inner.docker;
-            let mut wait = docker.wait_container(&id, None);
-            let code = match wait.next().await {
-                Some(Ok(r)) => Some(r.status_code),
-                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
-                    Some(code)
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(container = %id, error = %e, "waiting for container failed");
-                    None
-                }
-                None => None,
-            };
-            let inspect = docker.inspect_container(&id, None).await.ok();
-            let state = inspect.as_ref().and_then(|i| i.state.clone());
-            let oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
-            let code = code
-                .or_else(|| state.as_ref().and_then(|s| s.exit_code))
-                .unwrap_or(-1) as i32;
-            let c = me.container(&key);
-            let killing = c.as_ref().is_some_and(|c| c.killing);
-            let (fw, tid) = &key;
-            let oom = oom.then(|| {
-                let limit = c.map(|c| c.mem_mib).unwrap_or(0);
-                format!("OOM: the container exceeded its memory limit of {limit} MiB")
-            });
-            let ev = exit_event(fw, tid, code, killing, oom);
-            me.emit(ev);
-        });
+        let span = tracing::info_span!(
+            "container",
+            framework_id = %key.0,
+            task_id = %key.1,
+            container = id.get(..12).unwrap_or(&id)
+        );
+        tokio::spawn(
+            async move {
+                let docker = &me.inner.docker;
+                let mut wait = docker.wait_container(&id, None);
+                let code = match wait.next().await {
+                    Some(Ok(r)) => Some(r.status_code),
+                    Some(Err(bollard::errors::Error::DockerContainerWaitError {
+                        code, ..
+                    })) => Some(code),
+                    Some(Err(e)) => {
+                        tracing::warn!(container = %id, error = %e, "waiting for container failed");
+                        None
+                    }
+                    None => None,
+                };
+                let inspect = docker.inspect_container(&id, None).await.ok();
+                let state = inspect.as_ref().and_then(|i| i.state.clone());
+                let oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+                let code = code
+                    .or_else(|| state.as_ref().and_then(|s| s.exit_code))
+                    .unwrap_or(-1) as i32;
+                let c = me.container(&key);
+                let killing = c.as_ref().is_some_and(|c| c.killing);
+                let (fw, tid) = &key;
+                let oom = oom.then(|| {
+                    let limit = c.map(|c| c.mem_mib).unwrap_or(0);
+                    format!("OOM: the container exceeded its memory limit of {limit} MiB")
+                });
+                let ev = exit_event(fw, tid, code, killing, oom);
+                me.emit(ev);
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -461,16 +471,21 @@ impl ContainerRuntime for DockerRuntime {
     fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let me = self.clone();
-            // Image checks and container creation run off the agent's loop.
-            tokio::spawn(async move {
-                let fw = spec.framework_id.clone();
-                let tid = spec.task_id();
-                me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Starting));
-                if let Err(msg) = me.start(&spec).await {
-                    tracing::warn!(task_id = %tid, %msg, "launch failed");
-                    me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Failed).message(msg));
+            // Image checks and container creation run off the agent's loop
+            // (in the agent's launch span: logs carry the task's ids).
+            let span = tracing::Span::current();
+            tokio::spawn(
+                async move {
+                    let fw = spec.framework_id.clone();
+                    let tid = spec.task_id();
+                    me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Starting));
+                    if let Err(msg) = me.start(&spec).await {
+                        tracing::warn!(%msg, "launch failed");
+                        me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Failed).message(msg));
+                    }
                 }
-            });
+                .instrument(span),
+            );
         })
     }
 
@@ -489,6 +504,7 @@ impl ContainerRuntime for DockerRuntime {
                 return;
             };
             let me = self.clone();
+            let span = tracing::Span::current();
             tokio::spawn(async move {
                 let t = grace.as_secs_f64().ceil() as i32;
                 let opts = StopContainerOptions {
@@ -498,7 +514,7 @@ impl ContainerRuntime for DockerRuntime {
                 if let Err(e) = me.inner.docker.stop_container(&id, Some(opts)).await {
                     tracing::warn!(container = %id, error = %e, "stopping the container failed");
                 }
-            });
+            }.instrument(span));
         })
     }
 
@@ -554,6 +570,7 @@ impl ContainerRuntime for DockerRuntime {
         let me = self.clone();
         Box::pin(async move {
             // Keep the exited container a while so its logs can still be read.
+            let span = tracing::info_span!("cleanup", framework_id = %key.0, task_id = %key.1);
             tokio::spawn(async move {
                 tokio::time::sleep(me.inner.gc_delay).await;
                 let c = me
@@ -567,7 +584,7 @@ impl ContainerRuntime for DockerRuntime {
                 {
                     tracing::warn!(container = %c.id, error = %e, "removing the container failed");
                 }
-            });
+            }.instrument(span));
         })
     }
 

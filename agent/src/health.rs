@@ -14,6 +14,7 @@ use agora_core::info::{HealthCheck, HealthProtocol};
 use agora_core::{FrameworkId, TaskId, TaskState};
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// The shortest probe timeout and interval: a check given 0 s probes at
 /// most every 50 ms rather than in a busy loop.
@@ -138,42 +139,45 @@ pub fn spawn_checker(
     task: TaskId,
     live: impl Fn() -> bool + Send + 'static,
 ) {
-    tokio::spawn(async move {
-        let grace = check.grace_period;
-        let interval = check.interval.max(MIN_PERIOD);
-        let max = check.max_consecutive_failures.max(1);
-        let started = tokio::time::Instant::now();
-        let mut healthy: Option<bool> = None;
-        let mut failures = 0u32;
-        let mut pacer = FirstPassPacer::new();
-        loop {
-            if !live() {
-                return;
-            }
-            let result = probe(&check, runtime.as_ref(), &fw, &task).await;
-            if !live() {
-                return;
-            }
-            match result {
-                Ok(()) => {
-                    failures = 0;
-                    if healthy != Some(true) {
-                        healthy = Some(true);
-                        let _ = sink.send(
-                            RuntimeEvent::new(&fw, &task, TaskState::Running)
-                                .healthy(index, true)
-                                .message(format!("health check {} passed", index + 1)),
-                        );
-                    }
+    let span =
+        tracing::info_span!("health_check", framework_id = %fw, task_id = %task, check = index + 1);
+    tokio::spawn(
+        async move {
+            let grace = check.grace_period;
+            let interval = check.interval.max(MIN_PERIOD);
+            let max = check.max_consecutive_failures.max(1);
+            let started = tokio::time::Instant::now();
+            let mut healthy: Option<bool> = None;
+            let mut failures = 0u32;
+            let mut pacer = FirstPassPacer::new();
+            loop {
+                if !live() {
+                    return;
                 }
-                Err(why) => {
-                    let in_grace = started.elapsed() < grace && healthy.is_none();
-                    if !in_grace {
-                        failures += 1;
+                let result = probe(&check, runtime.as_ref(), &fw, &task).await;
+                if !live() {
+                    return;
+                }
+                match result {
+                    Ok(()) => {
+                        failures = 0;
+                        if healthy != Some(true) {
+                            healthy = Some(true);
+                            let _ = sink.send(
+                                RuntimeEvent::new(&fw, &task, TaskState::Running)
+                                    .healthy(index, true)
+                                    .message(format!("health check {} passed", index + 1)),
+                            );
+                        }
                     }
-                    if failures >= max && healthy != Some(false) {
-                        healthy = Some(false);
-                        let _ = sink.send(
+                    Err(why) => {
+                        let in_grace = started.elapsed() < grace && healthy.is_none();
+                        if !in_grace {
+                            failures += 1;
+                        }
+                        if failures >= max && healthy != Some(false) {
+                            healthy = Some(false);
+                            let _ = sink.send(
                             RuntimeEvent::new(&fw, &task, TaskState::Running)
                                 .healthy(index, false)
                                 .message(format!(
@@ -181,18 +185,20 @@ pub fn spawn_checker(
                                     index + 1
                                 )),
                         );
+                        }
                     }
                 }
+                let in_grace = started.elapsed() < grace && healthy.is_none();
+                let wait = if in_grace {
+                    pacer.wait(interval)
+                } else {
+                    interval
+                };
+                tokio::time::sleep(wait).await;
             }
-            let in_grace = started.elapsed() < grace && healthy.is_none();
-            let wait = if in_grace {
-                pacer.wait(interval)
-            } else {
-                interval
-            };
-            tokio::time::sleep(wait).await;
         }
-    });
+        .instrument(span),
+    );
 }
 
 /// Probes the task's readiness check until it first passes, reports that
@@ -205,23 +211,27 @@ pub fn spawn_readiness(
     task: TaskId,
     live: impl Fn() -> bool + Send + 'static,
 ) {
-    tokio::spawn(async move {
-        let interval = check.interval.max(MIN_PERIOD);
-        let mut pacer = FirstPassPacer::new();
-        while live() {
-            if probe(&check, runtime.as_ref(), &fw, &task).await.is_ok() {
-                if live() {
-                    let _ = sink.send(
-                        RuntimeEvent::new(&fw, &task, TaskState::Running)
-                            .ready()
-                            .message("readiness check passed"),
-                    );
+    let span = tracing::info_span!("readiness_check", framework_id = %fw, task_id = %task);
+    tokio::spawn(
+        async move {
+            let interval = check.interval.max(MIN_PERIOD);
+            let mut pacer = FirstPassPacer::new();
+            while live() {
+                if probe(&check, runtime.as_ref(), &fw, &task).await.is_ok() {
+                    if live() {
+                        let _ = sink.send(
+                            RuntimeEvent::new(&fw, &task, TaskState::Running)
+                                .ready()
+                                .message("readiness check passed"),
+                        );
+                    }
+                    return;
                 }
-                return;
+                tokio::time::sleep(pacer.wait(interval)).await;
             }
-            tokio::time::sleep(pacer.wait(interval)).await;
         }
-    });
+        .instrument(span),
+    );
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use agora_core::{FrameworkId, TaskId, TaskState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct HollowRuntime {
@@ -146,25 +147,29 @@ impl ContainerRuntime for HollowRuntime {
                 return;
             }
             let me = self.clone();
-            tokio::spawn(async move {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
+            let span = tracing::Span::current();
+            tokio::spawn(
+                async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    me.start(&fw, &tid);
+                    match script {
+                        Script::Forever => {}
+                        Script::Sleep(d) => {
+                            tokio::time::sleep(d).await;
+                            me.finish(&fw, &tid);
+                        }
+                        Script::Exit(0) => {
+                            me.finish(&fw, &tid);
+                        }
+                        Script::Exit(c) => {
+                            me.fail(&fw, &tid, c);
+                        }
+                    }
                 }
-                me.start(&fw, &tid);
-                match script {
-                    Script::Forever => {}
-                    Script::Sleep(d) => {
-                        tokio::time::sleep(d).await;
-                        me.finish(&fw, &tid);
-                    }
-                    Script::Exit(0) => {
-                        me.finish(&fw, &tid);
-                    }
-                    Script::Exit(c) => {
-                        me.fail(&fw, &tid, c);
-                    }
-                }
-            });
+                .instrument(span),
+            );
         })
     }
 

@@ -4,6 +4,7 @@
 use super::master::start_checks;
 use super::*;
 use agora_proto::convert;
+use tracing::Instrument;
 
 impl Agent {
     // ------------------------------------------------------------ checkpoint
@@ -75,6 +76,11 @@ impl Agent {
 
     /// Loads the checkpoint (if any) and re-attaches to the runtime's tasks.
     pub(super) async fn recover(&mut self) -> Result<(), AgentError> {
+        let span = tracing::info_span!("recover", runtime = self.runtime.name());
+        self.recover_in_span().instrument(span).await
+    }
+
+    async fn recover_in_span(&mut self) -> Result<(), AgentError> {
         let Some(path) = self.checkpoint_path() else {
             return Ok(());
         };

@@ -3,6 +3,7 @@
 
 use super::*;
 use agora_proto::convert;
+use tracing::Instrument;
 
 impl Agent {
     pub(super) async fn on_master(
@@ -14,18 +15,28 @@ impl Agent {
         match m.message {
             Some(Message::RunTasks(run)) => self.run_tasks(run).await,
             Some(Message::KillTask(k)) => {
-                let fid = FrameworkId::new(k.framework_id.as_str());
-                let tid = TaskId::new(k.task_id.as_str());
-                self.kill(&fid, &tid).await;
+                let ids = convert::framework_id("kill.framework_id", &k.framework_id)
+                    .and_then(|f| Ok((f, convert::task_id("kill.task_id", &k.task_id)?)));
+                match ids {
+                    Ok((fid, tid)) => self.kill(&fid, &tid).await,
+                    Err(e) => tracing::warn!(error = %e, "kill with an invalid id ignored"),
+                }
             }
             Some(Message::ShutdownFramework(s)) => {
-                let fid = FrameworkId::new(s.framework_id.as_str());
+                let fid = match convert::framework_id("framework_id", &s.framework_id) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "framework shutdown with an invalid id ignored");
+                        return;
+                    }
+                };
                 let ids: Vec<TaskId> = self
                     .tasks
                     .iter()
                     .filter(|((f, _), t)| f == &fid && !t.state.is_terminal())
                     .map(|((_, t), _)| t.clone())
                     .collect();
+                tracing::info!(framework_id = %fid, tasks = ids.len(), "framework shut down: killing its tasks");
                 for tid in ids {
                     self.kill(&fid, &tid).await;
                 }
@@ -53,6 +64,7 @@ impl Agent {
                     if t.queue.is_empty() {
                         t.next_retry = None;
                         if head.is_some_and(|h| h.terminal) {
+                            tracing::debug!(framework_id = %key.0, task_id = %key.1, "terminal update acknowledged: task released");
                             self.tasks.remove(&key);
                             self.to_cleanup.push(key);
                         }
@@ -136,19 +148,28 @@ impl Agent {
         self.dirty = true;
         self.persist();
         for task in launch {
-            tracing::debug!(framework_id = %fid, task_id = %task.id, "launching");
+            // The runtime's own work for the task (container or process,
+            // its watcher) runs inside this span: its logs carry the ids.
+            let span = tracing::info_span!("launch", framework_id = %fid, task_id = %task.id);
+            tracing::debug!(parent: &span, "launching");
             self.runtime
                 .launch(LaunchSpec {
                     framework_id: fid.clone(),
                     task,
                 })
+                .instrument(span)
                 .await;
         }
     }
 
     pub(super) async fn kill(&mut self, fid: &FrameworkId, tid: &TaskId) {
+        let span = tracing::info_span!("kill", framework_id = %fid, task_id = %tid);
+        self.kill_in_span(fid, tid).instrument(span).await
+    }
+
+    async fn kill_in_span(&mut self, fid: &FrameworkId, tid: &TaskId) {
         let Some(t) = self.tasks.get_mut(&(fid.clone(), tid.clone())) else {
-            tracing::info!(task_id = %tid, "kill for a task this agent does not have: ignored");
+            tracing::info!("kill for a task this agent does not have: ignored");
             return;
         };
         if t.state.is_terminal() {

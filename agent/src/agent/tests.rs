@@ -303,3 +303,77 @@ fn heartbeat_intervals_from_the_master_never_panic() {
         assert_eq!(heartbeat_interval(secs), want, "{secs}");
     }
 }
+
+/// Records every span opened: its name and fields, as `name k=v k=v`.
+#[derive(Clone, Default)]
+struct Spans(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Spans {
+    fn on_new_span(
+        &self,
+        attrs: &tracing::span::Attributes<'_>,
+        _: &tracing::span::Id,
+        _: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        struct Fields(String);
+        impl tracing::field::Visit for Fields {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {}={v:?}", f.name()));
+            }
+        }
+        let mut v = Fields(attrs.metadata().name().to_string());
+        attrs.record(&mut v);
+        self.0.lock().unwrap().push(v.0);
+    }
+}
+
+#[tokio::test]
+async fn task_handling_runs_in_spans_naming_framework_and_task() {
+    use prost::Message;
+    use tracing_subscriber::layer::SubscriberExt;
+    let spans = Spans::default();
+    let _default =
+        tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
+
+    let mut h = harness(None);
+    h.agent
+        .on_master(run_tasks("f", vec![task("t1")]), &h.out)
+        .await;
+    h.drain();
+    h.agent.kill(&"f".into(), &"t1".into()).await;
+    h.drain();
+
+    let dir = temp_dir();
+    let cp = pb::AgentCheckpoint {
+        agent_id: "a1".into(),
+        frameworks: vec![],
+        tasks: vec![pb::CheckpointTask {
+            framework_id: "f".into(),
+            task: Some(task("r1")),
+            state: pb::TaskState::TaskRunning as i32,
+            pending: vec![],
+            handle: String::new(),
+        }],
+    };
+    std::fs::write(dir.join("checkpoint.pb"), cp.encode_to_vec()).unwrap();
+    let mut h = harness(Some(dir.clone()));
+    h.agent.recover().await.unwrap();
+
+    let got = spans.0.lock().unwrap().clone();
+    for want in [
+        "launch framework_id=f task_id=t1",
+        "status_update framework_id=f task_id=t1 state=TASK_STARTING",
+        "status_update framework_id=f task_id=t1 state=TASK_RUNNING",
+        "kill framework_id=f task_id=t1",
+        "status_update framework_id=f task_id=t1 state=TASK_KILLED",
+        "recover runtime=\"hollow\"",
+        // The hollow runtime keeps nothing across restarts: recovery reports it.
+        "status_update framework_id=f task_id=r1 state=TASK_FAILED",
+    ] {
+        assert!(
+            got.iter().any(|s| s == want),
+            "no span {want:?} in {got:#?}"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -11,13 +11,21 @@ impl Agent {
 
     /// Queues a runtime event as a status update.
     pub(super) fn record(&mut self, ev: RuntimeEvent) {
+        // Debug level: one per update, and updates are the hot path.
+        let span = tracing::debug_span!(
+            "status_update",
+            framework_id = %ev.framework_id,
+            task_id = %ev.task_id,
+            state = %ev.state
+        );
+        let _in_span = span.enter();
         let key = (ev.framework_id.clone(), ev.task_id.clone());
         let Some(t) = self.tasks.get_mut(&key) else {
-            tracing::debug!(task_id = %ev.task_id, "event for unknown task ignored");
+            tracing::debug!("event for unknown task ignored");
             return;
         };
         if !t.state.can_transition(ev.state) {
-            tracing::debug!(task_id = %ev.task_id, from = %t.state, to = %ev.state, "ignoring impossible transition");
+            tracing::debug!(from = %t.state, "ignoring impossible transition");
             return;
         }
         let mut ev = ev;

@@ -24,6 +24,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 mod logs;
 
@@ -389,6 +390,7 @@ impl ProcessRuntime {
     /// is over its limit, so the whole group goes (as a container would).
     fn watch_oom(&self, key: Key) {
         let me = self.clone();
+        let span = tracing::Span::current();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -402,18 +404,22 @@ impl ProcessRuntime {
                     return;
                 }
             }
-        });
+        }.instrument(span));
     }
 
     /// Watches a process that is not our child (after a restart) by polling.
     fn poll_until_gone(&self, key: Key, pid: i32, started: u64) {
         let me = self.clone();
-        tokio::spawn(async move {
-            while start_time(pid) == Some(started) {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        let span = tracing::info_span!("process", framework_id = %key.0, task_id = %key.1, pid);
+        tokio::spawn(
+            async move {
+                while start_time(pid) == Some(started) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                me.finish(&key, None);
             }
-            me.finish(&key, None);
-        });
+            .instrument(span),
+        );
     }
 }
 
@@ -433,10 +439,13 @@ impl ContainerRuntime for ProcessRuntime {
                     self.emit(RuntimeEvent::new(&fw, &tid, TaskState::Running).message(note));
                     self.watch_oom((fw.clone(), tid.clone()));
                     let me = self.clone();
-                    tokio::spawn(async move {
-                        let status = child.wait().await.ok();
-                        me.finish(&(fw, tid), status);
-                    });
+                    tokio::spawn(
+                        async move {
+                            let status = child.wait().await.ok();
+                            me.finish(&(fw, tid), status);
+                        }
+                        .instrument(tracing::Span::current()),
+                    );
                 }
             }
         })
@@ -556,6 +565,7 @@ impl ContainerRuntime for ProcessRuntime {
             // task id was launched again meanwhile, that run's sandbox stays.
             let dir = me.sandbox(&key);
             let run = std::fs::read(dir.join("pid")).ok();
+            let span = tracing::info_span!("cleanup", framework_id = %key.0, task_id = %key.1);
             tokio::spawn(async move {
                 tokio::time::sleep(me.inner.gc_delay).await;
                 let same_run = std::fs::read(dir.join("pid")).ok() == run;
@@ -565,7 +575,7 @@ impl ContainerRuntime for ProcessRuntime {
                 {
                     tracing::debug!(sandbox = %dir.display(), error = %e, "removing the sandbox failed");
                 }
-            });
+            }.instrument(span));
         })
     }
 }
