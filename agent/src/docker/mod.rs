@@ -12,7 +12,6 @@ use crate::runtime::{
 use agora_core::{FrameworkId, TaskId, TaskState};
 use agora_proto::pb;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
     StatsOptions, StopContainerOptions,
@@ -26,6 +25,8 @@ use tracing::Instrument;
 pub const LABEL_SCOPE: &str = "agora.scope";
 pub const LABEL_FRAMEWORK: &str = "agora.framework_id";
 pub const LABEL_TASK: &str = "agora.task_id";
+
+mod spec;
 
 type Key = (FrameworkId, TaskId);
 
@@ -236,145 +237,7 @@ impl DockerRuntime {
             Err(e) => return Err(format!("cannot inspect image {}: {e}", container.image)),
         }
         let resources = &t.resources;
-        let host_ports: Vec<u32> = resources
-            .ports
-            .ranges()
-            .iter()
-            .flat_map(|(b, e)| *b..=*e)
-            .take(1000)
-            .collect();
-
-        let command = t.command.clone().unwrap_or_default();
-        let mut env: Vec<String> = command
-            .env
-            .iter()
-            .map(|(name, value)| format!("{name}={value}"))
-            .collect();
-        env.push(format!("AGORA_TASK_ID={}", t.id));
-        env.push(format!("AGORA_FRAMEWORK_ID={fw}"));
-        let host_network = container.network == "host";
-
-        // Port mappings: host port 0 takes the next port from the task's resources.
-        let mut free_ports = host_ports.iter().copied();
-        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-        let mut exposed: Vec<String> = Vec::new();
-        let mut assigned = Vec::new();
-        for m in &container.port_mappings {
-            let host = if m.host_port != 0 {
-                u32::from(m.host_port)
-            } else {
-                free_ports
-                    .next()
-                    .ok_or("more port mappings than ports in the task's resources")?
-            };
-            if !resources.ports.contains_value(host) {
-                return Err(format!(
-                    "host port {host} is not in the task's port resources {}",
-                    resources.ports
-                ));
-            }
-            let proto = if m.protocol.is_empty() {
-                "tcp"
-            } else {
-                m.protocol.as_str()
-            };
-            let cport = if m.container_port == 0 {
-                host
-            } else {
-                u32::from(m.container_port)
-            };
-            let key = format!("{cport}/{proto}");
-            exposed.push(key.clone());
-            bindings.insert(
-                key,
-                Some(vec![PortBinding {
-                    host_ip: None,
-                    host_port: Some(host.to_string()),
-                }]),
-            );
-            if !m.name.is_empty() {
-                env.push(format!(
-                    "PORT_{}={host}",
-                    m.name.to_ascii_uppercase().replace('-', "_")
-                ));
-            }
-            assigned.push(host);
-        }
-        if container.port_mappings.is_empty() {
-            assigned = host_ports.clone();
-        }
-        for (i, p) in assigned.iter().enumerate() {
-            env.push(format!("PORT{i}={p}"));
-        }
-        // PORT is where the process should listen: the first mapping's
-        // container port in bridge mode, the host port otherwise.
-        let listen = match container.port_mappings.first() {
-            Some(m) if !host_network && m.container_port != 0 => Some(u32::from(m.container_port)),
-            _ => assigned.first().copied(),
-        };
-        if let Some(p) = listen {
-            env.push(format!("PORT={p}"));
-        }
-
-        let cmd: Option<Vec<String>> = if !command.value.is_empty() {
-            if command.shell || command.args.is_empty() {
-                Some(vec!["/bin/sh".into(), "-c".into(), command.value.clone()])
-            } else {
-                let mut v = vec![command.value.clone()];
-                v.extend(command.args.iter().cloned());
-                Some(v)
-            }
-        } else if !command.args.is_empty() {
-            Some(command.args.clone())
-        } else {
-            None
-        };
-        let mut labels: HashMap<String, String> = t.labels.clone().into_iter().collect();
-        labels.insert(LABEL_SCOPE.into(), self.inner.scope.clone());
-        labels.insert(LABEL_FRAMEWORK.into(), fw.0.clone());
-        labels.insert(LABEL_TASK.into(), t.id.0.clone());
-        // Saturating: resources from the network are bounded (cpus ≤ 10¹²)
-        // but not by what an i64 of nanocpus or bytes can hold.
-        let mem_bytes =
-            i64::try_from(resources.mem_mib.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
-        let nano_cpus =
-            i64::try_from(resources.cpus_milli.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
-        let cpu_shares =
-            i64::try_from(resources.cpus_milli.saturating_mul(1024) / 1000).unwrap_or(i64::MAX);
-        let body = ContainerCreateBody {
-            image: Some(container.image.clone()),
-            cmd,
-            env: Some(env),
-            labels: Some(labels),
-            exposed_ports: if host_network || exposed.is_empty() {
-                None
-            } else {
-                Some(exposed)
-            },
-            host_config: Some(HostConfig {
-                nano_cpus: Some(nano_cpus).filter(|n| *n > 0),
-                cpu_shares: Some(cpu_shares).filter(|n| *n >= 2),
-                memory: Some(mem_bytes).filter(|m| *m > 0),
-                memory_swap: Some(mem_bytes).filter(|m| *m > 0),
-                // A tiny init (docker-init) as PID 1: it forwards signals
-                // and reaps zombies, so a SIGTERM that arrives before the
-                // task installs its handler still ends it (a bare PID 1
-                // would ignore it until SIGKILL).
-                init: Some(true),
-                network_mode: Some(if host_network {
-                    "host".into()
-                } else {
-                    "bridge".into()
-                }),
-                port_bindings: if host_network || bindings.is_empty() {
-                    None
-                } else {
-                    Some(bindings)
-                },
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let body = spec::container_body(spec, &container, &self.inner.scope)?;
         let name = format!(
             "agora-{}-{}",
             sanitize(t.id.as_str()),
