@@ -22,6 +22,7 @@ esac
 
 lock="${AGORA_IMAGES_LOCK:-${TMPDIR:-/tmp}/agora-images.lock}"
 exec 9>>"$lock"
+chmod a+rw "$lock" 2>/dev/null || true  # other users' runs share it
 if ! flock -n 9; then
   echo "another build of the agora images is running; waiting for it ($lock)" >&2
   flock 9
