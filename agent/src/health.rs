@@ -10,81 +10,54 @@
 //! all of them pass and unhealthy as soon as one fails ([`Verdicts`]).
 
 use crate::runtime::{ContainerRuntime, EventSink, RuntimeEvent};
+use agora_core::info::{HealthCheck, HealthProtocol};
 use agora_core::{FrameworkId, TaskId, TaskState};
-use agora_proto::pb;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::Instrument;
+
+/// The shortest probe timeout and interval: a check given 0 s probes at
+/// most every 50 ms rather than in a busy loop.
+const MIN_PERIOD: Duration = Duration::from_millis(50);
 
 /// Probes once; `Ok(())` is healthy, `Err` says what failed.
 pub async fn probe(
-    check: &pb::HealthCheck,
+    check: &HealthCheck,
     runtime: &dyn ContainerRuntime,
     fw: &FrameworkId,
     task: &TaskId,
 ) -> Result<(), String> {
-    let timeout = Duration::from_secs_f64(check.timeout_seconds.clamp(0.05, 3600.0));
+    let timeout = check.timeout.max(MIN_PERIOD);
     let addr = format!("127.0.0.1:{}", check.port);
-    match pb::health_check::Protocol::try_from(check.protocol)
-        .unwrap_or(pb::health_check::Protocol::Http)
-    {
-        pb::health_check::Protocol::Tcp => {
+    match check.protocol {
+        HealthProtocol::Tcp => {
             match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
                 Ok(Ok(_)) => Ok(()),
                 Ok(Err(e)) => Err(format!("TCP {addr}: {e}")),
                 Err(_) => Err(format!("TCP {addr}: timed out")),
             }
         }
-        pb::health_check::Protocol::Http => {
+        HealthProtocol::Http => {
             let path = if check.path.is_empty() {
                 "/"
             } else {
                 check.path.as_str()
             };
-            let get = async {
-                let mut s = tokio::net::TcpStream::connect(&addr)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                s.write_all(
-                    format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
-                        .as_bytes(),
-                )
+            let code = crate::http_client::get_status("127.0.0.1", check.port, path, timeout)
                 .await
-                .map_err(|e| e.to_string())?;
-                // Read until the status line is complete (it may arrive in pieces).
-                let mut head = Vec::with_capacity(128);
-                let mut buf = [0u8; 128];
-                while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 1024 {
-                    let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
-                    if n == 0 {
-                        break;
-                    }
-                    head.extend_from_slice(&buf[..n]);
-                }
-                let line = String::from_utf8_lossy(&head).to_string();
-                let code: u16 = line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|c| c.parse().ok())
-                    .ok_or("not an HTTP answer")?;
-                let ok = if check.ok_statuses.is_empty() {
-                    (200..400).contains(&code)
-                } else {
-                    check.ok_statuses.contains(&u32::from(code))
-                };
-                if ok {
-                    Ok(())
-                } else {
-                    Err(format!("answered {code}"))
-                }
+                .map_err(|e| format!("HTTP GET {addr}{path}: {e}"))?;
+            let ok = if check.ok_statuses.is_empty() {
+                (200..400).contains(&code)
+            } else {
+                check.ok_statuses.contains(&code)
             };
-            match tokio::time::timeout(timeout, get).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(format!("HTTP GET {addr}{path}: {e}")),
-                Err(_) => Err(format!("HTTP GET {addr}{path}: timed out")),
+            if ok {
+                Ok(())
+            } else {
+                Err(format!("HTTP GET {addr}{path}: answered {code}"))
             }
         }
-        pb::health_check::Protocol::Command => match runtime
+        HealthProtocol::Command => match runtime
             .exec_check(fw, task, check.command.clone(), timeout)
             .await
         {
@@ -159,49 +132,52 @@ impl Verdicts {
 /// the task is gone.
 pub fn spawn_checker(
     index: usize,
-    check: pb::HealthCheck,
+    check: HealthCheck,
     runtime: Arc<dyn ContainerRuntime>,
     sink: EventSink,
     fw: FrameworkId,
     task: TaskId,
     live: impl Fn() -> bool + Send + 'static,
 ) {
-    tokio::spawn(async move {
-        let grace = Duration::from_secs_f64(check.grace_period_seconds.clamp(0.0, 86_400.0));
-        let interval = Duration::from_secs_f64(check.interval_seconds.clamp(0.05, 86_400.0));
-        let max = check.max_consecutive_failures.max(1);
-        let started = tokio::time::Instant::now();
-        let mut healthy: Option<bool> = None;
-        let mut failures = 0u32;
-        let mut pacer = FirstPassPacer::new();
-        loop {
-            if !live() {
-                return;
-            }
-            let result = probe(&check, runtime.as_ref(), &fw, &task).await;
-            if !live() {
-                return;
-            }
-            match result {
-                Ok(()) => {
-                    failures = 0;
-                    if healthy != Some(true) {
-                        healthy = Some(true);
-                        let _ = sink.send(
-                            RuntimeEvent::new(&fw, &task, TaskState::Running)
-                                .healthy(index, true)
-                                .message(format!("health check {} passed", index + 1)),
-                        );
-                    }
+    let span =
+        tracing::info_span!("health_check", framework_id = %fw, task_id = %task, check = index + 1);
+    tokio::spawn(
+        async move {
+            let grace = check.grace_period;
+            let interval = check.interval.max(MIN_PERIOD);
+            let max = check.max_consecutive_failures.max(1);
+            let started = tokio::time::Instant::now();
+            let mut healthy: Option<bool> = None;
+            let mut failures = 0u32;
+            let mut pacer = FirstPassPacer::new();
+            loop {
+                if !live() {
+                    return;
                 }
-                Err(why) => {
-                    let in_grace = started.elapsed() < grace && healthy.is_none();
-                    if !in_grace {
-                        failures += 1;
+                let result = probe(&check, runtime.as_ref(), &fw, &task).await;
+                if !live() {
+                    return;
+                }
+                match result {
+                    Ok(()) => {
+                        failures = 0;
+                        if healthy != Some(true) {
+                            healthy = Some(true);
+                            let _ = sink.send(
+                                RuntimeEvent::new(&fw, &task, TaskState::Running)
+                                    .healthy(index, true)
+                                    .message(format!("health check {} passed", index + 1)),
+                            );
+                        }
                     }
-                    if failures >= max && healthy != Some(false) {
-                        healthy = Some(false);
-                        let _ = sink.send(
+                    Err(why) => {
+                        let in_grace = started.elapsed() < grace && healthy.is_none();
+                        if !in_grace {
+                            failures += 1;
+                        }
+                        if failures >= max && healthy != Some(false) {
+                            healthy = Some(false);
+                            let _ = sink.send(
                             RuntimeEvent::new(&fw, &task, TaskState::Running)
                                 .healthy(index, false)
                                 .message(format!(
@@ -209,47 +185,53 @@ pub fn spawn_checker(
                                     index + 1
                                 )),
                         );
+                        }
                     }
                 }
+                let in_grace = started.elapsed() < grace && healthy.is_none();
+                let wait = if in_grace {
+                    pacer.wait(interval)
+                } else {
+                    interval
+                };
+                tokio::time::sleep(wait).await;
             }
-            let in_grace = started.elapsed() < grace && healthy.is_none();
-            let wait = if in_grace {
-                pacer.wait(interval)
-            } else {
-                interval
-            };
-            tokio::time::sleep(wait).await;
         }
-    });
+        .instrument(span),
+    );
 }
 
 /// Probes the task's readiness check until it first passes, reports that
 /// once, and stops.
 pub fn spawn_readiness(
-    check: pb::HealthCheck,
+    check: HealthCheck,
     runtime: Arc<dyn ContainerRuntime>,
     sink: EventSink,
     fw: FrameworkId,
     task: TaskId,
     live: impl Fn() -> bool + Send + 'static,
 ) {
-    tokio::spawn(async move {
-        let interval = Duration::from_secs_f64(check.interval_seconds.clamp(0.05, 86_400.0));
-        let mut pacer = FirstPassPacer::new();
-        while live() {
-            if probe(&check, runtime.as_ref(), &fw, &task).await.is_ok() {
-                if live() {
-                    let _ = sink.send(
-                        RuntimeEvent::new(&fw, &task, TaskState::Running)
-                            .ready()
-                            .message("readiness check passed"),
-                    );
+    let span = tracing::info_span!("readiness_check", framework_id = %fw, task_id = %task);
+    tokio::spawn(
+        async move {
+            let interval = check.interval.max(MIN_PERIOD);
+            let mut pacer = FirstPassPacer::new();
+            while live() {
+                if probe(&check, runtime.as_ref(), &fw, &task).await.is_ok() {
+                    if live() {
+                        let _ = sink.send(
+                            RuntimeEvent::new(&fw, &task, TaskState::Running)
+                                .ready()
+                                .message("readiness check passed"),
+                        );
+                    }
+                    return;
                 }
-                return;
+                tokio::time::sleep(pacer.wait(interval)).await;
             }
-            tokio::time::sleep(pacer.wait(interval)).await;
         }
-    });
+        .instrument(span),
+    );
 }
 
 #[cfg(test)]
@@ -286,23 +268,21 @@ mod tests {
         }
     }
 
-    fn check(grace: f64, max: u32) -> pb::HealthCheck {
-        pb::HealthCheck {
-            protocol: pb::health_check::Protocol::Command as i32,
+    fn check(grace: u64, max: u32) -> HealthCheck {
+        HealthCheck {
+            protocol: HealthProtocol::Command,
+            path: String::new(),
+            port: 0,
             command: "true".into(),
-            grace_period_seconds: grace,
-            interval_seconds: 1.0,
-            timeout_seconds: 1.0,
+            grace_period: Duration::from_secs(grace),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
             max_consecutive_failures: max,
-            ..Default::default()
+            ok_statuses: vec![],
         }
     }
 
-    async fn health_reports(
-        script: Vec<i32>,
-        c: pb::HealthCheck,
-        secs: u64,
-    ) -> Vec<(bool, String)> {
+    async fn health_reports(script: Vec<i32>, c: HealthCheck, secs: u64) -> Vec<(bool, String)> {
         let (tx, mut rx) = mpsc::unbounded_channel();
         let alive = Arc::new(AtomicBool::new(true));
         let a = alive.clone();
@@ -347,7 +327,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn healthy_once_then_unhealthy_after_max_consecutive_failures() {
         // ok, ok, fail, ok, fail, fail(2nd in a row) ...
-        let r = health_reports(vec![0, 0, 1, 0, 1, 1, 1], check(0.0, 2), 10).await;
+        let r = health_reports(vec![0, 0, 1, 0, 1, 1, 1], check(0, 2), 10).await;
         assert_eq!(r.len(), 2, "only changes are reported: {r:?}");
         assert!(r[0].0);
         assert!(!r[1].0 && r[1].1.contains("2 consecutive"), "{r:?}");
@@ -356,8 +336,8 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn before_the_first_pass_probes_come_quickly_then_at_the_interval() {
         // Interval 10 s, grace 60 s: fails twice, then passes at once.
-        let mut c = check(60.0, 3);
-        c.interval_seconds = 10.0;
+        let mut c = check(60, 3);
+        c.interval = Duration::from_secs(10);
         let (tx, mut rx) = mpsc::unbounded_channel();
         let alive = Arc::new(AtomicBool::new(true));
         let a = alive.clone();
@@ -391,11 +371,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn failures_during_the_grace_period_do_not_count() {
         // Fails for the first 5 checks (grace 10 s), then passes.
-        let r = health_reports(vec![1, 1, 1, 1, 1, 0], check(10.0, 2), 12).await;
+        let r = health_reports(vec![1, 1, 1, 1, 1, 0], check(10, 2), 12).await;
         assert_eq!(r.len(), 1, "{r:?}");
         assert!(r[0].0, "becomes healthy, never reported unhealthy: {r:?}");
         // Past the grace period, failures count.
-        let r = health_reports(vec![1], check(2.0, 3), 10).await;
+        let r = health_reports(vec![1], check(2, 3), 10).await;
         assert_eq!(r.len(), 1, "{r:?}");
         assert!(!r[0].0);
     }
@@ -420,12 +400,12 @@ mod tests {
             }
         });
         let rt = Scripted(Mutex::new(vec![0]));
-        let mut c = pb::HealthCheck {
-            protocol: pb::health_check::Protocol::Http as i32,
+        let mut c = HealthCheck {
+            protocol: HealthProtocol::Http,
             path: "/ready".into(),
-            port: u32::from(port),
-            timeout_seconds: 2.0,
-            ..Default::default()
+            port,
+            timeout: Duration::from_secs(2),
+            ..check(0, 1)
         };
         assert!(
             probe(&c, &rt, &"f".into(), &"t".into()).await.is_ok(),
@@ -434,5 +414,71 @@ mod tests {
         c.ok_statuses = vec![200];
         let e = probe(&c, &rt, &"f".into(), &"t".into()).await.unwrap_err();
         assert!(e.contains("answered 204"), "{e}");
+    }
+
+    /// A server on loopback that answers every connection with `answer`
+    /// (or, if `None`, reads and never answers).
+    async fn server(answer: Option<&'static [u8]>) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = s.read(&mut buf).await;
+                    match answer {
+                        Some(a) => {
+                            let _ = s.write_all(a).await;
+                        }
+                        None => tokio::time::sleep(Duration::from_secs(60)).await,
+                    }
+                });
+            }
+        });
+        port
+    }
+
+    #[tokio::test]
+    async fn http_probes_accept_2xx_and_3xx_and_refuse_the_rest() {
+        let rt = Scripted(Mutex::new(vec![0]));
+        let http = |port| HealthCheck {
+            protocol: HealthProtocol::Http,
+            port,
+            timeout: Duration::from_millis(500),
+            ..check(0, 1)
+        };
+        let p = server(Some(
+            b"HTTP/1.1 302 Found\r\nLocation: /x\r\nContent-Length: 0\r\n\r\n",
+        ))
+        .await;
+        assert!(probe(&http(p), &rt, &"f".into(), &"t".into()).await.is_ok());
+        let p = server(Some(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")).await;
+        let e = probe(&http(p), &rt, &"f".into(), &"t".into())
+            .await
+            .unwrap_err();
+        assert!(e.contains("answered 500"), "{e}");
+        let p = server(Some(b"SSH-2.0-OpenSSH\r\n")).await;
+        assert!(
+            probe(&http(p), &rt, &"f".into(), &"t".into())
+                .await
+                .is_err()
+        );
+        // Nobody listening.
+        let closed = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let e = probe(&http(closed), &rt, &"f".into(), &"t".into())
+            .await
+            .unwrap_err();
+        assert!(e.contains(&format!("127.0.0.1:{closed}/")), "{e}");
+        // Accepts, never answers: the check's timeout holds.
+        let p = server(None).await;
+        let e = probe(&http(p), &rt, &"f".into(), &"t".into())
+            .await
+            .unwrap_err();
+        assert!(e.contains("timed out"), "{e}");
     }
 }

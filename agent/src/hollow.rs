@@ -11,6 +11,7 @@ use agora_core::{FrameworkId, TaskId, TaskState};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 #[derive(Clone)]
 pub struct HollowRuntime {
@@ -103,13 +104,22 @@ enum Script {
     Exit(i32),
 }
 
+/// The longest `sleep` a hollow task honours.
+const MAX_SLEEP: Duration = Duration::from_secs(1_000_000);
+
+/// What a hollow task's command asks for. Numbers come from the framework:
+/// a sleep that is not a finite, non-negative number of seconds up to
+/// [`MAX_SLEEP`], or an exit code that is not an `i32`, runs forever like
+/// any other command (never a panic).
 fn script(cmd: &str) -> Script {
     let mut parts = cmd.split_whitespace();
-    match (parts.next(), parts.next().map(str::parse::<f64>)) {
-        (Some("sleep"), Some(Ok(s))) if s.is_finite() && s >= 0.0 => {
-            Script::Sleep(Duration::from_secs_f64(s.min(1e6)))
-        }
-        (Some("exit"), Some(Ok(c))) => Script::Exit(c as i32),
+    match (parts.next(), parts.next()) {
+        (Some("sleep"), Some(n)) => n
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| agora_proto::convert::duration("sleep", s, MAX_SLEEP).ok())
+            .map_or(Script::Forever, Script::Sleep),
+        (Some("exit"), Some(n)) => n.parse::<i32>().map_or(Script::Forever, Script::Exit),
         _ => Script::Forever,
     }
 }
@@ -137,25 +147,29 @@ impl ContainerRuntime for HollowRuntime {
                 return;
             }
             let me = self.clone();
-            tokio::spawn(async move {
-                if !delay.is_zero() {
-                    tokio::time::sleep(delay).await;
+            let span = tracing::Span::current();
+            tokio::spawn(
+                async move {
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    me.start(&fw, &tid);
+                    match script {
+                        Script::Forever => {}
+                        Script::Sleep(d) => {
+                            tokio::time::sleep(d).await;
+                            me.finish(&fw, &tid);
+                        }
+                        Script::Exit(0) => {
+                            me.finish(&fw, &tid);
+                        }
+                        Script::Exit(c) => {
+                            me.fail(&fw, &tid, c);
+                        }
+                    }
                 }
-                me.start(&fw, &tid);
-                match script {
-                    Script::Forever => {}
-                    Script::Sleep(d) => {
-                        tokio::time::sleep(d).await;
-                        me.finish(&fw, &tid);
-                    }
-                    Script::Exit(0) => {
-                        me.finish(&fw, &tid);
-                    }
-                    Script::Exit(c) => {
-                        me.fail(&fw, &tid, c);
-                    }
-                }
-            });
+                .instrument(span),
+            );
         })
     }
 
@@ -174,19 +188,18 @@ impl ContainerRuntime for HollowRuntime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use agora_proto::pb;
+    use agora_core::info::{CommandInfo, TaskInfo};
     use tokio::sync::mpsc;
 
     fn spec(cmd: &str) -> LaunchSpec {
         LaunchSpec {
             framework_id: "f".into(),
-            task: pb::TaskInfo {
-                task_id: "t".into(),
-                command: Some(pb::CommandInfo {
+            task: TaskInfo {
+                command: Some(CommandInfo {
                     value: cmd.into(),
                     ..Default::default()
                 }),
-                ..Default::default()
+                ..TaskInfo::new("t".into(), Default::default())
             },
         }
     }
@@ -204,6 +217,26 @@ mod tests {
         assert_eq!(ev.state, TaskState::Finished);
         assert_eq!(t0.elapsed(), Duration::from_secs(7));
         assert_eq!(rt.live_tasks(), 0);
+    }
+
+    #[test]
+    fn scripts_with_numbers_out_of_range_run_forever() {
+        assert!(
+            matches!(script("sleep 1.5"), Script::Sleep(d) if d == Duration::from_millis(1500))
+        );
+        assert!(matches!(script("exit 3"), Script::Exit(3)));
+        for cmd in [
+            "sleep NaN",
+            "sleep inf",
+            "sleep -1",
+            "sleep 1e400",
+            "sleep 1e300",
+            "exit 99999999999",
+            "exit 1.5",
+            "serve",
+        ] {
+            assert!(matches!(script(cmd), Script::Forever), "{cmd}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -111,6 +111,14 @@ async fn logs(
     Path(task_id): Path<String>,
     Query(q): Query<LogQuery>,
 ) -> Response {
+    // Ids name sandbox directories: anything malformed is refused here.
+    let ids = agora_core::ids::validate_id("task id", &task_id).and_then(|()| match &q.framework {
+        Some(f) => agora_core::ids::validate_id("framework id", f),
+        None => Ok(()),
+    });
+    if let Err(e) = ids {
+        return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+    }
     let tasks = s.agent.tasks();
     let matching: Vec<_> = tasks
         .iter()

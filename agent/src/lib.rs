@@ -4,15 +4,21 @@
 //! - [`runtime`]: the [`runtime::ContainerRuntime`] trait and its events.
 //! - [`hollow`]: a runtime that runs nothing (tests, scale benchmarks).
 //! - [`agent`]: registration, heartbeats, launches/kills, at-least-once
-//!   status updates; one task per agent.
+//!   status updates, checkpoint and recovery; one task per agent.
+//! - [`docker`], [`process`]: the real runtimes; [`sandbox`]: where the
+//!   process runtime keeps a task's files.
+//! - [`health`]: health and readiness checks run next to the task.
+//! - [`http`]: the agent's own HTTP API (state, metrics, logs).
 
 pub mod agent;
 pub mod docker;
 pub mod health;
 pub mod hollow;
 pub mod http;
+pub mod http_client;
 pub mod process;
 pub mod runtime;
+pub mod sandbox;
 
 pub use agent::{AgentConfig, AgentHandle, Connector, Control, spawn};
 pub use hollow::HollowRuntime;

@@ -3,6 +3,7 @@
 //! Implementations: [`crate::hollow::HollowRuntime`] (no containers, for tests
 //! and benchmarks); Docker and process runtimes plug in the same way.
 
+use agora_core::info::TaskInfo;
 use agora_core::{FrameworkId, TaskId, TaskState};
 use agora_proto::pb;
 use std::future::Future;
@@ -76,16 +77,17 @@ impl RuntimeEvent {
 /// agent drains them continuously.
 pub type EventSink = mpsc::UnboundedSender<RuntimeEvent>;
 
-/// What a runtime needs to start a task.
+/// What a runtime needs to start a task: the task as the agent validated
+/// it (ids well-formed, durations finite, ports in range).
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
     pub framework_id: FrameworkId,
-    pub task: pb::TaskInfo,
+    pub task: TaskInfo,
 }
 
 impl LaunchSpec {
     pub fn task_id(&self) -> TaskId {
-        TaskId::new(self.task.task_id.as_str())
+        self.task.id.clone()
     }
 }
 
@@ -194,5 +196,8 @@ pub fn exit_event(
 /// Reason carried by updates of tasks whose container vanished while the
 /// agent was down.
 pub const REASON_CONTAINER_GONE: &str = "REASON_CONTAINER_GONE";
+/// Reason for a task whose description the agent refused (Mesos:
+/// `REASON_TASK_INVALID`); the message names the field.
+pub const REASON_TASK_INVALID: &str = "REASON_TASK_INVALID";
 /// Reason for a task killed by the kernel's OOM killer.
 pub const REASON_OOM: &str = "REASON_CONTAINER_LIMITATION_MEMORY";

@@ -62,8 +62,8 @@ pub struct AgentArgs {
     )]
     pub default_image: String,
 
-    /// Docker runtime: how long exited containers (and their logs) are kept
-    /// after the task's end was acknowledged.
+    /// How long a finished task's container (docker) or sandbox (process),
+    /// and so its logs, is kept after the task's end was acknowledged.
     #[arg(long, value_parser = parse_duration, default_value = "10m")]
     pub gc_delay: Duration,
 
@@ -78,6 +78,8 @@ pub struct AgentArgs {
     /// First retry delay for unacknowledged status updates (doubles up to 60s).
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub status_retry: Duration,
+
+    /// Log format on stderr (AGORA_LOG sets the level, e.g. debug).
 
     #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -207,7 +209,10 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
         RuntimeKind::Process => {
             let dir = cfg.work_dir.clone().unwrap_or_else(|| args.work_dir());
             (
-                Arc::new(agora_agent::process::ProcessRuntime::new(tx, &dir)),
+                Arc::new(
+                    agora_agent::process::ProcessRuntime::new(tx, &dir)
+                        .with_gc_delay(args.gc_delay),
+                ),
                 None,
             )
         }

@@ -1,5 +1,6 @@
-//! `agora dev`: an all-in-one local cluster (master + agent) on an embedded
-//! store, for trying Agora out.
+//! `agora dev`: an all-in-one local cluster (master + agent + services) on
+//! an embedded store, for trying Agora out. With the Docker runtime it builds
+//! the demo images first if the engine lacks them (nothing is pulled).
 
 use crate::agent_cmd::{AgentArgs, RuntimeKind};
 use crate::master_cmd::{MasterArgs, open_registry};
@@ -43,6 +44,8 @@ pub struct DevArgs {
     /// Leave the containers running when stopping.
     #[arg(long)]
     pub keep: bool,
+
+    /// Log format on stderr (AGORA_LOG sets the level, e.g. debug).
 
     #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
@@ -90,14 +93,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         }
     };
     if runtime == RuntimeKind::Docker {
-        let missing =
-            DockerRuntime::missing_images(&["agora-workload:latest", &args.default_image]).await;
-        if !missing.is_empty() {
-            eprintln!(
-                "image(s) {} not on this engine (nothing is pulled): run `bash images/build.sh` before deploying the examples",
-                missing.join(", ")
-            );
-        }
+        demo_images(&args.default_image).await;
     }
     let agent_args = AgentArgs {
         master: addr.to_string(),
@@ -176,4 +172,78 @@ pub async fn run(args: DevArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The images the README's demo and the default task image need.
+const DEMO_IMAGE: &str = "agora-workload:latest";
+
+/// `images/build.sh` of the source tree this binary was built from, or of
+/// the current directory.
+fn build_script() -> Option<PathBuf> {
+    [
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../images/build.sh"),
+        PathBuf::from("images/build.sh"),
+    ]
+    .into_iter()
+    .find(|p| p.is_file())
+    .map(|p| p.canonicalize().unwrap_or(p))
+}
+
+/// Builds the demo images if the engine lacks them (with the source tree's
+/// `images/build.sh --if-missing`, which holds a lock so that concurrent
+/// builds happen once), saying so; or says how to build them.
+async fn demo_images(default_image: &str) {
+    let missing = DockerRuntime::missing_images(&[DEMO_IMAGE, default_image]).await;
+    if missing.is_empty() {
+        return;
+    }
+    let local: Vec<&String> = missing
+        .iter()
+        .filter(|m| m.as_str() == DEMO_IMAGE || m.as_str() == "agora-busybox:latest")
+        .collect();
+    let others: Vec<&String> = missing.iter().filter(|m| !local.contains(m)).collect();
+    if !others.is_empty() {
+        eprintln!(
+            "image(s) {} not on this engine (nothing is pulled): load or build them before launching tasks that use them",
+            others
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if local.is_empty() {
+        return;
+    }
+    let names = local
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let Some(script) = build_script() else {
+        eprintln!(
+            "image(s) {names} not on this engine (nothing is pulled): run `bash images/build.sh` in the Agora source tree before deploying the examples"
+        );
+        return;
+    };
+    eprintln!(
+        "image(s) {names} not on this engine (nothing is pulled): building them now with `bash {} --if-missing` (about a minute the first time)",
+        script.display()
+    );
+    let status = tokio::process::Command::new("bash")
+        .arg(&script)
+        .arg("--if-missing")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::inherit())
+        .stderr(std::process::Stdio::inherit())
+        .status()
+        .await;
+    match status {
+        Ok(s) if s.success() => eprintln!("built {names}"),
+        Ok(s) => eprintln!(
+            "building the images failed ({s}); the examples cannot start until `bash {}` succeeds",
+            script.display()
+        ),
+        Err(e) => eprintln!("cannot run {}: {e}", script.display()),
+    }
 }

@@ -4,11 +4,13 @@
 mod agent_cmd;
 mod bench;
 mod dev;
+mod http;
 mod master_cmd;
 mod ops;
 mod services_cmd;
 mod util;
 mod util_signal;
+mod wait;
 
 use clap::{Parser, Subcommand};
 
@@ -23,7 +25,8 @@ Quick start:  agora dev            (master + agent + services framework on this 
 Daemons:      agora master | agora agent | agora services\n\
 Operate:      agora agent list | agora framework list | agora task list|show|kill|logs\n\
 Services:     agora app deploy -f app.json --wait | app list|show|scale|restart|destroy | deployment list|rollback\n\
-              (--master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts; exit 4 = not found)\n\
+\x20             (--wait shows progress until done; --master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts)\n\
+Exit codes:   0 ok, 1 error, 2 bad usage, 4 not found, 5 --wait timed out\n\
 Benchmarks:   agora bench allocator | scale | launch | deploy | services"
 )]
 struct Cli {
@@ -84,6 +87,7 @@ enum FrameworkCommand {
 enum TaskCommand {
     /// List live tasks (with --all, recently finished ones too).
     List {
+        /// Include recently finished tasks.
         #[arg(long)]
         all: bool,
         #[command(flatten)]
@@ -91,12 +95,14 @@ enum TaskCommand {
     },
     /// Show one task: state, agent, resources, usage.
     Show {
+        /// The task's id (see `agora task list`).
         task_id: String,
         #[command(flatten)]
         common: ops::Common,
     },
     /// Kill a task (its framework is told TASK_KILLED).
     Kill {
+        /// The task's id (see `agora task list`).
         task_id: String,
         /// The task's framework, when several have a task with this id.
         #[arg(long)]
@@ -106,8 +112,10 @@ enum TaskCommand {
     },
     /// Print a task's output (stdout and stderr), read from its agent.
     Logs {
+        /// The task's id (see `agora task list --all`; finished tasks keep
+        /// their logs for the agent's --gc-delay).
         task_id: String,
-        /// Keep printing as the task writes.
+        /// Keep printing as the task writes, until it ends (Ctrl-C to stop).
         #[arg(short, long)]
         follow: bool,
         #[command(flatten)]
@@ -119,15 +127,11 @@ enum TaskCommand {
 enum AppCommand {
     /// Create or update an app from a JSON definition (Marathon format).
     Deploy {
-        /// The app definition.
+        /// The app definition (a JSON file, e.g. examples/web.json).
         #[arg(short, long)]
         file: std::path::PathBuf,
-        /// Show progress until the deployment finishes (or say why it cannot).
-        #[arg(long)]
-        wait: bool,
-        /// Give up waiting after this long.
-        #[arg(long, value_parser = util::parse_duration, default_value = "5m")]
-        timeout: std::time::Duration,
+        #[command(flatten)]
+        wait: services_cmd::Wait,
         #[command(flatten)]
         common: services_cmd::Common,
     },
@@ -135,26 +139,37 @@ enum AppCommand {
     List(services_cmd::Common),
     /// Show an app and its tasks.
     Show {
+        /// The app's id, e.g. /demo/web.
         id: String,
         #[command(flatten)]
         common: services_cmd::Common,
     },
     /// Change an app's instance count.
     Scale {
+        /// The app's id, e.g. /demo/web.
         id: String,
+        /// How many instances it should run (0 to 10000).
         instances: u32,
+        #[command(flatten)]
+        wait: services_cmd::Wait,
         #[command(flatten)]
         common: services_cmd::Common,
     },
-    /// Replace every instance of an app (rolling).
+    /// Replace every instance of an app (rolling, as its upgradeStrategy says).
     Restart {
+        /// The app's id, e.g. /demo/web.
         id: String,
+        #[command(flatten)]
+        wait: services_cmd::Wait,
         #[command(flatten)]
         common: services_cmd::Common,
     },
     /// Delete an app and kill its instances.
     Destroy {
+        /// The app's id, e.g. /demo/web.
         id: String,
+        #[command(flatten)]
+        wait: services_cmd::Wait,
         #[command(flatten)]
         common: services_cmd::Common,
     },
@@ -164,11 +179,16 @@ enum AppCommand {
 enum DeploymentCommand {
     /// Deployments in progress.
     List(services_cmd::Common),
-    /// Roll a deployment back (with --force: stop it where it is).
+    /// Roll a deployment back to the app's previous definition (with
+    /// --force: stop it where it is, nothing rolled back).
     Rollback {
+        /// The deployment's id (see `agora deployment list`).
         id: String,
+        /// Stop the deployment where it is instead of rolling back.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        wait: services_cmd::Wait,
         #[command(flatten)]
         common: services_cmd::Common,
     },
@@ -225,31 +245,32 @@ fn main() -> std::process::ExitCode {
             }) => ops::task_logs(&common, &task_id, follow).await,
             Command::Dev(a) => dev::run(a).await,
             Command::Services(a) => services_cmd::run(a).await,
-            Command::App(AppCommand::Deploy {
-                file,
-                wait,
-                timeout,
-                common,
-            }) => services_cmd::deploy(&common, &file, wait, timeout).await,
+            Command::App(AppCommand::Deploy { file, wait, common }) => {
+                services_cmd::deploy(&common, &file, wait).await
+            }
             Command::App(AppCommand::List(c)) => services_cmd::list(&c).await,
             Command::App(AppCommand::Show { id, common }) => services_cmd::show(&common, &id).await,
             Command::App(AppCommand::Scale {
                 id,
                 instances,
+                wait,
                 common,
-            }) => services_cmd::scale(&common, &id, instances).await,
-            Command::App(AppCommand::Restart { id, common }) => {
-                services_cmd::restart(&common, &id).await
+            }) => services_cmd::scale(&common, &id, instances, wait).await,
+            Command::App(AppCommand::Restart { id, wait, common }) => {
+                services_cmd::restart(&common, &id, wait).await
             }
-            Command::App(AppCommand::Destroy { id, common }) => {
-                services_cmd::destroy(&common, &id).await
+            Command::App(AppCommand::Destroy { id, wait, common }) => {
+                services_cmd::destroy(&common, &id, wait).await
             }
             Command::Deployment(DeploymentCommand::List(c)) => {
                 services_cmd::deployment_list(&c).await
             }
-            Command::Deployment(DeploymentCommand::Rollback { id, force, common }) => {
-                services_cmd::rollback(&common, &id, force).await
-            }
+            Command::Deployment(DeploymentCommand::Rollback {
+                id,
+                force,
+                wait,
+                common,
+            }) => services_cmd::rollback(&common, &id, force, wait).await,
             Command::Bench(BenchCommand::Allocator(a)) => bench::allocator::run(a),
             Command::Bench(BenchCommand::Scale(a)) => bench::scale::run(a).await,
             Command::Bench(BenchCommand::Launch(a)) => bench::launch::run(a).await,
@@ -263,6 +284,8 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             if e.downcast_ref::<ops::NotFound>().is_some() {
                 std::process::ExitCode::from(ops::NOT_FOUND)
+            } else if e.downcast_ref::<wait::TimedOut>().is_some() {
+                std::process::ExitCode::from(wait::TIMED_OUT)
             } else {
                 std::process::ExitCode::from(1)
             }

@@ -2,7 +2,7 @@
 //! `agora task list|show|kill|logs`. They talk to the master's HTTP API.
 //!
 //! Exit codes: 0 success, 1 error (e.g. master unreachable), 2 bad usage,
-//! 4 not found.
+//! 4 not found, 5 `--wait` timed out.
 
 use crate::util::http_request;
 use agora_master::view::{State, TaskView};
@@ -65,33 +65,30 @@ async fn state(c: &Common) -> Result<State> {
         .context("the master's /state answer is not what this CLI expects (version mismatch?)")
 }
 
+/// Rows as aligned columns under a header (comfy-table, no borders; two
+/// spaces between columns; no trailing blanks).
+pub fn render(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    use comfy_table::{ContentArrangement, Table, presets};
+    let mut t = Table::new();
+    t.load_preset(presets::NOTHING)
+        .set_content_arrangement(ContentArrangement::Disabled)
+        .set_header(headers.to_vec());
+    for r in rows {
+        t.add_row(r);
+    }
+    for c in t.column_iter_mut() {
+        c.set_padding((0, 2));
+    }
+    t.lines()
+        .map(|l| l.trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Prints rows as aligned columns.
 pub fn table(headers: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
-    for r in &rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.chars().count());
-        }
-    }
     let mut out = std::io::stdout().lock();
-    let line = |cells: Vec<String>| -> String {
-        cells
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect::<Vec<_>>()
-            .join("  ")
-            .trim_end()
-            .to_string()
-    };
-    let _ = writeln!(
-        out,
-        "{}",
-        line(headers.iter().map(|h| h.to_string()).collect())
-    );
-    for r in rows {
-        let _ = writeln!(out, "{}", line(r));
-    }
+    let _ = writeln!(out, "{}", render(headers, rows));
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<()> {
@@ -328,4 +325,30 @@ pub async fn task_logs(c: &Common, task: &str, follow: bool) -> Result<()> {
     crate::util::http_stream(&addr(&agent.endpoint), &path, &mut std::io::stdout())
         .await
         .with_context(|| format!("reading logs from agent {} at {}", agent.id, agent.endpoint))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_without_trailing_blanks() {
+        let t = render(
+            &["ID", "STATE", "HEALTHY"],
+            vec![
+                vec!["web.1".into(), "TASK_RUNNING".into(), "-".into()],
+                vec![
+                    "a-much-longer-id".into(),
+                    "TASK_STAGING".into(),
+                    "healthy".into(),
+                ],
+            ],
+        );
+        assert_eq!(
+            t,
+            "ID                STATE         HEALTHY\n\
+             web.1             TASK_RUNNING  -\n\
+             a-much-longer-id  TASK_STAGING  healthy"
+        );
+    }
 }

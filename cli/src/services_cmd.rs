@@ -3,11 +3,12 @@
 //! `agora deployment list|rollback`.
 
 use crate::ops::{NotFound, Output, table};
-use crate::util::{LogFormat, default_data_root, http_send};
+use crate::util::{LogFormat, default_data_root, http_send, parse_duration};
+use crate::wait::{AppProgress, Step, until};
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ServicesArgs {
@@ -24,6 +25,7 @@ pub struct ServicesArgs {
     /// Role the framework's resources are accounted to.
     #[arg(long, default_value = "*")]
     pub role: String,
+    /// Log format on stderr (AGORA_LOG sets the level, e.g. debug).
     #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
 }
@@ -88,6 +90,18 @@ pub struct Common {
     pub output: Output,
 }
 
+/// `--wait` and `--timeout`, shared by the commands that change an app.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct Wait {
+    /// Wait until it is done, showing progress (exit code 5 if --timeout
+    /// passes first; the change goes on regardless).
+    #[arg(long)]
+    pub wait: bool,
+    /// With --wait: give up after this long (e.g. 90s, 5m).
+    #[arg(long, value_parser = parse_duration, default_value = "5m", requires = "wait")]
+    pub timeout: Duration,
+}
+
 async fn call(c: &Common, method: &str, path: &str, body: Option<&str>) -> Result<Value> {
     let (code, text) = http_send(method, &c.services, path, body).await.map_err(|e| {
         anyhow!("cannot reach the services framework at {}: {e:#}\nis `agora dev` (or `agora services`) running? set --services or AGORA_SERVICES", c.services)
@@ -120,7 +134,7 @@ fn app_path(id: &str) -> String {
     format!("/v2/apps/{}", id.trim_start_matches('/'))
 }
 
-pub async fn deploy(c: &Common, file: &PathBuf, wait: bool, timeout: Duration) -> Result<()> {
+pub async fn deploy(c: &Common, file: &PathBuf, wait: Wait) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
     let def: Value = serde_json::from_str(&text)
@@ -143,66 +157,55 @@ pub async fn deploy(c: &Common, file: &PathBuf, wait: bool, timeout: Duration) -
         .or_else(|| created["id"].as_str().map(str::to_string))
         .unwrap_or_default();
     println!("deploying {id}");
-    if wait {
-        wait_for(c, &id, timeout).await?;
+    if wait.wait {
+        wait_for(c, &id, wait.timeout).await?;
     }
     Ok(())
 }
 
-/// Shows progress until the app has its instances and no deployment, or
-/// says why it is stuck.
-async fn wait_for(c: &Common, id: &str, timeout: Duration) -> Result<()> {
-    let t0 = Instant::now();
-    let mut last = String::new();
-    loop {
+/// Waits (with progress) until the app has its instances ready, no more
+/// than that running and no deployment in progress.
+pub async fn wait_for(c: &Common, id: &str, timeout: Duration) -> Result<()> {
+    let done = until(id, timeout, async || {
         let v = call(c, "GET", &app_path(id), None).await?;
-        let app = &v["app"];
-        let want = app["instances"].as_u64().unwrap_or(0);
-        let running = app["tasksRunning"].as_u64().unwrap_or(0);
-        let healthy = app["tasksHealthy"].as_u64().unwrap_or(0);
-        let checks = app["healthChecks"]
-            .as_array()
-            .is_some_and(|a| !a.is_empty());
-        let ready = if checks { healthy } else { running };
-        let deploying = app["deployments"].as_array().is_some_and(|d| !d.is_empty());
-        let waiting = app["waiting"].as_str().unwrap_or("");
-        let bar_len = 30usize;
-        let filled = if want == 0 {
-            bar_len
+        let a = AppProgress::of(&v["app"]);
+        Ok(if a.done() {
+            Step::Done(a)
         } else {
-            (ready.min(want) as usize * bar_len) / want as usize
-        };
-        let line = format!(
-            "[{}{}] {ready}/{want} {}{}",
-            "#".repeat(filled),
-            "-".repeat(bar_len - filled),
-            if checks { "healthy" } else { "running" },
-            if waiting.is_empty() {
-                String::new()
-            } else {
-                format!(" — {waiting}")
+            Step::Pending {
+                done: a.ready,
+                total: a.want,
+                message: a.message(),
             }
-        );
-        if line != last {
-            eprintln!("{line}");
-            last = line;
-        }
-        if ready >= want && !deploying && app["tasksStaged"].as_u64().unwrap_or(0) == 0 {
-            println!("{id}: {ready}/{want} ready");
-            return Ok(());
-        }
-        if t0.elapsed() > timeout {
-            bail!(
-                "{id} is not ready after {timeout:?}: {}",
-                if waiting.is_empty() {
-                    "still deploying"
-                } else {
-                    waiting
-                }
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+        })
+    })
+    .await?;
+    println!(
+        "{id}: {}/{} {}",
+        done.ready,
+        done.want,
+        if done.checks { "healthy" } else { "running" }
+    );
+    Ok(())
+}
+
+/// The live (not yet ended) tasks of app `id`.
+async fn live_tasks(c: &Common, id: &str) -> Result<u64> {
+    let v = call(c, "GET", "/v2/tasks", None).await?;
+    let id = id.trim_start_matches('/');
+    let live = v["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["appId"].as_str().map(|a| a.trim_start_matches('/')) == Some(id))
+        .filter(|t| {
+            let state = t["state"].as_str().unwrap_or("");
+            !agora_core::task::ALL_TASK_STATES
+                .iter()
+                .any(|s| s.as_str() == state && s.is_terminal())
+        })
+        .count();
+    Ok(live as u64)
 }
 
 pub async fn list(c: &Common) -> Result<()> {
@@ -218,13 +221,17 @@ pub async fn list(c: &Common) -> Result<()> {
         .map(|a| {
             vec![
                 a["id"].as_str().unwrap_or("").to_string(),
-                format!("{}/{}", a["tasksRunning"], a["instances"]),
-                a["tasksHealthy"].to_string(),
-                format!("{} cpu, {} MiB", a["cpus"], a["mem"]),
+                format!("{}/{}", num(&a["tasksRunning"]), num(&a["instances"])),
+                if has_checks(a) {
+                    num(&a["tasksHealthy"])
+                } else {
+                    "-".into()
+                },
+                format!("{} cpu, {} MiB", num(&a["cpus"]), num(&a["mem"])),
                 if a["deployments"].as_array().is_some_and(|d| !d.is_empty()) {
                     "deploying".into()
                 } else {
-                    "".into()
+                    "-".into()
                 },
                 a["waiting"].as_str().unwrap_or("").to_string(),
             ]
@@ -252,14 +259,18 @@ pub async fn show(c: &Common, id: &str) -> Result<()> {
     }
     let a = &v["app"];
     println!(
-        "{}  {}/{} running, {} healthy, version {}",
+        "{}  {}/{} running, {}, version {}",
         a["id"].as_str().unwrap_or(""),
-        a["tasksRunning"],
-        a["instances"],
-        a["tasksHealthy"],
-        a["version"].as_str().unwrap_or("")
+        num(&a["tasksRunning"]),
+        num(&a["instances"]),
+        if has_checks(a) {
+            format!("{} healthy", num(&a["tasksHealthy"]))
+        } else {
+            "no health checks".into()
+        },
+        a["version"].as_str().unwrap_or("-")
     );
-    if let Some(w) = a["waiting"].as_str() {
+    if let Some(w) = a["waiting"].as_str().filter(|w| !w.is_empty()) {
         println!("waiting: {w}");
     }
     let rows = a["tasks"]
@@ -271,8 +282,8 @@ pub async fn show(c: &Common, id: &str) -> Result<()> {
                 t["id"].as_str().unwrap_or("").to_string(),
                 t["host"].as_str().unwrap_or("").to_string(),
                 t["state"].as_str().unwrap_or("").to_string(),
-                t["healthy"].to_string(),
-                t["ports"].to_string(),
+                health(&t["healthy"]),
+                ports(&t["ports"]),
             ]
         })
         .collect();
@@ -280,7 +291,47 @@ pub async fn show(c: &Common, id: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn scale(c: &Common, id: &str, instances: u32) -> Result<()> {
+/// A number from the API (`32`, not `32.0`), or `-` when absent.
+fn num(v: &Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{f:.0}"),
+        Some(_) => v.to_string(),
+        None => "-".into(),
+    }
+}
+
+fn has_checks(app: &Value) -> bool {
+    app["healthChecks"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+}
+
+/// Host ports as `31000,31001`, or `-`.
+fn ports(v: &Value) -> String {
+    let list: Vec<String> = v
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| p.to_string())
+        .collect();
+    if list.is_empty() {
+        "-".into()
+    } else {
+        list.join(",")
+    }
+}
+
+/// A task's health for a table: `-` when it has no health check (or no
+/// verdict yet), never `null`.
+fn health(v: &Value) -> String {
+    match v.as_bool() {
+        Some(true) => "healthy".into(),
+        Some(false) => "unhealthy".into(),
+        None => "-".into(),
+    }
+}
+
+pub async fn scale(c: &Common, id: &str, instances: u32, wait: Wait) -> Result<()> {
     call(
         c,
         "PUT",
@@ -289,21 +340,54 @@ pub async fn scale(c: &Common, id: &str, instances: u32) -> Result<()> {
     )
     .await?;
     println!("scaling {id} to {instances}");
+    if wait.wait {
+        wait_for(c, id, wait.timeout).await?;
+    }
     Ok(())
 }
 
-pub async fn restart(c: &Common, id: &str) -> Result<()> {
+pub async fn restart(c: &Common, id: &str, wait: Wait) -> Result<()> {
     let v = call(c, "POST", &format!("{}/restart", app_path(id)), None).await?;
     println!(
         "restarting {id} (deployment {})",
         v["deploymentId"].as_str().unwrap_or("?")
     );
+    if wait.wait {
+        wait_for(c, id, wait.timeout).await?;
+    }
     Ok(())
 }
 
-pub async fn destroy(c: &Common, id: &str) -> Result<()> {
+pub async fn destroy(c: &Common, id: &str, wait: Wait) -> Result<()> {
+    let before = if wait.wait {
+        live_tasks(c, id).await?
+    } else {
+        0
+    };
     call(c, "DELETE", &app_path(id), None).await?;
     println!("destroying {id}");
+    if !wait.wait {
+        return Ok(());
+    }
+    until(id, wait.timeout, async || {
+        let app_gone = match call(c, "GET", &app_path(id), None).await {
+            Err(e) if e.downcast_ref::<NotFound>().is_some() => true,
+            Err(e) => return Err(e),
+            Ok(_) => false,
+        };
+        let live = live_tasks(c, id).await?;
+        Ok(if app_gone && live == 0 {
+            Step::Done(())
+        } else {
+            Step::Pending {
+                done: before.saturating_sub(live),
+                total: before.max(live),
+                message: "instances stopped".into(),
+            }
+        })
+    })
+    .await?;
+    println!("{id}: gone, every instance stopped");
     Ok(())
 }
 
@@ -334,15 +418,53 @@ pub async fn deployment_list(c: &Common) -> Result<()> {
     Ok(())
 }
 
-pub async fn rollback(c: &Common, id: &str, force: bool) -> Result<()> {
+pub async fn rollback(c: &Common, id: &str, force: bool, wait: Wait) -> Result<()> {
+    // The app it concerns, to follow the rollback.
+    let app = if wait.wait && !force {
+        let list = call(c, "GET", "/v2/deployments", None).await?;
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .find(|d| d["id"].as_str() == Some(id))
+            .and_then(|d| d["affectedApps"][0].as_str())
+            .map(str::to_string)
+    } else {
+        None
+    };
     let path = format!(
         "/v2/deployments/{id}{}",
         if force { "?force=true" } else { "" }
     );
-    call(c, "DELETE", &path, None).await?;
+    let v = call(c, "DELETE", &path, None).await?;
+    if force {
+        println!("stopped deployment {id} where it was");
+        return Ok(());
+    }
     println!(
-        "{} deployment {id}",
-        if force { "stopped" } else { "rolling back" }
+        "rolling back deployment {id} (deployment {})",
+        v["deploymentId"].as_str().unwrap_or("?")
     );
+    if let Some(app) = app {
+        wait_for(c, &app, wait.timeout).await?;
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn absent_values_show_as_a_dash_never_null() {
+        assert_eq!(health(&json!(null)), "-");
+        assert_eq!(health(&json!(true)), "healthy");
+        assert_eq!(health(&json!(false)), "unhealthy");
+        assert_eq!(ports(&json!(null)), "-");
+        assert_eq!(ports(&json!([31000, 31001])), "31000,31001");
+        assert_eq!(num(&json!(null)), "-");
+        assert_eq!(num(&json!(3)), "3");
+        assert_eq!(num(&json!(32.0)), "32");
+        assert_eq!(num(&json!(0.25)), "0.25");
+    }
 }

@@ -93,36 +93,23 @@ impl Drop for ServicesProc {
     }
 }
 
+/// One HTTP request (hyper-util's client): (status, body).
 async fn send(method: &str, addr: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let b = body.unwrap_or("");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-        b.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head.to_ascii_lowercase().contains("chunked") {
-        let mut out = String::new();
-        let mut r = rest;
-        while let Some((size, after)) = r.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&after[..n]);
-            r = &after[n + 2..];
-        }
-        out
-    } else {
-        rest.to_string()
-    };
-    (code, body)
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Full<hyper::body::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::from(body.unwrap_or("").to_owned()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (code, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// A master, one Docker agent (4 cpus, a free port block) and the services
@@ -191,24 +178,43 @@ async fn deploy_scale_replace_and_kill_youngest() {
         assert!(body.contains(t["id"].as_str().unwrap()), "{body}");
     }
 
-    // Scale to 6 through the CLI, then to 2: the youngest four go.
-    let out = Command::new(BIN)
-        .args(["app", "scale", "/web", "6", "--services", &s.addr])
-        .output()
-        .unwrap();
+    // Scale to 6 through the CLI, waiting: when it returns, six run.
+    let cli = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--services", &s.addr])
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, stdout, stderr) = cli(&["app", "scale", "/web", "6", "--wait", "--timeout", "60s"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("/web: 6/6 running"), "{stdout}");
+    let a = s.app("/web").await;
+    assert_eq!(running(&a), 6, "--wait returned early: {a}");
+    assert_eq!(a["deployments"], json!([]));
+    // No health checks: the table says `-`, never `null`.
+    let (_, table, _) = cli(&["app", "show", "/web"]);
+    assert!(!table.contains("null"), "{table}");
+    assert!(table.contains("no health checks"), "{table}");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains("TASK_RUNNING"))
+        .collect();
+    assert_eq!(rows.len(), 6, "{table}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        rows.iter().all(|r| r.contains("TASK_RUNNING  -  ")),
+        "{table}"
     );
-    let a = s.wait_app("/web", |a| running(a) == 6).await;
     let by_age = task_ids(&a);
     let originals: Vec<String> = task_ids(&first).into_iter().map(|(_, id)| id).collect();
     assert_eq!(originals.len(), 3);
-    let (code, _) = s
-        .req("PUT", "/v2/apps/web", Some(json!({"instances": 2})))
-        .await;
-    assert_eq!(code, 200);
+    // Down to 2: when --wait returns, only two are live.
+    let (code, _, stderr) = cli(&["app", "scale", "/web", "2", "--wait"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let a = s.app("/web").await;
+    assert_eq!(running(&a) + a["tasksStaged"].as_u64().unwrap(), 2, "{a}");
     let a = s
         .wait_app("/web", |a| {
             running(a) == 2 && a["tasks"].as_array().unwrap().len() == 2
@@ -236,14 +242,23 @@ async fn deploy_scale_replace_and_kill_youngest() {
     assert_eq!(running(&a), 2);
     assert_eq!(agent.containers(false).len(), 2);
 
-    // Destroy: everything goes.
-    let (code, _) = s.req("DELETE", "/v2/apps/web", None).await;
-    assert_eq!(code, 200);
-    eventually(LONG, async || {
-        agent.containers(false).is_empty().then_some(())
-    })
-    .await
-    .unwrap();
+    // A wait that cannot end in time (20 host ports, 30 instances) gives up
+    // with exit code 5 and says what is missing; the scale goes on.
+    let (code, _, stderr) = cli(&["app", "scale", "/web", "30", "--wait", "--timeout", "3s"]);
+    assert_eq!(code, Some(5), "{stderr}");
+    assert!(
+        stderr.contains("/web: gave up waiting after 3 s"),
+        "{stderr}"
+    );
+    assert_eq!(s.app("/web").await["instances"], 30);
+
+    // Destroy, waiting: when it returns, no container runs.
+    let (code, stdout, stderr) = cli(&["app", "destroy", "/web", "--wait", "--timeout", "60s"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("/web: gone"), "{stdout}");
+    assert_eq!(agent.containers(false), Vec::<String>::new());
+    let (code, _, _) = cli(&["app", "show", "/web"]);
+    assert_eq!(code, Some(4), "not found");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -609,9 +624,11 @@ async fn readiness_gates_a_deployment_and_rollback_restores_the_previous_version
         "one old instance keeps serving: {a}"
     );
 
-    // Roll back: the previous definition comes back and the deployment ends.
+    // Roll back, waiting: when the CLI returns, the previous definition
+    // runs and no deployment is left.
     let out = Command::new(BIN)
-        .args(["deployment", "rollback", &dep, "--services", &s.addr])
+        .args(["deployment", "rollback", &dep, "--wait", "--timeout", "60s"])
+        .args(["--services", &s.addr])
         .output()
         .unwrap();
     assert!(
@@ -619,6 +636,10 @@ async fn readiness_gates_a_deployment_and_rollback_restores_the_previous_version
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("/ready: 2/2 running"));
+    let now = s.app("/ready").await;
+    assert_eq!(now["deployments"], json!([]), "{now}");
+    assert_eq!(running(&now), 2, "{now}");
     let a = s
         .wait_app("/ready", |a| {
             running(a) == 2

@@ -12,23 +12,66 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_agora");
 
-/// Fails loudly if the engine or the test images are missing.
-pub fn require_docker() {
-    let ok = Command::new("docker")
-        .args([
-            "image",
-            "inspect",
-            "agora-workload:latest",
-            "agora-busybox:latest",
-        ])
+const IMAGES: [&str; 2] = ["agora-workload:latest", "agora-busybox:latest"];
+
+fn images_present() -> bool {
+    Command::new("docker")
+        .args(["image", "inspect"])
+        .args(IMAGES)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
-        .is_ok_and(|s| s.success());
-    assert!(
-        ok,
-        "the Docker engine must answer and the images must exist: run `bash images/build.sh`"
+        .is_ok_and(|s| s.success())
+}
+
+/// The Docker engine must answer; the test images are built if they are
+/// missing (`images/build.sh --if-missing`: under a file lock, so parallel
+/// test processes build them once and the others wait for that build).
+fn ensure_images() -> Result<(), String> {
+    let engine = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .output();
+    if !engine.is_ok_and(|o| o.status.success()) {
+        return Err("the Docker engine does not answer (is dockerd running and /var/run/docker.sock readable?): the container tests need it".into());
+    }
+    if images_present() {
+        return Ok(());
+    }
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../images/build.sh")
+        .canonicalize()
+        .map_err(|e| format!("images/build.sh not found next to the cli crate: {e}"))?;
+    eprintln!(
+        "test images missing: building them with {} --if-missing (once, under a lock)",
+        script.display()
     );
+    let out = Command::new("bash")
+        .arg(&script)
+        .arg("--if-missing")
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    // What the script did (built, or waited for another build), for the log.
+    eprint!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() || !images_present() {
+        return Err(format!(
+            "building the test images failed ({}); its output is above",
+            out.status
+        ));
+    }
+    Ok(())
+}
+
+/// Fails loudly if the engine does not answer; builds the test images if
+/// they are missing (once per test process, and once across processes).
+pub fn require_docker() {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    if let Err(e) = READY.get_or_init(ensure_images) {
+        panic!("{e}");
+    }
 }
 
 static NEXT: AtomicU32 = AtomicU32::new(0);

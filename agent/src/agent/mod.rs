@@ -8,6 +8,7 @@
 //! once after every re-registration. One agent is one task owning its state.
 
 use crate::runtime::{ContainerRuntime, LaunchSpec, RuntimeEvent};
+use agora_core::info::TaskInfo;
 use agora_core::{AgentId, FrameworkId, Resources, TaskId, TaskState};
 use agora_proto::pb;
 use futures::StreamExt;
@@ -151,7 +152,8 @@ struct TaskRecord {
     checking: bool,
     /// The verdicts of its health checks, combined.
     health: crate::health::Verdicts,
-    info: pb::TaskInfo,
+    /// The task as validated at launch (or recovery).
+    info: TaskInfo,
     state: TaskState,
     queue: VecDeque<Pending>,
     /// When the head was last sent and the current backoff.
@@ -160,6 +162,22 @@ struct TaskRecord {
     /// A kill arrived while the task was still launching (no container or
     /// process to signal yet): it is carried out once the task runs.
     kill_requested: bool,
+}
+
+impl TaskRecord {
+    fn new(info: TaskInfo, state: TaskState, backoff: Duration) -> TaskRecord {
+        TaskRecord {
+            alive: Arc::new(std::sync::atomic::AtomicBool::new(!state.is_terminal())),
+            checking: false,
+            health: crate::health::Verdicts::new(info.health_checks.len()),
+            info,
+            state,
+            queue: VecDeque::new(),
+            next_retry: None,
+            backoff,
+            kill_requested: false,
+        }
+    }
 }
 
 struct Agent {
@@ -206,20 +224,7 @@ pub fn spawn(
         }
     });
     let events = merged_rx;
-    let agent = Agent {
-        health_sink: merged_tx,
-        cfg,
-        runtime,
-        agent_id: None,
-        frameworks: HashMap::new(),
-        tasks: HashMap::new(),
-        id_tx,
-        tasks_tx,
-        dirty: false,
-        to_cleanup: Vec::new(),
-        deferred_kills: Vec::new(),
-        _control_keepalive: control_tx.clone(),
-    };
+    let agent = Agent::new(cfg, runtime, merged_tx, control_tx.clone(), id_tx, tasks_tx);
     let join = tokio::spawn(agent.run(connector, events, control_rx));
     (
         AgentHandle {
@@ -253,6 +258,30 @@ impl Drop for Agent {
 }
 
 impl Agent {
+    fn new(
+        cfg: AgentConfig,
+        runtime: Arc<dyn ContainerRuntime>,
+        health_sink: crate::runtime::EventSink,
+        control: mpsc::UnboundedSender<Control>,
+        id_tx: watch::Sender<Option<AgentId>>,
+        tasks_tx: watch::Sender<Vec<TaskSummary>>,
+    ) -> Agent {
+        Agent {
+            health_sink,
+            cfg,
+            runtime,
+            agent_id: None,
+            frameworks: HashMap::new(),
+            tasks: HashMap::new(),
+            id_tx,
+            tasks_tx,
+            dirty: false,
+            to_cleanup: Vec::new(),
+            deferred_kills: Vec::new(),
+            _control_keepalive: control,
+        }
+    }
+
     async fn run(
         mut self,
         connector: Connector,
@@ -314,7 +343,7 @@ impl Agent {
             .tasks
             .iter()
             .map(|((fid, _), t)| pb::AgentTask {
-                task: Some(t.info.clone()),
+                task: Some((&t.info).into()),
                 framework_id: fid.0.clone(),
                 state: pb::TaskState::from(t.state) as i32,
             })
@@ -387,8 +416,7 @@ impl Agent {
                         let _ = self.id_tx.send(Some(id));
                         self.dirty = true;
                         self.persist();
-                        let hb = r.heartbeat_interval_seconds;
-                        break if hb.is_finite() && hb > 0.0 { Duration::from_secs_f64(hb.min(3600.0)) } else { Duration::from_secs(2) };
+                        break heartbeat_interval(r.heartbeat_interval_seconds);
                     }
                     Some(Ok(pb::MasterMessage { message: Some(pb::master_message::Message::Refused(r)) })) => {
                         return Err(SessionError::Refused(r.message));
@@ -488,447 +516,24 @@ impl Agent {
             }
         }
     }
-
-    // ------------------------------------------------------------ checkpoint
-
-    fn checkpoint_path(&self) -> Option<std::path::PathBuf> {
-        self.cfg.work_dir.as_ref().map(|d| d.join("checkpoint.pb"))
-    }
-
-    fn checkpoint(&self) -> pb::AgentCheckpoint {
-        pb::AgentCheckpoint {
-            agent_id: self
-                .agent_id
-                .as_ref()
-                .map(|a| a.0.clone())
-                .unwrap_or_default(),
-            frameworks: self.frameworks.values().cloned().collect(),
-            tasks: self
-                .tasks
-                .iter()
-                .map(|((fid, _), t)| pb::CheckpointTask {
-                    framework_id: fid.0.clone(),
-                    task: Some(t.info.clone()),
-                    state: pb::TaskState::from(t.state) as i32,
-                    pending: t.queue.iter().map(|p| p.update.clone()).collect(),
-                    handle: String::new(),
-                })
-                .collect(),
-        }
-    }
-
-    /// Writes the checkpoint (atomically: temp file + rename) and publishes
-    /// the task list, if anything changed.
-    fn persist(&mut self) {
-        if !self.dirty {
-            return;
-        }
-        self.dirty = false;
-        let summary: Vec<TaskSummary> = self
-            .tasks
-            .iter()
-            .map(|((fid, tid), t)| TaskSummary {
-                framework_id: fid.0.clone(),
-                task_id: tid.0.clone(),
-                name: t.info.name.clone(),
-                state: t.state,
-                unacknowledged_updates: t.queue.len(),
-            })
-            .collect();
-        let _ = self.tasks_tx.send(summary);
-        let Some(path) = self.checkpoint_path() else {
-            return;
-        };
-        use prost::Message;
-        let bytes = self.checkpoint().encode_to_vec();
-        let tmp = path.with_extension("pb.tmp");
-        let res = (|| -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let mut f = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, &bytes)?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = res {
-            tracing::error!(path = %path.display(), error = %e, "cannot write the agent checkpoint");
-        }
-    }
-
-    /// Loads the checkpoint (if any) and re-attaches to the runtime's tasks.
-    async fn recover(&mut self) -> Result<(), AgentError> {
-        let Some(path) = self.checkpoint_path() else {
-            return Ok(());
-        };
-        let bytes = match std::fs::read(&path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                // A fresh work dir: remove containers a previous agent with no
-                // checkpoint may have left (orphans).
-                let _ = self.runtime.recover(Vec::new()).await;
-                return Ok(());
-            }
-            Err(e) => {
-                return Err(AgentError::Checkpoint {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                });
-            }
-        };
-        use prost::Message;
-        let cp =
-            pb::AgentCheckpoint::decode(bytes.as_slice()).map_err(|e| AgentError::Checkpoint {
-                path: path.display().to_string(),
-                message: format!("corrupt ({e}); move it away to start this agent afresh"),
-            })?;
-        if !cp.agent_id.is_empty() {
-            self.agent_id = Some(AgentId::new(cp.agent_id.as_str()));
-        }
-        for f in cp.frameworks {
-            self.frameworks
-                .insert(FrameworkId::new(f.framework_id.as_str()), f);
-        }
-        let mut specs = Vec::new();
-        for t in cp.tasks {
-            let Some(info) = t.task else { continue };
-            let fid = FrameworkId::new(t.framework_id.as_str());
-            let tid = TaskId::new(info.task_id.as_str());
-            let state =
-                agora_proto::convert::task_state("state", t.state).unwrap_or(TaskState::Staging);
-            let now = Instant::now();
-            let queue: VecDeque<Pending> = t
-                .pending
-                .into_iter()
-                .map(|u| {
-                    let terminal = u
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.task_state().ok())
-                        .is_some_and(|s| s.is_terminal());
-                    Pending {
-                        update: u,
-                        terminal,
-                    }
-                })
-                .collect();
-            if !state.is_terminal() {
-                specs.push(LaunchSpec {
-                    framework_id: fid.clone(),
-                    task: info.clone(),
-                });
-            }
-            self.tasks.insert(
-                (fid, tid),
-                TaskRecord {
-                    alive: Arc::new(std::sync::atomic::AtomicBool::new(!state.is_terminal())),
-                    checking: false,
-                    health: crate::health::Verdicts::new(info.health_checks.len()),
-                    next_retry: (!queue.is_empty()).then_some(now),
-                    info,
-                    state,
-                    queue,
-                    backoff: self.cfg.status_retry_min,
-                    kill_requested: false,
-                },
-            );
-        }
-        let n = specs.len();
-        let gone = self.runtime.recover(specs).await;
-        tracing::info!(tasks = n, gone = gone.len(), "recovered from checkpoint");
-        for (fid, tid) in gone {
-            self.record(
-                RuntimeEvent::new(&fid, &tid, TaskState::Failed)
-                    .reason(crate::runtime::REASON_CONTAINER_GONE)
-                    .message("the task's container disappeared while the agent was down"),
-            );
-        }
-        // Checks of tasks still running start again.
-        for ((fid, tid), t) in self.tasks.iter_mut() {
-            if t.state == TaskState::Running {
-                start_checks(t, &self.runtime, &self.health_sink, fid, tid);
-            }
-        }
-        self.dirty = true;
-        self.persist();
-        Ok(())
-    }
-
-    fn earliest_retry(&self) -> Option<Instant> {
-        self.tasks.values().filter_map(|t| t.next_retry).min()
-    }
-
-    /// Queues a runtime event as a status update.
-    fn record(&mut self, ev: RuntimeEvent) {
-        let key = (ev.framework_id.clone(), ev.task_id.clone());
-        let Some(t) = self.tasks.get_mut(&key) else {
-            tracing::debug!(task_id = %ev.task_id, "event for unknown task ignored");
-            return;
-        };
-        if !t.state.can_transition(ev.state) {
-            tracing::debug!(task_id = %ev.task_id, from = %t.state, to = %ev.state, "ignoring impossible transition");
-            return;
-        }
-        let mut ev = ev;
-        if let (Some(i), Some(h)) = (ev.check, ev.healthy) {
-            // One check's verdict: the framework hears the task's health,
-            // and only when it changes.
-            match t.health.record(i, h) {
-                Some(now) => {
-                    ev.healthy = Some(now);
-                    if now && t.info.health_checks.len() > 1 {
-                        ev.message =
-                            format!("all {} health checks passed", t.info.health_checks.len());
-                    }
-                }
-                None => return,
-            }
-        }
-        t.state = ev.state;
-        let status = pb::TaskStatus {
-            task_id: ev.task_id.0.clone(),
-            state: pb::TaskState::from(ev.state) as i32,
-            agent_id: self
-                .agent_id
-                .as_ref()
-                .map(|a| a.0.clone())
-                .unwrap_or_default(),
-            message: ev.message,
-            reason: ev.reason,
-            source: pb::TaskSource::SourceAgent as i32,
-            uuid: uuid::Uuid::new_v4().as_bytes().to_vec(),
-            timestamp: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
-            exit_code: ev.exit_code.unwrap_or(0),
-            has_exit_code: ev.exit_code.is_some(),
-            healthy: ev.healthy.unwrap_or(false),
-            has_health: ev.healthy.is_some(),
-            ready: ev.ready.unwrap_or(false),
-            has_ready: ev.ready.is_some(),
-        };
-        if ev.state.is_terminal() {
-            t.alive.store(false, std::sync::atomic::Ordering::Relaxed);
-        }
-        if ev.state == TaskState::Running && t.kill_requested {
-            t.kill_requested = false;
-            self.deferred_kills.push(key.clone());
-        }
-        if ev.state == TaskState::Running && ev.healthy.is_none() && ev.ready.is_none() {
-            start_checks(
-                t,
-                &self.runtime,
-                &self.health_sink,
-                &ev.framework_id,
-                &ev.task_id,
-            );
-        }
-        self.dirty = true;
-        let was_empty = t.queue.is_empty();
-        t.queue.push_back(Pending {
-            update: pb::StatusUpdate {
-                framework_id: ev.framework_id.0,
-                status: Some(status),
-            },
-            terminal: ev.state.is_terminal(),
-        });
-        if was_empty {
-            t.next_retry = Some(Instant::now());
-            t.backoff = self.cfg.status_retry_min;
-        }
-    }
-
-    /// Sends every due queue head (batched in one message).
-    async fn flush_due(&mut self, out: &mpsc::Sender<pb::AgentMessage>, now: Instant) {
-        let mut batch = Vec::new();
-        let max = self.cfg.status_retry_max;
-        for t in self.tasks.values_mut() {
-            let Some(due) = t.next_retry else { continue };
-            if due > now {
-                continue;
-            }
-            let Some(head) = t.queue.front() else {
-                t.next_retry = None;
-                continue;
-            };
-            batch.push(head.update.clone());
-            t.next_retry = Some(now + t.backoff);
-            t.backoff = (t.backoff * 2).min(max);
-        }
-        for chunk in batch.chunks(1000) {
-            let m = msg(pb::agent_message::Message::Updates(pb::StatusUpdates {
-                updates: chunk.to_vec(),
-            }));
-            if out.send(m).await.is_err() {
-                return;
-            }
-        }
-    }
-
-    async fn on_master(&mut self, m: pb::MasterMessage, out: &mpsc::Sender<pb::AgentMessage>) {
-        use pb::master_message::Message;
-        match m.message {
-            Some(Message::RunTasks(run)) => {
-                let Some(fi) = run.framework else { return };
-                let fid = FrameworkId::new(fi.framework_id.as_str());
-                self.frameworks.insert(fid.clone(), fi);
-                let mut launch: Vec<pb::TaskInfo> = Vec::new();
-                for task in run.tasks {
-                    let tid = TaskId::new(task.task_id.as_str());
-                    let key = (fid.clone(), tid.clone());
-                    if self.tasks.contains_key(&key) {
-                        tracing::warn!(task_id = %tid, "duplicate launch ignored");
-                        continue;
-                    }
-                    self.tasks.insert(
-                        key,
-                        TaskRecord {
-                            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-                            checking: false,
-                            health: crate::health::Verdicts::new(task.health_checks.len()),
-                            info: task.clone(),
-                            state: TaskState::Staging,
-                            queue: VecDeque::new(),
-                            next_retry: None,
-                            backoff: self.cfg.status_retry_min,
-                            kill_requested: false,
-                        },
-                    );
-                    launch.push(task);
-                }
-                // Checkpoint before launching: a crash in between leaves an
-                // orphan that the next recovery removes, never an unknown task.
-                self.dirty = true;
-                self.persist();
-                for task in launch {
-                    tracing::debug!(framework_id = %fid, task_id = %task.task_id, "launching");
-                    self.runtime
-                        .launch(LaunchSpec {
-                            framework_id: fid.clone(),
-                            task,
-                        })
-                        .await;
-                }
-            }
-            Some(Message::KillTask(k)) => {
-                let fid = FrameworkId::new(k.framework_id.as_str());
-                let tid = TaskId::new(k.task_id.as_str());
-                self.kill(&fid, &tid).await;
-            }
-            Some(Message::ShutdownFramework(s)) => {
-                let fid = FrameworkId::new(s.framework_id.as_str());
-                let ids: Vec<TaskId> = self
-                    .tasks
-                    .iter()
-                    .filter(|((f, _), t)| f == &fid && !t.state.is_terminal())
-                    .map(|((_, t), _)| t.clone())
-                    .collect();
-                for tid in ids {
-                    self.kill(&fid, &tid).await;
-                }
-            }
-            Some(Message::Acks(acks)) => {
-                let mut resend = false;
-                for a in acks.acks {
-                    let key = (
-                        FrameworkId::new(a.framework_id.as_str()),
-                        TaskId::new(a.task_id.as_str()),
-                    );
-                    let Some(t) = self.tasks.get_mut(&key) else {
-                        continue;
-                    };
-                    let matches = t
-                        .queue
-                        .front()
-                        .and_then(|h| h.update.status.as_ref())
-                        .is_some_and(|s| s.uuid == a.uuid);
-                    if !matches {
-                        continue; // stale or duplicate acknowledgement
-                    }
-                    let head = t.queue.pop_front();
-                    self.dirty = true;
-                    if t.queue.is_empty() {
-                        t.next_retry = None;
-                        if head.is_some_and(|h| h.terminal) {
-                            self.tasks.remove(&key);
-                            self.to_cleanup.push(key);
-                        }
-                    } else {
-                        t.next_retry = Some(Instant::now());
-                        t.backoff = self.cfg.status_retry_min;
-                        resend = true;
-                    }
-                }
-                if resend {
-                    self.flush_due(out, Instant::now()).await;
-                }
-            }
-            Some(Message::Registered(_))
-            | Some(Message::Pong(_))
-            | Some(Message::Refused(_))
-            | None => {}
-        }
-    }
-
-    async fn kill(&mut self, fid: &FrameworkId, tid: &TaskId) {
-        let Some(t) = self.tasks.get_mut(&(fid.clone(), tid.clone())) else {
-            tracing::info!(task_id = %tid, "kill for a task this agent does not have: ignored");
-            return;
-        };
-        if t.state.is_terminal() {
-            return;
-        }
-        if matches!(t.state, TaskState::Staging | TaskState::Starting) {
-            // The runtime may not have a container or process yet; the
-            // kill is repeated as soon as the task reports RUNNING.
-            t.kill_requested = true;
-        }
-        // Grace between SIGTERM and SIGKILL; unset (0) means the default 5 s.
-        let grace = if t.info.kill_grace_seconds > 0.0 {
-            Duration::from_secs_f64(t.info.kill_grace_seconds.min(3600.0))
-        } else {
-            DEFAULT_KILL_GRACE
-        };
-        self.runtime.kill(fid, tid, grace).await;
-    }
 }
 
-/// Starts the task's readiness and health checkers, once.
-fn start_checks(
-    t: &mut TaskRecord,
-    runtime: &Arc<dyn ContainerRuntime>,
-    sink: &crate::runtime::EventSink,
-    fw: &FrameworkId,
-    tid: &TaskId,
-) {
-    if t.checking {
-        return;
-    }
-    t.checking = true;
-    let live = |alive: Arc<std::sync::atomic::AtomicBool>| {
-        move || alive.load(std::sync::atomic::Ordering::Relaxed)
-    };
-    if let Some(check) = t.info.readiness_checks.first().cloned() {
-        crate::health::spawn_readiness(
-            check,
-            runtime.clone(),
-            sink.clone(),
-            fw.clone(),
-            tid.clone(),
-            live(t.alive.clone()),
-        );
-    }
-    for (i, check) in t.info.health_checks.iter().enumerate() {
-        crate::health::spawn_checker(
-            i,
-            check.clone(),
-            runtime.clone(),
-            sink.clone(),
-            fw.clone(),
-            tid.clone(),
-            live(t.alive.clone()),
-        );
+/// The heartbeat interval the master asks for: a finite, positive number of
+/// seconds up to an hour; anything else (NaN, ∞, ≤ 0) gives the default 2 s
+/// and a warning, never a panic.
+fn heartbeat_interval(secs: f64) -> Duration {
+    const DEFAULT: Duration = Duration::from_secs(2);
+    match agora_proto::convert::duration(
+        "registered.heartbeat_interval_seconds",
+        secs,
+        Duration::from_secs(3600),
+    ) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => DEFAULT,
+        Err(e) => {
+            tracing::warn!(error = %e, "using a 2 s heartbeat");
+            DEFAULT
+        }
     }
 }
 
@@ -936,3 +541,10 @@ enum SessionError {
     Connect(String),
     Refused(String),
 }
+
+mod checkpoint;
+mod master;
+mod updates;
+
+#[cfg(test)]
+mod tests;

@@ -12,7 +12,6 @@ use crate::runtime::{
 use agora_core::{FrameworkId, TaskId, TaskState};
 use agora_proto::pb;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
     CreateContainerOptions, ListContainersOptions, LogsOptions, RemoveContainerOptions,
     StatsOptions, StopContainerOptions,
@@ -21,10 +20,13 @@ use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 pub const LABEL_SCOPE: &str = "agora.scope";
 pub const LABEL_FRAMEWORK: &str = "agora.framework_id";
 pub const LABEL_TASK: &str = "agora.task_id";
+
+mod spec;
 
 type Key = (FrameworkId, TaskId);
 
@@ -234,143 +236,11 @@ impl DockerRuntime {
             }
             Err(e) => return Err(format!("cannot inspect image {}: {e}", container.image)),
         }
-        let resources = agora_proto::convert::resources("task.resources", t.resources.as_ref())
-            .map_err(|e| e.to_string())?;
-        let host_ports: Vec<u32> = resources
-            .ports
-            .ranges()
-            .iter()
-            .flat_map(|(b, e)| *b..=*e)
-            .take(1000)
-            .collect();
-
-        let command = t.command.clone().unwrap_or_default();
-        let mut env: Vec<String> = command
-            .env
-            .iter()
-            .map(|v| format!("{}={}", v.name, v.value))
-            .collect();
-        env.push(format!("AGORA_TASK_ID={}", t.task_id));
-        env.push(format!("AGORA_FRAMEWORK_ID={fw}"));
-        let host_network = container.network == "host";
-
-        // Port mappings: host port 0 takes the next port from the task's resources.
-        let mut free_ports = host_ports.iter().copied();
-        let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
-        let mut exposed: Vec<String> = Vec::new();
-        let mut assigned = Vec::new();
-        for m in &container.port_mappings {
-            let host = if m.host_port != 0 {
-                m.host_port
-            } else {
-                free_ports
-                    .next()
-                    .ok_or("more port mappings than ports in the task's resources")?
-            };
-            if !resources.ports.contains_value(host) {
-                return Err(format!(
-                    "host port {host} is not in the task's port resources {}",
-                    resources.ports
-                ));
-            }
-            let proto = if m.protocol.is_empty() {
-                "tcp"
-            } else {
-                m.protocol.as_str()
-            };
-            let cport = if m.container_port == 0 {
-                host
-            } else {
-                m.container_port
-            };
-            let key = format!("{cport}/{proto}");
-            exposed.push(key.clone());
-            bindings.insert(
-                key,
-                Some(vec![PortBinding {
-                    host_ip: None,
-                    host_port: Some(host.to_string()),
-                }]),
-            );
-            if !m.name.is_empty() {
-                env.push(format!(
-                    "PORT_{}={host}",
-                    m.name.to_ascii_uppercase().replace('-', "_")
-                ));
-            }
-            assigned.push(host);
-        }
-        if container.port_mappings.is_empty() {
-            assigned = host_ports.clone();
-        }
-        for (i, p) in assigned.iter().enumerate() {
-            env.push(format!("PORT{i}={p}"));
-        }
-        // PORT is where the process should listen: the first mapping's
-        // container port in bridge mode, the host port otherwise.
-        let listen = match container.port_mappings.first() {
-            Some(m) if !host_network && m.container_port != 0 => Some(m.container_port),
-            _ => assigned.first().copied(),
-        };
-        if let Some(p) = listen {
-            env.push(format!("PORT={p}"));
-        }
-
-        let cmd: Option<Vec<String>> = if !command.value.is_empty() {
-            if command.shell || command.args.is_empty() {
-                Some(vec!["/bin/sh".into(), "-c".into(), command.value.clone()])
-            } else {
-                let mut v = vec![command.value.clone()];
-                v.extend(command.args.iter().cloned());
-                Some(v)
-            }
-        } else if !command.args.is_empty() {
-            Some(command.args.clone())
-        } else {
-            None
-        };
-        let mut labels: HashMap<String, String> = t.labels.clone().into_iter().collect();
-        labels.insert(LABEL_SCOPE.into(), self.inner.scope.clone());
-        labels.insert(LABEL_FRAMEWORK.into(), fw.0.clone());
-        labels.insert(LABEL_TASK.into(), t.task_id.clone());
-        let mem_bytes = (resources.mem_mib as i64) << 20;
-        let body = ContainerCreateBody {
-            image: Some(container.image.clone()),
-            cmd,
-            env: Some(env),
-            labels: Some(labels),
-            exposed_ports: if host_network || exposed.is_empty() {
-                None
-            } else {
-                Some(exposed)
-            },
-            host_config: Some(HostConfig {
-                nano_cpus: Some(resources.cpus_milli as i64 * 1_000_000).filter(|n| *n > 0),
-                cpu_shares: Some((resources.cpus_milli * 1024 / 1000) as i64).filter(|n| *n >= 2),
-                memory: Some(mem_bytes).filter(|m| *m > 0),
-                memory_swap: Some(mem_bytes).filter(|m| *m > 0),
-                // A tiny init (docker-init) as PID 1: it forwards signals
-                // and reaps zombies, so a SIGTERM that arrives before the
-                // task installs its handler still ends it (a bare PID 1
-                // would ignore it until SIGKILL).
-                init: Some(true),
-                network_mode: Some(if host_network {
-                    "host".into()
-                } else {
-                    "bridge".into()
-                }),
-                port_bindings: if host_network || bindings.is_empty() {
-                    None
-                } else {
-                    Some(bindings)
-                },
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
+        let resources = &t.resources;
+        let body = spec::container_body(spec, &container, &self.inner.scope)?;
         let name = format!(
             "agora-{}-{}",
-            sanitize(&t.task_id),
+            sanitize(t.id.as_str()),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
         let created = docker
@@ -404,7 +274,7 @@ impl DockerRuntime {
         self.emit(
             RuntimeEvent::new(fw, &tid, TaskState::Running).message(format!(
                 "container {}",
-                &created.id[..12.min(created.id.len())]
+                created.id.get(..12).unwrap_or(&created.id)
             )),
         );
         self.watch(key, created.id);
@@ -414,36 +284,45 @@ impl DockerRuntime {
     /// Waits for the container to exit and reports how it ended.
     fn watch(&self, key: Key, id: String) {
         let me = self.clone();
-        tokio::spawn(async move {
-            let docker = &me.inner.docker;
-            let mut wait = docker.wait_container(&id, None);
-            let code = match wait.next().await {
-                Some(Ok(r)) => Some(r.status_code),
-                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
-                    Some(code)
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(container = %id, error = %e, "waiting for container failed");
-                    None
-                }
-                None => None,
-            };
-            let inspect = docker.inspect_container(&id, None).await.ok();
-            let state = inspect.as_ref().and_then(|i| i.state.clone());
-            let oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
-            let code = code
-                .or_else(|| state.as_ref().and_then(|s| s.exit_code))
-                .unwrap_or(-1) as i32;
-            let c = me.container(&key);
-            let killing = c.as_ref().is_some_and(|c| c.killing);
-            let (fw, tid) = &key;
-            let oom = oom.then(|| {
-                let limit = c.map(|c| c.mem_mib).unwrap_or(0);
-                format!("OOM: the container exceeded its memory limit of {limit} MiB")
-            });
-            let ev = exit_event(fw, tid, code, killing, oom);
-            me.emit(ev);
-        });
+        let span = tracing::info_span!(
+            "container",
+            framework_id = %key.0,
+            task_id = %key.1,
+            container = id.get(..12).unwrap_or(&id)
+        );
+        tokio::spawn(
+            async move {
+                let docker = &me.inner.docker;
+                let mut wait = docker.wait_container(&id, None);
+                let code = match wait.next().await {
+                    Some(Ok(r)) => Some(r.status_code),
+                    Some(Err(bollard::errors::Error::DockerContainerWaitError {
+                        code, ..
+                    })) => Some(code),
+                    Some(Err(e)) => {
+                        tracing::warn!(container = %id, error = %e, "waiting for container failed");
+                        None
+                    }
+                    None => None,
+                };
+                let inspect = docker.inspect_container(&id, None).await.ok();
+                let state = inspect.as_ref().and_then(|i| i.state.clone());
+                let oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
+                let code = code
+                    .or_else(|| state.as_ref().and_then(|s| s.exit_code))
+                    .unwrap_or(-1) as i32;
+                let c = me.container(&key);
+                let killing = c.as_ref().is_some_and(|c| c.killing);
+                let (fw, tid) = &key;
+                let oom = oom.then(|| {
+                    let limit = c.map(|c| c.mem_mib).unwrap_or(0);
+                    format!("OOM: the container exceeded its memory limit of {limit} MiB")
+                });
+                let ev = exit_event(fw, tid, code, killing, oom);
+                me.emit(ev);
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -455,16 +334,21 @@ impl ContainerRuntime for DockerRuntime {
     fn launch(&self, spec: LaunchSpec) -> BoxFuture<'_, ()> {
         Box::pin(async move {
             let me = self.clone();
-            // Image checks and container creation run off the agent's loop.
-            tokio::spawn(async move {
-                let fw = spec.framework_id.clone();
-                let tid = spec.task_id();
-                me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Starting));
-                if let Err(msg) = me.start(&spec).await {
-                    tracing::warn!(task_id = %tid, %msg, "launch failed");
-                    me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Failed).message(msg));
+            // Image checks and container creation run off the agent's loop
+            // (in the agent's launch span: logs carry the task's ids).
+            let span = tracing::Span::current();
+            tokio::spawn(
+                async move {
+                    let fw = spec.framework_id.clone();
+                    let tid = spec.task_id();
+                    me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Starting));
+                    if let Err(msg) = me.start(&spec).await {
+                        tracing::warn!(%msg, "launch failed");
+                        me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Failed).message(msg));
+                    }
                 }
-            });
+                .instrument(span),
+            );
         })
     }
 
@@ -483,6 +367,7 @@ impl ContainerRuntime for DockerRuntime {
                 return;
             };
             let me = self.clone();
+            let span = tracing::Span::current();
             tokio::spawn(async move {
                 let t = grace.as_secs_f64().ceil() as i32;
                 let opts = StopContainerOptions {
@@ -492,7 +377,7 @@ impl ContainerRuntime for DockerRuntime {
                 if let Err(e) = me.inner.docker.stop_container(&id, Some(opts)).await {
                     tracing::warn!(container = %id, error = %e, "stopping the container failed");
                 }
-            });
+            }.instrument(span));
         })
     }
 
@@ -519,10 +404,7 @@ impl ContainerRuntime for DockerRuntime {
                 let key = (FrameworkId::new(f.as_str()), TaskId::new(t.as_str()));
                 match wanted.remove(&key) {
                     Some(spec) => {
-                        let mem_mib =
-                            agora_proto::convert::resources("r", spec.task.resources.as_ref())
-                                .map(|r| r.mem_mib)
-                                .unwrap_or(0);
+                        let mem_mib = spec.task.resources.mem_mib;
                         tracing::info!(task_id = %key.1, container = %id, state = ?c.state, "re-attached to container");
                         if let Ok(mut m) = self.inner.containers.lock() {
                             m.insert(
@@ -551,6 +433,7 @@ impl ContainerRuntime for DockerRuntime {
         let me = self.clone();
         Box::pin(async move {
             // Keep the exited container a while so its logs can still be read.
+            let span = tracing::info_span!("cleanup", framework_id = %key.0, task_id = %key.1);
             tokio::spawn(async move {
                 tokio::time::sleep(me.inner.gc_delay).await;
                 let c = me
@@ -564,7 +447,7 @@ impl ContainerRuntime for DockerRuntime {
                 {
                     tracing::warn!(container = %c.id, error = %e, "removing the container failed");
                 }
-            });
+            }.instrument(span));
         })
     }
 

@@ -24,6 +24,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
+
+mod logs;
 
 type Key = (FrameworkId, TaskId);
 
@@ -38,6 +41,8 @@ pub struct ProcessRuntime {
 struct Inner {
     sink: EventSink,
     root: PathBuf,
+    /// How long a finished task's sandbox is kept.
+    gc_delay: Duration,
     cgroups: Cgroups,
     procs: Mutex<HashMap<Key, Proc>>,
 }
@@ -172,15 +177,18 @@ fn proc_usage(pid: i32) -> Option<(f64, u64)> {
     Some((ticks as f64 / 100.0, rss_pages * 4096))
 }
 
-fn sanitize(s: &str) -> String {
+/// A readable cgroup name prefix (made unique by a random suffix; the
+/// sandbox, not this, is what identifies the task).
+fn cgroup_prefix(s: &str) -> String {
     s.chars()
         .map(|c| {
-            if c.is_ascii_alphanumeric() || "_.-".contains(c) {
+            if c.is_ascii_alphanumeric() || "_-".contains(c) {
                 c
             } else {
                 '_'
             }
         })
+        .take(100)
         .collect()
 }
 
@@ -195,9 +203,24 @@ impl ProcessRuntime {
             inner: Arc::new(Inner {
                 sink,
                 root: work_dir.join("sandboxes"),
+                gc_delay: SANDBOX_GC_DELAY,
                 cgroups,
                 procs: Mutex::new(HashMap::new()),
             }),
+        }
+    }
+
+    /// Keeps a finished task's sandbox (and its logs) this long after its
+    /// terminal update is acknowledged (default [`SANDBOX_GC_DELAY`]).
+    pub fn with_gc_delay(self, d: Duration) -> Self {
+        match Arc::try_unwrap(self.inner) {
+            Ok(mut inner) => {
+                inner.gc_delay = d;
+                ProcessRuntime {
+                    inner: Arc::new(inner),
+                }
+            }
+            Err(inner) => ProcessRuntime { inner },
         }
     }
 
@@ -205,11 +228,10 @@ impl ProcessRuntime {
         let _ = self.inner.sink.send(ev);
     }
 
+    /// The task's sandbox: one directory per (framework, task), never shared
+    /// and never outside the root (see [`crate::sandbox`]).
     fn sandbox(&self, key: &Key) -> PathBuf {
-        self.inner
-            .root
-            .join(sanitize(&key.0.0))
-            .join(sanitize(&key.1.0))
+        crate::sandbox::dir(&self.inner.root, key.0.as_str(), key.1.as_str())
     }
 
     fn get(&self, key: &Key) -> Option<Proc> {
@@ -223,8 +245,7 @@ impl ProcessRuntime {
     fn start(&self, spec: &LaunchSpec) -> Result<(tokio::process::Child, String), String> {
         let key = (spec.framework_id.clone(), spec.task_id());
         let t = &spec.task;
-        let r = agora_proto::convert::resources("task.resources", t.resources.as_ref())
-            .map_err(|e| e.to_string())?;
+        let r = &t.resources;
         let command = t.command.clone().unwrap_or_default();
         if command.value.is_empty() {
             return Err("the task has no command; the process runtime runs commands".into());
@@ -236,10 +257,10 @@ impl ProcessRuntime {
         let stderr = std::fs::File::create(sandbox.join("stderr")).map_err(|e| e.to_string())?;
         let name = format!(
             "{}-{}",
-            sanitize(&key.1.0),
+            cgroup_prefix(&key.1.0),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let (cgroup, note) = match prepare_cgroup(&self.inner.cgroups, &name, &r) {
+        let (cgroup, note) = match prepare_cgroup(&self.inner.cgroups, &name, r) {
             Ok(dirs) => (
                 Some(dirs),
                 format!(
@@ -296,7 +317,7 @@ impl ProcessRuntime {
                 std::env::var("PATH").unwrap_or_else(|_| "/usr/bin:/bin".into()),
             )
             .env("HOME", &sandbox)
-            .env("AGORA_TASK_ID", &t.task_id)
+            .env("AGORA_TASK_ID", t.id.as_str())
             .env("AGORA_FRAMEWORK_ID", &spec.framework_id.0)
             .env("AGORA_SANDBOX", &sandbox);
         for (i, p) in ports.iter().enumerate() {
@@ -305,8 +326,8 @@ impl ProcessRuntime {
         if let Some(p) = ports.first() {
             cmd.env("PORT", p.to_string());
         }
-        for v in &command.env {
-            cmd.env(&v.name, &v.value);
+        for (name, value) in &command.env {
+            cmd.env(name, value);
         }
         cmd.current_dir(&sandbox)
             .stdin(std::process::Stdio::null())
@@ -369,6 +390,7 @@ impl ProcessRuntime {
     /// is over its limit, so the whole group goes (as a container would).
     fn watch_oom(&self, key: Key) {
         let me = self.clone();
+        let span = tracing::Span::current();
         tokio::spawn(async move {
             loop {
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -382,18 +404,22 @@ impl ProcessRuntime {
                     return;
                 }
             }
-        });
+        }.instrument(span));
     }
 
     /// Watches a process that is not our child (after a restart) by polling.
     fn poll_until_gone(&self, key: Key, pid: i32, started: u64) {
         let me = self.clone();
-        tokio::spawn(async move {
-            while start_time(pid) == Some(started) {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+        let span = tracing::info_span!("process", framework_id = %key.0, task_id = %key.1, pid);
+        tokio::spawn(
+            async move {
+                while start_time(pid) == Some(started) {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                me.finish(&key, None);
             }
-            me.finish(&key, None);
-        });
+            .instrument(span),
+        );
     }
 }
 
@@ -413,10 +439,13 @@ impl ContainerRuntime for ProcessRuntime {
                     self.emit(RuntimeEvent::new(&fw, &tid, TaskState::Running).message(note));
                     self.watch_oom((fw.clone(), tid.clone()));
                     let me = self.clone();
-                    tokio::spawn(async move {
-                        let status = child.wait().await.ok();
-                        me.finish(&(fw, tid), status);
-                    });
+                    tokio::spawn(
+                        async move {
+                            let status = child.wait().await.ok();
+                            me.finish(&(fw, tid), status);
+                        }
+                        .instrument(tracing::Span::current()),
+                    );
                 }
             }
         })
@@ -491,41 +520,9 @@ impl ContainerRuntime for ProcessRuntime {
         let key = (fw.clone(), task.clone());
         let sandbox = self.sandbox(&key);
         let me = self.clone();
-        let stream =
-            futures::stream::unfold((0u64, 0u64, false), move |(out_pos, err_pos, done)| {
-                let sandbox = sandbox.clone();
-                let me = me.clone();
-                let key = key.clone();
-                async move {
-                    if done {
-                        return None;
-                    }
-                    loop {
-                        let read_from = |name: &str, pos: u64| -> Result<Vec<u8>, String> {
-                            let data = std::fs::read(sandbox.join(name))
-                                .map_err(|e| format!("no logs for this task here: {e}"))?;
-                            Ok(data.get(pos as usize..).unwrap_or(&[]).to_vec())
-                        };
-                        let out = match read_from("stdout", out_pos) {
-                            Ok(b) => b,
-                            Err(e) => return Some((Err(e), (out_pos, err_pos, true))),
-                        };
-                        let err = read_from("stderr", err_pos).unwrap_or_default();
-                        let (np, ne) = (out_pos + out.len() as u64, err_pos + err.len() as u64);
-                        let mut chunk = out;
-                        chunk.extend(err);
-                        let live = me.get(&key).is_some_and(|p| start_time(p.pid).is_some());
-                        if !chunk.is_empty() {
-                            return Some((Ok(chunk), (np, ne, !follow)));
-                        }
-                        if !follow || !live {
-                            return None;
-                        }
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
-                }
-            });
-        Box::pin(stream)
+        logs::stream(sandbox, follow, move || {
+            me.get(&key).is_some_and(|p| start_time(p.pid).is_some())
+        })
     }
 
     fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {
@@ -563,16 +560,25 @@ impl ContainerRuntime for ProcessRuntime {
             if let Ok(mut m) = self.inner.procs.lock() {
                 m.remove(&key);
             }
-            // The sandbox (and its logs) stays a while for inspection.
+            // The sandbox (and its logs) stays a while for inspection. Its
+            // pid file says which run of the task it holds: if the same
+            // task id was launched again meanwhile, that run's sandbox stays.
+            let dir = me.sandbox(&key);
+            let run = std::fs::read(dir.join("pid")).ok();
+            let span = tracing::info_span!("cleanup", framework_id = %key.0, task_id = %key.1);
             tokio::spawn(async move {
-                tokio::time::sleep(SANDBOX_GC_DELAY).await;
-                let dir = me.sandbox(&key);
+                tokio::time::sleep(me.inner.gc_delay).await;
+                let same_run = std::fs::read(dir.join("pid")).ok() == run;
                 if me.get(&key).is_none()
-                    && let Err(e) = std::fs::remove_dir_all(&dir)
+                    && same_run
+                    && let Err(e) = crate::sandbox::remove(&me.inner.root, &dir)
                 {
                     tracing::debug!(sandbox = %dir.display(), error = %e, "removing the sandbox failed");
                 }
-            });
+            }.instrument(span));
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

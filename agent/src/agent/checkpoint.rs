@@ -1,0 +1,215 @@
+//! Checkpoint and recovery: the agent's id, frameworks, tasks and
+//! unacknowledged updates, written atomically to `work_dir/checkpoint.pb`.
+
+use super::master::start_checks;
+use super::*;
+use agora_proto::convert;
+use tracing::Instrument;
+
+impl Agent {
+    // ------------------------------------------------------------ checkpoint
+
+    pub(super) fn checkpoint_path(&self) -> Option<std::path::PathBuf> {
+        self.cfg.work_dir.as_ref().map(|d| d.join("checkpoint.pb"))
+    }
+
+    pub(super) fn checkpoint(&self) -> pb::AgentCheckpoint {
+        pb::AgentCheckpoint {
+            agent_id: self
+                .agent_id
+                .as_ref()
+                .map(|a| a.0.clone())
+                .unwrap_or_default(),
+            frameworks: self.frameworks.values().cloned().collect(),
+            tasks: self
+                .tasks
+                .iter()
+                .map(|((fid, _), t)| pb::CheckpointTask {
+                    framework_id: fid.0.clone(),
+                    task: Some((&t.info).into()),
+                    state: pb::TaskState::from(t.state) as i32,
+                    pending: t.queue.iter().map(|p| p.update.clone()).collect(),
+                    handle: String::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Writes the checkpoint (atomically: temp file + rename) and publishes
+    /// the task list, if anything changed.
+    pub(super) fn persist(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let summary: Vec<TaskSummary> = self
+            .tasks
+            .iter()
+            .map(|((fid, tid), t)| TaskSummary {
+                framework_id: fid.0.clone(),
+                task_id: tid.0.clone(),
+                name: t.info.name.clone(),
+                state: t.state,
+                unacknowledged_updates: t.queue.len(),
+            })
+            .collect();
+        let _ = self.tasks_tx.send(summary);
+        let Some(path) = self.checkpoint_path() else {
+            return;
+        };
+        use prost::Message;
+        let bytes = self.checkpoint().encode_to_vec();
+        let tmp = path.with_extension("pb.tmp");
+        let res = (|| -> std::io::Result<()> {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            let mut f = std::fs::File::create(&tmp)?;
+            std::io::Write::write_all(&mut f, &bytes)?;
+            f.sync_data()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = res {
+            tracing::error!(path = %path.display(), error = %e, "cannot write the agent checkpoint");
+        }
+    }
+
+    /// Loads the checkpoint (if any) and re-attaches to the runtime's tasks.
+    pub(super) async fn recover(&mut self) -> Result<(), AgentError> {
+        let span = tracing::info_span!("recover", runtime = self.runtime.name());
+        self.recover_in_span().instrument(span).await
+    }
+
+    async fn recover_in_span(&mut self) -> Result<(), AgentError> {
+        let Some(path) = self.checkpoint_path() else {
+            return Ok(());
+        };
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // A fresh work dir: remove containers a previous agent with no
+                // checkpoint may have left (orphans).
+                let _ = self.runtime.recover(Vec::new()).await;
+                return Ok(());
+            }
+            Err(e) => {
+                return Err(AgentError::Checkpoint {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        use prost::Message;
+        let cp =
+            pb::AgentCheckpoint::decode(bytes.as_slice()).map_err(|e| AgentError::Checkpoint {
+                path: path.display().to_string(),
+                message: format!("corrupt ({e}); move it away to start this agent afresh"),
+            })?;
+        if !cp.agent_id.is_empty() {
+            self.agent_id = Some(AgentId::new(cp.agent_id.as_str()));
+        }
+        for f in cp.frameworks {
+            match convert::framework_id("framework_id", &f.framework_id) {
+                Ok(fid) => {
+                    self.frameworks.insert(fid, f);
+                }
+                Err(e) => tracing::error!(error = %e, "checkpointed framework ignored"),
+            }
+        }
+        let mut specs = Vec::new();
+        let mut invalid = Vec::new();
+        for t in cp.tasks {
+            let Some(info) = t.task else { continue };
+            // A checkpoint written by an older agent may hold ids that are
+            // refused today (`..`, `a b`): such a task is not recovered
+            // (docker removes its container as an orphan).
+            let ids = convert::framework_id("framework_id", &t.framework_id)
+                .and_then(|f| Ok((f, convert::task_id("task_id", &info.task_id)?)));
+            let (fid, tid) = match ids {
+                Ok(ids) => ids,
+                Err(e) => {
+                    tracing::error!(error = %e, "checkpointed task with an invalid id not recovered");
+                    continue;
+                }
+            };
+            let state =
+                agora_proto::convert::task_state("state", t.state).unwrap_or(TaskState::Staging);
+            let now = Instant::now();
+            let queue: VecDeque<Pending> = t
+                .pending
+                .into_iter()
+                .map(|u| {
+                    let terminal = u
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.task_state().ok())
+                        .is_some_and(|s| s.is_terminal());
+                    Pending {
+                        update: u,
+                        terminal,
+                    }
+                })
+                .collect();
+            // The task as validated; a checkpoint from an older agent may
+            // hold what is refused today (a NaN check interval): such a
+            // task is re-attached only to be stopped, reported FAILED with
+            // the field named.
+            let info = match convert::task_info("task", &info) {
+                Ok(i) => i,
+                Err(e) => {
+                    if !state.is_terminal() {
+                        invalid.push((fid.clone(), tid.clone(), e.to_string()));
+                    }
+                    TaskInfo {
+                        name: info.name.clone(),
+                        ..TaskInfo::new(tid.clone(), Default::default())
+                    }
+                }
+            };
+            if !state.is_terminal() {
+                specs.push(LaunchSpec {
+                    framework_id: fid.clone(),
+                    task: info.clone(),
+                });
+            }
+            let mut record = TaskRecord::new(info, state, self.cfg.status_retry_min);
+            record.next_retry = (!queue.is_empty()).then_some(now);
+            record.queue = queue;
+            self.tasks.insert((fid, tid), record);
+        }
+        let n = specs.len();
+        let gone = self.runtime.recover(specs).await;
+        tracing::info!(tasks = n, gone = gone.len(), "recovered from checkpoint");
+        for (fid, tid) in gone {
+            self.record(
+                RuntimeEvent::new(&fid, &tid, TaskState::Failed)
+                    .reason(crate::runtime::REASON_CONTAINER_GONE)
+                    .message("the task's container disappeared while the agent was down"),
+            );
+        }
+        for (fid, tid, why) in invalid {
+            let live = self
+                .tasks
+                .get(&(fid.clone(), tid.clone()))
+                .is_some_and(|t| !t.state.is_terminal());
+            if live {
+                tracing::warn!(framework_id = %fid, task_id = %tid, error = %why, "stopping a recovered task whose description is invalid");
+                self.record(
+                    RuntimeEvent::new(&fid, &tid, TaskState::Failed)
+                        .reason(crate::runtime::REASON_TASK_INVALID)
+                        .message(format!("stopped after agent recovery: {why}")),
+                );
+                self.runtime.kill(&fid, &tid, DEFAULT_KILL_GRACE).await;
+            }
+        }
+        // Checks of tasks still running start again.
+        for ((fid, tid), t) in self.tasks.iter_mut() {
+            if t.state == TaskState::Running {
+                start_checks(t, &self.runtime, &self.health_sink, fid, tid);
+            }
+        }
+        self.dirty = true;
+        self.persist();
+        Ok(())
+    }
+}

@@ -1,0 +1,227 @@
+//! A task as the Docker engine wants it: command, environment (with the
+//! `PORT*` variables), port bindings, limits and labels. Pure: no engine
+//! call happens here.
+
+use super::{LABEL_FRAMEWORK, LABEL_SCOPE, LABEL_TASK};
+use crate::runtime::LaunchSpec;
+use agora_core::info::ContainerInfo;
+use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
+use std::collections::HashMap;
+
+/// The container to create for `spec`, whose container settings (image
+/// resolved) are `container`; `scope` labels it as this agent's.
+pub(super) fn container_body(
+    spec: &LaunchSpec,
+    container: &ContainerInfo,
+    scope: &str,
+) -> Result<ContainerCreateBody, String> {
+    let fw = &spec.framework_id;
+    let t = &spec.task;
+    let resources = &t.resources;
+    let host_ports: Vec<u32> = resources
+        .ports
+        .ranges()
+        .iter()
+        .flat_map(|(b, e)| *b..=*e)
+        .take(1000)
+        .collect();
+
+    let command = t.command.clone().unwrap_or_default();
+    let mut env: Vec<String> = command
+        .env
+        .iter()
+        .map(|(name, value)| format!("{name}={value}"))
+        .collect();
+    env.push(format!("AGORA_TASK_ID={}", t.id));
+    env.push(format!("AGORA_FRAMEWORK_ID={fw}"));
+    let host_network = container.network == "host";
+
+    // Port mappings: host port 0 takes the next port from the task's resources.
+    let mut free_ports = host_ports.iter().copied();
+    let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    let mut exposed: Vec<String> = Vec::new();
+    let mut assigned = Vec::new();
+    for m in &container.port_mappings {
+        let host = if m.host_port != 0 {
+            u32::from(m.host_port)
+        } else {
+            free_ports
+                .next()
+                .ok_or("more port mappings than ports in the task's resources")?
+        };
+        if !resources.ports.contains_value(host) {
+            return Err(format!(
+                "host port {host} is not in the task's port resources {}",
+                resources.ports
+            ));
+        }
+        let proto = if m.protocol.is_empty() {
+            "tcp"
+        } else {
+            m.protocol.as_str()
+        };
+        let cport = if m.container_port == 0 {
+            host
+        } else {
+            u32::from(m.container_port)
+        };
+        let key = format!("{cport}/{proto}");
+        exposed.push(key.clone());
+        bindings.insert(
+            key,
+            Some(vec![PortBinding {
+                host_ip: None,
+                host_port: Some(host.to_string()),
+            }]),
+        );
+        if !m.name.is_empty() {
+            env.push(format!(
+                "PORT_{}={host}",
+                m.name.to_ascii_uppercase().replace('-', "_")
+            ));
+        }
+        assigned.push(host);
+    }
+    if container.port_mappings.is_empty() {
+        assigned = host_ports.clone();
+    }
+    for (i, p) in assigned.iter().enumerate() {
+        env.push(format!("PORT{i}={p}"));
+    }
+    // PORT is where the process should listen: the first mapping's
+    // container port in bridge mode, the host port otherwise.
+    let listen = match container.port_mappings.first() {
+        Some(m) if !host_network && m.container_port != 0 => Some(u32::from(m.container_port)),
+        _ => assigned.first().copied(),
+    };
+    if let Some(p) = listen {
+        env.push(format!("PORT={p}"));
+    }
+
+    let cmd: Option<Vec<String>> = if !command.value.is_empty() {
+        if command.shell || command.args.is_empty() {
+            Some(vec!["/bin/sh".into(), "-c".into(), command.value.clone()])
+        } else {
+            let mut v = vec![command.value.clone()];
+            v.extend(command.args.iter().cloned());
+            Some(v)
+        }
+    } else if !command.args.is_empty() {
+        Some(command.args.clone())
+    } else {
+        None
+    };
+    let mut labels: HashMap<String, String> = t.labels.clone().into_iter().collect();
+    labels.insert(LABEL_SCOPE.into(), scope.to_string());
+    labels.insert(LABEL_FRAMEWORK.into(), fw.0.clone());
+    labels.insert(LABEL_TASK.into(), t.id.0.clone());
+    // Saturating: resources from the network are bounded (cpus ≤ 10¹²)
+    // but not by what an i64 of nanocpus or bytes can hold.
+    let mem_bytes = i64::try_from(resources.mem_mib.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
+    let nano_cpus =
+        i64::try_from(resources.cpus_milli.saturating_mul(1_000_000)).unwrap_or(i64::MAX);
+    let cpu_shares =
+        i64::try_from(resources.cpus_milli.saturating_mul(1024) / 1000).unwrap_or(i64::MAX);
+    let body = ContainerCreateBody {
+        image: Some(container.image.clone()),
+        cmd,
+        env: Some(env),
+        labels: Some(labels),
+        exposed_ports: if host_network || exposed.is_empty() {
+            None
+        } else {
+            Some(exposed)
+        },
+        host_config: Some(HostConfig {
+            nano_cpus: Some(nano_cpus).filter(|n| *n > 0),
+            cpu_shares: Some(cpu_shares).filter(|n| *n >= 2),
+            memory: Some(mem_bytes).filter(|m| *m > 0),
+            memory_swap: Some(mem_bytes).filter(|m| *m > 0),
+            // A tiny init (docker-init) as PID 1: it forwards signals
+            // and reaps zombies, so a SIGTERM that arrives before the
+            // task installs its handler still ends it (a bare PID 1
+            // would ignore it until SIGKILL).
+            init: Some(true),
+            network_mode: Some(if host_network {
+                "host".into()
+            } else {
+                "bridge".into()
+            }),
+            port_bindings: if host_network || bindings.is_empty() {
+                None
+            } else {
+                Some(bindings)
+            },
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_core::info::{PortMapping, TaskInfo};
+    use agora_core::{Ranges, Resources};
+
+    fn spec(resources: Resources) -> LaunchSpec {
+        LaunchSpec {
+            framework_id: "f".into(),
+            task: TaskInfo::new("web.1".into(), resources),
+        }
+    }
+
+    #[test]
+    fn huge_resources_saturate_the_limits_instead_of_overflowing() {
+        // 10^12 cpus is the most the wire accepts: 10^21 nanocpus do not fit an i64.
+        let r = Resources {
+            cpus_milli: 1_000_000_000_000_000,
+            mem_mib: u64::MAX,
+            ..Resources::default()
+        };
+        let body = container_body(&spec(r), &ContainerInfo::default(), "s").unwrap();
+        let h = body.host_config.unwrap();
+        assert_eq!(h.nano_cpus, Some(i64::MAX));
+        assert_eq!(h.memory, Some(i64::MAX));
+        assert_eq!(h.cpu_shares, Some(1_024_000_000_000_000));
+    }
+
+    #[test]
+    fn ports_env_and_labels() {
+        let r = Resources::new(0.5, 64, 0)
+            .unwrap()
+            .with_ports(Ranges::range(31000, 31001).unwrap());
+        let c = ContainerInfo {
+            image: "img".into(),
+            network: "bridge".into(),
+            port_mappings: vec![PortMapping {
+                host_port: 0,
+                container_port: 8080,
+                protocol: String::new(),
+                name: "http".into(),
+            }],
+        };
+        let body = container_body(&spec(r), &c, "scope-1").unwrap();
+        let env = body.env.unwrap();
+        for want in [
+            "PORT_HTTP=31000",
+            "PORT0=31000",
+            "PORT=8080",
+            "AGORA_TASK_ID=web.1",
+        ] {
+            assert!(env.iter().any(|e| e == want), "{want} not in {env:?}");
+        }
+        let labels = body.labels.unwrap();
+        assert_eq!(labels[LABEL_SCOPE], "scope-1");
+        assert_eq!(labels[LABEL_TASK], "web.1");
+        let h = body.host_config.unwrap();
+        assert_eq!(h.nano_cpus, Some(500_000_000));
+        assert_eq!(h.memory, Some(64 << 20));
+        let bound = &h.port_bindings.unwrap()["8080/tcp"];
+        assert_eq!(
+            bound.as_ref().unwrap()[0].host_port.as_deref(),
+            Some("31000")
+        );
+    }
+}
