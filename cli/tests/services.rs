@@ -650,3 +650,71 @@ async fn readiness_gates_a_deployment_and_rollback_restores_the_previous_version
     assert!(a["env"].get("RELEASE").is_none(), "rolled back: {a}");
     assert_eq!(a["readinessChecks"][0]["path"], "/");
 }
+
+/// Issue 7, bug 1: after a master restart the services framework comes back
+/// before the agent. The master must not answer its reconciliation with
+/// TASK_LOST/UNKNOWN for the agent's instances (the framework would replace
+/// them, and its next reconciliation would kill the originals): the count
+/// never exceeds the target and no original is killed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_restart_with_the_framework_back_before_the_agent_keeps_every_instance() {
+    require_docker();
+    // The agent stays away for a few seconds: within the agent timeout.
+    let cfg = agora_master::MasterConfig {
+        agent_timeout: Duration::from_secs(30),
+        ..test_config()
+    };
+    let mut c = Cluster::start(cfg).await.unwrap();
+    let mut agent = AgentProc::start(&c.addr.to_string(), "cpus:4;mem:2048", &[]).unwrap();
+    let s = ServicesProc::start(&c.addr.to_string());
+    eventually(LONG, async || get(&s.addr, "/ping").await)
+        .await
+        .unwrap();
+    s.req(
+        "POST",
+        "/v2/apps",
+        Some(json!({"id": "/keep", "cmd": "sleep 600", "instances": 3, "cpus": 0.1, "mem": 16})),
+    )
+    .await;
+    let ids = |a: &Value| {
+        let mut v: Vec<String> = a["tasks"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t["id"].as_str().map(String::from))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = ids(&s.wait_app("/keep", |a| running(a) == 3).await);
+    assert_eq!(before.len(), 3);
+
+    // The agent goes away (its containers keep running), the master restarts.
+    agent.kill9();
+    c.restart().await.unwrap();
+    // The framework resubscribes and reconciles while the agent is still away.
+    eventually(LONG, async || {
+        let (_, info) = s.req("GET", "/v2/info", None).await;
+        (info["connected"] == true).then_some(())
+    })
+    .await
+    .unwrap();
+    for _ in 0..15 {
+        let a = s.app("/keep").await;
+        assert_eq!(
+            ids(&a),
+            before,
+            "instances replaced while the agent was away: {a}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The agent comes back with its tasks: the same three, and only them.
+    agent.spawn().unwrap();
+    let a = s.wait_app("/keep", |a| running(a) == 3).await;
+    assert_eq!(ids(&a), before);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let a = s.app("/keep").await;
+    assert_eq!(ids(&a), before, "an original was killed or replaced: {a}");
+    assert_eq!(running(&a), 3);
+    assert_eq!(agent.containers(false).len(), 3);
+}
