@@ -226,6 +226,28 @@ impl Services {
         }
     }
 
+    /// Forgets instances whose launch was withdrawn before it was sent (the
+    /// state that created them could not be stored).
+    pub fn unlaunch(&mut self, task_ids: &[String]) {
+        for id in task_ids {
+            if self
+                .instances
+                .get(id)
+                .is_some_and(|i| i.state == TaskState::Staging && !i.killing)
+            {
+                self.instances.remove(id);
+            }
+        }
+    }
+
+    /// Stops an app's deployment where it is (`DELETE
+    /// /v2/deployments/{id}?force=true`).
+    pub fn stop_deployment(&mut self, app_id: &str) {
+        if let Some(s) = self.apps.get_mut(app_id) {
+            s.deployment = None;
+        }
+    }
+
     /// Deletes an app: its instances are killed.
     pub fn delete_app(&mut self, id: &str) -> Vec<Action> {
         self.apps.remove(id);

@@ -1,11 +1,19 @@
 //! The running framework: one actor task owns [`Services`] and the store; an
 //! SDK driver feeds it scheduler events and the REST API feeds it requests.
+//!
+//! The actor works in bursts (group commit): it handles one message, then
+//! whatever else is already queued (at most [`MAX_BURST`]), stores what they
+//! all changed in one write, and only then acknowledges the burst's status
+//! updates, answers its API requests and performs its actions. A status
+//! update is never acknowledged before its effect is stored: if the write
+//! fails, the agent sends the update again.
 
 use crate::app::App;
 use crate::scheduler::{Action, AppState, Deployment, Instance, Services};
-use crate::store::Store;
+use crate::store::{StateStore, Store};
 use agora_core::{AgentId, FrameworkId, OfferId, TaskId};
-use agora_sdk::{Client, Driver, FrameworkConfig, Offer, Scheduler, TaskStatus};
+use agora_proto::pb;
+use agora_sdk::{Client, Driver, FrameworkConfig, Offer, Scheduler, SdkError, TaskStatus};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -73,18 +81,84 @@ pub enum ApiError {
     Store(String),
 }
 
-enum Msg {
-    Subscribed(Client, FrameworkId),
+/// What the actor needs from the master: the SDK's [`Client`] in
+/// production, a recorder in tests.
+pub trait MasterLink: Clone + Send + Sync + 'static {
+    fn accept(
+        &self,
+        offer: &OfferId,
+        tasks: Vec<pb::TaskInfo>,
+        refuse: Duration,
+    ) -> impl Future<Output = Result<(), SdkError>> + Send;
+    fn decline(
+        &self,
+        offers: &[OfferId],
+        refuse: Duration,
+    ) -> impl Future<Output = Result<(), SdkError>> + Send;
+    fn kill(
+        &self,
+        task: &TaskId,
+        agent: &AgentId,
+    ) -> impl Future<Output = Result<(), SdkError>> + Send;
+    fn suppress(&self) -> impl Future<Output = Result<(), SdkError>> + Send;
+    fn revive(&self) -> impl Future<Output = Result<(), SdkError>> + Send;
+    fn reconcile(
+        &self,
+        tasks: Vec<(TaskId, Option<AgentId>)>,
+    ) -> impl Future<Output = Result<(), SdkError>> + Send;
+    /// Acknowledges updates whose effect is stored (those without a uuid
+    /// need none). A lost acknowledgement only means the update comes back.
+    fn acknowledge(&self, statuses: Vec<TaskStatus>) -> impl Future<Output = ()> + Send;
+}
+
+impl MasterLink for Client {
+    async fn accept(
+        &self,
+        offer: &OfferId,
+        tasks: Vec<pb::TaskInfo>,
+        refuse: Duration,
+    ) -> Result<(), SdkError> {
+        Client::accept(self, std::slice::from_ref(offer), tasks, Some(refuse)).await
+    }
+    async fn decline(&self, offers: &[OfferId], refuse: Duration) -> Result<(), SdkError> {
+        Client::decline(self, offers, Some(refuse)).await
+    }
+    async fn kill(&self, task: &TaskId, agent: &AgentId) -> Result<(), SdkError> {
+        Client::kill(self, task, Some(agent)).await
+    }
+    async fn suppress(&self) -> Result<(), SdkError> {
+        Client::suppress(self).await
+    }
+    async fn revive(&self) -> Result<(), SdkError> {
+        Client::revive(self).await
+    }
+    async fn reconcile(&self, tasks: Vec<(TaskId, Option<AgentId>)>) -> Result<(), SdkError> {
+        Client::reconcile(self, tasks).await
+    }
+    async fn acknowledge(&self, statuses: Vec<TaskStatus>) {
+        // One call per burst, off the actor's path.
+        let c = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = c.acknowledge_all(&statuses).await {
+                tracing::debug!(error = %e, updates = statuses.len(), "acknowledging updates failed; they will be sent again");
+            }
+        });
+    }
+}
+
+enum Msg<L> {
+    Subscribed(L, FrameworkId),
     Offers(Vec<Offer>),
     Rescinded,
-    Update(TaskStatus, oneshot::Sender<()>),
+    Update(TaskStatus),
     Disconnected,
     Api(Request),
 }
 
-/// Forwards SDK callbacks to the actor. Status updates are acknowledged only
-/// after the actor has processed (and persisted) them.
-struct Bridge(mpsc::Sender<Msg>);
+/// Forwards SDK callbacks to the actor. The driver does not acknowledge
+/// (`auto_acknowledge` is off): the actor does, once an update's effect is
+/// stored.
+struct Bridge(mpsc::Sender<Msg<Client>>);
 
 impl Scheduler for Bridge {
     async fn subscribed(&mut self, client: &Client, id: &FrameworkId) {
@@ -100,10 +174,9 @@ impl Scheduler for Bridge {
         let _ = self.0.send(Msg::Rescinded).await;
     }
     async fn update(&mut self, _c: &Client, status: TaskStatus) {
-        let (tx, rx) = oneshot::channel();
-        if self.0.send(Msg::Update(status, tx)).await.is_ok() {
-            let _ = rx.await;
-        }
+        // Queued, not awaited: the actor stores a burst of updates at once
+        // (the bounded queue still pushes back on the driver).
+        let _ = self.0.send(Msg::Update(status)).await;
     }
     async fn disconnected(&mut self) {
         let _ = self.0.send(Msg::Disconnected).await;
@@ -113,7 +186,7 @@ impl Scheduler for Bridge {
 /// A handle for the API.
 #[derive(Clone)]
 pub struct Handle {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<Msg<Client>>,
     events: tokio::sync::broadcast::Sender<serde_json::Value>,
 }
 
@@ -138,6 +211,18 @@ impl Handle {
     }
 }
 
+/// How the services framework subscribes: its stored framework id, and
+/// manual acknowledgements (an update is acknowledged once stored).
+fn framework_config(cfg: &ServicesConfig, framework_id: Option<String>) -> FrameworkConfig {
+    let mut fcfg = FrameworkConfig::new(cfg.master.clone(), cfg.name.clone());
+    fcfg.role = cfg.role.clone();
+    fcfg.failover_timeout = cfg.failover_timeout;
+    fcfg.framework_id = framework_id.map(FrameworkId::new);
+    fcfg.reconcile_interval = Duration::from_secs(60);
+    fcfg.auto_acknowledge = false;
+    fcfg
+}
+
 /// Starts the framework: loads the store, subscribes (resuming its
 /// framework id), and returns the API handle and the actor's join handle.
 pub fn start(
@@ -148,11 +233,7 @@ pub fn start(
     let snap = store.load()?;
     let services = Services::restore(snap.apps, snap.instances);
     let (tx, rx) = mpsc::channel(1024);
-    let mut fcfg = FrameworkConfig::new(cfg.master.clone(), cfg.name.clone());
-    fcfg.role = cfg.role.clone();
-    fcfg.failover_timeout = cfg.failover_timeout;
-    fcfg.framework_id = snap.framework_id.clone().map(FrameworkId::new);
-    fcfg.reconcile_interval = Duration::from_secs(60);
+    let fcfg = framework_config(&cfg, snap.framework_id.clone());
     let driver = Driver::new(fcfg, Bridge(tx.clone())).with_stop(stop.clone());
     tokio::spawn(async move {
         if let Err(e) = driver.run().await {
@@ -160,23 +241,33 @@ pub fn start(
         }
     });
     let (events, _) = tokio::sync::broadcast::channel(4096);
-    let actor = Actor {
-        services,
-        store,
-        client: None,
-        framework_id: snap.framework_id,
-        events: events.clone(),
-    };
+    let actor = Actor::new(services, store, snap.framework_id, events.clone());
     let join = tokio::spawn(actor.run(rx, stop));
     Ok((Handle { tx, events }, join))
 }
 
-struct Actor {
+/// Messages handled in one burst are stored in one write; this bounds how
+/// long a burst keeps its first update unacknowledged.
+pub const MAX_BURST: usize = 1024;
+
+/// An API answer given once the burst's write is done.
+type Reply = Box<dyn FnOnce(Result<(), ApiError>) + Send + Sync>;
+
+/// What a burst leaves to do once its changes are stored.
+#[derive(Default)]
+struct Pending {
+    acks: Vec<TaskStatus>,
+    replies: Vec<Reply>,
+    actions: Vec<Action>,
+}
+
+struct Actor<L, S> {
     services: Services,
-    store: Store,
-    client: Option<Client>,
+    store: S,
+    link: Option<L>,
     framework_id: Option<String>,
     events: tokio::sync::broadcast::Sender<serde_json::Value>,
+    pending: Pending,
 }
 
 fn now_s() -> f64 {
@@ -198,19 +289,45 @@ fn deployments_of(s: &Services) -> std::collections::BTreeMap<String, (String, V
         .collect()
 }
 
-impl Actor {
+impl<L: MasterLink, S: StateStore> Actor<L, S> {
+    fn new(
+        services: Services,
+        store: S,
+        framework_id: Option<String>,
+        events: tokio::sync::broadcast::Sender<serde_json::Value>,
+    ) -> Self {
+        Actor {
+            services,
+            store,
+            link: None,
+            framework_id,
+            events,
+            pending: Pending::default(),
+        }
+    }
+
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<Msg>,
+        mut rx: mpsc::Receiver<Msg<L>>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks: u64 = 0;
         loop {
             let before = deployments_of(&self.services);
-            let actions = tokio::select! {
+            tokio::select! {
                 m = rx.recv() => match m {
-                    Some(m) => self.handle(m).await,
+                    Some(m) => {
+                        self.handle(m).await;
+                        // Group commit: whatever else is already queued joins
+                        // this burst and is stored with it.
+                        for _ in 1..MAX_BURST {
+                            match rx.try_recv() {
+                                Ok(m) => self.handle(m).await,
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => return,
                 },
                 _ = tick.tick() => {
@@ -218,22 +335,73 @@ impl Actor {
                     if ticks.is_multiple_of(30) {
                         self.reconcile_stale().await;
                     }
-                    self.services.tick()
+                    let acts = self.services.tick();
+                    self.pending.actions.extend(acts);
                 }
                 _ = stop.changed() => {
                     if *stop.borrow() { return; }
-                    Vec::new()
                 }
             };
             self.emit_deployment_events(before);
-            self.perform(actions).await;
+            self.commit().await;
         }
+    }
+
+    /// Stores what the burst changed (one transaction), then acknowledges its
+    /// status updates, answers its API requests and performs its actions. If
+    /// the write fails: no acknowledgement (the agents send the updates
+    /// again), the requests are answered with the error, and nothing is
+    /// launched from state that is not stored (the offers are declined);
+    /// kills, declines and suppress/revive still go (they are harmless to
+    /// repeat). What was not stored is written by the next successful commit.
+    async fn commit(&mut self) {
+        let p = std::mem::take(&mut self.pending);
+        let stored = self
+            .store
+            .save(&self.services.apps, &self.services.instances)
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot persist services state; updates stay unacknowledged");
+                ApiError::Store(e.to_string())
+            });
+        let mut actions = p.actions;
+        match &stored {
+            Ok(()) => {
+                if !p.acks.is_empty()
+                    && let Some(link) = &self.link
+                {
+                    link.acknowledge(p.acks).await;
+                }
+            }
+            Err(_) => actions = self.withdraw_launches(actions),
+        }
+        for reply in p.replies {
+            reply(stored.clone());
+        }
+        self.perform(actions).await;
+    }
+
+    /// Launches become declines, and their instances are forgotten.
+    fn withdraw_launches(&mut self, actions: Vec<Action>) -> Vec<Action> {
+        actions
+            .into_iter()
+            .map(|a| match a {
+                Action::Launch { offer, tasks } => {
+                    let ids: Vec<String> = tasks.into_iter().map(|t| t.task_id).collect();
+                    self.services.unlaunch(&ids);
+                    Action::Decline {
+                        offers: vec![offer],
+                        refuse: Duration::from_secs(1),
+                    }
+                }
+                other => other,
+            })
+            .collect()
     }
 
     /// Asks the master about instances that have not started after 30 s
     /// (a launch lost on the way is answered TASK_UNKNOWN and replaced).
     async fn reconcile_stale(&self) {
-        let Some(client) = &self.client else { return };
+        let Some(link) = &self.link else { return };
         let cutoff = now_s() - 30.0;
         let stale: Vec<(TaskId, Option<AgentId>)> = self
             .services
@@ -248,7 +416,7 @@ impl Actor {
             })
             .collect();
         if !stale.is_empty()
-            && let Err(e) = client.reconcile(stale).await
+            && let Err(e) = link.reconcile(stale).await
         {
             tracing::debug!(error = %e, "reconciling stale instances failed");
         }
@@ -289,18 +457,9 @@ impl Actor {
         }
     }
 
-    fn persist(&mut self) -> Result<(), ApiError> {
-        self.store
-            .save(&self.services.apps, &self.services.instances)
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot persist services state");
-                ApiError::Store(e.to_string())
-            })
-    }
-
-    async fn handle(&mut self, m: Msg) -> Vec<Action> {
+    async fn handle(&mut self, m: Msg<L>) {
         match m {
-            Msg::Subscribed(client, id) => {
+            Msg::Subscribed(link, id) => {
                 if self.framework_id.as_deref() != Some(id.as_str()) {
                     if let Err(e) = self.store.set_framework_id(id.as_str()) {
                         tracing::error!(error = %e, "cannot persist the framework id");
@@ -321,27 +480,23 @@ impl Actor {
                     })
                     .collect();
                 if !known.is_empty()
-                    && let Err(e) = client.reconcile(known).await
+                    && let Err(e) = link.reconcile(known).await
                 {
                     tracing::warn!(error = %e, "explicit reconciliation failed");
                 }
-                self.client = Some(client);
+                self.link = Some(link);
                 self.services.reset_offer_state();
-                self.services.converge()
+                let acts = self.services.converge();
+                self.pending.actions.extend(acts);
             }
             Msg::Offers(offers) => {
                 let acts = self.services.offers(offers);
-                let _ = self.persist();
-                acts
+                self.pending.actions.extend(acts);
             }
-            Msg::Rescinded => Vec::new(),
-            Msg::Update(status, done) => {
-                let inst = self
-                    .services
-                    .instances
-                    .get(status.task_id.as_str())
-                    .cloned();
-                if let Some(i) = &inst {
+            Msg::Rescinded | Msg::Disconnected => {}
+            Msg::Update(status) => {
+                let inst = self.services.instances.get(status.task_id.as_str());
+                if let Some(i) = inst {
                     self.emit(serde_json::json!({
                         "eventType": "status_update_event", "taskId": status.task_id.0, "appId": i.app_id,
                         "agentId": status.agent_id.0, "host": i.host, "ports": i.ports, "version": i.version,
@@ -357,25 +512,28 @@ impl Actor {
                     }
                 }
                 let acts = self.services.update(&status);
-                let _ = self.persist();
-                let _ = done.send(());
-                acts
+                self.pending.actions.extend(acts);
+                // Acknowledged only once this burst is stored.
+                self.pending.acks.push(status);
             }
-            Msg::Disconnected => Vec::new(),
             Msg::Api(r) => self.api(r),
         }
     }
 
-    fn api(&mut self, r: Request) -> Vec<Action> {
+    /// Answers `reply` after the burst's write.
+    fn after_commit(&mut self, reply: impl FnOnce(Result<(), ApiError>) + Send + Sync + 'static) {
+        self.pending.replies.push(Box::new(reply));
+    }
+
+    fn api(&mut self, r: Request) {
         match r {
             Request::View { reply } => {
                 let _ = reply.send(View {
                     apps: self.services.apps.values().cloned().collect(),
                     instances: self.services.instances.values().cloned().collect(),
                     framework_id: self.framework_id.clone(),
-                    connected: self.client.is_some(),
+                    connected: self.link.is_some(),
                 });
-                Vec::new()
             }
             Request::PutApp {
                 app,
@@ -385,14 +543,16 @@ impl Actor {
             } => {
                 if create && self.services.apps.contains_key(&app.id) {
                     let _ = reply.send(Err(ApiError::Exists(app.id)));
-                    return Vec::new();
+                    return;
                 }
                 let id = app.id.clone();
                 let d = self.services.put_app(*app, force_restart);
                 self.emit(serde_json::json!({"eventType": "api_post_event", "appId": id, "timestamp": now_s()}));
-                let r = self.persist().map(|_| d);
-                let _ = reply.send(r);
-                self.services.converge()
+                self.after_commit(move |r| {
+                    let _ = reply.send(r.map(|_| d));
+                });
+                let acts = self.services.converge();
+                self.pending.actions.extend(acts);
             }
             Request::Scale {
                 id,
@@ -401,22 +561,27 @@ impl Actor {
             } => {
                 let Some(mut app) = self.services.apps.get(&id).map(|s| s.app.clone()) else {
                     let _ = reply.send(Err(ApiError::NoApp(id)));
-                    return Vec::new();
+                    return;
                 };
                 app.instances = instances;
                 self.services.put_app(app, false);
-                let _ = reply.send(self.persist());
-                self.services.converge()
+                self.after_commit(move |r| {
+                    let _ = reply.send(r);
+                });
+                let acts = self.services.converge();
+                self.pending.actions.extend(acts);
             }
             Request::DeleteApp { id, reply } => {
                 if !self.services.apps.contains_key(&id) {
                     let _ = reply.send(Err(ApiError::NoApp(id)));
-                    return Vec::new();
+                    return;
                 }
                 let acts = self.services.delete_app(&id);
+                self.pending.actions.extend(acts);
                 self.emit(serde_json::json!({"eventType": "app_terminated_event", "appId": id, "timestamp": now_s()}));
-                let _ = reply.send(self.persist());
-                acts
+                self.after_commit(move |r| {
+                    let _ = reply.send(r);
+                });
             }
             Request::CancelDeployment { id, force, reply } => {
                 let found = self
@@ -427,50 +592,44 @@ impl Actor {
                     .map(|s| (s.app.id.clone(), s.deployment.clone()));
                 let Some((app_id, Some(d))) = found else {
                     let _ = reply.send(Err(ApiError::NoDeployment(id)));
-                    return Vec::new();
+                    return;
                 };
                 let result = if force {
-                    if let Some(s) = self.services.apps.get_mut(&app_id) {
-                        s.deployment = None;
-                    }
+                    self.services.stop_deployment(&app_id);
                     None
                 } else {
                     // Roll back: deploy the previous definition.
-                    let _ = app_id;
                     self.services.put_app((*d.previous).clone(), true)
                 };
-                let _ = reply.send(self.persist().map(|_| result));
-                self.services.converge()
+                self.after_commit(move |r| {
+                    let _ = reply.send(r.map(|_| result));
+                });
+                let acts = self.services.converge();
+                self.pending.actions.extend(acts);
             }
         }
     }
 
     async fn perform(&mut self, actions: Vec<Action>) {
-        let Some(client) = self.client.clone() else {
+        let Some(link) = self.link.clone() else {
             return;
         };
         for a in actions {
             let r = match &a {
                 Action::Launch { offer, tasks } => {
-                    client
-                        .accept(
-                            std::slice::from_ref(offer),
-                            tasks.clone(),
-                            Some(Duration::from_secs(1)),
-                        )
+                    link.accept(offer, tasks.clone(), Duration::from_secs(1))
                         .await
                 }
-                Action::Decline { offers, refuse } => client.decline(offers, Some(*refuse)).await,
+                Action::Decline { offers, refuse } => link.decline(offers, *refuse).await,
                 Action::Kill { task_id, agent_id } => {
-                    client
-                        .kill(
-                            &TaskId::new(task_id.as_str()),
-                            Some(&AgentId::new(agent_id.as_str())),
-                        )
-                        .await
+                    link.kill(
+                        &TaskId::new(task_id.as_str()),
+                        &AgentId::new(agent_id.as_str()),
+                    )
+                    .await
                 }
-                Action::Suppress => client.suppress().await,
-                Action::Revive => client.revive().await,
+                Action::Suppress => link.suppress().await,
+                Action::Revive => link.revive().await,
             };
             if let Err(e) = r {
                 // Name the action, not its payload (task infos carry env values).
@@ -488,5 +647,197 @@ impl Actor {
                 tracing::warn!(action = %what, error = %e, "action failed");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_core::{Resources, TaskState};
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    /// (task id, uuid) of an acknowledged update.
+    type Ack = (String, Vec<u8>);
+
+    /// Records what the actor asks of the master.
+    #[derive(Clone, Default)]
+    struct Recorder {
+        acks: Arc<Mutex<Vec<Ack>>>,
+        launched: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Recorder {
+        fn acks(&self) -> Vec<Ack> {
+            self.acks.lock().unwrap().clone()
+        }
+    }
+
+    impl MasterLink for Recorder {
+        async fn accept(
+            &self,
+            _offer: &OfferId,
+            tasks: Vec<pb::TaskInfo>,
+            _refuse: Duration,
+        ) -> Result<(), SdkError> {
+            let mut l = self.launched.lock().unwrap();
+            l.extend(tasks.into_iter().map(|t| t.task_id));
+            Ok(())
+        }
+        async fn decline(&self, _o: &[OfferId], _r: Duration) -> Result<(), SdkError> {
+            Ok(())
+        }
+        async fn kill(&self, _t: &TaskId, _a: &AgentId) -> Result<(), SdkError> {
+            Ok(())
+        }
+        async fn suppress(&self) -> Result<(), SdkError> {
+            Ok(())
+        }
+        async fn revive(&self) -> Result<(), SdkError> {
+            Ok(())
+        }
+        async fn reconcile(&self, _t: Vec<(TaskId, Option<AgentId>)>) -> Result<(), SdkError> {
+            Ok(())
+        }
+        async fn acknowledge(&self, statuses: Vec<TaskStatus>) {
+            let mut a = self.acks.lock().unwrap();
+            a.extend(
+                statuses
+                    .into_iter()
+                    .filter(|s| !s.uuid.is_empty())
+                    .map(|s| (s.task_id.0, s.uuid)),
+            );
+        }
+    }
+
+    /// A store whose writes fail while `fail` is set; keeps what it stored.
+    struct FlakyStore {
+        fail: Arc<AtomicBool>,
+        stored: Arc<Mutex<BTreeMap<String, Instance>>>,
+    }
+
+    impl StateStore for FlakyStore {
+        fn save(
+            &mut self,
+            _apps: &BTreeMap<String, AppState>,
+            instances: &BTreeMap<String, Instance>,
+        ) -> Result<(), crate::store::StoreError> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(crate::store::StoreError {
+                    path: "flaky".into(),
+                    message: "disk full".into(),
+                });
+            }
+            *self.stored.lock().unwrap() = instances.clone();
+            Ok(())
+        }
+        fn set_framework_id(&mut self, _id: &str) -> Result<(), crate::store::StoreError> {
+            Ok(())
+        }
+    }
+
+    fn running(task: &str, uuid: u8) -> TaskStatus {
+        TaskStatus {
+            task_id: TaskId::new(task),
+            agent_id: AgentId::new("ag"),
+            state: TaskState::Running,
+            message: String::new(),
+            reason: String::new(),
+            exit_code: None,
+            healthy: None,
+            ready: None,
+            uuid: vec![uuid],
+        }
+    }
+
+    fn offer(id: &str) -> Offer {
+        Offer {
+            id: OfferId::new(id),
+            agent_id: AgentId::new("ag"),
+            hostname: "h".into(),
+            resources: Resources::parse("cpus:4;mem:1024").unwrap(),
+            attributes: vec![],
+        }
+    }
+
+    async fn scale(tx: &mpsc::Sender<Msg<Recorder>>, n: u32) -> Result<(), ApiError> {
+        let (reply, rx) = oneshot::channel();
+        let req = Request::Scale {
+            id: "/a".into(),
+            instances: n,
+            reply,
+        };
+        tx.send(Msg::Api(req)).await.ok().unwrap();
+        rx.await.unwrap()
+    }
+
+    /// Issue 7, bug 9: an update whose effect could not be stored is not
+    /// acknowledged (so the agent sends it again); once stored, it is.
+    #[tokio::test]
+    async fn an_update_is_acknowledged_only_once_its_effect_is_stored() {
+        let mut s = Services::new();
+        let app = crate::app::parse_app(
+            &serde_json::json!({"id": "/a", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16}),
+        )
+        .unwrap();
+        s.put_app(app, false);
+        s.offers(vec![offer("o1")]);
+        let task = s.instances.keys().next().unwrap().clone();
+
+        let fail = Arc::new(AtomicBool::new(true));
+        let stored = Arc::new(Mutex::new(BTreeMap::new()));
+        let store = FlakyStore {
+            fail: fail.clone(),
+            stored: stored.clone(),
+        };
+        let (events, _) = tokio::sync::broadcast::channel(16);
+        let actor = Actor::new(s, store, Some("fw".into()), events);
+        let (tx, rx) = mpsc::channel(16);
+        let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let join = tokio::spawn(actor.run(rx, stop_rx));
+        let link = Recorder::default();
+        tx.send(Msg::Subscribed(link.clone(), FrameworkId::new("fw")))
+            .await
+            .ok()
+            .unwrap();
+
+        // The store fails: the update is applied but not acknowledged, and
+        // the API request that follows it says the write failed.
+        tx.send(Msg::Update(running(&task, 7))).await.ok().unwrap();
+        assert!(matches!(scale(&tx, 1).await, Err(ApiError::Store(_))));
+        assert!(
+            link.acks().is_empty(),
+            "acknowledged unstored updates: {:?}",
+            link.acks()
+        );
+        assert!(stored.lock().unwrap().is_empty());
+        // Nothing launches from state that is not stored.
+        tx.send(Msg::Offers(vec![offer("o2")])).await.ok().unwrap();
+        assert!(scale(&tx, 2).await.is_err());
+        assert!(link.launched.lock().unwrap().is_empty());
+
+        // The store is back and the agent sends the update again: stored,
+        // then acknowledged.
+        fail.store(false, Ordering::SeqCst);
+        tx.send(Msg::Update(running(&task, 7))).await.ok().unwrap();
+        assert!(scale(&tx, 1).await.is_ok());
+        assert_eq!(link.acks(), vec![(task.clone(), vec![7])]);
+        assert_eq!(stored.lock().unwrap()[&task].state, TaskState::Running);
+        join.abort();
+    }
+
+    #[test]
+    fn the_driver_leaves_acknowledgements_to_the_actor() {
+        let cfg = ServicesConfig {
+            master: "http://127.0.0.1:5050".into(),
+            data_dir: PathBuf::from("/nonexistent"),
+            name: "services".into(),
+            role: "*".into(),
+            failover_timeout: Duration::from_secs(60),
+        };
+        let f = framework_config(&cfg, Some("fw-1".into()));
+        assert!(!f.auto_acknowledge);
+        assert_eq!(f.framework_id, Some(FrameworkId::new("fw-1")));
     }
 }

@@ -57,6 +57,32 @@ fn diff<'a, T: PartialEq>(
     (up, del)
 }
 
+/// Where the framework keeps its state: redb ([`Store`]) in production,
+/// fakes in tests (e.g. one whose writes fail).
+pub trait StateStore: Send + 'static {
+    /// Writes what changed since the last successful call; on error nothing
+    /// is known to be stored, and the next call writes it again.
+    fn save(
+        &mut self,
+        apps: &BTreeMap<String, AppState>,
+        instances: &BTreeMap<String, Instance>,
+    ) -> Result<(), StoreError>;
+    fn set_framework_id(&mut self, id: &str) -> Result<(), StoreError>;
+}
+
+impl StateStore for Store {
+    fn save(
+        &mut self,
+        apps: &BTreeMap<String, AppState>,
+        instances: &BTreeMap<String, Instance>,
+    ) -> Result<(), StoreError> {
+        Store::save(self, apps, instances)
+    }
+    fn set_framework_id(&mut self, id: &str) -> Result<(), StoreError> {
+        Store::set_framework_id(self, id)
+    }
+}
+
 /// Everything stored.
 pub struct Snapshot {
     pub framework_id: Option<String>,
