@@ -16,7 +16,7 @@ use agora_core::{Resources, TaskState};
 use agora_proto::pb;
 use agora_sdk::{Offer, TaskStatus};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Label on every task: which app it belongs to.
@@ -128,11 +128,101 @@ fn now_s() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The framework's state.
+/// What changed since the last [`Services::take_changes`]: the rows the
+/// store must write (or delete, when the key is gone from memory).
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Changes {
+    pub apps: BTreeSet<String>,
+    pub instances: BTreeSet<String>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty() && self.instances.is_empty()
+    }
+
+    /// Rows to write or delete.
+    pub fn len(&self) -> usize {
+        self.apps.len() + self.instances.len()
+    }
+}
+
+/// Per-app index of its instances, kept up to date on every change so that
+/// deciding about an app costs O(1), not O(instances).
+#[derive(Debug, Default, Clone, PartialEq)]
+struct AppIndex {
+    /// Every instance of the app (any state).
+    all: BTreeSet<String>,
+    /// Live instances of the app's current version, by launch order.
+    live_new: BTreeSet<(u64, String)>,
+    /// Live instances of older versions, by launch order.
+    live_old: BTreeSet<(u64, String)>,
+    /// Of `live_new`, those ready for a deployment step.
+    new_ready: usize,
+    /// Being killed and not ended yet.
+    stopping: usize,
+}
+
+/// Where one instance counts in its app's index.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Class {
+    live_new: bool,
+    live_old: bool,
+    ready: bool,
+    stopping: bool,
+}
+
+fn classify(i: &Instance, app: Option<&App>) -> Class {
+    let live = i.is_live();
+    let new = app.is_some_and(|a| a.version == i.version);
+    Class {
+        live_new: live && new,
+        live_old: live && !new,
+        ready: live && new && app.is_some_and(|a| ready(i, a)),
+        stopping: i.killing && !i.state.is_terminal(),
+    }
+}
+
+impl AppIndex {
+    fn add(&mut self, i: &Instance, c: Class) {
+        if c.live_new {
+            self.live_new.insert((i.seq, i.task_id.clone()));
+        }
+        if c.live_old {
+            self.live_old.insert((i.seq, i.task_id.clone()));
+        }
+        self.new_ready += usize::from(c.ready);
+        self.stopping += usize::from(c.stopping);
+    }
+
+    fn remove(&mut self, i: &Instance, c: Class) {
+        if c.live_new {
+            self.live_new.remove(&(i.seq, i.task_id.clone()));
+        }
+        if c.live_old {
+            self.live_old.remove(&(i.seq, i.task_id.clone()));
+        }
+        self.new_ready -= usize::from(c.ready);
+        self.stopping -= usize::from(c.stopping);
+    }
+}
+
+/// The framework's state. Apps and instances are read through accessors and
+/// changed only through methods, which keep the per-app indexes, the set of
+/// apps to converge and the rows to store up to date: a status update costs
+/// O(log instances), whatever the size of the app.
 #[derive(Default)]
 pub struct Services {
-    pub apps: BTreeMap<String, AppState>,
-    pub instances: BTreeMap<String, Instance>,
+    apps: BTreeMap<String, AppState>,
+    instances: BTreeMap<String, Instance>,
+    index: HashMap<String, AppIndex>,
+    /// Apps whose definition or instances changed since they were last
+    /// converged.
+    touched: BTreeSet<String>,
+    /// Apps missing instances of their current version (they want offers).
+    wanting: BTreeSet<String>,
+    /// Rows to store.
+    changes: Changes,
     seq: u64,
     suppressed: bool,
 }
@@ -153,25 +243,162 @@ impl Services {
     /// Rebuilds from persisted apps and instances (framework restart).
     pub fn restore(apps: Vec<AppState>, instances: Vec<Instance>) -> Self {
         let seq = instances.iter().map(|i| i.seq).max().unwrap_or(0);
-        Services {
+        let mut s = Services {
             apps: apps.into_iter().map(|a| (a.app.id.clone(), a)).collect(),
-            instances: instances
-                .into_iter()
-                .map(|i| (i.task_id.clone(), i))
-                .collect(),
             seq,
-            suppressed: false,
+            ..Services::default()
+        };
+        for i in instances {
+            s.insert_instance(i);
         }
+        s.touched = s.apps.keys().cloned().collect();
+        s.changes = Changes::default();
+        s
     }
 
+    pub fn apps(&self) -> &BTreeMap<String, AppState> {
+        &self.apps
+    }
+
+    pub fn app(&self, id: &str) -> Option<&AppState> {
+        self.apps.get(id)
+    }
+
+    pub fn instances(&self) -> &BTreeMap<String, Instance> {
+        &self.instances
+    }
+
+    pub fn instance(&self, task_id: &str) -> Option<&Instance> {
+        self.instances.get(task_id)
+    }
+
+    /// The rows changed since the last call (for the store).
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Gives back changes that could not be stored: the next
+    /// [`Services::take_changes`] returns them again.
+    pub fn unsaved(&mut self, c: Changes) {
+        self.changes.apps.extend(c.apps);
+        self.changes.instances.extend(c.instances);
+    }
+
+    /// Live instances of an app (launched, not ending, not gone), by launch
+    /// order.
     pub fn live(&self, app_id: &str) -> impl Iterator<Item = &Instance> {
-        self.instances
-            .values()
-            .filter(move |i| i.app_id == app_id && i.is_live())
+        self.index
+            .get(app_id)
+            .into_iter()
+            .flat_map(|ix| {
+                let mut all: Vec<&(u64, String)> =
+                    ix.live_new.iter().chain(ix.live_old.iter()).collect();
+                all.sort_unstable();
+                all
+            })
+            .filter_map(|(_, id)| self.instances.get(id))
     }
 
     pub fn instances_of(&self, app_id: &str) -> impl Iterator<Item = &Instance> {
-        self.instances.values().filter(move |i| i.app_id == app_id)
+        self.index
+            .get(app_id)
+            .into_iter()
+            .flat_map(|ix| ix.all.iter())
+            .filter_map(|id| self.instances.get(id))
+    }
+
+    fn insert_instance(&mut self, i: Instance) {
+        let c = classify(&i, self.apps.get(&i.app_id).map(|s| &s.app));
+        let ix = self.index.entry(i.app_id.clone()).or_default();
+        ix.all.insert(i.task_id.clone());
+        ix.add(&i, c);
+        self.touched.insert(i.app_id.clone());
+        self.changes.instances.insert(i.task_id.clone());
+        self.instances.insert(i.task_id.clone(), i);
+    }
+
+    fn remove_instance(&mut self, task_id: &str) -> Option<Instance> {
+        let i = self.instances.remove(task_id)?;
+        let c = classify(&i, self.apps.get(&i.app_id).map(|s| &s.app));
+        if let Some(ix) = self.index.get_mut(&i.app_id) {
+            ix.remove(&i, c);
+            ix.all.remove(task_id);
+            if ix.all.is_empty() {
+                self.index.remove(&i.app_id);
+            }
+        }
+        self.touched.insert(i.app_id.clone());
+        self.changes.instances.insert(task_id.to_string());
+        Some(i)
+    }
+
+    /// Changes one instance through `f`, keeping its app's index right.
+    fn modify<R>(&mut self, task_id: &str, f: impl FnOnce(&mut Instance) -> R) -> Option<R> {
+        let i = self.instances.get_mut(task_id)?;
+        let app = self.apps.get(&i.app_id).map(|s| &s.app);
+        let before = classify(i, app);
+        let r = f(i);
+        let after = classify(i, app);
+        if before != after
+            && let Some(ix) = self.index.get_mut(&i.app_id)
+        {
+            ix.remove(i, before);
+            ix.add(i, after);
+        }
+        self.touched.insert(i.app_id.clone());
+        self.changes.instances.insert(task_id.to_string());
+        Some(r)
+    }
+
+    /// An app to change: marked to store and to converge.
+    fn app_mut(&mut self, id: &str) -> Option<&mut AppState> {
+        let st = self.apps.get_mut(id)?;
+        self.touched.insert(id.to_string());
+        self.changes.apps.insert(id.to_string());
+        Some(st)
+    }
+
+    /// Classifies an app's instances again (its version or checks changed).
+    fn reindex(&mut self, app_id: &str) {
+        let Some(ix) = self.index.get_mut(app_id) else {
+            return;
+        };
+        let app = self.apps.get(app_id).map(|s| &s.app);
+        let mut fresh = AppIndex {
+            all: std::mem::take(&mut ix.all),
+            ..AppIndex::default()
+        };
+        for id in &fresh.all.clone() {
+            if let Some(i) = self.instances.get(id) {
+                fresh.add(i, classify(i, app));
+            }
+        }
+        *ix = fresh;
+        self.touched.insert(app_id.to_string());
+    }
+
+    /// Checks every index against the instances (for tests).
+    pub fn check_indexes(&self) -> Result<(), String> {
+        let mut expect: HashMap<String, AppIndex> = HashMap::new();
+        for i in self.instances.values() {
+            let ix = expect.entry(i.app_id.clone()).or_default();
+            ix.all.insert(i.task_id.clone());
+            ix.add(i, classify(i, self.apps.get(&i.app_id).map(|s| &s.app)));
+        }
+        if expect != self.index {
+            return Err(format!(
+                "indexes differ from the instances: kept {:?}, expected {:?}",
+                self.index, expect
+            ));
+        }
+        for id in self.apps.keys() {
+            let (target, _) = self.targets(&self.apps[id]);
+            let missing = self.index.get(id).map_or(0, |ix| ix.live_new.len()) < target;
+            if missing && !self.touched.contains(id) && !self.wanting.contains(id) {
+                return Err(format!("{id} misses instances but does not want offers"));
+            }
+        }
+        Ok(())
     }
 
     /// Creates or replaces an app. Returns the deployment started, if any.
@@ -179,9 +406,9 @@ impl Services {
         let now = now_s();
         app.version = version_string(now, self.seq);
         self.seq += 1;
-        match self.apps.get_mut(&app.id) {
+        let id = app.id.clone();
+        let d = match self.app_mut(&id) {
             None => {
-                let id = app.id.clone();
                 self.apps.insert(
                     id.clone(),
                     AppState {
@@ -192,7 +419,8 @@ impl Services {
                         deployment: None,
                     },
                 );
-                let _ = id;
+                self.touched.insert(id.clone());
+                self.changes.apps.insert(id.clone());
                 None
             }
             Some(st) => {
@@ -223,7 +451,9 @@ impl Services {
                     Some(d)
                 }
             }
-        }
+        };
+        self.reindex(&id);
+        d
     }
 
     /// Forgets instances whose launch was withdrawn before it was sent (the
@@ -235,7 +465,7 @@ impl Services {
                 .get(id)
                 .is_some_and(|i| i.state == TaskState::Staging && !i.killing)
             {
-                self.instances.remove(id);
+                self.remove_instance(id);
             }
         }
     }
@@ -243,7 +473,7 @@ impl Services {
     /// Stops an app's deployment where it is (`DELETE
     /// /v2/deployments/{id}?force=true`).
     pub fn stop_deployment(&mut self, app_id: &str) {
-        if let Some(s) = self.apps.get_mut(app_id) {
+        if let Some(s) = self.app_mut(app_id) {
             s.deployment = None;
         }
     }
@@ -251,40 +481,36 @@ impl Services {
     /// Deletes an app: its instances are killed.
     pub fn delete_app(&mut self, id: &str) -> Vec<Action> {
         self.apps.remove(id);
+        self.changes.apps.insert(id.to_string());
+        self.wanting.remove(id);
+        self.reindex(id);
         let now = now_s();
-        self.instances
-            .values_mut()
-            .filter(|i| i.app_id == id && !i.state.is_terminal() && !i.killing)
-            .map(|i| i.kill(now))
+        let ids: Vec<String> = self
+            .instances_of(id)
+            .filter(|i| !i.state.is_terminal() && !i.killing)
+            .map(|i| i.task_id.clone())
+            .collect();
+        ids.iter()
+            .filter_map(|t| self.modify(t, |i| i.kill(now)))
             .collect()
     }
 
     /// Desired count of instances of `version` and of older versions, for
-    /// an app in a rolling deployment (or not).
+    /// an app in a rolling deployment (or not). O(1): read from the index.
     fn targets(&self, st: &AppState) -> (usize, usize) {
         let n = st.app.instances as usize;
         let Some(_) = &st.deployment else {
             return (n, 0);
         };
+        let empty = AppIndex::default();
+        let ix = self.index.get(&st.app.id).unwrap_or(&empty);
         let us = st.app.upgrade_strategy;
-        let new_live = self
-            .live(&st.app.id)
-            .filter(|i| i.version == st.app.version)
-            .count();
-        let new_ready = self
-            .live(&st.app.id)
-            .filter(|i| i.version == st.app.version && ready(i, &st.app))
-            .count();
-        let old_live = self
-            .live(&st.app.id)
-            .filter(|i| i.version != st.app.version)
-            .count();
+        let new_live = ix.live_new.len();
+        let new_ready = ix.new_ready;
+        let old_live = ix.live_old.len();
         // Instances being killed still run until their end is reported:
         // they count against the over-capacity budget.
-        let stopping = self
-            .instances_of(&st.app.id)
-            .filter(|i| i.killing && !i.state.is_terminal())
-            .count();
+        let stopping = ix.stopping;
         let max_total = n + (us.maximum_over_capacity * n as f64).floor() as usize;
         let min_healthy = (us.minimum_health_capacity * n as f64).ceil() as usize;
         // New instances we may have: within the over-capacity budget.
@@ -292,6 +518,11 @@ impl Services {
         // Old instances we must keep so healthy capacity stays >= minimum.
         let old_keep = min_healthy.saturating_sub(new_ready).min(old_live);
         (new_target.max(new_live.min(n)), old_keep)
+    }
+
+    /// Live instances of the app's current version.
+    fn have(&self, app_id: &str) -> usize {
+        self.index.get(app_id).map_or(0, |ix| ix.live_new.len())
     }
 
     /// Decides what to do with offers.
@@ -309,11 +540,7 @@ impl Services {
             for id in &app_ids {
                 while let Some(st) = self.apps.get(id) {
                     let (new_target, _) = self.targets(st);
-                    let have = self
-                        .live(id)
-                        .filter(|i| i.version == st.app.version)
-                        .count();
-                    if have >= new_target {
+                    if self.have(id) >= new_target {
                         break;
                     }
                     wanted_any = true;
@@ -334,7 +561,7 @@ impl Services {
                     }
                     left = left.checked_sub(&used).unwrap_or_default();
                     self.seq += 1;
-                    let inst = Instance {
+                    self.insert_instance(Instance {
                         task_id: task.task_id.clone(),
                         app_id: app.id.clone(),
                         version: app.version.clone(),
@@ -351,9 +578,10 @@ impl Services {
                         killing: false,
                         kill_sent_at: None,
                         message: String::new(),
-                    };
-                    self.instances.insert(inst.task_id.clone(), inst);
-                    if let Some(d) = self.apps.get_mut(id).and_then(|s| s.deployment.as_mut()) {
+                    });
+                    if self.apps.get(id).is_some_and(|s| s.deployment.is_some())
+                        && let Some(d) = self.app_mut(id).and_then(|s| s.deployment.as_mut())
+                    {
                         d.steps.push(format!("launch {}", task.task_id));
                     }
                     tasks.push(task);
@@ -374,10 +602,7 @@ impl Services {
                 continue;
             };
             let (new_target, _) = self.targets(st);
-            let have = self
-                .live(id)
-                .filter(|i| i.version == st.app.version)
-                .count();
+            let have = self.have(id);
             let waiting = if have >= new_target {
                 None
             } else if st.next_launch_at > now {
@@ -387,18 +612,16 @@ impl Services {
                     st.delay
                 ))
             } else {
-                rejections
-                    .get(id)
-                    .map(|r| describe(r, &st.app, have, new_target))
+                match rejections.get(id) {
+                    Some(r) => Some(describe(r, &st.app, have, new_target)),
+                    // Not offered anything this time: keep the last reason.
+                    None => st.waiting.clone(),
+                }
             };
-            if let Some(s) = self.apps.get_mut(id)
-                && waiting.is_some()
+            if st.waiting != waiting
+                && let Some(s) = self.app_mut(id)
             {
                 s.waiting = waiting;
-            } else if let Some(s) = self.apps.get_mut(id)
-                && have >= new_target
-            {
-                s.waiting = None;
             }
         }
         if !decline.is_empty() {
@@ -418,6 +641,9 @@ impl Services {
     }
 
     fn constraint_violation(&self, app: &App, offer: &Offer) -> Option<String> {
+        if app.constraints.is_empty() {
+            return None;
+        }
         let peers: Vec<&Instance> = self.live(&app.id).collect();
         for c in &app.constraints {
             if !constraint_ok(c, offer, &peers) {
@@ -435,72 +661,69 @@ impl Services {
     }
 
     /// Kills surplus (scale down, deployment progress, returned unreachable
-    /// instances) and decides suppress/revive.
+    /// instances) and decides suppress/revive. Only apps touched since they
+    /// were last converged are looked at, each in O(1) unless it has
+    /// instances to kill.
     pub fn converge(&mut self) -> Vec<Action> {
         let mut out = Vec::new();
-        let app_ids: Vec<String> = self.apps.keys().cloned().collect();
-        let mut need_offers = false;
-        for id in app_ids {
+        let now = now_s();
+        for id in std::mem::take(&mut self.touched) {
             let Some(st) = self.apps.get(&id) else {
+                self.wanting.remove(&id);
                 continue;
             };
-            let app = st.app.clone();
+            let n = st.app.instances as usize;
+            let kill_selection = st.app.kill_selection;
+            let in_deployment = st.deployment.is_some();
             let (new_target, old_keep) = self.targets(st);
-            let mut current: Vec<&Instance> = self
-                .live(&id)
-                .filter(|i| i.version == app.version)
-                .collect();
-            let mut old: Vec<&Instance> = self
-                .live(&id)
-                .filter(|i| i.version != app.version)
-                .collect();
-            let order = |v: &mut Vec<&Instance>| match app.kill_selection {
-                KillSelection::YoungestFirst => v.sort_by_key(|i| std::cmp::Reverse(i.seq)),
-                KillSelection::OldestFirst => v.sort_by_key(|i| i.seq),
+            let empty = AppIndex::default();
+            let ix = self.index.get(&id).unwrap_or(&empty);
+            let (current, old) = (ix.live_new.len(), ix.live_old.len());
+            // Surplus goes by killSelection: youngest (highest launch order)
+            // or oldest first.
+            let pick = |set: &BTreeSet<(u64, String)>, k: usize| -> Vec<String> {
+                match kill_selection {
+                    KillSelection::YoungestFirst => {
+                        set.iter().rev().take(k).map(|(_, t)| t.clone()).collect()
+                    }
+                    KillSelection::OldestFirst => {
+                        set.iter().take(k).map(|(_, t)| t.clone()).collect()
+                    }
+                }
             };
-            order(&mut current);
-            order(&mut old);
             let mut kill: Vec<String> = Vec::new();
-            if current.len() > app.instances as usize {
-                kill.extend(
-                    current
-                        .iter()
-                        .take(current.len() - app.instances as usize)
-                        .map(|i| i.task_id.clone()),
-                );
+            if current > n {
+                kill.extend(pick(&ix.live_new, current - n));
             }
-            if st.deployment.is_some() && old.len() > old_keep {
-                // Old instances go oldest-version-first; within that, by killSelection.
-                kill.extend(
-                    old.iter()
-                        .take(old.len() - old_keep)
-                        .map(|i| i.task_id.clone()),
-                );
+            if in_deployment && old > old_keep {
+                kill.extend(pick(&ix.live_old, old - old_keep));
             }
-            if current.len() < new_target {
-                need_offers = true;
+            if current < new_target {
+                self.wanting.insert(id.clone());
+            } else {
+                self.wanting.remove(&id);
             }
-            let done = st.deployment.is_some()
-                && old.len() <= old_keep
+            let done = in_deployment
+                && old <= old_keep
                 && old_keep == 0
-                && current.len() >= app.instances as usize
-                && current.iter().all(|i| ready(i, &app));
-            let now = now_s();
+                && current >= n
+                && ix.new_ready == current;
             for t in kill {
-                if let Some(i) = self.instances.get_mut(&t) {
-                    out.push(i.kill(now));
-                    if let Some(d) = self.apps.get_mut(&id).and_then(|s| s.deployment.as_mut()) {
+                if let Some(a) = self.modify(&t, |i| i.kill(now)) {
+                    out.push(a);
+                    if let Some(d) = self.app_mut(&id).and_then(|s| s.deployment.as_mut()) {
                         d.steps.push(format!("kill {t}"));
                     }
                 }
             }
-            if done && let Some(s) = self.apps.get_mut(&id) {
+            if done && let Some(s) = self.app_mut(&id) {
                 if let Some(d) = s.deployment.as_mut() {
                     d.steps.push("done".into());
                 }
                 s.deployment = None;
             }
         }
+        let need_offers = !self.wanting.is_empty();
         if need_offers && self.suppressed {
             self.suppressed = false;
             out.push(Action::Revive);
@@ -520,7 +743,7 @@ impl Services {
     /// A status update for one of our tasks.
     pub fn update(&mut self, s: &TaskStatus) -> Vec<Action> {
         let now = now_s();
-        let Some(inst) = self.instances.get_mut(s.task_id.as_str()) else {
+        let Some(inst) = self.instances.get(s.task_id.as_str()) else {
             // Not ours (any more): make sure it does not keep running.
             if !s.state.is_terminal() && s.state != TaskState::Unknown {
                 return vec![Action::Kill {
@@ -530,33 +753,33 @@ impl Services {
             }
             return Vec::new();
         };
-        let was_running = inst.state == TaskState::Running;
-        inst.state = s.state;
-        inst.message = s.message.clone();
-        if let Some(h) = s.healthy {
-            inst.healthy = Some(h);
-        }
-        if s.ready == Some(true) {
-            inst.ready = Some(true);
-        }
-        if s.state == TaskState::Running && !was_running {
-            inst.running_since = Some(now);
-        }
         let app_id = inst.app_id.clone();
         let killing = inst.killing;
+        self.modify(s.task_id.as_str(), |inst| {
+            let was_running = inst.state == TaskState::Running;
+            inst.state = s.state;
+            inst.message = s.message.clone();
+            if let Some(h) = s.healthy {
+                inst.healthy = Some(h);
+            }
+            if s.ready == Some(true) {
+                inst.ready = Some(true);
+            }
+            if s.state == TaskState::Running && !was_running {
+                inst.running_since = Some(now);
+            }
+        });
         let mut out = Vec::new();
         if s.state == TaskState::Unknown {
             // The master does not know it: gone.
-            self.instances.remove(s.task_id.as_str());
+            self.remove_instance(s.task_id.as_str());
         } else if s.state.is_terminal() {
-            self.instances.remove(s.task_id.as_str());
+            self.remove_instance(s.task_id.as_str());
             // A launch refused because its offer went away is not a crash.
             let failed = !killing
                 && (s.state == TaskState::Failed
                     || (s.state == TaskState::Error && s.reason != "REASON_INVALID_OFFERS"));
-            if let Some(st) = self.apps.get_mut(&app_id)
-                && failed
-            {
+            if failed && let Some(st) = self.app_mut(&app_id) {
                 // Crash loop backoff: delay grows by the factor, capped.
                 let a = &st.app;
                 st.delay = if st.delay == 0.0 {
@@ -568,11 +791,15 @@ impl Services {
             }
         } else if s.healthy == Some(false) && !killing {
             // Unhealthy past maxConsecutiveFailures (the agent counts): replace.
-            if let Some(i) = self.instances.get_mut(s.task_id.as_str()) {
-                out.push(i.kill(now));
+            if let Some(a) = self.modify(s.task_id.as_str(), |i| i.kill(now)) {
+                out.push(a);
             }
         } else if s.healthy == Some(true)
-            && let Some(st) = self.apps.get_mut(&app_id)
+            && self
+                .apps
+                .get(&app_id)
+                .is_some_and(|st| st.delay != 0.0 || st.next_launch_at != 0.0)
+            && let Some(st) = self.app_mut(&app_id)
         {
             st.delay = 0.0;
             st.next_launch_at = 0.0;
@@ -588,30 +815,41 @@ impl Services {
     }
 
     fn tick_at(&mut self, now: f64) -> Vec<Action> {
-        let mut out: Vec<Action> = self
+        let resend: Vec<String> = self
             .instances
-            .values_mut()
+            .values()
             .filter(|i| {
                 i.killing
                     && !i.state.is_terminal()
                     && i.kill_sent_at.is_none_or(|t| now - t >= KILL_RETRY_SECONDS)
             })
-            .map(|i| {
-                tracing::info!(task_id = %i.task_id, "task still not ended after its kill; killing again");
-                i.kill(now)
+            .map(|i| i.task_id.clone())
+            .collect();
+        let mut out: Vec<Action> = resend
+            .iter()
+            .filter_map(|t| {
+                tracing::info!(task_id = %t, "task still not ended after its kill; killing again");
+                // Only the kill time changes, which is not stored.
+                let i = self.instances.get_mut(t)?;
+                Some(i.kill(now))
             })
             .collect();
-        for st in self.apps.values_mut() {
-            if st.delay == 0.0 || !st.app.health_checks.is_empty() {
+        let delayed: Vec<String> = self
+            .apps
+            .values()
+            .filter(|st| st.delay != 0.0 && st.app.health_checks.is_empty())
+            .map(|st| st.app.id.clone())
+            .collect();
+        for id in delayed {
+            let Some(delay) = self.apps.get(&id).map(|s| s.delay) else {
                 continue;
-            }
-            let stable = self.instances.values().any(|i| {
-                i.app_id == st.app.id
-                    && i.state == TaskState::Running
+            };
+            let stable = self.instances_of(&id).any(|i| {
+                i.state == TaskState::Running
                     && i.running_since
-                        .is_some_and(|t| now - t >= (2.0 * st.delay).max(10.0))
+                        .is_some_and(|t| now - t >= (2.0 * delay).max(10.0))
             });
-            if stable {
+            if stable && let Some(st) = self.app_mut(&id) {
                 st.delay = 0.0;
                 st.next_launch_at = 0.0;
             }

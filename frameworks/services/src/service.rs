@@ -277,14 +277,15 @@ fn now_s() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// (deployment id, steps done) per app, to see what a message changed.
-fn deployments_of(s: &Services) -> std::collections::BTreeMap<String, (String, Vec<String>)> {
-    s.apps
+/// (deployment id, number of steps done) per app, to see what a burst
+/// changed.
+fn deployments_of(s: &Services) -> std::collections::BTreeMap<String, (String, usize)> {
+    s.apps()
         .values()
         .filter_map(|a| {
             a.deployment
                 .as_ref()
-                .map(|d| (a.app.id.clone(), (d.id.clone(), d.steps.clone())))
+                .map(|d| (a.app.id.clone(), (d.id.clone(), d.steps.len())))
         })
         .collect()
 }
@@ -356,13 +357,18 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
     /// repeat). What was not stored is written by the next successful commit.
     async fn commit(&mut self) {
         let p = std::mem::take(&mut self.pending);
+        let changes = self.services.take_changes();
         let stored = self
             .store
-            .save(&self.services.apps, &self.services.instances)
+            .save(self.services.apps(), self.services.instances(), &changes)
             .map_err(|e| {
                 tracing::error!(error = %e, "cannot persist services state; updates stay unacknowledged");
                 ApiError::Store(e.to_string())
             });
+        if stored.is_err() {
+            // Written by the next successful commit.
+            self.services.unsaved(changes);
+        }
         let mut actions = p.actions;
         match &stored {
             Ok(()) => {
@@ -405,7 +411,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         let cutoff = now_s() - 30.0;
         let stale: Vec<(TaskId, Option<AgentId>)> = self
             .services
-            .instances
+            .instances()
             .values()
             .filter(|i| i.running_since.is_none() && i.staged_at < cutoff)
             .map(|i| {
@@ -426,27 +432,30 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         let _ = self.events.send(v);
     }
 
-    fn emit_deployment_events(
-        &self,
-        before: std::collections::BTreeMap<String, (String, Vec<String>)>,
-    ) {
+    fn emit_deployment_events(&self, before: std::collections::BTreeMap<String, (String, usize)>) {
         let after = deployments_of(&self.services);
-        for (app, (id, steps)) in &after {
+        for (app, (id, _)) in &after {
             let done = before
                 .get(app)
                 .filter(|(b, _)| b == id)
-                .map(|(_, s)| s.len())
+                .map(|(_, n)| *n)
                 .unwrap_or(0);
             if done == 0 {
                 self.emit(serde_json::json!({"eventType": "deployment_info", "id": id, "appId": app, "timestamp": now_s()}));
             }
+            let steps = self
+                .services
+                .app(app)
+                .and_then(|a| a.deployment.as_ref())
+                .map(|d| d.steps.as_slice())
+                .unwrap_or_default();
             for step in steps.iter().skip(done) {
                 self.emit(serde_json::json!({"eventType": "deployment_step_success", "id": id, "appId": app, "step": step, "timestamp": now_s()}));
             }
         }
         for (app, (id, _)) in before {
             if after.get(&app).is_none_or(|(a, _)| a != &id) {
-                let ok = self.services.apps.contains_key(&app);
+                let ok = self.services.apps().contains_key(&app);
                 let kind = if ok {
                     "deployment_success"
                 } else {
@@ -470,7 +479,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                 // never heard of (crash before launch) are cleared.
                 let known: Vec<(TaskId, Option<AgentId>)> = self
                     .services
-                    .instances
+                    .instances()
                     .values()
                     .map(|i| {
                         (
@@ -495,7 +504,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             }
             Msg::Rescinded | Msg::Disconnected => {}
             Msg::Update(status) => {
-                let inst = self.services.instances.get(status.task_id.as_str());
+                let inst = self.services.instance(status.task_id.as_str());
                 if let Some(i) = inst {
                     self.emit(serde_json::json!({
                         "eventType": "status_update_event", "taskId": status.task_id.0, "appId": i.app_id,
@@ -529,8 +538,8 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         match r {
             Request::View { reply } => {
                 let _ = reply.send(View {
-                    apps: self.services.apps.values().cloned().collect(),
-                    instances: self.services.instances.values().cloned().collect(),
+                    apps: self.services.apps().values().cloned().collect(),
+                    instances: self.services.instances().values().cloned().collect(),
                     framework_id: self.framework_id.clone(),
                     connected: self.link.is_some(),
                 });
@@ -541,7 +550,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                 force_restart,
                 reply,
             } => {
-                if create && self.services.apps.contains_key(&app.id) {
+                if create && self.services.apps().contains_key(&app.id) {
                     let _ = reply.send(Err(ApiError::Exists(app.id)));
                     return;
                 }
@@ -559,7 +568,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                 instances,
                 reply,
             } => {
-                let Some(mut app) = self.services.apps.get(&id).map(|s| s.app.clone()) else {
+                let Some(mut app) = self.services.app(&id).map(|s| s.app.clone()) else {
                     let _ = reply.send(Err(ApiError::NoApp(id)));
                     return;
                 };
@@ -572,7 +581,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                 self.pending.actions.extend(acts);
             }
             Request::DeleteApp { id, reply } => {
-                if !self.services.apps.contains_key(&id) {
+                if !self.services.apps().contains_key(&id) {
                     let _ = reply.send(Err(ApiError::NoApp(id)));
                     return;
                 }
@@ -586,7 +595,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             Request::CancelDeployment { id, force, reply } => {
                 let found = self
                     .services
-                    .apps
+                    .apps()
                     .values()
                     .find(|s| s.deployment.as_ref().is_some_and(|d| d.id == id))
                     .map(|s| (s.app.id.clone(), s.deployment.clone()));
@@ -722,6 +731,7 @@ mod tests {
             &mut self,
             _apps: &BTreeMap<String, AppState>,
             instances: &BTreeMap<String, Instance>,
+            changes: &crate::scheduler::Changes,
         ) -> Result<(), crate::store::StoreError> {
             if self.fail.load(Ordering::SeqCst) {
                 return Err(crate::store::StoreError {
@@ -729,7 +739,13 @@ mod tests {
                     message: "disk full".into(),
                 });
             }
-            *self.stored.lock().unwrap() = instances.clone();
+            let mut stored = self.stored.lock().unwrap();
+            for k in &changes.instances {
+                match instances.get(k) {
+                    Some(i) => stored.insert(k.clone(), i.clone()),
+                    None => stored.remove(k),
+                };
+            }
             Ok(())
         }
         fn set_framework_id(&mut self, _id: &str) -> Result<(), crate::store::StoreError> {
@@ -783,7 +799,7 @@ mod tests {
         .unwrap();
         s.put_app(app, false);
         s.offers(vec![offer("o1")]);
-        let task = s.instances.keys().next().unwrap().clone();
+        let task = s.instances().keys().next().unwrap().clone();
 
         let fail = Arc::new(AtomicBool::new(true));
         let stored = Arc::new(Mutex::new(BTreeMap::new()));
