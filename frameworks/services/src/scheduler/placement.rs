@@ -1,8 +1,9 @@
 //! Placement: matching offers against apps' resources, ports and
 //! constraints, and saying why an app waits.
 
-use super::task::fit;
+use super::task;
 use super::{Action, Instance, Services, now_s};
+use crate::app::NetworkMode;
 use crate::app::{App, Constraint, Operator};
 use agora_core::{Resources, TaskState};
 use agora_sdk::Offer;
@@ -50,13 +51,14 @@ impl Services {
                     }
                     let app = st.app.clone();
                     let rej = rejections.entry(id.clone()).or_default();
-                    let Some((task, used, ports)) = fit(&app, &offer, &left, rej) else {
+                    let Some((used, ports)) = fit(&app, &offer, &left, rej) else {
                         break;
                     };
                     if let Some(why) = self.constraint_violation(&app, &offer) {
                         rej.constraint = Some(why);
                         break;
                     }
+                    let task = task::build(&app, &offer, &used, &ports);
                     left = left.checked_sub(&used).unwrap_or_default();
                     self.seq += 1;
                     self.insert_instance(Instance {
@@ -163,6 +165,51 @@ impl Services {
     pub fn reset_offer_state(&mut self) {
         self.suppressed = true;
     }
+}
+
+/// What one instance of `app` takes from `left` (what remains of `offer`),
+/// if it fits: (resources with the host ports chosen, those ports in the
+/// app's port order). A miss is counted in `rej`.
+fn fit(
+    app: &App,
+    offer: &Offer,
+    left: &Resources,
+    rej: &mut Rejections,
+) -> Option<(Resources, Vec<u32>)> {
+    let mut need = Resources::new(app.cpus, app.mem.ceil() as u64, app.disk.ceil() as u64).ok()?;
+    if !left.contains(&need) {
+        rej.resources += 1;
+        if rej
+            .largest
+            .as_ref()
+            .is_none_or(|l| l.cpus_milli < offer.resources.cpus_milli)
+        {
+            rej.largest = Some(offer.resources.clone());
+        }
+        return None;
+    }
+    // Ports: fixed host ports must be free; 0 takes any free one.
+    let fixed: Vec<u32> = match app.network {
+        NetworkMode::Bridge => app.port_mappings.iter().map(|p| p.host_port).collect(),
+        NetworkMode::Host => app.port_definitions.iter().map(|p| p.port).collect(),
+    };
+    let mut free = left.ports.clone();
+    let mut ports = Vec::new();
+    for want in &fixed {
+        let p = if *want != 0 {
+            free.contains_value(*want).then_some(*want)
+        } else {
+            free.ranges().first().map(|(b, _)| *b)
+        };
+        let Some(p) = p else {
+            rej.ports += 1;
+            return None;
+        };
+        free = free.difference(&agora_core::Ranges::range(p, p).ok()?);
+        ports.push(p);
+    }
+    need.ports = agora_core::Ranges::from_ranges(ports.iter().map(|p| (*p, *p))).ok()?;
+    Some((need, ports))
 }
 
 fn field_value<'a>(field: &str, offer: &'a Offer) -> Option<&'a str> {

@@ -1,7 +1,6 @@
 //! Task building: the task (command, container, ports, env, checks) for one
 //! instance of an app on one offer.
 
-use super::placement::Rejections;
 use super::{LABEL_APP, LABEL_VERSION};
 use crate::app::{App, HealthProtocol, NetworkMode};
 use agora_core::Resources;
@@ -9,47 +8,9 @@ use agora_proto::pb;
 use agora_sdk::Offer;
 use std::collections::HashMap;
 
-/// The task for one instance if it fits in `left`: (task, resources used, host ports).
-pub(super) fn fit(
-    app: &App,
-    offer: &Offer,
-    left: &Resources,
-    rej: &mut Rejections,
-) -> Option<(pb::TaskInfo, Resources, Vec<u32>)> {
-    let mut need = Resources::new(app.cpus, app.mem.ceil() as u64, app.disk.ceil() as u64).ok()?;
-    if !left.contains(&need) {
-        rej.resources += 1;
-        if rej
-            .largest
-            .as_ref()
-            .is_none_or(|l| l.cpus_milli < offer.resources.cpus_milli)
-        {
-            rej.largest = Some(offer.resources.clone());
-        }
-        return None;
-    }
-    // Ports: fixed host ports must be free; 0 takes any free one.
-    let fixed: Vec<u32> = match app.network {
-        NetworkMode::Bridge => app.port_mappings.iter().map(|p| p.host_port).collect(),
-        NetworkMode::Host => app.port_definitions.iter().map(|p| p.port).collect(),
-    };
-    let mut free = left.ports.clone();
-    let mut ports = Vec::new();
-    for want in &fixed {
-        let p = if *want != 0 {
-            free.contains_value(*want).then_some(*want)
-        } else {
-            free.ranges().first().map(|(b, _)| *b)
-        };
-        let Some(p) = p else {
-            rej.ports += 1;
-            return None;
-        };
-        free = free.difference(&agora_core::Ranges::range(p, p).ok()?);
-        ports.push(p);
-    }
-    need.ports = agora_core::Ranges::from_ranges(ports.iter().map(|p| (*p, *p))).ok()?;
-
+/// The task for one instance of `app` on `offer`, using `need` (resources
+/// with the host ports chosen, in the app's port order).
+pub(super) fn build(app: &App, offer: &Offer, need: &Resources, ports: &[u32]) -> pb::TaskInfo {
     let task_id = format!(
         "{}.{}",
         app.id.trim_start_matches('/').replace('/', "_"),
@@ -132,11 +93,11 @@ pub(super) fn fit(
             })
             .collect(),
     });
-    let task = pb::TaskInfo {
+    pb::TaskInfo {
         task_id,
         name: app.id.clone(),
         agent_id: offer.agent_id.0.clone(),
-        resources: Some(pb::Resources::from(&need)),
+        resources: Some(pb::Resources::from(need)),
         command,
         container,
         labels,
@@ -183,6 +144,5 @@ pub(super) fn fit(
                     .collect(),
             })
             .collect(),
-    };
-    Some((task, need, ports))
+    }
 }
