@@ -6,12 +6,15 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
+mod checks;
+mod fields;
 mod parse;
+mod ports;
 #[cfg(test)]
 mod tests;
 
 use parse::parse_constraint;
-pub use parse::{normalize_id, parse_app};
+pub use parse::{MAX_INSTANCES, normalize_id, parse_app};
 
 /// One problem in a definition: a JSON path and what is wrong there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -118,10 +121,11 @@ impl Serialize for Constraint {
 impl<'de> Deserialize<'de> for Constraint {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Value::deserialize(d)?;
-        let mut errs = Vec::new();
+        let mut errs = fields::Errors::default();
         parse_constraint(&v, "constraints", &mut errs).ok_or_else(|| {
             serde::de::Error::custom(
-                errs.first()
+                errs.0
+                    .first()
                     .map(|e| e.errors.join("; "))
                     .unwrap_or_default(),
             )
@@ -179,6 +183,10 @@ pub struct App {
     pub backoff_factor: f64,
     pub max_launch_delay_seconds: f64,
     pub kill_selection: KillSelection,
+    /// Seconds between SIGTERM and SIGKILL when an instance is killed (0:
+    /// the agent's default).
+    #[serde(default)]
+    pub task_kill_grace_period_seconds: f64,
     /// When this version was created (RFC 3339-like, UTC seconds).
     #[serde(default)]
     pub version: String,
@@ -227,6 +235,10 @@ impl App {
             "portDefinitions": self.port_definitions,
             "version": self.version,
         });
+        if self.task_kill_grace_period_seconds > 0.0 {
+            v["taskKillGracePeriodSeconds"] =
+                serde_json::json!(self.task_kill_grace_period_seconds);
+        }
         if let Some(c) = &self.cmd {
             v["cmd"] = Value::String(c.clone());
         }

@@ -101,7 +101,7 @@ pub(super) fn build(app: &App, offer: &Offer, need: &Resources, ports: &[u32]) -
         command,
         container,
         labels,
-        kill_grace_seconds: 0.0,
+        kill_grace_seconds: app.task_kill_grace_period_seconds,
         health_checks: app
             .health_checks
             .iter()

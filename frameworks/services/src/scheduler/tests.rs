@@ -300,3 +300,16 @@ fn a_config_change_rolls_within_the_strategy() {
     assert_eq!(s.live("/roll").filter(|i| i.version == v).count(), 4);
     assert_eq!(s.live("/roll").count(), 4);
 }
+
+#[test]
+fn the_kill_grace_period_reaches_the_task() {
+    let mut s = Services::new();
+    s.put_app(
+        app(
+            json!({"id": "g", "cmd": "x", "cpus": 0.1, "mem": 16, "taskKillGracePeriodSeconds": 42}),
+        ),
+        false,
+    );
+    let t = launched(&s.offers(vec![offer("1", "h1", "cpus:4;mem:1024")]));
+    assert_eq!(t[0].kill_grace_seconds, 42.0);
+}
