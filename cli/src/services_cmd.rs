@@ -120,6 +120,12 @@ fn app_path(id: &str) -> String {
     format!("/v2/apps/{}", id.trim_start_matches('/'))
 }
 
+/// Agora's view of an app: Marathon's fields plus `waiting`,
+/// `launchDelaySeconds` and tasks' `healthy` (`/v2` has Marathon's only).
+fn agora_app_path(id: &str) -> String {
+    format!("/agora/v1/apps/{}", id.trim_start_matches('/'))
+}
+
 pub async fn deploy(c: &Common, file: &PathBuf, wait: bool, timeout: Duration) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -155,7 +161,7 @@ async fn wait_for(c: &Common, id: &str, timeout: Duration) -> Result<()> {
     let t0 = Instant::now();
     let mut last = String::new();
     loop {
-        let v = call(c, "GET", &app_path(id), None).await?;
+        let v = call(c, "GET", &agora_app_path(id), None).await?;
         let app = &v["app"];
         let want = app["instances"].as_u64().unwrap_or(0);
         let running = app["tasksRunning"].as_u64().unwrap_or(0);
@@ -206,7 +212,7 @@ async fn wait_for(c: &Common, id: &str, timeout: Duration) -> Result<()> {
 }
 
 pub async fn list(c: &Common) -> Result<()> {
-    let v = call(c, "GET", "/v2/apps", None).await?;
+    let v = call(c, "GET", "/agora/v1/apps", None).await?;
     if c.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v["apps"])?);
         return Ok(());
@@ -245,7 +251,7 @@ pub async fn list(c: &Common) -> Result<()> {
 }
 
 pub async fn show(c: &Common, id: &str) -> Result<()> {
-    let v = call(c, "GET", &app_path(id), None).await?;
+    let v = call(c, "GET", &agora_app_path(id), None).await?;
     if c.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v["app"])?);
         return Ok(());
@@ -308,7 +314,7 @@ pub async fn destroy(c: &Common, id: &str) -> Result<()> {
 }
 
 pub async fn deployment_list(c: &Common) -> Result<()> {
-    let v = call(c, "GET", "/v2/deployments", None).await?;
+    let v = call(c, "GET", "/agora/v1/deployments", None).await?;
     if c.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -318,7 +324,7 @@ pub async fn deployment_list(c: &Common) -> Result<()> {
         .into_iter()
         .flatten()
         .map(|d| {
-            let act = &d["currentActions"][0];
+            let act = d;
             vec![
                 d["id"].as_str().unwrap_or("").to_string(),
                 d["affectedApps"][0].as_str().unwrap_or("").to_string(),

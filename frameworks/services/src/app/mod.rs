@@ -12,18 +12,20 @@ mod parse;
 mod ports;
 #[cfg(test)]
 mod tests;
+mod view;
 
 use parse::parse_constraint;
 pub use parse::{MAX_INSTANCES, normalize_id, parse_app};
+pub use view::{AppDefinition, Container, Docker, Network};
 
 /// One problem in a definition: a JSON path and what is wrong there.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub path: String,
     pub errors: Vec<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PortMapping {
     pub container_port: u32,
@@ -33,7 +35,7 @@ pub struct PortMapping {
     pub protocol: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PortDefinition {
     pub port: u32,
@@ -42,7 +44,7 @@ pub struct PortDefinition {
     pub protocol: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum NetworkMode {
     #[serde(rename = "host")]
     Host,
@@ -50,7 +52,7 @@ pub enum NetworkMode {
     Bridge,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum HealthProtocol {
     #[serde(rename = "MESOS_HTTP")]
     MesosHttp,
@@ -60,7 +62,7 @@ pub enum HealthProtocol {
     Command,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HealthCheck {
     pub protocol: HealthProtocol,
@@ -75,7 +77,7 @@ pub struct HealthCheck {
     pub max_consecutive_failures: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadinessCheck {
     pub name: String,
@@ -133,14 +135,14 @@ impl<'de> Deserialize<'de> for Constraint {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct UpgradeStrategy {
     pub minimum_health_capacity: f64,
     pub maximum_over_capacity: f64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum KillSelection {
     YoungestFirst,
@@ -215,43 +217,6 @@ impl App {
 
     /// The JSON view (Marathon shape: container, networks, …).
     pub fn to_marathon(&self) -> Value {
-        let mut v = serde_json::json!({
-            "id": self.id,
-            "instances": self.instances,
-            "cpus": self.cpus,
-            "mem": self.mem,
-            "disk": self.disk,
-            "env": self.env,
-            "labels": self.labels,
-            "healthChecks": self.health_checks,
-            "readinessChecks": self.readiness_checks,
-            "constraints": self.constraints,
-            "upgradeStrategy": self.upgrade_strategy,
-            "backoffSeconds": self.backoff_seconds,
-            "backoffFactor": self.backoff_factor,
-            "maxLaunchDelaySeconds": self.max_launch_delay_seconds,
-            "killSelection": self.kill_selection,
-            "networks": [{"mode": self.network}],
-            "portDefinitions": self.port_definitions,
-            "version": self.version,
-        });
-        if self.task_kill_grace_period_seconds > 0.0 {
-            v["taskKillGracePeriodSeconds"] =
-                serde_json::json!(self.task_kill_grace_period_seconds);
-        }
-        if let Some(c) = &self.cmd {
-            v["cmd"] = Value::String(c.clone());
-        }
-        if !self.args.is_empty() {
-            v["args"] = serde_json::json!(self.args);
-        }
-        if let Some(i) = &self.image {
-            v["container"] = serde_json::json!({
-                "type": "DOCKER",
-                "docker": {"image": i},
-                "portMappings": self.port_mappings,
-            });
-        }
-        v
+        serde_json::to_value(view::AppDefinition::from(self)).unwrap_or(Value::Null)
     }
 }
