@@ -80,19 +80,19 @@ impl Services {
                 && old_keep == 0
                 && current >= n
                 && ix.new_ready == current;
+            let _g = tracing::debug_span!("converge", app_id = %id).entered();
             for t in kill {
                 if let Some(a) = self.modify(&t, |i| i.kill(now)) {
+                    tracing::info!(task_id = %t, "killing a surplus instance");
                     out.push(a);
-                    if let Some(d) = self.app_mut(&id).and_then(|s| s.deployment.as_mut()) {
-                        d.steps.push(format!("kill {t}"));
-                    }
+                    self.step(&id, format!("kill {t}"));
                 }
             }
-            if done && let Some(s) = self.app_mut(&id) {
-                if let Some(d) = s.deployment.as_mut() {
-                    d.steps.push("done".into());
+            if done {
+                self.step(&id, "done".into());
+                if let Some(s) = self.app_mut(&id) {
+                    s.deployment = None;
                 }
-                s.deployment = None;
             }
         }
         let need_offers = !self.wanting.is_empty();

@@ -376,7 +376,26 @@ impl Services {
             }
         };
         self.reindex(&id);
+        if let Some(d) = &d {
+            let _g =
+                tracing::info_span!("deployment", app_id = %id, deployment_id = %d.id).entered();
+            tracing::info!(version = %d.version, "deployment started");
+        }
         d
+    }
+
+    /// Records a step of an app's deployment (if it has one), in a span
+    /// carrying the app and deployment ids.
+    fn step(&mut self, app_id: &str, step: String) {
+        if self.apps.get(app_id).is_none_or(|s| s.deployment.is_none()) {
+            return;
+        }
+        if let Some(d) = self.app_mut(app_id).and_then(|s| s.deployment.as_mut()) {
+            let _g = tracing::info_span!("deployment", app_id = %app_id, deployment_id = %d.id)
+                .entered();
+            tracing::info!(step = %step, "deployment step");
+            d.steps.push(step);
+        }
     }
 
     /// Forgets instances whose launch was withdrawn before it was sent (the
@@ -421,7 +440,15 @@ impl Services {
     /// A status update for one of our tasks.
     pub fn update(&mut self, s: &TaskStatus) -> Vec<Action> {
         let now = now_s();
+        let span = tracing::info_span!(
+            "status_update",
+            task_id = %s.task_id,
+            app_id = tracing::field::Empty,
+            state = %s.state.as_str()
+        );
+        let _g = span.enter();
         let Some(inst) = self.instances.get(s.task_id.as_str()) else {
+            tracing::debug!("not one of ours");
             // Not ours (any more): make sure it does not keep running.
             if !s.state.is_terminal() && s.state != TaskState::Unknown {
                 return vec![Action::Kill {
@@ -433,6 +460,8 @@ impl Services {
         };
         let app_id = inst.app_id.clone();
         let killing = inst.killing;
+        span.record("app_id", tracing::field::display(&app_id));
+        tracing::debug!(message = %s.message, "status update");
         self.modify(s.task_id.as_str(), |inst| {
             let was_running = inst.state == TaskState::Running;
             inst.state = s.state;

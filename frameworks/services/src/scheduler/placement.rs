@@ -26,6 +26,7 @@ impl Services {
 
     /// Decides what to do with offers.
     pub fn offers(&mut self, offers: Vec<Offer>) -> Vec<Action> {
+        let _g = tracing::info_span!("offers", offers = offers.len()).entered();
         let now = now_s();
         let mut out = Vec::new();
         let mut decline = Vec::new();
@@ -79,11 +80,8 @@ impl Services {
                         kill_sent_at: None,
                         message: String::new(),
                     });
-                    if self.apps.get(id).is_some_and(|s| s.deployment.is_some())
-                        && let Some(d) = self.app_mut(id).and_then(|s| s.deployment.as_mut())
-                    {
-                        d.steps.push(format!("launch {}", task.task_id));
-                    }
+                    tracing::debug!(app_id = %id, task_id = %task.task_id, agent_id = %offer.agent_id, "placed");
+                    self.step(id, format!("launch {}", task.task_id));
                     tasks.push(task);
                 }
             }

@@ -313,3 +313,52 @@ fn the_kill_grace_period_reaches_the_task() {
     let t = launched(&s.offers(vec![offer("1", "h1", "cpus:4;mem:1024")]));
     assert_eq!(t[0].kill_grace_seconds, 42.0);
 }
+
+/// The scheduler's work carries its ids: a status update in a span with the
+/// task and app ids, a deployment's steps in a span with the app and
+/// deployment ids, offers in a span of their own.
+#[test]
+fn status_updates_and_deployment_steps_run_in_spans_with_their_ids() {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || out.clone())
+        .finish();
+    let mut s = Services::new();
+    let (task, deployment) = tracing::subscriber::with_default(sub, || {
+        s.put_app(
+            app(json!({"id": "web", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16})),
+            false,
+        );
+        s.offers(vec![offer("1", "h1", "cpus:4;mem:1024")]);
+        let task = s.instances.keys().next().unwrap().clone();
+        s.update(&status(&task, TaskState::Running));
+        let mut a = s.apps["/web"].app.clone();
+        a.env.insert("V".into(), "2".into());
+        let d = s.put_app(a, false).unwrap();
+        s.offers(vec![offer("2", "h1", "cpus:4;mem:1024")]);
+        (task, d.id)
+    });
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    for want in [
+        format!("status_update{{task_id={task} state=TASK_RUNNING app_id=/web}}"),
+        format!("deployment{{app_id=/web deployment_id={deployment}}}"),
+        "offers{offers=1}".to_string(),
+        "deployment step".to_string(),
+    ] {
+        assert!(logs.contains(&want), "{want} not in:\n{logs}");
+    }
+}

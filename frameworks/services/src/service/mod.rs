@@ -536,18 +536,25 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         let Some(link) = self.link.clone() else {
             return;
         };
+        use tracing::Instrument;
         for a in actions {
             let r = match &a {
                 Action::Launch { offer, tasks } => {
+                    let span =
+                        tracing::info_span!("launch", offer_id = %offer, tasks = tasks.len());
                     link.accept(offer, tasks.clone(), Duration::from_secs(1))
+                        .instrument(span)
                         .await
                 }
                 Action::Decline { offers, refuse } => link.decline(offers, *refuse).await,
                 Action::Kill { task_id, agent_id } => {
+                    let span =
+                        tracing::info_span!("kill", task_id = %task_id, agent_id = %agent_id);
                     link.kill(
                         &TaskId::new(task_id.as_str()),
                         &AgentId::new(agent_id.as_str()),
                     )
+                    .instrument(span)
                     .await
                 }
                 Action::Suppress => link.suppress().await,
