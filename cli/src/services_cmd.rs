@@ -134,6 +134,12 @@ fn app_path(id: &str) -> String {
     format!("/v2/apps/{}", id.trim_start_matches('/'))
 }
 
+/// Agora's view of an app: Marathon's fields plus `waiting`,
+/// `launchDelaySeconds` and tasks' `healthy` (`/v2` has Marathon's only).
+fn agora_app_path(id: &str) -> String {
+    format!("/v1/apps/{}", id.trim_start_matches('/'))
+}
+
 pub async fn deploy(c: &Common, file: &PathBuf, wait: Wait) -> Result<()> {
     let text =
         std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -167,7 +173,7 @@ pub async fn deploy(c: &Common, file: &PathBuf, wait: Wait) -> Result<()> {
 /// than that running and no deployment in progress.
 pub async fn wait_for(c: &Common, id: &str, timeout: Duration) -> Result<()> {
     let done = until(id, timeout, async || {
-        let v = call(c, "GET", &app_path(id), None).await?;
+        let v = call(c, "GET", &agora_app_path(id), None).await?;
         let a = AppProgress::of(&v["app"]);
         Ok(if a.done() {
             Step::Done(a)
@@ -209,7 +215,7 @@ async fn live_tasks(c: &Common, id: &str) -> Result<u64> {
 }
 
 pub async fn list(c: &Common) -> Result<()> {
-    let v = call(c, "GET", "/v2/apps", None).await?;
+    let v = call(c, "GET", "/v1/apps", None).await?;
     if c.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v["apps"])?);
         return Ok(());
@@ -252,7 +258,7 @@ pub async fn list(c: &Common) -> Result<()> {
 }
 
 pub async fn show(c: &Common, id: &str) -> Result<()> {
-    let v = call(c, "GET", &app_path(id), None).await?;
+    let v = call(c, "GET", &agora_app_path(id), None).await?;
     if c.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v["app"])?);
         return Ok(());
@@ -392,7 +398,7 @@ pub async fn destroy(c: &Common, id: &str, wait: Wait) -> Result<()> {
 }
 
 pub async fn deployment_list(c: &Common) -> Result<()> {
-    let v = call(c, "GET", "/v2/deployments", None).await?;
+    let v = call(c, "GET", "/v1/deployments", None).await?;
     if c.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -402,7 +408,7 @@ pub async fn deployment_list(c: &Common) -> Result<()> {
         .into_iter()
         .flatten()
         .map(|d| {
-            let act = &d["currentActions"][0];
+            let act = d;
             vec![
                 d["id"].as_str().unwrap_or("").to_string(),
                 d["affectedApps"][0].as_str().unwrap_or("").to_string(),

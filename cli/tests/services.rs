@@ -66,8 +66,9 @@ impl ServicesProc {
         )
     }
 
+    /// Agora's view of the app (`/v2` has Marathon's fields only).
     async fn app(&self, id: &str) -> Value {
-        self.req("GET", &format!("/v2/apps{id}"), None).await.1["app"].clone()
+        self.req("GET", &format!("/v1/apps{id}"), None).await.1["app"].clone()
     }
 
     async fn wait_app(&self, id: &str, f: impl Fn(&Value) -> bool) -> Value {
@@ -144,20 +145,21 @@ fn running(a: &Value) -> u64 {
     a["tasksRunning"].as_u64().unwrap_or(0)
 }
 
-fn task_ids(a: &Value) -> Vec<(f64, String)> {
-    let mut v: Vec<(f64, String)> = a["tasks"]
+/// Running tasks by launch time (`stagedAt` is ISO 8601, as in Marathon).
+fn task_ids(a: &Value) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = a["tasks"]
         .as_array()
         .into_iter()
         .flatten()
         .filter(|t| t["state"] == "TASK_RUNNING")
         .map(|t| {
             (
-                t["stagedAt"].as_f64().unwrap_or(0.0),
+                t["stagedAt"].as_str().unwrap_or("").to_string(),
                 t["id"].as_str().unwrap_or("").to_string(),
             )
         })
         .collect();
-    v.sort_by(|a, b| a.0.total_cmp(&b.0));
+    v.sort();
     v
 }
 
@@ -427,7 +429,7 @@ async fn a_crash_looping_app_backs_off_and_a_restarted_framework_keeps_its_insta
         task_ids(&a).into_iter().map(|t| t.1).collect::<Vec<_>>(),
         before.into_iter().map(|t| t.1).collect::<Vec<_>>()
     );
-    let (_, info) = s.req("GET", "/v2/info", None).await;
+    let (_, info) = s.req("GET", "/v1/info", None).await;
     assert_eq!(info["connected"], true);
     eventually(LONG, async || {
         (agent.containers(false).len() == 3).then_some(())

@@ -131,7 +131,7 @@ async fn agora(args: &DeployArgs) -> Result<f64> {
     // Wait until the framework is subscribed.
     let t_wait = Instant::now();
     loop {
-        if let Ok((200, body)) = http_send("GET", &svc, "/v2/info", None).await
+        if let Ok((200, body)) = http_send("GET", &svc, "/v1/info", None).await
             && body.contains("\"connected\":true")
         {
             break;
@@ -162,7 +162,8 @@ async fn agora(args: &DeployArgs) -> Result<f64> {
     ensure!(code == 201, "creating the app answered {code}: {body}");
     let mut all_running: Option<f64> = None;
     let result = loop {
-        let (_, body) = http_send("GET", &svc, "/v2/apps/bench/web", None).await?;
+        // Agora's view: Marathon's counters plus why instances wait.
+        let (_, body) = http_send("GET", &svc, "/v1/apps/bench/web", None).await?;
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         if all_running.is_none() && v["app"]["tasksRunning"].as_u64() == Some(n as u64) {
             all_running = Some(t0.elapsed().as_secs_f64());

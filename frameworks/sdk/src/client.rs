@@ -154,6 +154,24 @@ impl Client {
         .await
     }
 
+    /// ACKNOWLEDGE several updates in one call (only needed with
+    /// `auto_acknowledge = false`); updates without a uuid are skipped.
+    pub async fn acknowledge_all(&self, statuses: &[TaskStatus]) -> Result<(), SdkError> {
+        let acks: Vec<pb::Acknowledgement> = statuses
+            .iter()
+            .filter(|s| !s.uuid.is_empty())
+            .map(|s| pb::Acknowledgement {
+                agent_id: s.agent_id.0.clone(),
+                task_id: s.task_id.0.clone(),
+                uuid: s.uuid.clone(),
+            })
+            .collect();
+        if acks.is_empty() {
+            return Ok(());
+        }
+        self.acknowledge_many(acks).await
+    }
+
     pub(crate) async fn acknowledge_many(
         &self,
         acks: Vec<pb::Acknowledgement>,

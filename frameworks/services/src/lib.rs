@@ -4,10 +4,16 @@
 //!
 //! # Layout
 //! - [`app`]: app definitions (Marathon field names and defaults) and their
-//!   validation, which lists every problem at once;
-//! - [`scheduler`]: the synchronous core deciding launches, kills, declines;
+//!   validation, which lists every problem at once (`app/parse.rs`);
+//! - [`scheduler`]: the synchronous core deciding launches, kills, declines:
+//!   `mod.rs` (state, status updates, ticks), `index.rs` (per-app indexes
+//!   and change tracking), `placement.rs` (offers, constraints, why an app
+//!   waits), `task.rs` (building a task), `deployment.rs` (rolling steps,
+//!   converge);
 //! - [`store`]: redb persistence of apps, instances and the framework id;
-//! - [`service`]: the actor owning the core, fed by the SDK and the API;
+//! - [`service`]: the actor owning the core, fed by the SDK and the API,
+//!   storing bursts of changes before acting on them (`link.rs`: its seams
+//!   to the master and the SDK);
 //! - [`api`]: the REST API.
 
 pub mod api;

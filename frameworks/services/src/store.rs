@@ -1,9 +1,11 @@
 //! Persistence of the services framework: apps (with deployments and
 //! backoff), instances and the framework id, in one redb file. Every change
-//! is written (only the rows that changed, in one transaction) before it is
-//! acted on, so `kill -9` loses nothing.
+//! is written before it is acted on, so `kill -9` loses nothing. What to
+//! write comes from the scheduler's change tracking ([`Changes`]): a save
+//! costs the rows that changed, not the size of the state, and the actor
+//! saves a whole burst of changes in one transaction (group commit).
 
-use crate::scheduler::{AppState, Instance};
+use crate::scheduler::{AppState, Changes, Instance};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -22,39 +24,34 @@ pub struct StoreError {
 pub struct Store {
     db: redb::Database,
     path: String,
-    /// What was last written, to write only changes.
-    written_apps: BTreeMap<String, AppState>,
-    written_instances: BTreeMap<String, Instance>,
 }
 
-/// What changed from `before` to `now` (both sorted by key): the entries to
-/// write and the keys to delete.
-fn diff<'a, T: PartialEq>(
-    now: &'a BTreeMap<String, T>,
-    before: &BTreeMap<String, T>,
-) -> (Vec<(&'a String, &'a T)>, Vec<String>) {
-    use std::cmp::Ordering;
-    let (mut up, mut del) = (Vec::new(), Vec::new());
-    let (mut a, mut b) = (now.iter().peekable(), before.iter().peekable());
-    loop {
-        match (a.peek(), b.peek()) {
-            (None, None) => break,
-            (Some(_), None) => up.extend(a.by_ref()),
-            (None, Some(_)) => del.extend(b.by_ref().map(|(k, _)| k.clone())),
-            (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
-                Ordering::Less => up.extend(a.next()),
-                Ordering::Greater => del.extend(b.next().map(|(k, _)| k.clone())),
-                Ordering::Equal => {
-                    if let (Some((k, v)), Some((_, old))) = (a.next(), b.next())
-                        && v != old
-                    {
-                        up.push((k, v));
-                    }
-                }
-            },
-        }
+/// Where the framework keeps its state: redb ([`Store`]) in production,
+/// fakes in tests (e.g. one whose writes fail).
+pub trait StateStore: Send + 'static {
+    /// Writes what changed since the last successful call; on error nothing
+    /// is known to be stored, and the next call writes it again.
+    fn save(
+        &mut self,
+        apps: &BTreeMap<String, AppState>,
+        instances: &BTreeMap<String, Instance>,
+        changes: &Changes,
+    ) -> Result<(), StoreError>;
+    fn set_framework_id(&mut self, id: &str) -> Result<(), StoreError>;
+}
+
+impl StateStore for Store {
+    fn save(
+        &mut self,
+        apps: &BTreeMap<String, AppState>,
+        instances: &BTreeMap<String, Instance>,
+        changes: &Changes,
+    ) -> Result<(), StoreError> {
+        Store::save(self, apps, instances, changes)
     }
-    (up, del)
+    fn set_framework_id(&mut self, id: &str) -> Result<(), StoreError> {
+        Store::set_framework_id(self, id)
+    }
 }
 
 /// Everything stored.
@@ -79,12 +76,7 @@ impl Store {
         tx.open_table(INSTANCES).map_err(|e| err(&e))?;
         tx.open_table(META).map_err(|e| err(&e))?;
         tx.commit().map_err(|e| err(&e))?;
-        Ok(Store {
-            db,
-            path: shown,
-            written_apps: Default::default(),
-            written_instances: Default::default(),
-        })
+        Ok(Store { db, path: shown })
     }
 
     fn err(&self, e: impl std::fmt::Display) -> StoreError {
@@ -127,12 +119,6 @@ impl Store {
                     .map_err(|e| self.err(format!("instance {}: {e}", k.value())))?,
             );
         }
-        // Keyed as the caller's maps are: the app id and the task id.
-        self.written_apps = apps.iter().map(|a| (a.app.id.clone(), a.clone())).collect();
-        self.written_instances = instances
-            .iter()
-            .map(|i| (i.task_id.clone(), i.clone()))
-            .collect();
         Ok(Snapshot {
             framework_id,
             apps,
@@ -140,55 +126,48 @@ impl Store {
         })
     }
 
-    /// Writes what changed since the last call (one transaction). Each app
-    /// and instance is compared with the copy last written (a merge of two
-    /// sorted maps, no serialisation), so a status update costs one row and
-    /// a comparison per instance, not a rewrite of everything.
+    /// Writes the rows named in `changes` (one transaction, fsync
+    /// included): each key present in `apps`/`instances` is written, each
+    /// absent one deleted. Rows are keyed as the maps are: app id, task id.
     pub fn save(
         &mut self,
         apps: &BTreeMap<String, AppState>,
         instances: &BTreeMap<String, Instance>,
+        changes: &Changes,
     ) -> Result<(), StoreError> {
-        let (app_up, app_del) = diff(apps, &self.written_apps);
-        let (inst_up, inst_del) = diff(instances, &self.written_instances);
-        if app_up.is_empty() && app_del.is_empty() && inst_up.is_empty() && inst_del.is_empty() {
+        if changes.is_empty() {
             return Ok(());
         }
         let tx = self.db.begin_write().map_err(|e| self.err(e))?;
         {
             let mut t = tx.open_table(APPS).map_err(|e| self.err(e))?;
-            for (k, a) in &app_up {
-                let row = serde_json::to_vec(a).map_err(|e| self.err(e))?;
-                t.insert(k.as_str(), row.as_slice())
-                    .map_err(|e| self.err(e))?;
-            }
-            for k in &app_del {
-                t.remove(k.as_str()).map_err(|e| self.err(e))?;
+            for k in &changes.apps {
+                match apps.get(k) {
+                    Some(a) => {
+                        let row = serde_json::to_vec(a).map_err(|e| self.err(e))?;
+                        t.insert(k.as_str(), row.as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    None => {
+                        t.remove(k.as_str()).map_err(|e| self.err(e))?;
+                    }
+                }
             }
             let mut t = tx.open_table(INSTANCES).map_err(|e| self.err(e))?;
-            for (k, i) in &inst_up {
-                let row = serde_json::to_vec(i).map_err(|e| self.err(e))?;
-                t.insert(k.as_str(), row.as_slice())
-                    .map_err(|e| self.err(e))?;
+            for k in &changes.instances {
+                match instances.get(k) {
+                    Some(i) => {
+                        let row = serde_json::to_vec(i).map_err(|e| self.err(e))?;
+                        t.insert(k.as_str(), row.as_slice())
+                            .map_err(|e| self.err(e))?;
+                    }
+                    None => {
+                        t.remove(k.as_str()).map_err(|e| self.err(e))?;
+                    }
+                }
             }
-            for k in &inst_del {
-                t.remove(k.as_str()).map_err(|e| self.err(e))?;
-            }
         }
-        tx.commit().map_err(|e| self.err(e))?;
-        for (k, a) in app_up {
-            self.written_apps.insert(k.clone(), a.clone());
-        }
-        for k in app_del {
-            self.written_apps.remove(&k);
-        }
-        for (k, i) in inst_up {
-            self.written_instances.insert(k.clone(), i.clone());
-        }
-        for k in inst_del {
-            self.written_instances.remove(&k);
-        }
-        Ok(())
+        tx.commit().map_err(|e| self.err(e))
     }
 
     pub fn set_framework_id(&self, id: &str) -> Result<(), StoreError> {
@@ -206,24 +185,6 @@ mod tests {
     use super::*;
     use crate::scheduler::Services;
 
-    #[test]
-    fn diff_finds_what_to_write_and_what_to_delete() {
-        let map = |v: &[(&str, u32)]| -> BTreeMap<String, u32> {
-            v.iter().map(|(k, x)| (k.to_string(), *x)).collect()
-        };
-        let before = map(&[("a", 1), ("b", 2), ("d", 4), ("f", 6)]);
-        let now = map(&[("b", 2), ("c", 3), ("d", 5), ("g", 7)]);
-        let (up, del) = diff(&now, &before);
-        let up: Vec<(&str, u32)> = up.into_iter().map(|(k, v)| (k.as_str(), *v)).collect();
-        assert_eq!(up, vec![("c", 3), ("d", 5), ("g", 7)]);
-        assert_eq!(del, vec!["a".to_string(), "f".to_string()]);
-        let (up, del) = diff(&now, &now);
-        assert!(up.is_empty() && del.is_empty());
-        let empty = BTreeMap::new();
-        let (up, del) = diff(&empty, &before);
-        assert!(up.is_empty() && del.len() == 4);
-    }
-
     /// Stored times come back bit for bit (serde_json's default float
     /// parser may be off by one unit in the last place).
     #[test]
@@ -239,40 +200,162 @@ mod tests {
         }
     }
 
+    fn offer(id: &str, cpus: u32) -> agora_sdk::Offer {
+        agora_sdk::Offer {
+            id: id.into(),
+            agent_id: format!("ag-{id}").as_str().into(),
+            hostname: format!("h-{id}"),
+            resources: agora_core::Resources::parse(&format!("cpus:{cpus};mem:4096")).unwrap(),
+            attributes: vec![],
+        }
+    }
+
+    fn temp_dir() -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("agora-svc-store-{}", uuid::Uuid::new_v4().simple()))
+    }
+
     #[test]
     fn writes_changes_and_reloads_them() {
-        let dir =
-            std::env::temp_dir().join(format!("agora-svc-store-{}", uuid::Uuid::new_v4().simple()));
+        let dir = temp_dir();
         let mut s = Services::new();
         let app = crate::app::parse_app(
             &serde_json::json!({"id": "/a", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16}),
         )
         .unwrap();
         s.put_app(app, false);
-        let offer = agora_sdk::Offer {
-            id: "o".into(),
-            agent_id: "ag".into(),
-            hostname: "h".into(),
-            resources: agora_core::Resources::parse("cpus:4;mem:1024").unwrap(),
-            attributes: vec![],
-        };
-        s.offers(vec![offer]);
-        assert_eq!(s.instances.len(), 2);
+        s.offers(vec![offer("o", 4)]);
+        assert_eq!(s.instances().len(), 2);
+        let gone = s.instances().keys().next().unwrap().clone();
         {
             let mut st = Store::open(&dir).unwrap();
             st.set_framework_id("fw-1").unwrap();
-            st.save(&s.apps, &s.instances).unwrap();
-            // One instance goes: only that row changes.
-            let gone = s.instances.keys().next().unwrap().clone();
-            s.instances.remove(&gone);
-            st.save(&s.apps, &s.instances).unwrap();
+            let c = s.take_changes();
+            assert_eq!((c.apps.len(), c.instances.len()), (1, 2));
+            st.save(s.apps(), s.instances(), &c).unwrap();
+            // One instance ends: only its row changes (it is deleted).
+            s.update(&agora_sdk::TaskStatus {
+                task_id: gone.as_str().into(),
+                agent_id: "ag-o".into(),
+                state: agora_core::TaskState::Finished,
+                message: String::new(),
+                reason: String::new(),
+                exit_code: None,
+                healthy: None,
+                ready: None,
+                uuid: vec![],
+            });
+            let c = s.take_changes();
+            assert_eq!(c.instances.iter().collect::<Vec<_>>(), vec![&gone]);
+            st.save(s.apps(), s.instances(), &c).unwrap();
         }
         let mut st = Store::open(&dir).unwrap();
         let snap = st.load().unwrap();
         assert_eq!(snap.framework_id.as_deref(), Some("fw-1"));
         assert_eq!(snap.apps.len(), 1);
         assert_eq!(snap.instances.len(), 1);
-        assert_eq!(&snap.instances[0], s.instances.values().next().unwrap());
+        assert_eq!(&snap.instances[0], s.instances().values().next().unwrap());
         std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// Whatever the framework does, what is stored after each save is what
+    /// it holds in memory (change tracking misses nothing), and a restored
+    /// framework has the same indexes.
+    #[test]
+    fn stored_state_always_equals_memory() {
+        use agora_core::TaskState::*;
+        use proptest::prelude::*;
+        let states = [
+            Running,
+            Finished,
+            Failed,
+            Killed,
+            Unreachable,
+            Unknown,
+            Error,
+            Lost,
+        ];
+        let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+            cases: 24,
+            ..Default::default()
+        });
+        let ops = proptest::collection::vec((0u8..8, 0usize..64, 0usize..8, any::<bool>()), 1..60);
+        runner
+            .run(&ops, |ops| {
+                let dir = temp_dir();
+                let mut st = Store::open(&dir).unwrap();
+                let mut s = Services::new();
+                for (step, (op, pick, state, flag)) in ops.into_iter().enumerate() {
+                    let app_id = format!("/app{}", pick % 3);
+                    match op {
+                        0 | 1 => {
+                            let mut def = serde_json::json!({"id": app_id, "cmd": "x",
+                                "instances": pick % 5, "cpus": 0.1, "mem": 16,
+                                "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5}});
+                            if flag {
+                                def["env"] = serde_json::json!({"V": step.to_string()});
+                            }
+                            s.put_app(crate::app::parse_app(&def).unwrap(), false);
+                        }
+                        2 => {
+                            s.offers(vec![offer(&format!("o{step}"), 1 + (pick % 4) as u32)]);
+                        }
+                        3 => {
+                            s.delete_app(&app_id);
+                        }
+                        4 => {
+                            s.tick();
+                        }
+                        _ => {
+                            let ids: Vec<String> = s.instances().keys().cloned().collect();
+                            if let Some(t) = ids.get(pick % ids.len().max(1)) {
+                                let mut u = agora_sdk::TaskStatus {
+                                    task_id: t.as_str().into(),
+                                    agent_id: "ag".into(),
+                                    state: states[state],
+                                    message: String::new(),
+                                    reason: String::new(),
+                                    exit_code: None,
+                                    healthy: None,
+                                    ready: None,
+                                    uuid: vec![],
+                                };
+                                if op == 6 {
+                                    u.state = Running;
+                                    u.healthy = Some(flag);
+                                }
+                                s.update(&u);
+                            }
+                        }
+                    }
+                    s.check_indexes().map_err(TestCaseError::fail)?;
+                    if step % 3 == 0 {
+                        let c = s.take_changes();
+                        st.save(s.apps(), s.instances(), &c).unwrap();
+                        let snap = st.load().unwrap();
+                        let apps: BTreeMap<String, AppState> =
+                            snap.apps.into_iter().map(|a| (a.app.id.clone(), a)).collect();
+                        let insts: BTreeMap<String, Instance> = snap
+                            .instances
+                            .into_iter()
+                            .map(|i| (i.task_id.clone(), i))
+                            .collect();
+                        prop_assert_eq!(&apps, s.apps());
+                        let strip = |m: &BTreeMap<String, Instance>| -> BTreeMap<String, Instance> {
+                            m.iter()
+                                .map(|(k, i)| (k.clone(), Instance { kill_sent_at: None, ..i.clone() }))
+                                .collect()
+                        };
+                        prop_assert_eq!(strip(&insts), strip(s.instances()));
+                        let back = Services::restore(
+                            apps.into_values().collect(),
+                            insts.into_values().collect(),
+                        );
+                        back.check_indexes().map_err(TestCaseError::fail)?;
+                    }
+                }
+                std::fs::remove_dir_all(&dir).ok();
+                Ok(())
+            })
+            .unwrap();
     }
 }

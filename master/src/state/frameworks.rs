@@ -49,6 +49,8 @@ impl Master {
         info.id = Some(id.clone());
 
         // ---- apply
+        // Offers made to the previous stream go (it is told, if still open).
+        self.rescind_framework_offers(&id, out);
         match self.frameworks.get_mut(&id) {
             Some(fw) => {
                 // Failover (or reconnection): the old stream, if any, is told and closed.
@@ -98,7 +100,6 @@ impl Master {
         }
         let _ = self.allocator.revive(&id);
         self.counters.frameworks_subscribed += 1;
-        self.rescind_framework_offers(&id, out);
         self.framework_conns.insert(conn, id.clone());
         out.push(Output::ToFramework(
             conn,

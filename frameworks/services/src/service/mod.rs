@@ -1,11 +1,25 @@
 //! The running framework: one actor task owns [`Services`] and the store; an
 //! SDK driver feeds it scheduler events and the REST API feeds it requests.
+//!
+//! The actor works in bursts (group commit): it handles one message, then
+//! whatever else is already queued (at most [`MAX_BURST`]), stores what they
+//! all changed in one write, and only then acknowledges the burst's status
+//! updates, answers its API requests and performs its actions. A status
+//! update is never acknowledged before its effect is stored: if the write
+//! fails, the agent sends the update again.
 
 use crate::app::App;
 use crate::scheduler::{Action, AppState, Deployment, Instance, Services};
-use crate::store::Store;
-use agora_core::{AgentId, FrameworkId, OfferId, TaskId};
-use agora_sdk::{Client, Driver, FrameworkConfig, Offer, Scheduler, TaskStatus};
+use crate::store::{StateStore, Store};
+use link::Bridge;
+pub use link::MasterLink;
+
+mod link;
+#[cfg(test)]
+mod tests;
+
+use agora_core::{AgentId, FrameworkId, TaskId};
+use agora_sdk::{Client, Driver, FrameworkConfig, Offer, TaskStatus};
 use std::path::PathBuf;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -73,47 +87,19 @@ pub enum ApiError {
     Store(String),
 }
 
-enum Msg {
-    Subscribed(Client, FrameworkId),
+pub(crate) enum Msg<L> {
+    Subscribed(L, FrameworkId),
     Offers(Vec<Offer>),
     Rescinded,
-    Update(TaskStatus, oneshot::Sender<()>),
+    Update(TaskStatus),
     Disconnected,
     Api(Request),
-}
-
-/// Forwards SDK callbacks to the actor. Status updates are acknowledged only
-/// after the actor has processed (and persisted) them.
-struct Bridge(mpsc::Sender<Msg>);
-
-impl Scheduler for Bridge {
-    async fn subscribed(&mut self, client: &Client, id: &FrameworkId) {
-        let _ = self
-            .0
-            .send(Msg::Subscribed(client.clone(), id.clone()))
-            .await;
-    }
-    async fn offers(&mut self, _c: &Client, offers: Vec<Offer>) {
-        let _ = self.0.send(Msg::Offers(offers)).await;
-    }
-    async fn rescinded(&mut self, _c: &Client, _o: OfferId) {
-        let _ = self.0.send(Msg::Rescinded).await;
-    }
-    async fn update(&mut self, _c: &Client, status: TaskStatus) {
-        let (tx, rx) = oneshot::channel();
-        if self.0.send(Msg::Update(status, tx)).await.is_ok() {
-            let _ = rx.await;
-        }
-    }
-    async fn disconnected(&mut self) {
-        let _ = self.0.send(Msg::Disconnected).await;
-    }
 }
 
 /// A handle for the API.
 #[derive(Clone)]
 pub struct Handle {
-    tx: mpsc::Sender<Msg>,
+    tx: mpsc::Sender<Msg<Client>>,
     events: tokio::sync::broadcast::Sender<serde_json::Value>,
 }
 
@@ -138,6 +124,18 @@ impl Handle {
     }
 }
 
+/// How the services framework subscribes: its stored framework id, and
+/// manual acknowledgements (an update is acknowledged once stored).
+fn framework_config(cfg: &ServicesConfig, framework_id: Option<String>) -> FrameworkConfig {
+    let mut fcfg = FrameworkConfig::new(cfg.master.clone(), cfg.name.clone());
+    fcfg.role = cfg.role.clone();
+    fcfg.failover_timeout = cfg.failover_timeout;
+    fcfg.framework_id = framework_id.map(FrameworkId::new);
+    fcfg.reconcile_interval = Duration::from_secs(60);
+    fcfg.auto_acknowledge = false;
+    fcfg
+}
+
 /// Starts the framework: loads the store, subscribes (resuming its
 /// framework id), and returns the API handle and the actor's join handle.
 pub fn start(
@@ -148,11 +146,7 @@ pub fn start(
     let snap = store.load()?;
     let services = Services::restore(snap.apps, snap.instances);
     let (tx, rx) = mpsc::channel(1024);
-    let mut fcfg = FrameworkConfig::new(cfg.master.clone(), cfg.name.clone());
-    fcfg.role = cfg.role.clone();
-    fcfg.failover_timeout = cfg.failover_timeout;
-    fcfg.framework_id = snap.framework_id.clone().map(FrameworkId::new);
-    fcfg.reconcile_interval = Duration::from_secs(60);
+    let fcfg = framework_config(&cfg, snap.framework_id.clone());
     let driver = Driver::new(fcfg, Bridge(tx.clone())).with_stop(stop.clone());
     tokio::spawn(async move {
         if let Err(e) = driver.run().await {
@@ -160,23 +154,33 @@ pub fn start(
         }
     });
     let (events, _) = tokio::sync::broadcast::channel(4096);
-    let actor = Actor {
-        services,
-        store,
-        client: None,
-        framework_id: snap.framework_id,
-        events: events.clone(),
-    };
+    let actor = Actor::new(services, store, snap.framework_id, events.clone());
     let join = tokio::spawn(actor.run(rx, stop));
     Ok((Handle { tx, events }, join))
 }
 
-struct Actor {
+/// Messages handled in one burst are stored in one write; this bounds how
+/// long a burst keeps its first update unacknowledged.
+pub const MAX_BURST: usize = 1024;
+
+/// An API answer given once the burst's write is done.
+type Reply = Box<dyn FnOnce(Result<(), ApiError>) + Send + Sync>;
+
+/// What a burst leaves to do once its changes are stored.
+#[derive(Default)]
+struct Pending {
+    acks: Vec<TaskStatus>,
+    replies: Vec<Reply>,
+    actions: Vec<Action>,
+}
+
+struct Actor<L, S> {
     services: Services,
-    store: Store,
-    client: Option<Client>,
+    store: S,
+    link: Option<L>,
     framework_id: Option<String>,
     events: tokio::sync::broadcast::Sender<serde_json::Value>,
+    pending: Pending,
 }
 
 fn now_s() -> f64 {
@@ -186,31 +190,58 @@ fn now_s() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// (deployment id, steps done) per app, to see what a message changed.
-fn deployments_of(s: &Services) -> std::collections::BTreeMap<String, (String, Vec<String>)> {
-    s.apps
+/// (deployment id, number of steps done) per app, to see what a burst
+/// changed.
+fn deployments_of(s: &Services) -> std::collections::BTreeMap<String, (String, usize)> {
+    s.apps()
         .values()
         .filter_map(|a| {
             a.deployment
                 .as_ref()
-                .map(|d| (a.app.id.clone(), (d.id.clone(), d.steps.clone())))
+                .map(|d| (a.app.id.clone(), (d.id.clone(), d.steps.len())))
         })
         .collect()
 }
 
-impl Actor {
+impl<L: MasterLink, S: StateStore> Actor<L, S> {
+    fn new(
+        services: Services,
+        store: S,
+        framework_id: Option<String>,
+        events: tokio::sync::broadcast::Sender<serde_json::Value>,
+    ) -> Self {
+        Actor {
+            services,
+            store,
+            link: None,
+            framework_id,
+            events,
+            pending: Pending::default(),
+        }
+    }
+
     async fn run(
         mut self,
-        mut rx: mpsc::Receiver<Msg>,
+        mut rx: mpsc::Receiver<Msg<L>>,
         mut stop: tokio::sync::watch::Receiver<bool>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks: u64 = 0;
         loop {
             let before = deployments_of(&self.services);
-            let actions = tokio::select! {
+            tokio::select! {
                 m = rx.recv() => match m {
-                    Some(m) => self.handle(m).await,
+                    Some(m) => {
+                        self.handle(m).await;
+                        // Group commit: whatever else is already queued joins
+                        // this burst and is stored with it.
+                        for _ in 1..MAX_BURST {
+                            match rx.try_recv() {
+                                Ok(m) => self.handle(m).await,
+                                Err(_) => break,
+                            }
+                        }
+                    }
                     None => return,
                 },
                 _ = tick.tick() => {
@@ -218,26 +249,82 @@ impl Actor {
                     if ticks.is_multiple_of(30) {
                         self.reconcile_stale().await;
                     }
-                    self.services.tick()
+                    let acts = self.services.tick();
+                    self.pending.actions.extend(acts);
                 }
                 _ = stop.changed() => {
                     if *stop.borrow() { return; }
-                    Vec::new()
                 }
             };
             self.emit_deployment_events(before);
-            self.perform(actions).await;
+            self.commit().await;
         }
+    }
+
+    /// Stores what the burst changed (one transaction), then acknowledges its
+    /// status updates, answers its API requests and performs its actions. If
+    /// the write fails: no acknowledgement (the agents send the updates
+    /// again), the requests are answered with the error, and nothing is
+    /// launched from state that is not stored (the offers are declined);
+    /// kills, declines and suppress/revive still go (they are harmless to
+    /// repeat). What was not stored is written by the next successful commit.
+    async fn commit(&mut self) {
+        let p = std::mem::take(&mut self.pending);
+        let changes = self.services.take_changes();
+        let stored = self
+            .store
+            .save(self.services.apps(), self.services.instances(), &changes)
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot persist services state; updates stay unacknowledged");
+                ApiError::Store(e.to_string())
+            });
+        if stored.is_err() {
+            // Written by the next successful commit.
+            self.services.unsaved(changes);
+        }
+        let mut actions = p.actions;
+        match &stored {
+            Ok(()) => {
+                if !p.acks.is_empty()
+                    && let Some(link) = &self.link
+                {
+                    link.acknowledge(p.acks).await;
+                }
+            }
+            Err(_) => actions = self.withdraw_launches(actions),
+        }
+        for reply in p.replies {
+            reply(stored.clone());
+        }
+        self.perform(actions).await;
+    }
+
+    /// Launches become declines, and their instances are forgotten.
+    fn withdraw_launches(&mut self, actions: Vec<Action>) -> Vec<Action> {
+        actions
+            .into_iter()
+            .map(|a| match a {
+                Action::Launch { offer, tasks } => {
+                    let ids: Vec<String> = tasks.into_iter().map(|t| t.task_id).collect();
+                    self.services.unlaunch(&ids);
+                    Action::Decline {
+                        offers: vec![offer],
+                        refuse: Duration::from_secs(1),
+                    }
+                }
+                other => other,
+            })
+            .collect()
     }
 
     /// Asks the master about instances that have not started after 30 s
     /// (a launch lost on the way is answered TASK_UNKNOWN and replaced).
     async fn reconcile_stale(&self) {
-        let Some(client) = &self.client else { return };
+        let Some(link) = &self.link else { return };
         let cutoff = now_s() - 30.0;
         let stale: Vec<(TaskId, Option<AgentId>)> = self
             .services
-            .instances
+            .instances()
             .values()
             .filter(|i| i.running_since.is_none() && i.staged_at < cutoff)
             .map(|i| {
@@ -248,7 +335,7 @@ impl Actor {
             })
             .collect();
         if !stale.is_empty()
-            && let Err(e) = client.reconcile(stale).await
+            && let Err(e) = link.reconcile(stale).await
         {
             tracing::debug!(error = %e, "reconciling stale instances failed");
         }
@@ -258,27 +345,30 @@ impl Actor {
         let _ = self.events.send(v);
     }
 
-    fn emit_deployment_events(
-        &self,
-        before: std::collections::BTreeMap<String, (String, Vec<String>)>,
-    ) {
+    fn emit_deployment_events(&self, before: std::collections::BTreeMap<String, (String, usize)>) {
         let after = deployments_of(&self.services);
-        for (app, (id, steps)) in &after {
+        for (app, (id, _)) in &after {
             let done = before
                 .get(app)
                 .filter(|(b, _)| b == id)
-                .map(|(_, s)| s.len())
+                .map(|(_, n)| *n)
                 .unwrap_or(0);
             if done == 0 {
                 self.emit(serde_json::json!({"eventType": "deployment_info", "id": id, "appId": app, "timestamp": now_s()}));
             }
+            let steps = self
+                .services
+                .app(app)
+                .and_then(|a| a.deployment.as_ref())
+                .map(|d| d.steps.as_slice())
+                .unwrap_or_default();
             for step in steps.iter().skip(done) {
                 self.emit(serde_json::json!({"eventType": "deployment_step_success", "id": id, "appId": app, "step": step, "timestamp": now_s()}));
             }
         }
         for (app, (id, _)) in before {
             if after.get(&app).is_none_or(|(a, _)| a != &id) {
-                let ok = self.services.apps.contains_key(&app);
+                let ok = self.services.apps().contains_key(&app);
                 let kind = if ok {
                     "deployment_success"
                 } else {
@@ -289,18 +379,9 @@ impl Actor {
         }
     }
 
-    fn persist(&mut self) -> Result<(), ApiError> {
-        self.store
-            .save(&self.services.apps, &self.services.instances)
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot persist services state");
-                ApiError::Store(e.to_string())
-            })
-    }
-
-    async fn handle(&mut self, m: Msg) -> Vec<Action> {
+    async fn handle(&mut self, m: Msg<L>) {
         match m {
-            Msg::Subscribed(client, id) => {
+            Msg::Subscribed(link, id) => {
                 if self.framework_id.as_deref() != Some(id.as_str()) {
                     if let Err(e) = self.store.set_framework_id(id.as_str()) {
                         tracing::error!(error = %e, "cannot persist the framework id");
@@ -311,7 +392,7 @@ impl Actor {
                 // never heard of (crash before launch) are cleared.
                 let known: Vec<(TaskId, Option<AgentId>)> = self
                     .services
-                    .instances
+                    .instances()
                     .values()
                     .map(|i| {
                         (
@@ -321,27 +402,23 @@ impl Actor {
                     })
                     .collect();
                 if !known.is_empty()
-                    && let Err(e) = client.reconcile(known).await
+                    && let Err(e) = link.reconcile(known).await
                 {
                     tracing::warn!(error = %e, "explicit reconciliation failed");
                 }
-                self.client = Some(client);
+                self.link = Some(link);
                 self.services.reset_offer_state();
-                self.services.converge()
+                let acts = self.services.converge();
+                self.pending.actions.extend(acts);
             }
             Msg::Offers(offers) => {
                 let acts = self.services.offers(offers);
-                let _ = self.persist();
-                acts
+                self.pending.actions.extend(acts);
             }
-            Msg::Rescinded => Vec::new(),
-            Msg::Update(status, done) => {
-                let inst = self
-                    .services
-                    .instances
-                    .get(status.task_id.as_str())
-                    .cloned();
-                if let Some(i) = &inst {
+            Msg::Rescinded | Msg::Disconnected => {}
+            Msg::Update(status) => {
+                let inst = self.services.instance(status.task_id.as_str());
+                if let Some(i) = inst {
                     self.emit(serde_json::json!({
                         "eventType": "status_update_event", "taskId": status.task_id.0, "appId": i.app_id,
                         "agentId": status.agent_id.0, "host": i.host, "ports": i.ports, "version": i.version,
@@ -357,25 +434,28 @@ impl Actor {
                     }
                 }
                 let acts = self.services.update(&status);
-                let _ = self.persist();
-                let _ = done.send(());
-                acts
+                self.pending.actions.extend(acts);
+                // Acknowledged only once this burst is stored.
+                self.pending.acks.push(status);
             }
-            Msg::Disconnected => Vec::new(),
             Msg::Api(r) => self.api(r),
         }
     }
 
-    fn api(&mut self, r: Request) -> Vec<Action> {
+    /// Answers `reply` after the burst's write.
+    fn after_commit(&mut self, reply: impl FnOnce(Result<(), ApiError>) + Send + Sync + 'static) {
+        self.pending.replies.push(Box::new(reply));
+    }
+
+    fn api(&mut self, r: Request) {
         match r {
             Request::View { reply } => {
                 let _ = reply.send(View {
-                    apps: self.services.apps.values().cloned().collect(),
-                    instances: self.services.instances.values().cloned().collect(),
+                    apps: self.services.apps().values().cloned().collect(),
+                    instances: self.services.instances().values().cloned().collect(),
                     framework_id: self.framework_id.clone(),
-                    connected: self.client.is_some(),
+                    connected: self.link.is_some(),
                 });
-                Vec::new()
             }
             Request::PutApp {
                 app,
@@ -383,94 +463,102 @@ impl Actor {
                 force_restart,
                 reply,
             } => {
-                if create && self.services.apps.contains_key(&app.id) {
+                if create && self.services.apps().contains_key(&app.id) {
                     let _ = reply.send(Err(ApiError::Exists(app.id)));
-                    return Vec::new();
+                    return;
                 }
                 let id = app.id.clone();
                 let d = self.services.put_app(*app, force_restart);
                 self.emit(serde_json::json!({"eventType": "api_post_event", "appId": id, "timestamp": now_s()}));
-                let r = self.persist().map(|_| d);
-                let _ = reply.send(r);
-                self.services.converge()
+                self.after_commit(move |r| {
+                    let _ = reply.send(r.map(|_| d));
+                });
+                let acts = self.services.converge();
+                self.pending.actions.extend(acts);
             }
             Request::Scale {
                 id,
                 instances,
                 reply,
             } => {
-                let Some(mut app) = self.services.apps.get(&id).map(|s| s.app.clone()) else {
+                let Some(mut app) = self.services.app(&id).map(|s| s.app.clone()) else {
                     let _ = reply.send(Err(ApiError::NoApp(id)));
-                    return Vec::new();
+                    return;
                 };
                 app.instances = instances;
                 self.services.put_app(app, false);
-                let _ = reply.send(self.persist());
-                self.services.converge()
+                self.after_commit(move |r| {
+                    let _ = reply.send(r);
+                });
+                let acts = self.services.converge();
+                self.pending.actions.extend(acts);
             }
             Request::DeleteApp { id, reply } => {
-                if !self.services.apps.contains_key(&id) {
+                if !self.services.apps().contains_key(&id) {
                     let _ = reply.send(Err(ApiError::NoApp(id)));
-                    return Vec::new();
+                    return;
                 }
                 let acts = self.services.delete_app(&id);
+                self.pending.actions.extend(acts);
                 self.emit(serde_json::json!({"eventType": "app_terminated_event", "appId": id, "timestamp": now_s()}));
-                let _ = reply.send(self.persist());
-                acts
+                self.after_commit(move |r| {
+                    let _ = reply.send(r);
+                });
             }
             Request::CancelDeployment { id, force, reply } => {
                 let found = self
                     .services
-                    .apps
+                    .apps()
                     .values()
                     .find(|s| s.deployment.as_ref().is_some_and(|d| d.id == id))
                     .map(|s| (s.app.id.clone(), s.deployment.clone()));
                 let Some((app_id, Some(d))) = found else {
                     let _ = reply.send(Err(ApiError::NoDeployment(id)));
-                    return Vec::new();
+                    return;
                 };
                 let result = if force {
-                    if let Some(s) = self.services.apps.get_mut(&app_id) {
-                        s.deployment = None;
-                    }
+                    self.services.stop_deployment(&app_id);
                     None
                 } else {
                     // Roll back: deploy the previous definition.
-                    let _ = app_id;
                     self.services.put_app((*d.previous).clone(), true)
                 };
-                let _ = reply.send(self.persist().map(|_| result));
-                self.services.converge()
+                self.after_commit(move |r| {
+                    let _ = reply.send(r.map(|_| result));
+                });
+                let acts = self.services.converge();
+                self.pending.actions.extend(acts);
             }
         }
     }
 
     async fn perform(&mut self, actions: Vec<Action>) {
-        let Some(client) = self.client.clone() else {
+        let Some(link) = self.link.clone() else {
             return;
         };
+        use tracing::Instrument;
         for a in actions {
             let r = match &a {
                 Action::Launch { offer, tasks } => {
-                    client
-                        .accept(
-                            std::slice::from_ref(offer),
-                            tasks.clone(),
-                            Some(Duration::from_secs(1)),
-                        )
+                    let span =
+                        tracing::info_span!("launch", offer_id = %offer, tasks = tasks.len());
+                    link.accept(offer, tasks.clone(), Duration::from_secs(1))
+                        .instrument(span)
                         .await
                 }
-                Action::Decline { offers, refuse } => client.decline(offers, Some(*refuse)).await,
+                Action::Decline { offers, refuse } => link.decline(offers, *refuse).await,
                 Action::Kill { task_id, agent_id } => {
-                    client
-                        .kill(
-                            &TaskId::new(task_id.as_str()),
-                            Some(&AgentId::new(agent_id.as_str())),
-                        )
-                        .await
+                    let span =
+                        tracing::info_span!("kill", task_id = %task_id, agent_id = %agent_id);
+                    link.kill(
+                        &TaskId::new(task_id.as_str()),
+                        &AgentId::new(agent_id.as_str()),
+                    )
+                    .instrument(span)
+                    .await
                 }
-                Action::Suppress => client.suppress().await,
-                Action::Revive => client.revive().await,
+                Action::Suppress => link.suppress().await,
+                Action::Revive => link.revive().await,
             };
             if let Err(e) = r {
                 // Name the action, not its payload (task infos carry env values).

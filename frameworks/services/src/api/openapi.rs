@@ -1,0 +1,84 @@
+//! The OpenAPI document, generated from the handlers' annotations and the
+//! types they answer with, so it cannot drift from them.
+
+use super::json::*;
+use crate::app::{
+    AppDefinition, Container, Docker, FieldError, HealthCheck, HealthProtocol, KillSelection,
+    Network, NetworkMode, PortDefinition, PortMapping, ReadinessCheck, UpgradeStrategy,
+};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Agora services framework",
+        description = "A Marathon v2 compatible subset (apps, tasks, deployments) under /v2, with Marathon's field names only; Agora's own view under /v1."
+    ),
+    paths(
+        super::ping,
+        super::info,
+        super::agora_info,
+        super::list_apps,
+        super::create_app,
+        super::get_app,
+        super::put_app,
+        super::delete_app,
+        super::restart_app,
+        super::app_tasks,
+        super::agora_apps,
+        super::agora_app_get,
+        super::all_tasks,
+        super::deployments,
+        super::agora_deployments,
+        super::cancel_deployment,
+        super::events,
+        super::openapi,
+    ),
+    components(schemas(
+        Message,
+        Invalid,
+        FieldError,
+        App,
+        AgoraApp,
+        AppList,
+        AppEnvelope,
+        AgoraAppList,
+        AgoraAppEnvelope,
+        Task,
+        AgoraTask,
+        TaskList,
+        HealthCheckResult,
+        Counts,
+        DeploymentRef,
+        DeploymentResult,
+        DeploymentInfo,
+        AgoraDeployment,
+        Step,
+        StepAction,
+        CurrentAction,
+        ReadinessCheckResult,
+        Info,
+        AgoraInfo,
+        MarathonConfig,
+        AppDefinition,
+        Container,
+        Docker,
+        Network,
+        NetworkMode,
+        PortMapping,
+        PortDefinition,
+        HealthCheck,
+        HealthProtocol,
+        ReadinessCheck,
+        UpgradeStrategy,
+        KillSelection
+    ))
+)]
+struct Doc;
+
+/// The document served at `/openapi.json`.
+pub fn document() -> utoipa::openapi::OpenApi {
+    let mut d = Doc::openapi();
+    d.info.version = env!("CARGO_PKG_VERSION").into();
+    d
+}

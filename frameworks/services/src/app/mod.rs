@@ -1,0 +1,222 @@
+//! App definitions: Marathon v2 field names and defaults, validated field by
+//! field so that *every* problem is reported at once (HTTP 422 with a list of
+//! `{path, errors}`), never just the first.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+mod checks;
+mod fields;
+mod parse;
+mod ports;
+#[cfg(test)]
+mod tests;
+mod view;
+
+use parse::parse_constraint;
+pub use parse::{MAX_INSTANCES, normalize_id, parse_app};
+pub use view::{AppDefinition, Container, Docker, Network};
+
+/// One problem in a definition: a JSON path and what is wrong there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FieldError {
+    pub path: String,
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PortMapping {
+    pub container_port: u32,
+    pub host_port: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PortDefinition {
+    pub port: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum NetworkMode {
+    #[serde(rename = "host")]
+    Host,
+    #[serde(rename = "container/bridge")]
+    Bridge,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub enum HealthProtocol {
+    #[serde(rename = "MESOS_HTTP")]
+    MesosHttp,
+    #[serde(rename = "MESOS_TCP")]
+    MesosTcp,
+    #[serde(rename = "COMMAND")]
+    Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HealthCheck {
+    pub protocol: HealthProtocol,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub path: String,
+    pub port_index: u32,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub command: String,
+    pub grace_period_seconds: f64,
+    pub interval_seconds: f64,
+    pub timeout_seconds: f64,
+    pub max_consecutive_failures: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadinessCheck {
+    pub name: String,
+    pub protocol: String,
+    pub path: String,
+    pub port_name: String,
+    pub interval_seconds: f64,
+    pub timeout_seconds: f64,
+    pub http_status_codes_for_ready: Vec<u16>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Operator {
+    Unique,
+    Cluster,
+    GroupBy,
+    Like,
+    Unlike,
+    MaxPer,
+    Is,
+}
+
+/// `[field, operator, value?]`; serialised as Marathon's array form.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Constraint {
+    pub field: String,
+    pub operator: Operator,
+    pub value: Option<String>,
+}
+
+impl Serialize for Constraint {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let op = serde_json::to_value(self.operator).map_err(serde::ser::Error::custom)?;
+        let mut v = vec![Value::String(self.field.clone()), op];
+        if let Some(val) = &self.value {
+            v.push(Value::String(val.clone()));
+        }
+        v.serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Constraint {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        let mut errs = fields::Errors::default();
+        parse_constraint(&v, "constraints", &mut errs).ok_or_else(|| {
+            serde::de::Error::custom(
+                errs.0
+                    .first()
+                    .map(|e| e.errors.join("; "))
+                    .unwrap_or_default(),
+            )
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UpgradeStrategy {
+    pub minimum_health_capacity: f64,
+    pub maximum_over_capacity: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum KillSelection {
+    YoungestFirst,
+    OldestFirst,
+}
+
+/// A validated app definition with every default filled in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct App {
+    pub id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Docker image (`container.docker.image`); `None`: the agent's default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    pub network: NetworkMode,
+    #[serde(default)]
+    pub port_mappings: Vec<PortMapping>,
+    #[serde(default)]
+    pub port_definitions: Vec<PortDefinition>,
+    pub instances: u32,
+    pub cpus: f64,
+    pub mem: f64,
+    pub disk: f64,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub health_checks: Vec<HealthCheck>,
+    #[serde(default)]
+    pub readiness_checks: Vec<ReadinessCheck>,
+    #[serde(default)]
+    pub constraints: Vec<Constraint>,
+    pub upgrade_strategy: UpgradeStrategy,
+    pub backoff_seconds: f64,
+    pub backoff_factor: f64,
+    pub max_launch_delay_seconds: f64,
+    pub kill_selection: KillSelection,
+    /// Seconds between SIGTERM and SIGKILL when an instance is killed (0:
+    /// the agent's default).
+    #[serde(default)]
+    pub task_kill_grace_period_seconds: f64,
+    /// When this version was created (RFC 3339-like, UTC seconds).
+    #[serde(default)]
+    pub version: String,
+}
+
+impl App {
+    /// Everything but `instances` (and `version`): a change here needs a
+    /// rolling replacement; a change of `instances` alone is a scale.
+    pub fn same_config(&self, other: &App) -> bool {
+        let mut a = self.clone();
+        let mut b = other.clone();
+        a.instances = 0;
+        b.instances = 0;
+        a.version.clear();
+        b.version.clear();
+        a == b
+    }
+
+    /// How many ports each instance needs from its agent.
+    pub fn host_ports_needed(&self) -> usize {
+        match self.network {
+            NetworkMode::Bridge => self.port_mappings.len(),
+            NetworkMode::Host => self.port_definitions.len(),
+        }
+    }
+
+    /// The JSON view (Marathon shape: container, networks, …).
+    pub fn to_marathon(&self) -> Value {
+        serde_json::to_value(view::AppDefinition::from(self)).unwrap_or(Value::Null)
+    }
+}

@@ -1,0 +1,559 @@
+use super::*;
+use serde_json::json;
+
+#[test]
+fn defaults_are_marathons() {
+    let a = parse_app(&json!({"id": "web", "cmd": "serve"})).unwrap();
+    assert_eq!(a.id, "/web");
+    assert_eq!((a.instances, a.cpus, a.mem, a.disk), (1, 1.0, 128.0, 0.0));
+    assert_eq!(
+        (
+            a.backoff_seconds,
+            a.backoff_factor,
+            a.max_launch_delay_seconds
+        ),
+        (1.0, 1.15, 300.0)
+    );
+    assert_eq!(
+        a.upgrade_strategy,
+        UpgradeStrategy {
+            minimum_health_capacity: 1.0,
+            maximum_over_capacity: 1.0
+        }
+    );
+    assert_eq!(a.kill_selection, KillSelection::YoungestFirst);
+    assert_eq!(a.network, NetworkMode::Host);
+}
+
+#[test]
+fn every_problem_is_listed() {
+    let errs = parse_app(&json!({
+        "instances": -1,
+        "cpus": "two",
+        "healthChecks": [{"protocol": "GOPHER"}],
+        "constraints": [["hostname", "SOMETIMES"]],
+        "readinessChecks": [{"path": "/a"}, {"path": "/b"}],
+        "colour": "blue"
+    }))
+    .unwrap_err();
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    for p in [
+        "/id",
+        "/instances",
+        "/cpus",
+        "/healthChecks/0/protocol",
+        "/constraints/0",
+        "/readinessChecks",
+        "/colour",
+        "/cmd",
+    ] {
+        assert!(paths.contains(&p), "{p} missing from {paths:?}");
+    }
+    let msg = |p: &str| errs.iter().find(|e| e.path == p).unwrap().errors.join(" ");
+    assert!(msg("/healthChecks/0/protocol").contains("GOPHER"));
+    assert!(msg("/constraints/0").contains("SOMETIMES"));
+    assert!(msg("/readinessChecks").contains("at most one"));
+}
+
+#[test]
+fn full_definition_round_trips() {
+    let def = json!({
+        "id": "/shop/web",
+        "container": {"type": "DOCKER", "docker": {"image": "agora-workload:latest"},
+            "portMappings": [{"containerPort": 8080, "hostPort": 0, "name": "http"}]},
+        "networks": [{"mode": "container/bridge"}],
+        "instances": 3, "cpus": 0.25, "mem": 64,
+        "env": {"GREETING": "hi"},
+        "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/health", "portIndex": 0,
+            "gracePeriodSeconds": 5, "intervalSeconds": 1, "timeoutSeconds": 1, "maxConsecutiveFailures": 2}],
+        "readinessChecks": [{"name": "ready", "protocol": "HTTP", "path": "/", "portName": "http"}],
+        "constraints": [["hostname", "UNIQUE"], ["zone", "MAX_PER", "2"]],
+        "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0}
+    });
+    let a = parse_app(&def).unwrap();
+    assert_eq!(a.network, NetworkMode::Bridge);
+    assert_eq!(a.host_ports_needed(), 1);
+    assert_eq!(
+        a.constraints[1],
+        Constraint {
+            field: "zone".into(),
+            operator: Operator::MaxPer,
+            value: Some("2".into())
+        }
+    );
+    let again = parse_app(&a.to_marathon()).unwrap();
+    assert_eq!(again, a);
+    let stored: App = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+    assert_eq!(stored, a);
+}
+
+#[test]
+fn ids_are_checked() {
+    assert_eq!(normalize_id("a/b/").unwrap(), "/a/b");
+    assert!(normalize_id("/").is_err());
+    assert!(normalize_id("/Shop").is_err());
+    assert!(normalize_id("/a//b").is_err());
+    assert!(normalize_id("/a/-b").is_err());
+}
+
+#[test]
+fn config_change_versus_scale() {
+    let a = parse_app(&json!({"id": "web", "cmd": "serve", "instances": 2})).unwrap();
+    let mut b = a.clone();
+    b.instances = 5;
+    assert!(a.same_config(&b));
+    b.env.insert("X".into(), "1".into());
+    assert!(!a.same_config(&b));
+}
+
+/// The paths of the problems `def` has (it must be refused).
+fn refused(def: serde_json::Value) -> Vec<String> {
+    match parse_app(&def) {
+        Ok(a) => panic!("accepted {def}: {a:?}"),
+        Err(errs) => errs.into_iter().map(|e| e.path).collect(),
+    }
+}
+
+/// `patch` merged into a valid bridge app with one named port.
+fn with(patch: serde_json::Value) -> serde_json::Value {
+    let mut def = json!({
+        "id": "/v", "cmd": "serve",
+        "container": {"type": "DOCKER", "docker": {"image": "agora-workload:latest"},
+            "portMappings": [{"containerPort": 8080, "hostPort": 0, "name": "http"}]},
+        "networks": [{"mode": "container/bridge"}],
+        "healthChecks": [{"protocol": "MESOS_HTTP", "portIndex": 0}],
+        "readinessChecks": [{"portName": "http"}],
+    });
+    merge(&mut def, patch);
+    def
+}
+
+fn merge(a: &mut serde_json::Value, b: serde_json::Value) {
+    match (a, b) {
+        (serde_json::Value::Object(a), serde_json::Value::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k).or_insert(serde_json::Value::Null), v);
+            }
+        }
+        (serde_json::Value::Array(a), serde_json::Value::Array(b)) if a.len() == b.len() => {
+            for (x, y) in a.iter_mut().zip(b) {
+                merge(x, y);
+            }
+        }
+        (a, b) => *a = b,
+    }
+}
+
+/// Issue 7, point 7: every number of a definition is checked — negative,
+/// out of range, huge (1e300) or of the wrong kind — and refused naming the
+/// field, by family.
+#[test]
+fn every_number_is_range_checked_naming_the_field() {
+    assert!(
+        parse_app(&with(json!({}))).is_ok(),
+        "the base definition is valid"
+    );
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        // resources and counts
+        (json!({"instances": -1}), "/instances"),
+        (json!({"instances": 1.5}), "/instances"),
+        (json!({"instances": 1e300}), "/instances"),
+        (json!({"instances": 10001}), "/instances"),
+        (json!({"instances": "3"}), "/instances"),
+        (json!({"cpus": 0}), "/cpus"),
+        (json!({"cpus": -1}), "/cpus"),
+        (json!({"cpus": 1e300}), "/cpus"),
+        (json!({"mem": 0}), "/mem"),
+        (json!({"mem": 1e300}), "/mem"),
+        (json!({"disk": -1}), "/disk"),
+        (json!({"disk": 1e300}), "/disk"),
+        // launch backoff and kills
+        (json!({"backoffSeconds": -1}), "/backoffSeconds"),
+        (json!({"backoffSeconds": 1e300}), "/backoffSeconds"),
+        (json!({"backoffFactor": 0.5}), "/backoffFactor"),
+        (json!({"backoffFactor": 1e300}), "/backoffFactor"),
+        (
+            json!({"maxLaunchDelaySeconds": -1}),
+            "/maxLaunchDelaySeconds",
+        ),
+        (
+            json!({"maxLaunchDelaySeconds": 1e300}),
+            "/maxLaunchDelaySeconds",
+        ),
+        (
+            json!({"taskKillGracePeriodSeconds": -1}),
+            "/taskKillGracePeriodSeconds",
+        ),
+        (
+            json!({"taskKillGracePeriodSeconds": 1e300}),
+            "/taskKillGracePeriodSeconds",
+        ),
+        // health checks
+        (
+            json!({"healthChecks": [{"gracePeriodSeconds": -1}]}),
+            "/healthChecks/0/gracePeriodSeconds",
+        ),
+        (
+            json!({"healthChecks": [{"gracePeriodSeconds": 1e300}]}),
+            "/healthChecks/0/gracePeriodSeconds",
+        ),
+        (
+            json!({"healthChecks": [{"intervalSeconds": 0}]}),
+            "/healthChecks/0/intervalSeconds",
+        ),
+        (
+            json!({"healthChecks": [{"intervalSeconds": -5}]}),
+            "/healthChecks/0/intervalSeconds",
+        ),
+        (
+            json!({"healthChecks": [{"intervalSeconds": 1e300}]}),
+            "/healthChecks/0/intervalSeconds",
+        ),
+        (
+            json!({"healthChecks": [{"timeoutSeconds": 0}]}),
+            "/healthChecks/0/timeoutSeconds",
+        ),
+        (
+            json!({"healthChecks": [{"timeoutSeconds": 1e300}]}),
+            "/healthChecks/0/timeoutSeconds",
+        ),
+        (
+            json!({"healthChecks": [{"maxConsecutiveFailures": -1}]}),
+            "/healthChecks/0/maxConsecutiveFailures",
+        ),
+        (
+            json!({"healthChecks": [{"maxConsecutiveFailures": 1.5}]}),
+            "/healthChecks/0/maxConsecutiveFailures",
+        ),
+        (
+            json!({"healthChecks": [{"maxConsecutiveFailures": 1e300}]}),
+            "/healthChecks/0/maxConsecutiveFailures",
+        ),
+        (
+            json!({"healthChecks": [{"portIndex": -1}]}),
+            "/healthChecks/0/portIndex",
+        ),
+        (
+            json!({"healthChecks": [{"portIndex": 1e300}]}),
+            "/healthChecks/0/portIndex",
+        ),
+        (
+            json!({"healthChecks": [{"portIndex": 1}]}),
+            "/healthChecks/0/portIndex",
+        ),
+        // readiness checks
+        (
+            json!({"readinessChecks": [{"intervalSeconds": 0}]}),
+            "/readinessChecks/0/intervalSeconds",
+        ),
+        (
+            json!({"readinessChecks": [{"intervalSeconds": 1e300}]}),
+            "/readinessChecks/0/intervalSeconds",
+        ),
+        (
+            json!({"readinessChecks": [{"timeoutSeconds": -1}]}),
+            "/readinessChecks/0/timeoutSeconds",
+        ),
+        (
+            json!({"readinessChecks": [{"timeoutSeconds": 1e300}]}),
+            "/readinessChecks/0/timeoutSeconds",
+        ),
+        (
+            json!({"readinessChecks": [{"httpStatusCodesForReady": [99]}]}),
+            "/readinessChecks/0/httpStatusCodesForReady/0",
+        ),
+        (
+            json!({"readinessChecks": [{"httpStatusCodesForReady": [1e300]}]}),
+            "/readinessChecks/0/httpStatusCodesForReady/0",
+        ),
+        // ports
+        (
+            json!({"container": {"portMappings": [{"containerPort": -1}]}}),
+            "/container/portMappings/0/containerPort",
+        ),
+        (
+            json!({"container": {"portMappings": [{"containerPort": 70000}]}}),
+            "/container/portMappings/0/containerPort",
+        ),
+        (
+            json!({"container": {"portMappings": [{"hostPort": 1e300}]}}),
+            "/container/portMappings/0/hostPort",
+        ),
+        // upgrade strategy capacities
+        (
+            json!({"upgradeStrategy": {"minimumHealthCapacity": -0.1}}),
+            "/upgradeStrategy/minimumHealthCapacity",
+        ),
+        (
+            json!({"upgradeStrategy": {"minimumHealthCapacity": 1e300}}),
+            "/upgradeStrategy/minimumHealthCapacity",
+        ),
+        (
+            json!({"upgradeStrategy": {"maximumOverCapacity": 1.1}}),
+            "/upgradeStrategy/maximumOverCapacity",
+        ),
+        (
+            json!({"upgradeStrategy": {"maximumOverCapacity": "all"}}),
+            "/upgradeStrategy/maximumOverCapacity",
+        ),
+    ];
+    for (patch, path) in cases {
+        let paths = refused(with(patch.clone()));
+        assert!(
+            paths.iter().any(|p| p == path),
+            "{patch}: {path} not in {paths:?}"
+        );
+    }
+    // Host networking: portDefinitions and the legacy ports.
+    for (def, path) in [
+        (
+            json!({"id": "/h", "cmd": "x", "portDefinitions": [{"port": 65536}]}),
+            "/portDefinitions/0/port",
+        ),
+        (
+            json!({"id": "/h", "cmd": "x", "portDefinitions": [{"port": -1}]}),
+            "/portDefinitions/0/port",
+        ),
+        (
+            json!({"id": "/h", "cmd": "x", "ports": [1e300]}),
+            "/ports/0",
+        ),
+    ] {
+        let paths = refused(def.clone());
+        assert!(
+            paths.iter().any(|p| p == path),
+            "{def}: {path} not in {paths:?}"
+        );
+    }
+    // The message says what was wrong.
+    let errs = parse_app(&with(json!({"healthChecks": [{"intervalSeconds": 1e300}]}))).unwrap_err();
+    let msg = errs
+        .iter()
+        .find(|e| e.path == "/healthChecks/0/intervalSeconds")
+        .unwrap();
+    assert!(msg.errors[0].contains("at most 86400"), "{msg:?}");
+}
+
+/// Whatever numbers arrive in any numeric field, validation answers (no
+/// panic), and what it accepts is finite and in range.
+#[test]
+fn extreme_numbers_never_panic() {
+    use proptest::prelude::*;
+    let numbers = prop_oneof![
+        Just(f64::MAX),
+        Just(f64::MIN),
+        Just(-0.0),
+        Just(1e300),
+        Just(-1e300),
+        Just(u64::MAX as f64),
+        Just(i64::MIN as f64),
+        -1e6f64..1e6,
+    ];
+    let fields = prop_oneof![
+        Just("/instances"),
+        Just("/cpus"),
+        Just("/mem"),
+        Just("/disk"),
+        Just("/backoffSeconds"),
+        Just("/backoffFactor"),
+        Just("/maxLaunchDelaySeconds"),
+        Just("/taskKillGracePeriodSeconds"),
+        Just("/healthChecks/0/gracePeriodSeconds"),
+        Just("/healthChecks/0/intervalSeconds"),
+        Just("/healthChecks/0/timeoutSeconds"),
+        Just("/healthChecks/0/maxConsecutiveFailures"),
+        Just("/healthChecks/0/portIndex"),
+        Just("/readinessChecks/0/intervalSeconds"),
+        Just("/readinessChecks/0/timeoutSeconds"),
+        Just("/container/portMappings/0/containerPort"),
+        Just("/container/portMappings/0/hostPort"),
+        Just("/upgradeStrategy/minimumHealthCapacity"),
+        Just("/upgradeStrategy/maximumOverCapacity"),
+    ];
+    let mut runner = proptest::test_runner::TestRunner::default();
+    runner
+        .run(&(fields, numbers), |(field, x)| {
+            let mut def = with(json!({"upgradeStrategy": {"minimumHealthCapacity": 0.5}}));
+            let Some(n) = serde_json::Number::from_f64(x) else {
+                return Ok(());
+            };
+            let (parent, key) = field.rsplit_once('/').unwrap();
+            def.pointer_mut(parent)
+                .and_then(|p| p.as_object_mut())
+                .unwrap_or_else(|| panic!("{field}"))
+                .insert(key.to_string(), serde_json::Value::Number(n));
+            if let Ok(a) = parse_app(&def) {
+                let nums = [
+                    a.cpus,
+                    a.mem,
+                    a.disk,
+                    a.backoff_seconds,
+                    a.backoff_factor,
+                    a.max_launch_delay_seconds,
+                    a.task_kill_grace_period_seconds,
+                    a.health_checks[0].grace_period_seconds,
+                    a.health_checks[0].interval_seconds,
+                    a.health_checks[0].timeout_seconds,
+                    a.readiness_checks[0].interval_seconds,
+                    a.readiness_checks[0].timeout_seconds,
+                ];
+                prop_assert!(
+                    nums.iter().all(|x| x.is_finite() && *x >= 0.0 && *x <= 1e9),
+                    "{field} = {x}: {nums:?}"
+                );
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+/// Issue 7, point 11: a field Agora accepts is honoured; one it does not
+/// implement is refused naming it (or accepted only when it asks for
+/// nothing, e.g. an empty list).
+#[test]
+fn every_accepted_field_is_honoured_or_refused() {
+    let cases: Vec<(serde_json::Value, &str)> = vec![
+        (
+            json!({"container": {"volumes": [{"containerPath": "/data", "hostPath": "/srv", "mode": "RW"}]}}),
+            "/container/volumes",
+        ),
+        (
+            json!({"container": {"portMappings": [{"servicePort": 10001}]}}),
+            "/container/portMappings/0/servicePort",
+        ),
+        (
+            json!({"container": {"portMappings": [{"labels": {"VIP_0": "/web:80"}}]}}),
+            "/container/portMappings/0/labels",
+        ),
+        (
+            json!({"container": {"docker": {"forcePullImage": true}}}),
+            "/container/docker/forcePullImage",
+        ),
+        (
+            json!({"container": {"docker": {"privileged": true}}}),
+            "/container/docker/privileged",
+        ),
+        (
+            json!({"container": {"docker": {"parameters": [{"key": "cap-add", "value": "ALL"}]}}}),
+            "/container/docker/parameters",
+        ),
+        (
+            json!({"container": {"docker": {"network": "BRIDGE"}}}),
+            "/container/docker/network",
+        ),
+        (
+            json!({"container": {"docker": {"colour": "blue"}}}),
+            "/container/docker/colour",
+        ),
+        (json!({"container": {"size": 3}}), "/container/size"),
+        (
+            json!({"networks": [{"mode": "container/bridge", "name": "dcos"}]}),
+            "/networks/0/name",
+        ),
+        (
+            json!({"networks": [{"mode": "container/bridge"}, {"mode": "host"}]}),
+            "/networks",
+        ),
+        (
+            json!({"portDefinitions": [{"port": 0}]}),
+            "/portDefinitions",
+        ),
+        (
+            json!({"secrets": {"pw": {"source": "db/password"}}}),
+            "/secrets",
+        ),
+        (json!({"env": {"PW": {"secret": "pw"}}}), "/env/PW"),
+        (json!({"user": "nobody"}), "/user"),
+        (
+            json!({"fetch": [{"uri": "https://example.invalid/x.tgz"}]}),
+            "/fetch",
+        ),
+        (json!({"uris": ["https://example.invalid/x.tgz"]}), "/uris"),
+        (
+            json!({"unreachableStrategy": {"inactiveAfterSeconds": 60, "expungeAfterSeconds": 120}}),
+            "/unreachableStrategy",
+        ),
+        (
+            json!({"acceptedResourceRoles": ["slave_public"]}),
+            "/acceptedResourceRoles",
+        ),
+        (json!({"dependencies": ["/db"]}), "/dependencies"),
+        (json!({"gpus": 1}), "/gpus"),
+        (json!({"requirePorts": true}), "/requirePorts"),
+        (
+            json!({"healthChecks": [{"port": 8080}]}),
+            "/healthChecks/0/port",
+        ),
+        (
+            json!({"healthChecks": [{"delaySeconds": 15}]}),
+            "/healthChecks/0/delaySeconds",
+        ),
+        (
+            json!({"healthChecks": [{"ipProtocol": "IPv6"}]}),
+            "/healthChecks/0/ipProtocol",
+        ),
+        (
+            json!({"healthChecks": [{"command": {"value": "true", "shell": false}}]}),
+            "/healthChecks/0/command",
+        ),
+        (
+            json!({"healthChecks": [{"colour": "blue"}]}),
+            "/healthChecks/0/colour",
+        ),
+        (
+            json!({"readinessChecks": [{"preserveLastResponse": true}]}),
+            "/readinessChecks/0/preserveLastResponse",
+        ),
+        (
+            json!({"readinessChecks": [{"protocol": "HTTPS"}]}),
+            "/readinessChecks/0/protocol",
+        ),
+        (
+            json!({"upgradeStrategy": {"minimumHealthCapacity": 0.5, "speed": "fast"}}),
+            "/upgradeStrategy/speed",
+        ),
+        (json!({"colour": "blue"}), "/colour"),
+        (json!({"waiting": "x"}), "/waiting"),
+    ];
+    for (patch, path) in cases {
+        let paths = refused(with(patch.clone()));
+        assert!(
+            paths.iter().any(|p| p == path),
+            "{patch}: {path} not in {paths:?}"
+        );
+    }
+    // Host networking refuses port mappings (they would be dropped).
+    let paths = refused(json!({"id": "/h", "container": {"docker": {"image": "i"},
+        "portMappings": [{"containerPort": 80}]}, "networks": [{"mode": "host"}]}));
+    assert!(
+        paths.contains(&"/container/portMappings".to_string()),
+        "{paths:?}"
+    );
+
+    // Values that ask for nothing are accepted.
+    let a = parse_app(&with(
+        json!({"container": {"volumes": [], "docker": {"forcePullImage": false,
+        "privileged": false, "parameters": []}}, "secrets": {}, "fetch": [], "dependencies": [],
+        "acceptedResourceRoles": [], "gpus": 0, "healthChecks": [{"delaySeconds": 0}]}),
+    ))
+    .unwrap();
+    assert_eq!(a.port_mappings.len(), 1);
+    // Honoured: the kill grace period, the legacy ports, read-only fields
+    // of an app read back (ignored).
+    let a = parse_app(&with(json!({"taskKillGracePeriodSeconds": 30}))).unwrap();
+    assert_eq!(a.task_kill_grace_period_seconds, 30.0);
+    assert_eq!(a.to_marathon()["taskKillGracePeriodSeconds"], json!(30.0));
+    let h = parse_app(&json!({"id": "/h", "cmd": "x", "ports": [0, 8080]})).unwrap();
+    assert_eq!(
+        h.port_definitions
+            .iter()
+            .map(|p| p.port)
+            .collect::<Vec<_>>(),
+        vec![0, 8080]
+    );
+    let mut back = a.to_marathon();
+    back["tasksRunning"] = json!(3);
+    back["deployments"] = json!([{"id": "d"}]);
+    back["versionInfo"] = json!({"lastConfigChangeAt": "x"});
+    assert_eq!(parse_app(&back).unwrap(), a);
+}

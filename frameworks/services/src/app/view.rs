@@ -1,0 +1,94 @@
+//! An app definition as Marathon shows it (and as the API documents it):
+//! Marathon's field names only.
+
+use super::*;
+use utoipa::ToSchema;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Docker {
+    pub image: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Container {
+    /// Always `DOCKER`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub docker: Docker,
+    pub port_mappings: Vec<PortMapping>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Network {
+    pub mode: NetworkMode,
+}
+
+/// An app definition: what `POST /v2/apps` takes and what the API shows.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AppDefinition {
+    /// Path-like, e.g. `/shop/web`.
+    pub id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Container>,
+    pub instances: u32,
+    pub cpus: f64,
+    pub mem: f64,
+    pub disk: f64,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub health_checks: Vec<HealthCheck>,
+    pub readiness_checks: Vec<ReadinessCheck>,
+    /// `[field, operator]` or `[field, operator, value]`.
+    #[schema(value_type = Vec<Vec<String>>)]
+    pub constraints: Vec<Constraint>,
+    pub upgrade_strategy: UpgradeStrategy,
+    pub backoff_seconds: f64,
+    pub backoff_factor: f64,
+    pub max_launch_delay_seconds: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_kill_grace_period_seconds: Option<f64>,
+    pub kill_selection: KillSelection,
+    pub networks: Vec<Network>,
+    pub port_definitions: Vec<PortDefinition>,
+    pub version: String,
+}
+
+impl From<&App> for AppDefinition {
+    fn from(a: &App) -> Self {
+        AppDefinition {
+            id: a.id.clone(),
+            cmd: a.cmd.clone(),
+            args: (!a.args.is_empty()).then(|| a.args.clone()),
+            container: a.image.as_ref().map(|i| Container {
+                kind: "DOCKER".into(),
+                docker: Docker { image: i.clone() },
+                port_mappings: a.port_mappings.clone(),
+            }),
+            instances: a.instances,
+            cpus: a.cpus,
+            mem: a.mem,
+            disk: a.disk,
+            env: a.env.clone(),
+            labels: a.labels.clone(),
+            health_checks: a.health_checks.clone(),
+            readiness_checks: a.readiness_checks.clone(),
+            constraints: a.constraints.clone(),
+            upgrade_strategy: a.upgrade_strategy,
+            backoff_seconds: a.backoff_seconds,
+            backoff_factor: a.backoff_factor,
+            max_launch_delay_seconds: a.max_launch_delay_seconds,
+            task_kill_grace_period_seconds: (a.task_kill_grace_period_seconds > 0.0)
+                .then_some(a.task_kill_grace_period_seconds),
+            kill_selection: a.kill_selection,
+            networks: vec![Network { mode: a.network }],
+            port_definitions: a.port_definitions.clone(),
+            version: a.version.clone(),
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Deployment steps: how many instances of the new and old versions an app
+//! may have, and converging to it (kills, suppress/revive).
+
+use super::index::AppIndex;
+use super::{Action, AppState, Services, now_s};
+use crate::app::KillSelection;
+use std::collections::BTreeSet;
+
+impl Services {
+    /// Desired count of instances of `version` and of older versions, for
+    /// an app in a rolling deployment (or not). O(1): read from the index.
+    pub(super) fn targets(&self, st: &AppState) -> (usize, usize) {
+        let n = st.app.instances as usize;
+        let Some(_) = &st.deployment else {
+            return (n, 0);
+        };
+        let empty = AppIndex::default();
+        let ix = self.index.get(&st.app.id).unwrap_or(&empty);
+        let us = st.app.upgrade_strategy;
+        let new_live = ix.live_new.len();
+        let new_ready = ix.new_ready;
+        let old_live = ix.live_old.len();
+        // Instances being killed still run until their end is reported:
+        // they count against the over-capacity budget.
+        let stopping = ix.stopping;
+        let max_total = n + (us.maximum_over_capacity * n as f64).floor() as usize;
+        let min_healthy = (us.minimum_health_capacity * n as f64).ceil() as usize;
+        // New instances we may have: within the over-capacity budget.
+        let new_target = n.min(new_live + max_total.saturating_sub(new_live + old_live + stopping));
+        // Old instances we must keep so healthy capacity stays >= minimum.
+        let old_keep = min_healthy.saturating_sub(new_ready).min(old_live);
+        (new_target.max(new_live.min(n)), old_keep)
+    }
+
+    /// Kills surplus (scale down, deployment progress, returned unreachable
+    /// instances) and decides suppress/revive. Only apps touched since they
+    /// were last converged are looked at, each in O(1) unless it has
+    /// instances to kill.
+    pub fn converge(&mut self) -> Vec<Action> {
+        let mut out = Vec::new();
+        let now = now_s();
+        for id in std::mem::take(&mut self.touched) {
+            let Some(st) = self.apps.get(&id) else {
+                self.wanting.remove(&id);
+                continue;
+            };
+            let n = st.app.instances as usize;
+            let kill_selection = st.app.kill_selection;
+            let in_deployment = st.deployment.is_some();
+            let (new_target, old_keep) = self.targets(st);
+            let empty = AppIndex::default();
+            let ix = self.index.get(&id).unwrap_or(&empty);
+            let (current, old) = (ix.live_new.len(), ix.live_old.len());
+            // Surplus goes by killSelection: youngest (highest launch order)
+            // or oldest first.
+            let pick = |set: &BTreeSet<(u64, String)>, k: usize| -> Vec<String> {
+                match kill_selection {
+                    KillSelection::YoungestFirst => {
+                        set.iter().rev().take(k).map(|(_, t)| t.clone()).collect()
+                    }
+                    KillSelection::OldestFirst => {
+                        set.iter().take(k).map(|(_, t)| t.clone()).collect()
+                    }
+                }
+            };
+            let mut kill: Vec<String> = Vec::new();
+            if current > n {
+                kill.extend(pick(&ix.live_new, current - n));
+            }
+            if in_deployment && old > old_keep {
+                kill.extend(pick(&ix.live_old, old - old_keep));
+            }
+            if current < new_target {
+                self.wanting.insert(id.clone());
+            } else {
+                self.wanting.remove(&id);
+            }
+            let done = in_deployment
+                && old <= old_keep
+                && old_keep == 0
+                && current >= n
+                && ix.new_ready == current;
+            let _g = tracing::debug_span!("converge", app_id = %id).entered();
+            for t in kill {
+                if let Some(a) = self.modify(&t, |i| i.kill(now)) {
+                    tracing::info!(task_id = %t, "killing a surplus instance");
+                    out.push(a);
+                    self.step(&id, format!("kill {t}"));
+                }
+            }
+            if done {
+                self.step(&id, "done".into());
+                if let Some(s) = self.app_mut(&id) {
+                    s.deployment = None;
+                }
+            }
+        }
+        let need_offers = !self.wanting.is_empty();
+        if need_offers && self.suppressed {
+            self.suppressed = false;
+            out.push(Action::Revive);
+        } else if !need_offers && !self.suppressed {
+            self.suppressed = true;
+            out.push(Action::Suppress);
+        }
+        out
+    }
+}

@@ -1,0 +1,364 @@
+use super::*;
+use crate::app::parse_app;
+use agora_core::{AgentId, OfferId, Resources, TaskId};
+use agora_sdk::Offer;
+use serde_json::json;
+
+fn offer(id: &str, host: &str, res: &str) -> Offer {
+    Offer {
+        id: OfferId::new(format!("o-{id}")),
+        agent_id: AgentId::new(format!("a-{host}")),
+        hostname: host.into(),
+        resources: Resources::parse(res).unwrap(),
+        attributes: vec![(
+            "zone".into(),
+            if host.ends_with('1') {
+                "a".into()
+            } else {
+                "b".into()
+            },
+        )],
+    }
+}
+
+fn status(t: &str, s: TaskState) -> TaskStatus {
+    TaskStatus {
+        task_id: TaskId::new(t),
+        agent_id: AgentId::new("a"),
+        state: s,
+        message: String::new(),
+        reason: String::new(),
+        exit_code: None,
+        healthy: None,
+        ready: None,
+        uuid: vec![],
+    }
+}
+
+fn launched(actions: &[Action]) -> Vec<pb::TaskInfo> {
+    actions
+        .iter()
+        .flat_map(|a| match a {
+            Action::Launch { tasks, .. } => tasks.clone(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+fn app(v: serde_json::Value) -> App {
+    parse_app(&v).unwrap()
+}
+
+fn run_all(s: &mut Services) {
+    let ids: Vec<String> = s.instances.keys().cloned().collect();
+    for id in ids {
+        s.update(&status(&id, TaskState::Running));
+    }
+}
+
+#[test]
+fn deploys_scales_and_kills_youngest_first() {
+    let mut s = Services::new();
+    s.put_app(
+        app(json!({"id": "web", "cmd": "serve", "instances": 3, "cpus": 1, "mem": 64})),
+        false,
+    );
+    let acts = s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]);
+    let t = launched(&acts);
+    assert_eq!(t.len(), 3);
+    let env: Vec<&str> = t[0]
+        .command
+        .as_ref()
+        .unwrap()
+        .env
+        .iter()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(env.contains(&"AGORA_APP_ID") && env.contains(&"HOST"));
+    assert!(acts.contains(&Action::Suppress));
+    run_all(&mut s);
+
+    let mut a = s.apps["/web"].app.clone();
+    a.instances = 6;
+    assert!(
+        s.put_app(a.clone(), false).is_none(),
+        "a scale is not a deployment"
+    );
+    let acts = s.converge();
+    assert!(acts.contains(&Action::Revive));
+    let t = launched(&s.offers(vec![offer("2", "h1", "cpus:5;mem:4096")]));
+    assert_eq!(t.len(), 3);
+    run_all(&mut s);
+    assert_eq!(s.live("/web").count(), 6);
+
+    a.instances = 2;
+    s.put_app(a, false);
+    let killed = kills(&s.converge());
+    assert_eq!(killed.len(), 4);
+    let mut by_age: Vec<&Instance> = s.instances.values().collect();
+    by_age.sort_by_key(|i| i.seq);
+    let youngest: Vec<String> = by_age[2..].iter().map(|i| i.task_id.clone()).collect();
+    let mut k = killed.clone();
+    k.sort();
+    let mut y = youngest;
+    y.sort();
+    assert_eq!(k, y, "the four youngest go");
+    for t in killed {
+        s.update(&status(&t, TaskState::Killed));
+    }
+    assert_eq!(s.live("/web").count(), 2);
+}
+
+#[test]
+fn unique_hostname_places_one_per_host_and_says_why() {
+    let mut s = Services::new();
+    s.put_app(app(json!({"id": "u", "cmd": "x", "instances": 3, "cpus": 0.1, "mem": 16, "constraints": [["hostname", "UNIQUE"]]})), false);
+    let t = launched(&s.offers(vec![
+        offer("1", "h1", "cpus:4;mem:1024"),
+        offer("2", "h2", "cpus:4;mem:1024"),
+    ]));
+    assert_eq!(t.len(), 2);
+    let w = s.apps["/u"].waiting.clone().unwrap();
+    assert!(
+        w.contains("constraint hostname:UNIQUE: 2 of 3 placed, no further agent matches"),
+        "{w}"
+    );
+    // Another offer from a used host is declined.
+    let acts = s.offers(vec![offer("3", "h1", "cpus:4;mem:1024")]);
+    assert!(launched(&acts).is_empty());
+    assert!(matches!(acts[0], Action::Decline { .. }));
+}
+
+#[test]
+fn an_app_too_big_for_any_agent_waits_with_a_reason() {
+    let mut s = Services::new();
+    s.put_app(app(json!({"id": "big", "cmd": "x", "cpus": 100})), false);
+    assert!(launched(&s.offers(vec![offer("1", "h1", "cpus:4;mem:1024")])).is_empty());
+    let w = s.apps["/big"].waiting.clone().unwrap();
+    assert!(
+        w.contains("no offer has enough resources") && w.contains("cpus 100"),
+        "{w}"
+    );
+}
+
+#[test]
+fn crash_loops_back_off_by_the_factor_up_to_the_cap() {
+    let mut s = Services::new();
+    s.put_app(app(json!({"id": "crash", "cmd": "exit 1", "backoffSeconds": 1, "backoffFactor": 2, "maxLaunchDelaySeconds": 5})), false);
+    let mut delays = Vec::new();
+    for round in 0..5 {
+        // Force the delay window open to simulate time passing.
+        if let Some(st) = s.apps.get_mut("/crash") {
+            st.next_launch_at = 0.0;
+        }
+        let t = launched(&s.offers(vec![offer(&round.to_string(), "h1", "cpus:4;mem:1024")]));
+        assert_eq!(t.len(), 1);
+        s.update(&status(&t[0].task_id, TaskState::Failed));
+        delays.push(s.apps["/crash"].delay);
+    }
+    assert_eq!(delays, vec![1.0, 2.0, 4.0, 5.0, 5.0]);
+    // While delayed, offers are declined and the reason is shown.
+    let acts = s.offers(vec![offer("x", "h1", "cpus:4;mem:1024")]);
+    assert!(launched(&acts).is_empty());
+    assert!(
+        s.apps["/crash"]
+            .waiting
+            .as_deref()
+            .unwrap_or("")
+            .contains("backoff")
+    );
+}
+
+fn kills(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Kill { task_id, .. } => Some(task_id.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_kill_that_does_not_end_the_task_is_sent_again() {
+    let mut s = Services::new();
+    s.put_app(
+        app(json!({"id": "web", "cmd": "serve", "instances": 2, "cpus": 1, "mem": 64})),
+        false,
+    );
+    s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]);
+    run_all(&mut s);
+    let mut a = s.apps["/web"].app.clone();
+    a.instances = 1;
+    s.put_app(a, false);
+    let killed = kills(&s.converge());
+    assert_eq!(killed.len(), 1);
+    let sent = s.instances[&killed[0]].kill_sent_at.unwrap();
+
+    // Within the retry period: nothing more.
+    assert!(kills(&s.tick_at(sent + KILL_RETRY_SECONDS - 1.0)).is_empty());
+    // Past it, the task still running: the kill goes again, once.
+    let now = sent + KILL_RETRY_SECONDS;
+    assert_eq!(kills(&s.tick_at(now)), killed);
+    assert!(kills(&s.tick_at(now + 1.0)).is_empty());
+    // Once it ends, no more kills.
+    s.update(&status(&killed[0], TaskState::Killed));
+    assert!(kills(&s.tick_at(now + 2.0 * KILL_RETRY_SECONDS)).is_empty());
+    assert_eq!(s.live("/web").count(), 1);
+
+    // After a restart (kill time not stored) a pending kill goes at once.
+    let mut a = s.apps["/web"].app.clone();
+    a.instances = 0;
+    s.put_app(a, false);
+    let killed = kills(&s.converge());
+    s.instances.get_mut(&killed[0]).unwrap().kill_sent_at = None;
+    assert_eq!(kills(&s.tick_at(now)), killed);
+}
+
+#[test]
+fn unreachable_instances_are_replaced_and_the_surplus_killed_on_return() {
+    let mut s = Services::new();
+    s.put_app(
+        app(json!({"id": "r", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16})),
+        false,
+    );
+    launched(&s.offers(vec![offer("1", "h1", "cpus:4;mem:1024")]));
+    run_all(&mut s);
+    let first = s.instances.keys().next().unwrap().clone();
+    s.update(&status(&first, TaskState::Unreachable));
+    assert_eq!(s.live("/r").count(), 1);
+    let replacement = launched(&s.offers(vec![offer("2", "h2", "cpus:4;mem:1024")]));
+    assert_eq!(replacement.len(), 1);
+    s.update(&status(&replacement[0].task_id, TaskState::Running));
+    // The unreachable one comes back: one too many, one is killed.
+    let acts = s.update(&status(&first, TaskState::Running));
+    let kills = acts
+        .iter()
+        .filter(|a| matches!(a, Action::Kill { .. }))
+        .count();
+    assert_eq!(kills, 1);
+    assert_eq!(s.live("/r").count(), 2);
+}
+
+#[test]
+fn a_config_change_rolls_within_the_strategy() {
+    let mut s = Services::new();
+    s.put_app(
+        app(
+            json!({"id": "roll", "cmd": "x", "instances": 4, "cpus": 0.1, "mem": 16,
+        "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0}}),
+        ),
+        false,
+    );
+    launched(&s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]));
+    run_all(&mut s);
+    let mut a = s.apps["/roll"].app.clone();
+    a.env.insert("V".into(), "2".into());
+    let d = s.put_app(a, false).expect("a deployment");
+    assert_eq!(d.previous.env.get("V"), None);
+    // Kills are acknowledged (the task ends) as they are asked for.
+    fn settle(s: &mut Services, mut acts: Vec<Action>) {
+        while let Some(a) = acts.pop() {
+            if let Action::Kill { task_id, .. } = a {
+                acts.extend(s.update(&status(&task_id, TaskState::Killed)));
+            }
+        }
+    }
+    // Never more than 4 instances in existence, never fewer than 2 running.
+    for round in 0..20 {
+        let acts = s.converge();
+        settle(&mut s, acts);
+        let existing = s.instances_of("/roll").count();
+        let running = s
+            .live("/roll")
+            .filter(|i| i.state == TaskState::Running)
+            .count();
+        assert!(existing <= 4, "round {round}: {existing} instances");
+        assert!(running >= 2, "round {round}: {running} running");
+        let acts = s.offers(vec![offer(&format!("r{round}"), "h1", "cpus:8;mem:4096")]);
+        assert!(
+            s.instances_of("/roll").count() <= 4,
+            "round {round}: over capacity after launches"
+        );
+        settle(&mut s, acts);
+        let ids: Vec<String> = s
+            .instances
+            .values()
+            .filter(|i| i.state != TaskState::Running)
+            .map(|i| i.task_id.clone())
+            .collect();
+        for id in ids {
+            let acts = s.update(&status(&id, TaskState::Running));
+            settle(&mut s, acts);
+        }
+        if s.apps["/roll"].deployment.is_none() {
+            break;
+        }
+    }
+    assert!(s.apps["/roll"].deployment.is_none(), "deployment finished");
+    let v = s.apps["/roll"].app.version.clone();
+    assert_eq!(s.live("/roll").filter(|i| i.version == v).count(), 4);
+    assert_eq!(s.live("/roll").count(), 4);
+}
+
+#[test]
+fn the_kill_grace_period_reaches_the_task() {
+    let mut s = Services::new();
+    s.put_app(
+        app(
+            json!({"id": "g", "cmd": "x", "cpus": 0.1, "mem": 16, "taskKillGracePeriodSeconds": 42}),
+        ),
+        false,
+    );
+    let t = launched(&s.offers(vec![offer("1", "h1", "cpus:4;mem:1024")]));
+    assert_eq!(t[0].kill_grace_seconds, 42.0);
+}
+
+/// The scheduler's work carries its ids: a status update in a span with the
+/// task and app ids, a deployment's steps in a span with the app and
+/// deployment ids, offers in a span of their own.
+#[test]
+fn status_updates_and_deployment_steps_run_in_spans_with_their_ids() {
+    #[derive(Clone, Default)]
+    struct Buf(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf::default();
+    let out = buf.clone();
+    let sub = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || out.clone())
+        .finish();
+    let mut s = Services::new();
+    let (task, deployment) = tracing::subscriber::with_default(sub, || {
+        s.put_app(
+            app(json!({"id": "web", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16})),
+            false,
+        );
+        s.offers(vec![offer("1", "h1", "cpus:4;mem:1024")]);
+        let task = s.instances.keys().next().unwrap().clone();
+        s.update(&status(&task, TaskState::Running));
+        let mut a = s.apps["/web"].app.clone();
+        a.env.insert("V".into(), "2".into());
+        let d = s.put_app(a, false).unwrap();
+        s.offers(vec![offer("2", "h1", "cpus:4;mem:1024")]);
+        (task, d.id)
+    });
+    let logs = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    for want in [
+        format!("status_update{{task_id={task} state=TASK_RUNNING app_id=/web}}"),
+        format!("deployment{{app_id=/web deployment_id={deployment}}}"),
+        "offers{offers=1}".to_string(),
+        "deployment step".to_string(),
+    ] {
+        assert!(logs.contains(&want), "{want} not in:\n{logs}");
+    }
+}

@@ -1,0 +1,198 @@
+use super::*;
+use agora_core::OfferId;
+use agora_core::{Resources, TaskState};
+use agora_proto::pb;
+use agora_sdk::SdkError;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// (task id, uuid) of an acknowledged update.
+type Ack = (String, Vec<u8>);
+
+/// Records what the actor asks of the master.
+#[derive(Clone, Default)]
+struct Recorder {
+    acks: Arc<Mutex<Vec<Ack>>>,
+    launched: Arc<Mutex<Vec<String>>>,
+}
+
+impl Recorder {
+    fn acks(&self) -> Vec<Ack> {
+        self.acks.lock().unwrap().clone()
+    }
+}
+
+impl MasterLink for Recorder {
+    async fn accept(
+        &self,
+        _offer: &OfferId,
+        tasks: Vec<pb::TaskInfo>,
+        _refuse: Duration,
+    ) -> Result<(), SdkError> {
+        let mut l = self.launched.lock().unwrap();
+        l.extend(tasks.into_iter().map(|t| t.task_id));
+        Ok(())
+    }
+    async fn decline(&self, _o: &[OfferId], _r: Duration) -> Result<(), SdkError> {
+        Ok(())
+    }
+    async fn kill(&self, _t: &TaskId, _a: &AgentId) -> Result<(), SdkError> {
+        Ok(())
+    }
+    async fn suppress(&self) -> Result<(), SdkError> {
+        Ok(())
+    }
+    async fn revive(&self) -> Result<(), SdkError> {
+        Ok(())
+    }
+    async fn reconcile(&self, _t: Vec<(TaskId, Option<AgentId>)>) -> Result<(), SdkError> {
+        Ok(())
+    }
+    async fn acknowledge(&self, statuses: Vec<TaskStatus>) {
+        let mut a = self.acks.lock().unwrap();
+        a.extend(
+            statuses
+                .into_iter()
+                .filter(|s| !s.uuid.is_empty())
+                .map(|s| (s.task_id.0, s.uuid)),
+        );
+    }
+}
+
+/// A store whose writes fail while `fail` is set; keeps what it stored.
+struct FlakyStore {
+    fail: Arc<AtomicBool>,
+    stored: Arc<Mutex<BTreeMap<String, Instance>>>,
+}
+
+impl StateStore for FlakyStore {
+    fn save(
+        &mut self,
+        _apps: &BTreeMap<String, AppState>,
+        instances: &BTreeMap<String, Instance>,
+        changes: &crate::scheduler::Changes,
+    ) -> Result<(), crate::store::StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(crate::store::StoreError {
+                path: "flaky".into(),
+                message: "disk full".into(),
+            });
+        }
+        let mut stored = self.stored.lock().unwrap();
+        for k in &changes.instances {
+            match instances.get(k) {
+                Some(i) => stored.insert(k.clone(), i.clone()),
+                None => stored.remove(k),
+            };
+        }
+        Ok(())
+    }
+    fn set_framework_id(&mut self, _id: &str) -> Result<(), crate::store::StoreError> {
+        Ok(())
+    }
+}
+
+fn running(task: &str, uuid: u8) -> TaskStatus {
+    TaskStatus {
+        task_id: TaskId::new(task),
+        agent_id: AgentId::new("ag"),
+        state: TaskState::Running,
+        message: String::new(),
+        reason: String::new(),
+        exit_code: None,
+        healthy: None,
+        ready: None,
+        uuid: vec![uuid],
+    }
+}
+
+fn offer(id: &str) -> Offer {
+    Offer {
+        id: OfferId::new(id),
+        agent_id: AgentId::new("ag"),
+        hostname: "h".into(),
+        resources: Resources::parse("cpus:4;mem:1024").unwrap(),
+        attributes: vec![],
+    }
+}
+
+async fn scale(tx: &mpsc::Sender<Msg<Recorder>>, n: u32) -> Result<(), ApiError> {
+    let (reply, rx) = oneshot::channel();
+    let req = Request::Scale {
+        id: "/a".into(),
+        instances: n,
+        reply,
+    };
+    tx.send(Msg::Api(req)).await.ok().unwrap();
+    rx.await.unwrap()
+}
+
+/// Issue 7, bug 9: an update whose effect could not be stored is not
+/// acknowledged (so the agent sends it again); once stored, it is.
+#[tokio::test]
+async fn an_update_is_acknowledged_only_once_its_effect_is_stored() {
+    let mut s = Services::new();
+    let app = crate::app::parse_app(
+        &serde_json::json!({"id": "/a", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16}),
+    )
+    .unwrap();
+    s.put_app(app, false);
+    s.offers(vec![offer("o1")]);
+    let task = s.instances().keys().next().unwrap().clone();
+
+    let fail = Arc::new(AtomicBool::new(true));
+    let stored = Arc::new(Mutex::new(BTreeMap::new()));
+    let store = FlakyStore {
+        fail: fail.clone(),
+        stored: stored.clone(),
+    };
+    let (events, _) = tokio::sync::broadcast::channel(16);
+    let actor = Actor::new(s, store, Some("fw".into()), events);
+    let (tx, rx) = mpsc::channel(16);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let join = tokio::spawn(actor.run(rx, stop_rx));
+    let link = Recorder::default();
+    tx.send(Msg::Subscribed(link.clone(), FrameworkId::new("fw")))
+        .await
+        .ok()
+        .unwrap();
+
+    // The store fails: the update is applied but not acknowledged, and
+    // the API request that follows it says the write failed.
+    tx.send(Msg::Update(running(&task, 7))).await.ok().unwrap();
+    assert!(matches!(scale(&tx, 1).await, Err(ApiError::Store(_))));
+    assert!(
+        link.acks().is_empty(),
+        "acknowledged unstored updates: {:?}",
+        link.acks()
+    );
+    assert!(stored.lock().unwrap().is_empty());
+    // Nothing launches from state that is not stored.
+    tx.send(Msg::Offers(vec![offer("o2")])).await.ok().unwrap();
+    assert!(scale(&tx, 2).await.is_err());
+    assert!(link.launched.lock().unwrap().is_empty());
+
+    // The store is back and the agent sends the update again: stored,
+    // then acknowledged.
+    fail.store(false, Ordering::SeqCst);
+    tx.send(Msg::Update(running(&task, 7))).await.ok().unwrap();
+    assert!(scale(&tx, 1).await.is_ok());
+    assert_eq!(link.acks(), vec![(task.clone(), vec![7])]);
+    assert_eq!(stored.lock().unwrap()[&task].state, TaskState::Running);
+    join.abort();
+}
+
+#[test]
+fn the_driver_leaves_acknowledgements_to_the_actor() {
+    let cfg = ServicesConfig {
+        master: "http://127.0.0.1:5050".into(),
+        data_dir: PathBuf::from("/nonexistent"),
+        name: "services".into(),
+        role: "*".into(),
+        failover_timeout: Duration::from_secs(60),
+    };
+    let f = framework_config(&cfg, Some("fw-1".into()));
+    assert!(!f.auto_acknowledge);
+    assert_eq!(f.framework_id, Some(FrameworkId::new("fw-1")));
+}
