@@ -696,7 +696,7 @@ async fn a_master_restart_with_the_framework_back_before_the_agent_keeps_every_i
     c.restart().await.unwrap();
     // The framework resubscribes and reconciles while the agent is still away.
     eventually(LONG, async || {
-        let (_, info) = s.req("GET", "/v2/info", None).await;
+        let (_, info) = s.req("GET", "/v1/info", None).await;
         (info["connected"] == true).then_some(())
     })
     .await

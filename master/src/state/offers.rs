@@ -206,18 +206,17 @@ impl Master {
         }
         self.recover_pool(&fid, &agent_id, &remaining, Some((now, refuse)));
         if !launch.is_empty() {
+            let conn = self.agents.get(&agent_id).and_then(|a| a.conn);
             let info = self.frameworks.get(&fid).map(|f| f.info.clone());
-            let sent = info.is_some_and(|framework| {
-                self.to_agent(
-                    &agent_id,
+            if let (Some(conn), Some(framework)) = (conn, info) {
+                out.push(Output::ToAgent(
+                    conn,
                     MasterMessage::RunTasks {
                         framework,
-                        tasks: launch.clone(),
+                        tasks: launch,
                     },
-                    out,
-                )
-            });
-            if !sent {
+                ));
+            } else {
                 // Offers are rescinded when an agent disconnects, so this
                 // cannot happen; if it does, say so rather than lose tasks.
                 for t in launch {
