@@ -70,6 +70,13 @@ impl Invalid {
             message: message.into(),
         }
     }
+
+    /// The same problem, with its field named inside `outer`
+    /// (`tasks[1]` + `kill_grace_seconds` → `tasks[1].kill_grace_seconds`).
+    pub fn within(mut self, outer: &str) -> Self {
+        self.field = format!("{outer}.{}", self.field);
+        self
+    }
 }
 
 /// Longest id accepted from the network.

@@ -46,13 +46,13 @@ pub struct GuardedStream<D, P> {
 
 impl<D, P> Stream for GuardedStream<D, P>
 where
-    P: for<'a> From<&'a D>,
+    P: From<D>,
 {
     type Item = Result<P, Status>;
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         Pin::new(&mut self.inner)
             .poll_next(cx)
-            .map(|o| o.map(|d| Ok(P::from(&d))))
+            .map(|o| o.map(|d| Ok(P::from(d))))
     }
 }
 
@@ -91,7 +91,7 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             .into_inner()
             .framework
             .ok_or_else(|| Status::invalid_argument("invalid framework: is missing"))?;
-        let info = convert::framework_info("framework", &wire).map_err(invalid)?;
+        let info = convert::framework_info("framework", wire).map_err(invalid)?;
         let (tx, rx) = mpsc::channel(FRAMEWORK_QUEUE);
         let conn: ConnId = self.master.next_conn();
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -119,14 +119,14 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         r: Request<pb::AcceptRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        let call = (&r.into_inner()).try_into().map_err(invalid)?;
+        let call = r.into_inner().try_into().map_err(invalid)?;
         self.call(Call::Accept(call)).await
     }
     async fn decline(
         &self,
         r: Request<pb::DeclineRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        let call = (&r.into_inner()).try_into().map_err(invalid)?;
+        let call = r.into_inner().try_into().map_err(invalid)?;
         self.call(Call::Decline(call)).await
     }
     async fn revive(
@@ -149,21 +149,21 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         r: Request<pb::KillRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        let call = (&r.into_inner()).try_into().map_err(invalid)?;
+        let call = r.into_inner().try_into().map_err(invalid)?;
         self.call(Call::Kill(call)).await
     }
     async fn acknowledge(
         &self,
         r: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        let call = (&r.into_inner()).try_into().map_err(invalid)?;
+        let call = r.into_inner().try_into().map_err(invalid)?;
         self.call(Call::Acknowledge(call)).await
     }
     async fn reconcile(
         &self,
         r: Request<pb::ReconcileRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
-        let call = (&r.into_inner()).try_into().map_err(invalid)?;
+        let call = r.into_inner().try_into().map_err(invalid)?;
         self.call(Call::Reconcile(call)).await
     }
     async fn teardown(
@@ -182,12 +182,12 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
 fn agent_command(conn: ConnId, m: pb::AgentMessage) -> Option<Command> {
     use pb::agent_message::Message as M;
     Some(match m.message? {
-        M::Register(r) => Command::AgentRegister(conn, Register::try_from(&r)),
+        M::Register(r) => Command::AgentRegister(conn, Register::try_from(r)),
         M::Heartbeat(_) => Command::AgentHeartbeat(conn),
         M::Updates(u) => Command::AgentUpdates(
             conn,
             u.updates
-                .iter()
+                .into_iter()
                 .filter_map(|u| match StatusUpdate::try_from(u) {
                     Ok(u) => Some(u),
                     Err(e) => {
@@ -200,7 +200,7 @@ fn agent_command(conn: ConnId, m: pb::AgentMessage) -> Option<Command> {
         M::Usage(u) => Command::AgentUsage(
             conn,
             u.tasks
-                .iter()
+                .into_iter()
                 .filter_map(|t| TaskUsage::try_from(t).ok())
                 .collect(),
         ),

@@ -154,7 +154,7 @@ impl Agent {
             // hold what is refused today (a NaN check interval): such a
             // task is re-attached only to be stopped, reported FAILED with
             // the field named.
-            let info = match convert::task_info("task", &info) {
+            let info = match convert::task_info("task", info.clone()) {
                 Ok(i) => i,
                 Err(e) => {
                     if !state.is_terminal() {

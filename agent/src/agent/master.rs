@@ -115,7 +115,7 @@ impl Agent {
                 tracing::warn!(framework_id = %fid, task_id = %tid, "duplicate launch ignored");
                 continue;
             }
-            let info = match convert::task_info("task", &task) {
+            let info = match convert::task_info("task", task.clone()) {
                 Ok(info) => {
                     launch.push(info.clone());
                     info

@@ -168,7 +168,7 @@ impl Master {
                     Some(mut t) if t.agent == id => {
                         t.state = st;
                         t.status = status;
-                        t
+                        *t
                     }
                     Some(other) => {
                         // Live on another agent: this report is stale.
@@ -257,14 +257,14 @@ impl Master {
                     tracing::info!(framework_id = %fid, task_id = %tid, state = %st, "task adopted");
                     fw.tasks.insert(
                         tid.clone(),
-                        Task {
+                        Box::new(Task {
                             info: at.task,
                             agent: id.clone(),
                             state: st,
                             status: status.clone(),
                             usage: None,
                             kill_requested: false,
-                        },
+                        }),
                     );
                     Some(status)
                 }

@@ -198,7 +198,7 @@ impl Master {
             out.push(Output::CloseFramework(conn));
         }
         let mut agents_to_notify: Set<AgentId> = Set::default();
-        let tasks: Vec<Task> = fw.tasks.drain().map(|(_, t)| t).collect();
+        let tasks: Vec<Task> = fw.tasks.drain().map(|(_, t)| *t).collect();
         for mut t in tasks {
             agents_to_notify.insert(t.agent.clone());
             if let Some(a) = self.agents.get_mut(&t.agent) {

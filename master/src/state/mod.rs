@@ -144,7 +144,9 @@ struct Framework {
     state: FrameworkState,
     conn: Option<ConnId>,
     disconnected_at: Option<Instant>,
-    tasks: Map<TaskId, Task>,
+    /// Live tasks, boxed: the map grows to many thousands of entries and
+    /// moves only pointers when it does.
+    tasks: Map<TaskId, Box<Task>>,
     /// Terminal tasks, oldest first, at most `completed_tasks_per_framework`.
     completed: VecDeque<Task>,
     offers: Set<OfferId>,

@@ -173,14 +173,14 @@ impl Master {
                     if let Some(fw) = self.frameworks.get_mut(&fid) {
                         fw.tasks.insert(
                             t.id.clone(),
-                            Task {
+                            Box::new(Task {
                                 info: t.clone(),
                                 agent: agent_id.clone(),
                                 state: TaskState::Staging,
                                 status: st,
                                 usage: None,
                                 kill_requested: false,
-                            },
+                            }),
                         );
                     }
                     if let Some(a) = self.agents.get_mut(&agent_id) {

@@ -93,6 +93,7 @@ impl Master {
         let t: &Task = fw
             .tasks
             .get(tid)
+            .map(|t| &**t)
             .or_else(|| fw.completed.iter().rev().find(|t| &t.info.id == tid))?;
         Some(reconciled(&t.status))
     }

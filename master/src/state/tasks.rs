@@ -190,16 +190,18 @@ impl Master {
                 ack(&mut self_acks, &st);
                 continue;
             };
-            let owner = fw.tasks.get(&tid).map(|t| t.agent.clone()).or_else(|| {
-                fw.completed
+            let misrouted = match fw.tasks.get(&tid) {
+                Some(t) => t.agent != aid,
+                None => fw
+                    .completed
                     .iter()
                     .rev()
                     .find(|t| t.info.id == tid)
-                    .map(|t| t.agent.clone())
-            });
-            if owner.as_ref().is_some_and(|o| o != &aid) {
+                    .is_some_and(|t| t.agent != aid),
+            };
+            if misrouted {
                 self.counters.status_updates_misrouted += 1;
-                tracing::warn!(framework_id = %fid, task_id = %tid, agent_id = %aid, owner = ?owner, "dropping a status update for a task that lives on another agent");
+                tracing::warn!(framework_id = %fid, task_id = %tid, agent_id = %aid, "dropping a status update for a task that lives on another agent");
                 ack(&mut self_acks, &st);
                 continue;
             }
@@ -256,7 +258,7 @@ impl Master {
         };
         let agent = t.agent.clone();
         let r = t.info.resources.clone();
-        fw.completed.push_back(t);
+        fw.completed.push_back(*t);
         if fw.completed.len() > self.cfg.completed_tasks_per_framework {
             fw.completed.pop_front();
         }

@@ -1,6 +1,8 @@
 //! Frameworks, agents, offers and filters.
 
-use super::{Invalid, agent_id, attributes, duration, framework_id, id_field, opt_id, resources};
+use super::{
+    Invalid, at, attributes, duration, id_field, own_agent_id, own_framework_id, resources,
+};
 use crate::pb;
 use agora_core::OfferId;
 use agora_core::info::{AgentInfo, DEFAULT_ROLE, Filters, FrameworkInfo, OfferInfo, limits};
@@ -8,54 +10,61 @@ use std::time::Duration;
 
 // ---------------------------------------------------------- frameworks, agents
 
-pub fn framework_info(field: &str, f: &pb::FrameworkInfo) -> Result<FrameworkInfo, Invalid> {
+pub fn framework_info(field: &str, f: pb::FrameworkInfo) -> Result<FrameworkInfo, Invalid> {
     let role = if f.role.is_empty() {
         DEFAULT_ROLE.to_string()
     } else {
         if f.role != DEFAULT_ROLE {
-            id_field(&format!("{field}.role"), &f.role)?;
+            id_field("role", &f.role).map_err(at(field))?;
         }
-        f.role.clone()
+        f.role
     };
     if f.name.len() > 1024 {
         return Err(Invalid::new(format!("{field}.name"), "at most 1024 bytes"));
     }
     Ok(FrameworkInfo {
-        id: opt_id(
-            &format!("{field}.framework_id"),
-            &f.framework_id,
-            framework_id,
-        )?,
-        name: f.name.clone(),
+        id: if f.framework_id.is_empty() {
+            None
+        } else {
+            Some(own_framework_id("framework_id", f.framework_id).map_err(at(field))?)
+        },
+        name: f.name,
         role,
-        user: f.user.clone(),
+        user: f.user,
         failover_timeout: duration(
-            &format!("{field}.failover_timeout_seconds"),
+            "failover_timeout_seconds",
             f.failover_timeout_seconds,
             limits::FAILOVER_TIMEOUT,
-        )?,
+        )
+        .map_err(at(field))?,
         partition_aware: f.partition_aware,
-        hostname: f.hostname.clone(),
-        capabilities: f.capabilities.clone(),
+        hostname: f.hostname,
+        capabilities: f.capabilities,
     })
 }
 
-impl From<&FrameworkInfo> for pb::FrameworkInfo {
-    fn from(f: &FrameworkInfo) -> Self {
+impl From<FrameworkInfo> for pb::FrameworkInfo {
+    fn from(f: FrameworkInfo) -> Self {
         pb::FrameworkInfo {
-            framework_id: f.id.as_ref().map(|i| i.0.clone()).unwrap_or_default(),
-            name: f.name.clone(),
-            role: f.role.clone(),
-            user: f.user.clone(),
+            framework_id: f.id.map(|i| i.0).unwrap_or_default(),
+            name: f.name,
+            role: f.role,
+            user: f.user,
             failover_timeout_seconds: f.failover_timeout.as_secs_f64(),
             partition_aware: f.partition_aware,
-            hostname: f.hostname.clone(),
-            capabilities: f.capabilities.clone(),
+            hostname: f.hostname,
+            capabilities: f.capabilities,
         }
     }
 }
 
-pub fn agent_info(field: &str, a: &pb::AgentInfo) -> Result<AgentInfo, Invalid> {
+impl From<&FrameworkInfo> for pb::FrameworkInfo {
+    fn from(f: &FrameworkInfo) -> Self {
+        f.clone().into()
+    }
+}
+
+pub fn agent_info(field: &str, a: pb::AgentInfo) -> Result<AgentInfo, Invalid> {
     if a.hostname.is_empty() || a.hostname.len() > 255 {
         return Err(Invalid::new(
             format!("{field}.hostname"),
@@ -63,55 +72,56 @@ pub fn agent_info(field: &str, a: &pb::AgentInfo) -> Result<AgentInfo, Invalid> 
         ));
     }
     Ok(AgentInfo {
-        id: opt_id(&format!("{field}.agent_id"), &a.agent_id, agent_id)?,
-        hostname: a.hostname.clone(),
-        resources: resources(&format!("{field}.resources"), a.resources.as_ref())?,
+        id: if a.agent_id.is_empty() {
+            None
+        } else {
+            Some(own_agent_id("agent_id", a.agent_id).map_err(at(field))?)
+        },
+        hostname: a.hostname,
+        resources: resources("resources", a.resources.as_ref()).map_err(at(field))?,
         attributes: attributes(&a.attributes)?,
-        endpoint: a.endpoint.clone(),
+        endpoint: a.endpoint,
     })
 }
 
-impl From<&AgentInfo> for pb::AgentInfo {
-    fn from(a: &AgentInfo) -> Self {
+impl From<AgentInfo> for pb::AgentInfo {
+    fn from(a: AgentInfo) -> Self {
         pb::AgentInfo {
-            agent_id: a.id.as_ref().map(|i| i.0.clone()).unwrap_or_default(),
-            hostname: a.hostname.clone(),
+            agent_id: a.id.map(|i| i.0).unwrap_or_default(),
+            hostname: a.hostname,
             resources: Some((&a.resources).into()),
-            attributes: to_attributes(&a.attributes),
-            endpoint: a.endpoint.clone(),
+            attributes: to_attributes(a.attributes),
+            endpoint: a.endpoint,
         }
     }
 }
 
-pub(crate) fn to_attributes(list: &[(String, String)]) -> Vec<pb::Attribute> {
-    list.iter()
-        .map(|(n, v)| pb::Attribute {
-            name: n.clone(),
-            value: v.clone(),
-        })
+pub(crate) fn to_attributes(list: Vec<(String, String)>) -> Vec<pb::Attribute> {
+    list.into_iter()
+        .map(|(name, value)| pb::Attribute { name, value })
         .collect()
 }
 
-impl From<&OfferInfo> for pb::Offer {
-    fn from(o: &OfferInfo) -> Self {
+impl From<OfferInfo> for pb::Offer {
+    fn from(o: OfferInfo) -> Self {
         pb::Offer {
-            offer_id: o.id.0.clone(),
-            framework_id: o.framework.0.clone(),
-            agent_id: o.agent.0.clone(),
-            hostname: o.hostname.clone(),
+            offer_id: o.id.0,
+            framework_id: o.framework.0,
+            agent_id: o.agent.0,
+            hostname: o.hostname,
             resources: Some((&o.resources).into()),
-            attributes: to_attributes(&o.attributes),
+            attributes: to_attributes(o.attributes),
         }
     }
 }
 
-pub fn offer_info(field: &str, o: &pb::Offer) -> Result<OfferInfo, Invalid> {
+pub fn offer_info(field: &str, o: pb::Offer) -> Result<OfferInfo, Invalid> {
     Ok(OfferInfo {
-        id: offer_id(&format!("{field}.offer_id"), &o.offer_id)?,
-        framework: framework_id(&format!("{field}.framework_id"), &o.framework_id)?,
-        agent: agent_id(&format!("{field}.agent_id"), &o.agent_id)?,
-        hostname: o.hostname.clone(),
-        resources: resources(&format!("{field}.resources"), o.resources.as_ref())?,
+        id: offer_id("offer_id", &o.offer_id).map_err(at(field))?,
+        framework: own_framework_id("framework_id", o.framework_id).map_err(at(field))?,
+        agent: own_agent_id("agent_id", o.agent_id).map_err(at(field))?,
+        hostname: o.hostname,
+        resources: resources("resources", o.resources.as_ref()).map_err(at(field))?,
         attributes: attributes(&o.attributes)?,
     })
 }
@@ -138,6 +148,11 @@ pub fn filters(f: Option<&pb::Filters>) -> Result<Filters, Invalid> {
     }
 }
 
-pub(crate) fn offer_ids(field: &str, ids: &[String]) -> Result<Vec<OfferId>, Invalid> {
-    ids.iter().map(|o| offer_id(field, o)).collect()
+pub(crate) fn offer_ids(field: &str, ids: Vec<String>) -> Result<Vec<OfferId>, Invalid> {
+    ids.into_iter()
+        .map(|o| {
+            id_field(field, &o)?;
+            Ok(OfferId(o))
+        })
+        .collect()
 }

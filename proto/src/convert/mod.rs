@@ -43,6 +43,27 @@ pub fn task_id(field: &str, v: &str) -> Result<TaskId, Invalid> {
     Ok(TaskId::new(v))
 }
 
+/// Validates an id the caller owns, without copying it.
+pub fn own_task_id(field: &str, v: String) -> Result<TaskId, Invalid> {
+    id_field(field, &v)?;
+    Ok(TaskId(v))
+}
+
+pub fn own_agent_id(field: &str, v: String) -> Result<AgentId, Invalid> {
+    id_field(field, &v)?;
+    Ok(AgentId(v))
+}
+
+pub fn own_framework_id(field: &str, v: String) -> Result<FrameworkId, Invalid> {
+    id_field(field, &v)?;
+    Ok(FrameworkId(v))
+}
+
+/// Names an error's field inside `outer` (formatting only on error).
+pub(crate) fn at(outer: &str) -> impl FnOnce(Invalid) -> Invalid + '_ {
+    move |e| e.within(outer)
+}
+
 /// Wire resources → domain resources. `field` names the message for errors.
 pub fn resources(field: &str, r: Option<&pb::Resources>) -> Result<Resources, Invalid> {
     let Some(r) = r else {
@@ -150,18 +171,6 @@ pub fn attributes(list: &[pb::Attribute]) -> Result<Vec<(String, String)>, Inval
             Ok((a.name.clone(), a.value.clone()))
         })
         .collect()
-}
-
-pub(crate) fn opt_id<T>(
-    field: &str,
-    v: &str,
-    make: fn(&str, &str) -> Result<T, Invalid>,
-) -> Result<Option<T>, Invalid> {
-    if v.is_empty() {
-        Ok(None)
-    } else {
-        make(field, v).map(Some)
-    }
 }
 
 /// Seconds from the network → a duration: finite, not negative, at most `max`.

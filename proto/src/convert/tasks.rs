@@ -1,6 +1,10 @@
 //! Task descriptions, health checks and statuses.
+//!
+//! Conversions take the wire value by value and move its strings: status
+//! updates and launches are the master's hot path. Field names are only
+//! formatted when something is wrong.
 
-use super::{Invalid, agent_id, duration, opt_id, port, resources, task_id, task_state};
+use super::{Invalid, at, duration, own_agent_id, own_task_id, port, resources, task_state};
 use crate::pb;
 use agora_core::info::{
     CommandInfo, ContainerInfo, HealthCheck, HealthProtocol, PortMapping, TaskInfo, TaskSource,
@@ -9,7 +13,7 @@ use agora_core::info::{
 
 // ------------------------------------------------------------- health checks
 
-pub fn health_check(field: &str, h: &pb::HealthCheck) -> Result<HealthCheck, Invalid> {
+pub fn health_check(field: &str, h: pb::HealthCheck) -> Result<HealthCheck, Invalid> {
     let protocol = match pb::health_check::Protocol::try_from(h.protocol) {
         Ok(pb::health_check::Protocol::Http) => HealthProtocol::Http,
         Ok(pb::health_check::Protocol::Tcp) => HealthProtocol::Tcp,
@@ -35,54 +39,55 @@ pub fn health_check(field: &str, h: &pb::HealthCheck) -> Result<HealthCheck, Inv
     }
     Ok(HealthCheck {
         protocol,
-        path: h.path.clone(),
-        port: port(&format!("{field}.port"), h.port)?,
-        command: h.command.clone(),
+        path: h.path,
+        port: port("port", h.port).map_err(at(field))?,
+        command: h.command,
         grace_period: duration(
-            &format!("{field}.grace_period_seconds"),
+            "grace_period_seconds",
             h.grace_period_seconds,
             limits::CHECK_PERIOD,
-        )?,
-        interval: duration(
-            &format!("{field}.interval_seconds"),
-            h.interval_seconds,
-            limits::CHECK_PERIOD,
-        )?,
-        timeout: duration(
-            &format!("{field}.timeout_seconds"),
-            h.timeout_seconds,
-            limits::CHECK_TIMEOUT,
-        )?,
+        )
+        .map_err(at(field))?,
+        interval: duration("interval_seconds", h.interval_seconds, limits::CHECK_PERIOD)
+            .map_err(at(field))?,
+        timeout: duration("timeout_seconds", h.timeout_seconds, limits::CHECK_TIMEOUT)
+            .map_err(at(field))?,
         max_consecutive_failures: h.max_consecutive_failures,
         ok_statuses,
     })
 }
 
-impl From<&HealthCheck> for pb::HealthCheck {
-    fn from(h: &HealthCheck) -> Self {
+impl From<HealthCheck> for pb::HealthCheck {
+    fn from(h: HealthCheck) -> Self {
         pb::HealthCheck {
             protocol: match h.protocol {
                 HealthProtocol::Http => pb::health_check::Protocol::Http,
                 HealthProtocol::Tcp => pb::health_check::Protocol::Tcp,
                 HealthProtocol::Command => pb::health_check::Protocol::Command,
             } as i32,
-            path: h.path.clone(),
+            path: h.path,
             port: u32::from(h.port),
-            command: h.command.clone(),
+            command: h.command,
             grace_period_seconds: h.grace_period.as_secs_f64(),
             interval_seconds: h.interval.as_secs_f64(),
             timeout_seconds: h.timeout.as_secs_f64(),
             max_consecutive_failures: h.max_consecutive_failures,
-            ok_statuses: h.ok_statuses.iter().map(|c| u32::from(*c)).collect(),
+            ok_statuses: h.ok_statuses.into_iter().map(u32::from).collect(),
         }
+    }
+}
+
+impl From<&HealthCheck> for pb::HealthCheck {
+    fn from(h: &HealthCheck) -> Self {
+        h.clone().into()
     }
 }
 
 // ---------------------------------------------------------------------- tasks
 
-pub fn command(field: &str, c: &pb::CommandInfo) -> Result<CommandInfo, Invalid> {
+pub fn command(field: &str, c: pb::CommandInfo) -> Result<CommandInfo, Invalid> {
     let mut env = Vec::with_capacity(c.env.len());
-    for v in &c.env {
+    for v in c.env {
         if v.name.is_empty() || v.name.contains('=') || v.name.contains('\0') {
             return Err(Invalid::new(
                 format!("{field}.env"),
@@ -99,131 +104,124 @@ pub fn command(field: &str, c: &pb::CommandInfo) -> Result<CommandInfo, Invalid>
                 "the value contains a NUL byte",
             ));
         }
-        env.push((v.name.clone(), v.value.clone()));
+        env.push((v.name, v.value));
     }
     Ok(CommandInfo {
-        value: c.value.clone(),
-        args: c.args.clone(),
+        value: c.value,
+        args: c.args,
         env,
         shell: c.shell,
     })
 }
 
-impl From<&CommandInfo> for pb::CommandInfo {
-    fn from(c: &CommandInfo) -> Self {
+impl From<CommandInfo> for pb::CommandInfo {
+    fn from(c: CommandInfo) -> Self {
         pb::CommandInfo {
-            value: c.value.clone(),
-            args: c.args.clone(),
+            value: c.value,
+            args: c.args,
             env: c
                 .env
-                .iter()
-                .map(|(name, value)| pb::EnvVar {
-                    name: name.clone(),
-                    value: value.clone(),
-                })
+                .into_iter()
+                .map(|(name, value)| pb::EnvVar { name, value })
                 .collect(),
             shell: c.shell,
         }
     }
 }
 
-pub fn container(field: &str, c: &pb::ContainerInfo) -> Result<ContainerInfo, Invalid> {
+pub fn container(field: &str, c: pb::ContainerInfo) -> Result<ContainerInfo, Invalid> {
     let mut port_mappings = Vec::with_capacity(c.port_mappings.len());
-    for (i, m) in c.port_mappings.iter().enumerate() {
+    for (i, m) in c.port_mappings.into_iter().enumerate() {
+        let within = |e: Invalid| e.within(&format!("{field}.port_mappings[{i}]"));
         port_mappings.push(PortMapping {
-            host_port: port(
-                &format!("{field}.port_mappings[{i}].host_port"),
-                m.host_port,
-            )?,
-            container_port: port(
-                &format!("{field}.port_mappings[{i}].container_port"),
-                m.container_port,
-            )?,
-            protocol: m.protocol.clone(),
-            name: m.name.clone(),
+            host_port: port("host_port", m.host_port).map_err(within)?,
+            container_port: port("container_port", m.container_port).map_err(within)?,
+            protocol: m.protocol,
+            name: m.name,
         });
     }
     Ok(ContainerInfo {
-        image: c.image.clone(),
-        network: c.network.clone(),
+        image: c.image,
+        network: c.network,
         port_mappings,
     })
 }
 
-impl From<&ContainerInfo> for pb::ContainerInfo {
-    fn from(c: &ContainerInfo) -> Self {
+impl From<ContainerInfo> for pb::ContainerInfo {
+    fn from(c: ContainerInfo) -> Self {
         pb::ContainerInfo {
-            image: c.image.clone(),
-            network: c.network.clone(),
+            image: c.image,
+            network: c.network,
             port_mappings: c
                 .port_mappings
-                .iter()
+                .into_iter()
                 .map(|m| pb::PortMapping {
                     host_port: u32::from(m.host_port),
                     container_port: u32::from(m.container_port),
-                    protocol: m.protocol.clone(),
-                    name: m.name.clone(),
+                    protocol: m.protocol,
+                    name: m.name,
                 })
                 .collect(),
         }
     }
 }
 
-pub fn task_info(field: &str, t: &pb::TaskInfo) -> Result<TaskInfo, Invalid> {
-    let checks = |name: &str, list: &[pb::HealthCheck]| {
-        list.iter()
+pub fn task_info(field: &str, t: pb::TaskInfo) -> Result<TaskInfo, Invalid> {
+    let checks = |name: &str, list: Vec<pb::HealthCheck>| {
+        list.into_iter()
             .enumerate()
             .map(|(i, h)| health_check(&format!("{field}.{name}[{i}]"), h))
             .collect::<Result<Vec<_>, _>>()
     };
     Ok(TaskInfo {
-        id: task_id(&format!("{field}.task_id"), &t.task_id)?,
-        name: t.name.clone(),
-        agent: opt_id(&format!("{field}.agent_id"), &t.agent_id, agent_id)?,
-        resources: resources(&format!("{field}.resources"), t.resources.as_ref())?,
+        id: own_task_id("task_id", t.task_id).map_err(at(field))?,
+        name: t.name,
+        agent: if t.agent_id.is_empty() {
+            None
+        } else {
+            Some(own_agent_id("agent_id", t.agent_id).map_err(at(field))?)
+        },
+        resources: resources("resources", t.resources.as_ref()).map_err(at(field))?,
         command: t
             .command
-            .as_ref()
             .map(|c| command(&format!("{field}.command"), c))
             .transpose()?,
         container: t
             .container
-            .as_ref()
             .map(|c| container(&format!("{field}.container"), c))
             .transpose()?,
-        labels: t
-            .labels
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
+        labels: t.labels.into_iter().collect(),
         kill_grace: duration(
-            &format!("{field}.kill_grace_seconds"),
+            "kill_grace_seconds",
             t.kill_grace_seconds,
             limits::KILL_GRACE,
-        )?,
-        health_checks: checks("health_checks", &t.health_checks)?,
-        readiness_checks: checks("readiness_checks", &t.readiness_checks)?,
+        )
+        .map_err(at(field))?,
+        health_checks: checks("health_checks", t.health_checks)?,
+        readiness_checks: checks("readiness_checks", t.readiness_checks)?,
     })
+}
+
+impl From<TaskInfo> for pb::TaskInfo {
+    fn from(t: TaskInfo) -> Self {
+        pb::TaskInfo {
+            task_id: t.id.0,
+            name: t.name,
+            agent_id: t.agent.map(|a| a.0).unwrap_or_default(),
+            resources: Some((&t.resources).into()),
+            command: t.command.map(Into::into),
+            container: t.container.map(Into::into),
+            labels: t.labels.into_iter().collect(),
+            kill_grace_seconds: t.kill_grace.as_secs_f64(),
+            health_checks: t.health_checks.into_iter().map(Into::into).collect(),
+            readiness_checks: t.readiness_checks.into_iter().map(Into::into).collect(),
+        }
+    }
 }
 
 impl From<&TaskInfo> for pb::TaskInfo {
     fn from(t: &TaskInfo) -> Self {
-        pb::TaskInfo {
-            task_id: t.id.0.clone(),
-            name: t.name.clone(),
-            agent_id: t.agent.as_ref().map(|a| a.0.clone()).unwrap_or_default(),
-            resources: Some((&t.resources).into()),
-            command: t.command.as_ref().map(Into::into),
-            container: t.container.as_ref().map(Into::into),
-            labels: t
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-            kill_grace_seconds: t.kill_grace.as_secs_f64(),
-            health_checks: t.health_checks.iter().map(Into::into).collect(),
-            readiness_checks: t.readiness_checks.iter().map(Into::into).collect(),
-        }
+        t.clone().into()
     }
 }
 
@@ -236,7 +234,7 @@ fn source(s: i32) -> TaskSource {
     }
 }
 
-pub fn task_status(field: &str, s: &pb::TaskStatus) -> Result<TaskStatus, Invalid> {
+pub fn task_status(field: &str, s: pb::TaskStatus) -> Result<TaskStatus, Invalid> {
     if !s.timestamp.is_finite() {
         return Err(Invalid::new(
             format!("{field}.timestamp"),
@@ -244,13 +242,17 @@ pub fn task_status(field: &str, s: &pb::TaskStatus) -> Result<TaskStatus, Invali
         ));
     }
     Ok(TaskStatus {
-        task_id: task_id(&format!("{field}.task_id"), &s.task_id)?,
-        state: task_state(&format!("{field}.state"), s.state)?,
-        agent_id: opt_id(&format!("{field}.agent_id"), &s.agent_id, agent_id)?,
-        message: s.message.clone(),
-        reason: s.reason.clone(),
+        task_id: own_task_id("task_id", s.task_id).map_err(at(field))?,
+        state: task_state("state", s.state).map_err(at(field))?,
+        agent_id: if s.agent_id.is_empty() {
+            None
+        } else {
+            Some(own_agent_id("agent_id", s.agent_id).map_err(at(field))?)
+        },
+        message: s.message,
+        reason: s.reason,
         source: source(s.source),
-        uuid: (!s.uuid.is_empty()).then(|| s.uuid.clone()),
+        uuid: (!s.uuid.is_empty()).then_some(s.uuid),
         timestamp: s.timestamp,
         healthy: s.has_health.then_some(s.healthy),
         exit_code: s.has_exit_code.then_some(s.exit_code),
@@ -258,21 +260,21 @@ pub fn task_status(field: &str, s: &pb::TaskStatus) -> Result<TaskStatus, Invali
     })
 }
 
-impl From<&TaskStatus> for pb::TaskStatus {
-    fn from(s: &TaskStatus) -> Self {
+impl From<TaskStatus> for pb::TaskStatus {
+    fn from(s: TaskStatus) -> Self {
         pb::TaskStatus {
-            task_id: s.task_id.0.clone(),
+            task_id: s.task_id.0,
             state: pb::TaskState::from(s.state) as i32,
-            agent_id: s.agent_id.as_ref().map(|a| a.0.clone()).unwrap_or_default(),
-            message: s.message.clone(),
-            reason: s.reason.clone(),
+            agent_id: s.agent_id.map(|a| a.0).unwrap_or_default(),
+            message: s.message,
+            reason: s.reason,
             source: match s.source {
                 TaskSource::Unspecified => pb::TaskSource::SourceUnspecified,
                 TaskSource::Master => pb::TaskSource::SourceMaster,
                 TaskSource::Agent => pb::TaskSource::SourceAgent,
                 TaskSource::Executor => pb::TaskSource::SourceExecutor,
             } as i32,
-            uuid: s.uuid.clone().unwrap_or_default(),
+            uuid: s.uuid.unwrap_or_default(),
             timestamp: s.timestamp,
             healthy: s.healthy.unwrap_or(false),
             has_health: s.healthy.is_some(),
@@ -281,5 +283,11 @@ impl From<&TaskStatus> for pb::TaskStatus {
             ready: s.ready.unwrap_or(false),
             has_ready: s.ready.is_some(),
         }
+    }
+}
+
+impl From<&TaskStatus> for pb::TaskStatus {
+    fn from(s: &TaskStatus) -> Self {
+        s.clone().into()
     }
 }

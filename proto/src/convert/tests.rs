@@ -57,7 +57,7 @@ fn health_checks_with_bad_numbers_are_refused_naming_the_field() {
         ok_statuses: vec![200, 204],
         ..Default::default()
     };
-    let h = health_check("c", &good).unwrap();
+    let h = health_check("c", good.clone()).unwrap();
     assert_eq!(pb::HealthCheck::from(&h), good);
     let cases: Vec<(&str, pb::HealthCheck)> = vec![
         (
@@ -104,7 +104,7 @@ fn health_checks_with_bad_numbers_are_refused_naming_the_field() {
         ),
     ];
     for (field, h) in cases {
-        assert_eq!(health_check("c", &h).unwrap_err().field, field);
+        assert_eq!(health_check("c", h).unwrap_err().field, field);
     }
 }
 
@@ -123,11 +123,11 @@ fn an_accept_with_a_bad_task_names_it() {
         }],
         filters: None,
     };
-    let ok = Accept::try_from(&req(vec![t("a", 1.0)])).unwrap();
+    let ok = Accept::try_from(req(vec![t("a", 1.0)])).unwrap();
     assert_eq!(ok.tasks[0].kill_grace, Duration::from_secs(1));
-    let e = Accept::try_from(&req(vec![t("a", 1.0), t("b", f64::NAN)])).unwrap_err();
+    let e = Accept::try_from(req(vec![t("a", 1.0), t("b", f64::NAN)])).unwrap_err();
     assert_eq!(e.field, "operations[0].launch.tasks[1].kill_grace_seconds");
-    let e = Accept::try_from(&req(vec![t("..", 1.0)])).unwrap_err();
+    let e = Accept::try_from(req(vec![t("..", 1.0)])).unwrap_err();
     assert_eq!(e.field, "operations[0].launch.tasks[0].task_id");
 }
 
@@ -164,7 +164,7 @@ fn task_info_and_status_roundtrip() {
         health_checks: vec![],
         readiness_checks: vec![],
     };
-    let t = task_info("t", &wire).unwrap();
+    let t = task_info("t", wire.clone()).unwrap();
     assert_eq!(pb::TaskInfo::from(&t), wire);
     let st = pb::TaskStatus {
         task_id: "t1".into(),
@@ -179,7 +179,7 @@ fn task_info_and_status_roundtrip() {
         source: pb::TaskSource::SourceAgent as i32,
         ..Default::default()
     };
-    let d = task_status("s", &st).unwrap();
+    let d = task_status("s", st.clone()).unwrap();
     assert_eq!(d.healthy, Some(true));
     assert_eq!(d.exit_code, Some(0));
     assert_eq!(d.ready, None);
@@ -195,7 +195,7 @@ fn env_with_bad_names_is_refused_and_values_never_echoed() {
         }],
         ..Default::default()
     };
-    let e = command("cmd", &c).unwrap_err();
+    let e = command("cmd", c).unwrap_err();
     assert_eq!(e.field, "cmd.env.A");
     assert!(!e.to_string().contains("sec"));
     let c = pb::CommandInfo {
@@ -205,5 +205,5 @@ fn env_with_bad_names_is_refused_and_values_never_echoed() {
         }],
         ..Default::default()
     };
-    assert_eq!(command("cmd", &c).unwrap_err().field, "cmd.env");
+    assert_eq!(command("cmd", c).unwrap_err().field, "cmd.env");
 }
