@@ -106,26 +106,34 @@ struct Group {
 }
 
 /// Which frameworks are covered for `free`, as of the last refresh.
-#[derive(Clone)]
+#[derive(Clone, Default)]
 struct View {
     free: Resources,
     covered: Bits,
     /// For each covered framework, a time at or before which its coverage
     /// must be checked again (entries may be stale: re-checked when popped).
     expiries: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// The earliest entry of `expiries` (kept apart: one compare per visit).
+    next_check: Option<Instant>,
 }
 
 /// All decline filters on one agent.
 #[derive(Clone, Default)]
 pub(super) struct AgentFilters {
     groups: Vec<Group>,
+    /// No group dies before this (a lower bound of their `latest`).
+    first_death: Option<Instant>,
     view: Option<View>,
 }
+
+static NONE: Bits = Bits(Vec::new());
 
 impl AgentFilters {
     /// Adds a filter: framework slot `fi` refuses subsets of `refused` until
     /// `until`. Callers skip empty `refused` (it would refuse nothing).
-    pub(super) fn add(&mut self, fi: usize, refused: &Resources, until: Instant) {
+    /// `free` is the agent's free resources now: the first filter builds the
+    /// cached view for them, later ones update it in place.
+    pub(super) fn add(&mut self, fi: usize, refused: &Resources, until: Instant, free: &Resources) {
         let gi = match self.groups.iter().position(|g| g.refused == *refused) {
             Some(gi) => gi,
             None => {
@@ -141,11 +149,15 @@ impl AgentFilters {
         let u = g.members.entry(fi).or_insert(until);
         *u = (*u).max(until);
         g.latest = g.latest.max(until);
-        if let Some(v) = self.view.as_mut()
-            && refused.contains(&v.free)
-        {
+        self.first_death = Some(self.first_death.map_or(until, |t| t.min(until)));
+        let v = self.view.get_or_insert_with(|| View {
+            free: free.clone(),
+            ..View::default()
+        });
+        if refused.contains(&v.free) {
             v.covered.set(fi);
             v.expiries.push(Reverse((until, fi)));
+            v.next_check = Some(v.next_check.map_or(until, |t| t.min(until)));
         }
     }
 
@@ -155,6 +167,9 @@ impl AgentFilters {
             g.members.remove(&fi);
         }
         self.groups.retain(|g| !g.members.is_empty());
+        if self.groups.is_empty() {
+            self.first_death = None;
+        }
         if let Some(v) = self.view.as_mut() {
             v.covered.clear(fi);
         }
@@ -172,7 +187,26 @@ impl AgentFilters {
     /// The frameworks whose live filters cover `free` at `now`. Time must not
     /// go backwards between calls (expired filters are pruned).
     pub(super) fn covered(&mut self, free: &Resources, now: Instant) -> &Bits {
-        self.groups.retain(|g| g.latest > now);
+        // Fast path, the common one: same free resources, nothing due.
+        let fresh = self
+            .view
+            .as_ref()
+            .is_some_and(|v| v.free == *free && v.next_check.is_none_or(|t| now < t))
+            && self.first_death.is_none_or(|t| now < t);
+        if !fresh {
+            self.refresh(free, now);
+        }
+        match &self.view {
+            Some(v) => &v.covered,
+            None => &NONE,
+        }
+    }
+
+    fn refresh(&mut self, free: &Resources, now: Instant) {
+        if self.first_death.is_some_and(|t| now >= t) {
+            self.groups.retain(|g| g.latest > now);
+            self.first_death = self.groups.iter().map(|g| g.latest).min();
+        }
         let view = match self.view.take() {
             Some(v) if v.free == *free => v,
             Some(mut v) if v.free.contains(free) => {
@@ -187,14 +221,13 @@ impl AgentFilters {
                 v
             }
             old => {
-                let mut v = old.unwrap_or_else(|| View {
-                    free: Resources::default(),
-                    covered: Bits::default(),
-                    expiries: BinaryHeap::new(),
-                });
+                // More (or other) free resources: coverage can only have
+                // shrunk; recompute it from the groups that still cover.
+                let mut v = old.unwrap_or_default();
                 v.free = free.clone();
                 v.covered.clear_all();
                 v.expiries.clear();
+                v.next_check = None;
                 for g in &mut self.groups {
                     if g.refused.contains(free) {
                         add_members(g, &mut v, now);
@@ -231,7 +264,7 @@ impl AgentFilters {
                 None => view.covered.clear(key),
             }
         }
-        &view.covered
+        view.next_check = view.expiries.peek().map(|Reverse((t, _))| *t);
     }
 
     /// Whether a live filter of `fi` covers `free` at `now`, from the stored

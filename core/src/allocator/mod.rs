@@ -133,8 +133,10 @@ struct RoleSlot {
 /// an unbounded time).
 const LONGEST_FILTER: Duration = Duration::from_secs(100 * 365 * 86_400);
 
-/// How far down the DRF order an agent's pick walks, testing one bit per
-/// framework, before it takes the least-share unfiltered framework directly.
+/// Up to this many unfiltered candidates, an agent's pick takes the least of
+/// them directly; with more, it walks the DRF order (one bit test per
+/// framework) for at most this many steps first. Both cost about this much
+/// at the switch-over point (√1000 ≈ 32).
 const SCAN_BUDGET: usize = 32;
 
 /// The allocator. See the module docs.
@@ -436,7 +438,8 @@ impl Allocator {
             let until = now
                 .checked_add(d.min(LONGEST_FILTER))
                 .unwrap_or(now + LONGEST_FILTER);
-            a.filters.add(fi, resources, until);
+            let free = a.free();
+            a.filters.add(fi, resources, until, &free);
             if let Some(f) = self.frameworks[fi].as_mut() {
                 f.has_filters = true;
             }
@@ -485,56 +488,70 @@ impl Allocator {
         if self.role_order.is_empty() {
             return out;
         }
-        let candidates: Vec<usize> = match agents {
-            Some(ids) => ids
-                .iter()
-                .filter_map(|id| self.agent_index.get(id).copied())
-                .collect(),
+        match agents {
+            Some(ids) => {
+                for id in ids {
+                    if let Some(&ai) = self.agent_index.get(id) {
+                        self.allocate_agent(ai, now, &mut out);
+                    }
+                }
+            }
             None => {
                 let n = self.agents.len();
                 if n == 0 {
                     return out;
                 }
                 self.cursor = (self.cursor + 7919) % n;
-                (0..n).map(|i| (i + self.cursor) % n).collect()
+                out.reserve(n);
+                for i in 0..n {
+                    if self.role_order.is_empty() {
+                        break;
+                    }
+                    self.allocate_agent((i + self.cursor) % n, now, &mut out);
+                }
             }
+        }
+        out
+    }
+
+    /// Offers agent `ai`'s free resources to the first framework that may
+    /// take them, if any.
+    fn allocate_agent(&mut self, ai: usize, now: Instant, out: &mut Vec<Allocation>) {
+        let free = match self.agents[ai].as_ref() {
+            Some(a) if a.active => a.free(),
+            _ => return,
         };
-        for ai in candidates {
-            if self.role_order.is_empty() {
-                break;
-            }
-            let free = match self.agents[ai].as_ref() {
-                Some(a) if a.active => a.free(),
-                _ => continue,
-            };
-            if !self.min.allows(&free) {
-                continue;
-            }
-            let picked = self.pick(ai, &free, now);
-            #[cfg(test)]
-            assert_eq!(
-                picked,
-                self.pick_reference(ai, &free, now),
-                "the optimised pick differs from the reference"
-            );
-            let Some(fi) = picked else {
-                continue;
-            };
-            if let Some(a) = self.agents[ai].as_mut() {
-                Self::hold(a, fi, &free);
-            }
-            self.charge(fi, free.scalars(), true);
-            let (Some(f), Some(a)) = (self.frameworks[fi].as_ref(), self.agents[ai].as_ref())
-            else {
-                continue;
-            };
+        if !self.min.allows(&free) {
+            return;
+        }
+        let picked = self.pick(ai, &free, now);
+        #[cfg(test)]
+        assert_eq!(
+            picked,
+            self.pick_reference(ai, &free, now),
+            "the optimised pick differs from the reference"
+        );
+        let Some(fi) = picked else {
+            return;
+        };
+        let Some(a) = self.agents[ai].as_mut() else {
+            return;
+        };
+        // allocated + (total - allocated) = total: no union to compute.
+        a.allocated = a.total.clone();
+        match a.by_framework.iter_mut().find(|(f, _)| *f == fi) {
+            Some((_, held)) => held.add_assign(&free),
+            None => a.by_framework.push((fi, free.clone())),
+        }
+        let agent = a.id.clone();
+        self.charge(fi, free.scalars(), true);
+        if let Some(f) = self.frameworks[fi].as_ref() {
             out.push(Allocation {
                 framework: f.id.clone(),
-                agent: a.id.clone(),
+                agent,
                 resources: free,
             });
         }
-        out
     }
 
     /// The first framework in DRF order that may take `free` of agent `ai`:
@@ -550,26 +567,26 @@ impl Allocator {
         if candidates == 0 {
             return None;
         }
-        // Walk the DRF order while it is cheap (filters are usually sparse
-        // near its head)...
-        let mut steps = 0;
-        for rk in &self.role_order {
-            for fk in &self.roles[rk.1].order {
-                if !covered.get(fk.1) {
-                    return Some(fk.1);
+        // Few candidates: the least of them, directly (below). Many: walk
+        // the DRF order, one bit test per framework; the walk is expected to
+        // take about eligible / candidates steps, and gives up after
+        // SCAN_BUDGET of them.
+        if candidates > SCAN_BUDGET {
+            let mut steps = 0;
+            'walk: for rk in &self.role_order {
+                for fk in &self.roles[rk.1].order {
+                    if !covered.get(fk.1) {
+                        return Some(fk.1);
+                    }
+                    steps += 1;
+                    if steps >= SCAN_BUDGET {
+                        break 'walk;
+                    }
                 }
-                steps += 1;
-                if steps >= SCAN_BUDGET {
-                    break;
-                }
-            }
-            if steps >= SCAN_BUDGET {
-                break;
             }
         }
-        // ...then take the least (role key, framework key) among the
-        // unfiltered eligible frameworks: the same answer, found in
-        // O(F / 64 + candidates) instead of O(F).
+        // The least (role key, framework key) among the unfiltered eligible
+        // frameworks: the same answer as the walk, in O(F / 64 + candidates).
         let frameworks = &self.frameworks;
         let roles = &self.roles;
         self.eligible
