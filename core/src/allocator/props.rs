@@ -51,13 +51,19 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn part_of(r: &Resources, part: u8) -> Resources {
+/// `num/den` of `r` (disk left out), ports taken from the bottom.
+fn fraction(r: &Resources, num: u8, den: u64) -> Resources {
+    let n = u64::from(num);
     Resources {
-        cpus_milli: r.cpus_milli * u64::from(part) / 4,
-        mem_mib: r.mem_mib * u64::from(part) / 4,
+        cpus_milli: r.cpus_milli * n / den,
+        mem_mib: r.mem_mib * n / den,
         disk_mib: 0,
-        ports: r.ports.take(r.ports.count() * u64::from(part) / 4),
+        ports: r.ports.take(r.ports.count() * n / den),
     }
+}
+
+fn part_of(r: &Resources, part: u8) -> Resources {
+    fraction(r, part, 4)
 }
 
 /// What the test knows independently of the allocator's data structures.
@@ -222,6 +228,102 @@ proptest! {
                 }
                 Op::Advance(s) => now += Duration::from_secs(u64::from(s)),
                 _ => {}
+            }
+            a.check_invariants().map_err(TestCaseError::fail)?;
+            a.check_filter_cache(now).map_err(TestCaseError::fail)?;
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum ManyOp {
+    /// Framework takes part/8 of an agent's free resources (a task).
+    Take(u8, u8, u8),
+    /// Framework is offered an agent's free resources and declines them
+    /// with a filter of this many seconds.
+    Decline(u8, u8, u8),
+    /// Framework returns part/4 of what it holds on an agent, no filter.
+    Return(u8, u8, u8),
+    Allocate(u8),
+    Suppress(u8),
+    Revive(u8),
+    Advance(u8),
+}
+
+fn many_op() -> impl Strategy<Value = ManyOp> {
+    prop_oneof![
+        (any::<u8>(), any::<u8>(), 1u8..4).prop_map(|(f, a, p)| ManyOp::Take(f, a, p)),
+        (any::<u8>(), any::<u8>(), 1u8..20).prop_map(|(f, a, s)| ManyOp::Decline(f, a, s)),
+        (any::<u8>(), any::<u8>(), 1u8..20).prop_map(|(f, a, s)| ManyOp::Decline(f, a, s)),
+        (any::<u8>(), any::<u8>(), 1u8..20).prop_map(|(f, a, s)| ManyOp::Decline(f, a, s)),
+        (any::<u8>(), any::<u8>(), 1u8..5).prop_map(|(f, a, p)| ManyOp::Return(f, a, p)),
+        any::<u8>().prop_map(ManyOp::Allocate),
+        any::<u8>().prop_map(ManyOp::Suppress),
+        any::<u8>().prop_map(ManyOp::Revive),
+        (0u8..8).prop_map(ManyOp::Advance),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Many frameworks on a few agents, most of them filtered: the pick's
+    /// bitset paths (the bounded walk and the least-candidate search) agree
+    /// with the from-scratch DRF pick (asserted inside `allocate`), and the
+    /// cached shares, keys and filter coverage stay equal to recomputed ones.
+    #[test]
+    fn picks_among_many_filtered_frameworks_match_the_reference(
+        n in (2 * SCAN_BUDGET)..(5 * SCAN_BUDGET),
+        roles in 1usize..6,
+        ops in prop::collection::vec(many_op(), 1..300),
+    ) {
+        let mut a = Allocator::default();
+        let agents: Vec<AgentId> = (0..4).map(|i| AgentId::new(format!("a{i}"))).collect();
+        for id in &agents {
+            let r = Resources::new(8.0, 8192, 0).unwrap()
+                .with_ports(crate::resources::Ranges::range(1000, 1063).unwrap());
+            a.add_agent(id.clone(), r, &[]).unwrap();
+        }
+        let fws: Vec<FrameworkId> = (0..n).map(|i| FrameworkId::new(format!("f{i}"))).collect();
+        for (i, id) in fws.iter().enumerate() {
+            a.add_framework(id.clone(), &format!("r{}", i % roles), true).unwrap();
+        }
+        let mut now = Instant::now();
+        for o in ops {
+            let fw = |f: u8| &fws[f as usize % fws.len()];
+            let ag = |i: u8| &agents[i as usize % agents.len()];
+            let free = |a: &Allocator, id: &AgentId| {
+                let (t, al) = a.agent_resources(id).unwrap();
+                t.saturating_sub(&al)
+            };
+            match o {
+                ManyOp::Take(f, i, p) => {
+                    let take = fraction(&free(&a, ag(i)), p, 8);
+                    a.allocate_on(fw(f), ag(i), &take).unwrap();
+                }
+                ManyOp::Decline(f, i, s) => {
+                    let r = free(&a, ag(i));
+                    a.allocate_on(fw(f), ag(i), &r).unwrap();
+                    a.recover(fw(f), ag(i), &r, Some((now, Duration::from_secs(u64::from(s))))).unwrap();
+                }
+                ManyOp::Return(f, i, p) => {
+                    let give = part_of(&a.held(fw(f), ag(i)), p);
+                    a.recover(fw(f), ag(i), &give, None).unwrap();
+                }
+                ManyOp::Allocate(bits) => {
+                    let subset: Vec<AgentId> = agents.iter().enumerate()
+                        .filter(|(i, _)| bits & (1 << i) != 0)
+                        .map(|(_, id)| id.clone())
+                        .collect();
+                    // Offers are declined at once without a filter, so the
+                    // shares move while the filters stay.
+                    for al in a.allocate(now, Some(&subset)) {
+                        a.recover(&al.framework, &al.agent, &al.resources, None).unwrap();
+                    }
+                }
+                ManyOp::Suppress(f) => a.suppress(fw(f)).unwrap(),
+                ManyOp::Revive(f) => a.revive(fw(f)).unwrap(),
+                ManyOp::Advance(s) => now += Duration::from_secs(u64::from(s)),
             }
             a.check_invariants().map_err(TestCaseError::fail)?;
             a.check_filter_cache(now).map_err(TestCaseError::fail)?;
