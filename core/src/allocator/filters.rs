@@ -19,8 +19,7 @@
 //! only when the free resources grow or change shape.
 
 use crate::resources::Resources;
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::time::Instant;
 
@@ -111,8 +110,10 @@ struct View {
     free: Resources,
     covered: Bits,
     /// For each covered framework, a time at or before which its coverage
-    /// must be checked again (entries may be stale: re-checked when popped).
-    expiries: BinaryHeap<Reverse<(Instant, usize)>>,
+    /// must be checked again (entries may be stale: re-checked when due).
+    /// Sorted by time: due entries leave from the front in O(1), and new
+    /// ones, usually the latest, go in near the back.
+    expiries: VecDeque<(Instant, usize)>,
     /// The earliest entry of `expiries` (kept apart: one compare per visit).
     next_check: Option<Instant>,
 }
@@ -131,9 +132,15 @@ static NONE: Bits = Bits(Vec::new());
 impl AgentFilters {
     /// Adds a filter: framework slot `fi` refuses subsets of `refused` until
     /// `until`. Callers skip empty `refused` (it would refuse nothing).
-    /// `free` is the agent's free resources now: the first filter builds the
-    /// cached view for them, later ones update it in place.
-    pub(super) fn add(&mut self, fi: usize, refused: &Resources, until: Instant, free: &Resources) {
+    /// `free` gives the agent's free resources now: the first filter builds
+    /// the cached view for them, later ones update it in place.
+    pub(super) fn add(
+        &mut self,
+        fi: usize,
+        refused: &Resources,
+        until: Instant,
+        free: impl FnOnce() -> Resources,
+    ) {
         let gi = match self.groups.iter().position(|g| g.refused == *refused) {
             Some(gi) => gi,
             None => {
@@ -151,13 +158,14 @@ impl AgentFilters {
         g.latest = g.latest.max(until);
         self.first_death = Some(self.first_death.map_or(until, |t| t.min(until)));
         let v = self.view.get_or_insert_with(|| View {
-            free: free.clone(),
+            free: free(),
             ..View::default()
         });
-        if refused.contains(&v.free) {
+        // A framework already covered has an entry due no later than its
+        // current coverage ends; re-checked then, it finds this filter too.
+        if refused.contains(&v.free) && !v.covered.get(fi) {
             v.covered.set(fi);
-            v.expiries.push(Reverse((until, fi)));
-            v.next_check = Some(v.next_check.map_or(until, |t| t.min(until)));
+            v.schedule(until, fi);
         }
     }
 
@@ -207,6 +215,7 @@ impl AgentFilters {
             self.groups.retain(|g| g.latest > now);
             self.first_death = self.groups.iter().map(|g| g.latest).min();
         }
+        let mut added = false;
         let view = match self.view.take() {
             Some(v) if v.free == *free => v,
             Some(mut v) if v.free.contains(free) => {
@@ -214,7 +223,7 @@ impl AgentFilters {
                 // still covers; add the groups that cover only the new ones.
                 for g in &mut self.groups {
                     if !g.refused.contains(&v.free) && g.refused.contains(free) {
-                        add_members(g, &mut v, now);
+                        added |= add_members(g, &mut v, now);
                     }
                 }
                 v.free = free.clone();
@@ -230,18 +239,21 @@ impl AgentFilters {
                 v.next_check = None;
                 for g in &mut self.groups {
                     if g.refused.contains(free) {
-                        add_members(g, &mut v, now);
+                        added |= add_members(g, &mut v, now);
                     }
                 }
                 v
             }
         };
         let view = self.view.insert(view);
-        while let Some(Reverse((t, key))) = view.expiries.peek().copied() {
+        if added {
+            view.expiries.make_contiguous().sort_unstable();
+        }
+        while let Some(&(t, key)) = view.expiries.front() {
             if t > now {
                 break;
             }
-            view.expiries.pop();
+            view.expiries.pop_front();
             if !view.covered.get(key) {
                 continue;
             }
@@ -260,11 +272,11 @@ impl AgentFilters {
                 }
             }
             match best {
-                Some(u) => view.expiries.push(Reverse((u, key))),
+                Some(u) => view.schedule(u, key),
                 None => view.covered.clear(key),
             }
         }
-        view.next_check = view.expiries.peek().map(|Reverse((t, _))| *t);
+        view.next_check = view.expiries.front().map(|(t, _)| *t);
     }
 
     /// Whether a live filter of `fi` covers `free` at `now`, from the stored
@@ -277,10 +289,27 @@ impl AgentFilters {
     }
 }
 
-fn add_members(g: &mut Group, v: &mut View, now: Instant) {
-    g.members.retain(|_, u| *u > now);
-    for (&key, &u) in &g.members {
-        v.covered.set(key);
-        v.expiries.push(Reverse((u, key)));
+impl View {
+    /// Re-checks framework slot `fi` at `t` (kept in time order).
+    fn schedule(&mut self, t: Instant, fi: usize) {
+        let pos = self.expiries.partition_point(|e| *e <= (t, fi));
+        self.expiries.insert(pos, (t, fi));
+        self.next_check = Some(self.next_check.map_or(t, |n| n.min(t)));
     }
+}
+
+/// Marks the live members of `g` covered, each with an entry in
+/// `expiries` (appended unsorted: the caller sorts). Returns whether any
+/// entry was appended.
+fn add_members(g: &mut Group, v: &mut View, now: Instant) -> bool {
+    g.members.retain(|_, u| *u > now);
+    let mut added = false;
+    for (&key, &u) in &g.members {
+        if !v.covered.get(key) {
+            v.covered.set(key);
+            v.expiries.push_back((u, key));
+            added = true;
+        }
+    }
+    added
 }

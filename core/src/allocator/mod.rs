@@ -32,7 +32,7 @@ use crate::ids::{AgentId, FrameworkId};
 use crate::resources::{Resources, Scalars};
 use filters::{AgentFilters, Bits};
 use order::Key;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 /// Smallest free bundle worth offering (Mesos default `cpus:0.01|mem:32`).
@@ -134,9 +134,8 @@ struct RoleSlot {
 const LONGEST_FILTER: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 /// Up to this many unfiltered candidates, an agent's pick takes the least of
-/// them directly; with more, it walks the DRF order (one bit test per
-/// framework) for at most this many steps first. Both cost about this much
-/// at the switch-over point (√1000 ≈ 32).
+/// them directly; with more, it walks the DRF order first (one bit test per
+/// framework), for at most half as many steps as there are candidates.
 const SCAN_BUDGET: usize = 32;
 
 /// The allocator. See the module docs.
@@ -149,7 +148,10 @@ pub struct Allocator {
     free_framework_slots: Vec<usize>,
     roles: Vec<RoleSlot>,
     role_index: HashMap<String, usize>,
-    role_order: BTreeSet<Key>,
+    /// Roles with an eligible framework, by weighted share; the value is the
+    /// role's framework when it has exactly one (the walk then need not
+    /// visit the role).
+    role_order: BTreeMap<Key, Option<usize>>,
     /// Framework slots that have a key (active and not suppressed).
     eligible: Bits,
     /// Total of active agents: the denominator of shares.
@@ -176,7 +178,7 @@ impl Allocator {
             free_framework_slots: Vec::new(),
             roles: Vec::new(),
             role_index: HashMap::new(),
-            role_order: BTreeSet::new(),
+            role_order: BTreeMap::new(),
             eligible: Bits::default(),
             total: Scalars::default(),
             min,
@@ -438,8 +440,9 @@ impl Allocator {
             let until = now
                 .checked_add(d.min(LONGEST_FILTER))
                 .unwrap_or(now + LONGEST_FILTER);
-            let free = a.free();
-            a.filters.add(fi, resources, until, &free);
+            let (total, allocated) = (&a.total, &a.allocated);
+            a.filters
+                .add(fi, resources, until, || total.saturating_sub(allocated));
             if let Some(f) = self.frameworks[fi].as_mut() {
                 f.has_filters = true;
             }
@@ -559,7 +562,7 @@ impl Allocator {
     fn pick(&mut self, ai: usize, free: &Resources, now: Instant) -> Option<usize> {
         let a = self.agents[ai].as_mut()?;
         if a.filters.is_empty() {
-            let rk = self.role_order.first()?;
+            let (rk, _) = self.role_order.first_key_value()?;
             return self.roles[rk.1].order.first().map(|k| k.1);
         }
         let covered = a.filters.covered(free, now);
@@ -568,20 +571,36 @@ impl Allocator {
             return None;
         }
         // Few candidates: the least of them, directly (below). Many: walk
-        // the DRF order, one bit test per framework; the walk is expected to
-        // take about eligible / candidates steps, and gives up after
-        // SCAN_BUDGET of them.
+        // the DRF order, one bit test per framework, for as long as that is
+        // cheaper than looking at every candidate. Filters tend to gather at
+        // the head of the order (the frameworks with the least share are
+        // offered everything first, and decline what they do not need), so
+        // the walk usually ends a few dozen steps in.
         if candidates > SCAN_BUDGET {
+            let budget = candidates / 2;
             let mut steps = 0;
-            'walk: for rk in &self.role_order {
-                for fk in &self.roles[rk.1].order {
-                    if !covered.get(fk.1) {
-                        return Some(fk.1);
+            for (rk, single) in &self.role_order {
+                match *single {
+                    Some(fi) => {
+                        if !covered.get(fi) {
+                            return Some(fi);
+                        }
+                        steps += 1;
                     }
-                    steps += 1;
-                    if steps >= SCAN_BUDGET {
-                        break 'walk;
+                    None => {
+                        for fk in &self.roles[rk.1].order {
+                            if !covered.get(fk.1) {
+                                return Some(fk.1);
+                            }
+                            steps += 1;
+                            if steps >= budget {
+                                break;
+                            }
+                        }
                     }
+                }
+                if steps >= budget {
+                    break;
                 }
             }
         }

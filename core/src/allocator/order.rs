@@ -108,14 +108,22 @@ impl Allocator {
     pub(super) fn rekey_role(&mut self, r: usize) {
         let want = self.role_key(r);
         let role = &mut self.roles[r];
+        let single = match role.order.len() {
+            1 => role.order.first().map(|k| k.1),
+            _ => None,
+        };
         if role.key != want {
             if let Some(k) = role.key.take() {
                 self.role_order.remove(&k);
             }
             if let Some(k) = want {
-                self.role_order.insert(k);
+                self.role_order.insert(k, single);
             }
             role.key = want;
+        } else if let Some(k) = want
+            && let Some(v) = self.role_order.get_mut(&k)
+        {
+            *v = single;
         }
     }
 

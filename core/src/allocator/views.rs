@@ -141,8 +141,21 @@ impl Allocator {
             }
             if let Some(k) = want {
                 keyed_roles += 1;
-                if !self.role_order.contains(&k) {
-                    return Err(format!("role {}: missing from the role order", role.name));
+                let single = match role.order.len() {
+                    1 => role.order.first().map(|k| k.1),
+                    _ => None,
+                };
+                match self.role_order.get(&k) {
+                    None => {
+                        return Err(format!("role {}: missing from the role order", role.name));
+                    }
+                    Some(v) if *v != single => {
+                        return Err(format!(
+                            "role {}: cached single framework {v:?}, actual {single:?}",
+                            role.name
+                        ));
+                    }
+                    Some(_) => {}
                 }
             }
         }
