@@ -14,6 +14,10 @@
 //!   go to a framework without a filter there, and every agent with one
 //!   unfiltered framework to get an offer. Offers are returned without a
 //!   filter outside the timed section, so each cycle sees the same filters.
+//! - With `--churn` as well, filters come and go as in a live cluster: the
+//!   setup's filters last 1–60 s, the clock advances by the allocation
+//!   interval (1 s) every cycle, and every offer is declined with a 30 s
+//!   filter (timed apart: the master pays it when it handles DECLINE).
 
 use agora_core::allocator::Allocator;
 use agora_core::{AgentId, FrameworkId, Resources};
@@ -44,6 +48,11 @@ pub struct AllocatorArgs {
     /// each), of frameworks chosen at random.
     #[arg(long, default_value_t = 4)]
     pub tasks_per_agent: u32,
+    /// With --filters: filters expire and are re-created (setup filters last
+    /// 1-60 s, the clock moves 1 s per cycle, every offer is declined with a
+    /// 30 s filter).
+    #[arg(long)]
+    pub churn: bool,
     /// Seed of the pseudo-random choices (tasks' frameworks, filtered pairs).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -53,8 +62,11 @@ pub struct AllocatorArgs {
 }
 
 const AGENT: &str = "cpus:16;mem:65536;disk:100000;ports:[31000-32000]";
-/// Filters outlive the benchmark.
-const REFUSE: Duration = Duration::from_secs(3600);
+/// Filters of the setup outlive the benchmark (without --churn).
+const REFUSE_SECS: u16 = 3600;
+/// With --churn: setup filters last 1..=CHURN_SETUP_SECS, declines this long.
+const CHURN_SETUP_SECS: u64 = 60;
+const CHURN_DECLINE_SECS: u16 = 30;
 
 /// splitmix64: deterministic, dependency-free.
 struct Rng(u64);
@@ -74,20 +86,26 @@ impl Rng {
     }
 }
 
-/// Which agent/framework pairs carry a filter, to check every offer.
+/// Until when (whole seconds after the start) each agent/framework pair is
+/// filtered, 0 for never: the benchmark's own record, to check every offer.
 struct Filtered {
     frameworks: usize,
-    bits: Vec<u64>,
+    until: Vec<u16>,
 }
 
 impl Filtered {
-    fn set(&mut self, a: usize, f: usize) {
-        let i = a * self.frameworks + f;
-        self.bits[i / 64] |= 1 << (i % 64);
+    fn set(&mut self, a: usize, f: usize, until: u16) {
+        self.until[a * self.frameworks + f] = until;
     }
-    fn get(&self, a: usize, f: usize) -> bool {
-        let i = a * self.frameworks + f;
-        self.bits[i / 64] & (1 << (i % 64)) != 0
+    fn live(&self, a: usize, f: usize, now: u16) -> bool {
+        self.until[a * self.frameworks + f] > now
+    }
+    /// Agents with at least one framework not filtered at `now`.
+    fn open_agents(&self, now: u16) -> usize {
+        self.until
+            .chunks(self.frameworks)
+            .filter(|pairs| pairs.iter().any(|u| *u <= now))
+            .count()
     }
 }
 
@@ -96,13 +114,11 @@ struct Setup {
     agents: HashMap<AgentId, usize>,
     frameworks: HashMap<FrameworkId, usize>,
     filtered: Option<Filtered>,
-    /// Agents that must get an offer every cycle.
-    expected_offers: usize,
     tasks: usize,
     filters: u64,
 }
 
-fn setup(args: &AllocatorArgs, now: Instant) -> Result<Setup> {
+fn setup(args: &AllocatorArgs, start: Instant) -> Result<Setup> {
     let mut alloc = Allocator::default();
     let agent_res = Resources::parse(AGENT)?;
     let agent_ids: Vec<AgentId> = (0..args.agents)
@@ -127,7 +143,6 @@ fn setup(args: &AllocatorArgs, now: Instant) -> Result<Setup> {
         agents: agent_ids.iter().cloned().zip(0..).collect(),
         frameworks: fw_ids.iter().cloned().zip(0..).collect(),
         filtered: None,
-        expected_offers: args.agents,
         tasks: 0,
         filters: 0,
     };
@@ -152,25 +167,28 @@ fn setup(args: &AllocatorArgs, now: Instant) -> Result<Setup> {
     // and declined them for an hour.
     let mut filtered = Filtered {
         frameworks: args.frameworks,
-        bits: vec![0; (args.agents * args.frameworks).div_ceil(64)],
+        until: vec![0; args.agents * args.frameworks],
     };
-    s.expected_offers = 0;
     for (ai, aid) in agent_ids.iter().enumerate() {
         let (total, allocated) = s.alloc.agent_resources(aid).context("agent vanished")?;
         let free = total.saturating_sub(&allocated);
-        let mut open = false;
         for (fi, fid) in fw_ids.iter().enumerate() {
             if rng.chance(args.filter_fraction) {
+                let secs = if args.churn {
+                    1 + (rng.next() % CHURN_SETUP_SECS) as u16
+                } else {
+                    REFUSE_SECS
+                };
                 s.alloc.allocate_on(fid, aid, &free)?;
-                s.alloc.recover(fid, aid, &free, Some((now, REFUSE)))?;
-                filtered.set(ai, fi);
+                s.alloc.recover(
+                    fid,
+                    aid,
+                    &free,
+                    Some((start, Duration::from_secs(u64::from(secs)))),
+                )?;
+                filtered.set(ai, fi, secs);
                 s.filters += 1;
-            } else {
-                open = true;
             }
-        }
-        if open {
-            s.expected_offers += 1;
         }
     }
     s.filtered = Some(filtered);
@@ -204,10 +222,18 @@ pub fn run(args: AllocatorArgs) -> Result<()> {
         args.tasks_per_agent <= 15,
         "--tasks-per-agent must be at most 15 (an agent has 16 cpus)"
     );
-    let case = if args.filters {
-        "realistic worst case"
-    } else {
-        "best case"
+    ensure!(
+        args.filters || !args.churn,
+        "--churn needs --filters (it makes the filters expire and come back)"
+    );
+    ensure!(
+        args.cycles < 30_000,
+        "--cycles must be below 30000 (filter times are whole seconds in a u16)"
+    );
+    let case = match (args.filters, args.churn) {
+        (false, _) => "best case",
+        (true, false) => "realistic worst case",
+        (true, true) => "realistic worst case, churning filters",
     };
     let t0 = Instant::now();
     let mut s = setup(&args, t0)?;
@@ -227,39 +253,64 @@ pub fn run(args: AllocatorArgs) -> Result<()> {
         t0.elapsed().as_secs_f64(),
         args.cycles
     );
-    // Every filter stays live during the run.
-    let now = t0 + Duration::from_secs(1);
+    // One second in: every filter of the setup is live.
+    let mut secs: u16 = 1;
     let mut times = Vec::with_capacity(args.cycles);
+    let mut decline_times = Vec::with_capacity(args.cycles);
+    let mut offers_per_cycle = Vec::with_capacity(args.cycles);
     for c in 0..args.cycles {
+        if args.churn && c > 0 {
+            secs += 1;
+        }
+        let now = t0 + Duration::from_secs(u64::from(secs));
+        let expected = s
+            .filtered
+            .as_ref()
+            .map_or(args.agents, |f| f.open_agents(secs));
         let t = Instant::now();
         let offers = s.alloc.allocate(now, None);
         let ms = t.elapsed().as_secs_f64() * 1000.0;
         ensure!(
-            offers.len() == s.expected_offers,
-            "cycle {c}: {} offers, expected one for each of the {} agents with an unfiltered framework",
+            offers.len() == expected,
+            "cycle {c}: {} offers, expected one for each of the {expected} agents with an unfiltered framework",
             offers.len(),
-            s.expected_offers
         );
         times.push(ms);
-        for o in &offers {
-            if let Some(filtered) = &s.filtered {
+        offers_per_cycle.push(offers.len() as f64);
+        if let Some(filtered) = &s.filtered {
+            for o in &offers {
                 let (a, f) = (s.agents[&o.agent], s.frameworks[&o.framework]);
                 ensure!(
-                    !filtered.get(a, f),
+                    !filtered.live(a, f, secs),
                     "cycle {c}: {} offered to {} despite its live filter",
                     o.agent,
                     o.framework
                 );
             }
+        }
+        let t = Instant::now();
+        let refuse = args
+            .churn
+            .then(|| (now, Duration::from_secs(u64::from(CHURN_DECLINE_SECS))));
+        for o in &offers {
             s.alloc
-                .recover(&o.framework, &o.agent, &o.resources, None)?;
+                .recover(&o.framework, &o.agent, &o.resources, refuse)?;
+        }
+        decline_times.push(t.elapsed().as_secs_f64() * 1000.0);
+        if let (Some(filtered), true) = (s.filtered.as_mut(), args.churn) {
+            for o in &offers {
+                let (a, f) = (s.agents[&o.agent], s.frameworks[&o.framework]);
+                filtered.set(a, f, secs + CHURN_DECLINE_SECS);
+            }
         }
     }
     let p50 = super::quantile(&mut times, 0.5);
     let p99 = super::quantile(&mut times, 0.99);
+    let decline_p50 = super::quantile(&mut decline_times, 0.5);
+    let offers_p50 = super::quantile(&mut offers_per_cycle, 0.5);
     let rss = peak_rss_mib();
     eprintln!(
-        "cycle time: p50 {p50:.2} ms, p99 {p99:.2} ms; peak RSS {} MiB (Mesos 1.8 anchor at 10k agents x 1k frameworks: ~1100 ms)",
+        "cycle time: p50 {p50:.2} ms, p99 {p99:.2} ms ({offers_p50:.0} offers); returning the offers: p50 {decline_p50:.2} ms; peak RSS {} MiB (Mesos 1.8 anchor at 10k agents x 1k frameworks: ~1100 ms)",
         rss.map_or("?".into(), |r| format!("{r:.0}"))
     );
     if args.json {
@@ -275,7 +326,8 @@ pub fn run(args: AllocatorArgs) -> Result<()> {
                 "tasks": s.tasks,
                 "filters": s.filters,
                 "filter_fraction": if args.filters { args.filter_fraction } else { 0.0 },
-                "offers_per_cycle": s.expected_offers,
+                "offers_per_cycle_p50": offers_p50,
+                "decline_ms_p50": decline_p50,
                 "cycle_ms_p50": p50,
                 "cycle_ms_p99": p99,
                 "peak_rss_mib": rss,
