@@ -292,8 +292,13 @@ impl AgentFilters {
 impl View {
     /// Re-checks framework slot `fi` at `t` (kept in time order).
     fn schedule(&mut self, t: Instant, fi: usize) {
-        let pos = self.expiries.partition_point(|e| *e <= (t, fi));
-        self.expiries.insert(pos, (t, fi));
+        // Usually the latest yet (filters of one length, added in time order).
+        if self.expiries.back().is_none_or(|b| *b <= (t, fi)) {
+            self.expiries.push_back((t, fi));
+        } else {
+            let pos = self.expiries.partition_point(|e| *e <= (t, fi));
+            self.expiries.insert(pos, (t, fi));
+        }
         self.next_check = Some(self.next_check.map_or(t, |n| n.min(t)));
     }
 }
