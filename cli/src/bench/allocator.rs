@@ -15,9 +15,10 @@
 //!   unfiltered framework to get an offer. Offers are returned without a
 //!   filter outside the timed section, so each cycle sees the same filters.
 //! - With `--churn` as well, filters come and go as in a live cluster: the
-//!   setup's filters last 1–60 s, the clock advances by the allocation
-//!   interval (1 s) every cycle, and every offer is declined with a 30 s
-//!   filter (timed apart: the master pays it when it handles DECLINE).
+//!   clock advances by the allocation interval (1 s) every cycle and every
+//!   offer is declined with a 30 s filter (timed apart: the master pays it
+//!   when it handles DECLINE), so from the 31st cycle on, every agent sees
+//!   one filter expire and one appear per cycle, on top of the setup's.
 
 use agora_core::allocator::Allocator;
 use agora_core::{AgentId, FrameworkId, Resources};
@@ -48,9 +49,8 @@ pub struct AllocatorArgs {
     /// each), of frameworks chosen at random.
     #[arg(long, default_value_t = 4)]
     pub tasks_per_agent: u32,
-    /// With --filters: filters expire and are re-created (setup filters last
-    /// 1-60 s, the clock moves 1 s per cycle, every offer is declined with a
-    /// 30 s filter).
+    /// With --filters: filters expire and are re-created (the clock moves
+    /// 1 s per cycle, every offer is declined with a 30 s filter).
     #[arg(long)]
     pub churn: bool,
     /// Seed of the pseudo-random choices (tasks' frameworks, filtered pairs).
@@ -62,10 +62,9 @@ pub struct AllocatorArgs {
 }
 
 const AGENT: &str = "cpus:16;mem:65536;disk:100000;ports:[31000-32000]";
-/// Filters of the setup outlive the benchmark (without --churn).
+/// Filters of the setup outlive the benchmark.
 const REFUSE_SECS: u16 = 3600;
-/// With --churn: setup filters last 1..=CHURN_SETUP_SECS, declines this long.
-const CHURN_SETUP_SECS: u64 = 60;
+/// With --churn: every offer is declined for this long.
 const CHURN_DECLINE_SECS: u16 = 30;
 
 /// splitmix64: deterministic, dependency-free.
@@ -174,19 +173,14 @@ fn setup(args: &AllocatorArgs, start: Instant) -> Result<Setup> {
         let free = total.saturating_sub(&allocated);
         for (fi, fid) in fw_ids.iter().enumerate() {
             if rng.chance(args.filter_fraction) {
-                let secs = if args.churn {
-                    1 + (rng.next() % CHURN_SETUP_SECS) as u16
-                } else {
-                    REFUSE_SECS
-                };
                 s.alloc.allocate_on(fid, aid, &free)?;
                 s.alloc.recover(
                     fid,
                     aid,
                     &free,
-                    Some((start, Duration::from_secs(u64::from(secs)))),
+                    Some((start, Duration::from_secs(u64::from(REFUSE_SECS)))),
                 )?;
-                filtered.set(ai, fi, secs);
+                filtered.set(ai, fi, REFUSE_SECS);
                 s.filters += 1;
             }
         }
@@ -227,8 +221,8 @@ pub fn run(args: AllocatorArgs) -> Result<()> {
         "--churn needs --filters (it makes the filters expire and come back)"
     );
     ensure!(
-        args.cycles < 30_000,
-        "--cycles must be below 30000 (filter times are whole seconds in a u16)"
+        args.cycles < usize::from(REFUSE_SECS),
+        "--cycles must be below {REFUSE_SECS} (the setup's filters must outlive the run)"
     );
     let case = match (args.filters, args.churn) {
         (false, _) => "best case",
