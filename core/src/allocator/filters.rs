@@ -15,7 +15,7 @@
 //! frameworks. The [`View`] caches the covered frameworks as a bitset for
 //! the free resources it was built for; it is updated in place when filters
 //! are added or removed, when the free resources shrink (coverage only
-//! grows), and when a filter expires (a min-heap of expiry times), and rebuilt
+//! grows), and when a filter expires (a time-sorted queue), and rebuilt
 //! only when the free resources grow or change shape.
 
 use crate::resources::Resources;
