@@ -1,0 +1,432 @@
+use super::*;
+
+fn res(cpus: f64, mem: u64) -> Resources {
+    Resources::new(cpus, mem, 0).unwrap()
+}
+
+fn cluster(agents: usize, cpus: f64, mem: u64) -> Allocator {
+    let mut a = Allocator::default();
+    for i in 0..agents {
+        a.add_agent(AgentId::new(format!("a{i}")), res(cpus, mem), &[])
+            .unwrap();
+    }
+    a
+}
+
+/// Frameworks that each take one `task` from every offer, decline the
+/// rest without a filter, and repeat until nothing fits any more.
+fn run_until_full(
+    alloc: &mut Allocator,
+    fws: &[FrameworkId],
+    task: &Resources,
+) -> HashMap<FrameworkId, u64> {
+    let now = Instant::now();
+    let mut launched: HashMap<FrameworkId, u64> = HashMap::new();
+    for _ in 0..10_000 {
+        let offers = alloc.allocate(now, None);
+        if offers.is_empty() {
+            break;
+        }
+        let mut progress = false;
+        for o in offers {
+            assert!(fws.contains(&o.framework));
+            if o.resources.contains(task) {
+                let rest = o.resources.checked_sub(task).unwrap();
+                alloc.recover(&o.framework, &o.agent, &rest, None).unwrap();
+                *launched.entry(o.framework.clone()).or_default() += 1;
+                progress = true;
+            } else {
+                // Decline with a long filter: this agent is full for us.
+                alloc
+                    .recover(
+                        &o.framework,
+                        &o.agent,
+                        &o.resources,
+                        Some((now, Duration::from_secs(3600))),
+                    )
+                    .unwrap();
+            }
+        }
+        alloc.check_invariants().unwrap();
+        if !progress && alloc.allocate(now, None).is_empty() {
+            break;
+        }
+    }
+    launched
+}
+
+#[test]
+fn equal_weights_converge_to_equal_dominant_shares() {
+    let mut alloc = cluster(10, 8.0, 8192);
+    // f1 is CPU-heavy, f2 memory-heavy: DRF equalises *dominant* shares.
+    alloc.add_framework("f1".into(), "r1", true).unwrap();
+    alloc.add_framework("f2".into(), "r2", true).unwrap();
+    let fws: Vec<FrameworkId> = vec!["f1".into(), "f2".into()];
+    let t1 = res(1.0, 256); // dominant: cpu 1/80
+    let now = Instant::now();
+    let mut offers_seen = 0;
+    // Drive with per-framework task shapes.
+    for _ in 0..5000 {
+        let offers = alloc.allocate(now, None);
+        if offers.is_empty() {
+            break;
+        }
+        for o in offers {
+            offers_seen += 1;
+            let task = if o.framework.as_str() == "f1" {
+                t1.clone()
+            } else {
+                res(0.25, 1024)
+            };
+            if o.resources.contains(&task) {
+                let rest = o.resources.checked_sub(&task).unwrap();
+                alloc.recover(&o.framework, &o.agent, &rest, None).unwrap();
+            } else {
+                alloc
+                    .recover(
+                        &o.framework,
+                        &o.agent,
+                        &o.resources,
+                        Some((now, Duration::from_secs(3600))),
+                    )
+                    .unwrap();
+            }
+        }
+    }
+    assert!(offers_seen > 0);
+    let s1 = alloc.framework_share(&fws[0]).unwrap();
+    let s2 = alloc.framework_share(&fws[1]).unwrap();
+    // One task's dominant share: f1 1/80 (cpu), f2 1024/81920 = 1/80 (mem).
+    let one_task = 1.0 / 80.0;
+    assert!(
+        (s1 - s2).abs() <= one_task + 1e-9,
+        "shares {s1} vs {s2} differ by more than one task ({one_task})"
+    );
+    assert!(s1 > 0.3, "cluster should be mostly used, got {s1}");
+}
+
+#[test]
+fn weight_two_gets_twice_the_share() {
+    let mut alloc = cluster(20, 4.0, 4096);
+    alloc.add_framework("heavy".into(), "gold", true).unwrap();
+    alloc.add_framework("light".into(), "bronze", true).unwrap();
+    alloc.set_weight("gold", 2.0).unwrap();
+    let fws: Vec<FrameworkId> = vec!["heavy".into(), "light".into()];
+    // Stop when the cluster is 60% used so capacity doesn't cap anyone.
+    let task = res(0.5, 512);
+    let now = Instant::now();
+    let mut used = 0u64;
+    let capacity = 20 * 8;
+    while used < capacity * 6 / 10 {
+        let offers = alloc.allocate(now, None);
+        assert!(!offers.is_empty());
+        // Only the first offer is used per cycle: a strict DRF sequence.
+        let mut iter = offers.into_iter();
+        let o = iter.next().unwrap();
+        let rest = o.resources.checked_sub(&task).unwrap();
+        alloc.recover(&o.framework, &o.agent, &rest, None).unwrap();
+        used += 1;
+        for o in iter {
+            alloc
+                .recover(&o.framework, &o.agent, &o.resources, None)
+                .unwrap();
+        }
+    }
+    let h = alloc.framework_share(&fws[0]).unwrap();
+    let l = alloc.framework_share(&fws[1]).unwrap();
+    let ratio = h / l;
+    assert!(
+        (ratio - 2.0).abs() < 0.15,
+        "share ratio {ratio} (heavy {h}, light {l})"
+    );
+}
+
+#[test]
+fn fills_cluster_and_respects_totals() {
+    let mut alloc = cluster(5, 4.0, 4096);
+    alloc.add_framework("a".into(), "*", true).unwrap();
+    alloc.add_framework("b".into(), "*", true).unwrap();
+    let launched = run_until_full(&mut alloc, &["a".into(), "b".into()], &res(1.0, 100));
+    let total: u64 = launched.values().sum();
+    assert_eq!(total, 20);
+    assert_eq!(launched.get(&FrameworkId::from("a")), Some(&10));
+}
+
+#[test]
+fn decline_filter_blocks_subset_until_expiry() {
+    let mut alloc = cluster(1, 4.0, 4096);
+    alloc.add_framework("f".into(), "*", true).unwrap();
+    let t0 = Instant::now();
+    let o = alloc.allocate(t0, None).pop().unwrap();
+    alloc
+        .recover(
+            &o.framework,
+            &o.agent,
+            &o.resources,
+            Some((t0, Duration::from_secs(5))),
+        )
+        .unwrap();
+    assert!(alloc.allocate(t0 + Duration::from_secs(4), None).is_empty());
+    assert_eq!(alloc.allocate(t0 + Duration::from_secs(5), None).len(), 1);
+}
+
+#[test]
+fn filtered_framework_lets_the_next_one_have_the_agent() {
+    let mut alloc = cluster(1, 4.0, 4096);
+    alloc.add_framework("f".into(), "*", true).unwrap();
+    alloc.add_framework("g".into(), "*", true).unwrap();
+    let t0 = Instant::now();
+    let o = alloc.allocate(t0, None).pop().unwrap();
+    let first = o.framework.clone();
+    alloc
+        .recover(
+            &o.framework,
+            &o.agent,
+            &o.resources,
+            Some((t0, Duration::from_secs(5))),
+        )
+        .unwrap();
+    let o2 = alloc.allocate(t0, None).pop().unwrap();
+    assert_ne!(o2.framework, first);
+}
+
+#[test]
+fn suppress_and_revive() {
+    let mut alloc = cluster(2, 4.0, 4096);
+    alloc.add_framework("f".into(), "*", true).unwrap();
+    alloc.suppress(&"f".into()).unwrap();
+    let now = Instant::now();
+    assert!(alloc.allocate(now, None).is_empty());
+    alloc.revive(&"f".into()).unwrap();
+    assert_eq!(alloc.allocate(now, None).len(), 2);
+}
+
+#[test]
+fn revive_clears_filters() {
+    let mut alloc = cluster(1, 4.0, 4096);
+    alloc.add_framework("f".into(), "*", true).unwrap();
+    let t0 = Instant::now();
+    let o = alloc.allocate(t0, None).pop().unwrap();
+    alloc
+        .recover(
+            &o.framework,
+            &o.agent,
+            &o.resources,
+            Some((t0, Duration::from_secs(500))),
+        )
+        .unwrap();
+    assert!(alloc.allocate(t0, None).is_empty());
+    alloc.revive(&"f".into()).unwrap();
+    assert_eq!(alloc.allocate(t0, None).len(), 1);
+}
+
+#[test]
+fn inactive_agents_and_frameworks_get_nothing() {
+    let mut alloc = cluster(2, 4.0, 4096);
+    alloc.add_framework("f".into(), "*", true).unwrap();
+    alloc.set_agent_active(&"a0".into(), false).unwrap();
+    let now = Instant::now();
+    let offers = alloc.allocate(now, None);
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].agent.as_str(), "a1");
+    alloc.set_framework_active(&"f".into(), false).unwrap();
+    alloc
+        .recover(&"f".into(), &"a1".into(), &offers[0].resources, None)
+        .unwrap();
+    assert!(alloc.allocate(now, None).is_empty());
+}
+
+#[test]
+fn recover_more_than_held_is_refused() {
+    let mut alloc = cluster(1, 4.0, 4096);
+    alloc.add_framework("f".into(), "*", true).unwrap();
+    let o = alloc.allocate(Instant::now(), None).pop().unwrap();
+    let too_much = o.resources.add(&res(1.0, 0));
+    assert!(matches!(
+        alloc.recover(&o.framework, &o.agent, &too_much, None),
+        Err(AllocatorError::OverRecover { .. })
+    ));
+    alloc.check_invariants().unwrap();
+}
+
+#[test]
+fn remove_framework_frees_its_resources() {
+    let mut alloc = cluster(3, 4.0, 4096);
+    alloc.add_framework("f".into(), "*", true).unwrap();
+    assert_eq!(alloc.allocate(Instant::now(), None).len(), 3);
+    alloc.remove_framework(&"f".into()).unwrap();
+    alloc.add_framework("g".into(), "*", true).unwrap();
+    assert_eq!(alloc.allocate(Instant::now(), None).len(), 3);
+    alloc.check_invariants().unwrap();
+}
+
+#[test]
+fn used_resources_survive_add_agent() {
+    let mut alloc = Allocator::default();
+    alloc.add_framework("f".into(), "*", true).unwrap();
+    alloc
+        .add_agent("a".into(), res(4.0, 4096), &[("f".into(), res(3.0, 1000))])
+        .unwrap();
+    let o = alloc.allocate(Instant::now(), None).pop().unwrap();
+    assert_eq!(o.resources, res(1.0, 3096));
+}
+
+/// Bug 13a. Mesos semantics: an ACCEPT that uses every offered resource
+/// returns nothing and so filters nothing; the longer filter the framework
+/// already had on the agent keeps refusing what it refused.
+#[test]
+fn accept_using_everything_keeps_the_longer_filter() {
+    let mut alloc = cluster(1, 4.0, 4096);
+    let (f, g, a0): (FrameworkId, FrameworkId, AgentId) = ("f".into(), "g".into(), "a0".into());
+    alloc.add_framework(f.clone(), "*", true).unwrap();
+    alloc.add_framework(g.clone(), "*", false).unwrap();
+    let t0 = Instant::now();
+    let hour = Duration::from_secs(3600);
+    // g runs a task; f declines the rest for an hour.
+    alloc.allocate_on(&g, &a0, &res(1.0, 1024)).unwrap();
+    let o = alloc.allocate(t0, None).pop().unwrap();
+    assert_eq!((&o.framework, &o.resources), (&f, &res(3.0, 3072)));
+    alloc
+        .recover(&f, &a0, &o.resources, Some((t0, hour)))
+        .unwrap();
+    // g's task ends: 4 cpus is more than f refused, so f is offered them...
+    alloc.recover(&g, &a0, &res(1.0, 1024), None).unwrap();
+    let t1 = t0 + Duration::from_secs(1);
+    let o = alloc.allocate(t1, None).pop().unwrap();
+    assert_eq!((&o.framework, &o.resources), (&f, &res(4.0, 4096)));
+    // ...and launches two tasks using all of them: nothing comes back.
+    alloc
+        .recover(
+            &f,
+            &a0,
+            &Resources::default(),
+            Some((t1, Duration::from_secs(5))),
+        )
+        .unwrap();
+    // The small task ends: 1 cpu free, a subset of what f refused for an hour.
+    alloc.recover(&f, &a0, &res(1.0, 1024), None).unwrap();
+    assert!(
+        alloc
+            .allocate(t0 + Duration::from_secs(60), None)
+            .is_empty(),
+        "the hour-long filter was replaced by the accept's empty one"
+    );
+    let o = alloc.allocate(t0 + hour, None).pop().unwrap();
+    assert_eq!((&o.framework, &o.resources), (&f, &res(1.0, 1024)));
+}
+
+/// A later filter on other resources, shorter, is added to the earlier one:
+/// it never shortens what the earlier one refuses.
+#[test]
+fn a_shorter_filter_does_not_shorten_a_longer_one() {
+    let mut alloc = cluster(1, 4.0, 4096);
+    let (f, g, a0): (FrameworkId, FrameworkId, AgentId) = ("f".into(), "g".into(), "a0".into());
+    alloc.add_framework(f.clone(), "*", true).unwrap();
+    alloc.add_framework(g.clone(), "*", false).unwrap();
+    let t0 = Instant::now();
+    let hour = Duration::from_secs(3600);
+    alloc.allocate_on(&g, &a0, &res(1.0, 1024)).unwrap();
+    let o = alloc.allocate(t0, None).pop().unwrap();
+    alloc
+        .recover(&f, &a0, &o.resources, Some((t0, hour)))
+        .unwrap();
+    alloc.recover(&g, &a0, &res(1.0, 1024), None).unwrap();
+    let t1 = t0 + Duration::from_secs(1);
+    let o = alloc.allocate(t1, None).pop().unwrap();
+    assert_eq!(o.resources, res(4.0, 4096));
+    // f launches 3 cpus and returns 1 with a 5 s filter.
+    alloc
+        .recover(&f, &a0, &res(1.0, 1024), Some((t1, Duration::from_secs(5))))
+        .unwrap();
+    // Its task shrinks to 1 cpu: 3 cpus free, refused by the hour-long filter.
+    alloc.recover(&f, &a0, &res(2.0, 2048), None).unwrap();
+    assert!(
+        alloc
+            .allocate(t0 + Duration::from_secs(60), None)
+            .is_empty()
+    );
+    assert_eq!(alloc.allocate(t0 + hour, None).len(), 1);
+}
+
+/// Declines of the same resources keep the longest refusal, whatever the
+/// order they come in.
+#[test]
+fn filters_on_the_same_resources_keep_the_longest() {
+    let mut alloc = cluster(1, 4.0, 4096);
+    let (f, a0): (FrameworkId, AgentId) = ("f".into(), "a0".into());
+    alloc.add_framework(f.clone(), "*", true).unwrap();
+    let t0 = Instant::now();
+    let all = res(4.0, 4096);
+    alloc.allocate_on(&f, &a0, &all).unwrap();
+    alloc
+        .recover(&f, &a0, &all, Some((t0, Duration::from_secs(100))))
+        .unwrap();
+    alloc.allocate_on(&f, &a0, &all).unwrap();
+    alloc
+        .recover(&f, &a0, &all, Some((t0, Duration::from_secs(10))))
+        .unwrap();
+    assert!(
+        alloc
+            .allocate(t0 + Duration::from_secs(50), None)
+            .is_empty()
+    );
+    assert_eq!(alloc.allocate(t0 + Duration::from_secs(100), None).len(), 1);
+}
+
+/// A refusal longer than an `Instant` can hold is capped, not a panic.
+#[test]
+fn absurd_refusal_is_capped() {
+    let mut alloc = cluster(1, 4.0, 4096);
+    alloc.add_framework("f".into(), "*", true).unwrap();
+    let t0 = Instant::now();
+    let o = alloc.allocate(t0, None).pop().unwrap();
+    alloc
+        .recover(
+            &o.framework,
+            &o.agent,
+            &o.resources,
+            Some((t0, Duration::MAX)),
+        )
+        .unwrap();
+    assert!(
+        alloc
+            .allocate(t0 + Duration::from_secs(86_400 * 365), None)
+            .is_empty()
+    );
+}
+
+/// With most frameworks filtered on an agent, the pick skips past them (the
+/// scan budget is exceeded) and still takes the least-share unfiltered one.
+#[test]
+fn many_filtered_frameworks_are_skipped_in_drf_order() {
+    let mut alloc = cluster(2, 4.0, 4096);
+    let t0 = Instant::now();
+    let n = 3 * SCAN_BUDGET;
+    let fws: Vec<FrameworkId> = (0..n).map(|i| FrameworkId::new(format!("f{i}"))).collect();
+    for (i, f) in fws.iter().enumerate() {
+        alloc
+            .add_framework(f.clone(), &format!("r{}", i % 5), true)
+            .unwrap();
+    }
+    let a0: AgentId = "a0".into();
+    // Every framework but the last two declines a0 for an hour.
+    for f in &fws[..n - 2] {
+        alloc.allocate_on(f, &a0, &res(4.0, 4096)).unwrap();
+        alloc
+            .recover(
+                f,
+                &a0,
+                &res(4.0, 4096),
+                Some((t0, Duration::from_secs(3600))),
+            )
+            .unwrap();
+    }
+    // Give the last one a share so the other unfiltered one comes first.
+    alloc
+        .allocate_on(&fws[n - 1], &"a1".into(), &res(1.0, 1))
+        .unwrap();
+    let offers = alloc.allocate(t0, Some(std::slice::from_ref(&a0)));
+    assert_eq!(offers.len(), 1);
+    assert_eq!(offers[0].framework, fws[n - 2]);
+    alloc.check_invariants().unwrap();
+}
