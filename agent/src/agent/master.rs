@@ -115,7 +115,8 @@ impl Agent {
                 tracing::warn!(framework_id = %fid, task_id = %tid, "duplicate launch ignored");
                 continue;
             }
-            let info = match convert::task_info("task", task.clone()) {
+            let name = task.name.clone();
+            let info = match convert::task_info("task", task) {
                 Ok(info) => {
                     launch.push(info.clone());
                     info
@@ -126,7 +127,7 @@ impl Agent {
                     tracing::warn!(framework_id = %fid, task_id = %tid, error = %e, "launch refused: invalid task");
                     invalid.push((tid.clone(), e.to_string()));
                     TaskInfo {
-                        name: task.name.clone(),
+                        name,
                         ..TaskInfo::new(tid.clone(), Default::default())
                     }
                 }
