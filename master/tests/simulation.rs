@@ -532,3 +532,58 @@ fn adopted_tasks_are_reported_to_their_framework() {
         assert_eq!(sim.m.task_state(&fid, &t), Some(TaskState::Running));
     }
 }
+
+/// A task id stays in use until the terminal update of its task is
+/// acknowledged (Mesos semantics): a relaunch before that would reach an
+/// agent that still holds the old task, which drops it.
+#[test]
+fn a_task_id_is_reusable_only_once_its_terminal_update_is_acknowledged() {
+    let mut sim = small(true, 1);
+    let fid = sim.fws[0].id.clone().unwrap();
+    let tid = task_ids(&sim)[0].clone();
+    sim.agents[0].set_state(&fid, &tid, TaskState::Finished);
+    agent::send_updates(&mut sim, 0).unwrap();
+    // The FINISHED update waits, unacknowledged, on the framework's stream.
+    framework::scale(&mut sim, 0, 0).unwrap();
+    framework::set_suppressed(&mut sim, 0, false).unwrap();
+    sim.tick(1000).unwrap();
+    let relaunch = |sim: &mut Sim| {
+        let offers = sim.m.outstanding_offers(&fid);
+        assert!(
+            !offers.is_empty(),
+            "no offer: {:?} {:?}",
+            sim.m.snapshot().agents,
+            sim.log
+        );
+        let (oid, _, _) = offers[0].clone();
+        let mut out = vec![];
+        sim.m
+            .accept(
+                Accept {
+                    framework_id: fid.clone(),
+                    offer_ids: vec![oid],
+                    tasks: vec![TaskInfo::new(tid.clone(), sim::task_resources())],
+                    filters: Filters::default(),
+                },
+                sim.now,
+                &mut out,
+            )
+            .unwrap();
+        out.iter()
+            .find_map(|o| match o {
+                Output::ToFramework(_, Event::Update(s)) if s.task_id == tid => {
+                    Some(s.message.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let refused = relaunch(&mut sim);
+    assert!(refused.contains("not acknowledged"), "{refused}");
+    // The framework acknowledges FINISHED: the id is free again.
+    sim.deliver_all().unwrap();
+    framework::set_suppressed(&mut sim, 0, false).unwrap();
+    sim.tick(1000).unwrap();
+    assert_eq!(relaunch(&mut sim), "", "the relaunch should be accepted");
+    assert_eq!(sim.m.task_state(&fid, &tid), Some(TaskState::Staging));
+}

@@ -157,6 +157,11 @@ impl Master {
                 // It ended while the agent was away. Retire it without
                 // touching the allocator (the agent is re-added without it);
                 // the agent's own terminal update follows and is forwarded.
+                // The agent still holds that update: the id stays in use
+                // until it is acknowledged.
+                fw.unacked_terminal
+                    .entry(tid.clone())
+                    .or_insert_with(|| (id.clone(), None));
                 let status = TaskStatus {
                     agent_id: Some(id.clone()),
                     reason: reason::AGENT_REREGISTERED.into(),
@@ -512,6 +517,10 @@ impl Master {
         }
         if self.agents.get(id).is_some_and(|a| a.in_allocator) {
             let _ = self.allocator.remove_agent(id);
+        }
+        // Updates held by an agent that is gone will never be acknowledged.
+        for fw in self.frameworks.values_mut() {
+            fw.unacked_terminal.retain(|_, (agent, _)| agent != id);
         }
         self.agents.remove(id);
         self.dirty.remove(id);

@@ -92,6 +92,7 @@ impl Master {
                         disconnected_at: None,
                         tasks: Map::default(),
                         completed: VecDeque::new(),
+                        unacked_terminal: Map::default(),
                         offers: Set::default(),
                         last_heartbeat: now,
                     },
@@ -277,6 +278,7 @@ impl Master {
                     completed: VecDeque::new(),
                     offers: Set::default(),
                     last_heartbeat: now,
+                    unacked_terminal: Map::default(),
                 },
             );
         }

@@ -151,6 +151,11 @@ struct Framework {
     completed: VecDeque<Task>,
     offers: Set<OfferId>,
     last_heartbeat: Instant,
+    /// Tasks that ended but whose terminal update the framework has not
+    /// acknowledged yet (with that update's uuid once known, and the agent
+    /// holding it). Their ids stay in use, as in Mesos: a launch reusing one
+    /// would meet the agent still holding the old task.
+    unacked_terminal: Map<TaskId, (AgentId, Option<Vec<u8>>)>,
 }
 
 #[derive(Debug)]

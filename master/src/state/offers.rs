@@ -257,6 +257,12 @@ impl Master {
                 t.id
             ));
         }
+        if fw.unacked_terminal.contains_key(&t.id) {
+            return Err(format!(
+                "task id {} is still in use: the terminal update of the task that had it is not acknowledged yet (acknowledge it, or use another id)",
+                t.id
+            ));
+        }
         if let Some(a) = &t.agent
             && a != agent
         {

@@ -134,6 +134,16 @@ impl Master {
         let fid = req.framework_id;
         self.framework_for_call(&fid)?;
         let mut per_agent: Map<ConnId, Vec<UpdateAck>> = Map::default();
+        if let Some(fw) = self.frameworks.get_mut(&fid) {
+            for ack in &req.acks {
+                if let Some((agent, uuid)) = fw.unacked_terminal.get(&ack.task_id)
+                    && agent == &ack.agent_id
+                    && uuid.as_ref() == Some(&ack.uuid)
+                {
+                    fw.unacked_terminal.remove(&ack.task_id);
+                }
+            }
+        }
         for ack in req.acks {
             self.counters.status_update_acks += 1;
             if let Some(conn) = self.agents.get(&ack.agent_id).and_then(|a| a.conn) {
@@ -204,6 +214,12 @@ impl Master {
                 tracing::warn!(framework_id = %fid, task_id = %tid, agent_id = %aid, "dropping a status update for a task that lives on another agent");
                 ack(&mut self_acks, &st);
                 continue;
+            }
+            if st.state.is_terminal()
+                && let Some(uuid) = &st.uuid
+            {
+                fw.unacked_terminal
+                    .insert(tid.clone(), (aid.clone(), Some(uuid.clone())));
             }
             let mut became_terminal = false;
             if let Some(t) = fw.tasks.get_mut(&tid) {
