@@ -124,11 +124,15 @@ struct FrameworkSlot {
 }
 
 struct RoleSlot {
+    /// Empty while the slot is free.
     name: String,
     weight: f64,
     allocated: Scalars,
     order: BTreeSet<Key>,
     key: Option<Key>,
+    /// Frameworks in the role (eligible or not). A role with none and the
+    /// default weight is forgotten, so roles do not pile up.
+    members: usize,
 }
 
 /// Filters asked for longer than this are capped (an `Instant` cannot hold
@@ -150,6 +154,7 @@ pub struct Allocator {
     free_framework_slots: Vec<usize>,
     roles: Vec<RoleSlot>,
     role_index: HashMap<String, usize>,
+    free_role_slots: Vec<usize>,
     /// Roles with an eligible framework, by weighted share; the value is the
     /// role's framework when it has exactly one (the walk then need not
     /// visit the role).
@@ -178,6 +183,7 @@ impl Allocator {
             frameworks: Vec::new(),
             framework_index: HashMap::new(),
             free_framework_slots: Vec::new(),
+            free_role_slots: Vec::new(),
             roles: Vec::new(),
             role_index: HashMap::new(),
             role_order: BTreeMap::new(),
@@ -284,6 +290,7 @@ impl Allocator {
             return Err(AllocatorError::DuplicateFramework(id));
         }
         let role = self.role_slot(role);
+        self.roles[role].members += 1;
         let slot = FrameworkSlot {
             id: id.clone(),
             role,
@@ -330,9 +337,24 @@ impl Allocator {
         self.charge(idx, allocated, false);
         self.unkey_framework(idx);
         self.framework_index.remove(id);
-        self.frameworks[idx] = None;
+        let role = self.frameworks[idx].take().map(|f| f.role);
         self.free_framework_slots.push(idx);
+        if let Some(r) = role {
+            self.release_role(r);
+        }
         Ok(())
+    }
+
+    /// A framework left role `r`: forget the role if nothing needs it.
+    fn release_role(&mut self, r: usize) {
+        let role = &mut self.roles[r];
+        role.members = role.members.saturating_sub(1);
+        if role.members == 0 && role.weight == 1.0 && role.key.is_none() && role.order.is_empty() {
+            self.role_index.remove(&role.name);
+            role.name.clear();
+            role.allocated = Scalars::default();
+            self.free_role_slots.push(r);
+        }
     }
 
     /// A disconnected framework keeps its allocation but gets no offers.
@@ -624,14 +646,24 @@ impl Allocator {
         if let Some(&r) = self.role_index.get(role) {
             return r;
         }
-        self.roles.push(RoleSlot {
+        let slot = RoleSlot {
             name: role.to_string(),
             weight: 1.0,
             allocated: Scalars::default(),
             order: BTreeSet::new(),
             key: None,
-        });
-        let r = self.roles.len() - 1;
+            members: 0,
+        };
+        let r = match self.free_role_slots.pop() {
+            Some(r) => {
+                self.roles[r] = slot;
+                r
+            }
+            None => {
+                self.roles.push(slot);
+                self.roles.len() - 1
+            }
+        };
         self.role_index.insert(role.to_string(), r);
         r
     }

@@ -430,3 +430,26 @@ fn many_filtered_frameworks_are_skipped_in_drf_order() {
     assert_eq!(offers[0].framework, fws[n - 2]);
     alloc.check_invariants().unwrap();
 }
+
+/// Roles are forgotten once their last framework goes (with the default
+/// weight): 20,000 short-lived frameworks in distinct roles leave no trace,
+/// and adding an agent stays cheap.
+#[test]
+fn roles_without_frameworks_are_forgotten() {
+    let mut a = Allocator::default();
+    for i in 0..20_000 {
+        let id = FrameworkId::new(format!("f{i}"));
+        a.add_framework(id.clone(), &format!("role-{i}"), true)
+            .unwrap();
+        a.remove_framework(&id).unwrap();
+    }
+    assert!(a.roles().is_empty(), "{} roles kept", a.roles().len());
+    assert_eq!(a.roles.len(), 1, "role slots are reused");
+    // A weighted role stays (its weight is configuration).
+    a.set_weight("gold", 2.0).unwrap();
+    let id = FrameworkId::new("g");
+    a.add_framework(id.clone(), "gold", true).unwrap();
+    a.remove_framework(&id).unwrap();
+    assert_eq!(a.roles(), vec![("gold".to_string(), 2.0)]);
+    a.check_invariants().unwrap();
+}

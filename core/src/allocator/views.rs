@@ -34,6 +34,7 @@ impl Allocator {
     pub fn roles(&self) -> Vec<(String, f64)> {
         self.roles
             .iter()
+            .filter(|r| !r.name.is_empty())
             .map(|r| (r.name.clone(), r.weight))
             .collect()
     }
@@ -91,6 +92,7 @@ impl Allocator {
         }
         let mut per_role = vec![Scalars::default(); self.roles.len()];
         let mut members = vec![0usize; self.roles.len()];
+        let mut all_members = vec![0usize; self.roles.len()];
         for (i, f) in self.frameworks.iter().enumerate() {
             let Some(f) = f else {
                 if self.eligible.get(i) {
@@ -98,6 +100,7 @@ impl Allocator {
                 }
                 continue;
             };
+            all_members[f.role] += 1;
             if per_fw.get(&i).copied().unwrap_or_default() != f.allocated {
                 return Err(format!("framework {}: share accounting drifted", f.id));
             }
@@ -121,6 +124,19 @@ impl Allocator {
         }
         let mut keyed_roles = 0;
         for (r, role) in self.roles.iter().enumerate() {
+            if role.members != all_members[r] {
+                return Err(format!(
+                    "role {:?}: counts {} members, has {}",
+                    role.name, role.members, all_members[r]
+                ));
+            }
+            let indexed = self.role_index.get(&role.name) == Some(&r);
+            if role.name.is_empty() == indexed {
+                return Err(format!(
+                    "role slot {r} ({:?}): free and indexed disagree",
+                    role.name
+                ));
+            }
             if per_role[r] != role.allocated {
                 return Err(format!("role {}: allocation drifted", role.name));
             }
