@@ -35,6 +35,11 @@ pub struct MasterArgs {
     #[arg(long, env = "AGORA_AGENT_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
     pub agent_timeout: Option<Duration>,
 
+    /// After a master restart, how long an agent from the registry has to
+    /// re-register before it is marked unreachable (Mesos: 10m). [default: 2m]
+    #[arg(long, env = "AGORA_AGENT_REREGISTER_TIMEOUT", value_parser = parse_duration, value_name = "DURATION")]
+    pub agent_reregister_timeout: Option<Duration>,
+
     /// How often agents heartbeat. [default: 2s]
     #[arg(long, env = "AGORA_AGENT_HEARTBEAT", value_parser = parse_duration, value_name = "DURATION")]
     pub agent_heartbeat: Option<Duration>,
@@ -74,6 +79,7 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     in_memory: Option<bool>,
     agent_timeout: Option<String>,
+    agent_reregister_timeout: Option<String>,
     agent_heartbeat: Option<String>,
     offer_timeout: Option<String>,
     allocation_interval: Option<String>,
@@ -133,6 +139,12 @@ impl MasterArgs {
                 &file.agent_timeout,
                 "agent_timeout",
                 d.agent_timeout,
+            )?,
+            agent_reregister_timeout: dur(
+                self.agent_reregister_timeout,
+                &file.agent_reregister_timeout,
+                "agent_reregister_timeout",
+                d.agent_reregister_timeout,
             )?,
             agent_heartbeat_interval: dur(
                 self.agent_heartbeat,

@@ -10,6 +10,13 @@ pub struct MasterConfig {
     pub agent_heartbeat_interval: Duration,
     /// An agent silent for this long becomes unreachable (Mesos: 75 s).
     pub agent_timeout: Duration,
+    /// After a master restart, how long an agent known from the registry
+    /// has to re-register before it is unreachable (Mesos
+    /// `agent_reregister_timeout`: 10 min). Longer than `agent_timeout`: an
+    /// agent reconnects with back-off (up to 10 s plus a 5 s connect
+    /// timeout), and marking it unreachable too early would have frameworks
+    /// replace tasks that are still running.
+    pub agent_reregister_timeout: Duration,
     /// HEARTBEAT events to frameworks (Mesos: 15 s).
     pub framework_heartbeat_interval: Duration,
     /// Outstanding offers older than this are rescinded. `None`: never.
@@ -37,6 +44,7 @@ impl Default for MasterConfig {
             master_id: new_master_id(),
             agent_heartbeat_interval: Duration::from_secs(2),
             agent_timeout: Duration::from_secs(10),
+            agent_reregister_timeout: Duration::from_secs(120),
             framework_heartbeat_interval: Duration::from_secs(15),
             offer_timeout: Some(Duration::from_secs(30)),
             allocation_interval: Duration::from_secs(1),

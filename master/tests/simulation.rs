@@ -126,7 +126,13 @@ fn step(sim: &mut Sim) -> Result<(), String> {
         67 => sim.restart_master(),
         68..=69 if nf > 0 => framework::disconnect(sim, f),
         70..=74 if nf > 0 => framework::subscribe(sim, f),
-        75 if nf > 0 => framework::bad_resubscribe(sim, f),
+        75 if nf > 0 => {
+            if sim.rng.chance(50) {
+                framework::bad_resubscribe(sim, f)
+            } else {
+                framework::failover(sim, f)
+            }
+        }
         76..=77 if nf > 0 => {
             let explicit = sim.rng.chance(50);
             framework::periodic(sim, f, explicit)
@@ -586,4 +592,188 @@ fn a_task_id_is_reusable_only_once_its_terminal_update_is_acknowledged() {
     sim.tick(1000).unwrap();
     assert_eq!(relaunch(&mut sim), "", "the relaunch should be accepted");
     assert_eq!(sim.m.task_state(&fid, &tid), Some(TaskState::Staging));
+}
+
+/// After a master restart, agents known from the registry get the
+/// re-registration timeout (not the agent timeout) to come back: agents
+/// reconnect with back-off, and calling them unreachable too early makes
+/// frameworks replace tasks that still run.
+#[test]
+fn recovered_agents_get_the_reregistration_timeout() {
+    let mut sim = small(true, 2);
+    let aid = sim.agents[0].id.clone().unwrap();
+    sim.restart_master().unwrap();
+    sim.tick(sim.cfg.agent_timeout.as_millis() as u64 + 1000)
+        .unwrap();
+    assert_eq!(sim.m.agent_state(&aid), Some(AgentState::Recovered));
+    sim.tick(sim.cfg.agent_reregister_timeout.as_millis() as u64)
+        .unwrap();
+    assert_eq!(sim.m.agent_state(&aid), Some(AgentState::Unreachable));
+}
+
+/// A re-registration reporting the same task twice, or two tasks on one
+/// port, is refused before anything changes (the allocator could not
+/// account for it).
+#[test]
+fn inconsistent_reregistrations_are_refused() {
+    let mut sim = small(true, 2);
+    agent::disconnect(&mut sim, 0).unwrap();
+    let good = sim.agents[0].registration();
+    let mut twice = good.clone();
+    twice.tasks.push(twice.tasks[0].clone());
+    let mut shared_port = good.clone();
+    let port = shared_port.tasks[0].task.resources.ports.clone();
+    shared_port.tasks[1].task.resources.ports = port;
+    for (reg, field) in [
+        (twice, "register.tasks[2]"),
+        (shared_port, "register.tasks[1].resources.ports"),
+    ] {
+        let c = sim.conn();
+        let mut out = Vec::new();
+        let e = sim.m.register_agent(c, reg, sim.now, &mut out).unwrap_err();
+        assert_eq!(e.field, field, "{e}");
+        assert!(out.is_empty(), "{out:?}");
+        sim.m.check_invariants().unwrap();
+    }
+    let mut unknown = good.clone();
+    unknown.tasks[0].state = TaskState::Unknown;
+    let c = sim.conn();
+    let e = sim
+        .m
+        .register_agent(c, unknown, sim.now, &mut Vec::new())
+        .unwrap_err();
+    assert_eq!(e.field, "register.tasks[0].state");
+    agent::connect(&mut sim, 0).unwrap();
+    check::settle(&mut sim).unwrap();
+}
+
+/// An agent cannot report a state only the master decides: such an update
+/// is dropped, acknowledged, and counted.
+#[test]
+fn updates_with_master_only_states_are_dropped() {
+    let mut sim = small(true, 1);
+    let fid = sim.fws[0].id.clone().unwrap();
+    let tid = task_ids(&sim)[0].clone();
+    let conn = sim.agents[0].conn.unwrap();
+    let mut out = Vec::new();
+    let st = TaskStatus {
+        uuid: Some(vec![7]),
+        source: TaskSource::Agent,
+        ..TaskStatus::new(tid.clone(), TaskState::Unreachable)
+    };
+    sim.m.status_updates(
+        conn,
+        vec![StatusUpdate {
+            framework_id: fid.clone(),
+            status: st,
+        }],
+        sim.now,
+        &mut out,
+    );
+    assert!(
+        !out.iter().any(|o| matches!(o, Output::ToFramework(..))),
+        "{out:?}"
+    );
+    assert_eq!(sim.m.counters.status_updates_refused, 1);
+    assert_eq!(sim.m.task_state(&fid, &tid), Some(TaskState::Running));
+}
+
+/// A framework torn down while one of its agents is away stays dead even
+/// once it has left the bounded list of completed frameworks: when the
+/// agent is back its tasks are killed, not adopted by a recovered framework.
+#[test]
+fn a_torn_down_framework_is_not_recovered_from_an_agent_report() {
+    let mut sim = small(true, 2);
+    let fid = sim.fws[0].id.clone().unwrap();
+    agent::disconnect(&mut sim, 0).unwrap();
+    framework::teardown(&mut sim, 0).unwrap();
+    // Enough other teardowns to push it out of the completed list.
+    for n in 1..=sim.cfg.max_completed_frameworks + 1 {
+        sim.fws
+            .push(SimFramework::new(n, true, 0, Duration::from_secs(60)));
+        framework::subscribe(&mut sim, n).unwrap();
+        sim.deliver_all().unwrap();
+        framework::teardown(&mut sim, n).unwrap();
+    }
+    assert_eq!(
+        sim.m.framework_state(&fid),
+        None,
+        "evicted from the completed list"
+    );
+    agent::connect(&mut sim, 0).unwrap();
+    sim.deliver_all().unwrap();
+    assert_eq!(
+        sim.m.framework_state(&fid),
+        None,
+        "recovered from the agent's report"
+    );
+    assert_eq!(sim.agents[0].live().count(), 0, "its tasks must be killed");
+    check::settle(&mut sim).unwrap();
+}
+
+/// A first registration whose stream closes before its admission is
+/// durable is forgotten (it registers afresh), not kept as a recovering
+/// agent that holds up answers and lingers in the registry.
+#[test]
+fn an_agent_gone_before_its_admission_is_forgotten() {
+    let mut sim = Sim::new(5);
+    sim.agents.push(SimAgent::new(0, 2, 1024));
+    agent::connect(&mut sim, 0).unwrap();
+    let (_, _, before) = sim.m.sizes();
+    assert_eq!(before, 1);
+    agent::disconnect(&mut sim, 0).unwrap();
+    sim.complete_write().unwrap();
+    let (_, _, after) = sim.m.sizes();
+    assert_eq!(after, 0);
+    use agora_master::store::Registry;
+    assert!(sim.registry.load().unwrap().is_empty());
+    agent::connect(&mut sim, 0).unwrap();
+    sim.complete_write().unwrap();
+    sim.deliver_all().unwrap();
+    assert!(sim.agents[0].id.is_some());
+}
+
+/// Completed tasks are bounded per framework.
+#[test]
+fn completed_tasks_are_bounded_per_framework() {
+    let mut sim = small(true, 4);
+    let fid = sim.fws[0].id.clone().unwrap();
+    let keep = sim.cfg.completed_tasks_per_framework;
+    for _ in 0..(keep / 4 + 5) {
+        let live: Vec<_> = sim.agents[0]
+            .live()
+            .map(|(f, t)| (f.clone(), t.clone()))
+            .collect();
+        for (f, t) in live {
+            sim.agents[0].set_state(&f, &t, TaskState::Finished);
+        }
+        agent::send_updates(&mut sim, 0).unwrap();
+        for _ in 0..4 {
+            sim.deliver_all().unwrap();
+            sim.tick(1000).unwrap();
+        }
+    }
+    let st = sim.m.snapshot();
+    let fw = st.frameworks.iter().find(|f| f.id == fid.0).unwrap();
+    assert_eq!(fw.completed_tasks.len(), keep);
+}
+
+/// An agent marked unreachable stays unreachable across a master restart
+/// (the registry says so), with the time it became so.
+#[test]
+fn unreachable_agents_stay_unreachable_across_a_restart() {
+    let mut sim = small(false, 1);
+    let aid = sim.agents[0].id.clone().unwrap();
+    sim.agents[0].partitioned = true;
+    sim.tick(sim.cfg.agent_timeout.as_millis() as u64 + 500)
+        .unwrap();
+    assert_eq!(sim.m.agent_state(&aid), Some(AgentState::Unreachable));
+    sim.tick(sim.cfg.agent_gc_after.as_millis() as u64 / 2)
+        .unwrap();
+    sim.restart_master().unwrap();
+    assert_eq!(sim.m.agent_state(&aid), Some(AgentState::Unreachable));
+    // Collected on time: the age counts from when it became unreachable.
+    sim.tick(sim.cfg.agent_gc_after.as_millis() as u64 / 2 + 1000)
+        .unwrap();
+    assert_eq!(sim.m.agent_state(&aid), None);
 }

@@ -208,6 +208,19 @@ impl Allocator {
         if self.agent_index.contains_key(&id) {
             return Err(AllocatorError::DuplicateAgent(id));
         }
+        // All or nothing: check that every framework is known and that the
+        // used resources fit (no port twice) before changing anything.
+        let mut sum = Resources::default();
+        for (fw, r) in used {
+            self.fw_idx(fw)?;
+            if sum.ports.intersects(&r.ports) || !total.contains(&sum.add(r)) {
+                return Err(AllocatorError::OverAllocate {
+                    agent: id,
+                    resources: r.clone(),
+                });
+            }
+            sum.add_assign(r);
+        }
         let scalars = total.scalars();
         let slot = AgentSlot {
             id: id.clone(),

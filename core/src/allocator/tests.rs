@@ -453,3 +453,30 @@ fn roles_without_frameworks_are_forgotten() {
     assert_eq!(a.roles(), vec![("gold".to_string(), 2.0)]);
     a.check_invariants().unwrap();
 }
+
+/// Adding an agent whose tasks do not fit (or share a port) changes nothing.
+#[test]
+fn adding_an_agent_is_all_or_nothing() {
+    let mut a = Allocator::default();
+    let f = FrameworkId::new("f");
+    a.add_framework(f.clone(), "*", true).unwrap();
+    let total = Resources::parse("cpus:4;mem:1024;ports:[31000-31001]").unwrap();
+    let t = Resources::parse("cpus:1;mem:10;ports:[31000-31000]").unwrap();
+    let agent = AgentId::new("a");
+    assert!(
+        a.add_agent(
+            agent.clone(),
+            total.clone(),
+            &[(f.clone(), t.clone()), (f.clone(), t.clone())]
+        )
+        .is_err()
+    );
+    assert!(
+        a.agent_resources(&agent).is_none(),
+        "a refused agent is not added"
+    );
+    a.check_invariants().unwrap();
+    a.add_agent(agent.clone(), total, &[(f.clone(), t)])
+        .unwrap();
+    a.check_invariants().unwrap();
+}

@@ -8,7 +8,7 @@ use agora_core::info::{TaskSource, TaskStatus};
 use agora_core::lifecycle::{AgentEvent, AgentState, FrameworkState};
 use agora_core::protocol::{Event, MasterMessage, Register};
 use agora_core::{AgentId, FrameworkId, Invalid, Resources, TaskId, TaskState};
-use std::time::{Instant, SystemTime};
+use std::time::Instant;
 
 impl Master {
     /// An agent (re-)registers on stream `conn`.
@@ -47,8 +47,36 @@ impl Master {
         let _span = tracing::info_span!("reregister", agent_id = %id).entered();
         // ---- validate before touching any state
         let mut total_reported = Resources::default();
-        for t in &reg.tasks {
+        let mut seen = Set::default();
+        for (i, t) in reg.tasks.iter().enumerate() {
+            if !seen.insert((&t.framework_id, &t.task.id)) {
+                return Err(Invalid::new(
+                    format!("register.tasks[{i}]"),
+                    format!(
+                        "task {} of framework {} is reported twice",
+                        t.task.id, t.framework_id
+                    ),
+                ));
+            }
+            if matches!(
+                t.state,
+                TaskState::Unknown | TaskState::Unreachable | TaskState::GoneByOperator
+            ) {
+                return Err(Invalid::new(
+                    format!("register.tasks[{i}].state"),
+                    format!(
+                        "{} is decided by the master; an agent cannot report it",
+                        t.state
+                    ),
+                ));
+            }
             if t.state.holds_resources() {
+                if total_reported.ports.intersects(&t.task.resources.ports) {
+                    return Err(Invalid::new(
+                        format!("register.tasks[{i}].resources.ports"),
+                        format!("task {} uses a port another reported task uses", t.task.id),
+                    ));
+                }
                 total_reported.add_assign(&t.task.resources);
             }
         }
@@ -98,7 +126,19 @@ impl Master {
         if was_unreachable {
             out.push(Output::Persist(RegistryOp::MarkReachable(id.clone()), None));
         }
-        self.recover_frameworks(&reg.frameworks, now);
+        // Frameworks torn down while it was away are not recovered from its report.
+        let torn_down: std::collections::BTreeSet<FrameworkId> = self
+            .agents
+            .get(&id)
+            .map(|a| a.shutdowns.clone())
+            .unwrap_or_default();
+        let wall = self.wall(now);
+        let frameworks: Vec<_> = reg
+            .frameworks
+            .into_iter()
+            .filter(|f| f.id.as_ref().is_none_or(|fid| !torn_down.contains(fid)))
+            .collect();
+        self.recover_frameworks(&frameworks, now);
 
         // ---- the agent record: old stream, offers and allocator slot go
         if let Some(old) = self.agents.get(&id).and_then(|a| a.conn)
@@ -123,7 +163,8 @@ impl Master {
         agent.conn = Some(conn);
         agent.last_seen = now;
         agent.unreachable_at = None;
-        agent.registered_at = Some(SystemTime::now());
+        agent.registered_at = Some(wall);
+        let shutdowns = std::mem::take(&mut agent.shutdowns);
         let step = agent.state.on(AgentEvent::Registered);
         let previous: Set<(FrameworkId, TaskId)> = std::mem::take(&mut agent.tasks);
         match step {
@@ -143,6 +184,11 @@ impl Master {
             let tid = at.task.id.clone();
             let st = at.state;
             reported.insert((fid.clone(), tid.clone()));
+            if shutdowns.contains(&fid) {
+                // Its framework was torn down while the agent was away.
+                kills.push((fid, tid));
+                continue;
+            }
             let Some(fw) = self.frameworks.get_mut(&fid) else {
                 // Torn down, or never known: nobody wants it.
                 kills.push((fid, tid));
@@ -220,9 +266,9 @@ impl Master {
                     }
                 }
                 None => {
-                    let told_terminal = fw.completed.iter().any(|c| c.info.id == tid);
-                    if told_terminal {
+                    if let Some(done) = fw.completed.iter_mut().rev().find(|c| c.info.id == tid) {
                         // The framework was told this task ended: it must not come back.
+                        done.kill_requested = true;
                         kills.push((fid, tid));
                         continue;
                     }
@@ -321,6 +367,9 @@ impl Master {
                 tracing::error!(error = %e, "allocator refused re-registered agent");
             }
         }
+        for fid in shutdowns {
+            out.push(Output::ToAgent(conn, MasterMessage::ShutdownFramework(fid)));
+        }
         kills.sort();
         kills.dedup();
         for (framework_id, task_id) in kills {
@@ -350,6 +399,7 @@ impl Master {
     pub fn persisted(&mut self, pending: Pending, now: Instant, out: &mut Vec<Output>) {
         match pending {
             Pending::AdmitAgent { conn, agent } => {
+                let wall = self.wall(now);
                 let Some(a) = self.agents.get_mut(&agent) else {
                     return;
                 };
@@ -359,7 +409,7 @@ impl Master {
                 }
                 let step = a.state.on(AgentEvent::Registered);
                 a.last_seen = now;
-                a.registered_at = Some(SystemTime::now());
+                a.registered_at = Some(wall);
                 let resources = a.resources.clone();
                 let add = !a.in_allocator;
                 a.in_allocator = true;
@@ -408,6 +458,15 @@ impl Master {
             return;
         }
         a.conn = None;
+        if a.state == AgentState::Recovered && a.registered_at.is_none() && !a.in_allocator {
+            // A first registration whose stream closed before its admission
+            // was durable: the agent never learned its id and will register
+            // afresh. Forget it rather than wait for it until it is collected.
+            tracing::info!(agent_id = %id, "agent left before its admission completed; forgetting it");
+            self.agents.remove(&id);
+            out.push(Output::Persist(RegistryOp::Remove(id), None));
+            return;
+        }
         let step = a.state.on(AgentEvent::StreamClosed);
         match step {
             Ok(s) => a.state = s,

@@ -221,7 +221,12 @@ impl Master {
         }
         self.deferred.retain(|d| &d.framework != id);
         for a in agents_to_notify {
-            self.to_agent(&a, MasterMessage::ShutdownFramework(id.clone()), out);
+            if !self.to_agent(&a, MasterMessage::ShutdownFramework(id.clone()), out)
+                && let Some(agent) = self.agents.get_mut(&a)
+            {
+                // Sent when it is back (its tasks of this framework are killed then).
+                agent.shutdowns.insert(id.clone());
+            }
             self.dirty.insert(a);
         }
         let _ = self.allocator.remove_framework(id);

@@ -15,14 +15,20 @@ impl Master {
     /// timeout, at most every allocation interval).
     pub fn tick(&mut self, now: Instant, out: &mut Vec<Output>) {
         let timeout = self.cfg.agent_timeout;
+        let reregister = self.cfg.agent_reregister_timeout.max(timeout);
         let silent: Vec<AgentId> = self
             .agents
             .values()
             .filter(|a| {
-                matches!(
-                    a.state,
-                    AgentState::Active | AgentState::Disconnected | AgentState::Recovered
-                ) && now.saturating_duration_since(a.last_seen) >= timeout
+                let limit = match (a.state, a.conn) {
+                    // Known from the registry, not back yet since the restart.
+                    (AgentState::Recovered, None) => reregister,
+                    (AgentState::Active | AgentState::Disconnected | AgentState::Recovered, _) => {
+                        timeout
+                    }
+                    _ => return false,
+                };
+                now.saturating_duration_since(a.last_seen) >= limit
             })
             .map(|a| a.id.clone())
             .collect();

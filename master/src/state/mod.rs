@@ -174,7 +174,11 @@ struct Agent {
     tasks: Set<(FrameworkId, TaskId)>,
     offers: Set<OfferId>,
     in_allocator: bool,
-    registered_at: Option<SystemTime>,
+    /// Seconds since the Unix epoch of its last (re-)registration.
+    registered_at: Option<f64>,
+    /// Frameworks torn down while it was away: their tasks there are killed
+    /// (and the framework is not recovered from its report) when it is back.
+    shutdowns: BTreeSet<FrameworkId>,
 }
 
 impl Agent {
@@ -193,6 +197,7 @@ impl Agent {
             offers: Set::default(),
             in_allocator: false,
             registered_at: None,
+            shutdowns: BTreeSet::new(),
         }
     }
 }
@@ -240,6 +245,8 @@ pub struct Counters {
     pub status_update_acks: u64,
     /// Updates dropped because the task lives on another agent.
     pub status_updates_misrouted: u64,
+    /// Updates dropped because they carry a state only the master decides.
+    pub status_updates_refused: u64,
     pub invalid_calls: u64,
     pub agents_registered: u64,
     pub agents_reregistered: u64,
@@ -256,7 +263,7 @@ pub struct Counters {
 
 impl Counters {
     /// Every counter with its `/metrics` name and help, in one place.
-    pub fn named(&self) -> [(&'static str, &'static str, u64); 20] {
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 21] {
         [
             ("offers_sent", "Offers sent to frameworks", self.offers_sent),
             ("offers_declined", "Offers declined", self.offers_declined),
@@ -286,6 +293,11 @@ impl Counters {
                 "status_updates_misrouted",
                 "Status updates dropped because their task lives on another agent",
                 self.status_updates_misrouted,
+            ),
+            (
+                "status_updates_refused",
+                "Status updates dropped because an agent reported a state only the master decides",
+                self.status_updates_refused,
             ),
             (
                 "invalid_calls",
@@ -389,6 +401,21 @@ fn status(
 impl Master {
     /// A master that remembers the agents of `registry` (they must re-register).
     pub fn new(cfg: MasterConfig, registry: Vec<RegisteredAgent>, now: Instant) -> Self {
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        Self::with_clock(cfg, registry, now, epoch)
+    }
+
+    /// Like [`Master::new`], with the wall-clock time (seconds since the
+    /// Unix epoch) at `now` given: the state machine never reads a clock.
+    pub fn with_clock(
+        cfg: MasterConfig,
+        registry: Vec<RegisteredAgent>,
+        now: Instant,
+        epoch_at_now: f64,
+    ) -> Self {
         let mut m = Master {
             next_full_allocation: now,
             cfg,
@@ -403,10 +430,7 @@ impl Master {
             dirty: BTreeSet::new(),
             full_allocation_due: true,
             seq: 0,
-            started_epoch: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or(0.0),
+            started_epoch: epoch_at_now,
             started_at: now,
             counters: Counters::default(),
             allocation_runs: Vec::new(),

@@ -65,6 +65,7 @@ impl Master {
                 match self.unknown_task_answer(&fid, &tid, agent.as_ref()) {
                     Answer::Status(mut s) => {
                         s.timestamp = self.wall(now);
+                        self.record_told_ended(&fid, &s);
                         updates.push(s);
                     }
                     Answer::Defer => {
@@ -152,8 +153,35 @@ impl Master {
         })
     }
 
+    /// The framework is told a task it does not know has ended (TASK_LOST or
+    /// TASK_GONE): remember it, so that if the task shows up after all (its
+    /// agent returns, even as a stranger after being collected) it is killed
+    /// rather than adopted — the framework has replaced it by then.
+    pub(super) fn record_told_ended(&mut self, fid: &FrameworkId, st: &TaskStatus) {
+        if !st.state.is_terminal() {
+            return;
+        }
+        let keep = self.cfg.completed_tasks_per_framework;
+        let Some(fw) = self.frameworks.get_mut(fid) else {
+            return;
+        };
+        fw.completed.push_back(Task {
+            info: agora_core::info::TaskInfo::new(st.task_id.clone(), Default::default()),
+            // Where it was said to be, if the question named an agent.
+            agent: st.agent_id.clone().unwrap_or_else(|| AgentId::new("")),
+            state: st.state,
+            status: st.clone(),
+            usage: None,
+            kill_requested: true,
+        });
+        while fw.completed.len() > keep {
+            fw.completed.pop_front();
+        }
+    }
+
     /// Answers the deferred questions that can be answered now: those about
-    /// `agent` (it just re-registered), or all of them (after timeouts).
+    /// `agent` (it just re-registered) and those naming no agent, or all of
+    /// them (after timeouts).
     pub(super) fn answer_deferred(
         &mut self,
         agent: Option<&AgentId>,
@@ -163,11 +191,12 @@ impl Master {
         if self.deferred.is_empty() {
             return;
         }
-        let recovering = self.any_recovering();
+        // Questions naming no agent wait until no agent is recovering.
+        let recovering = self.deferred.iter().any(|d| d.agent.is_none()) && self.any_recovering();
         let ready: Vec<Deferred> = self
             .deferred
             .iter()
-            .filter(|d| agent.is_none() || d.agent.as_ref() == agent)
+            .filter(|d| agent.is_none() || d.agent.is_none() || d.agent.as_ref() == agent)
             .filter(|d| match &d.agent {
                 // Questions wait while the agent recovers; kills also while
                 // it is unreachable.
@@ -195,6 +224,7 @@ impl Master {
                 None => match self.unknown_task_answer(&d.framework, &d.task, d.agent.as_ref()) {
                     Answer::Status(mut s) => {
                         s.timestamp = self.wall(now);
+                        self.record_told_ended(&d.framework, &s);
                         s
                     }
                     // Cannot happen (filtered above); keep it for later.

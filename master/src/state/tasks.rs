@@ -58,6 +58,7 @@ impl Master {
                 st.message = "kill of a task the master does not know".into();
                 st.reason = reason::TASK_UNKNOWN.into();
                 st.timestamp = self.wall(now);
+                self.record_told_ended(&fid, &st);
                 self.send_update(&fid, st, out);
             }
         }
@@ -195,6 +196,15 @@ impl Master {
                     });
                 }
             };
+            if matches!(
+                st.state,
+                TaskState::Unknown | TaskState::Unreachable | TaskState::GoneByOperator
+            ) {
+                self.counters.status_updates_refused += 1;
+                tracing::warn!(framework_id = %fid, task_id = %tid, agent_id = %aid, state = %st.state, "dropping a status update with a state only the master decides");
+                ack(&mut self_acks, &st);
+                continue;
+            }
             let Some(fw) = self.frameworks.get_mut(&fid) else {
                 // Unknown or torn down: nobody will acknowledge it.
                 ack(&mut self_acks, &st);
@@ -207,7 +217,8 @@ impl Master {
                     .iter()
                     .rev()
                     .find(|t| t.info.id == tid)
-                    .is_some_and(|t| t.agent != aid),
+                    // (an empty agent: a record of an answer that named none)
+                    .is_some_and(|t| t.agent != aid && !t.agent.as_str().is_empty()),
             };
             if misrouted {
                 self.counters.status_updates_misrouted += 1;

@@ -6,7 +6,6 @@ use super::{Framework, Map, Master, Task};
 use crate::view::*;
 use agora_core::lifecycle::{AgentState, FrameworkState, OfferState};
 use agora_core::{AgentId, FrameworkId, OfferId, Resources, TaskId, TaskState};
-use std::time::UNIX_EPOCH;
 
 fn task_view(fid: &FrameworkId, t: &Task) -> TaskView {
     TaskView {
@@ -90,10 +89,7 @@ impl Master {
                     used_resources: ResourcesView::from(&a_used),
                     offered_resources: ResourcesView::from(&a_offered),
                     task_count: a.tasks.len(),
-                    registered_time: a
-                        .registered_at
-                        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                        .map(|d| d.as_secs_f64()),
+                    registered_time: a.registered_at,
                 }
             })
             .collect();
@@ -351,6 +347,24 @@ impl Master {
                 .find(|t| &t.info.id == tid)
                 .map(|t| t.state)
         })
+    }
+
+    /// Whether the master decided to kill this task (a kill was asked for, or
+    /// it was recorded as ended and is killed wherever it shows up) (tests).
+    pub fn kill_decided(&self, fid: &FrameworkId, tid: &TaskId) -> bool {
+        let Some(f) = self.frameworks.get(fid) else {
+            return false;
+        };
+        f.tasks
+            .get(tid)
+            .map(|t| t.kill_requested)
+            .unwrap_or_else(|| {
+                f.completed
+                    .iter()
+                    .rev()
+                    .find(|t| &t.info.id == tid)
+                    .is_some_and(|t| t.kill_requested)
+            })
     }
 
     /// Live tasks of a framework with their agents and states (tests).

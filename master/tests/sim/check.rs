@@ -35,7 +35,7 @@ pub fn truthful_update(sim: &Sim, ev: &Event) -> Result<(), String> {
                 continue;
             }
             // The master decided the task is dead and kills it on sight.
-            if sim.m.task_state(fid, tid).is_some_and(|s| s.is_terminal()) {
+            if sim.m.kill_decided(fid, tid) {
                 continue;
             }
             return Err(format!(
@@ -47,6 +47,39 @@ pub fn truthful_update(sim: &Sim, ev: &Event) -> Result<(), String> {
     Ok(())
 }
 
+/// Once the master told a framework a task ended (a terminal state), it
+/// never reports that task adopted again — records what it tells.
+/// (TASK_UNKNOWN is not terminal: "the master does not know it", and it may
+/// show up later, as in Mesos.)
+pub fn never_revived(sim: &mut Sim, conn: super::ConnId, ev: &Event) -> Result<(), String> {
+    let Event::Update(st) = ev else {
+        return Ok(());
+    };
+    let Some(fid) = sim
+        .fws
+        .iter()
+        .find(|f| f.conn == Some(conn))
+        .and_then(|f| f.id.clone())
+    else {
+        return Ok(());
+    };
+    let key = (fid, st.task_id.clone());
+    if st.source == TaskSource::Master && st.state.is_terminal() {
+        let what = format!("{} ({}: {})", st.state, st.reason, st.message);
+        sim.told_ended.insert(key, what);
+    } else if st.source == TaskSource::Master
+        && st.reason == "REASON_AGENT_REREGISTERED"
+        && !st.state.is_terminal()
+        && let Some(told) = sim.told_ended.get(&key)
+    {
+        return Err(format!(
+            "the master reported task {} of {} as {} (adopted) after telling its framework it was {told}",
+            key.1, key.0, st.state
+        ));
+    }
+    Ok(())
+}
+
 /// After every step: the master's own invariants, and streams agree.
 pub fn after_step(sim: &Sim) -> Result<(), String> {
     sim.m.check_invariants()?;
@@ -54,6 +87,15 @@ pub fn after_step(sim: &Sim) -> Result<(), String> {
         let Some(id) = &f.id else { continue };
         let master_conn = sim.m.framework_conn(id);
         if let Some(c) = master_conn {
+            let sent = sim.sent_offers.get(&c);
+            for (oid, _, _) in sim.m.outstanding_offers(id) {
+                if !sent.is_some_and(|s| s.contains(&oid)) {
+                    return Err(format!(
+                        "offer {oid} of {} is outstanding but was not sent on its current stream {c}",
+                        f.name
+                    ));
+                }
+            }
             let open = sim.streams.get(&c).is_some_and(|s| !s.closing);
             if !open || f.conn != Some(c) {
                 return Err(format!(

@@ -117,6 +117,19 @@ pub fn subscribe(sim: &mut Sim, i: usize) -> Result<(), String> {
     }
 }
 
+/// A second instance of the scheduler subscribes while the first is still
+/// connected (failover): the old stream gets an ERROR and is closed.
+pub fn failover(sim: &mut Sim, i: usize) -> Result<(), String> {
+    if sim.fws[i].completed || sim.fws[i].conn.is_none() || sim.fws[i].id.is_none() {
+        return Ok(());
+    }
+    let old = sim.fws[i].conn;
+    sim.fws[i].lost_stream();
+    let name = sim.fws[i].name.clone();
+    sim.note(format!("{name} fails over from {old:?} while connected"));
+    subscribe(sim, i)
+}
+
 /// A SUBSCRIBE the master must refuse (a role change) changes nothing.
 pub fn bad_resubscribe(sim: &mut Sim, i: usize) -> Result<(), String> {
     let Some(id) = sim.fws[i].id.clone() else {
@@ -189,11 +202,13 @@ pub fn reconcile(sim: &mut Sim, i: usize, explicit: bool) -> Result<(), String> 
     let Some(fid) = ready(sim, i) else {
         return Ok(());
     };
+    // Sometimes without the agent (allowed, and answered differently).
+    let name_agents = sim.rng.chance(70);
     let tasks = if explicit {
         sim.fws[i]
             .tasks
             .iter()
-            .map(|(t, (a, _))| (t.clone(), Some(a.clone())))
+            .map(|(t, (a, _))| (t.clone(), name_agents.then(|| a.clone())))
             .collect()
     } else {
         vec![]
@@ -214,7 +229,11 @@ pub fn kill(sim: &mut Sim, i: usize, tid: TaskId) -> Result<(), String> {
     let Some(fid) = ready(sim, i) else {
         return Ok(());
     };
-    let agent = sim.fws[i].tasks.get(&tid).map(|(a, _)| a.clone());
+    let agent = sim.fws[i]
+        .tasks
+        .get(&tid)
+        .map(|(a, _)| a.clone())
+        .filter(|_| sim.rng.chance(70));
     sim.fws[i].killing.insert(tid.clone());
     let name = sim.fws[i].name.clone();
     sim.note(format!("{name} kills {tid}"));

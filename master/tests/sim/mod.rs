@@ -25,13 +25,13 @@ pub mod check;
 pub mod framework;
 
 use agent::SimAgent;
-use agora_core::Resources;
 use agora_core::protocol::{Event, MasterMessage};
+use agora_core::{FrameworkId, OfferId, Resources, TaskId};
 use agora_master::MasterConfig;
 use agora_master::state::{ConnId, Master, Output, Pending};
 use agora_master::store::{MemoryRegistry, Registry};
 use framework::SimFramework;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// splitmix64: small, fast, and the same everywhere.
@@ -57,6 +57,9 @@ impl Rng {
         self.next() % 100 < percent
     }
 }
+
+/// The wall-clock time the simulation starts at (seconds since the epoch).
+pub const EPOCH: f64 = 1_800_000_000.0;
 
 /// The size of every task the simulated frameworks launch.
 pub fn task_resources() -> Resources {
@@ -86,6 +89,14 @@ pub struct Sim {
     /// Admissions whose registry write has not completed yet.
     pub pending_writes: Vec<Pending>,
     pub now: Instant,
+    /// When the simulation started, and the wall-clock time it stands for.
+    pub start: Instant,
+    /// Offers sent on each framework stream (every outstanding offer of a
+    /// framework must have been sent on its current stream).
+    pub sent_offers: BTreeMap<ConnId, BTreeSet<OfferId>>,
+    /// Tasks the current master told their framework ended (terminal or
+    /// unknown): it must never report them adopted afterwards.
+    pub told_ended: BTreeMap<(FrameworkId, TaskId), String>,
     pub next_conn: ConnId,
     pub streams: BTreeMap<ConnId, Stream>,
     pub agents: Vec<SimAgent>,
@@ -112,15 +123,19 @@ impl Sim {
             completed_tasks_per_framework: 50,
             max_completed_frameworks: 3,
             agent_gc_after: Duration::from_secs(60),
+            agent_reregister_timeout: Duration::from_secs(20),
             ..MasterConfig::default()
         };
         Sim {
             rng: Rng::new(seed),
-            m: Master::new(cfg.clone(), vec![], now),
+            m: Master::with_clock(cfg.clone(), vec![], now, EPOCH),
             cfg,
             registry: MemoryRegistry::default(),
             pending_writes: Vec::new(),
             now,
+            start: now,
+            sent_offers: BTreeMap::new(),
+            told_ended: BTreeMap::new(),
             next_conn: 0,
             streams: BTreeMap::new(),
             agents: Vec::new(),
@@ -148,6 +163,11 @@ impl Sim {
                 match o {
                     Output::ToFramework(c, ev) => {
                         check::truthful_update(self, &ev)?;
+                        check::never_revived(self, c, &ev)?;
+                        if let Event::Offers(list) = &ev {
+                            let sent = self.sent_offers.entry(c).or_default();
+                            sent.extend(list.iter().map(|o| o.id.clone()));
+                        }
                         if let Some(s) = self.streams.get_mut(&c)
                             && !s.closing
                         {
@@ -286,7 +306,10 @@ impl Sim {
         self.note(format!("master restart #{}", self.master_restarts));
         let registry = self.registry.load().map_err(|e| e.to_string())?;
         self.cfg.master_id = format!("m{}", self.master_restarts);
-        self.m = Master::new(self.cfg.clone(), registry, self.now);
+        let epoch = EPOCH + self.now.duration_since(self.start).as_secs_f64();
+        self.m = Master::with_clock(self.cfg.clone(), registry, self.now, epoch);
+        self.told_ended.clear();
+        self.sent_offers.clear();
         self.pending_writes.clear();
         let conns: Vec<ConnId> = self.streams.keys().copied().collect();
         self.streams.clear();

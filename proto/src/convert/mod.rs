@@ -64,6 +64,10 @@ pub(crate) fn at(outer: &str) -> impl FnOnce(Invalid) -> Invalid + '_ {
     move |e| e.within(outer)
 }
 
+/// Most memory or disk one resource set may hold (1 EiB): sums over a whole
+/// cluster then stay far from overflowing.
+pub const MAX_MIB: u64 = 1 << 40;
+
 /// Wire resources → domain resources. `field` names the message for errors.
 pub fn resources(field: &str, r: Option<&pb::Resources>) -> Result<Resources, Invalid> {
     let Some(r) = r else {
@@ -73,6 +77,14 @@ pub fn resources(field: &str, r: Option<&pb::Resources>) -> Result<Resources, In
         .map_err(|e| Invalid::new(format!("{field}.cpus"), e.to_string()))?;
     let ports = Ranges::from_ranges(r.ports.iter().map(|p| (p.begin, p.end)))
         .map_err(|e| Invalid::new(format!("{field}.ports"), e.to_string()))?;
+    for (name, v) in [("mem_mib", r.mem_mib), ("disk_mib", r.disk_mib)] {
+        if v > MAX_MIB {
+            return Err(Invalid::new(
+                format!("{field}.{name}"),
+                format!("{v} MiB is more than the {MAX_MIB} MiB (1 EiB) allowed"),
+            ));
+        }
+    }
     Ok(Resources {
         cpus_milli,
         mem_mib: r.mem_mib,
