@@ -661,12 +661,10 @@ async fn readiness_gates_a_deployment_and_rollback_restores_the_previous_version
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_restart_with_the_framework_back_before_the_agent_keeps_every_instance() {
     require_docker();
-    // The agent stays away for a few seconds: within the agent timeout.
-    let cfg = agora_master::MasterConfig {
-        agent_timeout: Duration::from_secs(30),
-        ..test_config()
-    };
-    let mut c = Cluster::start(cfg).await.unwrap();
+    // The agent stays away for a few seconds: longer than the test config's
+    // 1.5 s agent timeout, well within the re-registration timeout a
+    // restarted master gives the agents of its registry.
+    let mut c = Cluster::start(test_config()).await.unwrap();
     let mut agent = AgentProc::start(&c.addr.to_string(), "cpus:4;mem:2048", &[]).unwrap();
     let s = ServicesProc::start(&c.addr.to_string());
     eventually(LONG, async || get(&s.addr, "/ping").await)
