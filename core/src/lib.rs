@@ -9,11 +9,13 @@
 //!   (task and framework descriptions, statuses, offers).
 //! - [`protocol`]: scheduler calls and events, agent-link messages.
 //! - [`allocator`]: the synchronous hierarchical-DRF allocator.
+//! - [`endpoints`]: versioned endpoint sets for discovery and routing.
 //!
 //! No IO, no async, no wire types: the master wraps these in one actor and
 //! `agora-proto` converts at the edge.
 
 pub mod allocator;
+pub mod endpoints;
 pub mod ids;
 pub mod info;
 pub mod lifecycle;
