@@ -55,9 +55,18 @@ pub struct PortMeta {
     pub name: Option<String>,
     /// `tcp` or `udp` (Marathon's `protocol`).
     pub protocol: String,
-    /// The cluster-wide port routers listen on for this app port.
+    /// The cluster-wide port internal routers listen on for this app port
+    /// (Marathon's `servicePort`).
     pub service_port: Option<u32>,
-    /// The port's labels (`expose`, `vhost`, `path`, …).
+    /// Served by edge routers (port label `expose: public`); otherwise
+    /// reachable only inside the cluster.
+    pub public: bool,
+    /// Virtual hosts the edge router routes to this port (port label
+    /// `vhost`, comma-separated).
+    pub vhosts: Vec<String>,
+    /// Path prefix routed to this port (port label `path`; `/` when unset).
+    pub path: Option<String>,
+    /// Every label of the port as the app gives it.
     pub labels: BTreeMap<String, String>,
 }
 

@@ -31,7 +31,15 @@ fn which_instances_serve_literal_table() {
     use EndpointState::{Draining as D, Serving as S};
     use TaskState::{Killing, Running, Staging, Starting};
     // (state, health checked, healthy, readiness checked, ready, draining) => listed as
-    let rows: &[(TaskState, bool, Option<bool>, bool, Option<bool>, bool, Option<EndpointState>)] = &[
+    let rows: &[(
+        TaskState,
+        bool,
+        Option<bool>,
+        bool,
+        Option<bool>,
+        bool,
+        Option<EndpointState>,
+    )] = &[
         (Running, false, None, false, None, false, Some(S)),
         (Running, true, None, false, None, false, None),
         (Running, true, Some(false), false, None, false, None),
@@ -43,7 +51,15 @@ fn which_instances_serve_literal_table() {
         (Running, true, Some(false), true, Some(true), false, None),
         (Running, true, Some(true), true, Some(true), false, Some(S)),
         // Health results of apps without checks are ignored.
-        (Running, false, Some(false), false, Some(false), false, Some(S)),
+        (
+            Running,
+            false,
+            Some(false),
+            false,
+            Some(false),
+            false,
+            Some(S),
+        ),
         // Draining: listed while it runs, whatever its checks say.
         (Running, true, Some(true), false, None, true, Some(D)),
         (Running, true, Some(false), false, None, true, Some(D)),
@@ -54,7 +70,15 @@ fn which_instances_serve_literal_table() {
         (Killing, false, None, false, None, false, None),
         (Killing, true, Some(true), false, None, true, None),
         (TaskState::Finished, false, None, false, None, false, None),
-        (TaskState::Unreachable, true, Some(true), false, None, false, None),
+        (
+            TaskState::Unreachable,
+            true,
+            Some(true),
+            false,
+            None,
+            false,
+            None,
+        ),
     ];
     for &(state, hc, healthy, rc, ready, draining, want) in rows {
         let f = InstanceFacts {
@@ -73,7 +97,10 @@ fn which_instances_serve_literal_table() {
 fn publishing_the_same_sets_makes_no_version() {
     let mut p = Publisher::default();
     let a = set("/a", 0, vec![ep("t1", 31000, EndpointState::Serving)]);
-    assert_eq!(p.publish_app("/a", vec![a.clone()]).map(|u| u.version), Some(1));
+    assert_eq!(
+        p.publish_app("/a", vec![a.clone()]).map(|u| u.version),
+        Some(1)
+    );
     assert!(p.publish_app("/a", vec![a]).is_none());
     let b = set(
         "/a",
@@ -138,25 +165,39 @@ fn since_answers_only_what_it_still_keeps() {
     let mut p = Publisher::new(3);
     assert_eq!(p.since(0), Some(vec![]));
     for i in 0..5u32 {
-        p.publish_app("/a", vec![set("/a", 0, vec![ep("t", i, EndpointState::Serving)])]);
+        p.publish_app(
+            "/a",
+            vec![set("/a", 0, vec![ep("t", i, EndpointState::Serving)])],
+        );
     }
     assert_eq!(p.version(), 5);
     // Kept: 3, 4, 5.
     assert_eq!(
-        p.since(2).unwrap().iter().map(|u| u.version).collect::<Vec<_>>(),
+        p.since(2)
+            .unwrap()
+            .iter()
+            .map(|u| u.version)
+            .collect::<Vec<_>>(),
         vec![3, 4, 5]
     );
     assert_eq!(p.since(4).unwrap().len(), 1);
     assert_eq!(p.since(5), Some(vec![]));
     assert_eq!(p.since(1), None, "update 2 is no longer kept");
-    assert_eq!(p.since(6), None, "a version from the future (another publisher)");
+    assert_eq!(
+        p.since(6),
+        None,
+        "a version from the future (another publisher)"
+    );
 }
 
 #[test]
 fn a_view_refuses_a_gap_and_ignores_repeats() {
     let mut p = Publisher::default();
     let mut v = View::from_snapshot(p.snapshot());
-    let u1 = p.publish_app("/a", vec![set("/a", 0, vec![])]).cloned().unwrap();
+    let u1 = p
+        .publish_app("/a", vec![set("/a", 0, vec![])])
+        .cloned()
+        .unwrap();
     let u2 = p.remove_app("/a").cloned().unwrap();
     let before = v.clone();
     assert_eq!(v.apply(&u2), Err(Gap { have: 0, got: 2 }));
@@ -182,7 +223,11 @@ fn dns_names_literal_table() {
     let rows = [
         ("/demo/web", "agora", Some("web.demo.agora")),
         ("/demo/web", "agora.", Some("web.demo.agora")),
-        ("/web", "cluster.example.com", Some("web.cluster.example.com")),
+        (
+            "/web",
+            "cluster.example.com",
+            Some("web.cluster.example.com"),
+        ),
         ("/a/b/c", "agora", Some("c.b.a.agora")),
         // A dot in a segment would make /a.b and /b/a the same name.
         ("/a.b", "agora", None),
@@ -207,13 +252,22 @@ fn srv_names() {
         protocol: "tcp".into(),
         ..PortMeta::default()
     };
-    assert_eq!(srv_name("web.demo.agora", &named, 0), "_http._tcp.web.demo.agora");
+    assert_eq!(
+        srv_name("web.demo.agora", &named, 0),
+        "_http._tcp.web.demo.agora"
+    );
     let unnamed = PortMeta {
         protocol: "udp".into(),
         ..PortMeta::default()
     };
-    assert_eq!(srv_name("web.demo.agora", &unnamed, 2), "_2._udp.web.demo.agora");
-    assert_eq!(srv_name("w.agora", &PortMeta::default(), 1), "_1._tcp.w.agora");
+    assert_eq!(
+        srv_name("web.demo.agora", &unnamed, 2),
+        "_2._udp.web.demo.agora"
+    );
+    assert_eq!(
+        srv_name("w.agora", &PortMeta::default(), 1),
+        "_1._tcp.w.agora"
+    );
 }
 
 /// A publication: an app (of three) and its sets, each set's endpoints drawn
