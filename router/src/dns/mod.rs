@@ -1,0 +1,250 @@
+//! The authoritative DNS server of the cluster's zone (`agora.` by
+//! default), on UDP and TCP, answering from the latest endpoint view.
+//!
+//! - One task follows the view channel: on every change it builds a new
+//!   [`Zone`] and swaps it in (a `watch` channel: queries clone an `Arc`
+//!   under a short lock, never held across an await, so a rebuild never
+//!   waits for a query nor a query for a rebuild).
+//! - Until the first real view arrives (the channel reports no change yet)
+//!   every query in the zone is answered SERVFAIL: the server does not know,
+//!   and NXDOMAIN would be cached as a lie. After that the last view stays
+//!   served even while the feed reconnects.
+//! - Host names that are not IP literals are resolved by the system
+//!   resolver, off the answering path: the zone is swapped first without
+//!   them, then again once they resolved (at most [`RESOLVE_TIMEOUT`]);
+//!   results are kept for [`RESOLVED_FOR`] and refreshed on the next change
+//!   after that; a host that does not resolve is skipped (logged).
+//! - Names outside the zone: REFUSED (no forwarding yet). Opcodes other than
+//!   QUERY: NOTIMP. Classes other than IN: REFUSED. A UDP answer larger than
+//!   the client's buffer is truncated (TC set) and complete over TCP.
+
+pub mod zone;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agora_core::endpoints::View;
+use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
+use hickory_server::proto::rr::{DNSClass, Name, Record};
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo, Server};
+use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+
+pub use zone::Zone;
+
+/// How long one resolution of an agent's host name may take.
+pub const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a resolved host name is used before it is resolved again.
+pub const RESOLVED_FOR: Duration = Duration::from_secs(30);
+/// A TCP client that sends nothing for this long is disconnected.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+
+/// The zone and its records' TTL.
+#[derive(Clone, Debug)]
+pub struct DnsConfig {
+    /// The zone's origin, e.g. `agora.`.
+    pub origin: Name,
+    /// TTL of every record, in seconds (also the SOA minimum: how long a
+    /// negative answer may be cached).
+    pub ttl: u32,
+}
+
+impl DnsConfig {
+    /// `domain` such as `agora`; `ttl` rounded down to whole seconds.
+    pub fn new(domain: &str, ttl: Duration) -> Result<DnsConfig, DnsError> {
+        Ok(DnsConfig {
+            origin: zone::origin(domain).map_err(DnsError::Config)?,
+            ttl: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("{0}")]
+    Config(String),
+    #[error("DNS server: {0}")]
+    Server(String),
+}
+
+/// The current zone; `None` until the first view arrived.
+type Current = watch::Receiver<Option<Arc<Zone>>>;
+
+struct Handler {
+    zone: Current,
+}
+
+/// Serves the zone on `udp` and `tcp` from the views on `views` until
+/// `shutdown` resolves.
+pub async fn serve(
+    udp: UdpSocket,
+    tcp: TcpListener,
+    cfg: DnsConfig,
+    views: watch::Receiver<Arc<View>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), DnsError> {
+    let (zone_tx, zone_rx) = watch::channel(None);
+    let follower = tokio::spawn(follow(cfg, views, zone_tx));
+    let _abort = AbortOnDrop(follower);
+    let mut server = Server::new(Handler { zone: zone_rx });
+    server.register_socket(udp);
+    server.register_listener(tcp, TCP_IDLE, 64);
+    tokio::select! {
+        r = server.block_until_done() => r.map_err(|e| DnsError::Server(e.to_string())),
+        () = shutdown => server
+            .shutdown_gracefully()
+            .await
+            .map_err(|e| DnsError::Server(e.to_string())),
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Rebuilds the zone on every view change.
+async fn follow(
+    cfg: DnsConfig,
+    mut views: watch::Receiver<Arc<View>>,
+    zone: watch::Sender<Option<Arc<Zone>>>,
+) {
+    let mut cache: HashMap<String, (Vec<IpAddr>, Instant)> = HashMap::new();
+    while views.changed().await.is_ok() {
+        let view = views.borrow_and_update().clone();
+        let now = Instant::now();
+        cache.retain(|_, (_, at)| now.duration_since(*at) < RESOLVED_FOR);
+        let resolved: HashMap<String, Vec<IpAddr>> = cache
+            .iter()
+            .map(|(h, (ips, _))| (h.clone(), ips.clone()))
+            .collect();
+        let (z, unresolved) = Zone::build(&view, &cfg.origin, cfg.ttl, &resolved);
+        tracing::debug!(version = z.version(), "DNS zone rebuilt");
+        zone.send_replace(Some(Arc::new(z)));
+        if unresolved.is_empty() {
+            continue;
+        }
+        let mut resolved = resolved;
+        for host in unresolved {
+            let ips = resolve(&host).await;
+            if ips.is_empty() {
+                tracing::warn!(%host, "agent host name does not resolve: its endpoints are not in DNS");
+            }
+            // A failure is kept too (retried after RESOLVED_FOR), so that a
+            // bad name does not delay every rebuild.
+            cache.insert(host.clone(), (ips.clone(), Instant::now()));
+            resolved.insert(host, ips);
+        }
+        // The view may have moved on meanwhile: build from the latest.
+        let view = views.borrow().clone();
+        let (z, _) = Zone::build(&view, &cfg.origin, cfg.ttl, &resolved);
+        zone.send_replace(Some(Arc::new(z)));
+    }
+}
+
+async fn resolve(host: &str) -> Vec<IpAddr> {
+    match tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host((host, 0))).await {
+        Ok(Ok(addrs)) => {
+            let mut ips: Vec<IpAddr> = addrs.map(|a| a.ip()).collect();
+            ips.sort();
+            ips.dedup();
+            ips
+        }
+        _ => Vec::new(),
+    }
+}
+
+#[async_trait::async_trait]
+impl RequestHandler for Handler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let edns = request.edns.as_ref().map(|req| {
+            let mut e = Edns::new();
+            e.set_max_payload(req.max_payload().max(512));
+            e.set_version(0);
+            e
+        });
+        let mut builder = MessageResponseBuilder::from_message_request(request);
+        if let Some(e) = &edns {
+            builder.edns(e);
+        }
+        let fail = |code: ResponseCode| {
+            let mut m = Metadata::response_from_request(&request.metadata);
+            m.response_code = code;
+            m
+        };
+        let (zone, info) = match check(request) {
+            Err(code) => {
+                let resp = builder.build_no_records(fail(code));
+                return sent(response.send_response(resp).await, request);
+            }
+            Ok(info) => (self.zone.borrow().clone(), info),
+        };
+        let Some(zone) = zone else {
+            let resp = builder.build_no_records(fail(ResponseCode::ServFail));
+            return sent(response.send_response(resp).await, request);
+        };
+        let mut a = zone.lookup(info.0, info.1);
+        // Rotate the records from one query to the next: resolvers that
+        // take the first address spread over the instances.
+        if a.answers.len() > 1 {
+            let n = usize::from(request.metadata.id) % a.answers.len();
+            a.answers.rotate_left(n);
+        }
+        let mut m = fail(a.code);
+        m.authoritative = a.authoritative;
+        let resp = builder.build(
+            m,
+            a.answers.into_iter(),
+            std::iter::empty::<&Record>(),
+            a.soa.into_iter(),
+            a.additionals.into_iter(),
+        );
+        sent(response.send_response(resp).await, request)
+    }
+}
+
+type Question<'r> = (
+    &'r hickory_server::proto::rr::LowerName,
+    hickory_server::proto::rr::RecordType,
+);
+
+/// The one question of a standard query, or the error to answer.
+fn check(request: &Request) -> Result<Question<'_>, ResponseCode> {
+    if request.metadata.message_type != MessageType::Query {
+        return Err(ResponseCode::FormErr);
+    }
+    if request.metadata.op_code != OpCode::Query {
+        return Err(ResponseCode::NotImp);
+    }
+    let info = request.request_info().map_err(|_| ResponseCode::FormErr)?;
+    if info.query.query_class() != DNSClass::IN {
+        return Err(ResponseCode::Refused);
+    }
+    Ok((info.query.name(), info.query.query_type()))
+}
+
+fn sent(r: Result<ResponseInfo, impl std::fmt::Display>, request: &Request) -> ResponseInfo {
+    match r {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::debug!(error = %e, src = %request.src(), "DNS answer not sent");
+            let mut m = Metadata::response_from_request(&request.metadata);
+            m.response_code = ResponseCode::ServFail;
+            ResponseInfo::from(hickory_server::proto::op::Header {
+                metadata: m,
+                counts: Default::default(),
+            })
+        }
+    }
+}
