@@ -7,6 +7,7 @@ mod dev;
 mod http;
 mod master_cmd;
 mod ops;
+mod router_cmd;
 mod services_cmd;
 mod util;
 mod util_signal;
@@ -29,7 +30,7 @@ use clap::{Parser, Subcommand};
     long_about = "Agora pools the resources of many agents in a master and offers them to \
 framework schedulers (dominant resource fairness across roles).\n\n\
 Quick start:  agora dev            (master + agent + services framework on this machine)\n\
-Daemons:      agora master | agora agent | agora services\n\
+Daemons:      agora master | agora agent | agora services | agora router\n\
 Operate:      agora agent list | agora framework list | agora task list|show|kill|logs\n\
 Services:     agora app deploy -f app.json --wait | app list|show|scale|restart|destroy | deployment list|rollback\n\
 \x20             (--wait shows progress until done; --master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts)\n\
@@ -62,6 +63,9 @@ enum Command {
     /// Deployments of the services framework: list, rollback.
     #[command(subcommand)]
     Deployment(DeploymentCommand),
+    /// Run a router: DNS for the cluster's zone (`agora.`) from the services
+    /// framework's endpoint stream.
+    Router(router_cmd::RouterArgs),
     /// Run an all-in-one local cluster (master + agent + services) on an embedded store.
     Dev(dev::DevArgs),
     /// Benchmarks (programs, not tests); see docs/benchmarks.md.
@@ -251,6 +255,7 @@ fn main() -> std::process::ExitCode {
                 common,
             }) => ops::task_logs(&common, &task_id, follow).await,
             Command::Dev(a) => dev::run(a).await,
+            Command::Router(a) => router_cmd::run(a).await,
             Command::Services(a) => services_cmd::run(a).await,
             Command::App(AppCommand::Deploy { file, wait, common }) => {
                 services_cmd::deploy(&common, &file, wait).await
