@@ -10,17 +10,18 @@
 //!   and NXDOMAIN would be cached as a lie. After that the last view stays
 //!   served even while the feed reconnects.
 //! - Host names that are not IP literals are resolved by the system
-//!   resolver, off the answering path: the zone is swapped first without
-//!   them, then again once they resolved (at most [`RESOLVE_TIMEOUT`]);
-//!   results are kept for [`RESOLVED_FOR`] and refreshed on the next change
-//!   after that; a host that does not resolve is skipped (logged).
+//!   resolver beside the rebuilds (never delaying the next view): the zone
+//!   is swapped first without them, then again once they resolved (at most
+//!   [`RESOLVE_TIMEOUT`]); a result is used for [`RESOLVED_FOR`], then
+//!   resolved again on the next change (the old one serving meanwhile); a
+//!   host that does not resolve is skipped (logged).
 //! - Names outside the zone: REFUSED (no forwarding yet). Opcodes other than
 //!   QUERY: NOTIMP. Classes other than IN: REFUSED. A UDP answer larger than
 //!   the client's buffer is truncated (TC set) and complete over TCP.
 
 pub mod zone;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,6 +34,7 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 pub use zone::Zone;
 
@@ -110,42 +112,53 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Rebuilds the zone on every view change.
+/// Rebuilds the zone on every view change, and again when host names it
+/// needs have been resolved (resolution runs beside, never delaying the
+/// next view).
 async fn follow(
     cfg: DnsConfig,
     mut views: watch::Receiver<Arc<View>>,
     zone: watch::Sender<Option<Arc<Zone>>>,
 ) {
     let mut cache: HashMap<String, (Vec<IpAddr>, Instant)> = HashMap::new();
-    while views.changed().await.is_ok() {
+    let mut resolving: JoinSet<(String, Vec<IpAddr>)> = JoinSet::new();
+    let mut in_flight: HashSet<String> = HashSet::new();
+    loop {
+        tokio::select! {
+            r = views.changed() => if r.is_err() { return },
+            Some(done) = resolving.join_next(), if !resolving.is_empty() => {
+                let Ok((host, ips)) = done else { continue };
+                in_flight.remove(&host);
+                if ips.is_empty() {
+                    tracing::warn!(%host, "agent host name does not resolve: its endpoints are left out of DNS");
+                }
+                // A failure is kept too (tried again after RESOLVED_FOR).
+                cache.insert(host, (ips, Instant::now()));
+            }
+        }
         let view = views.borrow_and_update().clone();
-        let now = Instant::now();
-        cache.retain(|_, (_, at)| now.duration_since(*at) < RESOLVED_FOR);
         let resolved: HashMap<String, Vec<IpAddr>> = cache
             .iter()
             .map(|(h, (ips, _))| (h.clone(), ips.clone()))
             .collect();
-        let (z, unresolved) = Zone::build(&view, &cfg.origin, cfg.ttl, &resolved);
+        let (z, hosts) = Zone::build(&view, &cfg.origin, cfg.ttl, &resolved);
         tracing::debug!(version = z.version(), "DNS zone rebuilt");
         zone.send_replace(Some(Arc::new(z)));
-        if unresolved.is_empty() {
-            continue;
-        }
-        let mut resolved = resolved;
-        for host in unresolved {
-            let ips = resolve(&host).await;
-            if ips.is_empty() {
-                tracing::warn!(%host, "agent host name does not resolve: its endpoints are not in DNS");
+        // Resolve what is missing or old; forget what is no longer used
+        // (stale results keep serving until the fresh ones are in).
+        cache.retain(|h, _| hosts.contains(h));
+        let now = Instant::now();
+        for host in hosts {
+            let fresh = cache
+                .get(&host)
+                .is_some_and(|(_, at)| now.duration_since(*at) < RESOLVED_FOR);
+            if !fresh && in_flight.insert(host.clone()) {
+                resolving.spawn(async move {
+                    let ips = resolve(&host).await;
+                    (host, ips)
+                });
             }
-            // A failure is kept too (retried after RESOLVED_FOR), so that a
-            // bad name does not delay every rebuild.
-            cache.insert(host.clone(), (ips.clone(), Instant::now()));
-            resolved.insert(host, ips);
         }
-        // The view may have moved on meanwhile: build from the latest.
-        let view = views.borrow().clone();
-        let (z, _) = Zone::build(&view, &cfg.origin, cfg.ttl, &resolved);
-        zone.send_replace(Some(Arc::new(z)));
     }
 }
 

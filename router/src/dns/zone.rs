@@ -70,8 +70,9 @@ pub fn origin(domain: &str) -> Result<Name, String> {
 impl Zone {
     /// Builds the table from `view`. `resolved` maps host names (not IP
     /// literals) to their addresses; an endpoint whose host is neither an
-    /// IP literal nor in `resolved` is skipped, and its host is returned so
-    /// that the caller can resolve it and build again.
+    /// IP literal nor in `resolved` is skipped. Returns, with the zone, every
+    /// host name (not an IP literal) of a serving endpoint, so that the
+    /// caller can resolve the missing ones and build again.
     pub fn build(
         view: &View,
         origin: &Name,
@@ -84,7 +85,7 @@ impl Zone {
             ttl,
             nodes: HashMap::new(),
             seen: HashSet::new(),
-            unresolved: BTreeSet::new(),
+            hosts: BTreeSet::new(),
         };
         for set in view.sets() {
             if let Some(app) = dns_name(&set.key.app_id, domain) {
@@ -151,7 +152,7 @@ impl Zone {
             empty_non_terminals,
             version: view.version(),
         };
-        (zone, b.unresolved)
+        (zone, b.hosts)
     }
 
     /// The view version the zone was built from.
@@ -212,7 +213,7 @@ struct Builder {
     nodes: HashMap<LowerName, Node>,
     /// (owner, record) pairs already added, against duplicates.
     seen: HashSet<(LowerName, RData)>,
-    unresolved: BTreeSet<String>,
+    hosts: BTreeSet<String>,
 }
 
 impl Builder {
@@ -258,13 +259,13 @@ impl Builder {
         for ep in set.serving() {
             let ips: Vec<IpAddr> = match ep.host.parse::<IpAddr>() {
                 Ok(ip) => vec![ip],
-                Err(_) => match resolved.get(&ep.host) {
-                    Some(ips) => ips.clone(),
-                    None => {
-                        self.unresolved.insert(ep.host.clone());
-                        continue;
+                Err(_) => {
+                    self.hosts.insert(ep.host.clone());
+                    match resolved.get(&ep.host) {
+                        Some(ips) => ips.clone(),
+                        None => continue,
                     }
-                },
+                }
             };
             let target = Name::from_ascii(instance_label(&ep.task_id))
                 .and_then(|l| l.append_domain(&app_name));

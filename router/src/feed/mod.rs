@@ -192,6 +192,8 @@ struct State {
     want_snapshot: bool,
     /// The current connection applied an event (resets the back-off).
     delivered: bool,
+    /// The current connection applied an update.
+    updated: bool,
 }
 
 async fn follow(
@@ -204,20 +206,25 @@ async fn follow(
         view: None,
         want_snapshot: true,
         delivered: false,
+        updated: false,
     };
     let mut backoff = cfg.backoff_min;
     let mut last_was_gap = false;
     loop {
         st.delivered = false;
+        st.updated = false;
         let end = stream_once(&cfg, &client, &mut st, &tx, &conn).await;
         if st.delivered {
             backoff = cfg.backoff_min;
         }
+        let after_gap = last_was_gap;
+        last_was_gap = matches!(end, End::Gap(_));
         match end {
-            // Once at once; a gap again right after waits like any failure.
-            End::Gap(gap) if !last_was_gap => {
+            // At once, unless the snapshot taken for the last gap was
+            // followed by a gap again without a good update in between:
+            // then it waits like any failure (no tight loop).
+            End::Gap(gap) if !after_gap || st.updated => {
                 tracing::warn!(%gap, "endpoint stream: reconnecting for a snapshot");
-                last_was_gap = true;
                 continue;
             }
             End::Gap(gap) => {
@@ -225,7 +232,6 @@ async fn follow(
             }
             End::Failed(e) => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "endpoint stream lost");
-                last_was_gap = false;
             }
         }
         tokio::time::sleep(backoff).await;
@@ -356,7 +362,9 @@ fn apply(st: &mut State, ev: &sse::Event) -> Result<bool, End> {
                 st.want_snapshot = true;
                 End::Gap(gap)
             })?;
-            Ok(view.version() != before)
+            let changed = view.version() != before;
+            st.updated |= changed;
+            Ok(changed)
         }
         _ => Ok(false),
     }
