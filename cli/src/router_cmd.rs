@@ -35,7 +35,8 @@ pub fn default_router_id() -> String {
 }
 
 pub async fn run(args: RouterArgs) -> Result<()> {
-    crate::util::init_logging(args.log_format, "info");
+    // hickory-server logs every query at info.
+    crate::util::init_logging(args.log_format, "info,hickory_server=warn");
     let router_id = args.router_id.clone().unwrap_or_else(default_router_id);
     let feed_cfg = agora_router::feed::FeedConfig::new(&args.services, &router_id)?;
     let dns_cfg = agora_router::dns::DnsConfig::new(&args.domain, args.dns_ttl)?;

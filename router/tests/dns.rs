@@ -158,6 +158,12 @@ async fn servfail_until_the_first_view_then_answers() {
         ResponseCode::ServFail,
         "no view yet: the server does not know"
     );
+    let m = ask(&dns, "example.com.", RecordType::A).await;
+    assert_eq!(
+        m.metadata.response_code,
+        ResponseCode::Refused,
+        "outside the zone is known without a view"
+    );
     dns.views.send_replace(Arc::new(demo()));
     until(&dns, "web.demo.agora.", RecordType::A, |m| {
         addrs(m) == ["10.0.0.1", "10.0.0.2"]

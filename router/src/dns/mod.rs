@@ -77,6 +77,7 @@ pub enum DnsError {
 type Current = watch::Receiver<Option<Arc<Zone>>>;
 
 struct Handler {
+    origin: hickory_server::proto::rr::LowerName,
     zone: Current,
 }
 
@@ -90,9 +91,13 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DnsError> {
     let (zone_tx, zone_rx) = watch::channel(None);
+    let origin = hickory_server::proto::rr::LowerName::new(&cfg.origin);
     let follower = tokio::spawn(follow(cfg, views, zone_tx));
     let _abort = AbortOnDrop(follower);
-    let mut server = Server::new(Handler { zone: zone_rx });
+    let mut server = Server::new(Handler {
+        origin,
+        zone: zone_rx,
+    });
     server.register_socket(udp);
     server.register_listener(tcp, TCP_IDLE, 64);
     tokio::select! {
@@ -204,7 +209,13 @@ impl RequestHandler for Handler {
             Ok(info) => (self.zone.borrow().clone(), info),
         };
         let Some(zone) = zone else {
-            let resp = builder.build_no_records(fail(ResponseCode::ServFail));
+            // Outside the zone is known without a view; inside, not yet.
+            let code = if self.origin.zone_of(info.0) {
+                ResponseCode::ServFail
+            } else {
+                ResponseCode::Refused
+            };
+            let resp = builder.build_no_records(fail(code));
             return sent(response.send_response(resp).await, request);
         };
         let mut a = zone.lookup(info.0, info.1);

@@ -72,11 +72,8 @@ impl FeedConfig {
 pub enum FeedError {
     #[error("services URL {0:?} is not http://host:port (https is not supported yet)")]
     BadUrl(String),
-    #[error("cannot reach {url}: {source}")]
-    Connect {
-        url: String,
-        source: hyper_util::client::legacy::Error,
-    },
+    #[error("cannot reach {url}: {reason}")]
+    Connect { url: String, reason: String },
     #[error("{url} answered {status}")]
     Status { url: String, status: u16 },
     #[error("endpoint stream broke: {0}")]
@@ -113,6 +110,18 @@ pub fn base_url(s: &str) -> Result<String, FeedError> {
     url.parse::<http::Uri>()
         .map_err(|_| FeedError::BadUrl(s.to_string()))?;
     Ok(url)
+}
+
+/// An error and its sources, `a: b: c` (hyper's errors say little alone).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// One acknowledgement (see `docs/discovery.md`, drain protocol).
@@ -285,7 +294,10 @@ async fn stream_once(
     };
     let resp = match tokio::time::timeout(cfg.idle_timeout, client.request(req)).await {
         Err(_) => return End::Failed(FeedError::Idle(cfg.idle_timeout)),
-        Ok(Err(source)) => return End::Failed(FeedError::Connect { url, source }),
+        Ok(Err(e)) => {
+            let reason = chain(&e);
+            return End::Failed(FeedError::Connect { url, reason });
+        }
         Ok(Ok(r)) => r,
     };
     if resp.status() != http::StatusCode::OK {
@@ -417,7 +429,10 @@ async fn post_ack(cfg: &FeedConfig, client: &HttpClient, ack: Ack) -> Result<(),
     let limit = cfg.connect_timeout * 2;
     let resp = match tokio::time::timeout(limit, client.request(req)).await {
         Err(_) => return Err(FeedError::Idle(limit)),
-        Ok(Err(source)) => return Err(FeedError::Connect { url, source }),
+        Ok(Err(e)) => {
+            let reason = chain(&e);
+            return Err(FeedError::Connect { url, reason });
+        }
         Ok(Ok(r)) => r,
     };
     let status = resp.status();
