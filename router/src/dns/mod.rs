@@ -229,10 +229,10 @@ impl RequestHandler for Handler {
         m.authoritative = a.authoritative;
         let resp = builder.build(
             m,
-            a.answers.into_iter(),
+            a.answers,
             std::iter::empty::<&Record>(),
-            a.soa.into_iter(),
-            a.additionals.into_iter(),
+            a.soa,
+            a.additionals,
         );
         sent(response.send_response(resp).await, request)
     }
