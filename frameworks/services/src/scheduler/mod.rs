@@ -20,6 +20,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod deployment;
+#[cfg(test)]
+mod deployment_tests;
 mod index;
 mod ops;
 mod placement;
