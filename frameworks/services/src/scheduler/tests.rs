@@ -371,6 +371,7 @@ fn drive(s: &mut Services, round: usize) {
     let ids: Vec<(String, bool)> = s
         .instances
         .values()
+        .filter(|i| i.killing || i.state == TaskState::Staging)
         .map(|i| (i.task_id.clone(), i.killing))
         .collect();
     for (id, killing) in ids {
@@ -411,6 +412,7 @@ fn an_old_version_instance_back_after_its_deployment_is_killed() {
     assert!(s.apps["/o"].deployment.is_none());
     let v = s.apps["/o"].app.version.clone();
     assert_eq!(s.live("/o").filter(|i| i.version == v).count(), 2);
+    assert_eq!(s.instances[&away].state, TaskState::Unreachable);
     // It comes back, running the old version: it is the one killed.
     let acts = s.update(&status(&away, TaskState::Running));
     assert_eq!(kills(&acts), vec![away.clone()]);
