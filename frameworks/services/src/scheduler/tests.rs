@@ -405,7 +405,8 @@ fn an_old_version_instance_back_after_its_deployment_is_killed() {
     drive(&mut s, 0);
     let away = s.instances.keys().next().unwrap().clone();
     s.update(&status(&away, TaskState::Unreachable));
-    s.put_app(with_env(&s, "/o", "2"), false).expect("a deployment");
+    s.put_app(with_env(&s, "/o", "2"), false)
+        .expect("a deployment");
     for round in 1..20 {
         drive(&mut s, round);
     }
@@ -429,12 +430,15 @@ fn an_old_version_instance_back_after_its_deployment_is_killed() {
 fn old_version_instances_left_by_a_stopped_deployment_are_replaced() {
     let mut s = Services::new();
     s.put_app(
-        app(json!({"id": "f", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16,
-            "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 0.5}})),
+        app(
+            json!({"id": "f", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16,
+            "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 0.5}}),
+        ),
         false,
     );
     drive(&mut s, 0);
-    s.put_app(with_env(&s, "/f", "2"), false).expect("a deployment");
+    s.put_app(with_env(&s, "/f", "2"), false)
+        .expect("a deployment");
     // One new instance runs (the over-capacity budget), then it stops.
     s.offers(vec![offer("1", "h1", "cpus:64;mem:65536")]);
     assert_eq!(s.instances.len(), 3);
@@ -456,13 +460,16 @@ fn old_version_instances_left_by_a_stopped_deployment_are_replaced() {
 fn a_rollback_keeps_instances_of_the_previous_version_and_the_count() {
     let mut s = Services::new();
     s.put_app(
-        app(json!({"id": "b", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16,
-            "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 0.5}})),
+        app(
+            json!({"id": "b", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16,
+            "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 0.5}}),
+        ),
         false,
     );
     drive(&mut s, 0);
     let v1 = s.apps["/b"].app.version.clone();
-    s.put_app(with_env(&s, "/b", "2"), false).expect("a deployment");
+    s.put_app(with_env(&s, "/b", "2"), false)
+        .expect("a deployment");
     // One new instance runs, one old one is replaced by it.
     drive(&mut s, 1);
     drive(&mut s, 2);
@@ -491,4 +498,35 @@ fn a_rollback_keeps_instances_of_the_previous_version_and_the_count() {
     assert!(s.live("/b").all(|i| i.version == v1));
     assert!(s.instances.contains_key(&old[0]), "{} was replaced", old[0]);
     assert!(s.roll_back("/b").is_none(), "nothing left to roll back");
+}
+
+/// Issue 8, item 2: Marathon's task kill. A killed task is replaced; with
+/// `scale`, `instances` is lowered instead, by the live tasks killed.
+#[test]
+fn killed_tasks_are_replaced_unless_scaled() {
+    let mut s = Services::new();
+    s.put_app(
+        app(json!({"id": "k", "cmd": "x", "instances": 3, "cpus": 0.1, "mem": 16})),
+        false,
+    );
+    drive(&mut s, 0);
+    let ids: Vec<String> = s.instances.keys().cloned().collect();
+    let (killed, acts) = s.kill_tasks("/k", &ids[..1], false);
+    assert_eq!(killed.len(), 1);
+    assert_eq!(kills(&acts), vec![ids[0].clone()]);
+    assert_eq!(s.apps["/k"].app.instances, 3);
+    drive(&mut s, 1);
+    assert_eq!(s.live("/k").count(), 3, "replaced");
+    assert!(!s.instances.contains_key(&ids[0]));
+
+    // Scaled: not replaced. A task of another app, or unknown, is not
+    // touched.
+    let (killed, acts) = s.kill_tasks("/k", &[ids[1].clone(), "nope".into()], true);
+    assert_eq!((killed.len(), kills(&acts)), (1, vec![ids[1].clone()]));
+    assert_eq!(s.apps["/k"].app.instances, 2);
+    for round in 2..5 {
+        drive(&mut s, round);
+    }
+    assert_eq!(s.live("/k").count(), 2);
+    assert_eq!(s.instances.len(), 2);
 }
