@@ -17,8 +17,11 @@ struct KillQuery {
     scale: bool,
 }
 
-fn kill_query(uri: &Uri, host_allowed: bool) -> Result<KillQuery, Response> {
-    let bad = |m: String| error(StatusCode::BAD_REQUEST, m);
+/// A refused query: the code and what is wrong.
+type Refused = (StatusCode, String);
+
+fn kill_query(uri: &Uri, host_allowed: bool) -> Result<KillQuery, Refused> {
+    let bad = |m: String| (StatusCode::BAD_REQUEST, m);
     let pairs: Vec<(String, String)> = Query::try_from_uri(uri)
         .map(|Query(p)| p)
         .map_err(|e| bad(format!("malformed query: {e}")))?;
@@ -43,9 +46,9 @@ fn kill_query(uri: &Uri, host_allowed: bool) -> Result<KillQuery, Response> {
             }
             "wipe" => {
                 if flag(k, v)? {
-                    return Err(error(
+                    return Err((
                         StatusCode::UNPROCESSABLE_ENTITY,
-                        "wipe=true is not supported: Agora has no persistent volumes or reservations to wipe; kill without it",
+                        "wipe=true is not supported: Agora has no persistent volumes or reservations to wipe; kill without it".into(),
                     ));
                 }
             }
@@ -107,7 +110,7 @@ fn scaled(k: &Killed) -> Option<DeploymentResult> {
 pub(super) async fn kill_app_tasks(s: ApiState, app_id: String, uri: &Uri) -> Response {
     let q = match kill_query(uri, true) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err((code, m)) => return error(code, m),
     };
     match kill(&s, app_id, None, q).await {
         Ok(k) => axum::Json(match scaled(&k) {
@@ -141,7 +144,7 @@ pub(super) async fn kill_app_task(
 ) -> Response {
     let q = match kill_query(uri, false) {
         Ok(q) => q,
-        Err(r) => return r,
+        Err((code, m)) => return error(code, m),
     };
     match kill(&s, app_id, Some(task_id), q).await {
         Ok(k) => {
