@@ -136,6 +136,11 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         let acts = self.services.converge();
         self.pending.actions.extend(acts);
         self.commit().await;
+        // A failed write withdraws the burst's launches, which touches their
+        // apps: converge them now (kills, suppress/revive: harmless to
+        // repeat), so that the actions below are this change's alone.
+        let acts = self.services.converge();
+        self.perform(acts).await;
         let before = self.services.checkpoint(app_id);
         let answer = match f(&mut self.services) {
             Ok(a) => a,
