@@ -13,7 +13,8 @@ use std::collections::BTreeSet;
 /// n)`, except when they leave no room at all: when both equal `n` (e.g. 1
 /// instance at 0.5/0, 3 at 0.8/0.2) nothing could start and nothing could
 /// stop, and the deployment would wait forever. Then one old instance may
-/// go at a time (`min_healthy = n - 1`), as Marathon does: the
+/// go at a time (`min_healthy = n - 1`), as Marathon does for resident
+/// apps (for others it allows one instance over capacity instead): the
 /// over-capacity bound holds, the healthy count dips by one.
 pub(super) fn step_bounds(n: usize, us: crate::app::UpgradeStrategy) -> (usize, usize) {
     let max_total = n + (us.maximum_over_capacity * n as f64).floor() as usize;
