@@ -158,10 +158,11 @@ impl Services {
         None
     }
 
-    /// Forces the next `converge` to re-evaluate suppress/revive (after a
-    /// reconnection the master's view may differ).
+    /// After SUBSCRIBED: the master has just un-suppressed the framework
+    /// (Mesos v1), so the next `converge` suppresses again if nothing
+    /// needs offers, and needs no revive otherwise.
     pub fn reset_offer_state(&mut self) {
-        self.suppressed = true;
+        self.suppressed = false;
     }
 }
 

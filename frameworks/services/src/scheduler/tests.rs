@@ -530,3 +530,32 @@ fn killed_tasks_are_replaced_unless_scaled() {
     assert_eq!(s.live("/k").count(), 2);
     assert_eq!(s.instances.len(), 2);
 }
+
+/// The master un-suppresses a framework when it subscribes (Mesos v1), so
+/// after SUBSCRIBED a framework that needs nothing says SUPPRESS again;
+/// otherwise it would be offered every agent forever and decline them.
+#[test]
+fn after_subscribing_a_framework_that_needs_nothing_suppresses_again() {
+    let mut s = Services::new();
+    s.put_app(
+        app(json!({"id": "web", "cmd": "serve", "instances": 1, "cpus": 1, "mem": 64})),
+        false,
+    );
+    s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]);
+    run_all(&mut s);
+    assert!(
+        !s.converge().contains(&Action::Suppress),
+        "already suppressed"
+    );
+    // The connection drops and the framework subscribes again.
+    s.reset_offer_state();
+    assert!(s.converge().contains(&Action::Suppress));
+    assert!(!s.converge().contains(&Action::Suppress), "said once");
+    // One that needs offers needs no REVIVE after subscribing.
+    let mut a = s.apps["/web"].app.clone();
+    a.instances = 2;
+    s.put_app(a, false);
+    s.reset_offer_state();
+    let acts = s.converge();
+    assert!(!acts.contains(&Action::Revive) && !acts.contains(&Action::Suppress));
+}

@@ -196,7 +196,13 @@ struct Actor<L, S> {
     services: Services,
     store: S,
     link: Option<L>,
+    /// Subscribed and not disconnected since (what `/v1/info` says).
+    connected: bool,
     framework_id: Option<String>,
+    /// The framework id is in the store. Until it is, nothing is launched:
+    /// tasks launched under an id a restart would not find again would be
+    /// orphaned (and replaced) after it.
+    id_stored: bool,
     events: tokio::sync::broadcast::Sender<serde_json::Value>,
     pending: Pending,
 }
@@ -232,7 +238,9 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             services,
             store,
             link: None,
+            connected: false,
             framework_id,
+            id_stored: true,
             events,
             pending: Pending::default(),
         }
@@ -299,7 +307,11 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             self.services.unsaved(changes);
         }
         let mut actions = p.actions;
+        if !self.id_stored {
+            self.store_framework_id();
+        }
         match &stored {
+            Ok(()) if !self.id_stored => actions = self.withdraw_launches(actions),
             Ok(()) => {
                 if !p.acks.is_empty()
                     && let Some(link) = &self.link
@@ -310,6 +322,21 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             Err(_) => actions = self.withdraw_launches(actions),
         }
         self.perform(actions).await;
+    }
+
+    /// Stores the framework id the master gave; on failure, tried again at
+    /// the next commit (launches wait until then).
+    fn store_framework_id(&mut self) {
+        let Some(id) = &self.framework_id else {
+            self.id_stored = true;
+            return;
+        };
+        match self.store.set_framework_id(id) {
+            Ok(()) => self.id_stored = true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot persist the framework id; launching nothing until it is stored")
+            }
+        }
     }
 
     /// Launches become declines, and their instances are forgotten.
@@ -396,11 +423,11 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         match m {
             Msg::Subscribed(link, id) => {
                 if self.framework_id.as_deref() != Some(id.as_str()) {
-                    if let Err(e) = self.store.set_framework_id(id.as_str()) {
-                        tracing::error!(error = %e, "cannot persist the framework id");
-                    }
                     self.framework_id = Some(id.0.clone());
+                    self.id_stored = false;
+                    self.store_framework_id();
                 }
+                self.connected = true;
                 // Ask about every instance we remember, so ones the master
                 // never heard of (crash before launch) are cleared.
                 let known: Vec<(TaskId, Option<AgentId>)> = self
@@ -428,7 +455,8 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                 let acts = self.services.offers(offers);
                 self.pending.actions.extend(acts);
             }
-            Msg::Rescinded | Msg::Disconnected => {}
+            Msg::Rescinded => {}
+            Msg::Disconnected => self.connected = false,
             Msg::Update(status) => {
                 let inst = self.services.instance(status.task_id.as_str());
                 if let Some(i) = inst {

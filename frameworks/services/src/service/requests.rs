@@ -19,7 +19,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                     apps: self.services.apps().values().cloned().collect(),
                     instances: self.services.instances().values().cloned().collect(),
                     framework_id: self.framework_id.clone(),
-                    connected: self.link.is_some(),
+                    connected: self.connected,
                 });
             }
             Request::PutApp {

@@ -62,11 +62,15 @@ impl MasterLink for Recorder {
     }
 }
 
-/// A store whose writes fail while `fail` is set; keeps what it stored.
+/// A store whose writes fail while `fail` is set (framework ids while
+/// `id_fail` is); keeps what it stored.
+#[derive(Default)]
 struct FlakyStore {
     fail: Arc<AtomicBool>,
     stored: Arc<Mutex<BTreeMap<String, Instance>>>,
     apps: Arc<Mutex<BTreeMap<String, AppState>>>,
+    id_fail: Arc<AtomicBool>,
+    ids: Arc<Mutex<Vec<String>>>,
 }
 
 impl StateStore for FlakyStore {
@@ -98,7 +102,14 @@ impl StateStore for FlakyStore {
         }
         Ok(())
     }
-    fn set_framework_id(&mut self, _id: &str) -> Result<(), crate::store::StoreError> {
+    fn set_framework_id(&mut self, id: &str) -> Result<(), crate::store::StoreError> {
+        if self.id_fail.load(Ordering::SeqCst) {
+            return Err(crate::store::StoreError {
+                path: "flaky".into(),
+                message: "disk full".into(),
+            });
+        }
+        self.ids.lock().unwrap().push(id.to_string());
         Ok(())
     }
 }
@@ -156,7 +167,7 @@ async fn an_update_is_acknowledged_only_once_its_effect_is_stored() {
     let store = FlakyStore {
         fail: fail.clone(),
         stored: stored.clone(),
-        apps: Arc::default(),
+        ..FlakyStore::default()
     };
     let (events, _) = tokio::sync::broadcast::channel(16);
     let actor = Actor::new(s, store, Some("fw".into()), events);
@@ -228,6 +239,7 @@ async fn an_api_change_that_cannot_be_stored_changes_nothing() {
         fail: fail.clone(),
         stored: stored.clone(),
         apps: apps.clone(),
+        ..FlakyStore::default()
     };
     let (events, _) = tokio::sync::broadcast::channel(16);
     let actor = Actor::new(s, store, Some("fw".into()), events);
@@ -297,6 +309,55 @@ async fn an_api_change_that_cannot_be_stored_changes_nothing() {
     let mut killed = link.killed.lock().unwrap().clone();
     killed.sort();
     assert_eq!(killed, tasks);
+    join.abort();
+}
+
+/// A framework id that could not be stored is stored at a later commit,
+/// and nothing is launched until it is: after a restart the framework
+/// would subscribe as a new one and its tasks would be orphaned.
+/// `/v1/info` says whether the framework is connected.
+#[tokio::test]
+async fn nothing_launches_until_the_framework_id_is_stored() {
+    let mut s = Services::new();
+    let app = crate::app::parse_app(
+        &serde_json::json!({"id": "/a", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16}),
+    )
+    .unwrap();
+    s.put_app(app, false);
+    let store = FlakyStore::default();
+    let (id_fail, ids) = (store.id_fail.clone(), store.ids.clone());
+    id_fail.store(true, Ordering::SeqCst);
+    let (events, _) = tokio::sync::broadcast::channel(16);
+    let actor = Actor::new(s, store, None, events);
+    let (tx, rx) = mpsc::channel(16);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let join = tokio::spawn(actor.run(rx, stop_rx));
+    let link = Recorder::default();
+    let info = |tx| async move { ask(tx, |reply| Request::View { reply }).await };
+    assert!(!info(&tx).await.connected);
+    tx.send(Msg::Subscribed(link.clone(), FrameworkId::new("fw-new")))
+        .await
+        .ok()
+        .unwrap();
+    tx.send(Msg::Offers(vec![offer("o1")])).await.ok().unwrap();
+    let v = info(&tx).await;
+    assert!(v.connected);
+    assert!(
+        link.launched.lock().unwrap().is_empty(),
+        "launched under a framework id that is not stored"
+    );
+    assert!(ids.lock().unwrap().is_empty());
+
+    // The store is back: the id is stored at the next commit, then offers
+    // are used.
+    id_fail.store(false, Ordering::SeqCst);
+    tx.send(Msg::Offers(vec![offer("o2")])).await.ok().unwrap();
+    let _ = info(&tx).await;
+    assert_eq!(*ids.lock().unwrap(), vec!["fw-new".to_string()]);
+    assert_eq!(link.launched.lock().unwrap().len(), 1);
+
+    tx.send(Msg::Disconnected).await.ok().unwrap();
+    assert!(!info(&tx).await.connected, "disconnected");
     join.abort();
 }
 
