@@ -154,14 +154,14 @@ impl ContainerRuntime for Recording {
     fn recover(
         &self,
         tasks: Vec<LaunchSpec>,
-    ) -> crate::runtime::BoxFuture<'_, Vec<(FrameworkId, TaskId)>> {
+    ) -> crate::runtime::BoxFuture<'_, crate::runtime::RecoverResult> {
         for t in &tasks {
             self.0
                 .lock()
                 .unwrap()
                 .push(format!("recover {}", t.task.id));
         }
-        Box::pin(async { Vec::new() })
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 
