@@ -328,6 +328,11 @@ impl ProcessRuntime {
         cgroup::kill_and_remove(&cgroup, KILL_PATIENCE).await;
         let (fw, tid) = key;
         let ev = match status {
+            // A process re-attached after a restart is not our child: its
+            // status is unknown, but a kill asked for is what ended it.
+            None if killing => {
+                RuntimeEvent::new(fw, tid, TaskState::Killed).message("killed on request")
+            }
             None if oom => RuntimeEvent::new(fw, tid, TaskState::Failed)
                 .reason(REASON_OOM)
                 .message("OOM: the process exceeded its memory limit"),
