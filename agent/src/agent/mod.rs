@@ -565,4 +565,6 @@ mod master;
 mod updates;
 
 #[cfg(test)]
+mod recovery_tests;
+#[cfg(test)]
 mod tests;

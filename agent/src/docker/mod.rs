@@ -220,7 +220,7 @@ impl DockerRuntime {
     }
 
     /// Every container (running or not) labelled with this agent's scope.
-    async fn list_scoped(
+    pub(crate) async fn list_scoped(
         &self,
     ) -> Result<Vec<bollard::models::ContainerSummary>, bollard::errors::Error> {
         if self.inner.fail.at("docker.list") == FailAction::Error {
@@ -373,6 +373,12 @@ impl DockerRuntime {
         tokio::spawn(
             async move {
                 let exit = me.wait_exit(&id).await;
+                if matches!(exit, Exit::NeverStarted) {
+                    // Nothing ran and nothing logged: nothing to keep.
+                    if let Err(e) = me.force_remove(&id).await {
+                        tracing::warn!(error = %e, "removing the never-started container failed");
+                    }
+                }
                 let c = me.container(&key);
                 let killing = c.as_ref().is_some_and(|c| c.killing);
                 let (fw, tid) = &key;
@@ -737,3 +743,6 @@ impl ContainerRuntime for DockerRuntime {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;
