@@ -229,6 +229,19 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         })
     }
 
+    /// Where a TCP or HTTP check of the task's host port `port` connects.
+    /// By default the host's loopback; a runtime whose tasks sit behind a
+    /// port forwarder that accepts connections by itself (Docker's userland
+    /// proxy in bridge mode) names the task's own address instead.
+    fn check_addr(
+        &self,
+        _framework_id: &FrameworkId,
+        _task_id: &TaskId,
+        port: u16,
+    ) -> BoxFuture<'_, std::net::SocketAddr> {
+        Box::pin(async move { std::net::SocketAddr::from(([127, 0, 0, 1], port)) })
+    }
+
     /// CPU time and memory of live tasks.
     fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {
         Box::pin(async { Vec::new() })

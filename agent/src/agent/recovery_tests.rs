@@ -170,7 +170,7 @@ async fn process_agent_killed_between_start_and_running() {
     a2.kill(&"f".into(), &"t".into()).await;
     feed(&mut a2, &mut rx2, Duration::from_secs(1)).await;
     let after_kill: Vec<TaskState> = queued(&a2, "t").into_iter().map(|u| u.0).collect();
-    let _ = std::fs::remove_dir_all(&dir);
+    crate::process::remove_work_dir(&dir);
     assert_eq!(outcome(&states), TaskState::Running, "stuck in {states:?}");
     assert_eq!(after_kill.last(), Some(&TaskState::Killed), "{after_kill:?}");
 }

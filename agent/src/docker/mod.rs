@@ -699,6 +699,32 @@ impl ContainerRuntime for DockerRuntime {
         })
     }
 
+    fn check_addr(
+        &self,
+        fw: &FrameworkId,
+        task: &TaskId,
+        port: u16,
+    ) -> BoxFuture<'_, std::net::SocketAddr> {
+        let c = self.container(&(fw.clone(), task.clone()));
+        Box::pin(async move {
+            let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let Some(c) = c else { return loopback };
+            // Bridge mode: the engine's proxy on the host port accepts
+            // connections even while nothing listens in the container, so
+            // checks go to the container's address and port.
+            match self.inner.docker.inspect_container(&c.id, None).await {
+                Ok(i) => i
+                    .network_settings
+                    .and_then(|n| spec::container_addr(&n, port))
+                    .unwrap_or(loopback),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot inspect the container for its address");
+                    loopback
+                }
+            }
+        })
+    }
+
     fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {
         Box::pin(async move {
             let live: Vec<(Key, String)> = self

@@ -114,3 +114,57 @@ async fn a_container_listing_that_fails_at_recovery_is_retried_then_refused() {
     assert!(refused.is_err(), "{refused:?}");
     assert_eq!(running, 1, "recovery removed or lost the container");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_check_of_a_bridge_container_passes_only_once_it_listens() {
+    use agora_core::info::{ContainerInfo, HealthCheck, HealthProtocol, PortMapping};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut task = spec("web", "sleep 4; exec httpd -f -p 8080");
+    task.task.resources = Resources::default()
+        .with_ports(agora_core::Ranges::range(u32::from(port), u32::from(port)).unwrap());
+    task.task.container = Some(ContainerInfo {
+        image: IMAGE.into(),
+        network: "bridge".into(),
+        port_mappings: vec![PortMapping {
+            host_port: port,
+            container_port: 8080,
+            protocol: "tcp".into(),
+            name: String::new(),
+        }],
+    });
+    let check = HealthCheck {
+        protocol: HealthProtocol::Tcp,
+        path: String::new(),
+        port,
+        command: String::new(),
+        grace_period: Duration::ZERO,
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        max_consecutive_failures: 1,
+        ok_statuses: Vec::new(),
+    };
+    let (rt, mut rx) = runtime(&scope(), FailPoints::default()).await;
+    rt.launch(task).await;
+    until(&mut rx, TaskState::Running).await;
+    let (fw, id) = ("f".into(), "web".into());
+    // Nothing listens in the container yet; the engine's proxy on the host
+    // port would accept the connection all the same.
+    let proxy_accepts = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok();
+    let before = crate::health::probe(&check, &rt, &fw, &id).await;
+    let mut after = Err(String::new());
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = crate::health::probe(&check, &rt, &fw, &id).await;
+        if after.is_ok() {
+            break;
+        }
+    }
+    rt.remove_all().await;
+    eprintln!("the userland proxy accepts while nothing listens: {proxy_accepts}");
+    assert!(before.is_err(), "healthy before the task listens");
+    assert!(after.is_ok(), "never healthy once it listens: {after:?}");
+}

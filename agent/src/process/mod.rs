@@ -660,5 +660,14 @@ impl ContainerRuntime for ProcessRuntime {
     }
 }
 
+/// Removes a test's work dir and its agent's (empty) cgroup directories.
+#[cfg(test)]
+pub(crate) fn remove_work_dir(dir: &Path) {
+    for root in cgroup::detect(dir).roots() {
+        let _ = std::fs::remove_dir(root);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[cfg(test)]
 mod tests;

@@ -55,7 +55,7 @@ async fn tasks_whose_ids_once_sanitized_alike_keep_their_own_sandboxes() {
     assert_eq!(ended(&mut rx, "a_b").await.state, TaskState::Finished);
     assert_eq!(all_logs(&rt, "a/b").await, "from a/b\n");
     assert_eq!(all_logs(&rt, "a_b").await, "from a_b\n");
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
 }
 
 #[tokio::test(start_paused = true)]
@@ -82,7 +82,7 @@ async fn sandbox_gc_removes_only_the_sandbox_it_means() {
             d.display()
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
 }
 
 #[tokio::test(start_paused = true)]
@@ -106,7 +106,7 @@ async fn sandbox_gc_spares_a_later_run_of_the_same_task_id() {
     rt.cleanup(&key.0, &key.1).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert!(!d.exists());
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
 }
 
 /// Bytes this process has read through read(2) and friends so far.
@@ -165,7 +165,7 @@ async fn following_a_log_reads_only_what_was_appended() {
         .await
         .expect("following stops once the task ends")
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
 }
 
 /// Whether `pid` is a live process (not gone, not a zombie).
@@ -236,7 +236,7 @@ async fn a_child_ignoring_sigterm_dies_with_its_task_after_the_grace_period() {
     for d in cgroups {
         assert!(!d.exists(), "cgroup {} left behind", d.display());
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,7 +259,7 @@ async fn what_a_finished_task_leaves_running_is_killed_and_its_cgroup_removed() 
     for d in cgroups {
         assert!(!d.exists(), "cgroup {} left behind", d.display());
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
 }
 
 /// A runtime whose launches "kill the agent" at fail point `point`.
@@ -298,7 +298,7 @@ async fn an_agent_dying_before_the_pid_file_is_written_leaves_nothing_running() 
     for d in rt2.inner.cgroups.children() {
         panic!("cgroup {} left behind", d.display());
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -344,7 +344,7 @@ async fn a_recovered_live_task_reports_running_once_and_orphans_are_swept() {
     for d in orphan_cgroups {
         assert!(!d.exists(), "orphan cgroup {} left behind", d.display());
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
 }
 
 #[test]
@@ -367,5 +367,5 @@ fn a_cgroup_whose_limit_cannot_be_written_is_removed() {
         let _ = std::fs::remove_dir(&root);
     }
     assert!(left.is_empty(), "{err}; cgroups left behind: {left:?}");
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
 }
