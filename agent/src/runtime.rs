@@ -140,7 +140,11 @@ impl FailPoints {
 
 impl std::fmt::Debug for FailPoints {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "FailPoints(set)" } else { "FailPoints(none)" })
+        f.write_str(if self.0.is_some() {
+            "FailPoints(set)"
+        } else {
+            "FailPoints(none)"
+        })
     }
 }
 

@@ -22,7 +22,11 @@ fn sleeper(id: &str) -> pb::TaskInfo {
     }
 }
 
-fn agent(dir: &std::path::Path, runtime: Arc<dyn ContainerRuntime>, sink: crate::runtime::EventSink) -> Agent {
+fn agent(
+    dir: &std::path::Path,
+    runtime: Arc<dyn ContainerRuntime>,
+    sink: crate::runtime::EventSink,
+) -> Agent {
     let cfg = AgentConfig {
         work_dir: Some(dir.to_path_buf()),
         ..AgentConfig::default()
@@ -46,12 +50,23 @@ async fn feed(a: &mut Agent, rx: &mut mpsc::UnboundedReceiver<RuntimeEvent>, d: 
     }
 }
 
-async fn docker(scope: &str, fail: FailPoints) -> (DockerRuntime, mpsc::UnboundedReceiver<RuntimeEvent>, crate::runtime::EventSink) {
+async fn docker(
+    scope: &str,
+    fail: FailPoints,
+) -> (
+    DockerRuntime,
+    mpsc::UnboundedReceiver<RuntimeEvent>,
+    crate::runtime::EventSink,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let rt = DockerRuntime::connect(tx.clone(), scope.into(), Some("agora-busybox:latest".into()))
-        .await
-        .expect("these tests need the Docker engine")
-        .with_fail_points(fail);
+    let rt = DockerRuntime::connect(
+        tx.clone(),
+        scope.into(),
+        Some("agora-busybox:latest".into()),
+    )
+    .await
+    .expect("these tests need the Docker engine")
+    .with_fail_points(fail);
     (rt, rx, tx)
 }
 
@@ -82,8 +97,16 @@ async fn docker_crash_at(point: Option<&'static str>) -> (Vec<TaskState>, String
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert!(hit.load(Ordering::SeqCst), "fail point {point:?} never reached");
-    feed(&mut a1, &mut rx, Duration::from_secs(if point.is_none() { 10 } else { 1 })).await;
+    assert!(
+        hit.load(Ordering::SeqCst),
+        "fail point {point:?} never reached"
+    );
+    feed(
+        &mut a1,
+        &mut rx,
+        Duration::from_secs(if point.is_none() { 10 } else { 1 }),
+    )
+    .await;
     drop(a1); // kill -9
 
     let (rt2, mut rx2, tx2) = docker(&scope, FailPoints::default()).await;
@@ -97,7 +120,11 @@ async fn docker_crash_at(point: Option<&'static str>) -> (Vec<TaskState>, String
     feed(&mut a2, &mut rx2, Duration::from_secs(2)).await;
     rt2.remove_all().await;
     let _ = std::fs::remove_dir_all(&dir);
-    let reasons = updates.iter().map(|u| u.1.clone()).collect::<Vec<_>>().join(",");
+    let reasons = updates
+        .iter()
+        .map(|u| u.1.clone())
+        .collect::<Vec<_>>()
+        .join(",");
     (updates.into_iter().map(|u| u.0).collect(), reasons, left)
 }
 
@@ -109,7 +136,10 @@ fn outcome(states: &[TaskState]) -> TaskState {
         .filter(|s| *s != TaskState::Starting)
         .collect();
     assert_eq!(ends.len(), 1, "{states:?}");
-    assert!(matches!(ends[0], TaskState::Running | TaskState::Failed), "{states:?}");
+    assert!(
+        matches!(ends[0], TaskState::Running | TaskState::Failed),
+        "{states:?}"
+    );
     ends[0]
 }
 
@@ -117,14 +147,21 @@ fn outcome(states: &[TaskState]) -> TaskState {
 async fn docker_agent_killed_before_the_container_is_created() {
     let (states, reasons, left) = docker_crash_at(Some("docker.before_create")).await;
     assert_eq!(outcome(&states), TaskState::Failed);
-    assert!(reasons.contains(crate::runtime::REASON_CONTAINER_GONE), "{reasons}");
+    assert!(
+        reasons.contains(crate::runtime::REASON_CONTAINER_GONE),
+        "{reasons}"
+    );
     assert_eq!(left, 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn docker_agent_killed_between_create_and_start() {
     let (states, _, left) = docker_crash_at(Some("docker.after_create")).await;
-    assert_eq!(outcome(&states), TaskState::Failed, "never FINISHED with exit 0");
+    assert_eq!(
+        outcome(&states),
+        TaskState::Failed,
+        "never FINISHED with exit 0"
+    );
     assert_eq!(left, 0, "the never-started container is removed");
 }
 
@@ -172,5 +209,9 @@ async fn process_agent_killed_between_start_and_running() {
     let after_kill: Vec<TaskState> = queued(&a2, "t").into_iter().map(|u| u.0).collect();
     crate::process::remove_work_dir(&dir);
     assert_eq!(outcome(&states), TaskState::Running, "stuck in {states:?}");
-    assert_eq!(after_kill.last(), Some(&TaskState::Killed), "{after_kill:?}");
+    assert_eq!(
+        after_kill.last(),
+        Some(&TaskState::Killed),
+        "{after_kill:?}"
+    );
 }

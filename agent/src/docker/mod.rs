@@ -85,7 +85,10 @@ impl From<&str> for LaunchError {
 
 /// How a watched container ended, as the engine's inspect says.
 enum Exit {
-    Code { code: i32, oom: bool },
+    Code {
+        code: i32,
+        oom: bool,
+    },
     /// Created but never started (the agent stopped in between).
     NeverStarted,
     /// Removed behind the agent's back.
@@ -419,9 +422,14 @@ impl DockerRuntime {
                 docker.wait_container(id, None).next().await
             };
             match &waited {
-                Some(Ok(_)) | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {}
-                Some(Err(e)) => tracing::warn!(error = %e, "the wait for the container broke; asking the engine"),
-                None => tracing::warn!("the wait for the container ended without an answer; asking the engine"),
+                Some(Ok(_))
+                | Some(Err(bollard::errors::Error::DockerContainerWaitError { .. })) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "the wait for the container broke; asking the engine")
+                }
+                None => tracing::warn!(
+                    "the wait for the container ended without an answer; asking the engine"
+                ),
             }
             if began.elapsed() > REWAIT_MAX {
                 backoff = REWAIT_MIN; // a wait that held a while: not a failing loop
@@ -441,7 +449,9 @@ impl DockerRuntime {
                                 oom: st.oom_killed.unwrap_or(false),
                             };
                         }
-                        None => tracing::warn!("the engine gave no container status; waiting again"),
+                        None => {
+                            tracing::warn!("the engine gave no container status; waiting again")
+                        }
                     }
                 }
                 Err(e) if is_not_found(&e) => return Exit::Gone,
@@ -585,9 +595,14 @@ impl ContainerRuntime for DockerRuntime {
                         // before it heard so). Created but never started,
                         // or exited: the watcher reports how it ended.
                         if c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING) {
-                            self.emit(RuntimeEvent::new(&key.0, &key.1, TaskState::Running).message(
-                                format!("container {} (re-attached)", id.get(..12).unwrap_or(&id)),
-                            ));
+                            self.emit(
+                                RuntimeEvent::new(&key.0, &key.1, TaskState::Running).message(
+                                    format!(
+                                        "container {} (re-attached)",
+                                        id.get(..12).unwrap_or(&id)
+                                    ),
+                                ),
+                            );
                         }
                         self.watch(key, id);
                     }

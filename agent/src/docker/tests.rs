@@ -42,7 +42,10 @@ fn failing(point: &'static str, n: usize) -> (FailPoints, Arc<AtomicUsize>) {
     (fp, seen)
 }
 
-async fn runtime(scope: &str, fail: FailPoints) -> (DockerRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
+async fn runtime(
+    scope: &str,
+    fail: FailPoints,
+) -> (DockerRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
     let (tx, rx) = mpsc::unbounded_channel();
     let rt = DockerRuntime::connect(tx, scope.into(), Some(IMAGE.into()))
         .await
@@ -78,7 +81,8 @@ async fn a_broken_wait_stream_is_not_an_exit() {
     // Three broken streams in a row (an engine restart): the task runs on.
     let early = next(&mut rx, Duration::from_secs(3)).await;
     let broken = waits.load(Ordering::SeqCst);
-    rt.kill(&"f".into(), &"t".into(), Duration::from_secs(1)).await;
+    rt.kill(&"f".into(), &"t".into(), Duration::from_secs(1))
+        .await;
     until(&mut rx, TaskState::Killed).await;
     rt.remove_all().await;
     assert!(early.is_none(), "reported while still running: {early:?}");
@@ -153,7 +157,9 @@ async fn a_tcp_check_of_a_bridge_container_passes_only_once_it_listens() {
     let (fw, id) = ("f".into(), "web".into());
     // Nothing listens in the container yet; the engine's proxy on the host
     // port would accept the connection all the same.
-    let proxy_accepts = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok();
+    let proxy_accepts = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok();
     let before = crate::health::probe(&check, &rt, &fw, &id).await;
     let mut after = Err(String::new());
     for _ in 0..40 {

@@ -53,7 +53,10 @@ fn detect_under(base: &Path, scope: &str) -> Cgroups {
     let memory = base.join("memory");
     match cpu {
         Some(cpu) if memory.exists() => {
-            let (c, m) = (cpu.join("agora").join(scope), memory.join("agora").join(scope));
+            let (c, m) = (
+                cpu.join("agora").join(scope),
+                memory.join("agora").join(scope),
+            );
             match std::fs::create_dir_all(&c).and_then(|_| std::fs::create_dir_all(&m)) {
                 Ok(()) => Cgroups::V1 { cpu: c, memory: m },
                 Err(e) => Cgroups::None(format!(
@@ -84,7 +87,11 @@ impl Cgroups {
             .file_name()
             .and_then(|n| n.to_str())
             .is_some_and(|n| !n.is_empty() && n != "." && n != "..");
-        plain && self.roots().iter().any(|r| dir.parent() == Some(r.as_path()))
+        plain
+            && self
+                .roots()
+                .iter()
+                .any(|r| dir.parent() == Some(r.as_path()))
     }
 
     /// Every task cgroup of this agent.

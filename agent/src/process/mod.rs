@@ -210,7 +210,10 @@ impl ProcessRuntime {
         };
         if let Err(e) = write_synced(&sandbox.join("cgroup"), cgroup_file.as_bytes()) {
             cgroup::remove(cgroup.as_deref().unwrap_or_default());
-            return Err(format!("cannot write {}: {e}", sandbox.join("cgroup").display()));
+            return Err(format!(
+                "cannot write {}: {e}",
+                sandbox.join("cgroup").display()
+            ));
         }
         // argv of the task: a shell command, or a program with arguments.
         let argv: Vec<String> = if command.shell || command.args.is_empty() {
@@ -290,7 +293,10 @@ impl ProcessRuntime {
             drop(go); // the wrapper exits without running the task
             let _ = child.wait().await;
             cgroup::remove(cgroup.as_deref().unwrap_or_default());
-            return Err(format!("cannot write {}: {e}", sandbox.join("pid").display()));
+            return Err(format!(
+                "cannot write {}: {e}",
+                sandbox.join("pid").display()
+            ));
         }
         if let Some(w) = go.as_mut() {
             // A wrapper that is gone already is seen by the watcher.
@@ -320,7 +326,10 @@ impl ProcessRuntime {
     async fn finish(&self, key: &Key, status: Option<std::process::ExitStatus>) {
         let p = self.get(key);
         let killing = p.as_ref().is_some_and(|p| p.killing);
-        let cgroup = p.as_ref().and_then(|p| p.cgroup.clone()).unwrap_or_default();
+        let cgroup = p
+            .as_ref()
+            .and_then(|p| p.cgroup.clone())
+            .unwrap_or_default();
         let oom = cgroup::oom_killed(&cgroup);
         if let Some(p) = &p {
             let _ = killpg(Pid::from_raw(p.pid), Signal::SIGKILL);

@@ -1,6 +1,6 @@
 use super::*;
-use agora_core::Resources;
 use crate::runtime::FailPoints;
+use agora_core::Resources;
 use agora_core::info::{CommandInfo, TaskInfo};
 use tokio::sync::mpsc;
 
@@ -251,7 +251,10 @@ async fn what_a_finished_task_leaves_running_is_killed_and_its_cgroup_removed() 
     .await;
     let bg = pid_in(&rt, "daemonizes", "bg.pid").await;
     let cgroups = recorded_cgroups(&rt, "daemonizes");
-    assert_eq!(ended(&mut rx, "daemonizes").await.state, TaskState::Finished);
+    assert_eq!(
+        ended(&mut rx, "daemonizes").await.state,
+        TaskState::Finished
+    );
     assert!(
         gone_by_itself(bg).await,
         "a process of the finished task still runs"
@@ -322,7 +325,11 @@ async fn a_recovered_live_task_reports_running_once_and_orphans_are_swept() {
     let orphan_cgroups = recorded_cgroups(&plain, "orphan");
     let live_pid = pid_in(&rt, "live", "pid").await;
     while let Ok(ev) = rx.try_recv() {
-        assert_ne!(ev.state, TaskState::Running, "the crashed launch reported RUNNING");
+        assert_ne!(
+            ev.state,
+            TaskState::Running,
+            "the crashed launch reported RUNNING"
+        );
     }
 
     let (tx2, mut rx2) = mpsc::unbounded_channel();
@@ -340,7 +347,10 @@ async fn a_recovered_live_task_reports_running_once_and_orphans_are_swept() {
         .await;
     assert_eq!(ended(&mut rx2, "live").await.state, TaskState::Killed);
     assert_eq!(events, [("live".to_string(), TaskState::Running)]);
-    assert!(orphan_swept, "an orphan process of the agent survived recovery");
+    assert!(
+        orphan_swept,
+        "an orphan process of the agent survived recovery"
+    );
     for d in orphan_cgroups {
         assert!(!d.exists(), "orphan cgroup {} left behind", d.display());
     }
