@@ -12,9 +12,10 @@
 //! running anything, so no task ever runs unrecorded.
 //!
 //! Kill: SIGTERM to the process group, then SIGKILL to the whole group and
-//! everything in the task's cgroup after the grace period, whether or not
-//! the group leader is still there. When the leader ends, whatever it left
-//! behind in its group or cgroup is killed too, and the cgroup removed.
+//! everything in the task's cgroup after the grace period. When the leader
+//! ends (of the SIGTERM, or by itself), whatever it left behind in its
+//! group or cgroup is killed at once, as the kernel does to a container
+//! whose PID 1 ends, and the cgroup removed.
 //!
 //! Recovery after an agent restart: the `pid` file (pid + start time, so a
 //! reused pid is not mistaken for the task) tells whether the process still
@@ -519,14 +520,19 @@ impl ContainerRuntime for ProcessRuntime {
             let Some(p) = p else { return };
             let pg = Pid::from_raw(p.pid);
             let _ = killpg(pg, Signal::SIGTERM);
-            // After the grace period the whole group and cgroup go, even if
-            // the leader left already (a `sh -c "prep; server"` whose
-            // server ignores SIGTERM).
+            // After the grace period the whole group and cgroup go. If the
+            // leader left already (a `sh -c "prep; server"` whose server
+            // ignores SIGTERM), `finish` killed its group when it did, as
+            // the kernel kills a container when its PID 1 ends; its group
+            // id is not signalled again (it may name another group by now).
+            let started = start_time(p.pid);
             let span = tracing::Span::current();
             tokio::spawn(
                 async move {
                     tokio::time::sleep(grace).await;
-                    let _ = killpg(pg, Signal::SIGKILL);
+                    if started.is_some() && start_time(p.pid) == started {
+                        let _ = killpg(pg, Signal::SIGKILL);
+                    }
                     if let Some(dirs) = &p.cgroup {
                         for d in dirs {
                             for pid in cgroup::procs(d) {
