@@ -91,8 +91,8 @@ async fn a_dead_backend_port_is_skipped_without_a_client_error() {
 
 #[tokio::test]
 async fn a_request_sent_to_a_hanging_backend_times_out_and_is_not_resent() {
-    let h1 = hang().await;
-    let h2 = hang().await;
+    let h1 = hang(false).await;
+    let h2 = hang(false).await;
     let mut s = Stack::new();
     let edge = s.edge().await;
     let mut meta = port(true, &[], None);
@@ -109,6 +109,24 @@ async fn a_request_sent_to_a_hanging_backend_times_out_and_is_not_resent() {
     assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "{took:?}");
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = h1.requests.load(Ordering::SeqCst) + h2.requests.load(Ordering::SeqCst);
+    assert_eq!(sent, 1, "sent once, never resent");
+}
+
+#[tokio::test]
+async fn a_backend_failing_after_the_request_was_sent_is_502_and_not_resent() {
+    let c1 = hang(true).await;
+    let c2 = hang(true).await;
+    let mut s = Stack::new();
+    let edge = s.edge().await;
+    s.publish(
+        "/flaky",
+        vec![set("/flaky", port(true, &[], None), vec![ep("c1", c1.port, Serving), ep("c2", c2.port, Serving)])],
+    )
+    .await;
+    let a = get(edge, "flaky.agora", "/").await;
+    assert_eq!(a.status.as_u16(), 502);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let sent = c1.requests.load(Ordering::SeqCst) + c2.requests.load(Ordering::SeqCst);
     assert_eq!(sent, 1, "sent once, never resent");
 }
 
@@ -133,6 +151,25 @@ async fn overload_answers_503_with_retry_after() {
     assert_eq!(first.await.unwrap().status.as_u16(), 200);
     // Capacity is back once the first ended.
     assert_eq!(get(edge, "slow.agora", "/").await.status.as_u16(), 200);
+}
+
+#[tokio::test]
+async fn backend_connections_are_kept_alive_and_reused() {
+    let web = backend("web", Mode::Echo).await;
+    let mut s = Stack::new();
+    let edge = s.edge().await;
+    s.publish("/web", vec![set("/web", port(true, &[], None), vec![ep("w", web.port, Serving)])])
+        .await;
+    for _ in 0..20 {
+        // A new client connection each time; the backend sees one.
+        assert_eq!(get(edge, "web.agora", "/").await.body, "web");
+    }
+    let mut c = Client::connect(edge).await;
+    for _ in 0..20 {
+        assert_eq!(c.get("web.agora", "/").await.body, "web");
+    }
+    assert_eq!(web.requests.load(Ordering::SeqCst), 40);
+    assert_eq!(web.conns.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test]

@@ -61,11 +61,6 @@ impl Idle {
         let drained = std::mem::take(&mut *self.conns.lock().unwrap_or_else(|e| e.into_inner()));
         drop(drained);
     }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.conns.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
 }
 
 /// Why no connection to a backend could be had. The request was not sent.

@@ -38,6 +38,8 @@ pub enum Mode {
 pub struct Backend {
     pub port: u16,
     pub requests: Arc<AtomicUsize>,
+    /// Connections accepted.
+    pub conns: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -52,9 +54,12 @@ pub async fn backend(name: &'static str, mode: Mode) -> Backend {
     let port = l.local_addr().unwrap().port();
     let requests = Arc::new(AtomicUsize::new(0));
     let count = requests.clone();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let accepted = conns.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((s, _)) = l.accept().await else { return };
+            accepted.fetch_add(1, Ordering::SeqCst);
             let count = count.clone();
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| {
@@ -71,6 +76,7 @@ pub async fn backend(name: &'static str, mode: Mode) -> Backend {
     Backend {
         port,
         requests,
+        conns,
         task,
     }
 }
@@ -124,7 +130,8 @@ async fn serve(
 }
 
 /// A backend that accepts connections and reads requests but never
-/// answers; counts connections that carried a request.
+/// answers (with `close`, it closes the connection instead); counts
+/// connections that carried a request.
 pub struct Hang {
     pub port: u16,
     pub requests: Arc<AtomicUsize>,
@@ -137,7 +144,7 @@ impl Drop for Hang {
     }
 }
 
-pub async fn hang() -> Hang {
+pub async fn hang(close: bool) -> Hang {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let requests = Arc::new(AtomicUsize::new(0));
@@ -154,7 +161,9 @@ pub async fn hang() -> Hang {
                 {
                     count.fetch_add(1, Ordering::SeqCst);
                 }
-                std::future::pending::<()>().await;
+                if !close {
+                    std::future::pending::<()>().await;
+                }
                 drop(s);
             }));
         }
