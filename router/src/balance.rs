@@ -267,7 +267,7 @@ impl Balancer {
         let skip = |b: &Arc<Backend>| tried.iter().any(|t| Arc::ptr_eq(t, b));
         let mut best = None;
         for honour_ejection in [true, false] {
-            let ok = |b: &Arc<Backend>| !skip(b) && !(honour_ejection && b.is_ejected(now));
+            let ok = |b: &Arc<Backend>| !(skip(b) || honour_ejection && b.is_ejected(now));
             let (r1, r2) = two_random(n);
             let Some(a) = scan(&self.backends, r1, usize::MAX, &ok) else {
                 continue;

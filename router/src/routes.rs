@@ -67,10 +67,13 @@ pub struct Route {
     pub timeout: Duration,
 }
 
+/// Path prefixes of one host, longest first, with their routes.
+type Prefixes = Vec<(Box<str>, Arc<Route>)>;
+
 /// Host → path prefixes (longest first) → route.
 #[derive(Debug, Default)]
 pub struct L7Table {
-    hosts: HashMap<Box<str>, Vec<(Box<str>, Arc<Route>)>>,
+    hosts: HashMap<Box<str>, Prefixes>,
 }
 
 impl L7Table {
@@ -101,7 +104,7 @@ impl L7Table {
             return;
         }
         list.push((prefix.into(), route.clone()));
-        list.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        list.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
     }
 }
 
@@ -303,7 +306,11 @@ impl Router {
     /// Follows `views` until the sender is gone: applies each view,
     /// acknowledges `applied(V)` at once and `drained(V)` once every
     /// request to an endpoint retired by then has ended.
-    pub async fn follow(self: Arc<Self>, mut views: watch::Receiver<Arc<View>>, acks: Arc<dyn Acks>) {
+    pub async fn follow(
+        self: Arc<Self>,
+        mut views: watch::Receiver<Arc<View>>,
+        acks: Arc<dyn Acks>,
+    ) {
         let mut pending: Option<u64> = None;
         let mut changed = true;
         loop {

@@ -174,7 +174,8 @@ impl TcpRouter {
                 Ok(mut upstream) => {
                     let now = Instant::now();
                     backend.success(now - started, now);
-                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
                         tracing::debug!(service_port = port, error = %e, "L4 connection ended");
                     }
                     drop(guard);

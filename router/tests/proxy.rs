@@ -20,28 +20,46 @@ async fn routes_by_host_and_path_and_sets_forwarding_headers() {
     let edge = s.edge().await;
     s.publish(
         "/shop/web",
-        vec![set("/shop/web", port(true, &["shop.example.com"], None), vec![ep("w1", web.port, Serving)])],
+        vec![set(
+            "/shop/web",
+            port(true, &["shop.example.com"], None),
+            vec![ep("w1", web.port, Serving)],
+        )],
     )
     .await;
     s.publish(
         "/shop/api",
-        vec![set("/shop/api", port(true, &["shop.example.com"], Some("/api")), vec![ep("a1", api.port, Serving)])],
+        vec![set(
+            "/shop/api",
+            port(true, &["shop.example.com"], Some("/api")),
+            vec![ep("a1", api.port, Serving)],
+        )],
     )
     .await;
 
     let a = get(edge, "Shop.Example.com:8000", "/api/items?q=1").await;
     assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "api"));
     assert_eq!(a.headers["x-seen-path"], "/api/items?q=1");
-    assert_eq!(a.headers["x-seen-host"], "Shop.Example.com:8000", "Host preserved");
+    assert_eq!(
+        a.headers["x-seen-host"], "Shop.Example.com:8000",
+        "Host preserved"
+    );
     assert_eq!(a.headers["x-seen-xfh"], "Shop.Example.com:8000");
     assert_eq!(a.headers["x-seen-xff"], "127.0.0.1");
     assert_eq!(a.headers["x-seen-proto"], "http");
-    assert!(!a.headers.contains_key("x-hop-leaked"), "Connection-named header dropped");
+    assert!(
+        !a.headers.contains_key("x-hop-leaked"),
+        "Connection-named header dropped"
+    );
 
     let w = get(edge, "shop.example.com", "/apis").await;
     assert_eq!((w.status.as_u16(), w.body.as_str()), (200, "web"));
     let w = get(edge, "web.shop.agora", "/").await;
-    assert_eq!((w.status.as_u16(), w.body.as_str()), (200, "web"), "by DNS name");
+    assert_eq!(
+        (w.status.as_u16(), w.body.as_str()),
+        (200, "web"),
+        "by DNS name"
+    );
     let n = get(edge, "other.example.com", "/").await;
     assert_eq!(n.status.as_u16(), 404);
 
@@ -59,7 +77,11 @@ async fn an_internal_app_is_404_at_the_edge_and_served_inside() {
     let inside = s.internal().await;
     s.publish(
         "/data/db",
-        vec![set("/data/db", port(false, &["db.example.com"], None), vec![ep("d1", db.port, Serving)])],
+        vec![set(
+            "/data/db",
+            port(false, &["db.example.com"], None),
+            vec![ep("d1", db.port, Serving)],
+        )],
     )
     .await;
     assert_eq!(get(edge, "db.example.com", "/").await.status.as_u16(), 404);
@@ -77,7 +99,11 @@ async fn a_dead_backend_port_is_skipped_without_a_client_error() {
     let edge = s.edge().await;
     s.publish(
         "/web",
-        vec![set("/web", port(true, &[], None), vec![ep("dead", dead, Serving), ep("live", live.port, Serving)])],
+        vec![set(
+            "/web",
+            port(true, &[], None),
+            vec![ep("dead", dead, Serving), ep("live", live.port, Serving)],
+        )],
     )
     .await;
     // The dead one has no latency yet, so it wins ties until ejected: the
@@ -99,14 +125,21 @@ async fn a_request_sent_to_a_hanging_backend_times_out_and_is_not_resent() {
     meta.labels.insert(TIMEOUT_LABEL.into(), "0.3".into());
     s.publish(
         "/slow",
-        vec![set("/slow", meta, vec![ep("h1", h1.port, Serving), ep("h2", h2.port, Serving)])],
+        vec![set(
+            "/slow",
+            meta,
+            vec![ep("h1", h1.port, Serving), ep("h2", h2.port, Serving)],
+        )],
     )
     .await;
     let t = Instant::now();
     let a = get(edge, "slow.agora", "/").await;
     assert_eq!(a.status.as_u16(), 504);
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(300) && took < Duration::from_secs(2), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(2),
+        "{took:?}"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = h1.requests.load(Ordering::SeqCst) + h2.requests.load(Ordering::SeqCst);
     assert_eq!(sent, 1, "sent once, never resent");
@@ -120,7 +153,11 @@ async fn a_backend_failing_after_the_request_was_sent_is_502_and_not_resent() {
     let edge = s.edge().await;
     s.publish(
         "/flaky",
-        vec![set("/flaky", port(true, &[], None), vec![ep("c1", c1.port, Serving), ep("c2", c2.port, Serving)])],
+        vec![set(
+            "/flaky",
+            port(true, &[], None),
+            vec![ep("c1", c1.port, Serving), ep("c2", c2.port, Serving)],
+        )],
     )
     .await;
     let a = get(edge, "flaky.agora", "/").await;
@@ -140,11 +177,21 @@ async fn overload_answers_503_with_retry_after() {
             ..ProxyConfig::default()
         })
         .await;
-    s.publish("/slow", vec![set("/slow", port(true, &[], None), vec![ep("s1", slow.port, Serving)])])
-        .await;
+    s.publish(
+        "/slow",
+        vec![set(
+            "/slow",
+            port(true, &[], None),
+            vec![ep("s1", slow.port, Serving)],
+        )],
+    )
+    .await;
     let first = tokio::spawn(get(edge, "slow.agora", "/"));
     let reqs = slow.requests.clone();
-    eventually("first request at the backend", || reqs.load(Ordering::SeqCst) == 1).await;
+    eventually("first request at the backend", || {
+        reqs.load(Ordering::SeqCst) == 1
+    })
+    .await;
     let second = get(edge, "slow.agora", "/").await;
     assert_eq!(second.status.as_u16(), 503);
     assert_eq!(second.headers["retry-after"], "1");
@@ -158,8 +205,15 @@ async fn backend_connections_are_kept_alive_and_reused() {
     let web = backend("web", Mode::Echo).await;
     let mut s = Stack::new();
     let edge = s.edge().await;
-    s.publish("/web", vec![set("/web", port(true, &[], None), vec![ep("w", web.port, Serving)])])
-        .await;
+    s.publish(
+        "/web",
+        vec![set(
+            "/web",
+            port(true, &[], None),
+            vec![ep("w", web.port, Serving)],
+        )],
+    )
+    .await;
     for _ in 0..20 {
         // A new client connection each time; the backend sees one.
         assert_eq!(get(edge, "web.agora", "/").await.body, "web");
@@ -176,7 +230,8 @@ async fn backend_connections_are_kept_alive_and_reused() {
 async fn no_endpoint_is_502() {
     let mut s = Stack::new();
     let edge = s.edge().await;
-    s.publish("/empty", vec![set("/empty", port(true, &[], None), vec![])]).await;
+    s.publish("/empty", vec![set("/empty", port(true, &[], None), vec![])])
+        .await;
     assert_eq!(get(edge, "empty.agora", "/").await.status.as_u16(), 502);
 }
 
@@ -185,8 +240,15 @@ async fn websocket_upgrade_passes_through() {
     let ws = backend("ws", Mode::Upgrade).await;
     let mut s = Stack::new();
     let edge = s.edge().await;
-    s.publish("/ws", vec![set("/ws", port(true, &[], None), vec![ep("ws1", ws.port, Serving)])])
-        .await;
+    s.publish(
+        "/ws",
+        vec![set(
+            "/ws",
+            port(true, &[], None),
+            vec![ep("ws1", ws.port, Serving)],
+        )],
+    )
+    .await;
     let mut c = TcpStream::connect(edge).await.unwrap();
     c.write_all(
         b"GET /chat HTTP/1.1\r\nHost: ws.agora\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
@@ -217,12 +279,26 @@ async fn new_views_apply_without_dropping_client_connections() {
     let b = backend("b", Mode::Echo).await;
     let mut s = Stack::new();
     let edge = s.edge().await;
-    s.publish("/web", vec![set("/web", port(true, &[], None), vec![ep("a", a.port, Serving)])])
-        .await;
+    s.publish(
+        "/web",
+        vec![set(
+            "/web",
+            port(true, &[], None),
+            vec![ep("a", a.port, Serving)],
+        )],
+    )
+    .await;
     let mut c = Client::connect(edge).await;
     assert_eq!(c.get("web.agora", "/").await.body, "a");
-    s.publish("/web", vec![set("/web", port(true, &[], None), vec![ep("b", b.port, Serving)])])
-        .await;
+    s.publish(
+        "/web",
+        vec![set(
+            "/web",
+            port(true, &[], None),
+            vec![ep("b", b.port, Serving)],
+        )],
+    )
+    .await;
     // Same client connection, new routes.
     assert_eq!(c.get("web.agora", "/").await.body, "b");
     assert_eq!(c.get("web.agora", "/").await.body, "b");
@@ -235,13 +311,23 @@ async fn a_draining_endpoint_finishes_its_request_before_drained_is_acked() {
     let mut s = Stack::new();
     let edge = s.edge().await;
     let v1 = s
-        .publish("/web", vec![set("/web", port(true, &[], None), vec![ep("old", old.port, Serving)])])
+        .publish(
+            "/web",
+            vec![set(
+                "/web",
+                port(true, &[], None),
+                vec![ep("old", old.port, Serving)],
+            )],
+        )
         .await;
     let acks = s.acks.clone();
     eventually("drained v1", || acks.has("drained", v1)).await;
     let slow = tokio::spawn(get(edge, "web.agora", "/"));
     let reqs = old.requests.clone();
-    eventually("request at the old instance", || reqs.load(Ordering::SeqCst) == 1).await;
+    eventually("request at the old instance", || {
+        reqs.load(Ordering::SeqCst) == 1
+    })
+    .await;
 
     let v2 = s
         .publish(
@@ -258,7 +344,10 @@ async fn a_draining_endpoint_finishes_its_request_before_drained_is_acked() {
     for _ in 0..5 {
         assert_eq!(get(edge, "web.agora", "/").await.body, "new");
     }
-    assert!(!acks.has("drained", v2), "a request is still in flight to the old one");
+    assert!(
+        !acks.has("drained", v2),
+        "a request is still in flight to the old one"
+    );
     let a = slow.await.unwrap();
     assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "old"));
     eventually("drained v2", || acks.has("drained", v2)).await;

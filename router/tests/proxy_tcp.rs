@@ -34,7 +34,9 @@ async fn echo(name: &'static str) -> Echo {
     let count = conns.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             count.fetch_add(1, Ordering::SeqCst);
             tokio::spawn(async move {
                 if s.write_all(name.as_bytes()).await.is_err() {
@@ -67,10 +69,13 @@ async fn start(s: &Stack) -> (Arc<TcpRouter>, JoinHandle<()>) {
 
 async fn wait_bound(t: &TcpRouter, port: u16, want: bool) {
     let mut rx = t.bound();
-    tokio::time::timeout(Duration::from_secs(5), rx.wait_for(|b| b.contains(&port) == want))
-        .await
-        .expect("listener change")
-        .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        rx.wait_for(|b| b.contains(&port) == want),
+    )
+    .await
+    .expect("listener change")
+    .unwrap();
 }
 
 async fn hello(c: &mut TcpStream, name: &str) {
@@ -95,7 +100,11 @@ async fn service_ports_follow_views_without_touching_open_connections() {
     let (t, run) = start(&s).await;
     s.publish(
         "/db",
-        vec![set("/db", l4_port(sp), vec![ep("dead", dead, Serving), ep("a", a.port, Serving)])],
+        vec![set(
+            "/db",
+            l4_port(sp),
+            vec![ep("dead", dead, Serving), ep("a", a.port, Serving)],
+        )],
     )
     .await;
     wait_bound(&t, sp, true).await;
@@ -125,8 +134,11 @@ async fn an_open_connection_to_a_draining_endpoint_holds_the_drain_ack() {
     let sp = dead_port().await;
     let mut s = Stack::new();
     let (t, run) = start(&s).await;
-    s.publish("/db", vec![set("/db", l4_port(sp), vec![ep("old", old.port, Serving)])])
-        .await;
+    s.publish(
+        "/db",
+        vec![set("/db", l4_port(sp), vec![ep("old", old.port, Serving)])],
+    )
+    .await;
     wait_bound(&t, sp, true).await;
     let mut c = TcpStream::connect(("127.0.0.1", sp)).await.unwrap();
     hello(&mut c, "old").await;

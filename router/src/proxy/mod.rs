@@ -252,8 +252,7 @@ impl Proxy {
             };
             let started = Instant::now();
             let Some(r) = req.take() else { break };
-            let sent =
-                tokio::time::timeout(route.timeout, sender.try_send_request(r)).await;
+            let sent = tokio::time::timeout(route.timeout, sender.try_send_request(r)).await;
             let mut resp = match sent {
                 Err(_) => {
                     backend.failure(Instant::now());

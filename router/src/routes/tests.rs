@@ -126,12 +126,15 @@ fn internal_tables_serve_every_app_by_name_and_service_port() {
         Some(("/shop/api".to_string(), 0)),
         "the app's first port"
     );
-    assert_eq!(app(i.lookup("db.example.com", "/")), None, "vhosts are edge only");
-    let mut ports: Vec<(u16, String, u32)> = r
-        .l4
-        .iter()
-        .map(|(p, r)| (*p, r.key.app_id.clone(), r.key.port_index))
-        .collect();
+    assert_eq!(
+        app(i.lookup("db.example.com", "/")),
+        None,
+        "vhosts are edge only"
+    );
+    let mut ports: Vec<(u16, String, u32)> =
+        r.l4.iter()
+            .map(|(p, r)| (*p, r.key.app_id.clone(), r.key.port_index))
+            .collect();
     ports.sort();
     assert_eq!(
         ports,
@@ -166,7 +169,10 @@ fn route_timeout_comes_from_the_port_label() {
     m.labels.insert(TIMEOUT_LABEL.into(), "2.5".into());
     let mut bad = meta(true, &["u.example.com"], None, None);
     bad.labels.insert(TIMEOUT_LABEL.into(), "soon".into());
-    p.publish_app("/t", vec![set("/t", 0, m, vec![]), set("/t", 1, bad, vec![])]);
+    p.publish_app(
+        "/t",
+        vec![set("/t", 0, m, vec![]), set("/t", 1, bad, vec![])],
+    );
     let router = Router::new(RoutesConfig::default());
     router.apply(&view(&p));
     let r = router.routes();
@@ -181,24 +187,47 @@ fn backends_keep_their_state_across_views_and_retire_when_gone() {
     use EndpointState::Serving as S;
     let mut p = Publisher::default();
     let m = meta(true, &["x.example.com"], None, None);
-    p.publish_app("/x", vec![set("/x", 0, m.clone(), vec![ep("1", 1, S), ep("2", 2, S)])]);
+    p.publish_app(
+        "/x",
+        vec![set("/x", 0, m.clone(), vec![ep("1", 1, S), ep("2", 2, S)])],
+    );
     let router = Router::new(RoutesConfig::default());
     router.apply(&view(&p));
     let first = router.routes();
-    let b1 = first.edge.lookup("x.example.com", "/").unwrap().balancer.backends()[0].clone();
+    let b1 = first
+        .edge
+        .lookup("x.example.com", "/")
+        .unwrap()
+        .balancer
+        .backends()[0]
+        .clone();
     let held = InFlight::begin(&b1).unwrap();
     // Another port changes: task 1 is still the same backend.
-    p.publish_app("/x", vec![set("/x", 0, m.clone(), vec![ep("1", 1, S), ep("3", 3, S)])]);
+    p.publish_app(
+        "/x",
+        vec![set("/x", 0, m.clone(), vec![ep("1", 1, S), ep("3", 3, S)])],
+    );
     router.apply(&view(&p));
     let second = router.routes();
-    let again = second.edge.lookup("x.example.com", "/").unwrap().balancer.backends()[0].clone();
+    let again = second
+        .edge
+        .lookup("x.example.com", "/")
+        .unwrap()
+        .balancer
+        .backends()[0]
+        .clone();
     assert!(Arc::ptr_eq(&b1, &again));
     assert!(router.drained(), "task 2 had nothing in flight");
     // Task 1 drains: retired, and the router is not drained until the
     // request in flight ends.
     p.publish_app(
         "/x",
-        vec![set("/x", 0, m, vec![ep("1", 1, EndpointState::Draining), ep("3", 3, S)])],
+        vec![set(
+            "/x",
+            0,
+            m,
+            vec![ep("1", 1, EndpointState::Draining), ep("3", 3, S)],
+        )],
     );
     router.apply(&view(&p));
     assert!(b1.is_retired());
@@ -231,7 +260,10 @@ async fn follow_acks_applied_at_once_and_drained_when_requests_end() {
     use EndpointState::Serving as S;
     let mut p = Publisher::default();
     let m = meta(true, &["x.example.com"], None, None);
-    p.publish_app("/x", vec![set("/x", 0, m.clone(), vec![ep("1", 1, S), ep("2", 2, S)])]);
+    p.publish_app(
+        "/x",
+        vec![set("/x", 0, m.clone(), vec![ep("1", 1, S), ep("2", 2, S)])],
+    );
     let (tx, rx) = watch::channel(Arc::new(view(&p)));
     let router = Router::new(RoutesConfig::default());
     let acks = Arc::new(Recorded::default());
@@ -250,15 +282,31 @@ async fn follow_acks_applied_at_once_and_drained_when_requests_end() {
     };
     wait_for(vec![("applied", 1), ("drained", 1)]).await;
     let routes = router.routes();
-    let b1 = routes.edge.lookup("x.example.com", "/").unwrap().balancer.backends()[0].clone();
+    let b1 = routes
+        .edge
+        .lookup("x.example.com", "/")
+        .unwrap()
+        .balancer
+        .backends()[0]
+        .clone();
     let held = InFlight::begin(&b1).unwrap();
     p.publish_app("/x", vec![set("/x", 0, m, vec![ep("2", 2, S)])]);
     tx.send_replace(Arc::new(view(&p)));
     wait_for(vec![("applied", 1), ("drained", 1), ("applied", 2)]).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(acks.0.lock().unwrap().len(), 3, "not drained while in flight");
+    assert_eq!(
+        acks.0.lock().unwrap().len(),
+        3,
+        "not drained while in flight"
+    );
     drop(held);
-    wait_for(vec![("applied", 1), ("drained", 1), ("applied", 2), ("drained", 2)]).await;
+    wait_for(vec![
+        ("applied", 1),
+        ("drained", 1),
+        ("applied", 2),
+        ("drained", 2),
+    ])
+    .await;
     drop(tx);
     task.await.unwrap();
 }

@@ -152,7 +152,9 @@ pub async fn hang(close: bool) -> Hang {
     let task = tokio::spawn(async move {
         let mut held = Vec::new();
         loop {
-            let Ok((mut s, _)) = l.accept().await else { return };
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
             let count = count.clone();
             held.push(tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
