@@ -62,6 +62,13 @@ async fn routes_by_host_and_path_and_sets_forwarding_headers() {
     );
     let n = get(edge, "other.example.com", "/").await;
     assert_eq!(n.status.as_u16(), 404);
+    let mut c = TcpStream::connect(edge).await.unwrap();
+    c.write_all(b"CONNECT web.shop.agora:80 HTTP/1.1\r\nHost: web.shop.agora:80\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 405");
 
     // HTTP/2 from the client, HTTP/1.1 to the backend.
     let h2 = get_h2(edge, "shop.example.com", "/api/x").await;

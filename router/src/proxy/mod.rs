@@ -51,7 +51,8 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// Instances tried for one request when connecting fails.
     pub max_attempts: usize,
-    /// Requests in flight at once; above it, 503 with `Retry-After`.
+    /// Requests waiting for a backend's response head at once; above it,
+    /// 503 with `Retry-After`.
     pub max_in_flight: usize,
     /// Client connections at once; above it, new ones wait in the
     /// listen backlog.
@@ -182,6 +183,10 @@ impl Proxy {
     }
 
     async fn handle(&self, mut req: Request<Incoming>, peer: &Peer) -> Response<ProxyBody> {
+        if req.method() == http::Method::CONNECT {
+            // Neither a forward proxy nor HTTP/2 extended CONNECT.
+            return answer(StatusCode::METHOD_NOT_ALLOWED, "CONNECT not supported\n");
+        }
         let Some(host_value) = headers::request_host(&req) else {
             return answer(StatusCode::BAD_REQUEST, "no Host\n");
         };
