@@ -150,6 +150,7 @@ async fn a_request_sent_to_a_hanging_backend_times_out_and_is_not_resent() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sent = h1.requests.load(Ordering::SeqCst) + h2.requests.load(Ordering::SeqCst);
     assert_eq!(sent, 1, "sent once, never resent");
+    s.idle().await;
 }
 
 #[tokio::test]
@@ -172,6 +173,7 @@ async fn a_backend_failing_after_the_request_was_sent_is_502_and_not_resent() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let sent = c1.requests.load(Ordering::SeqCst) + c2.requests.load(Ordering::SeqCst);
     assert_eq!(sent, 1, "sent once, never resent");
+    s.idle().await;
 }
 
 #[tokio::test]
@@ -231,6 +233,7 @@ async fn backend_connections_are_kept_alive_and_reused() {
     }
     assert_eq!(web.requests.load(Ordering::SeqCst), 40);
     assert_eq!(web.conns.load(Ordering::SeqCst), 1);
+    s.idle().await;
 }
 
 #[tokio::test]

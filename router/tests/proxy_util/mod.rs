@@ -303,6 +303,23 @@ impl Stack {
     }
 }
 
+impl Stack {
+    /// Waits until no request is in flight to any endpoint.
+    pub async fn idle(&self) {
+        let routes = self.router.routes();
+        let all = || {
+            routes
+                .edge
+                .hosts()
+                .filter_map(|h| routes.edge.lookup(h, "/"))
+                .chain(routes.l4.values())
+                .flat_map(|r| r.balancer.backends().iter())
+                .all(|b| b.in_flight() == 0)
+        };
+        eventually("in-flight counts back to zero", all).await;
+    }
+}
+
 /// The answer to one request: status, headers, body.
 pub struct Answer {
     pub status: StatusCode,
