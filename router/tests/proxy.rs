@@ -237,6 +237,31 @@ async fn backend_connections_are_kept_alive_and_reused() {
 }
 
 #[tokio::test]
+async fn a_pooled_connection_the_backend_closed_is_not_an_error() {
+    let web = backend("web", Mode::IdleClose).await;
+    let mut s = Stack::new();
+    let edge = s.edge().await;
+    s.publish(
+        "/web",
+        vec![set(
+            "/web",
+            port(true, &[], None),
+            vec![ep("w", web.port, Serving)],
+        )],
+    )
+    .await;
+    for _ in 0..5 {
+        assert_eq!(get(edge, "web.agora", "/").await.status.as_u16(), 200);
+        tokio::time::sleep(Duration::from_millis(120)).await;
+    }
+    assert_eq!(web.requests.load(Ordering::SeqCst), 5);
+    assert!(
+        web.conns.load(Ordering::SeqCst) >= 2,
+        "the backend closed idle connections"
+    );
+}
+
+#[tokio::test]
 async fn no_endpoint_is_502() {
     let mut s = Stack::new();
     let edge = s.edge().await;

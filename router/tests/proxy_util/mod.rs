@@ -32,6 +32,8 @@ pub enum Mode {
     Slow(Duration),
     /// WebSocket-style upgrade, then echoes bytes.
     Upgrade,
+    /// Like `Echo`, and closes connections idle for 50 ms.
+    IdleClose,
 }
 
 /// An in-test HTTP backend on 127.0.0.1.
@@ -66,7 +68,12 @@ pub async fn backend(name: &'static str, mode: Mode) -> Backend {
                     count.fetch_add(1, Ordering::SeqCst);
                     serve(name, mode, req)
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
+                let mut b = hyper::server::conn::http1::Builder::new();
+                if let Mode::IdleClose = mode {
+                    b.timer(hyper_util::rt::TokioTimer::new())
+                        .header_read_timeout(Duration::from_millis(50));
+                }
+                let _ = b
                     .serve_connection(TokioIo::new(s), svc)
                     .with_upgrades()
                     .await;
@@ -108,7 +115,7 @@ async fn serve(
                 .body(Full::new(Bytes::new()))
                 .unwrap());
         }
-        Mode::Echo => {}
+        Mode::Echo | Mode::IdleClose => {}
     }
     let h = req.headers();
     let get = |n: &str| {
