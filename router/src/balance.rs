@@ -165,6 +165,12 @@ impl Backend {
     /// A request (or connection) to it failed. Returns true when this
     /// failure ejected it.
     pub fn failure(&self, now: Instant) -> bool {
+        // A failure counts as a very slow answer: the EWMA doubles, to at
+        // least 100 ms (at most 10 s), so a failing endpoint loses ties
+        // before it is ejected, and successes bring it back down.
+        let old = self.ewma_ns.load(Ordering::Relaxed);
+        let penalty = old.saturating_mul(2).clamp(100_000_000, 10_000_000_000);
+        self.ewma_ns.store(penalty, Ordering::Relaxed);
         if self.is_ejected(now) {
             return false;
         }

@@ -66,6 +66,26 @@ fn ties_go_to_the_lower_latency() {
 }
 
 #[test]
+fn a_failing_endpoint_loses_ties_before_it_is_ejected() {
+    let now = Instant::now();
+    let bs = backends(2, now);
+    bs[0].success(Duration::from_millis(50), now);
+    bs[1].success(Duration::from_millis(5), now);
+    bs[1].failure(now);
+    assert!(!bs[1].is_ejected(now));
+    assert!(bs[1].ewma() > bs[0].ewma());
+    let lb = Balancer::new(bs.clone());
+    for _ in 0..50 {
+        assert_eq!(index(&bs, &lb.pick_at(now, &[]).unwrap()), 0);
+    }
+    // Successes bring it back.
+    for _ in 0..20 {
+        bs[1].success(Duration::from_millis(5), now);
+    }
+    assert_eq!(index(&bs, &lb.pick_at(now, &[]).unwrap()), 1);
+}
+
+#[test]
 fn ewma_follows_samples() {
     let now = Instant::now();
     let b = &backends(1, now)[0];
