@@ -31,11 +31,18 @@ impl Services {
     /// an app in a rolling deployment (or not). O(1): read from the index.
     pub(super) fn targets(&self, st: &AppState) -> (usize, usize) {
         let n = st.app.instances as usize;
-        let Some(_) = &st.deployment else {
-            return (n, 0);
-        };
         let empty = AppIndex::default();
         let ix = self.index.get(&st.app.id).unwrap_or(&empty);
+        let Some(_) = &st.deployment else {
+            // Outside a deployment, live instances of older versions count
+            // toward `instances`: a deployment stopped with `force=true`
+            // leaves its mix of versions as it is (Marathon does the same;
+            // replacing them would be an ungated rollout of the version the
+            // operator just stopped). Only what is beyond `instances` is
+            // surplus, old versions first (see `converge`).
+            let old_live = ix.live_old.len().min(n);
+            return (n - old_live, old_live);
+        };
         let us = st.app.upgrade_strategy;
         let new_live = ix.live_new.len();
         let new_ready = ix.new_ready;
@@ -93,9 +100,10 @@ impl Services {
             } else {
                 // No deployment: every live instance beyond `instances` is
                 // surplus (an old-version one back from UNREACHABLE after its
-                // deployment ended, old ones left by a stopped deployment),
-                // and old-version ones go first. Old ones within the count
-                // keep serving until new ones are launched in their place.
+                // deployment ended, old ones left over capacity by a stopped
+                // deployment), and old-version ones go first. Old ones within
+                // the count keep serving; one that ends is replaced by the
+                // current version.
                 let surplus = (current + old).saturating_sub(n);
                 let old_kill = surplus.min(old);
                 kill.extend(pick(&ix.live_old, old_kill));

@@ -164,6 +164,17 @@ impl Services {
     pub fn reset_offer_state(&mut self) {
         self.suppressed = false;
     }
+
+    /// A SUPPRESS or REVIVE call failed: the master's view did not change,
+    /// so the next `converge` (every tick at least) sends it again instead
+    /// of waiting for offers that will not come.
+    pub fn offer_call_failed(&mut self, action: &Action) {
+        match action {
+            Action::Revive => self.suppressed = true,
+            Action::Suppress => self.suppressed = false,
+            _ => {}
+        }
+    }
 }
 
 /// What one instance of `app` takes from `left` (what remains of `offer`),

@@ -422,12 +422,15 @@ fn an_old_version_instance_back_after_its_deployment_is_killed() {
     assert!(s.live("/o").all(|i| i.version == v));
 }
 
-/// Issue 8, item 4: a deployment stopped where it was (`DELETE
-/// /v2/deployments/{id}?force=true`) leaves old-version instances; they
-/// are surplus: replaced by current ones, the count converging to
-/// `instances`.
+/// Issue 8, item 4 (and review): a deployment stopped where it was
+/// (`DELETE /v2/deployments/{id}?force=true`) leaves old-version instances.
+/// Those beyond `instances` are surplus and killed, old first; those within
+/// it keep serving (Marathon leaves the mix after a forced stop: the
+/// operator often stopped it because the new version is bad, and replacing
+/// them would be an ungated rollout of it). One that ends is replaced by
+/// the current version.
 #[test]
-fn old_version_instances_left_by_a_stopped_deployment_are_replaced() {
+fn old_version_instances_left_by_a_stopped_deployment_stay_within_the_count() {
     let mut s = Services::new();
     s.put_app(
         app(
@@ -437,6 +440,7 @@ fn old_version_instances_left_by_a_stopped_deployment_are_replaced() {
         false,
     );
     drive(&mut s, 0);
+    let v1 = s.apps["/f"].app.version.clone();
     s.put_app(with_env(&s, "/f", "2"), false)
         .expect("a deployment");
     // One new instance runs (the over-capacity budget), then it stops.
@@ -447,9 +451,34 @@ fn old_version_instances_left_by_a_stopped_deployment_are_replaced() {
         drive(&mut s, round);
     }
     let v = s.apps["/f"].app.version.clone();
-    assert_eq!(s.live("/f").count(), 2, "{:?}", s.instances);
-    assert!(s.live("/f").all(|i| i.version == v));
-    assert_eq!(s.instances.len(), 2);
+    let versions = |s: &Services| {
+        let mut vs: Vec<String> = s.live("/f").map(|i| i.version.clone()).collect();
+        vs.sort();
+        vs
+    };
+    let mut want = vec![v1.clone(), v.clone()];
+    want.sort();
+    assert_eq!(versions(&s), want, "{:?}", s.instances);
+    assert_eq!(s.instances.len(), 2, "one old instance (the surplus) went");
+    // Nothing more happens while both run.
+    for round in 10..15 {
+        drive(&mut s, round);
+    }
+    assert_eq!(versions(&s), want);
+    // The old one ends: its replacement runs the current version.
+    let old = s
+        .live("/f")
+        .find(|i| i.version == v1)
+        .unwrap()
+        .task_id
+        .clone();
+    s.update(&status(&old, TaskState::Failed));
+    // (No launch back-off in this test.)
+    s.apps.get_mut("/f").unwrap().next_launch_at = 0.0;
+    for round in 15..20 {
+        drive(&mut s, round);
+    }
+    assert_eq!(versions(&s), vec![v.clone(), v]);
 }
 
 /// Issue 8, item 5: rolling back goes back to the previous version itself:
@@ -558,4 +587,31 @@ fn after_subscribing_a_framework_that_needs_nothing_suppresses_again() {
     s.reset_offer_state();
     let acts = s.converge();
     assert!(!acts.contains(&Action::Revive) && !acts.contains(&Action::Suppress));
+}
+
+/// Review: a REVIVE that failed (a transient error on the call while the
+/// subscription stays up) is sent again by the next converge; before, the
+/// framework believed itself revived and waited for offers forever.
+#[test]
+fn a_failed_revive_or_suppress_is_sent_again() {
+    let mut s = Services::new();
+    s.put_app(
+        app(json!({"id": "web", "cmd": "serve", "instances": 1, "cpus": 1, "mem": 64})),
+        false,
+    );
+    s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]);
+    run_all(&mut s);
+    let mut a = s.apps["/web"].app.clone();
+    a.instances = 2;
+    s.put_app(a, false);
+    assert!(s.converge().contains(&Action::Revive));
+    s.offer_call_failed(&Action::Revive);
+    assert!(s.converge().contains(&Action::Revive), "sent again");
+    assert!(!s.converge().contains(&Action::Revive), "once it went through");
+    let t = launched(&s.offers(vec![offer("2", "h1", "cpus:8;mem:4096")]));
+    assert_eq!(t.len(), 1);
+    run_all(&mut s);
+    assert!(s.converge().contains(&Action::Suppress) || s.suppressed);
+    s.offer_call_failed(&Action::Suppress);
+    assert!(s.converge().contains(&Action::Suppress), "sent again");
 }

@@ -525,6 +525,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                     Action::Revive => "revive".into(),
                 };
                 tracing::warn!(action = %what, error = %e, "action failed");
+                self.services.offer_call_failed(&a);
             }
         }
     }
