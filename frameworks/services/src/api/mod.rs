@@ -472,22 +472,7 @@ async fn delete_app(s: ApiState, id: String) -> Response {
     params(("appId" = String, Path, description = "The app id")),
     responses((status = 200, body = DeploymentResult), (status = 404, body = Message), (status = 503, body = Message)))]
 async fn restart_app(s: ApiState, id: String) -> Response {
-    let v = match view(&s).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(app) = find(&v, &id).map(|a| a.app.clone()) else {
-        return no_app(&id);
-    };
-    deployment_answer(
-        ask(&s, |reply| Request::PutApp {
-            app: Box::new(app),
-            create: false,
-            force_restart: true,
-            reply,
-        })
-        .await,
-    )
+    deployment_answer(ask(&s, |reply| Request::Restart { id, reply }).await)
 }
 
 #[utoipa::path(get, path = "/v2/tasks", tag = "marathon",

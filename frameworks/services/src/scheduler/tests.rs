@@ -607,7 +607,10 @@ fn a_failed_revive_or_suppress_is_sent_again() {
     assert!(s.converge().contains(&Action::Revive));
     s.offer_call_failed(&Action::Revive);
     assert!(s.converge().contains(&Action::Revive), "sent again");
-    assert!(!s.converge().contains(&Action::Revive), "once it went through");
+    assert!(
+        !s.converge().contains(&Action::Revive),
+        "once it went through"
+    );
     let t = launched(&s.offers(vec![offer("2", "h1", "cpus:8;mem:4096")]));
     assert_eq!(t.len(), 1);
     run_all(&mut s);

@@ -47,6 +47,13 @@ pub enum Request {
         force_restart: bool,
         reply: oneshot::Sender<Result<Option<Deployment>, ApiError>>,
     },
+    /// `POST /v2/apps/{id}/restart`: a new version of the app as it is now,
+    /// read and changed in one step (a DELETE or scale in between is
+    /// neither undone nor reverted).
+    Restart {
+        id: String,
+        reply: oneshot::Sender<Result<Option<Deployment>, ApiError>>,
+    },
     /// Change only the instance count.
     Scale {
         id: String,

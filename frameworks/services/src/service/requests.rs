@@ -42,6 +42,20 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                 }
                 let _ = reply.send(r);
             }
+            Request::Restart { id, reply } => {
+                let r = self
+                    .change(&id, |s| {
+                        let Some(app) = s.app(&id).map(|st| st.app.clone()) else {
+                            return Err(ApiError::NoApp(id.clone()));
+                        };
+                        Ok(s.put_app(app, true))
+                    })
+                    .await;
+                if r.is_ok() {
+                    self.emit(serde_json::json!({"eventType": "api_post_event", "appId": id, "timestamp": now_s()}));
+                }
+                let _ = reply.send(r);
+            }
             Request::Scale {
                 id,
                 instances,

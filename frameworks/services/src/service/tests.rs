@@ -361,6 +361,52 @@ async fn nothing_launches_until_the_framework_id_is_stored() {
     join.abort();
 }
 
+/// Review: a restart reads and changes the app in one actor step. Before,
+/// the API read the app, then put it back as a new version: a DELETE in
+/// between was undone (the put created the app again) and a scale in
+/// between was reverted. A restart of an app that is gone is a 404.
+#[tokio::test]
+async fn a_restart_keeps_a_scale_made_just_before_and_does_not_recreate_a_deleted_app() {
+    let mut s = Services::new();
+    let app = crate::app::parse_app(
+        &serde_json::json!({"id": "/a", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16}),
+    )
+    .unwrap();
+    s.put_app(app, false);
+    let (events, _) = tokio::sync::broadcast::channel(16);
+    let actor = Actor::new(s, FlakyStore::default(), Some("fw".into()), events);
+    let (tx, rx) = mpsc::channel(16);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let join = tokio::spawn(actor.run(rx, stop_rx));
+    let before = ask(&tx, |reply| Request::View { reply }).await;
+    assert!(scale(&tx, 3).await.is_ok());
+    let d = ask(&tx, |reply| Request::Restart {
+        id: "/a".into(),
+        reply,
+    })
+    .await
+    .expect("restarted");
+    assert!(d.is_some(), "a restart is a deployment");
+    let v = ask(&tx, |reply| Request::View { reply }).await;
+    assert_eq!(v.apps[0].app.instances, 3, "the scale stays");
+    assert_ne!(v.apps[0].app.version, before.apps[0].app.version);
+    let r = ask(&tx, |reply| Request::DeleteApp {
+        id: "/a".into(),
+        reply,
+    })
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+    let r = ask(&tx, |reply| Request::Restart {
+        id: "/a".into(),
+        reply,
+    })
+    .await;
+    assert!(matches!(r, Err(ApiError::NoApp(_))), "{r:?}");
+    let v = ask(&tx, |reply| Request::View { reply }).await;
+    assert!(v.apps.is_empty(), "not created again");
+    join.abort();
+}
+
 #[test]
 fn the_driver_leaves_acknowledgements_to_the_actor() {
     let cfg = ServicesConfig {
