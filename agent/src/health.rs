@@ -28,7 +28,11 @@ pub async fn probe(
     task: &TaskId,
 ) -> Result<(), String> {
     let timeout = check.timeout.max(MIN_PERIOD);
-    let addr = format!("127.0.0.1:{}", check.port);
+    let target = match check.protocol {
+        HealthProtocol::Command => std::net::SocketAddr::from(([127, 0, 0, 1], check.port)),
+        _ => runtime.check_addr(fw, task, check.port).await,
+    };
+    let addr = target.to_string();
     match check.protocol {
         HealthProtocol::Tcp => {
             match tokio::time::timeout(timeout, tokio::net::TcpStream::connect(&addr)).await {
@@ -43,7 +47,8 @@ pub async fn probe(
             } else {
                 check.path.as_str()
             };
-            let code = crate::http_client::get_status("127.0.0.1", check.port, path, timeout)
+            let host = target.ip().to_string();
+            let code = crate::http_client::get_status(&host, target.port(), path, timeout)
                 .await
                 .map_err(|e| format!("HTTP GET {addr}{path}: {e}"))?;
             let ok = if check.ok_statuses.is_empty() {

@@ -8,6 +8,7 @@ use agora_core::{FrameworkId, TaskId, TaskState};
 use agora_proto::pb;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -91,6 +92,62 @@ impl LaunchSpec {
     }
 }
 
+/// What [`ContainerRuntime::recover`] answers: the tasks it cannot find.
+pub type RecoverResult = Result<Vec<(FrameworkId, TaskId)>, RecoverError>;
+
+/// Recovery could not look at the runtime's tasks.
+#[derive(Debug, thiserror::Error)]
+#[error("the {runtime} runtime cannot recover its tasks: {message}")]
+pub struct RecoverError {
+    pub runtime: &'static str,
+    pub message: String,
+}
+
+/// What a fail point makes the runtime do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailAction {
+    /// Go on as usual.
+    Pass,
+    /// Stop here as if the agent had been killed (`kill -9`): the runtime's
+    /// work for this call ends silently, leaving what exists as it is.
+    Crash,
+    /// Fail here with an injected error (a broken stream, an engine that
+    /// does not answer).
+    Error,
+}
+
+/// Fail points for fault tests, in the spirit of TiKV's: named places in a
+/// runtime (`docker.after_create`, `docker.wait`, …) where a test decides
+/// what happens. Empty (every point passes) unless a test sets it.
+#[derive(Clone, Default)]
+pub struct FailPoints(Option<Arc<FailFn>>);
+
+type FailFn = dyn Fn(&str) -> FailAction + Send + Sync;
+
+impl FailPoints {
+    pub fn new(f: impl Fn(&str) -> FailAction + Send + Sync + 'static) -> Self {
+        FailPoints(Some(Arc::new(f)))
+    }
+
+    /// What to do at point `name`.
+    pub fn at(&self, name: &str) -> FailAction {
+        match &self.0 {
+            Some(f) => f(name),
+            None => FailAction::Pass,
+        }
+    }
+}
+
+impl std::fmt::Debug for FailPoints {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "FailPoints(set)"
+        } else {
+            "FailPoints(none)"
+        })
+    }
+}
+
 /// A stream of log bytes (stdout and stderr interleaved as produced).
 pub type LogStream = Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, String>> + Send>>;
 
@@ -113,15 +170,26 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// checkpoint). Tasks still running stay as they are; tasks that ended
     /// while the agent was down are reported through the sink. Returns the
     /// tasks the runtime cannot find at all (the agent reports them
-    /// terminal). Anything the runtime finds that is not listed is an orphan
-    /// and is removed. By default nothing survives a restart.
-    fn recover(&self, tasks: Vec<LaunchSpec>) -> BoxFuture<'_, Vec<(FrameworkId, TaskId)>> {
+    /// terminal). A task found alive is reported RUNNING again (the agent
+    /// drops the duplicate if it knew), so a task checkpointed while it was
+    /// still STAGING or STARTING does not stay there. Anything the runtime
+    /// finds that is not listed is an orphan and is removed. An error means
+    /// the runtime could not tell (its engine does not answer): the agent
+    /// stops rather than report live tasks gone. By default nothing
+    /// survives a restart.
+    fn recover(&self, tasks: Vec<LaunchSpec>) -> BoxFuture<'_, RecoverResult> {
         Box::pin(async move {
-            tasks
+            Ok(tasks
                 .iter()
                 .map(|t| (t.framework_id.clone(), t.task_id()))
-                .collect()
+                .collect())
         })
+    }
+
+    /// Stops and removes every task of this agent, whoever launched it
+    /// (`agora dev` on exit). Returns how many were stopped.
+    fn stop_all(&self) -> BoxFuture<'_, usize> {
+        Box::pin(async { 0 })
     }
 
     /// The task's terminal update was acknowledged: release what is left of
@@ -163,6 +231,19 @@ pub trait ContainerRuntime: Send + Sync + 'static {
                 Err(_) => Err(format!("timed out after {timeout:?}")),
             }
         })
+    }
+
+    /// Where a TCP or HTTP check of the task's host port `port` connects.
+    /// By default the host's loopback; a runtime whose tasks sit behind a
+    /// port forwarder that accepts connections by itself (Docker's userland
+    /// proxy in bridge mode) names the task's own address instead.
+    fn check_addr(
+        &self,
+        _framework_id: &FrameworkId,
+        _task_id: &TaskId,
+        port: u16,
+    ) -> BoxFuture<'_, std::net::SocketAddr> {
+        Box::pin(async move { std::net::SocketAddr::from(([127, 0, 0, 1], port)) })
     }
 
     /// CPU time and memory of live tasks.

@@ -41,7 +41,7 @@ pub struct DevArgs {
     #[arg(long, default_value = "agora-busybox:latest")]
     pub default_image: String,
 
-    /// Leave the containers running when stopping.
+    /// Leave the tasks (containers, or processes with the process runtime) running when stopping.
     #[arg(long)]
     pub keep: bool,
 
@@ -160,13 +160,17 @@ pub async fn run(args: DevArgs) -> Result<()> {
             let _ = services_stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), services).await;
             agent.handle.control(agora_agent::Control::Stop);
-            if let Some(d) = &agent.docker {
-                if args.keep {
-                    println!("leaving containers running (--keep)");
-                } else {
-                    let n = d.remove_all().await;
-                    println!("removed {n} container(s)");
-                }
+            // Docker: the agent's containers are removed; process: its
+            // tasks' processes (whole groups and cgroups) are killed.
+            let what = match agent.runtime.name() {
+                "docker" => "container(s)",
+                _ => "task process(es)",
+            };
+            if args.keep {
+                println!("leaving tasks running (--keep)");
+            } else {
+                let n = agent.runtime.stop_all().await;
+                println!("stopped {n} {what}");
             }
             trigger.fire();
         }

@@ -595,7 +595,8 @@ async fn readiness_gates_a_deployment_and_rollback_restores_the_previous_version
     def["readinessChecks"] = json!([{"name": "ready", "protocol": "HTTP", "path": "/", "portName": "http", "intervalSeconds": 0.2}]);
     def["upgradeStrategy"] = json!({"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0});
     s.req("POST", "/v2/apps", Some(def.clone())).await;
-    let v1_tasks = task_ids(&s.wait_app("/ready", |a| running(a) == 2).await);
+    let v1 = s.wait_app("/ready", |a| running(a) == 2).await;
+    let v1_tasks = task_ids(&v1);
 
     // Version 2's readiness check never passes (404): the deployment stalls
     // with one old instance kept (minimumHealthCapacity 0.5).
@@ -625,6 +626,11 @@ async fn readiness_gates_a_deployment_and_rollback_restores_the_previous_version
         (1, 1),
         "one old instance keeps serving: {a}"
     );
+    let serving: Vec<String> = task_ids(&a)
+        .into_iter()
+        .map(|(_, id)| id)
+        .filter(|id| v1_tasks.iter().any(|(_, o)| o == id))
+        .collect();
 
     // Roll back, waiting: when the CLI returns, the previous definition
     // runs and no deployment is left.
@@ -651,6 +657,14 @@ async fn readiness_gates_a_deployment_and_rollback_restores_the_previous_version
         .await;
     assert!(a["env"].get("RELEASE").is_none(), "rolled back: {a}");
     assert_eq!(a["readinessChecks"][0]["path"], "/");
+    // Issue 8, item 5: back to version 1 itself, so the instance that kept
+    // serving it is current again and stays.
+    assert_eq!(a["version"], v1["version"], "{a}");
+    assert!(
+        task_ids(&a).iter().any(|(_, id)| *id == serving[0]),
+        "{} (still running version 1) was replaced: {a}",
+        serving[0]
+    );
 }
 
 /// Issue 7, bug 1: after a master restart the services framework comes back

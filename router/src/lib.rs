@@ -3,13 +3,24 @@
 //! They follow the services framework's endpoint stream (see
 //! `docs/discovery.md`) over HTTP and keep an
 //! [`agora_core::endpoints::View`]; they never link a framework or the
-//! master.
+//! master. Modules:
 //!
-//! # Layout
 //! - [`feed`]: the endpoint stream client (SSE), publishing the current view
-//!   on a watch channel, and the acks the proxies post back.
+//!   on a watch channel, and the acks the proxies post back;
 //! - [`dns`]: the authoritative DNS server for the cluster's zone (`agora.`),
-//!   answering from the latest view.
+//!   answering from the latest view;
+//! - [`routes`]: route tables built from a view (edge, internal L7, L4) and
+//!   the [`routes::Router`] that swaps them and runs the drain protocol;
+//! - [`balance`]: power of two choices over least outstanding requests,
+//!   latency EWMA, passive outlier ejection;
+//! - [`proxy`]: the L7 reverse proxy (edge and internal);
+//! - [`tcp`]: the L4 router, one listener per `servicePort`.
+//!
+//! `docs/discovery.md` and `docs/routing.md` describe the model.
 
+pub mod balance;
 pub mod dns;
 pub mod feed;
+pub mod proxy;
+pub mod routes;
+pub mod tcp;

@@ -311,14 +311,31 @@ async fn acks_are_coalesced_retried_and_sent_again_after_a_reconnection() {
     assert_eq!(*up.acks.lock().unwrap(), [want.clone()]);
     assert_eq!(up.ack_attempts.load(Ordering::SeqCst), 3);
 
+    // The routers' view of the same slot: applied and drained separately.
+    let acks = feed.acks();
+    acks.applied(4);
+    until_true("applied 4", || up.acks.lock().unwrap().len() == 2).await;
+    acks.drained(4);
+    until_true("drained 4", || up.acks.lock().unwrap().len() == 3).await;
+    let want = serde_json::json!({"router": "router a", "applied": 4, "drained": 4});
+    assert_eq!(
+        up.acks.lock().unwrap()[1..],
+        [
+            serde_json::json!({"router": "router a", "applied": 4, "drained": 3}),
+            want.clone()
+        ]
+    );
+
     // The stream drops and comes back: the framework forgot this router's
     // acks with its stream, so the latest one is posted again.
     up.cut.send_modify(|g| *g += 1);
     until_true("the ack posted again", || {
-        up.acks.lock().unwrap().len() == 2
+        up.acks.lock().unwrap().len() >= 4
     })
     .await;
-    assert_eq!(up.acks.lock().unwrap()[1], want);
+    let acks = up.acks.lock().unwrap().clone();
+    assert_eq!(acks.len(), 4, "{acks:?}");
+    assert_eq!(acks[3], want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! Checkpoint and recovery: the agent's id, frameworks, tasks and
-//! unacknowledged updates, written atomically to `work_dir/checkpoint.pb`.
+//! unacknowledged updates, written atomically to `work_dir/checkpoint.pb`;
+//! the kills ordered for tasks not yet ended, to `work_dir/kills.json`.
 
 use super::master::start_checks;
 use super::*;
@@ -11,6 +12,22 @@ impl Agent {
 
     pub(super) fn checkpoint_path(&self) -> Option<std::path::PathBuf> {
         self.cfg.work_dir.as_ref().map(|d| d.join("checkpoint.pb"))
+    }
+
+    fn kills_path(&self) -> Option<std::path::PathBuf> {
+        self.cfg.work_dir.as_ref().map(|d| d.join("kills.json"))
+    }
+
+    /// The tasks, not yet ended, that a kill was ordered for.
+    fn kill_orders(&self) -> Vec<(String, String)> {
+        let mut v: Vec<(String, String)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| t.kill_ordered && !t.state.is_terminal())
+            .map(|((f, t), _)| (f.0.clone(), t.0.clone()))
+            .collect();
+        v.sort();
+        v
     }
 
     pub(super) fn checkpoint(&self) -> pb::AgentCheckpoint {
@@ -54,23 +71,44 @@ impl Agent {
             })
             .collect();
         let _ = self.tasks_tx.send(summary);
-        let Some(path) = self.checkpoint_path() else {
+        let (Some(path), Some(kills_path)) = (self.checkpoint_path(), self.kills_path()) else {
             return;
         };
+        // Kill orders first: one for a task the checkpoint does not hold
+        // (yet) is ignored at recovery, never the other way round.
+        let kills = self.kill_orders();
+        if kills != self.kills_written {
+            let bytes = serde_json::to_vec(&kills).unwrap_or_default();
+            match write_atomically(&kills_path, &bytes) {
+                Ok(()) => self.kills_written = kills,
+                Err(e) => {
+                    tracing::error!(path = %kills_path.display(), error = %e, "cannot write the kill orders")
+                }
+            }
+        }
         use prost::Message;
         let bytes = self.checkpoint().encode_to_vec();
-        let tmp = path.with_extension("pb.tmp");
-        let res = (|| -> std::io::Result<()> {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            let mut f = std::fs::File::create(&tmp)?;
-            std::io::Write::write_all(&mut f, &bytes)?;
-            f.sync_data()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if let Err(e) = res {
+        if let Err(e) = write_atomically(&path, &bytes) {
             tracing::error!(path = %path.display(), error = %e, "cannot write the agent checkpoint");
+        }
+    }
+
+    /// The kill orders of the last run (none if there is no file; a
+    /// corrupt one is reported and ignored).
+    fn read_kill_orders(&self) -> Vec<(String, String)> {
+        let Some(path) = self.kills_path() else {
+            return Vec::new();
+        };
+        match std::fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+                tracing::error!(path = %path.display(), error = %e, "corrupt kill orders ignored");
+                Vec::new()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => {
+                tracing::error!(path = %path.display(), error = %e, "cannot read the kill orders");
+                Vec::new()
+            }
         }
     }
 
@@ -89,7 +127,9 @@ impl Agent {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 // A fresh work dir: remove containers a previous agent with no
                 // checkpoint may have left (orphans).
-                let _ = self.runtime.recover(Vec::new()).await;
+                if let Err(e) = self.runtime.recover(Vec::new()).await {
+                    tracing::warn!(error = %e, "orphans of an earlier agent, if any, are left");
+                }
                 return Ok(());
             }
             Err(e) => {
@@ -178,7 +218,9 @@ impl Agent {
             self.tasks.insert((fid, tid), record);
         }
         let n = specs.len();
-        let gone = self.runtime.recover(specs).await;
+        // An error here stops the agent: reporting tasks gone whose
+        // containers may still run would let their resources be offered twice.
+        let gone = self.runtime.recover(specs).await?;
         tracing::info!(tasks = n, gone = gone.len(), "recovered from checkpoint");
         for (fid, tid) in gone {
             self.record(
@@ -202,6 +244,18 @@ impl Agent {
                 self.runtime.kill(&fid, &tid, DEFAULT_KILL_GRACE).await;
             }
         }
+        // Kills ordered before the restart are carried out (again).
+        for (f, t) in self.read_kill_orders() {
+            let (fid, tid) = (FrameworkId::new(f.as_str()), TaskId::new(t.as_str()));
+            let live = self
+                .tasks
+                .get(&(fid.clone(), tid.clone()))
+                .is_some_and(|t| !t.state.is_terminal());
+            if live {
+                tracing::info!(framework_id = %fid, task_id = %tid, "a kill ordered before the restart: killing");
+                self.kill(&fid, &tid).await;
+            }
+        }
         // Checks of tasks still running start again.
         for ((fid, tid), t) in self.tasks.iter_mut() {
             if t.state == TaskState::Running {
@@ -212,4 +266,16 @@ impl Agent {
         self.persist();
         Ok(())
     }
+}
+
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename.
+fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut f = std::fs::File::create(&tmp)?;
+    std::io::Write::write_all(&mut f, bytes)?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
 }

@@ -176,6 +176,11 @@ impl Agent {
         if t.state.is_terminal() {
             return;
         }
+        if !t.kill_ordered {
+            // Checkpointed: a restart does not forget it.
+            t.kill_ordered = true;
+            self.dirty = true;
+        }
         if matches!(t.state, TaskState::Staging | TaskState::Starting) {
             // The runtime may not have a container or process yet; the
             // kill is repeated as soon as the task reports RUNNING.

@@ -138,6 +138,8 @@ pub enum AgentError {
     Refused(String),
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: String, message: String },
+    #[error(transparent)]
+    Recover(#[from] crate::runtime::RecoverError),
 }
 
 struct Pending {
@@ -162,6 +164,9 @@ struct TaskRecord {
     /// A kill arrived while the task was still launching (no container or
     /// process to signal yet): it is carried out once the task runs.
     kill_requested: bool,
+    /// A kill was ordered (whatever the state then): checkpointed until the
+    /// task ends, and ordered again after a recovery.
+    kill_ordered: bool,
 }
 
 impl TaskRecord {
@@ -176,6 +181,7 @@ impl TaskRecord {
             next_retry: None,
             backoff,
             kill_requested: false,
+            kill_ordered: false,
         }
     }
 }
@@ -194,6 +200,8 @@ struct Agent {
     to_cleanup: Vec<(FrameworkId, TaskId)>,
     /// Tasks killed while launching that have now started: killed next.
     deferred_kills: Vec<(FrameworkId, TaskId)>,
+    /// The kill orders last written to `kills.json`.
+    kills_written: Vec<(String, String)>,
     /// Where health checkers report (merged with the runtime's events).
     health_sink: crate::runtime::EventSink,
     /// Keeps the control channel open: dropping every handle does not stop
@@ -278,6 +286,7 @@ impl Agent {
             dirty: false,
             to_cleanup: Vec::new(),
             deferred_kills: Vec::new(),
+            kills_written: Vec::new(),
             _control_keepalive: control,
         }
     }
@@ -302,6 +311,7 @@ impl Agent {
                     },
                     Some(ev) = events.recv() => { self.record(ev); self.persist(); }
                 }
+                self.after_events().await;
                 continue;
             }
             match self.session(&connector, &mut events, &mut control).await {
@@ -333,6 +343,7 @@ impl Agent {
                     },
                     Some(ev) = events.recv() => { self.record(ev); self.persist(); }
                 }
+                self.after_events().await;
             }
             backoff = (backoff * 2).min(self.cfg.reconnect_max);
         }
@@ -507,14 +518,21 @@ impl Agent {
             }
             retry_at = self.earliest_retry();
             self.persist();
-            for (fid, tid) in std::mem::take(&mut self.to_cleanup) {
-                self.runtime.cleanup(&fid, &tid).await;
-            }
-            for (fid, tid) in std::mem::take(&mut self.deferred_kills) {
-                tracing::info!(task_id = %tid, "carrying out the kill that arrived while it was launching");
-                self.kill(&fid, &tid).await;
-            }
+            self.after_events().await;
         }
+    }
+
+    /// What recorded events leave to do, connected or not: release the
+    /// acknowledged tasks, carry out the kills that waited for a launch.
+    async fn after_events(&mut self) {
+        for (fid, tid) in std::mem::take(&mut self.to_cleanup) {
+            self.runtime.cleanup(&fid, &tid).await;
+        }
+        for (fid, tid) in std::mem::take(&mut self.deferred_kills) {
+            tracing::info!(task_id = %tid, "carrying out the kill that arrived while it was launching");
+            self.kill(&fid, &tid).await;
+        }
+        self.persist();
     }
 }
 
@@ -546,5 +564,7 @@ mod checkpoint;
 mod master;
 mod updates;
 
+#[cfg(test)]
+mod recovery_tests;
 #[cfg(test)]
 mod tests;

@@ -59,7 +59,7 @@ fn task(id: &str) -> pb::TaskInfo {
     }
 }
 
-fn run_tasks(fw: &str, tasks: Vec<pb::TaskInfo>) -> pb::MasterMessage {
+pub(super) fn run_tasks(fw: &str, tasks: Vec<pb::TaskInfo>) -> pb::MasterMessage {
     pb::MasterMessage {
         message: Some(pb::master_message::Message::RunTasks(pb::RunTasks {
             framework: Some(pb::FrameworkInfo {
@@ -72,7 +72,7 @@ fn run_tasks(fw: &str, tasks: Vec<pb::TaskInfo>) -> pb::MasterMessage {
     }
 }
 
-fn temp_dir() -> std::path::PathBuf {
+pub(super) fn temp_dir() -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("agora-agent-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -154,14 +154,14 @@ impl ContainerRuntime for Recording {
     fn recover(
         &self,
         tasks: Vec<LaunchSpec>,
-    ) -> crate::runtime::BoxFuture<'_, Vec<(FrameworkId, TaskId)>> {
+    ) -> crate::runtime::BoxFuture<'_, crate::runtime::RecoverResult> {
         for t in &tasks {
             self.0
                 .lock()
                 .unwrap()
                 .push(format!("recover {}", t.task.id));
         }
-        Box::pin(async { Vec::new() })
+        Box::pin(async { Ok(Vec::new()) })
     }
 }
 
@@ -184,7 +184,7 @@ fn recording_agent(work_dir: Option<std::path::PathBuf>) -> (Agent, Arc<Recordin
     (agent, rt)
 }
 
-fn queued(agent: &Agent, task: &str) -> Vec<(TaskState, String, String)> {
+pub(super) fn queued(agent: &Agent, task: &str) -> Vec<(TaskState, String, String)> {
     agent.tasks[&(FrameworkId::new("f"), TaskId::new(task))]
         .queue
         .iter()
@@ -375,5 +375,24 @@ async fn task_handling_runs_in_spans_naming_framework_and_task() {
             "no span {want:?} in {got:#?}"
         );
     }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn a_kill_that_arrived_while_launching_survives_a_restart() {
+    let dir = temp_dir();
+    let (mut agent, rt) = recording_agent(Some(dir.clone()));
+    let (out, _rx) = mpsc::channel(16);
+    agent.on_master(run_tasks("f", vec![task("t")]), &out).await;
+    // Still STAGING (the runtime said nothing yet): remembered, not done.
+    agent.kill(&"f".into(), &"t".into()).await;
+    agent.persist();
+    drop(agent); // kill -9
+    let (mut agent, rt2) = recording_agent(Some(dir.clone()));
+    agent.recover().await.unwrap();
+    let calls = rt2.0.lock().unwrap().clone();
+    assert_eq!(rt.0.lock().unwrap().clone(), ["launch t", "kill t 5s"]);
+    assert_eq!(calls, ["recover t", "kill t 5s"], "the kill was forgotten");
+    assert!(agent.tasks[&("f".into(), "t".into())].kill_requested);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -28,6 +28,15 @@ impl Agent {
             tracing::debug!(from = %t.state, "ignoring impossible transition");
             return;
         }
+        if ev.state == TaskState::Running
+            && t.state == TaskState::Running
+            && ev.healthy.is_none()
+            && ev.ready.is_none()
+        {
+            // A re-attached task said RUNNING again: the framework knows.
+            tracing::debug!("already running");
+            return;
+        }
         let mut ev = ev;
         if let (Some(i), Some(h)) = (ev.check, ev.healthy) {
             // One check's verdict: the framework hears the task's health,

@@ -7,7 +7,8 @@
 //! swap). Host ports come from the task's port resources.
 
 use crate::runtime::{
-    BoxFuture, ContainerRuntime, EventSink, LaunchSpec, LogStream, RuntimeEvent, exit_event,
+    BoxFuture, ContainerRuntime, EventSink, FailAction, FailPoints, LaunchSpec, LogStream,
+    RecoverError, RecoverResult, RuntimeEvent, exit_event,
 };
 use agora_core::{FrameworkId, TaskId, TaskState};
 use agora_proto::pb;
@@ -27,6 +28,8 @@ pub const LABEL_FRAMEWORK: &str = "agora.framework_id";
 pub const LABEL_TASK: &str = "agora.task_id";
 
 mod spec;
+mod wait;
+use wait::injected;
 
 type Key = (FrameworkId, TaskId);
 
@@ -54,6 +57,32 @@ struct Inner {
     gc_delay: Duration,
     /// Containers of live or not-yet-cleaned-up tasks.
     containers: Mutex<HashMap<Key, Container>>,
+    /// Fault injection (tests): `docker.before_create`, `docker.after_create`,
+    /// `docker.after_start` (crash), `docker.wait`, `docker.list` (error).
+    fail: FailPoints,
+    /// Recovery lists containers this many times, the first retry after
+    /// `delay` (doubling), before it gives up.
+    list_attempts: u32,
+    list_retry: Duration,
+}
+
+/// Why a launch stopped early.
+enum LaunchError {
+    Failed(String),
+    /// A fail point "killed the agent" here: nothing more happens.
+    Crashed,
+}
+
+impl From<String> for LaunchError {
+    fn from(m: String) -> Self {
+        LaunchError::Failed(m)
+    }
+}
+
+impl From<&str> for LaunchError {
+    fn from(m: &str) -> Self {
+        LaunchError::Failed(m.to_string())
+    }
 }
 
 #[derive(Clone)]
@@ -111,22 +140,44 @@ impl DockerRuntime {
                 default_image,
                 gc_delay: Duration::from_secs(600),
                 containers: Mutex::new(HashMap::new()),
+                fail: FailPoints::default(),
+                list_attempts: 8,
+                list_retry: Duration::from_millis(500),
             }),
         })
     }
 
-    /// Keeps exited containers (and their logs) this long after the task's
-    /// terminal update is acknowledged (default 10 minutes).
-    pub fn with_gc_delay(self, d: Duration) -> Self {
+    fn configure(self, f: impl FnOnce(&mut Inner)) -> Self {
         match Arc::try_unwrap(self.inner) {
             Ok(mut inner) => {
-                inner.gc_delay = d;
+                f(&mut inner);
                 DockerRuntime {
                     inner: Arc::new(inner),
                 }
             }
             Err(inner) => DockerRuntime { inner },
         }
+    }
+
+    /// Fault injection for tests (see [`FailPoints`]).
+    pub fn with_fail_points(self, fail: FailPoints) -> Self {
+        self.configure(|i| i.fail = fail)
+    }
+
+    /// How often recovery tries to list containers (default 8 times, the
+    /// first retry after 500 ms, doubling: about a minute) before the
+    /// agent gives up and stops.
+    pub fn with_list_retry(self, attempts: u32, first: Duration) -> Self {
+        self.configure(|i| {
+            i.list_attempts = attempts.max(1);
+            i.list_retry = first;
+        })
+    }
+
+    /// Keeps exited containers (and their logs) this long after the task's
+    /// terminal update is acknowledged (default 10 minutes).
+    pub fn with_gc_delay(self, d: Duration) -> Self {
+        self.configure(|i| i.gc_delay = d)
     }
 
     /// Whether an engine answers (used by `agora dev` to pick a runtime).
@@ -157,9 +208,12 @@ impl DockerRuntime {
     }
 
     /// Every container (running or not) labelled with this agent's scope.
-    async fn list_scoped(
+    pub(crate) async fn list_scoped(
         &self,
     ) -> Result<Vec<bollard::models::ContainerSummary>, bollard::errors::Error> {
+        if self.inner.fail.at("docker.list") == FailAction::Error {
+            return Err(injected("docker.list"));
+        }
         let mut filters = HashMap::new();
         filters.insert(
             "label".to_string(),
@@ -212,7 +266,15 @@ impl DockerRuntime {
             .and_then(|m| m.get(key).cloned())
     }
 
-    async fn start(&self, spec: &LaunchSpec) -> Result<(), String> {
+    /// `Crashed` if the fail point `name` says the agent dies here.
+    fn crash_point(&self, name: &str) -> Result<(), LaunchError> {
+        match self.inner.fail.at(name) {
+            FailAction::Crash => Err(LaunchError::Crashed),
+            _ => Ok(()),
+        }
+    }
+
+    async fn start(&self, spec: &LaunchSpec) -> Result<(), LaunchError> {
         let fw = &spec.framework_id;
         let tid = spec.task_id();
         let t = &spec.task;
@@ -232,9 +294,12 @@ impl DockerRuntime {
                 return Err(format!(
                     "image {} is not present on this agent (there is no registry: build or load it first)",
                     container.image
-                ));
+                )
+                .into());
             }
-            Err(e) => return Err(format!("cannot inspect image {}: {e}", container.image)),
+            Err(e) => {
+                return Err(format!("cannot inspect image {}: {e}", container.image).into());
+            }
         }
         let resources = &t.resources;
         let body = spec::container_body(spec, &container, &self.inner.scope)?;
@@ -243,6 +308,7 @@ impl DockerRuntime {
             sanitize(t.id.as_str()),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
+        self.crash_point("docker.before_create")?;
         let created = docker
             .create_container(
                 Some(CreateContainerOptions {
@@ -264,13 +330,15 @@ impl DockerRuntime {
                 },
             );
         }
+        self.crash_point("docker.after_create")?;
         if let Err(e) = docker.start_container(&created.id, None).await {
             let _ = self.force_remove(&created.id).await;
             if let Ok(mut m) = self.inner.containers.lock() {
                 m.remove(&key);
             }
-            return Err(format!("cannot start the container: {e}"));
+            return Err(format!("cannot start the container: {e}").into());
         }
+        self.crash_point("docker.after_start")?;
         self.emit(
             RuntimeEvent::new(fw, &tid, TaskState::Running).message(format!(
                 "container {}",
@@ -279,50 +347,6 @@ impl DockerRuntime {
         );
         self.watch(key, created.id);
         Ok(())
-    }
-
-    /// Waits for the container to exit and reports how it ended.
-    fn watch(&self, key: Key, id: String) {
-        let me = self.clone();
-        let span = tracing::info_span!(
-            "container",
-            framework_id = %key.0,
-            task_id = %key.1,
-            container = id.get(..12).unwrap_or(&id)
-        );
-        tokio::spawn(
-            async move {
-                let docker = &me.inner.docker;
-                let mut wait = docker.wait_container(&id, None);
-                let code = match wait.next().await {
-                    Some(Ok(r)) => Some(r.status_code),
-                    Some(Err(bollard::errors::Error::DockerContainerWaitError {
-                        code, ..
-                    })) => Some(code),
-                    Some(Err(e)) => {
-                        tracing::warn!(container = %id, error = %e, "waiting for container failed");
-                        None
-                    }
-                    None => None,
-                };
-                let inspect = docker.inspect_container(&id, None).await.ok();
-                let state = inspect.as_ref().and_then(|i| i.state.clone());
-                let oom = state.as_ref().and_then(|s| s.oom_killed).unwrap_or(false);
-                let code = code
-                    .or_else(|| state.as_ref().and_then(|s| s.exit_code))
-                    .unwrap_or(-1) as i32;
-                let c = me.container(&key);
-                let killing = c.as_ref().is_some_and(|c| c.killing);
-                let (fw, tid) = &key;
-                let oom = oom.then(|| {
-                    let limit = c.map(|c| c.mem_mib).unwrap_or(0);
-                    format!("OOM: the container exceeded its memory limit of {limit} MiB")
-                });
-                let ev = exit_event(fw, tid, code, killing, oom);
-                me.emit(ev);
-            }
-            .instrument(span),
-        );
     }
 }
 
@@ -342,9 +366,15 @@ impl ContainerRuntime for DockerRuntime {
                     let fw = spec.framework_id.clone();
                     let tid = spec.task_id();
                     me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Starting));
-                    if let Err(msg) = me.start(&spec).await {
-                        tracing::warn!(%msg, "launch failed");
-                        me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Failed).message(msg));
+                    match me.start(&spec).await {
+                        Ok(()) => {}
+                        Err(LaunchError::Crashed) => {
+                            tracing::warn!("fail point: launch stops here as if the agent died");
+                        }
+                        Err(LaunchError::Failed(msg)) => {
+                            tracing::warn!(%msg, "launch failed");
+                            me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Failed).message(msg));
+                        }
                     }
                 }
                 .instrument(span),
@@ -381,15 +411,9 @@ impl ContainerRuntime for DockerRuntime {
         })
     }
 
-    fn recover(&self, tasks: Vec<LaunchSpec>) -> BoxFuture<'_, Vec<(FrameworkId, TaskId)>> {
+    fn recover(&self, tasks: Vec<LaunchSpec>) -> BoxFuture<'_, RecoverResult> {
         Box::pin(async move {
-            let found = match self.list_scoped().await {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot list containers to recover");
-                    Vec::new()
-                }
-            };
+            let found = self.list_for_recovery().await?;
             let mut wanted: HashMap<Key, &LaunchSpec> = tasks
                 .iter()
                 .map(|t| ((t.framework_id.clone(), t.task_id()), t))
@@ -416,6 +440,19 @@ impl ContainerRuntime for DockerRuntime {
                                 },
                             );
                         }
+                        // Alive: RUNNING again (the agent may have died
+                        // before it heard so). Created but never started,
+                        // or exited: the watcher reports how it ended.
+                        if c.state == Some(bollard::models::ContainerSummaryStateEnum::RUNNING) {
+                            self.emit(
+                                RuntimeEvent::new(&key.0, &key.1, TaskState::Running).message(
+                                    format!(
+                                        "container {} (re-attached)",
+                                        id.get(..12).unwrap_or(&id)
+                                    ),
+                                ),
+                            );
+                        }
                         self.watch(key, id);
                     }
                     None => {
@@ -424,8 +461,12 @@ impl ContainerRuntime for DockerRuntime {
                     }
                 }
             }
-            wanted.into_keys().collect()
+            Ok(wanted.into_keys().collect())
         })
+    }
+
+    fn stop_all(&self) -> BoxFuture<'_, usize> {
+        Box::pin(self.remove_all())
     }
 
     fn cleanup(&self, fw: &FrameworkId, task: &TaskId) -> BoxFuture<'_, ()> {
@@ -522,6 +563,32 @@ impl ContainerRuntime for DockerRuntime {
         })
     }
 
+    fn check_addr(
+        &self,
+        fw: &FrameworkId,
+        task: &TaskId,
+        port: u16,
+    ) -> BoxFuture<'_, std::net::SocketAddr> {
+        let c = self.container(&(fw.clone(), task.clone()));
+        Box::pin(async move {
+            let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+            let Some(c) = c else { return loopback };
+            // Bridge mode: the engine's proxy on the host port accepts
+            // connections even while nothing listens in the container, so
+            // checks go to the container's address and port.
+            match self.inner.docker.inspect_container(&c.id, None).await {
+                Ok(i) => i
+                    .network_settings
+                    .and_then(|n| spec::container_addr(&n, port))
+                    .unwrap_or(loopback),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot inspect the container for its address");
+                    loopback
+                }
+            }
+        })
+    }
+
     fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {
         Box::pin(async move {
             let live: Vec<(Key, String)> = self
@@ -566,3 +633,6 @@ impl ContainerRuntime for DockerRuntime {
         })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -159,6 +159,34 @@ pub(super) fn container_body(
     Ok(body)
 }
 
+/// The container's own address for its host port `host_port` (bridge
+/// networking: its network's IP and the mapped container port); `None`
+/// when the port is not mapped or the container has no address of its own
+/// (host networking).
+pub(super) fn container_addr(
+    n: &bollard::models::NetworkSettings,
+    host_port: u16,
+) -> Option<std::net::SocketAddr> {
+    let wanted = host_port.to_string();
+    let cport = n.ports.as_ref()?.iter().find_map(|(key, bindings)| {
+        let mapped = bindings
+            .iter()
+            .flatten()
+            .any(|b| b.host_port.as_deref() == Some(wanted.as_str()));
+        let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        (mapped && proto == "tcp")
+            .then(|| port.parse::<u16>().ok())
+            .flatten()
+    })?;
+    let ip = n
+        .networks
+        .as_ref()?
+        .values()
+        .filter_map(|e| e.ip_address.as_deref())
+        .find_map(|ip| ip.parse::<std::net::IpAddr>().ok())?;
+    Some(std::net::SocketAddr::new(ip, cport))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,27 +5,43 @@
 //! (v2, or v1 `cpu` and `memory` controllers) where the host lets the agent
 //! create them; where it does not, the task's RUNNING update says so.
 //!
-//! Kill: SIGTERM to the process group, SIGKILL after the grace period.
+//! Start: the child is a small shell that waits for a "go" on its stdin;
+//! the agent writes the `pid` file first, then says go, and only then does
+//! the shell join the task's cgroup and exec the command. An agent that dies
+//! before the pid file is written closes the pipe: the shell exits without
+//! running anything, so no task ever runs unrecorded.
+//!
+//! Kill: SIGTERM to the process group, then SIGKILL to the whole group and
+//! everything in the task's cgroup after the grace period. When the leader
+//! ends (of the SIGTERM, or by itself), whatever it left behind in its
+//! group or cgroup is killed at once, as the kernel does to a container
+//! whose PID 1 ends, and the cgroup removed.
+//!
 //! Recovery after an agent restart: the `pid` file (pid + start time, so a
 //! reused pid is not mistaken for the task) tells whether the process still
-//! runs; it is then watched by polling. A process that ended while the agent
-//! was down is reported FAILED with its exit status unknown.
+//! runs; it is then reported RUNNING and watched by polling. A process that
+//! ended while the agent was down is reported FAILED with its exit status
+//! unknown. Then orphans are swept: every process whose environment names a
+//! sandbox of this agent (`AGORA_SANDBOX`) and every cgroup under the
+//! agent's own cgroup directory that no recovered task claims is killed.
 
 use crate::runtime::{
-    BoxFuture, ContainerRuntime, EventSink, LaunchSpec, LogStream, REASON_OOM, RuntimeEvent,
-    exit_event,
+    BoxFuture, ContainerRuntime, EventSink, FailAction, LaunchSpec, LogStream, REASON_OOM,
+    RecoverResult, RuntimeEvent, exit_event,
 };
-use agora_core::{FrameworkId, Resources, TaskId, TaskState};
+use agora_core::{FrameworkId, TaskId, TaskState};
 use agora_proto::pb;
-use nix::sys::signal::{Signal, killpg};
+use cgroup::Cgroups;
+use nix::sys::signal::{Signal, kill, killpg};
 use nix::unistd::Pid;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::Instrument;
 
+mod cgroup;
 mod logs;
 
 type Key = (FrameworkId, TaskId);
@@ -45,6 +61,8 @@ struct Inner {
     gc_delay: Duration,
     cgroups: Cgroups,
     procs: Mutex<HashMap<Key, Proc>>,
+    /// Fault injection (tests): `process.after_spawn`, `process.after_pid`.
+    fail: crate::runtime::FailPoints,
 }
 
 #[derive(Clone)]
@@ -52,113 +70,6 @@ struct Proc {
     pid: i32,
     killing: bool,
     cgroup: Option<Vec<PathBuf>>,
-}
-
-/// Where the agent may create cgroups.
-#[derive(Clone, Debug)]
-enum Cgroups {
-    V2(PathBuf),
-    V1 { cpu: PathBuf, memory: PathBuf },
-    None(String),
-}
-
-fn detect_cgroups() -> Cgroups {
-    let base = Path::new("/sys/fs/cgroup");
-    if base.join("cgroup.controllers").exists() {
-        let dir = base.join("agora");
-        return match std::fs::create_dir_all(&dir) {
-            Ok(()) => {
-                // Delegate cpu and memory to children of our directory.
-                let _ = std::fs::write(base.join("cgroup.subtree_control"), "+cpu +memory");
-                let _ = std::fs::write(dir.join("cgroup.subtree_control"), "+cpu +memory");
-                Cgroups::V2(dir)
-            }
-            Err(e) => Cgroups::None(format!("cannot create {}: {e}", dir.display())),
-        };
-    }
-    let cpu = ["cpu,cpuacct", "cpu"]
-        .iter()
-        .map(|d| base.join(d))
-        .find(|p| p.exists());
-    let memory = base.join("memory");
-    match cpu {
-        Some(cpu) if memory.exists() => {
-            let (c, m) = (cpu.join("agora"), memory.join("agora"));
-            match std::fs::create_dir_all(&c).and_then(|_| std::fs::create_dir_all(&m)) {
-                Ok(()) => Cgroups::V1 { cpu: c, memory: m },
-                Err(e) => Cgroups::None(format!(
-                    "cannot create cgroups under {}: {e}",
-                    base.display()
-                )),
-            }
-        }
-        _ => Cgroups::None("no cgroup cpu/memory controllers are mounted".into()),
-    }
-}
-
-/// Creates the task's cgroup(s) with its limits. The task's first process
-/// moves itself in before it execs the command (see `start`), so nothing it
-/// forks escapes the limits.
-fn prepare_cgroup(cg: &Cgroups, name: &str, r: &Resources) -> Result<Vec<PathBuf>, String> {
-    let quota = (r.cpus_milli * 100).max(1000); // µs per 100 ms period
-    let mem = r.mem_mib << 20;
-    let w = |p: &Path, f: &str, v: String| {
-        std::fs::write(p.join(f), v).map_err(|e| format!("{}: {e}", p.join(f).display()))
-    };
-    match cg {
-        Cgroups::None(why) => Err(why.clone()),
-        Cgroups::V2(root) => {
-            let d = root.join(name);
-            std::fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
-            if r.cpus_milli > 0 {
-                w(&d, "cpu.max", format!("{quota} 100000"))?;
-            }
-            if mem > 0 {
-                w(&d, "memory.max", mem.to_string())?;
-                let _ = w(&d, "memory.swap.max", "0".into());
-            }
-            Ok(vec![d])
-        }
-        Cgroups::V1 { cpu, memory } => {
-            let (c, m) = (cpu.join(name), memory.join(name));
-            std::fs::create_dir_all(&c).map_err(|e| format!("{}: {e}", c.display()))?;
-            std::fs::create_dir_all(&m).map_err(|e| format!("{}: {e}", m.display()))?;
-            if r.cpus_milli > 0 {
-                w(&c, "cpu.cfs_period_us", "100000".into())?;
-                w(&c, "cpu.cfs_quota_us", quota.to_string())?;
-                w(
-                    &c,
-                    "cpu.shares",
-                    (r.cpus_milli * 1024 / 1000).max(2).to_string(),
-                )?;
-            }
-            if mem > 0 {
-                w(&m, "memory.limit_in_bytes", mem.to_string())?;
-                let _ = w(&m, "memory.memsw.limit_in_bytes", mem.to_string());
-            }
-            Ok(vec![c, m])
-        }
-    }
-}
-
-/// Whether the kernel OOM-killed something in these cgroups.
-fn oom_killed(cgroup: &Option<Vec<PathBuf>>) -> bool {
-    let Some(dirs) = cgroup else { return false };
-    dirs.iter().any(|d| {
-        let events = std::fs::read_to_string(d.join("memory.events")).unwrap_or_default();
-        let control = std::fs::read_to_string(d.join("memory.oom_control")).unwrap_or_default();
-        events.lines().chain(control.lines()).any(|l| {
-            l.starts_with("oom_kill ") && l.split_whitespace().nth(1).is_some_and(|n| n != "0")
-        })
-    })
-}
-
-fn remove_cgroups(cgroup: &Option<Vec<PathBuf>>) {
-    if let Some(dirs) = cgroup {
-        for d in dirs {
-            let _ = std::fs::remove_dir(d);
-        }
-    }
 }
 
 /// Field 22 of /proc/<pid>/stat: start time in clock ticks since boot.
@@ -195,7 +106,7 @@ fn cgroup_prefix(s: &str) -> String {
 impl ProcessRuntime {
     /// Sandboxes go under `work_dir/sandboxes`.
     pub fn new(sink: EventSink, work_dir: &Path) -> Self {
-        let cgroups = detect_cgroups();
+        let cgroups = cgroup::detect(work_dir);
         if let Cgroups::None(why) = &cgroups {
             tracing::warn!(%why, "process runtime: CPU and memory limits cannot be enforced on this host");
         }
@@ -206,22 +117,32 @@ impl ProcessRuntime {
                 gc_delay: SANDBOX_GC_DELAY,
                 cgroups,
                 procs: Mutex::new(HashMap::new()),
+                fail: Default::default(),
             }),
         }
     }
 
-    /// Keeps a finished task's sandbox (and its logs) this long after its
-    /// terminal update is acknowledged (default [`SANDBOX_GC_DELAY`]).
-    pub fn with_gc_delay(self, d: Duration) -> Self {
+    fn configure(self, f: impl FnOnce(&mut Inner)) -> Self {
         match Arc::try_unwrap(self.inner) {
             Ok(mut inner) => {
-                inner.gc_delay = d;
+                f(&mut inner);
                 ProcessRuntime {
                     inner: Arc::new(inner),
                 }
             }
             Err(inner) => ProcessRuntime { inner },
         }
+    }
+
+    /// Fault injection for tests (see [`crate::runtime::FailPoints`]).
+    pub fn with_fail_points(self, fail: crate::runtime::FailPoints) -> Self {
+        self.configure(|i| i.fail = fail)
+    }
+
+    /// Keeps a finished task's sandbox (and its logs) this long after its
+    /// terminal update is acknowledged (default [`SANDBOX_GC_DELAY`]).
+    pub fn with_gc_delay(self, d: Duration) -> Self {
+        self.configure(|i| i.gc_delay = d)
     }
 
     fn emit(&self, ev: RuntimeEvent) {
@@ -242,7 +163,13 @@ impl ProcessRuntime {
             .and_then(|m| m.get(key).cloned())
     }
 
-    fn start(&self, spec: &LaunchSpec) -> Result<(tokio::process::Child, String), String> {
+    /// Starts the task's process. `Ok(None)`: a fail point "killed the
+    /// agent" on the way.
+    async fn start(
+        &self,
+        spec: &LaunchSpec,
+    ) -> Result<Option<(tokio::process::Child, String)>, String> {
+        use tokio::io::AsyncWriteExt;
         let key = (spec.framework_id.clone(), spec.task_id());
         let t = &spec.task;
         let r = &t.resources;
@@ -253,6 +180,8 @@ impl ProcessRuntime {
         let sandbox = self.sandbox(&key);
         std::fs::create_dir_all(&sandbox)
             .map_err(|e| format!("cannot create sandbox {}: {e}", sandbox.display()))?;
+        // A pid file of an earlier run of this task id would be taken for this one.
+        let _ = std::fs::remove_file(sandbox.join("pid"));
         let stdout = std::fs::File::create(sandbox.join("stdout")).map_err(|e| e.to_string())?;
         let stderr = std::fs::File::create(sandbox.join("stderr")).map_err(|e| e.to_string())?;
         let name = format!(
@@ -260,7 +189,7 @@ impl ProcessRuntime {
             cgroup_prefix(&key.1.0),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let (cgroup, note) = match prepare_cgroup(&self.inner.cgroups, &name, r) {
+        let (cgroup, note) = match cgroup::prepare(&self.inner.cgroups, &name, r) {
             Ok(dirs) => (
                 Some(dirs),
                 format!(
@@ -271,6 +200,22 @@ impl ProcessRuntime {
             ),
             Err(why) => (None, format!("CPU and memory limits NOT enforced: {why}")),
         };
+        // Recorded before anything runs in it, so recovery finds it.
+        let cgroup_file = match &cgroup {
+            Some(dirs) => dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            None => String::new(),
+        };
+        if let Err(e) = write_synced(&sandbox.join("cgroup"), cgroup_file.as_bytes()) {
+            cgroup::remove(cgroup.as_deref().unwrap_or_default());
+            return Err(format!(
+                "cannot write {}: {e}",
+                sandbox.join("cgroup").display()
+            ));
+        }
         // argv of the task: a shell command, or a program with arguments.
         let argv: Vec<String> = if command.shell || command.args.is_empty() {
             vec!["/bin/sh".into(), "-c".into(), command.value.clone()]
@@ -279,31 +224,25 @@ impl ProcessRuntime {
                 .chain(command.args.iter().cloned())
                 .collect()
         };
-        let mut cmd = match &cgroup {
-            // Join the cgroups first, then exec the task: no fork escapes.
-            Some(dirs) => {
-                let joins: String = dirs
-                    .iter()
-                    .map(|d| {
-                        format!(
-                            "echo $$ > '{}' || exit 125; ",
-                            d.join("cgroup.procs").display()
-                        )
-                    })
-                    .collect();
-                let mut c = tokio::process::Command::new("/bin/sh");
-                c.arg("-c")
-                    .arg(format!("{joins}exec \"$@\""))
-                    .arg("agora-task")
-                    .args(&argv);
-                c
-            }
-            None => {
-                let mut c = tokio::process::Command::new(&argv[0]);
-                c.args(&argv[1..]);
-                c
-            }
-        };
+        // The wrapper waits for "go" (sent once the pid file is written),
+        // joins the cgroups, then execs the task: no fork escapes.
+        let joins: String = cgroup
+            .iter()
+            .flatten()
+            .map(|d| {
+                format!(
+                    "echo $$ > '{}' || exit 125; ",
+                    d.join("cgroup.procs").display()
+                )
+            })
+            .collect();
+        let mut cmd = tokio::process::Command::new("/bin/sh");
+        cmd.arg("-c")
+            .arg(format!(
+                "read -r go && [ \"$go\" = go ] || exit 125; {joins}exec \"$@\" < /dev/null"
+            ))
+            .arg("agora-task")
+            .args(&argv);
         let ports: Vec<u32> = r
             .ports
             .ranges()
@@ -330,25 +269,43 @@ impl ProcessRuntime {
             cmd.env(name, value);
         }
         cmd.current_dir(&sandbox)
-            .stdin(std::process::Stdio::null())
+            .stdin(std::process::Stdio::piped())
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {:?}: {e}", command.value))?;
-        let pid = child
-            .id()
-            .map(|p| p as i32)
-            .ok_or("the process exited before it could be tracked")?;
-        let _ = std::fs::write(
-            sandbox.join("pid"),
-            format!("{pid} {}", start_time(pid).unwrap_or(0)),
-        );
-        if let Some(dirs) = &cgroup {
-            let list: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-            let _ = std::fs::write(sandbox.join("cgroup"), list.join("\n"));
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                cgroup::remove(cgroup.as_deref().unwrap_or_default());
+                return Err(format!("cannot start {:?}: {e}", command.value));
+            }
+        };
+        let mut go = child.stdin.take();
+        if self.inner.fail.at("process.after_spawn") == FailAction::Crash {
+            return Ok(None); // the pipe closes: the wrapper exits, nothing ran
+        }
+        let Some(pid) = child.id().map(|p| p as i32) else {
+            cgroup::remove(cgroup.as_deref().unwrap_or_default());
+            return Err("the process exited before it could be tracked".into());
+        };
+        let recorded = format!("{pid} {}", start_time(pid).unwrap_or(0));
+        if let Err(e) = write_synced(&sandbox.join("pid"), recorded.as_bytes()) {
+            drop(go); // the wrapper exits without running the task
+            let _ = child.wait().await;
+            cgroup::remove(cgroup.as_deref().unwrap_or_default());
+            return Err(format!(
+                "cannot write {}: {e}",
+                sandbox.join("pid").display()
+            ));
+        }
+        if let Some(w) = go.as_mut() {
+            // A wrapper that is gone already is seen by the watcher.
+            let _ = w.write_all(b"go\n").await;
+        }
+        drop(go);
+        if self.inner.fail.at("process.after_pid") == FailAction::Crash {
+            return Ok(None);
         }
         let note = format!("pid {pid}; {note}");
         if let Ok(mut m) = self.inner.procs.lock() {
@@ -361,17 +318,31 @@ impl ProcessRuntime {
                 },
             );
         }
-        Ok((child, note))
+        Ok(Some((child, note)))
     }
 
-    fn finish(&self, key: &Key, status: Option<std::process::ExitStatus>) {
+    /// The task's process ended (`status` unknown after a restart): what
+    /// it left in its group and cgroup is killed, the cgroup removed, and
+    /// the end reported.
+    async fn finish(&self, key: &Key, status: Option<std::process::ExitStatus>) {
         let p = self.get(key);
         let killing = p.as_ref().is_some_and(|p| p.killing);
-        let cgroup = p.as_ref().and_then(|p| p.cgroup.clone());
-        let oom = oom_killed(&cgroup);
-        remove_cgroups(&cgroup);
+        let cgroup = p
+            .as_ref()
+            .and_then(|p| p.cgroup.clone())
+            .unwrap_or_default();
+        let oom = cgroup::oom_killed(&cgroup);
+        if let Some(p) = &p {
+            let _ = killpg(Pid::from_raw(p.pid), Signal::SIGKILL);
+        }
+        cgroup::kill_and_remove(&cgroup, KILL_PATIENCE).await;
         let (fw, tid) = key;
         let ev = match status {
+            // A process re-attached after a restart is not our child: its
+            // status is unknown, but a kill asked for is what ended it.
+            None if killing => {
+                RuntimeEvent::new(fw, tid, TaskState::Killed).message("killed on request")
+            }
             None if oom => RuntimeEvent::new(fw, tid, TaskState::Failed)
                 .reason(REASON_OOM)
                 .message("OOM: the process exceeded its memory limit"),
@@ -395,10 +366,11 @@ impl ProcessRuntime {
             loop {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let Some(p) = me.get(&key) else { return };
-                if p.cgroup.is_none() || start_time(p.pid).is_none() {
+                let Some(dirs) = &p.cgroup else { return };
+                if start_time(p.pid).is_none() {
                     return;
                 }
-                if oom_killed(&p.cgroup) {
+                if cgroup::oom_killed(dirs) {
                     tracing::warn!(task_id = %key.1, "memory limit exceeded; killing the task's processes");
                     let _ = killpg(Pid::from_raw(p.pid), Signal::SIGKILL);
                     return;
@@ -416,11 +388,94 @@ impl ProcessRuntime {
                 while start_time(pid) == Some(started) {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
-                me.finish(&key, None);
+                me.finish(&key, None).await;
             }
             .instrument(span),
         );
     }
+
+    /// Kills every process of this agent that no live task claims: those
+    /// whose environment names a sandbox under this agent's root other than
+    /// `keep`'s, and those in a cgroup of this agent other than `keep`'s
+    /// (whose cgroups are removed). Returns how many were killed.
+    async fn sweep(&self, keep: &HashSet<PathBuf>, keep_cgroups: &HashSet<PathBuf>) -> usize {
+        let mut killed = 0;
+        for (pid, sandbox) in processes_under(&self.inner.root) {
+            if !keep.contains(&sandbox) && kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                tracing::warn!(pid, sandbox = %sandbox.display(), "killed an orphan process");
+                killed += 1;
+            }
+        }
+        let orphans: Vec<PathBuf> = self
+            .inner
+            .cgroups
+            .children()
+            .into_iter()
+            .filter(|d| !keep_cgroups.contains(d))
+            .collect();
+        for d in &orphans {
+            let n = cgroup::kill_and_remove(std::slice::from_ref(d), KILL_PATIENCE).await;
+            if n > 0 {
+                tracing::warn!(cgroup = %d.display(), processes = n, "killed the processes of an orphan cgroup");
+            }
+            killed += n;
+        }
+        killed
+    }
+
+    /// The task's cgroups as its sandbox records them: only cgroups of
+    /// this agent are believed (the sandbox is the task's to write).
+    fn recorded_cgroups(&self, sandbox: &Path) -> Option<Vec<PathBuf>> {
+        let dirs: Vec<PathBuf> = std::fs::read_to_string(sandbox.join("cgroup"))
+            .ok()?
+            .lines()
+            .map(PathBuf::from)
+            .filter(|d| self.inner.cgroups.owns(d))
+            .collect();
+        (!dirs.is_empty()).then_some(dirs)
+    }
+}
+
+/// How long killed processes get to disappear before their cgroup is
+/// removed anyway (and the removal fails loudly).
+const KILL_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Writes a small file and flushes it to disk.
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::File::create(path)?;
+    std::io::Write::write_all(&mut f, bytes)?;
+    f.sync_data()
+}
+
+/// Every process whose environment has `AGORA_SANDBOX=<a dir under root>`,
+/// with that dir.
+fn processes_under(root: &Path) -> Vec<(i32, PathBuf)> {
+    let me = std::process::id() as i32;
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for e in rd.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        for var in env.split(|b| *b == 0) {
+            if let Some(v) = var.strip_prefix(b"AGORA_SANDBOX=") {
+                let dir = PathBuf::from(String::from_utf8_lossy(v).into_owned());
+                if dir.starts_with(root) && dir != root {
+                    found.push((pid, dir));
+                }
+                break;
+            }
+        }
+    }
+    found
 }
 
 impl ContainerRuntime for ProcessRuntime {
@@ -433,16 +488,17 @@ impl ContainerRuntime for ProcessRuntime {
             let fw = spec.framework_id.clone();
             let tid = spec.task_id();
             self.emit(RuntimeEvent::new(&fw, &tid, TaskState::Starting));
-            match self.start(&spec) {
+            match self.start(&spec).await {
                 Err(msg) => self.emit(RuntimeEvent::new(&fw, &tid, TaskState::Failed).message(msg)),
-                Ok((mut child, note)) => {
+                Ok(None) => tracing::warn!("fail point: launch stops here as if the agent died"),
+                Ok(Some((mut child, note))) => {
                     self.emit(RuntimeEvent::new(&fw, &tid, TaskState::Running).message(note));
                     self.watch_oom((fw.clone(), tid.clone()));
                     let me = self.clone();
                     tokio::spawn(
                         async move {
                             let status = child.wait().await.ok();
-                            me.finish(&(fw, tid), status);
+                            me.finish(&(fw, tid), status).await;
                         }
                         .instrument(tracing::Span::current()),
                     );
@@ -454,65 +510,104 @@ impl ContainerRuntime for ProcessRuntime {
     fn kill(&self, fw: &FrameworkId, task: &TaskId, grace: Duration) -> BoxFuture<'_, ()> {
         let key = (fw.clone(), task.clone());
         Box::pin(async move {
-            let pid = match self.inner.procs.lock() {
+            let p = match self.inner.procs.lock() {
                 Ok(mut m) => m.get_mut(&key).map(|p| {
                     p.killing = true;
-                    p.pid
+                    p.clone()
                 }),
                 Err(_) => None,
             };
-            let Some(pid) = pid else { return };
-            let pg = Pid::from_raw(pid);
-            if killpg(pg, Signal::SIGTERM).is_err() {
-                return; // already gone
-            }
-            let started = start_time(pid);
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                if started.is_some() && start_time(pid) == started {
-                    let _ = killpg(pg, Signal::SIGKILL);
+            let Some(p) = p else { return };
+            let pg = Pid::from_raw(p.pid);
+            let _ = killpg(pg, Signal::SIGTERM);
+            // After the grace period the whole group and cgroup go. If the
+            // leader left already (a `sh -c "prep; server"` whose server
+            // ignores SIGTERM), `finish` killed its group when it did, as
+            // the kernel kills a container when its PID 1 ends; its group
+            // id is not signalled again (it may name another group by now).
+            let started = start_time(p.pid);
+            let span = tracing::Span::current();
+            tokio::spawn(
+                async move {
+                    tokio::time::sleep(grace).await;
+                    if started.is_some() && start_time(p.pid) == started {
+                        let _ = killpg(pg, Signal::SIGKILL);
+                    }
+                    if let Some(dirs) = &p.cgroup {
+                        for d in dirs {
+                            for pid in cgroup::procs(d) {
+                                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                            }
+                        }
+                    }
                 }
-            });
+                .instrument(span),
+            );
         })
     }
 
-    fn recover(&self, tasks: Vec<LaunchSpec>) -> BoxFuture<'_, Vec<(FrameworkId, TaskId)>> {
+    fn recover(&self, tasks: Vec<LaunchSpec>) -> BoxFuture<'_, RecoverResult> {
         Box::pin(async move {
             let mut gone = Vec::new();
+            let mut keep = HashSet::new();
+            let mut keep_cgroups = HashSet::new();
             for spec in tasks {
                 let key = (spec.framework_id.clone(), spec.task_id());
                 let sandbox = self.sandbox(&key);
+                let cgroup = self.recorded_cgroups(&sandbox);
                 let pidfile = std::fs::read_to_string(sandbox.join("pid")).unwrap_or_default();
                 let mut it = pidfile.split_whitespace().map(|v| v.parse::<i64>().ok());
                 let (Some(Some(pid)), Some(Some(started))) = (it.next(), it.next()) else {
+                    // Never started (its wrapper, if any, got no "go" and
+                    // exits): its cgroup, if any, is swept below.
                     gone.push(key);
                     continue;
                 };
                 let (pid, started) = (pid as i32, started as u64);
-                // Its cgroups, so OOM kills are still seen and cleaned up.
-                let cgroup = std::fs::read_to_string(sandbox.join("cgroup"))
-                    .ok()
-                    .map(|s| s.lines().map(PathBuf::from).collect::<Vec<_>>())
-                    .filter(|v| !v.is_empty());
                 if let Ok(mut m) = self.inner.procs.lock() {
                     m.insert(
                         key.clone(),
                         Proc {
                             pid,
                             killing: false,
-                            cgroup,
+                            cgroup: cgroup.clone(),
                         },
                     );
                 }
-                if start_time(pid) == Some(started) {
+                if started != 0 && start_time(pid) == Some(started) {
                     tracing::info!(task_id = %key.1, pid, "re-attached to process");
+                    keep.insert(sandbox);
+                    keep_cgroups.extend(cgroup.into_iter().flatten());
+                    self.emit(
+                        RuntimeEvent::new(&key.0, &key.1, TaskState::Running)
+                            .message(format!("pid {pid} (re-attached)")),
+                    );
                     self.watch_oom(key.clone());
                     self.poll_until_gone(key, pid, started);
                 } else {
-                    self.finish(&key, None);
+                    self.finish(&key, None).await;
                 }
             }
-            gone
+            let n = self.sweep(&keep, &keep_cgroups).await;
+            if n > 0 {
+                tracing::warn!(killed = n, "orphan processes of an earlier run killed");
+            }
+            Ok(gone)
+        })
+    }
+
+    fn stop_all(&self) -> BoxFuture<'_, usize> {
+        Box::pin(async move {
+            let procs: Vec<Proc> = self
+                .inner
+                .procs
+                .lock()
+                .map(|m| m.values().cloned().collect())
+                .unwrap_or_default();
+            for p in &procs {
+                let _ = killpg(Pid::from_raw(p.pid), Signal::SIGKILL);
+            }
+            self.sweep(&HashSet::new(), &HashSet::new()).await
         })
     }
 
@@ -578,6 +673,15 @@ impl ContainerRuntime for ProcessRuntime {
             }.instrument(span));
         })
     }
+}
+
+/// Removes a test's work dir and its agent's (empty) cgroup directories.
+#[cfg(test)]
+pub(crate) fn remove_work_dir(dir: &Path) {
+    for root in cgroup::detect(dir).roots() {
+        let _ = std::fs::remove_dir(root);
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[cfg(test)]

@@ -1,4 +1,6 @@
 use super::*;
+use crate::runtime::FailPoints;
+use agora_core::Resources;
 use agora_core::info::{CommandInfo, TaskInfo};
 use tokio::sync::mpsc;
 
@@ -53,7 +55,7 @@ async fn tasks_whose_ids_once_sanitized_alike_keep_their_own_sandboxes() {
     assert_eq!(ended(&mut rx, "a_b").await.state, TaskState::Finished);
     assert_eq!(all_logs(&rt, "a/b").await, "from a/b\n");
     assert_eq!(all_logs(&rt, "a_b").await, "from a_b\n");
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
 }
 
 #[tokio::test(start_paused = true)]
@@ -80,7 +82,7 @@ async fn sandbox_gc_removes_only_the_sandbox_it_means() {
             d.display()
         );
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
 }
 
 #[tokio::test(start_paused = true)]
@@ -104,7 +106,7 @@ async fn sandbox_gc_spares_a_later_run_of_the_same_task_id() {
     rt.cleanup(&key.0, &key.1).await;
     tokio::time::sleep(Duration::from_secs(11)).await;
     assert!(!d.exists());
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
 }
 
 /// Bytes this process has read through read(2) and friends so far.
@@ -163,5 +165,216 @@ async fn following_a_log_reads_only_what_was_appended() {
         .await
         .expect("following stops once the task ends")
         .unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
+    remove_work_dir(&dir);
+}
+
+/// Whether `pid` is a live process (not gone, not a zombie).
+fn alive(pid: i32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(')').map(|(_, r)| r.trim_start().to_string()))
+        .is_some_and(|r| !r.starts_with('Z') && !r.starts_with('X'))
+}
+
+/// The pid a task wrote to `file` in its sandbox (waits for it).
+async fn pid_in(rt: &ProcessRuntime, task: &str, file: &str) -> i32 {
+    let path = rt.sandbox(&("f".into(), task.into())).join(file);
+    for _ in 0..200 {
+        if let Some(p) = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        {
+            return p;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{} never written", path.display());
+}
+
+/// Waits up to 5 s for `pid` to be gone; kills it anyway (no leak from a
+/// failing test) and says whether it went by itself.
+async fn gone_by_itself(pid: i32) -> bool {
+    for _ in 0..100 {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL);
+    false
+}
+
+fn recorded_cgroups(rt: &ProcessRuntime, task: &str) -> Vec<PathBuf> {
+    std::fs::read_to_string(rt.sandbox(&("f".into(), task.into())).join("cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .map(PathBuf::from)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_ignoring_sigterm_dies_with_its_task_after_the_grace_period() {
+    let dir = work_dir();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = ProcessRuntime::new(tx, &dir);
+    // `prep; server`: the shell (group leader) dies of SIGTERM, the server
+    // ignores it and would hold its port forever.
+    rt.launch(spec(
+        "stubborn",
+        r#"true; sh -c 'trap "" TERM; echo $$ > server.pid; while :; do sleep 0.1; done'; echo never"#,
+    ))
+    .await;
+    let server = pid_in(&rt, "stubborn", "server.pid").await;
+    let cgroups = recorded_cgroups(&rt, "stubborn");
+    rt.kill(&"f".into(), &"stubborn".into(), Duration::from_millis(300))
+        .await;
+    assert_eq!(ended(&mut rx, "stubborn").await.state, TaskState::Killed);
+    assert!(
+        gone_by_itself(server).await,
+        "the server that ignored SIGTERM outlived its task"
+    );
+    for d in cgroups {
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+    remove_work_dir(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_finished_task_leaves_running_is_killed_and_its_cgroup_removed() {
+    let dir = work_dir();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = ProcessRuntime::new(tx, &dir);
+    rt.launch(spec(
+        "daemonizes",
+        "sleep 1000 > /dev/null 2>&1 & echo $! > bg.pid; sleep 0.2",
+    ))
+    .await;
+    let bg = pid_in(&rt, "daemonizes", "bg.pid").await;
+    let cgroups = recorded_cgroups(&rt, "daemonizes");
+    assert_eq!(
+        ended(&mut rx, "daemonizes").await.state,
+        TaskState::Finished
+    );
+    assert!(
+        gone_by_itself(bg).await,
+        "a process of the finished task still runs"
+    );
+    for d in cgroups {
+        assert!(!d.exists(), "cgroup {} left behind", d.display());
+    }
+    remove_work_dir(&dir);
+}
+
+/// A runtime whose launches "kill the agent" at fail point `point`.
+fn crashing_at(point: &'static str, tx: crate::runtime::EventSink, dir: &Path) -> ProcessRuntime {
+    ProcessRuntime::new(tx, dir).with_fail_points(FailPoints::new(move |p| {
+        if p == point {
+            FailAction::Crash
+        } else {
+            FailAction::Pass
+        }
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_dying_before_the_pid_file_is_written_leaves_nothing_running() {
+    let dir = work_dir();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let rt = crashing_at("process.after_spawn", tx, &dir);
+    let task = spec("early", "touch ran; sleep 1000");
+    rt.launch(task.clone()).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sandbox = rt.sandbox(&("f".into(), "early".into()));
+    let ran = sandbox.join("ran").exists();
+    // The restarted agent: the task never ran, so it is gone, and nothing
+    // of it is left (process or cgroup).
+    let (tx2, _rx2) = mpsc::unbounded_channel();
+    let rt2 = ProcessRuntime::new(tx2, &dir);
+    let gone = rt2.recover(vec![task]).await.unwrap();
+    let left = processes_under(&rt2.inner.root);
+    for (pid, _) in &left {
+        let _ = nix::sys::signal::kill(Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    assert!(!ran, "the task ran although its pid was never recorded");
+    assert_eq!(gone, [("f".into(), "early".into())]);
+    assert!(left.is_empty(), "processes left: {left:?}");
+    let cgroups = rt2.inner.cgroups.children();
+    assert!(cgroups.is_empty(), "cgroups left behind: {cgroups:?}");
+    remove_work_dir(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_live_task_reports_running_once_and_orphans_are_swept() {
+    let dir = work_dir();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    // The agent dies after the pid file, before RUNNING was reported.
+    let rt = crashing_at("process.after_pid", tx, &dir);
+    let task = spec("live", "sleep 1000");
+    rt.launch(task.clone()).await;
+    // A task of the same agent that no checkpoint claims any more, with a
+    // child that left its process group.
+    let plain = ProcessRuntime::new(mpsc::unbounded_channel().0, &dir);
+    plain
+        .launch(spec(
+            "orphan",
+            "setsid sleep 1000 & echo $! > child.pid; sleep 1000",
+        ))
+        .await;
+    let orphan_child = pid_in(&plain, "orphan", "child.pid").await;
+    let orphan_cgroups = recorded_cgroups(&plain, "orphan");
+    let live_pid = pid_in(&rt, "live", "pid").await;
+    while let Ok(ev) = rx.try_recv() {
+        assert_ne!(
+            ev.state,
+            TaskState::Running,
+            "the crashed launch reported RUNNING"
+        );
+    }
+
+    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let rt2 = ProcessRuntime::new(tx2, &dir);
+    let gone = rt2.recover(vec![task]).await.unwrap();
+    assert!(gone.is_empty(), "{gone:?}");
+    let orphan_swept = gone_by_itself(orphan_child).await;
+    let mut events = Vec::new();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Ok(ev) = rx2.try_recv() {
+        events.push((ev.task_id.0.clone(), ev.state));
+    }
+    assert!(alive(live_pid), "the recovered task was killed");
+    rt2.kill(&"f".into(), &"live".into(), Duration::from_millis(100))
+        .await;
+    assert_eq!(ended(&mut rx2, "live").await.state, TaskState::Killed);
+    assert_eq!(events, [("live".to_string(), TaskState::Running)]);
+    assert!(
+        orphan_swept,
+        "an orphan process of the agent survived recovery"
+    );
+    for d in orphan_cgroups {
+        assert!(!d.exists(), "orphan cgroup {} left behind", d.display());
+    }
+    remove_work_dir(&dir);
+}
+
+#[test]
+fn a_cgroup_whose_limit_cannot_be_written_is_removed() {
+    let dir = work_dir();
+    let cg = cgroup::detect(&dir);
+    if let Cgroups::None(why) = &cg {
+        eprintln!("SKIPPED: no cgroups on this host ({why})");
+        return;
+    }
+    // A CPU quota no kernel takes: the write fails after the directory exists.
+    let r = Resources {
+        cpus_milli: 1_000_000_000_000_000,
+        mem_mib: 64,
+        ..Resources::default()
+    };
+    let err = cgroup::prepare(&cg, "toobig", &r).unwrap_err();
+    let left: Vec<PathBuf> = cg.children();
+    for root in cg.roots() {
+        let _ = std::fs::remove_dir(&root);
+    }
+    assert!(left.is_empty(), "{err}; cgroups left behind: {left:?}");
+    remove_work_dir(&dir);
 }

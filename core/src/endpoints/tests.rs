@@ -26,20 +26,23 @@ fn set(app: &str, idx: u32, eps: Vec<Endpoint>) -> EndpointSet {
     )
 }
 
+/// (state, health checked, healthy, readiness checked, ready, draining, listed as)
+type Row = (
+    TaskState,
+    bool,
+    Option<bool>,
+    bool,
+    Option<bool>,
+    bool,
+    Option<EndpointState>,
+);
+
 #[test]
 fn which_instances_serve_literal_table() {
     use EndpointState::{Draining as D, Serving as S};
     use TaskState::{Killing, Running, Staging, Starting};
     // (state, health checked, healthy, readiness checked, ready, draining) => listed as
-    let rows: &[(
-        TaskState,
-        bool,
-        Option<bool>,
-        bool,
-        Option<bool>,
-        bool,
-        Option<EndpointState>,
-    )] = &[
+    let rows: &[Row] = &[
         (Running, false, None, false, None, false, Some(S)),
         (Running, true, None, false, None, false, None),
         (Running, true, Some(false), false, None, false, None),

@@ -9,12 +9,14 @@
 //!   `mod.rs` (state, status updates, ticks), `index.rs` (per-app indexes
 //!   and change tracking), `placement.rs` (offers, constraints, why an app
 //!   waits), `task.rs` (building a task), `deployment.rs` (rolling steps,
-//!   converge);
+//!   converge), `ops.rs` (rollback, task kill, checkpoints to undo a change
+//!   that could not be stored);
 //! - [`store`]: redb persistence of apps, instances and the framework id;
 //! - [`service`]: the actor owning the core, fed by the SDK and the API,
 //!   storing bursts of changes before acting on them (`link.rs`: its seams
-//!   to the master and the SDK);
-//! - [`api`]: the REST API.
+//!   to the master and the SDK; `requests.rs`: API changes, each stored
+//!   before it is acted on, undone if it cannot be);
+//! - [`api`]: the REST API (`kill.rs`: Marathon's task kill).
 
 pub mod api;
 pub mod app;

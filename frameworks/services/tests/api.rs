@@ -185,6 +185,48 @@ async fn the_openapi_document_declares_parameters_and_the_codes_returned() {
         ),
         (
             "delete",
+            "/v2/apps/{appId}/tasks",
+            "/v2/apps/doc/web/tasks",
+            None,
+        ),
+        (
+            "delete",
+            "/v2/apps/{appId}/tasks",
+            "/v2/apps/doc/web/tasks?scale=true&host=h",
+            None,
+        ),
+        (
+            "delete",
+            "/v2/apps/{appId}/tasks",
+            "/v2/apps/doc/web/tasks?wipe=true",
+            None,
+        ),
+        (
+            "delete",
+            "/v2/apps/{appId}/tasks",
+            "/v2/apps/doc/web/tasks?scale=maybe",
+            None,
+        ),
+        (
+            "delete",
+            "/v2/apps/{appId}/tasks",
+            "/v2/apps/nope/tasks",
+            None,
+        ),
+        (
+            "delete",
+            "/v2/apps/{appId}/tasks/{taskId}",
+            "/v2/apps/doc/web/tasks/doc_web.nope",
+            None,
+        ),
+        (
+            "delete",
+            "/v2/apps/{appId}/tasks/{taskId}",
+            "/v2/apps/doc/web/tasks/doc_web.nope?host=h",
+            None,
+        ),
+        (
+            "delete",
             "/v2/deployments/{deploymentId}",
             "/v2/deployments/nope",
             None,
@@ -230,7 +272,10 @@ async fn a_405_carries_allow() {
         ("POST", "/v2/apps/shop/web", "get, head, put, delete"),
         ("PATCH", "/v2/apps/shop/web", "get, head, put, delete"),
         ("GET", "/v2/apps/shop/web/restart", "post"),
-        ("DELETE", "/v2/apps/shop/web/tasks", "get, head"),
+        ("POST", "/v2/apps/shop/web/tasks", "get, head, delete"),
+        ("PUT", "/v2/apps/shop/web/tasks", "get, head, delete"),
+        ("GET", "/v2/apps/shop/web/tasks/shop_web.1", "delete"),
+        ("POST", "/v2/apps/shop/web/tasks/shop_web.1", "delete"),
         ("POST", "/v1/apps/shop/web", "get, head"),
     ] {
         let (code, head, _) = send(&a.addr, method, path, None).await;
@@ -359,4 +404,66 @@ async fn huge_numbers_are_refused_and_nothing_panics() {
     assert_eq!(code, 422);
     let (code, _) = call(&a, "GET", "/ping", None).await;
     assert_eq!(code, 200);
+}
+
+/// Issue 8, item 2: sub-resource paths act on the sub-resource, never on
+/// the app: `DELETE /v2/apps/shop/tasks` kills the tasks of `/shop` (which
+/// stays), and app ids may not use a reserved word as a segment, so no app
+/// can hide behind one.
+#[tokio::test]
+async fn sub_resources_are_not_the_app_and_their_names_are_reserved() {
+    let a = api().await;
+    wait_up(&a).await;
+    let def = json!({"id": "/shop", "cmd": "serve", "cpus": 0.1, "mem": 16, "instances": 2});
+    let (code, v) = call(&a, "POST", "/v2/apps", Some(def)).await;
+    assert_eq!(code, 201, "{v}");
+    let (code, v) = call(&a, "DELETE", "/v2/apps/shop/tasks", None).await;
+    assert_eq!(code, 200, "{v}");
+    assert_eq!(v, json!({"tasks": []}));
+    let (code, v) = call(&a, "DELETE", "/v2/apps/shop/tasks?scale=true", None).await;
+    assert_eq!(code, 200, "{v}");
+    assert!(
+        v["deploymentId"].is_null() && v["version"].is_string(),
+        "{v}"
+    );
+    let (code, v) = call(&a, "GET", "/v2/apps/shop", None).await;
+    assert_eq!(code, 200, "the app survived the task kill: {v}");
+    assert_eq!(v["app"]["instances"], json!(2), "no live task: no scale");
+    let (code, v) = call(&a, "DELETE", "/v2/apps/shop/tasks/shop.nope", None).await;
+    assert_eq!(code, 404, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("shop.nope"), "{v}");
+    let (code, v) = call(&a, "DELETE", "/v2/apps/shop/tasks?wipe=true", None).await;
+    assert_eq!(code, 422, "{v}");
+    let (code, v) = call(&a, "DELETE", "/v2/apps/shop/tasks?kill=all", None).await;
+    assert_eq!(code, 400, "{v}");
+    let (code, v) = call(&a, "DELETE", "/v2/apps/shop/restart", None).await;
+    assert_eq!(code, 405, "{v}");
+    let (code, v) = call(&a, "GET", "/v2/apps/shop/versions", None).await;
+    assert_eq!(code, 404, "{v}");
+    let (code, _) = call(&a, "GET", "/v2/apps/shop", None).await;
+    assert_eq!(code, 200);
+
+    for id in ["/shop/tasks", "/tasks", "/shop/restart/web", "/a/versions"] {
+        for (method, path) in [
+            ("POST", "/v2/apps".to_string()),
+            ("PUT", format!("/v2/apps{id}")),
+        ] {
+            let def = json!({"id": id, "cmd": "serve", "cpus": 0.1, "mem": 16});
+            let (code, v) = call(&a, method, &path, Some(def)).await;
+            if method == "PUT" {
+                // The path names a sub-resource, not an app to put.
+                assert!(
+                    code == 405 || code == 404 || code == 422,
+                    "{method} {path}: {code} {v}"
+                );
+                continue;
+            }
+            assert_eq!(code, 422, "{id}: {v}");
+            let d = &v["details"][0];
+            assert_eq!(d["path"], json!("/id"), "{v}");
+            assert!(d["errors"][0].as_str().unwrap().contains(id), "{v}");
+        }
+    }
+    let (_, list) = call(&a, "GET", "/v2/apps", None).await;
+    assert_eq!(list["apps"].as_array().unwrap().len(), 1, "{list}");
 }

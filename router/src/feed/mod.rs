@@ -134,7 +134,7 @@ pub struct Ack {
 /// A running feed; its tasks stop when it is dropped.
 pub struct Feed {
     views: watch::Receiver<Arc<View>>,
-    acks: watch::Sender<Option<Ack>>,
+    acks: FeedAcks,
     tasks: [JoinHandle<()>; 2],
 }
 
@@ -163,7 +163,7 @@ impl Feed {
         let poster = tokio::spawn(post_acks(cfg, client, acks_rx, conn_rx));
         Feed {
             views,
-            acks,
+            acks: FeedAcks(Arc::new(acks)),
             tasks: [stream, poster],
         }
     }
@@ -183,7 +183,39 @@ impl Feed {
     /// latest one when several come quickly), retried until it gets
     /// through, and posted again after every reconnection.
     pub fn ack(&self, applied: u64, drained: u64) {
-        self.acks.send_replace(Some(Ack { applied, drained }));
+        self.acks.0.send_replace(Some(Ack { applied, drained }));
+    }
+
+    /// The same acknowledgements as a [`crate::routes::Acks`] for
+    /// [`crate::routes::Router::follow`], which reports `applied` and
+    /// `drained` separately; each call changes its half of the latest ack.
+    pub fn acks(&self) -> Arc<dyn crate::routes::Acks> {
+        Arc::new(self.acks.clone())
+    }
+}
+
+/// The feed's ack slot, shared with the routers (see [`Feed::acks`]).
+#[derive(Clone)]
+struct FeedAcks(Arc<watch::Sender<Option<Ack>>>);
+
+impl FeedAcks {
+    fn set(&self, f: impl FnOnce(&mut Ack)) {
+        self.0.send_modify(|a| {
+            f(a.get_or_insert(Ack {
+                applied: 0,
+                drained: 0,
+            }))
+        });
+    }
+}
+
+impl crate::routes::Acks for FeedAcks {
+    fn applied(&self, v: u64) {
+        self.set(|a| a.applied = v);
+    }
+
+    fn drained(&self, v: u64) {
+        self.set(|a| a.drained = v);
     }
 }
 

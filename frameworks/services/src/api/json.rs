@@ -133,12 +133,38 @@ pub struct TaskList {
     pub tasks: Vec<Task>,
 }
 
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskEnvelope {
+    pub task: Task,
+}
+
+/// What `DELETE /v2/apps/{appId}/tasks` answers (Marathon's shapes): the
+/// tasks killed, or with `scale=true` the app's (unchanged) version.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TasksKilled {
+    Tasks(TaskList),
+    Scaled(DeploymentResult),
+}
+
+/// What `DELETE /v2/apps/{appId}/tasks/{taskId}` answers (Marathon's
+/// shapes): the task killed, or with `scale=true` the app's version.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum TaskKilled {
+    Task(TaskEnvelope),
+    Scaled(DeploymentResult),
+}
+
 /// What a change started (Marathon's shape): the deployment, if any, and
 /// the app version.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct DeploymentResult {
+    /// `null` when nothing is rolled out (a scale, a delete).
+    #[schema(required = true)]
     pub deployment_id: Option<String>,
+    #[schema(required = true)]
     pub version: Option<String>,
 }
 

@@ -4,7 +4,8 @@
 //! `/v1`.
 //!
 //! `/v2/apps` (GET, POST), `/v2/apps/{appId}` (GET, PUT, DELETE),
-//! `/v2/apps/{appId}/restart` (POST), `/v2/apps/{appId}/tasks` (GET),
+//! `/v2/apps/{appId}/restart` (POST), `/v2/apps/{appId}/tasks` (GET,
+//! DELETE), `/v2/apps/{appId}/tasks/{taskId}` (DELETE),
 //! `/v2/tasks`, `/v2/deployments` (GET; DELETE `/{deploymentId}`),
 //! `/v2/events`, `/v2/info`, `/ping`; `/v1/apps[/{appId}]`,
 //! `/v1/deployments`, `/v1/info`; the OpenAPI document, generated
@@ -13,6 +14,7 @@
 //! method a path does not serve gets 405 with `Allow`.
 
 mod json;
+mod kill;
 mod openapi;
 
 use crate::app::parse_app;
@@ -21,10 +23,11 @@ use crate::service::{ApiError, Handle, Request, View};
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::{Method, StatusCode, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get};
 use json::*;
+use kill::{kill_app_task, kill_app_tasks};
 use tokio::sync::oneshot;
 
 pub use openapi::document;
@@ -78,7 +81,9 @@ fn not_allowed(allow: &'static str) -> Response {
 fn api_error(e: ApiError) -> Response {
     let code = match e {
         ApiError::Exists(_) => StatusCode::CONFLICT,
-        ApiError::NoApp(_) | ApiError::NoDeployment(_) => StatusCode::NOT_FOUND,
+        ApiError::NoApp(_) | ApiError::NoTask { .. } | ApiError::NoDeployment(_) => {
+            StatusCode::NOT_FOUND
+        }
         ApiError::Stopped | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(code, e.to_string())
@@ -244,26 +249,38 @@ enum Target {
     App(String),
     Restart(String),
     Tasks(String),
+    Task(String, String),
+    /// A sub-resource Agora does not serve (e.g. `versions`).
+    Unknown,
 }
 
-/// Splits `shop/web/tasks` into the app `/shop/web` and `tasks`.
+/// Splits `shop/web/tasks` into the app `/shop/web` and `tasks`. App ids
+/// contain no reserved segment (`tasks`, `restart`, `versions`), so the
+/// first one ends the app id.
 fn target(rest: &str) -> Target {
-    let rest = format!("/{}", rest.trim_matches('/'));
-    if let Some(id) = rest.strip_suffix("/restart") {
-        return Target::Restart(id.to_string());
+    let segs: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
+    let Some(p) = segs
+        .iter()
+        .position(|s| crate::app::RESERVED_ID_SEGMENTS.contains(s))
+    else {
+        return Target::App(format!("/{}", segs.join("/")));
+    };
+    let id = format!("/{}", segs[..p].join("/"));
+    match (segs[p], &segs[p + 1..]) {
+        ("restart", []) => Target::Restart(id),
+        ("tasks", []) => Target::Tasks(id),
+        ("tasks", [task]) => Target::Task(id, task.to_string()),
+        _ => Target::Unknown,
     }
-    if let Some(id) = rest.strip_suffix("/tasks") {
-        return Target::Tasks(id.to_string());
-    }
-    Target::App(rest)
 }
 
-/// `/v2/apps/{appId}[/restart|/tasks]`: app ids contain slashes, so one
-/// route takes them all and dispatches by method.
+/// `/v2/apps/{appId}[/restart|/tasks[/{taskId}]]`: app ids contain
+/// slashes, so one route takes them all and dispatches by method.
 async fn app_route(
     State(s): State<ApiState>,
     method: Method,
     Path(rest): Path<String>,
+    uri: Uri,
     body: Bytes,
 ) -> Response {
     match (target(&rest), method) {
@@ -274,7 +291,11 @@ async fn app_route(
         (Target::Restart(id), Method::POST) => restart_app(s, id).await,
         (Target::Restart(_), _) => not_allowed("POST"),
         (Target::Tasks(id), Method::GET | Method::HEAD) => app_tasks(s, id).await,
-        (Target::Tasks(_), _) => not_allowed("GET, HEAD"),
+        (Target::Tasks(id), Method::DELETE) => kill_app_tasks(s, id, &uri).await,
+        (Target::Tasks(_), _) => not_allowed("GET, HEAD, DELETE"),
+        (Target::Task(id, task), Method::DELETE) => kill_app_task(s, id, task, &uri).await,
+        (Target::Task(..), _) => not_allowed("DELETE"),
+        (Target::Unknown, _) => error(StatusCode::NOT_FOUND, "no such path; see /openapi.json"),
     }
 }
 
@@ -451,22 +472,7 @@ async fn delete_app(s: ApiState, id: String) -> Response {
     params(("appId" = String, Path, description = "The app id")),
     responses((status = 200, body = DeploymentResult), (status = 404, body = Message), (status = 503, body = Message)))]
 async fn restart_app(s: ApiState, id: String) -> Response {
-    let v = match view(&s).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
-    let Some(app) = find(&v, &id).map(|a| a.app.clone()) else {
-        return no_app(&id);
-    };
-    deployment_answer(
-        ask(&s, |reply| Request::PutApp {
-            app: Box::new(app),
-            create: false,
-            force_restart: true,
-            reply,
-        })
-        .await,
-    )
+    deployment_answer(ask(&s, |reply| Request::Restart { id, reply }).await)
 }
 
 #[utoipa::path(get, path = "/v2/tasks", tag = "marathon",

@@ -15,7 +15,7 @@ mod tests;
 mod view;
 
 use parse::parse_constraint;
-pub use parse::{MAX_INSTANCES, normalize_id, parse_app};
+pub use parse::{MAX_INSTANCES, RESERVED_ID_SEGMENTS, normalize_id, parse_app};
 pub use view::{AppDefinition, Container, Docker, Network};
 
 /// One problem in a definition: a JSON path and what is wrong there.

@@ -27,8 +27,12 @@ const READ_ONLY: &[&str] = &[
     "lastTaskFailure",
 ];
 
+/// Words an app id may not use as a segment: they name an app's
+/// sub-resources in the API (`/v2/apps/shop/tasks` is the tasks of `/shop`).
+pub const RESERVED_ID_SEGMENTS: [&str; 3] = ["tasks", "restart", "versions"];
+
 /// Normalises and checks an app id: absolute, `/`-separated segments of
-/// lowercase letters, digits, `-` and `.`.
+/// lowercase letters, digits, `-` and `.`, none a reserved word.
 pub fn normalize_id(raw: &str) -> Result<String, String> {
     let id = if raw.starts_with('/') {
         raw.to_string()
@@ -59,6 +63,14 @@ pub fn normalize_id(raw: &str) -> Result<String, String> {
                 "segment {seg:?} must be lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"
             ));
         }
+    }
+    if let Some(seg) = id[1..]
+        .split('/')
+        .find(|s| RESERVED_ID_SEGMENTS.contains(s))
+    {
+        return Err(format!(
+            "{id} uses the reserved word {seg:?} as a segment (it names a sub-resource in /v2/apps/{{appId}}/{seg}); reserved: tasks, restart, versions"
+        ));
     }
     if id.len() > 200 {
         return Err("is longer than 200 characters".into());

@@ -6,16 +6,43 @@ use super::{Action, AppState, Services, now_s};
 use crate::app::KillSelection;
 use std::collections::BTreeSet;
 
+/// The bounds of a rolling step for `n` instances: at most `max_total`
+/// instances in existence (live or stopping), at least `min_healthy` ready.
+///
+/// `n + floor(maximumOverCapacity × n)` and `ceil(minimumHealthCapacity ×
+/// n)`, except when they leave no room at all: when both equal `n` (e.g. 1
+/// instance at 0.5/0, 3 at 0.8/0.2) nothing could start and nothing could
+/// stop, and the deployment would wait forever. Then one old instance may
+/// go at a time (`min_healthy = n - 1`), as Marathon does for resident
+/// apps (for others it allows one instance over capacity instead): the
+/// over-capacity bound holds, the healthy count dips by one.
+pub(super) fn step_bounds(n: usize, us: crate::app::UpgradeStrategy) -> (usize, usize) {
+    let max_total = n + (us.maximum_over_capacity * n as f64).floor() as usize;
+    let min_healthy = ((us.minimum_health_capacity * n as f64).ceil() as usize).min(n);
+    if max_total == min_healthy {
+        (max_total, n.saturating_sub(1))
+    } else {
+        (max_total, min_healthy)
+    }
+}
+
 impl Services {
     /// Desired count of instances of `version` and of older versions, for
     /// an app in a rolling deployment (or not). O(1): read from the index.
     pub(super) fn targets(&self, st: &AppState) -> (usize, usize) {
         let n = st.app.instances as usize;
-        let Some(_) = &st.deployment else {
-            return (n, 0);
-        };
         let empty = AppIndex::default();
         let ix = self.index.get(&st.app.id).unwrap_or(&empty);
+        let Some(_) = &st.deployment else {
+            // Outside a deployment, live instances of older versions count
+            // toward `instances`: a deployment stopped with `force=true`
+            // leaves its mix of versions as it is (Marathon does the same;
+            // replacing them would be an ungated rollout of the version the
+            // operator just stopped). Only what is beyond `instances` is
+            // surplus, old versions first (see `converge`).
+            let old_live = ix.live_old.len().min(n);
+            return (n - old_live, old_live);
+        };
         let us = st.app.upgrade_strategy;
         let new_live = ix.live_new.len();
         let new_ready = ix.new_ready;
@@ -23,8 +50,7 @@ impl Services {
         // Instances being killed still run until their end is reported:
         // they count against the over-capacity budget.
         let stopping = ix.stopping;
-        let max_total = n + (us.maximum_over_capacity * n as f64).floor() as usize;
-        let min_healthy = (us.minimum_health_capacity * n as f64).ceil() as usize;
+        let (max_total, min_healthy) = step_bounds(n, us);
         // New instances we may have: within the over-capacity budget.
         let new_target = n.min(new_live + max_total.saturating_sub(new_live + old_live + stopping));
         // Old instances we must keep so healthy capacity stays >= minimum.
@@ -64,11 +90,24 @@ impl Services {
                 }
             };
             let mut kill: Vec<String> = Vec::new();
-            if current > n {
-                kill.extend(pick(&ix.live_new, current - n));
-            }
-            if in_deployment && old > old_keep {
-                kill.extend(pick(&ix.live_old, old - old_keep));
+            if in_deployment {
+                if current > n {
+                    kill.extend(pick(&ix.live_new, current - n));
+                }
+                if old > old_keep {
+                    kill.extend(pick(&ix.live_old, old - old_keep));
+                }
+            } else {
+                // No deployment: every live instance beyond `instances` is
+                // surplus (an old-version one back from UNREACHABLE after its
+                // deployment ended, old ones left over capacity by a stopped
+                // deployment), and old-version ones go first. Old ones within
+                // the count keep serving; one that ends is replaced by the
+                // current version.
+                let surplus = (current + old).saturating_sub(n);
+                let old_kill = surplus.min(old);
+                kill.extend(pick(&ix.live_old, old_kill));
+                kill.extend(pick(&ix.live_new, surplus - old_kill));
             }
             if current < new_target {
                 self.wanting.insert(id.clone());

@@ -20,7 +20,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod deployment;
+#[cfg(test)]
+mod deployment_tests;
 mod index;
+mod ops;
 mod placement;
 mod task;
 #[cfg(test)]
@@ -28,6 +31,7 @@ mod tests;
 
 pub use index::Changes;
 use index::{AppIndex, classify};
+pub use ops::Checkpoint;
 
 /// Label on every task: which app it belongs to.
 pub const LABEL_APP: &str = "agora.app_id";
@@ -409,14 +413,6 @@ impl Services {
             {
                 self.remove_instance(id);
             }
-        }
-    }
-
-    /// Stops an app's deployment where it is (`DELETE
-    /// /v2/deployments/{id}?force=true`).
-    pub fn stop_deployment(&mut self, app_id: &str) {
-        if let Some(s) = self.app_mut(app_id) {
-            s.deployment = None;
         }
     }
 

@@ -158,10 +158,22 @@ impl Services {
         None
     }
 
-    /// Forces the next `converge` to re-evaluate suppress/revive (after a
-    /// reconnection the master's view may differ).
+    /// After SUBSCRIBED: the master has just un-suppressed the framework
+    /// (Mesos v1), so the next `converge` suppresses again if nothing
+    /// needs offers, and needs no revive otherwise.
     pub fn reset_offer_state(&mut self) {
-        self.suppressed = true;
+        self.suppressed = false;
+    }
+
+    /// A SUPPRESS or REVIVE call failed: the master's view did not change,
+    /// so the next `converge` (every tick at least) sends it again instead
+    /// of waiting for offers that will not come.
+    pub fn offer_call_failed(&mut self, action: &Action) {
+        match action {
+            Action::Revive => self.suppressed = true,
+            Action::Suppress => self.suppressed = false,
+            _ => {}
+        }
     }
 }
 

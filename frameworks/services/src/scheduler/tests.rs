@@ -362,3 +362,259 @@ fn status_updates_and_deployment_steps_run_in_spans_with_their_ids() {
         assert!(logs.contains(&want), "{want} not in:\n{logs}");
     }
 }
+
+/// One round of a cluster that does what it is asked: converge, an offer,
+/// starting instances run, killed ones end.
+fn drive(s: &mut Services, round: usize) {
+    s.converge();
+    s.offers(vec![offer(&format!("d{round}"), "h1", "cpus:64;mem:65536")]);
+    let ids: Vec<(String, bool)> = s
+        .instances
+        .values()
+        .filter(|i| i.killing || i.state == TaskState::Staging)
+        .map(|i| (i.task_id.clone(), i.killing))
+        .collect();
+    for (id, killing) in ids {
+        let state = if killing {
+            TaskState::Killed
+        } else {
+            TaskState::Running
+        };
+        if s.instances.get(&id).is_some_and(|i| i.state != state) {
+            s.update(&status(&id, state));
+        }
+    }
+}
+
+fn with_env(s: &Services, id: &str, v: &str) -> App {
+    let mut a = s.apps[id].app.clone();
+    a.env.insert("V".into(), v.into());
+    a
+}
+
+/// Issue 8, item 4: an old-version instance back from UNREACHABLE after
+/// its deployment ended is surplus and is killed (not a current one), so
+/// `tasksRunning` comes back to `instances`.
+#[test]
+fn an_old_version_instance_back_after_its_deployment_is_killed() {
+    let mut s = Services::new();
+    s.put_app(
+        app(json!({"id": "o", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16})),
+        false,
+    );
+    drive(&mut s, 0);
+    let away = s.instances.keys().next().unwrap().clone();
+    s.update(&status(&away, TaskState::Unreachable));
+    s.put_app(with_env(&s, "/o", "2"), false)
+        .expect("a deployment");
+    for round in 1..20 {
+        drive(&mut s, round);
+    }
+    assert!(s.apps["/o"].deployment.is_none());
+    let v = s.apps["/o"].app.version.clone();
+    assert_eq!(s.live("/o").filter(|i| i.version == v).count(), 2);
+    assert_eq!(s.instances[&away].state, TaskState::Unreachable);
+    // It comes back, running the old version: it is the one killed.
+    let acts = s.update(&status(&away, TaskState::Running));
+    assert_eq!(kills(&acts), vec![away.clone()]);
+    s.update(&status(&away, TaskState::Killed));
+    assert_eq!(s.live("/o").count(), 2);
+    assert!(s.live("/o").all(|i| i.version == v));
+}
+
+/// Issue 8, item 4 (and review): a deployment stopped where it was
+/// (`DELETE /v2/deployments/{id}?force=true`) leaves old-version instances.
+/// Those beyond `instances` are surplus and killed, old first; those within
+/// it keep serving (Marathon leaves the mix after a forced stop: the
+/// operator often stopped it because the new version is bad, and replacing
+/// them would be an ungated rollout of it). One that ends is replaced by
+/// the current version.
+#[test]
+fn old_version_instances_left_by_a_stopped_deployment_stay_within_the_count() {
+    let mut s = Services::new();
+    s.put_app(
+        app(
+            json!({"id": "f", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16,
+            "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 0.5}}),
+        ),
+        false,
+    );
+    drive(&mut s, 0);
+    let v1 = s.apps["/f"].app.version.clone();
+    s.put_app(with_env(&s, "/f", "2"), false)
+        .expect("a deployment");
+    // One new instance runs (the over-capacity budget), then it stops.
+    s.offers(vec![offer("1", "h1", "cpus:64;mem:65536")]);
+    assert_eq!(s.instances.len(), 3);
+    s.stop_deployment("/f");
+    for round in 1..10 {
+        drive(&mut s, round);
+    }
+    let v = s.apps["/f"].app.version.clone();
+    let versions = |s: &Services| {
+        let mut vs: Vec<String> = s.live("/f").map(|i| i.version.clone()).collect();
+        vs.sort();
+        vs
+    };
+    let mut want = vec![v1.clone(), v.clone()];
+    want.sort();
+    assert_eq!(versions(&s), want, "{:?}", s.instances);
+    assert_eq!(s.instances.len(), 2, "one old instance (the surplus) went");
+    // Nothing more happens while both run.
+    for round in 10..15 {
+        drive(&mut s, round);
+    }
+    assert_eq!(versions(&s), want);
+    // The old one ends: its replacement runs the current version.
+    let old = s
+        .live("/f")
+        .find(|i| i.version == v1)
+        .unwrap()
+        .task_id
+        .clone();
+    s.update(&status(&old, TaskState::Failed));
+    // (No launch back-off in this test.)
+    s.apps.get_mut("/f").unwrap().next_launch_at = 0.0;
+    for round in 15..20 {
+        drive(&mut s, round);
+    }
+    assert_eq!(versions(&s), vec![v.clone(), v]);
+}
+
+/// Issue 8, item 5: rolling back goes back to the previous version itself:
+/// instances still running it stay (they are current again), only the
+/// ones the deployment started are replaced, and a scale made during the
+/// deployment is kept.
+#[test]
+fn a_rollback_keeps_instances_of_the_previous_version_and_the_count() {
+    let mut s = Services::new();
+    s.put_app(
+        app(
+            json!({"id": "b", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16,
+            "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 0.5}}),
+        ),
+        false,
+    );
+    drive(&mut s, 0);
+    let v1 = s.apps["/b"].app.version.clone();
+    s.put_app(with_env(&s, "/b", "2"), false)
+        .expect("a deployment");
+    // One new instance runs, one old one is replaced by it.
+    drive(&mut s, 1);
+    drive(&mut s, 2);
+    let old: Vec<String> = s
+        .live("/b")
+        .filter(|i| i.version == v1)
+        .map(|i| i.task_id.clone())
+        .collect();
+    assert_eq!(old.len(), 1, "{:?}", s.instances);
+    // Scaled during the deployment.
+    let mut a = s.apps["/b"].app.clone();
+    a.instances = 3;
+    s.put_app(a, false);
+
+    let d = s.roll_back("/b").expect("a rollback deployment");
+    assert_eq!(d.version, v1);
+    assert_eq!(s.apps["/b"].app.version, v1);
+    assert_eq!(s.apps["/b"].app.instances, 3);
+    assert_eq!(s.apps["/b"].app.env.get("V"), None);
+    assert!(kills(&s.converge()).iter().all(|k| !old.contains(k)));
+    for round in 3..20 {
+        drive(&mut s, round);
+    }
+    assert!(s.apps["/b"].deployment.is_none());
+    assert_eq!(s.live("/b").count(), 3);
+    assert!(s.live("/b").all(|i| i.version == v1));
+    assert!(s.instances.contains_key(&old[0]), "{} was replaced", old[0]);
+    assert!(s.roll_back("/b").is_none(), "nothing left to roll back");
+}
+
+/// Issue 8, item 2: Marathon's task kill. A killed task is replaced; with
+/// `scale`, `instances` is lowered instead, by the live tasks killed.
+#[test]
+fn killed_tasks_are_replaced_unless_scaled() {
+    let mut s = Services::new();
+    s.put_app(
+        app(json!({"id": "k", "cmd": "x", "instances": 3, "cpus": 0.1, "mem": 16})),
+        false,
+    );
+    drive(&mut s, 0);
+    let ids: Vec<String> = s.instances.keys().cloned().collect();
+    let (killed, acts) = s.kill_tasks("/k", &ids[..1], false);
+    assert_eq!(killed.len(), 1);
+    assert_eq!(kills(&acts), vec![ids[0].clone()]);
+    assert_eq!(s.apps["/k"].app.instances, 3);
+    drive(&mut s, 1);
+    assert_eq!(s.live("/k").count(), 3, "replaced");
+    assert!(!s.instances.contains_key(&ids[0]));
+
+    // Scaled: not replaced. A task of another app, or unknown, is not
+    // touched.
+    let (killed, acts) = s.kill_tasks("/k", &[ids[1].clone(), "nope".into()], true);
+    assert_eq!((killed.len(), kills(&acts)), (1, vec![ids[1].clone()]));
+    assert_eq!(s.apps["/k"].app.instances, 2);
+    for round in 2..5 {
+        drive(&mut s, round);
+    }
+    assert_eq!(s.live("/k").count(), 2);
+    assert_eq!(s.instances.len(), 2);
+}
+
+/// The master un-suppresses a framework when it subscribes (Mesos v1), so
+/// after SUBSCRIBED a framework that needs nothing says SUPPRESS again;
+/// otherwise it would be offered every agent forever and decline them.
+#[test]
+fn after_subscribing_a_framework_that_needs_nothing_suppresses_again() {
+    let mut s = Services::new();
+    s.put_app(
+        app(json!({"id": "web", "cmd": "serve", "instances": 1, "cpus": 1, "mem": 64})),
+        false,
+    );
+    s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]);
+    run_all(&mut s);
+    assert!(
+        !s.converge().contains(&Action::Suppress),
+        "already suppressed"
+    );
+    // The connection drops and the framework subscribes again.
+    s.reset_offer_state();
+    assert!(s.converge().contains(&Action::Suppress));
+    assert!(!s.converge().contains(&Action::Suppress), "said once");
+    // One that needs offers needs no REVIVE after subscribing.
+    let mut a = s.apps["/web"].app.clone();
+    a.instances = 2;
+    s.put_app(a, false);
+    s.reset_offer_state();
+    let acts = s.converge();
+    assert!(!acts.contains(&Action::Revive) && !acts.contains(&Action::Suppress));
+}
+
+/// Review: a REVIVE that failed (a transient error on the call while the
+/// subscription stays up) is sent again by the next converge; before, the
+/// framework believed itself revived and waited for offers forever.
+#[test]
+fn a_failed_revive_or_suppress_is_sent_again() {
+    let mut s = Services::new();
+    s.put_app(
+        app(json!({"id": "web", "cmd": "serve", "instances": 1, "cpus": 1, "mem": 64})),
+        false,
+    );
+    s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]);
+    run_all(&mut s);
+    let mut a = s.apps["/web"].app.clone();
+    a.instances = 2;
+    s.put_app(a, false);
+    assert!(s.converge().contains(&Action::Revive));
+    s.offer_call_failed(&Action::Revive);
+    assert!(s.converge().contains(&Action::Revive), "sent again");
+    assert!(
+        !s.converge().contains(&Action::Revive),
+        "once it went through"
+    );
+    let t = launched(&s.offers(vec![offer("2", "h1", "cpus:8;mem:4096")]));
+    assert_eq!(t.len(), 1);
+    run_all(&mut s);
+    assert!(s.converge().contains(&Action::Suppress) || s.suppressed);
+    s.offer_call_failed(&Action::Suppress);
+    assert!(s.converge().contains(&Action::Suppress), "sent again");
+}

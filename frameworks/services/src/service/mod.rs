@@ -4,9 +4,11 @@
 //! The actor works in bursts (group commit): it handles one message, then
 //! whatever else is already queued (at most [`MAX_BURST`]), stores what they
 //! all changed in one write, and only then acknowledges the burst's status
-//! updates, answers its API requests and performs its actions. A status
-//! update is never acknowledged before its effect is stored: if the write
-//! fails, the agent sends the update again.
+//! updates and performs its actions. A status update is never acknowledged
+//! before its effect is stored: if the write fails, the agent sends the
+//! update again. An API change is stored on its own, before anything of it
+//! is done or answered; if that write fails, the change is undone in memory
+//! too (`requests.rs`).
 
 use crate::app::App;
 use crate::scheduler::{Action, AppState, Deployment, Instance, Services};
@@ -15,6 +17,7 @@ use link::Bridge;
 pub use link::MasterLink;
 
 mod link;
+mod requests;
 #[cfg(test)]
 mod tests;
 
@@ -44,6 +47,13 @@ pub enum Request {
         force_restart: bool,
         reply: oneshot::Sender<Result<Option<Deployment>, ApiError>>,
     },
+    /// `POST /v2/apps/{id}/restart`: a new version of the app as it is now,
+    /// read and changed in one step (a DELETE or scale in between is
+    /// neither undone nor reverted).
+    Restart {
+        id: String,
+        reply: oneshot::Sender<Result<Option<Deployment>, ApiError>>,
+    },
     /// Change only the instance count.
     Scale {
         id: String,
@@ -54,6 +64,15 @@ pub enum Request {
         id: String,
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
+    /// Kill an app's tasks: `task` alone, or every one (on `host` only, if
+    /// given); with `scale`, lower `instances` so they are not replaced.
+    KillTasks {
+        app_id: String,
+        task: Option<String>,
+        host: Option<String>,
+        scale: bool,
+        reply: oneshot::Sender<Result<Killed, ApiError>>,
+    },
     /// Snapshot of apps and instances.
     View { reply: oneshot::Sender<View> },
     /// Roll back (or with `force`, just stop) a deployment.
@@ -62,6 +81,14 @@ pub enum Request {
         force: bool,
         reply: oneshot::Sender<Result<Option<Deployment>, ApiError>>,
     },
+}
+
+/// What a task kill did: the instances killed (as they were), and the
+/// app's version when it was scaled.
+#[derive(Debug, Clone)]
+pub struct Killed {
+    pub tasks: Vec<Instance>,
+    pub scaled_version: Option<String>,
 }
 
 /// What the API reads.
@@ -79,6 +106,8 @@ pub enum ApiError {
     Exists(String),
     #[error("app {0} does not exist")]
     NoApp(String),
+    #[error("task {task} of app {app} does not exist")]
+    NoTask { app: String, task: String },
     #[error("deployment {0} does not exist")]
     NoDeployment(String),
     #[error("the services framework is stopping")]
@@ -163,14 +192,10 @@ pub fn start(
 /// long a burst keeps its first update unacknowledged.
 pub const MAX_BURST: usize = 1024;
 
-/// An API answer given once the burst's write is done.
-type Reply = Box<dyn FnOnce(Result<(), ApiError>) + Send + Sync>;
-
 /// What a burst leaves to do once its changes are stored.
 #[derive(Default)]
 struct Pending {
     acks: Vec<TaskStatus>,
-    replies: Vec<Reply>,
     actions: Vec<Action>,
 }
 
@@ -178,7 +203,13 @@ struct Actor<L, S> {
     services: Services,
     store: S,
     link: Option<L>,
+    /// Subscribed and not disconnected since (what `/v1/info` says).
+    connected: bool,
     framework_id: Option<String>,
+    /// The framework id is in the store. Until it is, nothing is launched:
+    /// tasks launched under an id a restart would not find again would be
+    /// orphaned (and replaced) after it.
+    id_stored: bool,
     events: tokio::sync::broadcast::Sender<serde_json::Value>,
     pending: Pending,
 }
@@ -214,7 +245,9 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             services,
             store,
             link: None,
+            connected: false,
             framework_id,
+            id_stored: true,
             events,
             pending: Pending::default(),
         }
@@ -262,28 +295,30 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
     }
 
     /// Stores what the burst changed (one transaction), then acknowledges its
-    /// status updates, answers its API requests and performs its actions. If
-    /// the write fails: no acknowledgement (the agents send the updates
-    /// again), the requests are answered with the error, and nothing is
+    /// status updates and performs its actions. If the write fails: no
+    /// acknowledgement (the agents send the updates again), and nothing is
     /// launched from state that is not stored (the offers are declined);
     /// kills, declines and suppress/revive still go (they are harmless to
     /// repeat). What was not stored is written by the next successful commit.
+    /// (API changes are stored on their own, before anything of them is
+    /// done: see `requests.rs`.)
     async fn commit(&mut self) {
         let p = std::mem::take(&mut self.pending);
         let changes = self.services.take_changes();
         let stored = self
             .store
-            .save(self.services.apps(), self.services.instances(), &changes)
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot persist services state; updates stay unacknowledged");
-                ApiError::Store(e.to_string())
-            });
-        if stored.is_err() {
+            .save(self.services.apps(), self.services.instances(), &changes);
+        if let Err(e) = &stored {
+            tracing::error!(error = %e, "cannot persist services state; updates stay unacknowledged");
             // Written by the next successful commit.
             self.services.unsaved(changes);
         }
         let mut actions = p.actions;
+        if !self.id_stored {
+            self.store_framework_id();
+        }
         match &stored {
+            Ok(()) if !self.id_stored => actions = self.withdraw_launches(actions),
             Ok(()) => {
                 if !p.acks.is_empty()
                     && let Some(link) = &self.link
@@ -293,10 +328,22 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             }
             Err(_) => actions = self.withdraw_launches(actions),
         }
-        for reply in p.replies {
-            reply(stored.clone());
-        }
         self.perform(actions).await;
+    }
+
+    /// Stores the framework id the master gave; on failure, tried again at
+    /// the next commit (launches wait until then).
+    fn store_framework_id(&mut self) {
+        let Some(id) = &self.framework_id else {
+            self.id_stored = true;
+            return;
+        };
+        match self.store.set_framework_id(id) {
+            Ok(()) => self.id_stored = true,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot persist the framework id; launching nothing until it is stored")
+            }
+        }
     }
 
     /// Launches become declines, and their instances are forgotten.
@@ -383,11 +430,11 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         match m {
             Msg::Subscribed(link, id) => {
                 if self.framework_id.as_deref() != Some(id.as_str()) {
-                    if let Err(e) = self.store.set_framework_id(id.as_str()) {
-                        tracing::error!(error = %e, "cannot persist the framework id");
-                    }
                     self.framework_id = Some(id.0.clone());
+                    self.id_stored = false;
+                    self.store_framework_id();
                 }
+                self.connected = true;
                 // Ask about every instance we remember, so ones the master
                 // never heard of (crash before launch) are cleared.
                 let known: Vec<(TaskId, Option<AgentId>)> = self
@@ -415,7 +462,8 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                 let acts = self.services.offers(offers);
                 self.pending.actions.extend(acts);
             }
-            Msg::Rescinded | Msg::Disconnected => {}
+            Msg::Rescinded => {}
+            Msg::Disconnected => self.connected = false,
             Msg::Update(status) => {
                 let inst = self.services.instance(status.task_id.as_str());
                 if let Some(i) = inst {
@@ -438,97 +486,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                 // Acknowledged only once this burst is stored.
                 self.pending.acks.push(status);
             }
-            Msg::Api(r) => self.api(r),
-        }
-    }
-
-    /// Answers `reply` after the burst's write.
-    fn after_commit(&mut self, reply: impl FnOnce(Result<(), ApiError>) + Send + Sync + 'static) {
-        self.pending.replies.push(Box::new(reply));
-    }
-
-    fn api(&mut self, r: Request) {
-        match r {
-            Request::View { reply } => {
-                let _ = reply.send(View {
-                    apps: self.services.apps().values().cloned().collect(),
-                    instances: self.services.instances().values().cloned().collect(),
-                    framework_id: self.framework_id.clone(),
-                    connected: self.link.is_some(),
-                });
-            }
-            Request::PutApp {
-                app,
-                create,
-                force_restart,
-                reply,
-            } => {
-                if create && self.services.apps().contains_key(&app.id) {
-                    let _ = reply.send(Err(ApiError::Exists(app.id)));
-                    return;
-                }
-                let id = app.id.clone();
-                let d = self.services.put_app(*app, force_restart);
-                self.emit(serde_json::json!({"eventType": "api_post_event", "appId": id, "timestamp": now_s()}));
-                self.after_commit(move |r| {
-                    let _ = reply.send(r.map(|_| d));
-                });
-                let acts = self.services.converge();
-                self.pending.actions.extend(acts);
-            }
-            Request::Scale {
-                id,
-                instances,
-                reply,
-            } => {
-                let Some(mut app) = self.services.app(&id).map(|s| s.app.clone()) else {
-                    let _ = reply.send(Err(ApiError::NoApp(id)));
-                    return;
-                };
-                app.instances = instances;
-                self.services.put_app(app, false);
-                self.after_commit(move |r| {
-                    let _ = reply.send(r);
-                });
-                let acts = self.services.converge();
-                self.pending.actions.extend(acts);
-            }
-            Request::DeleteApp { id, reply } => {
-                if !self.services.apps().contains_key(&id) {
-                    let _ = reply.send(Err(ApiError::NoApp(id)));
-                    return;
-                }
-                let acts = self.services.delete_app(&id);
-                self.pending.actions.extend(acts);
-                self.emit(serde_json::json!({"eventType": "app_terminated_event", "appId": id, "timestamp": now_s()}));
-                self.after_commit(move |r| {
-                    let _ = reply.send(r);
-                });
-            }
-            Request::CancelDeployment { id, force, reply } => {
-                let found = self
-                    .services
-                    .apps()
-                    .values()
-                    .find(|s| s.deployment.as_ref().is_some_and(|d| d.id == id))
-                    .map(|s| (s.app.id.clone(), s.deployment.clone()));
-                let Some((app_id, Some(d))) = found else {
-                    let _ = reply.send(Err(ApiError::NoDeployment(id)));
-                    return;
-                };
-                let result = if force {
-                    self.services.stop_deployment(&app_id);
-                    None
-                } else {
-                    // Roll back: deploy the previous definition.
-                    self.services.put_app((*d.previous).clone(), true)
-                };
-                self.after_commit(move |r| {
-                    let _ = reply.send(r.map(|_| result));
-                });
-                let acts = self.services.converge();
-                self.pending.actions.extend(acts);
-            }
+            Msg::Api(r) => self.api(r).await,
         }
     }
 
@@ -574,6 +532,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                     Action::Revive => "revive".into(),
                 };
                 tracing::warn!(action = %what, error = %e, "action failed");
+                self.services.offer_call_failed(&a);
             }
         }
     }

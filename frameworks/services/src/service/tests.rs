@@ -15,6 +15,7 @@ type Ack = (String, Vec<u8>);
 struct Recorder {
     acks: Arc<Mutex<Vec<Ack>>>,
     launched: Arc<Mutex<Vec<String>>>,
+    killed: Arc<Mutex<Vec<String>>>,
 }
 
 impl Recorder {
@@ -37,7 +38,8 @@ impl MasterLink for Recorder {
     async fn decline(&self, _o: &[OfferId], _r: Duration) -> Result<(), SdkError> {
         Ok(())
     }
-    async fn kill(&self, _t: &TaskId, _a: &AgentId) -> Result<(), SdkError> {
+    async fn kill(&self, t: &TaskId, _a: &AgentId) -> Result<(), SdkError> {
+        self.killed.lock().unwrap().push(t.0.clone());
         Ok(())
     }
     async fn suppress(&self) -> Result<(), SdkError> {
@@ -60,16 +62,21 @@ impl MasterLink for Recorder {
     }
 }
 
-/// A store whose writes fail while `fail` is set; keeps what it stored.
+/// A store whose writes fail while `fail` is set (framework ids while
+/// `id_fail` is); keeps what it stored.
+#[derive(Default)]
 struct FlakyStore {
     fail: Arc<AtomicBool>,
     stored: Arc<Mutex<BTreeMap<String, Instance>>>,
+    apps: Arc<Mutex<BTreeMap<String, AppState>>>,
+    id_fail: Arc<AtomicBool>,
+    ids: Arc<Mutex<Vec<String>>>,
 }
 
 impl StateStore for FlakyStore {
     fn save(
         &mut self,
-        _apps: &BTreeMap<String, AppState>,
+        apps: &BTreeMap<String, AppState>,
         instances: &BTreeMap<String, Instance>,
         changes: &crate::scheduler::Changes,
     ) -> Result<(), crate::store::StoreError> {
@@ -78,6 +85,13 @@ impl StateStore for FlakyStore {
                 path: "flaky".into(),
                 message: "disk full".into(),
             });
+        }
+        let mut stored_apps = self.apps.lock().unwrap();
+        for k in &changes.apps {
+            match apps.get(k) {
+                Some(a) => stored_apps.insert(k.clone(), a.clone()),
+                None => stored_apps.remove(k),
+            };
         }
         let mut stored = self.stored.lock().unwrap();
         for k in &changes.instances {
@@ -88,7 +102,14 @@ impl StateStore for FlakyStore {
         }
         Ok(())
     }
-    fn set_framework_id(&mut self, _id: &str) -> Result<(), crate::store::StoreError> {
+    fn set_framework_id(&mut self, id: &str) -> Result<(), crate::store::StoreError> {
+        if self.id_fail.load(Ordering::SeqCst) {
+            return Err(crate::store::StoreError {
+                path: "flaky".into(),
+                message: "disk full".into(),
+            });
+        }
+        self.ids.lock().unwrap().push(id.to_string());
         Ok(())
     }
 }
@@ -146,6 +167,7 @@ async fn an_update_is_acknowledged_only_once_its_effect_is_stored() {
     let store = FlakyStore {
         fail: fail.clone(),
         stored: stored.clone(),
+        ..FlakyStore::default()
     };
     let (events, _) = tokio::sync::broadcast::channel(16);
     let actor = Actor::new(s, store, Some("fw".into()), events);
@@ -180,6 +202,208 @@ async fn an_update_is_acknowledged_only_once_its_effect_is_stored() {
     assert!(scale(&tx, 1).await.is_ok());
     assert_eq!(link.acks(), vec![(task.clone(), vec![7])]);
     assert_eq!(stored.lock().unwrap()[&task].state, TaskState::Running);
+    join.abort();
+}
+
+async fn ask<T>(
+    tx: &mpsc::Sender<Msg<Recorder>>,
+    make: impl FnOnce(oneshot::Sender<T>) -> Request,
+) -> T {
+    let (reply, rx) = oneshot::channel();
+    tx.send(Msg::Api(make(reply))).await.ok().unwrap();
+    rx.await.unwrap()
+}
+
+/// Issue 8, item 9: an API change whose write fails changes nothing, in
+/// memory either, and nothing of it is sent: a "failed" delete kills no
+/// instance, a failed task kill kills none, a failed deployment or scale
+/// leaves the app as it was. Once the store is back, the same change is
+/// stored, then acted on.
+#[tokio::test]
+async fn an_api_change_that_cannot_be_stored_changes_nothing() {
+    let mut s = Services::new();
+    let app = crate::app::parse_app(
+        &serde_json::json!({"id": "/a", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16}),
+    )
+    .unwrap();
+    s.put_app(app, false);
+    s.offers(vec![offer("o1")]);
+    let tasks: Vec<String> = s.instances().keys().cloned().collect();
+    for t in &tasks {
+        s.update(&running(t, 1));
+    }
+    let fail = Arc::new(AtomicBool::new(false));
+    let apps = Arc::new(Mutex::new(BTreeMap::new()));
+    let stored = Arc::new(Mutex::new(BTreeMap::new()));
+    let store = FlakyStore {
+        fail: fail.clone(),
+        stored: stored.clone(),
+        apps: apps.clone(),
+        ..FlakyStore::default()
+    };
+    let (events, _) = tokio::sync::broadcast::channel(16);
+    let actor = Actor::new(s, store, Some("fw".into()), events);
+    let (tx, rx) = mpsc::channel(16);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let join = tokio::spawn(actor.run(rx, stop_rx));
+    let link = Recorder::default();
+    tx.send(Msg::Subscribed(link.clone(), FrameworkId::new("fw")))
+        .await
+        .ok()
+        .unwrap();
+    assert!(scale(&tx, 2).await.is_ok());
+    let before = ask(&tx, |reply| Request::View { reply }).await;
+    let stored_before = apps.lock().unwrap().clone();
+    assert_eq!(stored_before.len(), 1);
+
+    fail.store(true, Ordering::SeqCst);
+    let r = ask(&tx, |reply| Request::DeleteApp {
+        id: "/a".into(),
+        reply,
+    })
+    .await;
+    assert!(matches!(r, Err(ApiError::Store(_))), "{r:?}");
+    let r = ask(&tx, |reply| Request::KillTasks {
+        app_id: "/a".into(),
+        task: Some(tasks[0].clone()),
+        host: None,
+        scale: true,
+        reply,
+    })
+    .await;
+    assert!(matches!(r, Err(ApiError::Store(_))), "{r:?}");
+    assert!(matches!(scale(&tx, 0).await, Err(ApiError::Store(_))));
+    let mut changed = before.apps[0].app.clone();
+    changed.env.insert("V".into(), "2".into());
+    let r = ask(&tx, |reply| Request::PutApp {
+        app: Box::new(changed),
+        create: false,
+        force_restart: false,
+        reply,
+    })
+    .await;
+    assert!(matches!(r, Err(ApiError::Store(_))), "{r:?}");
+    assert!(
+        link.killed.lock().unwrap().is_empty(),
+        "killed for changes that were not stored: {:?}",
+        link.killed.lock().unwrap()
+    );
+    // In memory too, everything is as it was.
+    let after = ask(&tx, |reply| Request::View { reply }).await;
+    assert_eq!(after.apps, before.apps);
+    assert_eq!(after.instances, before.instances);
+
+    // The store is back: what is stored is what was there (a restart
+    // finds the app), and the delete, asked again, is stored and done.
+    fail.store(false, Ordering::SeqCst);
+    assert!(scale(&tx, 2).await.is_ok());
+    assert_eq!(*apps.lock().unwrap(), stored_before);
+    assert!(stored.lock().unwrap().values().all(|i| !i.killing));
+    let r = ask(&tx, |reply| Request::DeleteApp {
+        id: "/a".into(),
+        reply,
+    })
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+    assert!(apps.lock().unwrap().is_empty());
+    let mut killed = link.killed.lock().unwrap().clone();
+    killed.sort();
+    assert_eq!(killed, tasks);
+    join.abort();
+}
+
+/// A framework id that could not be stored is stored at a later commit,
+/// and nothing is launched until it is: after a restart the framework
+/// would subscribe as a new one and its tasks would be orphaned.
+/// `/v1/info` says whether the framework is connected.
+#[tokio::test]
+async fn nothing_launches_until_the_framework_id_is_stored() {
+    let mut s = Services::new();
+    let app = crate::app::parse_app(
+        &serde_json::json!({"id": "/a", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16}),
+    )
+    .unwrap();
+    s.put_app(app, false);
+    let store = FlakyStore::default();
+    let (id_fail, ids) = (store.id_fail.clone(), store.ids.clone());
+    id_fail.store(true, Ordering::SeqCst);
+    let (events, _) = tokio::sync::broadcast::channel(16);
+    let actor = Actor::new(s, store, None, events);
+    let (tx, rx) = mpsc::channel(16);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let join = tokio::spawn(actor.run(rx, stop_rx));
+    let link = Recorder::default();
+    let info = |tx| async move { ask(tx, |reply| Request::View { reply }).await };
+    assert!(!info(&tx).await.connected);
+    tx.send(Msg::Subscribed(link.clone(), FrameworkId::new("fw-new")))
+        .await
+        .ok()
+        .unwrap();
+    tx.send(Msg::Offers(vec![offer("o1")])).await.ok().unwrap();
+    let v = info(&tx).await;
+    assert!(v.connected);
+    assert!(
+        link.launched.lock().unwrap().is_empty(),
+        "launched under a framework id that is not stored"
+    );
+    assert!(ids.lock().unwrap().is_empty());
+
+    // The store is back: the id is stored at the next commit, then offers
+    // are used.
+    id_fail.store(false, Ordering::SeqCst);
+    tx.send(Msg::Offers(vec![offer("o2")])).await.ok().unwrap();
+    let _ = info(&tx).await;
+    assert_eq!(*ids.lock().unwrap(), vec!["fw-new".to_string()]);
+    assert_eq!(link.launched.lock().unwrap().len(), 1);
+
+    tx.send(Msg::Disconnected).await.ok().unwrap();
+    assert!(!info(&tx).await.connected, "disconnected");
+    join.abort();
+}
+
+/// Review: a restart reads and changes the app in one actor step. Before,
+/// the API read the app, then put it back as a new version: a DELETE in
+/// between was undone (the put created the app again) and a scale in
+/// between was reverted. A restart of an app that is gone is a 404.
+#[tokio::test]
+async fn a_restart_keeps_a_scale_made_just_before_and_does_not_recreate_a_deleted_app() {
+    let mut s = Services::new();
+    let app = crate::app::parse_app(
+        &serde_json::json!({"id": "/a", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16}),
+    )
+    .unwrap();
+    s.put_app(app, false);
+    let (events, _) = tokio::sync::broadcast::channel(16);
+    let actor = Actor::new(s, FlakyStore::default(), Some("fw".into()), events);
+    let (tx, rx) = mpsc::channel(16);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let join = tokio::spawn(actor.run(rx, stop_rx));
+    let before = ask(&tx, |reply| Request::View { reply }).await;
+    assert!(scale(&tx, 3).await.is_ok());
+    let d = ask(&tx, |reply| Request::Restart {
+        id: "/a".into(),
+        reply,
+    })
+    .await
+    .expect("restarted");
+    assert!(d.is_some(), "a restart is a deployment");
+    let v = ask(&tx, |reply| Request::View { reply }).await;
+    assert_eq!(v.apps[0].app.instances, 3, "the scale stays");
+    assert_ne!(v.apps[0].app.version, before.apps[0].app.version);
+    let r = ask(&tx, |reply| Request::DeleteApp {
+        id: "/a".into(),
+        reply,
+    })
+    .await;
+    assert!(r.is_ok(), "{r:?}");
+    let r = ask(&tx, |reply| Request::Restart {
+        id: "/a".into(),
+        reply,
+    })
+    .await;
+    assert!(matches!(r, Err(ApiError::NoApp(_))), "{r:?}");
+    let v = ask(&tx, |reply| Request::View { reply }).await;
+    assert!(v.apps.is_empty(), "not created again");
     join.abort();
 }
 

@@ -1,0 +1,176 @@
+//! Docker runtime faults, injected through its fail points against the
+//! local engine (images from `images/build.sh`; nothing is pulled).
+
+use super::*;
+use crate::runtime::{FailAction, FailPoints};
+use agora_core::Resources;
+use agora_core::info::{CommandInfo, TaskInfo};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::sync::mpsc;
+
+const IMAGE: &str = "agora-busybox:latest";
+
+fn scope() -> String {
+    format!("agora-test-{}", uuid::Uuid::new_v4().simple())
+}
+
+fn spec(task: &str, cmd: &str) -> LaunchSpec {
+    LaunchSpec {
+        framework_id: "f".into(),
+        task: TaskInfo {
+            command: Some(CommandInfo {
+                value: cmd.into(),
+                shell: true,
+                ..Default::default()
+            }),
+            ..TaskInfo::new(task.into(), Resources::default())
+        },
+    }
+}
+
+/// Fails `point` (with an injected error) its first `n` times.
+fn failing(point: &'static str, n: usize) -> (FailPoints, Arc<AtomicUsize>) {
+    let seen = Arc::new(AtomicUsize::new(0));
+    let s = seen.clone();
+    let fp = FailPoints::new(move |p| {
+        if p == point && s.fetch_add(1, Ordering::SeqCst) < n {
+            FailAction::Error
+        } else {
+            FailAction::Pass
+        }
+    });
+    (fp, seen)
+}
+
+async fn runtime(
+    scope: &str,
+    fail: FailPoints,
+) -> (DockerRuntime, mpsc::UnboundedReceiver<RuntimeEvent>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let rt = DockerRuntime::connect(tx, scope.into(), Some(IMAGE.into()))
+        .await
+        .expect("these tests need the Docker engine")
+        .with_fail_points(fail);
+    (rt, rx)
+}
+
+/// The next event within `d`, if any.
+async fn next(rx: &mut mpsc::UnboundedReceiver<RuntimeEvent>, d: Duration) -> Option<RuntimeEvent> {
+    tokio::time::timeout(d, rx.recv()).await.ok().flatten()
+}
+
+async fn until(rx: &mut mpsc::UnboundedReceiver<RuntimeEvent>, state: TaskState) -> RuntimeEvent {
+    loop {
+        let ev = next(rx, Duration::from_secs(30))
+            .await
+            .unwrap_or_else(|| panic!("no {state} within 30 s"));
+        if ev.state == state || ev.state.is_terminal() {
+            assert_eq!(ev.state, state, "{ev:?}");
+            return ev;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_wait_stream_is_not_an_exit() {
+    let scope = scope();
+    let (fail, waits) = failing("docker.wait", 3);
+    let (rt, mut rx) = runtime(&scope, fail).await;
+    rt.launch(spec("t", "sleep 1000")).await;
+    until(&mut rx, TaskState::Running).await;
+    // Three broken streams in a row (an engine restart): the task runs on.
+    let early = next(&mut rx, Duration::from_secs(3)).await;
+    let broken = waits.load(Ordering::SeqCst);
+    rt.kill(&"f".into(), &"t".into(), Duration::from_secs(1))
+        .await;
+    until(&mut rx, TaskState::Killed).await;
+    rt.remove_all().await;
+    assert!(early.is_none(), "reported while still running: {early:?}");
+    assert!(broken > 3, "the wait was not tried again ({broken} waits)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_listing_that_fails_at_recovery_is_retried_then_refused() {
+    let scope = scope();
+    let (rt, mut rx) = runtime(&scope, FailPoints::default()).await;
+    let task = spec("t", "sleep 1000");
+    rt.launch(task.clone()).await;
+    until(&mut rx, TaskState::Running).await;
+
+    // The restarted agent's first two listings fail: it retries and finds
+    // the running task (RUNNING again, nothing gone).
+    let (fail, _) = failing("docker.list", 2);
+    let (rt2, mut rx2) = runtime(&scope, fail).await;
+    let rt2 = rt2.with_list_retry(4, Duration::from_millis(20));
+    let recovered = rt2.recover(vec![task.clone()]).await;
+    let again = next(&mut rx2, Duration::from_secs(5)).await;
+
+    // An engine that never answers: recovery fails, it reports nothing gone.
+    let (fail, _) = failing("docker.list", usize::MAX);
+    let (rt3, _rx3) = runtime(&scope, fail).await;
+    let rt3 = rt3.with_list_retry(2, Duration::from_millis(10));
+    let refused = rt3.recover(vec![task]).await;
+
+    let running = rt.list_scoped().await.unwrap().len();
+    rt.remove_all().await;
+    assert_eq!(recovered.unwrap(), Vec::new(), "a live task reported gone");
+    assert_eq!(again.map(|e| e.state), Some(TaskState::Running));
+    assert!(refused.is_err(), "{refused:?}");
+    assert_eq!(running, 1, "recovery removed or lost the container");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tcp_check_of_a_bridge_container_passes_only_once_it_listens() {
+    use agora_core::info::{ContainerInfo, HealthCheck, HealthProtocol, PortMapping};
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut task = spec("web", "sleep 4; exec httpd -f -p 8080");
+    task.task.resources = Resources::default()
+        .with_ports(agora_core::Ranges::range(u32::from(port), u32::from(port)).unwrap());
+    task.task.container = Some(ContainerInfo {
+        image: IMAGE.into(),
+        network: "bridge".into(),
+        port_mappings: vec![PortMapping {
+            host_port: port,
+            container_port: 8080,
+            protocol: "tcp".into(),
+            name: String::new(),
+        }],
+    });
+    let check = HealthCheck {
+        protocol: HealthProtocol::Tcp,
+        path: String::new(),
+        port,
+        command: String::new(),
+        grace_period: Duration::ZERO,
+        interval: Duration::from_secs(1),
+        timeout: Duration::from_secs(1),
+        max_consecutive_failures: 1,
+        ok_statuses: Vec::new(),
+    };
+    let (rt, mut rx) = runtime(&scope(), FailPoints::default()).await;
+    rt.launch(task).await;
+    until(&mut rx, TaskState::Running).await;
+    let (fw, id) = ("f".into(), "web".into());
+    // Nothing listens in the container yet; the engine's proxy on the host
+    // port would accept the connection all the same.
+    let proxy_accepts = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_ok();
+    let before = crate::health::probe(&check, &rt, &fw, &id).await;
+    let mut after = Err(String::new());
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        after = crate::health::probe(&check, &rt, &fw, &id).await;
+        if after.is_ok() {
+            break;
+        }
+    }
+    rt.remove_all().await;
+    eprintln!("the userland proxy accepts while nothing listens: {proxy_accepts}");
+    assert!(before.is_err(), "healthy before the task listens");
+    assert!(after.is_ok(), "never healthy once it listens: {after:?}");
+}

@@ -1,0 +1,345 @@
+//! Route tables built from a [`View`], and the [`Router`] that follows the
+//! views, swaps the tables atomically and runs the drain protocol.
+//!
+//! - **edge** (L7, public): only ports labelled `expose: public`; by Host —
+//!   each of the port's virtual hosts and the app's DNS name — and the
+//!   longest matching path prefix. Anything else is 404, so an internal
+//!   app's virtual host is not served at the edge.
+//! - **internal** (L7): `Host: <app dns name>` (e.g. `web.demo.agora`) →
+//!   the app's first TCP port, any path; every app, public or not.
+//! - **l4**: `servicePort` → the port's set, for the TCP listeners.
+//!
+//! Endpoints keep their balancer state (in-flight count, latency, ejection)
+//! across tables: a [`Backend`] lives as long as its endpoint serves. When a
+//! view no longer lists an endpoint as serving, its backend is retired; the
+//! router reports `drained(V)` once no request is in flight to any retired
+//! backend.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agora_core::endpoints::{EndpointKey, EndpointSet, EndpointState, View, dns_name};
+use tokio::sync::{Notify, watch};
+use tokio::time::Instant;
+
+use crate::balance::{Backend, Balancer, EndpointId, OutlierPolicy};
+
+/// Where the router's acknowledgements go (the endpoint stream's
+/// `POST /v1/endpoints/acks` in production).
+pub trait Acks: Send + Sync + 'static {
+    /// The router routes by version `v`.
+    fn applied(&self, v: u64);
+    /// Every request in flight to an endpoint draining or gone in `v` ended.
+    fn drained(&self, v: u64);
+}
+
+/// Port label: the route's request timeout in seconds (e.g. `2.5`).
+pub const TIMEOUT_LABEL: &str = "timeout";
+
+/// How routes are built.
+#[derive(Clone, Debug)]
+pub struct RoutesConfig {
+    /// The DNS zone (`agora`): `/demo/web` is `web.demo.agora`.
+    pub domain: String,
+    /// Request timeout for ports without a `timeout` label.
+    pub request_timeout: Duration,
+    pub outlier: OutlierPolicy,
+}
+
+impl Default for RoutesConfig {
+    fn default() -> Self {
+        RoutesConfig {
+            domain: "agora".into(),
+            request_timeout: Duration::from_secs(60),
+            outlier: OutlierPolicy::default(),
+        }
+    }
+}
+
+/// One app port as routed: its serving endpoints and its settings.
+#[derive(Debug)]
+pub struct Route {
+    pub key: EndpointKey,
+    pub balancer: Balancer,
+    /// Time allowed from sending the request to the response's head.
+    pub timeout: Duration,
+}
+
+/// Path prefixes of one host, longest first, with their routes.
+type Prefixes = Vec<(Box<str>, Arc<Route>)>;
+
+/// Host → path prefixes (longest first) → route.
+#[derive(Debug, Default)]
+pub struct L7Table {
+    hosts: HashMap<Box<str>, Prefixes>,
+}
+
+impl L7Table {
+    /// The route for `host` (lower case, no port) and `path`: the longest
+    /// prefix that matches whole segments (`/api` matches `/api` and
+    /// `/api/x`, not `/apix`).
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let routes = self.hosts.get(host)?;
+        routes
+            .iter()
+            .find(|(p, _)| prefix_matches(p, path))
+            .map(|(_, r)| r)
+    }
+
+    pub fn hosts(&self) -> impl Iterator<Item = &str> {
+        self.hosts.keys().map(|h| &**h)
+    }
+
+    /// Adds a route unless the host and prefix are taken (the first claim,
+    /// in key order, wins; the framework refuses such conflicts anyway).
+    fn add(&mut self, host: &str, prefix: &str, route: &Arc<Route>) {
+        let list = self.hosts.entry(host.into()).or_default();
+        if let Some((_, other)) = list.iter().find(|(p, _)| &**p == prefix) {
+            tracing::warn!(
+                host, prefix, kept = %other.key.app_id, ignored = %route.key.app_id,
+                "two app ports claim the same host and path"
+            );
+            return;
+        }
+        list.push((prefix.into(), route.clone()));
+        list.sort_by_key(|r| std::cmp::Reverse(r.0.len()));
+    }
+}
+
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" || prefix.is_empty() {
+        return true;
+    }
+    let Some(rest) = path.strip_prefix(prefix) else {
+        return false;
+    };
+    rest.is_empty() || rest.starts_with('/') || prefix.ends_with('/')
+}
+
+/// Normalises a host for lookups: lower case, no trailing dot.
+pub fn normalize_host(h: &str) -> String {
+    h.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Every table at one version.
+#[derive(Debug, Default)]
+pub struct Routes {
+    pub version: u64,
+    pub edge: L7Table,
+    pub internal: L7Table,
+    pub l4: HashMap<u16, Arc<Route>>,
+}
+
+/// Follows views, keeps the current [`Routes`] and tracks draining.
+#[derive(Debug)]
+pub struct Router {
+    config: RoutesConfig,
+    routes: watch::Sender<Arc<Routes>>,
+    registry: Mutex<Registry>,
+    drain: Arc<Notify>,
+    epoch: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Registry {
+    live: HashMap<EndpointId, Arc<Backend>>,
+    retired: Vec<Arc<Backend>>,
+}
+
+impl Router {
+    pub fn new(config: RoutesConfig) -> Arc<Router> {
+        Arc::new(Router {
+            config,
+            routes: watch::Sender::new(Arc::new(Routes::default())),
+            registry: Mutex::default(),
+            drain: Arc::new(Notify::new()),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// The current routes (one read lock and one reference count).
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.borrow().clone()
+    }
+
+    /// Changes of routes (for the TCP listeners).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<Routes>> {
+        self.routes.subscribe()
+    }
+
+    /// Builds the routes of `view` and makes them current; endpoints no
+    /// longer serving are retired. Requests already on their way keep
+    /// their endpoint.
+    pub fn apply(&self, view: &View) {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next: HashMap<EndpointId, Arc<Backend>> = HashMap::new();
+        let mut routes = Routes {
+            version: view.version(),
+            ..Routes::default()
+        };
+        let mut first_port: HashMap<&str, (u32, Arc<Route>)> = HashMap::new();
+        for set in view.sets() {
+            let route = Arc::new(self.route(set, &mut reg, &mut next));
+            let dns = dns_name(&set.key.app_id, &self.config.domain);
+            if set.meta.public {
+                let prefix = set.meta.path.as_deref().unwrap_or("/");
+                for vhost in &set.meta.vhosts {
+                    let h = normalize_host(vhost);
+                    if !h.is_empty() {
+                        routes.edge.add(&h, prefix, &route);
+                    }
+                }
+                if let Some(d) = &dns {
+                    routes.edge.add(d, prefix, &route);
+                }
+            }
+            if dns.is_some() && set.meta.protocol != "udp" {
+                match first_port.entry(&set.key.app_id) {
+                    Entry::Occupied(mut o) => {
+                        if o.get().0 > set.key.port_index {
+                            o.insert((set.key.port_index, route.clone()));
+                        }
+                    }
+                    Entry::Vacant(v) => {
+                        v.insert((set.key.port_index, route.clone()));
+                    }
+                }
+            }
+            if let Some(sp) = set.meta.service_port
+                && set.meta.protocol != "udp"
+            {
+                match u16::try_from(sp) {
+                    Ok(p) if p != 0 => {
+                        if let Some(other) = routes.l4.insert(p, route.clone()) {
+                            tracing::warn!(service_port = p, kept = %route.key.app_id,
+                                ignored = %other.key.app_id, "two app ports claim one servicePort");
+                        }
+                    }
+                    _ => tracing::warn!(app = %set.key.app_id, service_port = sp,
+                        "servicePort out of range; not routed"),
+                }
+            }
+        }
+        for (app, (_, route)) in first_port {
+            if let Some(d) = dns_name(app, &self.config.domain) {
+                routes.internal.add(&d, "/", &route);
+            }
+        }
+        // Publish first, then retire: a request that still picks from the
+        // old tables sees the retirement and picks again.
+        self.routes.send_replace(Arc::new(routes));
+        let old = std::mem::replace(&mut reg.live, next);
+        for (_, b) in old {
+            b.retire();
+            reg.retired.push(b);
+        }
+    }
+
+    fn route(
+        &self,
+        set: &EndpointSet,
+        reg: &mut Registry,
+        next: &mut HashMap<EndpointId, Arc<Backend>>,
+    ) -> Route {
+        let mut backends = Vec::new();
+        for e in &set.endpoints {
+            if e.state != EndpointState::Serving {
+                continue;
+            }
+            let Ok(port) = u16::try_from(e.port) else {
+                continue;
+            };
+            let id = EndpointId {
+                task_id: e.task_id.as_str().into(),
+                host: e.host.as_str().into(),
+                port,
+            };
+            let b = match next.entry(id.clone()) {
+                Entry::Occupied(o) => o.get().clone(),
+                Entry::Vacant(v) => {
+                    let b = reg.live.remove(&id).unwrap_or_else(|| {
+                        Arc::new(Backend::new(
+                            id,
+                            self.epoch,
+                            self.config.outlier,
+                            self.drain.clone(),
+                        ))
+                    });
+                    v.insert(b).clone()
+                }
+            };
+            backends.push(b);
+        }
+        let timeout = set
+            .meta
+            .labels
+            .get(TIMEOUT_LABEL)
+            .and_then(|t| t.trim().parse::<f64>().ok())
+            .filter(|t| t.is_finite() && *t > 0.0 && *t <= 86_400.0)
+            .map(Duration::from_secs_f64)
+            .unwrap_or(self.config.request_timeout);
+        Route {
+            key: set.key.clone(),
+            balancer: Balancer::new(backends),
+            timeout,
+        }
+    }
+
+    /// Whether no request is in flight to a retired endpoint. Retired
+    /// endpoints found idle are forgotten (and their pooled connections
+    /// closed).
+    pub fn drained(&self) -> bool {
+        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.retired.retain(|b| {
+            if b.in_flight() == 0 {
+                b.idle.clear();
+                false
+            } else {
+                true
+            }
+        });
+        reg.retired.is_empty()
+    }
+
+    /// Follows `views` until the sender is gone: applies each view,
+    /// acknowledges `applied(V)` at once and `drained(V)` once every
+    /// request to an endpoint retired by then has ended.
+    pub async fn follow(
+        self: Arc<Self>,
+        mut views: watch::Receiver<Arc<View>>,
+        acks: Arc<dyn Acks>,
+    ) {
+        let mut pending: Option<u64> = None;
+        let mut changed = true;
+        loop {
+            if changed {
+                changed = false;
+                let view = views.borrow_and_update().clone();
+                self.apply(&view);
+                let v = view.version();
+                if v > 0 {
+                    acks.applied(v);
+                    pending = Some(v);
+                }
+            }
+            if let Some(v) = pending
+                && self.drained()
+            {
+                acks.drained(v);
+                pending = None;
+            }
+            tokio::select! {
+                r = views.changed() => match r {
+                    Ok(()) => changed = true,
+                    Err(_) => return,
+                },
+                _ = self.drain.notified(), if pending.is_some() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
