@@ -22,6 +22,9 @@ use dns_support::*;
 use hickory_server::proto::rr::RecordType;
 use tokio::sync::{broadcast, mpsc, watch};
 
+/// (since, router) of one stream opened.
+type Opened = (Option<u64>, Option<String>);
+
 /// The test's stand-in for the services framework's endpoint stream.
 #[derive(Clone)]
 struct Upstream {
@@ -36,7 +39,7 @@ struct Upstream {
     /// Fail this many ack posts with 503 first.
     fail_acks: Arc<AtomicUsize>,
     /// (since, router) of every stream opened.
-    streams: Arc<Mutex<Vec<(Option<u64>, Option<String>)>>>,
+    streams: Arc<Mutex<Vec<Opened>>>,
     /// Every ack accepted, in order.
     acks: Arc<Mutex<Vec<serde_json::Value>>>,
     ack_attempts: Arc<AtomicUsize>,
@@ -308,7 +311,7 @@ async fn acks_are_coalesced_retried_and_sent_again_after_a_reconnection() {
     feed.ack(3, 3);
     until_true("an ack accepted", || !up.acks.lock().unwrap().is_empty()).await;
     let want = serde_json::json!({"router": "router a", "applied": 3, "drained": 3});
-    assert_eq!(*up.acks.lock().unwrap(), [want.clone()]);
+    assert_eq!(*up.acks.lock().unwrap(), std::slice::from_ref(&want));
     assert_eq!(up.ack_attempts.load(Ordering::SeqCst), 3);
 
     // The routers' view of the same slot: applied and drained separately.
