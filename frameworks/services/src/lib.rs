@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod app;
+pub mod endpoints;
 pub mod scheduler;
 pub mod service;
 pub mod store;

@@ -80,6 +80,7 @@ fn not_allowed(allow: &'static str) -> Response {
 
 fn api_error(e: ApiError) -> Response {
     let code = match e {
+        ApiError::Invalid(details) => return invalid(details),
         ApiError::Exists(_) => StatusCode::CONFLICT,
         ApiError::NoApp(_) | ApiError::NoTask { .. } | ApiError::NoDeployment(_) => {
             StatusCode::NOT_FOUND

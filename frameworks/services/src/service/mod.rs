@@ -107,6 +107,10 @@ pub enum ApiError {
     Stopped,
     #[error("cannot persist the change: {0}")]
     Store(String),
+    /// The definition conflicts with another app (service port, virtual
+    /// host): every conflict, each at its JSON pointer.
+    #[error("the app definition conflicts with other apps")]
+    Invalid(Vec<crate::app::FieldError>),
 }
 
 pub(crate) enum Msg<L> {
