@@ -28,6 +28,21 @@ pub struct ServicesArgs {
     /// Log format on stderr (AGORA_LOG sets the level, e.g. debug).
     #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Range apps' service ports (`servicePort` 0) are assigned from.
+    #[arg(long, value_parser = parse_port_range, default_value = "10000-20000")]
+    pub service_ports: (u32, u32),
+}
+
+/// `FIRST-LAST`, two port numbers 1-65535, FIRST ≤ LAST.
+fn parse_port_range(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not a port range like 10000-20000");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u32 = a.trim().parse().map_err(|_| bad())?;
+    let b: u32 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || b > 65_535 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 pub fn config(master: &str, data_dir: PathBuf, role: &str) -> agora_services::ServicesConfig {
@@ -37,6 +52,7 @@ pub fn config(master: &str, data_dir: PathBuf, role: &str) -> agora_services::Se
         name: "agora-services".into(),
         role: role.into(),
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
+        service_ports: agora_services::scheduler::DEFAULT_SERVICE_PORTS,
     }
 }
 
@@ -60,7 +76,8 @@ pub async fn run(args: ServicesArgs) -> Result<()> {
         args.master
     );
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let cfg = config(&args.master, data_dir, &args.role);
+    let mut cfg = config(&args.master, data_dir, &args.role);
+    cfg.service_ports = args.service_ports;
     let server = tokio::spawn(agora_services::serve(listener, cfg, stop));
     tokio::select! {
         r = server => { r.context("services task panicked")??; }

@@ -8,11 +8,13 @@
 //! DELETE), `/v2/apps/{appId}/tasks/{taskId}` (DELETE),
 //! `/v2/tasks`, `/v2/deployments` (GET; DELETE `/{deploymentId}`),
 //! `/v2/events`, `/v2/info`, `/ping`; `/v1/apps[/{appId}]`,
-//! `/v1/deployments`, `/v1/info`; the OpenAPI document, generated
+//! `/v1/deployments`, `/v1/info`; discovery (`endpoints.rs`):
+//! `/v1/endpoints/watch`, `/v1/endpoints/acks`, `/v1/services[/{appId}]`; the OpenAPI document, generated
 //! from the handlers and their types, at `/openapi.json`. Invalid
 //! definitions get 422 with every problem listed; malformed JSON gets 400; a
 //! method a path does not serve gets 405 with `Allow`.
 
+mod endpoints;
 mod json;
 mod kill;
 mod openapi;
@@ -52,6 +54,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/apps/{*rest}", any(agora_app_route))
         .route("/v1/deployments", get(agora_deployments))
         .route("/v1/info", get(agora_info))
+        .route("/v1/endpoints/watch", get(endpoints::watch))
+        .route("/v1/endpoints/acks", axum::routing::post(endpoints::acks))
+        .route("/v1/services", get(endpoints::services))
+        .route("/v1/services/{*rest}", any(service_route))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see /openapi.json") })
         .with_state(state)
@@ -297,6 +303,21 @@ async fn app_route(
         (Target::Task(id, task), Method::DELETE) => kill_app_task(s, id, task, &uri).await,
         (Target::Task(..), _) => not_allowed("DELETE"),
         (Target::Unknown, _) => error(StatusCode::NOT_FOUND, "no such path; see /openapi.json"),
+    }
+}
+
+async fn service_route(
+    State(s): State<ApiState>,
+    method: Method,
+    Path(rest): Path<String>,
+    uri: Uri,
+) -> Response {
+    match method {
+        Method::GET | Method::HEAD => {
+            let id = format!("/{}", rest.trim_matches('/'));
+            endpoints::service(s, id, uri).await
+        }
+        _ => not_allowed("GET, HEAD"),
     }
 }
 

@@ -22,6 +22,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 mod deployment;
 mod endpoints;
 #[cfg(test)]
+mod endpoints_tests;
+#[cfg(test)]
 mod deployment_tests;
 mod index;
 mod ops;

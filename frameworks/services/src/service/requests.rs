@@ -164,6 +164,8 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             self.services.rewind(before);
             return Err(ApiError::Store(e.to_string()));
         }
+        let mut actions = actions;
+        actions.extend(self.publish_and_release());
         self.perform(actions).await;
         Ok(answer)
     }

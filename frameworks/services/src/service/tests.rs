@@ -170,7 +170,7 @@ async fn an_update_is_acknowledged_only_once_its_effect_is_stored() {
         ..FlakyStore::default()
     };
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, store, Some("fw".into()), events);
+    let actor = Actor::new(s, store, Some("fw".into()), events, Hub::new(0));
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
@@ -242,7 +242,7 @@ async fn an_api_change_that_cannot_be_stored_changes_nothing() {
         ..FlakyStore::default()
     };
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, store, Some("fw".into()), events);
+    let actor = Actor::new(s, store, Some("fw".into()), events, Hub::new(0));
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
@@ -328,7 +328,7 @@ async fn nothing_launches_until_the_framework_id_is_stored() {
     let (id_fail, ids) = (store.id_fail.clone(), store.ids.clone());
     id_fail.store(true, Ordering::SeqCst);
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, store, None, events);
+    let actor = Actor::new(s, store, None, events, Hub::new(0));
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
@@ -369,6 +369,7 @@ fn the_driver_leaves_acknowledgements_to_the_actor() {
         name: "services".into(),
         role: "*".into(),
         failover_timeout: Duration::from_secs(60),
+        service_ports: (10_000, 20_000),
     };
     let f = framework_config(&cfg, Some("fw-1".into()));
     assert!(!f.auto_acknowledge);
