@@ -138,7 +138,10 @@ impl Hub {
 
     /// Makes `router` a drain participant while the returned guard lives.
     pub fn join(self: &Arc<Self>, router: &str) -> Joined {
-        lock(&self.routers).entry(router.to_string()).or_default().streams += 1;
+        lock(&self.routers)
+            .entry(router.to_string())
+            .or_default()
+            .streams += 1;
         Joined {
             hub: self.clone(),
             router: router.to_string(),
@@ -216,7 +219,10 @@ mod tests {
                 port_index: 0,
             };
             let set = EndpointSet::new(k, Default::default(), vec![]);
-            p.publish_app("/a", vec![set]).cloned().into_iter().collect()
+            p.publish_app("/a", vec![set])
+                .cloned()
+                .into_iter()
+                .collect()
         });
         assert_eq!(*hub.version().borrow(), 1001);
         assert!(!hub.ack("r1", Some(1001), Some(1001)), "no stream: ignored");

@@ -8,7 +8,7 @@
 
 use super::json::Message;
 use super::{ApiState, error, no_app, view};
-use crate::endpoints::{Start, SUBSCRIBER_QUEUE};
+use crate::endpoints::{SUBSCRIBER_QUEUE, Start};
 use agora_core::endpoints::{EndpointSet, EndpointState, dns_name};
 use axum::body::Bytes;
 use axum::extract::{Query, State};
@@ -104,7 +104,11 @@ pub(super) async fn watch(State(s): State<ApiState>, uri: Uri) -> Response {
                 // Too slow: the queue is bounded, so it is disconnected
                 // (it reconnects with `since`).
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::info!(missed = n, queue = SUBSCRIBER_QUEUE, "endpoint subscriber too slow; disconnected");
+                    tracing::info!(
+                        missed = n,
+                        queue = SUBSCRIBER_QUEUE,
+                        "endpoint subscriber too slow; disconnected"
+                    );
                     return None;
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
@@ -250,7 +254,10 @@ fn parse_wait(w: &str) -> Option<Duration> {
         Some(i) => w.split_at(i),
         None => (w, "s"),
     };
-    let n: f64 = num.parse().ok().filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
+    let n: f64 = num
+        .parse()
+        .ok()
+        .filter(|n: &f64| n.is_finite() && *n >= 0.0)?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,

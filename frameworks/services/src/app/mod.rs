@@ -15,8 +15,8 @@ mod tests;
 mod view;
 
 use parse::parse_constraint;
-pub use ports::{valid_path, valid_vhost};
 pub use parse::{MAX_INSTANCES, RESERVED_ID_SEGMENTS, normalize_id, parse_app};
+pub use ports::{valid_path, valid_vhost};
 pub use view::{AppDefinition, Container, Docker, Network};
 
 /// One problem in a definition: a JSON path and what is wrong there.

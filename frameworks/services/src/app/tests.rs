@@ -566,9 +566,7 @@ fn port_labels_and_drain_seconds_are_validated() {
         json!({"id": "/w", "container": {"docker": {"image": "i"},
             "portMappings": [{"containerPort": 80, "servicePort": 10080, "labels": labels}]}})
     };
-    let host = |labels: serde_json::Value| {
-        json!({"id": "/h", "cmd": "x", "portDefinitions": [{"port": 0, "labels": labels}]})
-    };
+    let host = |labels: serde_json::Value| json!({"id": "/h", "cmd": "x", "portDefinitions": [{"port": 0, "labels": labels}]});
     let bad = [
         (json!({"expose": "everyone"}), "labels/expose"),
         (json!({"vhost": "shop.example.com,"}), "labels/vhost"),
@@ -599,8 +597,15 @@ fn port_labels_and_drain_seconds_are_validated() {
     let h = parse_app(&host(ok.clone())).unwrap();
     assert_eq!(h.port_definitions[0].labels["path"], "/api");
 
-    for (v, good) in [("0", true), ("2.5", true), ("3600", true), ("-1", false),
-        ("NaN", false), ("soon", false), ("3601", false)] {
+    for (v, good) in [
+        ("0", true),
+        ("2.5", true),
+        ("3600", true),
+        ("-1", false),
+        ("NaN", false),
+        ("soon", false),
+        ("3601", false),
+    ] {
         let def = json!({"id": "/d", "cmd": "x", "labels": {"drainSeconds": v}});
         match parse_app(&def) {
             Ok(a) => {

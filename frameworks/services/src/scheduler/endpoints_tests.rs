@@ -76,17 +76,36 @@ fn sps(s: &Services, id: &str) -> Vec<u32> {
 fn service_ports_are_assigned_once_unique_and_a_taken_one_names_its_holder() {
     let mut s = Services::new();
     s.set_service_ports(10_000, 10_002);
-    put(&mut s, json!({"id": "/a", "cmd": "x", "portDefinitions": [{"port": 0}, {"port": 0}]})).unwrap();
+    put(
+        &mut s,
+        json!({"id": "/a", "cmd": "x", "portDefinitions": [{"port": 0}, {"port": 0}]}),
+    )
+    .unwrap();
     assert_eq!(sps(&s, "/a"), vec![10_000, 10_001]);
-    let e = put(&mut s, json!({"id": "/b", "cmd": "x", "portDefinitions": [{"port": 0, "servicePort": 10_001}]}))
-        .unwrap_err();
+    let e = put(
+        &mut s,
+        json!({"id": "/b", "cmd": "x", "portDefinitions": [{"port": 0, "servicePort": 10_001}]}),
+    )
+    .unwrap_err();
     assert!(e[0].contains("10001") && e[0].contains("/a"), "{e:?}");
-    put(&mut s, json!({"id": "/b", "cmd": "x", "portDefinitions": [{"port": 0}]})).unwrap();
+    put(
+        &mut s,
+        json!({"id": "/b", "cmd": "x", "portDefinitions": [{"port": 0}]}),
+    )
+    .unwrap();
     assert_eq!(sps(&s, "/b"), vec![10_002]);
-    let e = put(&mut s, json!({"id": "/c", "cmd": "x", "portDefinitions": [{"port": 0}]})).unwrap_err();
+    let e = put(
+        &mut s,
+        json!({"id": "/c", "cmd": "x", "portDefinitions": [{"port": 0}]}),
+    )
+    .unwrap_err();
     assert!(e[0].contains("no free service port"), "{e:?}");
     // A new version of /a keeps its ports; its own explicit one is free to it.
-    put(&mut s, json!({"id": "/a", "cmd": "y", "portDefinitions": [{"port": 0}, {"port": 0}]})).unwrap();
+    put(
+        &mut s,
+        json!({"id": "/a", "cmd": "y", "portDefinitions": [{"port": 0}, {"port": 0}]}),
+    )
+    .unwrap();
     assert_eq!(sps(&s, "/a"), vec![10_000, 10_001]);
     put(&mut s, json!({"id": "/a", "cmd": "z", "portDefinitions": [{"port": 0, "servicePort": 10_001}, {"port": 0}]}))
         .unwrap();
@@ -95,7 +114,11 @@ fn service_ports_are_assigned_once_unique_and_a_taken_one_names_its_holder() {
         .unwrap_err();
     assert!(e[0].contains("twice"), "{e:?}");
     // Explicit ports outside the range are fine when free.
-    put(&mut s, json!({"id": "/d", "cmd": "x", "portDefinitions": [{"port": 0, "servicePort": 30_000}]})).unwrap();
+    put(
+        &mut s,
+        json!({"id": "/d", "cmd": "x", "portDefinitions": [{"port": 0, "servicePort": 30_000}]}),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -106,8 +129,15 @@ fn two_apps_claiming_the_same_vhost_and_path_are_refused_naming_both() {
             "labels": {"expose": "public", "vhost": vhost, "path": path}}]})
     };
     put(&mut s, web("/shop/web", "shop.example.com", "/")).unwrap();
-    let e = put(&mut s, web("/shop/other", "www.example.com,Shop.example.com", "/")).unwrap_err();
-    assert!(e[0].contains("/shop/web") && e[0].contains("/shop/other"), "{e:?}");
+    let e = put(
+        &mut s,
+        web("/shop/other", "www.example.com,Shop.example.com", "/"),
+    )
+    .unwrap_err();
+    assert!(
+        e[0].contains("/shop/web") && e[0].contains("/shop/other"),
+        "{e:?}"
+    );
     put(&mut s, web("/shop/api", "shop.example.com", "/api")).unwrap();
     // The app itself may keep its claim in a new version.
     put(&mut s, web("/shop/api", "shop.example.com", "/api")).unwrap();
@@ -163,7 +193,11 @@ fn published_sets_list_instances_that_pass_their_checks() {
     s.delete_app("/demo/web");
     let u = s.publish(&mut p);
     assert_eq!(p.version(), v + 1);
-    assert!(u[0].changes.iter().all(|c| matches!(c, Change::Remove { .. })));
+    assert!(
+        u[0].changes
+            .iter()
+            .all(|c| matches!(c, Change::Remove { .. }))
+    );
 }
 
 /// An app with `n` running instances (no checks) and one port.
@@ -241,7 +275,11 @@ fn instances_that_do_not_serve_are_killed_at_once() {
     assert_eq!(kills(&scale(&mut s, 1)).len(), 1);
     // No ports: nothing routes to it.
     let mut s = Services::new();
-    put(&mut s, json!({"id": "/w", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16})).unwrap();
+    put(
+        &mut s,
+        json!({"id": "/w", "cmd": "x", "instances": 2, "cpus": 0.1, "mem": 16}),
+    )
+    .unwrap();
     s.offers(vec![offer("1", "h1")]);
     let ids: Vec<String> = s.instances().keys().cloned().collect();
     for t in &ids {
@@ -251,7 +289,13 @@ fn instances_that_do_not_serve_are_killed_at_once() {
     // Staging, or not healthy yet.
     let (mut s, _) = running_app(3, json!({"healthChecks": [{"protocol": "MESOS_TCP"}]}));
     // The oldest is healthy; youngest first, the two others go.
-    let oldest = s.instances().values().min_by_key(|i| i.seq).unwrap().task_id.clone();
+    let oldest = s
+        .instances()
+        .values()
+        .min_by_key(|i| i.seq)
+        .unwrap()
+        .task_id
+        .clone();
     s.update(&status(&oldest, TaskState::Running, Some(true)));
     let acts = scale(&mut s, 1);
     assert_eq!(kills(&acts).len(), 2, "the unhealthy ones: {acts:?}");
@@ -317,12 +361,22 @@ fn a_restart_mid_drain_does_not_lose_the_kill() {
     let apps: Vec<AppState> = s.apps().values().cloned().collect();
     let insts: Vec<Instance> = s.instances().values().map(round).collect();
     let mut back = Services::restore(apps, insts);
-    assert_eq!(back.draining().cloned().collect::<Vec<_>>(), vec![t.clone()]);
-    assert!(kills(&back.tick()).is_empty(), "sent before the drain is over");
+    assert_eq!(
+        back.draining().cloned().collect::<Vec<_>>(),
+        vec![t.clone()]
+    );
+    assert!(
+        kills(&back.tick()).is_empty(),
+        "sent before the drain is over"
+    );
     assert!(back.release_drains(now_s(), None).is_empty());
     let mut p = Publisher::default();
     back.publish(&mut p);
-    let e = p.app("/w")[0].endpoints.iter().find(|e| e.task_id == t).cloned();
+    let e = p.app("/w")[0]
+        .endpoints
+        .iter()
+        .find(|e| e.task_id == t)
+        .cloned();
     assert_eq!(e.map(|e| e.state), Some(EndpointState::Draining));
     assert_eq!(kills(&back.release_drains(now_s(), None)), vec![t]);
     back.check_indexes().unwrap();

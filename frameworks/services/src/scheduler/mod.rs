@@ -20,11 +20,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 mod deployment;
+#[cfg(test)]
+mod deployment_tests;
 mod endpoints;
 #[cfg(test)]
 mod endpoints_tests;
-#[cfg(test)]
-mod deployment_tests;
 mod index;
 mod ops;
 mod placement;
@@ -383,7 +383,7 @@ impl Services {
                     },
                 );
                 self.published.insert(id.clone());
-        self.touched.insert(id.clone());
+                self.touched.insert(id.clone());
                 self.changes.apps.insert(id.clone());
                 None
             }
@@ -460,6 +460,8 @@ impl Services {
             .remove(id)
             .and_then(|st| endpoints::DrainPolicy::of(&st.app));
         self.changes.apps.insert(id.to_string());
+        // Its endpoint sets go (even with no instance to reindex).
+        self.published.insert(id.to_string());
         self.wanting.remove(id);
         self.reindex(id);
         let now = now_s();

@@ -12,11 +12,11 @@
 
 use crate::app::App;
 use crate::endpoints::Hub;
-use std::sync::Arc;
 use crate::scheduler::{Action, AppState, Deployment, Instance, Services};
 use crate::store::{StateStore, Store};
 use link::Bridge;
 pub use link::MasterLink;
+use std::sync::Arc;
 
 mod link;
 mod requests;
@@ -192,7 +192,13 @@ pub fn start(
     });
     let (events, _) = tokio::sync::broadcast::channel(4096);
     let hub = Hub::from_clock();
-    let actor = Actor::new(services, store, snap.framework_id, events.clone(), hub.clone());
+    let actor = Actor::new(
+        services,
+        store,
+        snap.framework_id,
+        events.clone(),
+        hub.clone(),
+    );
     let join = tokio::spawn(actor.run(rx, stop));
     Ok((Handle { tx, events, hub }, join))
 }
