@@ -408,7 +408,13 @@ async fn a_kill_waits_for_the_drain_participants_acknowledgement() {
     let hub = Hub::new(0);
     let joined = hub.join("r1");
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, FlakyStore::default(), Some("fw".into()), events, hub.clone());
+    let actor = Actor::new(
+        s,
+        FlakyStore::default(),
+        Some("fw".into()),
+        events,
+        hub.clone(),
+    );
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
