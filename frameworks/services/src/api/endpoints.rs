@@ -29,30 +29,34 @@ pub const MAX_WAIT: Duration = Duration::from_secs(300);
 
 type Pairs = Vec<(String, String)>;
 
-fn query(uri: &Uri, known: &[&str]) -> Result<Pairs, Response> {
-    let Query(pairs): Query<Pairs> = Query::try_from_uri(uri)
-        .map_err(|e| error(StatusCode::BAD_REQUEST, format!("malformed query: {e}")))?;
+/// A bad query: what is wrong (answered 400).
+struct Bad(String);
+
+impl Bad {
+    fn answer(self) -> Response {
+        error(StatusCode::BAD_REQUEST, self.0)
+    }
+}
+
+fn query(uri: &Uri, known: &[&str]) -> Result<Pairs, Bad> {
+    let Query(pairs): Query<Pairs> =
+        Query::try_from_uri(uri).map_err(|e| Bad(format!("malformed query: {e}")))?;
     if let Some((k, _)) = pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            format!(
-                "unknown query parameter {k:?} (this path takes {})",
-                known.join(", ")
-            ),
-        ));
+        return Err(Bad(format!(
+            "unknown query parameter {k:?} (this path takes {})",
+            known.join(", ")
+        )));
     }
     Ok(pairs)
 }
 
-fn version_param(pairs: &Pairs, key: &str) -> Result<Option<u64>, Response> {
+fn version_param(pairs: &Pairs, key: &str) -> Result<Option<u64>, Bad> {
     match pairs.iter().find(|(k, _)| k == key) {
         None => Ok(None),
-        Some((_, v)) => v.parse().map(Some).map_err(|_| {
-            error(
-                StatusCode::BAD_REQUEST,
-                format!("{key} must be a version number, got {v:?}"),
-            )
-        }),
+        Some((_, v)) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| Bad(format!("{key} must be a version number, got {v:?}"))),
     }
 }
 
@@ -71,11 +75,11 @@ fn event<T: Serialize>(kind: &str, v: &T) -> Event {
 pub(super) async fn watch(State(s): State<ApiState>, uri: Uri) -> Response {
     let pairs = match query(&uri, &["since", "router"]) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(b) => return b.answer(),
     };
     let since = match version_param(&pairs, "since") {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(b) => return b.answer(),
     };
     let router = pairs.iter().find(|(k, _)| k == "router").map(|(_, v)| v);
     if router.is_some_and(|r| r.is_empty() || r.len() > 256) {
@@ -229,8 +233,8 @@ fn ports_of(sets: &[EndpointSet]) -> Vec<ServicePort> {
 /// `index` and `wait` of a long-poll: waits until the version is above
 /// `index` or `wait` passes.
 async fn long_poll(s: &ApiState, uri: &Uri) -> Result<(), Response> {
-    let pairs = query(uri, &["index", "wait"])?;
-    let index = version_param(&pairs, "index")?;
+    let pairs = query(uri, &["index", "wait"]).map_err(Bad::answer)?;
+    let index = version_param(&pairs, "index").map_err(Bad::answer)?;
     let wait = match pairs.iter().find(|(k, _)| k == "wait") {
         None => Duration::from_secs(30),
         Some((_, w)) => parse_wait(w).ok_or_else(|| {

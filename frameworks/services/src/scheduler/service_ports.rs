@@ -51,6 +51,36 @@ impl Services {
         self.service_ports = Some((first.min(last), first.max(last)));
     }
 
+    /// Assigns the service ports left at 0 in stored apps (apps stored
+    /// before service ports existed). Rows to store are marked.
+    pub fn assign_missing_service_ports(&mut self) {
+        let ids: Vec<String> = self
+            .apps
+            .values()
+            .filter(|st| st.app.ports().iter().any(|p| p.service_port == 0))
+            .map(|st| st.app.id.clone())
+            .collect();
+        for id in ids {
+            let Some(mut app) = self.apps.get(&id).map(|st| st.app.clone()) else {
+                continue;
+            };
+            match self.claim_ports(&mut app) {
+                Ok(()) => {
+                    if let Some(st) = self.app_mut(&id) {
+                        st.app
+                            .service_ports_mut()
+                            .into_iter()
+                            .zip(app.ports())
+                            .for_each(|(sp, p)| *sp = p.service_port);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(app_id = %id, problems = ?e, "cannot assign service ports")
+                }
+            }
+        }
+    }
+
     fn service_port_range(&self) -> (u32, u32) {
         self.service_ports.unwrap_or(DEFAULT_SERVICE_PORTS)
     }

@@ -182,6 +182,7 @@ pub fn start(
     let snap = store.load()?;
     let mut services = Services::restore(snap.apps, snap.instances);
     services.set_service_ports(cfg.service_ports.0, cfg.service_ports.1);
+    services.assign_missing_service_ports();
     let (tx, rx) = mpsc::channel(1024);
     let fcfg = framework_config(&cfg, snap.framework_id.clone());
     let driver = Driver::new(fcfg, Bridge(tx.clone())).with_stop(stop.clone());
