@@ -39,6 +39,9 @@ pub struct Hub {
     updates: broadcast::Sender<Arc<Update>>,
     version: watch::Sender<u64>,
     routers: Mutex<HashMap<String, Participant>>,
+    /// Turns true when the framework stops: open streams end (a graceful
+    /// shutdown waits for every connection).
+    closing: watch::Sender<bool>,
     /// Woken on acknowledgements and on participants leaving: drains may
     /// be over.
     pub(crate) drains: Notify,
@@ -59,6 +62,7 @@ impl Hub {
             updates,
             version,
             routers: Mutex::new(HashMap::new()),
+            closing: watch::channel(false).0,
             drains: Notify::new(),
         })
     }
@@ -134,6 +138,16 @@ impl Hub {
     /// The wire version, as it changes.
     pub fn version(&self) -> watch::Receiver<u64> {
         self.version.subscribe()
+    }
+
+    /// Ends every open stream (the framework stops).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// Turns true when the framework stops.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     /// Makes `router` a drain participant while the returned guard lives.

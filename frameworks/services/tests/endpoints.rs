@@ -13,6 +13,12 @@ struct Api {
     _stop: tokio::sync::watch::Sender<bool>,
 }
 
+impl Api {
+    fn stop(&self) {
+        self._stop.send_replace(true);
+    }
+}
+
 impl Drop for Api {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
@@ -390,4 +396,33 @@ async fn the_discovery_api_lists_services_and_long_polls_on_the_index() {
     assert_eq!(v["services"].as_array().unwrap().len(), 2);
     let (code, _, _) = send(&a, "GET", "/v1/services?wait=1h", None).await;
     assert_eq!(code, 400);
+}
+
+/// Streams never end by themselves: stopping the framework ends them, so
+/// a graceful shutdown does not wait forever for connected routers.
+#[tokio::test]
+async fn stopping_the_framework_ends_the_open_streams() {
+    let a = api().await;
+    let mut st = Stream::open(&a, "?router=r1").await;
+    assert_eq!(st.next().await.0, "snapshot");
+    let mut events = tokio::net::TcpStream::connect(&a.addr).await.unwrap();
+    events
+        .write_all(b"GET /v2/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    a.stop();
+    for s in [&mut st.s, &mut events] {
+        let mut buf = [0u8; 4096];
+        let ended = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match s.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+        assert!(ended.is_ok(), "a stream still open 5 s after the stop");
+    }
 }

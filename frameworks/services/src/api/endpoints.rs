@@ -99,12 +99,21 @@ pub(super) async fn watch(State(s): State<ApiState>, uri: Uri) -> Response {
             (us.iter().map(|u| event("update", u)).collect(), last)
         }
     };
-    let rest = futures::stream::unfold((rx, joined, last), |(mut rx, joined, last)| async move {
+    let closing = hub.closing();
+    let state = (rx, joined, last, closing);
+    let rest = futures::stream::unfold(state, |(mut rx, joined, last, mut closing)| async move {
         loop {
-            match rx.recv().await {
+            let next = tokio::select! {
+                n = rx.recv() => n,
+                _ = closing.wait_for(|c| *c) => return None,
+            };
+            match next {
                 // Already in the snapshot or the missed updates.
                 Ok(u) if u.version <= last => continue,
-                Ok(u) => return Some((event("update", &*u), (rx, joined, u.version))),
+                Ok(u) => {
+                    let v = u.version;
+                    return Some((event("update", &*u), (rx, joined, v, closing)));
+                }
                 // Too slow: the queue is bounded, so it is disconnected
                 // (it reconnects with `since`).
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {

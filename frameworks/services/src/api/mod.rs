@@ -622,13 +622,19 @@ async fn cancel_deployment(
 async fn events(State(s): State<ApiState>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let rx = s.handle.events();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
+    let closing = s.handle.hub().closing();
+    // Ends when the framework stops (a graceful shutdown waits for it).
+    let stream = futures::stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
         loop {
-            match rx.recv().await {
+            let next = tokio::select! {
+                n = rx.recv() => n,
+                _ = closing.wait_for(|c| *c) => return None,
+            };
+            match next {
                 Ok(v) => {
                     let kind = v["eventType"].as_str().unwrap_or("event").to_string();
                     let ev = Event::default().event(kind).data(v.to_string());
-                    return Some((Ok::<_, std::convert::Infallible>(ev), rx));
+                    return Some((Ok::<_, std::convert::Infallible>(ev), (rx, closing)));
                 }
                 // A slow reader missed some: keep going with the newest.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
