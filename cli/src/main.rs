@@ -32,7 +32,7 @@ framework schedulers (dominant resource fairness across roles).\n\n\
 Quick start:  agora dev            (master + agent + services framework on this machine)\n\
 Daemons:      agora master | agora agent | agora services | agora router\n\
 Operate:      agora agent list | agora framework list | agora task list|show|kill|logs\n\
-Services:     agora app deploy -f app.json --wait | app list|show|scale|restart|destroy | deployment list|rollback\n\
+Services:     agora app deploy -f app.json --wait | app list|show|endpoints|scale|restart|destroy | deployment list|rollback\n\
 \x20             (--wait shows progress until done; --master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts)\n\
 Exit codes:   0 ok, 1 error, 2 bad usage, 4 not found, 5 --wait timed out\n\
 Benchmarks:   agora bench allocator | scale | launch | deploy | services"
@@ -155,6 +155,14 @@ enum AppCommand {
         #[command(flatten)]
         common: services_cmd::Common,
     },
+    /// Where an app is reached: its DNS name, service ports and the
+    /// instances taking traffic (serving or draining).
+    Endpoints {
+        /// The app's id, e.g. /demo/web.
+        id: String,
+        #[command(flatten)]
+        common: services_cmd::Common,
+    },
     /// Change an app's instance count.
     Scale {
         /// The app's id, e.g. /demo/web.
@@ -262,6 +270,9 @@ fn main() -> std::process::ExitCode {
             }
             Command::App(AppCommand::List(c)) => services_cmd::list(&c).await,
             Command::App(AppCommand::Show { id, common }) => services_cmd::show(&common, &id).await,
+            Command::App(AppCommand::Endpoints { id, common }) => {
+                services_cmd::endpoints(&common, &id).await
+            }
             Command::App(AppCommand::Scale {
                 id,
                 instances,

@@ -1,5 +1,5 @@
 //! `agora services` (the daemon) and the operator commands on it:
-//! `agora app deploy|list|show|scale|restart|destroy`,
+//! `agora app deploy|list|show|endpoints|scale|restart|destroy`,
 //! `agora deployment list|rollback`.
 
 use crate::ops::{NotFound, Output, table};
@@ -28,6 +28,21 @@ pub struct ServicesArgs {
     /// Log format on stderr (AGORA_LOG sets the level, e.g. debug).
     #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Range apps' service ports (`servicePort` 0) are assigned from.
+    #[arg(long, value_parser = parse_port_range, default_value = "10000-20000")]
+    pub service_ports: (u32, u32),
+}
+
+/// `FIRST-LAST`, two port numbers 1-65535, FIRST ≤ LAST.
+fn parse_port_range(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("{s:?} is not a port range like 10000-20000");
+    let (a, b) = s.split_once('-').ok_or_else(bad)?;
+    let a: u32 = a.trim().parse().map_err(|_| bad())?;
+    let b: u32 = b.trim().parse().map_err(|_| bad())?;
+    if a == 0 || b > 65_535 || a > b {
+        return Err(bad());
+    }
+    Ok((a, b))
 }
 
 pub fn config(master: &str, data_dir: PathBuf, role: &str) -> agora_services::ServicesConfig {
@@ -37,6 +52,7 @@ pub fn config(master: &str, data_dir: PathBuf, role: &str) -> agora_services::Se
         name: "agora-services".into(),
         role: role.into(),
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
+        service_ports: agora_services::scheduler::DEFAULT_SERVICE_PORTS,
     }
 }
 
@@ -60,7 +76,8 @@ pub async fn run(args: ServicesArgs) -> Result<()> {
         args.master
     );
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
-    let cfg = config(&args.master, data_dir, &args.role);
+    let mut cfg = config(&args.master, data_dir, &args.role);
+    cfg.service_ports = args.service_ports;
     let server = tokio::spawn(agora_services::serve(listener, cfg, stop));
     tokio::select! {
         r = server => { r.context("services task panicked")??; }
@@ -297,6 +314,92 @@ pub async fn show(c: &Common, id: &str) -> Result<()> {
     Ok(())
 }
 
+/// `agora app endpoints ID`: the discovery view of an app.
+pub async fn endpoints(c: &Common, id: &str) -> Result<()> {
+    let v = call(
+        c,
+        "GET",
+        &format!("/v1/services/{}", id.trim_start_matches('/')),
+        None,
+    )
+    .await?;
+    if c.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let (head, rows) = endpoint_rows(&v);
+    println!("{head}");
+    table(&["TASK", "ADDRESS", "PORTS", "STATE", "HEALTHY"], rows);
+    Ok(())
+}
+
+/// The summary line (DNS name, service ports, exposure) and the table rows
+/// of `GET /v1/services/{id}`.
+fn endpoint_rows(v: &Value) -> (String, Vec<Vec<String>>) {
+    let ports: Vec<String> = v["ports"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            let name = p["name"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| num(&p["index"]));
+            let mut s = format!("{name}: service port {}", num(&p["servicePort"]));
+            s.push_str(&format!(", {}", p["expose"].as_str().unwrap_or("internal")));
+            let vhosts: Vec<&str> = p["vhosts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h.as_str())
+                .collect();
+            if !vhosts.is_empty() {
+                s.push_str(&format!(
+                    " ({}{})",
+                    vhosts.join(","),
+                    p["path"].as_str().unwrap_or("")
+                ));
+            }
+            s
+        })
+        .collect();
+    let head = format!(
+        "{}  {}{}",
+        v["id"].as_str().unwrap_or(""),
+        v["dnsName"].as_str().unwrap_or("(no DNS name)"),
+        if ports.is_empty() {
+            "  no ports".to_string()
+        } else {
+            format!("  {}", ports.join("; "))
+        }
+    );
+    let rows = v["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            let ports: Vec<String> = i["ports"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, p)| format!("{k}={}", num(p)))
+                .collect();
+            vec![
+                i["taskId"].as_str().unwrap_or("").to_string(),
+                i["address"].as_str().unwrap_or("").to_string(),
+                if ports.is_empty() {
+                    "-".into()
+                } else {
+                    ports.join(",")
+                },
+                i["state"].as_str().unwrap_or("").to_string(),
+                health(&i["healthy"]),
+            ]
+        })
+        .collect();
+    (head, rows)
+}
+
 /// A number from the API (`32`, not `32.0`), or `-` when absent.
 fn num(v: &Value) -> String {
     match v.as_f64() {
@@ -460,6 +563,29 @@ pub async fn rollback(c: &Common, id: &str, force: bool, wait: Wait) -> Result<(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn endpoints_show_the_name_service_ports_and_instances() {
+        let v = json!({"id": "/demo/web", "dnsName": "web.demo.agora",
+            "ports": [{"index": 0, "name": "http", "servicePort": 10000, "expose": "public",
+                "vhosts": ["web.example.com"], "path": "/api"},
+                {"index": 1, "name": null, "servicePort": 10001, "expose": "internal", "vhosts": [], "path": null}],
+            "instances": [{"taskId": "t1", "address": "h1", "ports": {"http": 31000, "1": 31001},
+                "state": "draining", "healthy": null}]});
+        let (head, rows) = endpoint_rows(&v);
+        assert_eq!(
+            head,
+            "/demo/web  web.demo.agora  http: service port 10000, public (web.example.com/api); 1: service port 10001, internal"
+        );
+        assert_eq!(
+            rows,
+            vec![vec!["t1", "h1", "1=31001,http=31000", "draining", "-"]]
+        );
+        assert_eq!(parse_port_range("10000-20000"), Ok((10_000, 20_000)));
+        assert!(parse_port_range("20000-10000").is_err());
+        assert!(parse_port_range("0-10").is_err());
+        assert!(parse_port_range("10000").is_err());
+    }
 
     #[test]
     fn absent_values_show_as_a_dash_never_null() {

@@ -16,10 +16,16 @@
 //!   storing bursts of changes before acting on them (`link.rs`: its seams
 //!   to the master and the SDK; `requests.rs`: API changes, each stored
 //!   before it is acted on, undone if it cannot be);
-//! - [`api`]: the REST API (`kill.rs`: Marathon's task kill).
+//! - [`endpoints`]: the endpoint hub: the published endpoint sets shared
+//!   with the API, the drain participants and their acknowledgements (the
+//!   sets themselves and draining: `scheduler/endpoints.rs`; service ports
+//!   and virtual hosts: `scheduler/service_ports.rs`);
+//! - [`api`]: the REST API (`kill.rs`: Marathon's task kill; `endpoints.rs`:
+//!   the endpoint stream, acks and the discovery API).
 
 pub mod api;
 pub mod app;
+pub mod endpoints;
 pub mod scheduler;
 pub mod service;
 pub mod store;
@@ -34,14 +40,17 @@ pub async fn serve(
 ) -> Result<(), store::StoreError> {
     let master = cfg.master.clone();
     let (handle, join) = start(cfg, stop.clone())?;
+    let hub = handle.hub().clone();
     let app = api::router(api::ApiState { handle, master });
     let mut s = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         while !*s.borrow() {
             if s.changed().await.is_err() {
-                return;
+                break;
             }
         }
+        // Endpoint streams never end by themselves.
+        hub.close();
     });
     if let Err(e) = server.await {
         tracing::error!(error = %e, "services API stopped");

@@ -342,7 +342,7 @@ mod tests {
                         prop_assert_eq!(&apps, s.apps());
                         let strip = |m: &BTreeMap<String, Instance>| -> BTreeMap<String, Instance> {
                             m.iter()
-                                .map(|(k, i)| (k.clone(), Instance { kill_sent_at: None, ..i.clone() }))
+                                .map(|(k, i)| (k.clone(), Instance { kill_sent_at: None, drain_version: None, ..i.clone() }))
                                 .collect()
                         };
                         prop_assert_eq!(strip(&insts), strip(s.instances()));

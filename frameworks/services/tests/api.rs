@@ -29,6 +29,7 @@ async fn api() -> Api {
         name: "services-test".into(),
         role: "*".into(),
         failover_timeout: Duration::from_secs(60),
+        service_ports: (10_000, 20_000),
     };
     let (stop, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(agora_services::serve(listener, cfg, rx));

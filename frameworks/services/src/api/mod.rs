@@ -8,11 +8,13 @@
 //! DELETE), `/v2/apps/{appId}/tasks/{taskId}` (DELETE),
 //! `/v2/tasks`, `/v2/deployments` (GET; DELETE `/{deploymentId}`),
 //! `/v2/events`, `/v2/info`, `/ping`; `/v1/apps[/{appId}]`,
-//! `/v1/deployments`, `/v1/info`; the OpenAPI document, generated
+//! `/v1/deployments`, `/v1/info`; discovery (`endpoints.rs`):
+//! `/v1/endpoints/watch`, `/v1/endpoints/acks`, `/v1/services[/{appId}]`; the OpenAPI document, generated
 //! from the handlers and their types, at `/openapi.json`. Invalid
 //! definitions get 422 with every problem listed; malformed JSON gets 400; a
 //! method a path does not serve gets 405 with `Allow`.
 
+mod endpoints;
 mod json;
 mod kill;
 mod openapi;
@@ -52,6 +54,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/apps/{*rest}", any(agora_app_route))
         .route("/v1/deployments", get(agora_deployments))
         .route("/v1/info", get(agora_info))
+        .route("/v1/endpoints/watch", get(endpoints::watch))
+        .route("/v1/endpoints/acks", axum::routing::post(endpoints::acks))
+        .route("/v1/services", get(endpoints::services))
+        .route("/v1/services/{*rest}", any(service_route))
         .route("/openapi.json", get(openapi))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such path; see /openapi.json") })
         .with_state(state)
@@ -80,6 +86,7 @@ fn not_allowed(allow: &'static str) -> Response {
 
 fn api_error(e: ApiError) -> Response {
     let code = match e {
+        ApiError::Invalid(details) => return invalid(details),
         ApiError::Exists(_) => StatusCode::CONFLICT,
         ApiError::NoApp(_) | ApiError::NoTask { .. } | ApiError::NoDeployment(_) => {
             StatusCode::NOT_FOUND
@@ -296,6 +303,21 @@ async fn app_route(
         (Target::Task(id, task), Method::DELETE) => kill_app_task(s, id, task, &uri).await,
         (Target::Task(..), _) => not_allowed("DELETE"),
         (Target::Unknown, _) => error(StatusCode::NOT_FOUND, "no such path; see /openapi.json"),
+    }
+}
+
+async fn service_route(
+    State(s): State<ApiState>,
+    method: Method,
+    Path(rest): Path<String>,
+    uri: Uri,
+) -> Response {
+    match method {
+        Method::GET | Method::HEAD => {
+            let id = format!("/{}", rest.trim_matches('/'));
+            endpoints::service(s, id, uri).await
+        }
+        _ => not_allowed("GET, HEAD"),
     }
 }
 
@@ -585,13 +607,19 @@ async fn cancel_deployment(
 async fn events(State(s): State<ApiState>) -> Response {
     use axum::response::sse::{Event, KeepAlive, Sse};
     let rx = s.handle.events();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
+    let closing = s.handle.hub().closing();
+    // Ends when the framework stops (a graceful shutdown waits for it).
+    let stream = futures::stream::unfold((rx, closing), |(mut rx, mut closing)| async move {
         loop {
-            match rx.recv().await {
+            let next = tokio::select! {
+                n = rx.recv() => n,
+                _ = closing.wait_for(|c| *c) => return None,
+            };
+            match next {
                 Ok(v) => {
                     let kind = v["eventType"].as_str().unwrap_or("event").to_string();
                     let ev = Event::default().event(kind).data(v.to_string());
-                    return Some((Ok::<_, std::convert::Infallible>(ev), rx));
+                    return Some((Ok::<_, std::convert::Infallible>(ev), (rx, closing)));
                 }
                 // A slow reader missed some: keep going with the newest.
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,

@@ -1,6 +1,7 @@
 //! The OpenAPI document, generated from the handlers' annotations and the
 //! types they answer with, so it cannot drift from them.
 
+use super::endpoints::{Ack, Service, ServiceDetail, ServiceInstance, ServiceList, ServicePort};
 use super::json::*;
 use crate::app::{
     AppDefinition, Container, Docker, FieldError, HealthCheck, HealthProtocol, KillSelection,
@@ -34,6 +35,10 @@ use utoipa::OpenApi;
         super::agora_deployments,
         super::cancel_deployment,
         super::events,
+        super::endpoints::watch,
+        super::endpoints::acks,
+        super::endpoints::services,
+        super::endpoints::service,
         super::openapi,
     ),
     components(schemas(
@@ -76,7 +81,13 @@ use utoipa::OpenApi;
         HealthProtocol,
         ReadinessCheck,
         UpgradeStrategy,
-        KillSelection
+        KillSelection,
+        Ack,
+        Service,
+        ServicePort,
+        ServiceList,
+        ServiceDetail,
+        ServiceInstance
     ))
 )]
 struct Doc;

@@ -16,6 +16,7 @@ mod view;
 
 use parse::parse_constraint;
 pub use parse::{MAX_INSTANCES, RESERVED_ID_SEGMENTS, normalize_id, parse_app};
+pub use ports::{valid_path, valid_vhost};
 pub use view::{AppDefinition, Container, Docker, Network};
 
 /// One problem in a definition: a JSON path and what is wrong there.
@@ -30,19 +31,51 @@ pub struct FieldError {
 pub struct PortMapping {
     pub container_port: u32,
     pub host_port: u32,
+    /// The cluster-wide port internal routers serve this port on (0 in a
+    /// definition: assigned by the framework).
+    #[serde(default)]
+    pub service_port: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     pub protocol: String,
+    /// `expose` (`public`|`internal`), `vhost`, `path`, and any others.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PortDefinition {
+    /// The host port (0: any free one).
     pub port: u32,
+    /// The cluster-wide port internal routers serve this port on (0 in a
+    /// definition: assigned by the framework). Agora keeps Marathon's
+    /// `port` as the host port, so the service port has its own field.
+    #[serde(default)]
+    pub service_port: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     pub protocol: String,
+    /// `expose` (`public`|`internal`), `vhost`, `path`, and any others.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
 }
+
+/// One port of an app, whatever its networking: what discovery needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppPort {
+    pub name: String,
+    pub protocol: String,
+    pub service_port: u32,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// App label: how long an instance drains before it is killed at most.
+pub const LABEL_DRAIN_SECONDS: &str = "drainSeconds";
+/// `drainSeconds` when the app does not say.
+pub const DEFAULT_DRAIN_SECONDS: f64 = 5.0;
+/// Most seconds an instance may drain.
+pub const MAX_DRAIN_SECONDS: f64 = 3_600.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub enum NetworkMode {
@@ -213,6 +246,59 @@ impl App {
             NetworkMode::Bridge => self.port_mappings.len(),
             NetworkMode::Host => self.port_definitions.len(),
         }
+    }
+
+    /// The app's ports (port mappings with bridge networking, port
+    /// definitions with host networking), in order.
+    pub fn ports(&self) -> Vec<AppPort> {
+        match self.network {
+            NetworkMode::Bridge => self
+                .port_mappings
+                .iter()
+                .map(|p| AppPort {
+                    name: p.name.clone(),
+                    protocol: p.protocol.clone(),
+                    service_port: p.service_port,
+                    labels: p.labels.clone(),
+                })
+                .collect(),
+            NetworkMode::Host => self
+                .port_definitions
+                .iter()
+                .map(|p| AppPort {
+                    name: p.name.clone(),
+                    protocol: p.protocol.clone(),
+                    service_port: p.service_port,
+                    labels: p.labels.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The service ports of the app's ports, in order (0: unassigned).
+    pub fn service_ports_mut(&mut self) -> Vec<&mut u32> {
+        match self.network {
+            NetworkMode::Bridge => self
+                .port_mappings
+                .iter_mut()
+                .map(|p| &mut p.service_port)
+                .collect(),
+            NetworkMode::Host => self
+                .port_definitions
+                .iter_mut()
+                .map(|p| &mut p.service_port)
+                .collect(),
+        }
+    }
+
+    /// Seconds an instance drains before it is killed at most (label
+    /// `drainSeconds`, validated when the app was parsed).
+    pub fn drain_seconds(&self) -> f64 {
+        self.labels
+            .get(LABEL_DRAIN_SECONDS)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|x| x.is_finite() && (0.0..=MAX_DRAIN_SECONDS).contains(x))
+            .unwrap_or(DEFAULT_DRAIN_SECONDS)
     }
 
     /// The JSON view (Marathon shape: container, networks, …).

@@ -235,6 +235,17 @@ pub fn parse_app(v: &Value) -> Result<App, Vec<FieldError>> {
     );
     let env = o.string_map(e, "env");
     let labels = o.string_map(e, "labels");
+    if let Some(v) = labels.get(LABEL_DRAIN_SECONDS)
+        && !v
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|x| x.is_finite() && (0.0..=MAX_DRAIN_SECONDS).contains(&x))
+    {
+        e.push(
+            &format!("/labels/{LABEL_DRAIN_SECONDS}"),
+            format!("must be a number of seconds between 0 and 3600, got {v:?}"),
+        );
+    }
     for k in env.keys() {
         if k.is_empty()
             || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')

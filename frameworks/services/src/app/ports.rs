@@ -4,6 +4,7 @@
 use super::fields::{Errors, Obj, empty};
 use super::{NetworkMode, PortDefinition, PortMapping};
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 /// What the container and network fields say.
 pub(super) struct Placement {
@@ -12,8 +13,6 @@ pub(super) struct Placement {
     pub(super) port_mappings: Vec<PortMapping>,
     pub(super) port_definitions: Vec<PortDefinition>,
 }
-
-const NO_LB: &str = "Agora assigns no service ports (the router comes later)";
 
 fn port(o: &Obj, e: &mut Errors, key: &str) -> u32 {
     o.whole(e, key, 0, 0, 65_535) as u32
@@ -25,6 +24,68 @@ fn protocol(o: &Obj, e: &mut Errors) -> String {
         e.push(&o.at("protocol"), "must be tcp or udp");
     }
     p
+}
+
+/// A virtual host: a DNS name of letters, digits and `-` labels (1–63
+/// bytes, not starting or ending with `-`), at most 253 bytes.
+pub fn valid_vhost(h: &str) -> bool {
+    !h.is_empty()
+        && h.len() <= 253
+        && h.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// A path prefix: starts with `/`, no `..` segment, no query, fragment,
+/// space or control character.
+pub fn valid_path(p: &str) -> bool {
+    p.starts_with('/')
+        && p.len() <= 1024
+        && !p.split('/').any(|s| s == "..")
+        && !p
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '?' || c == '#')
+}
+
+/// A port's labels, checking those the router reads: `expose`
+/// (`public`|`internal`), `vhost` (comma-separated DNS names), `path`.
+fn port_labels(p: &Obj, e: &mut Errors) -> BTreeMap<String, String> {
+    let labels = p.string_map(e, "labels");
+    let at = |k: &str| format!("{}/labels/{k}", p.path);
+    if let Some(v) = labels.get("expose")
+        && v != "public"
+        && v != "internal"
+    {
+        e.push(
+            &at("expose"),
+            format!("must be public or internal, got {v:?}"),
+        );
+    }
+    if let Some(v) = labels.get("vhost") {
+        for h in v.split(',').map(str::trim) {
+            if !valid_vhost(h) {
+                e.push(
+                    &at("vhost"),
+                    format!(
+                        "{h:?} is not a DNS name (comma-separated names of letters, digits, '-' and '.')"
+                    ),
+                );
+            }
+        }
+    }
+    if let Some(v) = labels.get("path")
+        && !valid_path(v)
+    {
+        e.push(
+            &at("path"),
+            format!("{v:?} must start with '/' and hold no '..' segment, space, '?' or '#'"),
+        );
+    }
+    labels
 }
 
 fn port_mappings(list: Vec<(String, &Value)>, e: &mut Errors) -> Vec<PortMapping> {
@@ -45,14 +106,14 @@ fn port_mappings(list: Vec<(String, &Value)>, e: &mut Errors) -> Vec<PortMapping
                 "networkNames",
             ],
         );
-        p.unsupported(e, "servicePort", |_| false, NO_LB);
-        p.unsupported(e, "labels", empty, "port labels have no meaning yet");
         p.unsupported(e, "networkNames", empty, "there is one network per app");
         out.push(PortMapping {
             container_port: port(&p, e, "containerPort"),
             host_port: port(&p, e, "hostPort"),
+            service_port: port(&p, e, "servicePort"),
             name: p.string(e, "name").unwrap_or_default(),
             protocol: protocol(&p, e),
+            labels: port_labels(&p, e),
         });
     }
     out
@@ -72,12 +133,13 @@ fn port_definitions(o: &Obj, e: &mut Errors) -> Vec<PortDefinition> {
         let Some(p) = Obj::of(p, path, e) else {
             continue;
         };
-        p.only(e, &["port", "name", "protocol", "labels"]);
-        p.unsupported(e, "labels", empty, "port labels have no meaning yet");
+        p.only(e, &["port", "servicePort", "name", "protocol", "labels"]);
         out.push(PortDefinition {
             port: port(&p, e, "port"),
+            service_port: port(&p, e, "servicePort"),
             name: p.string(e, "name").unwrap_or_default(),
             protocol: protocol(&p, e),
+            labels: port_labels(&p, e),
         });
     }
     // Marathon's legacy form: a list of port numbers (0: any).
@@ -85,8 +147,10 @@ fn port_definitions(o: &Obj, e: &mut Errors) -> Vec<PortDefinition> {
         match p.as_u64().filter(|n| *n <= 65_535) {
             Some(n) => out.push(PortDefinition {
                 port: n as u32,
+                service_port: 0,
                 name: String::new(),
                 protocol: "tcp".into(),
+                labels: BTreeMap::new(),
             }),
             None => e.push(&path, "must be a port number 0-65535"),
         }

@@ -418,12 +418,12 @@ fn every_accepted_field_is_honoured_or_refused() {
             "/container/volumes",
         ),
         (
-            json!({"container": {"portMappings": [{"servicePort": 10001}]}}),
+            json!({"container": {"portMappings": [{"servicePort": 70000}]}}),
             "/container/portMappings/0/servicePort",
         ),
         (
-            json!({"container": {"portMappings": [{"labels": {"VIP_0": "/web:80"}}]}}),
-            "/container/portMappings/0/labels",
+            json!({"container": {"portMappings": [{"labels": {"expose": "world"}}]}}),
+            "/container/portMappings/0/labels/expose",
         ),
         (
             json!({"container": {"docker": {"forcePullImage": true}}}),
@@ -556,4 +556,68 @@ fn every_accepted_field_is_honoured_or_refused() {
     back["deployments"] = json!([{"id": "d"}]);
     back["versionInfo"] = json!({"lastConfigChangeAt": "x"});
     assert_eq!(parse_app(&back).unwrap(), a);
+}
+
+/// Issue 9: per-port labels the routers read are validated, 422 naming the
+/// field; others pass through; `servicePort` and labels are kept and shown.
+#[test]
+fn port_labels_and_drain_seconds_are_validated() {
+    let bridge = |labels: serde_json::Value| {
+        json!({"id": "/w", "container": {"docker": {"image": "i"},
+            "portMappings": [{"containerPort": 80, "servicePort": 10080, "labels": labels}]}})
+    };
+    let host = |labels: serde_json::Value| json!({"id": "/h", "cmd": "x", "portDefinitions": [{"port": 0, "labels": labels}]});
+    let bad = [
+        (json!({"expose": "everyone"}), "labels/expose"),
+        (json!({"vhost": "shop.example.com,"}), "labels/vhost"),
+        (json!({"vhost": "bad_host.example.com"}), "labels/vhost"),
+        (json!({"vhost": "-x.example.com"}), "labels/vhost"),
+        (json!({"path": "api"}), "labels/path"),
+        (json!({"path": "/api/../admin"}), "labels/path"),
+        (json!({"path": "/a b"}), "labels/path"),
+        (json!({"expose": 1}), "labels/expose"),
+    ];
+    for (labels, field) in bad {
+        let paths = refused(bridge(labels.clone()));
+        let want = format!("/container/portMappings/0/{field}");
+        assert!(paths.contains(&want), "{labels}: {want} not in {paths:?}");
+        let paths = refused(host(labels.clone()));
+        let want = format!("/portDefinitions/0/{field}");
+        assert!(paths.contains(&want), "{labels}: {want} not in {paths:?}");
+    }
+    let ok = json!({"expose": "public", "vhost": "shop.example.com, www.shop.example.com",
+        "path": "/api", "HAPROXY_GROUP": "external"});
+    let a = parse_app(&bridge(ok.clone())).unwrap();
+    assert_eq!(a.port_mappings[0].service_port, 10080);
+    assert_eq!(a.port_mappings[0].labels["expose"], "public");
+    let shown = a.to_marathon();
+    assert_eq!(shown["container"]["portMappings"][0]["servicePort"], 10080);
+    assert_eq!(shown["container"]["portMappings"][0]["labels"], ok);
+    assert_eq!(parse_app(&shown).unwrap(), a, "read back and sent again");
+    let h = parse_app(&host(ok.clone())).unwrap();
+    assert_eq!(h.port_definitions[0].labels["path"], "/api");
+
+    for (v, good) in [
+        ("0", true),
+        ("2.5", true),
+        ("3600", true),
+        ("-1", false),
+        ("NaN", false),
+        ("soon", false),
+        ("3601", false),
+    ] {
+        let def = json!({"id": "/d", "cmd": "x", "labels": {"drainSeconds": v}});
+        match parse_app(&def) {
+            Ok(a) => {
+                assert!(good, "drainSeconds {v} accepted");
+                assert_eq!(a.drain_seconds(), v.parse::<f64>().unwrap());
+            }
+            Err(e) => {
+                assert!(!good, "drainSeconds {v} refused: {e:?}");
+                assert!(e.iter().any(|e| e.path == "/labels/drainSeconds"), "{e:?}");
+            }
+        }
+    }
+    let a = parse_app(&json!({"id": "/d", "cmd": "x"})).unwrap();
+    assert_eq!(a.drain_seconds(), 5.0);
 }

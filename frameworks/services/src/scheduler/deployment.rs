@@ -72,6 +72,7 @@ impl Services {
             };
             let n = st.app.instances as usize;
             let kill_selection = st.app.kill_selection;
+            let policy = super::endpoints::DrainPolicy::of(&st.app);
             let in_deployment = st.deployment.is_some();
             let (new_target, old_keep) = self.targets(st);
             let empty = AppIndex::default();
@@ -121,11 +122,9 @@ impl Services {
                 && ix.new_ready == current;
             let _g = tracing::debug_span!("converge", app_id = %id).entered();
             for t in kill {
-                if let Some(a) = self.modify(&t, |i| i.kill(now)) {
-                    tracing::info!(task_id = %t, "killing a surplus instance");
-                    out.push(a);
-                    self.step(&id, format!("kill {t}"));
-                }
+                tracing::info!(task_id = %t, "killing a surplus instance");
+                out.extend(self.retire(&t, now, policy));
+                self.step(&id, format!("kill {t}"));
             }
             if done {
                 self.step(&id, "done".into());

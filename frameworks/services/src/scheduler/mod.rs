@@ -22,9 +22,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 mod deployment;
 #[cfg(test)]
 mod deployment_tests;
+mod endpoints;
+#[cfg(test)]
+mod endpoints_tests;
 mod index;
 mod ops;
 mod placement;
+mod service_ports;
 mod task;
 #[cfg(test)]
 mod tests;
@@ -32,6 +36,7 @@ mod tests;
 pub use index::Changes;
 use index::{AppIndex, classify};
 pub use ops::Checkpoint;
+pub use service_ports::DEFAULT_SERVICE_PORTS;
 
 /// Label on every task: which app it belongs to.
 pub const LABEL_APP: &str = "agora.app_id";
@@ -83,6 +88,15 @@ pub struct Instance {
     #[serde(default, skip)]
     pub kill_sent_at: Option<f64>,
     pub message: String,
+    /// Draining (retired while serving): its kill is sent once the routers
+    /// have drained it, or at this time (seconds since the epoch) at the
+    /// latest. Stored, so that a restart mid-drain still kills it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_until: Option<f64>,
+    /// The endpoint version that first listed it as draining (not stored:
+    /// versions start again with the framework).
+    #[serde(default, skip)]
+    pub drain_version: Option<u64>,
 }
 
 /// A kill that has not ended the task after this long is sent again: a
@@ -154,12 +168,19 @@ pub struct Services {
     /// Apps whose definition or instances changed since they were last
     /// converged.
     touched: BTreeSet<String>,
+    /// Apps whose endpoint sets may have changed since they were last
+    /// published.
+    published: BTreeSet<String>,
     /// Apps missing instances of their current version (they want offers).
     wanting: BTreeSet<String>,
     /// Rows to store.
     changes: Changes,
     seq: u64,
     suppressed: bool,
+    /// Instances draining (task ids): retired, kill not sent yet.
+    drains: BTreeSet<String>,
+    /// Where service ports are assigned from (`None`: the default range).
+    service_ports: Option<(u32, u32)>,
 }
 
 impl Services {
@@ -179,6 +200,7 @@ impl Services {
             s.insert_instance(i);
         }
         s.touched = s.apps.keys().cloned().collect();
+        s.published = s.touched.clone();
         s.changes = Changes::default();
         s
     }
@@ -239,13 +261,18 @@ impl Services {
         let ix = self.index.entry(i.app_id.clone()).or_default();
         ix.all.insert(i.task_id.clone());
         ix.add(&i, c);
+        self.published.insert(i.app_id.clone());
         self.touched.insert(i.app_id.clone());
         self.changes.instances.insert(i.task_id.clone());
+        if i.drain_until.is_some() {
+            self.drains.insert(i.task_id.clone());
+        }
         self.instances.insert(i.task_id.clone(), i);
     }
 
     fn remove_instance(&mut self, task_id: &str) -> Option<Instance> {
         let i = self.instances.remove(task_id)?;
+        self.drains.remove(task_id);
         let c = classify(&i, self.apps.get(&i.app_id).map(|s| &s.app));
         if let Some(ix) = self.index.get_mut(&i.app_id) {
             ix.remove(&i, c);
@@ -254,6 +281,7 @@ impl Services {
                 self.index.remove(&i.app_id);
             }
         }
+        self.published.insert(i.app_id.clone());
         self.touched.insert(i.app_id.clone());
         self.changes.instances.insert(task_id.to_string());
         Some(i)
@@ -265,6 +293,11 @@ impl Services {
         let app = self.apps.get(&i.app_id).map(|s| &s.app);
         let before = classify(i, app);
         let r = f(i);
+        if i.drain_until.is_some() {
+            self.drains.insert(task_id.to_string());
+        } else {
+            self.drains.remove(task_id);
+        }
         let after = classify(i, app);
         if before != after
             && let Some(ix) = self.index.get_mut(&i.app_id)
@@ -272,6 +305,7 @@ impl Services {
             ix.remove(i, before);
             ix.add(i, after);
         }
+        self.published.insert(i.app_id.clone());
         self.touched.insert(i.app_id.clone());
         self.changes.instances.insert(task_id.to_string());
         Some(r)
@@ -280,6 +314,7 @@ impl Services {
     /// An app to change: marked to store and to converge.
     fn app_mut(&mut self, id: &str) -> Option<&mut AppState> {
         let st = self.apps.get_mut(id)?;
+        self.published.insert(id.to_string());
         self.touched.insert(id.to_string());
         self.changes.apps.insert(id.to_string());
         Some(st)
@@ -301,6 +336,7 @@ impl Services {
             }
         }
         *ix = fresh;
+        self.published.insert(app_id.to_string());
         self.touched.insert(app_id.to_string());
     }
 
@@ -346,6 +382,7 @@ impl Services {
                         deployment: None,
                     },
                 );
+                self.published.insert(id.clone());
                 self.touched.insert(id.clone());
                 self.changes.apps.insert(id.clone());
                 None
@@ -418,8 +455,13 @@ impl Services {
 
     /// Deletes an app: its instances are killed.
     pub fn delete_app(&mut self, id: &str) -> Vec<Action> {
-        self.apps.remove(id);
+        let policy = self
+            .apps
+            .remove(id)
+            .and_then(|st| endpoints::DrainPolicy::of(&st.app));
         self.changes.apps.insert(id.to_string());
+        // Its endpoint sets go (even with no instance to reindex).
+        self.published.insert(id.to_string());
         self.wanting.remove(id);
         self.reindex(id);
         let now = now_s();
@@ -429,7 +471,7 @@ impl Services {
             .map(|i| i.task_id.clone())
             .collect();
         ids.iter()
-            .filter_map(|t| self.modify(t, |i| i.kill(now)))
+            .filter_map(|t| self.retire(t, now, policy))
             .collect()
     }
 
@@ -523,6 +565,7 @@ impl Services {
             .values()
             .filter(|i| {
                 i.killing
+                    && i.drain_until.is_none()
                     && !i.state.is_terminal()
                     && i.kill_sent_at.is_none_or(|t| now - t >= KILL_RETRY_SECONDS)
             })

@@ -68,9 +68,13 @@ impl Services {
             .cloned()
             .collect();
         let live = victims.iter().filter(|i| i.is_live()).count() as u32;
+        let policy = self
+            .apps
+            .get(app_id)
+            .and_then(|st| super::endpoints::DrainPolicy::of(&st.app));
         let actions: Vec<Action> = victims
             .iter()
-            .filter_map(|i| self.modify(&i.task_id, |i| i.kill(now)))
+            .filter_map(|i| self.retire(&i.task_id, now, policy))
             .collect();
         if scale
             && live > 0
@@ -118,6 +122,7 @@ impl Services {
             self.wanting.remove(&c.app_id);
         }
         self.suppressed = c.suppressed;
+        self.published.insert(c.app_id.clone());
         self.touched.insert(c.app_id);
     }
 

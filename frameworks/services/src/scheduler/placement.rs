@@ -79,6 +79,8 @@ impl Services {
                         killing: false,
                         kill_sent_at: None,
                         message: String::new(),
+                        drain_until: None,
+                        drain_version: None,
                     });
                     tracing::debug!(app_id = %id, task_id = %task.task_id, agent_id = %offer.agent_id, "placed");
                     self.step(id, format!("launch {}", task.task_id));

@@ -11,10 +11,12 @@
 //! too (`requests.rs`).
 
 use crate::app::App;
+use crate::endpoints::Hub;
 use crate::scheduler::{Action, AppState, Deployment, Instance, Services};
 use crate::store::{StateStore, Store};
 use link::Bridge;
 pub use link::MasterLink;
+use std::sync::Arc;
 
 mod link;
 mod requests;
@@ -36,6 +38,8 @@ pub struct ServicesConfig {
     pub name: String,
     pub role: String,
     pub failover_timeout: Duration,
+    /// Range service ports are assigned from (`--service-ports`).
+    pub service_ports: (u32, u32),
 }
 
 /// A request from the API, answered by the actor.
@@ -114,6 +118,10 @@ pub enum ApiError {
     Stopped,
     #[error("cannot persist the change: {0}")]
     Store(String),
+    /// The definition conflicts with another app (service port, virtual
+    /// host): every conflict, each at its JSON pointer.
+    #[error("the app definition conflicts with other apps")]
+    Invalid(Vec<crate::app::FieldError>),
 }
 
 pub(crate) enum Msg<L> {
@@ -130,9 +138,15 @@ pub(crate) enum Msg<L> {
 pub struct Handle {
     tx: mpsc::Sender<Msg<Client>>,
     events: tokio::sync::broadcast::Sender<serde_json::Value>,
+    hub: Arc<Hub>,
 }
 
 impl Handle {
+    /// The endpoint sets, their stream and the drain participants.
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
     /// Marathon-style events (status updates, health changes, deployment
     /// steps, app changes) as they happen.
     pub fn events(&self) -> tokio::sync::broadcast::Receiver<serde_json::Value> {
@@ -173,7 +187,9 @@ pub fn start(
 ) -> Result<(Handle, tokio::task::JoinHandle<()>), crate::store::StoreError> {
     let mut store = Store::open(&cfg.data_dir)?;
     let snap = store.load()?;
-    let services = Services::restore(snap.apps, snap.instances);
+    let mut services = Services::restore(snap.apps, snap.instances);
+    services.set_service_ports(cfg.service_ports.0, cfg.service_ports.1);
+    services.assign_missing_service_ports();
     let (tx, rx) = mpsc::channel(1024);
     let fcfg = framework_config(&cfg, snap.framework_id.clone());
     let driver = Driver::new(fcfg, Bridge(tx.clone())).with_stop(stop.clone());
@@ -183,9 +199,16 @@ pub fn start(
         }
     });
     let (events, _) = tokio::sync::broadcast::channel(4096);
-    let actor = Actor::new(services, store, snap.framework_id, events.clone());
+    let hub = Hub::from_clock();
+    let actor = Actor::new(
+        services,
+        store,
+        snap.framework_id,
+        events.clone(),
+        hub.clone(),
+    );
     let join = tokio::spawn(actor.run(rx, stop));
-    Ok((Handle { tx, events }, join))
+    Ok((Handle { tx, events, hub }, join))
 }
 
 /// Messages handled in one burst are stored in one write; this bounds how
@@ -212,6 +235,7 @@ struct Actor<L, S> {
     id_stored: bool,
     events: tokio::sync::broadcast::Sender<serde_json::Value>,
     pending: Pending,
+    hub: Arc<Hub>,
 }
 
 fn now_s() -> f64 {
@@ -240,6 +264,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         store: S,
         framework_id: Option<String>,
         events: tokio::sync::broadcast::Sender<serde_json::Value>,
+        hub: Arc<Hub>,
     ) -> Self {
         Actor {
             services,
@@ -250,6 +275,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             id_stored: true,
             events,
             pending: Pending::default(),
+            hub,
         }
     }
 
@@ -260,9 +286,21 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks: u64 = 0;
+        let hub = self.hub.clone();
+        // What was restored is published before anything else happens.
+        let acts = self.publish_and_release();
+        self.pending.actions.extend(acts);
         loop {
             let before = deployments_of(&self.services);
+            // The next drain deadline, if an instance drains.
+            let drain_wait = self
+                .services
+                .next_drain_deadline()
+                .map(|d| Duration::from_secs_f64((d - now_s()).clamp(0.0, 3_600.0)));
             tokio::select! {
+                // An acknowledgement, or a participant left: drains may be over.
+                _ = hub.drains.notified() => {}
+                _ = tokio::time::sleep(drain_wait.unwrap_or_default()), if drain_wait.is_some() => {}
                 m = rx.recv() => match m {
                     Some(m) => {
                         self.handle(m).await;
@@ -314,6 +352,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             self.services.unsaved(changes);
         }
         let mut actions = p.actions;
+        actions.extend(self.publish_and_release());
         if !self.id_stored {
             self.store_framework_id();
         }
@@ -329,6 +368,15 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             Err(_) => actions = self.withdraw_launches(actions),
         }
         self.perform(actions).await;
+    }
+
+    /// Publishes the endpoint sets of the apps that changed, then sends the
+    /// kills of the instances whose drain is over (see
+    /// `scheduler/endpoints.rs`).
+    fn publish_and_release(&mut self) -> Vec<Action> {
+        let services = &mut self.services;
+        self.hub.publish(|p| services.publish(p));
+        self.services.release_drains(now_s(), self.hub.drained())
     }
 
     /// Stores the framework id the master gave; on failure, tried again at

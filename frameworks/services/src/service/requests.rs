@@ -34,7 +34,9 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                         if create && s.apps().contains_key(&app.id) {
                             return Err(ApiError::Exists(app.id.clone()));
                         }
-                        Ok(s.put_app(*app, force_restart))
+                        let mut app = *app;
+                        s.claim_ports(&mut app).map_err(ApiError::Invalid)?;
+                        Ok(s.put_app(app, force_restart))
                     })
                     .await;
                 if r.is_ok() {
@@ -176,6 +178,8 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             self.services.rewind(before);
             return Err(ApiError::Store(e.to_string()));
         }
+        let mut actions = actions;
+        actions.extend(self.publish_and_release());
         self.perform(actions).await;
         Ok(answer)
     }

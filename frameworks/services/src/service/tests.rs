@@ -170,7 +170,7 @@ async fn an_update_is_acknowledged_only_once_its_effect_is_stored() {
         ..FlakyStore::default()
     };
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, store, Some("fw".into()), events);
+    let actor = Actor::new(s, store, Some("fw".into()), events, Hub::new(0));
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
@@ -242,7 +242,7 @@ async fn an_api_change_that_cannot_be_stored_changes_nothing() {
         ..FlakyStore::default()
     };
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, store, Some("fw".into()), events);
+    let actor = Actor::new(s, store, Some("fw".into()), events, Hub::new(0));
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
@@ -328,7 +328,7 @@ async fn nothing_launches_until_the_framework_id_is_stored() {
     let (id_fail, ids) = (store.id_fail.clone(), store.ids.clone());
     id_fail.store(true, Ordering::SeqCst);
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, store, None, events);
+    let actor = Actor::new(s, store, None, events, Hub::new(0));
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
@@ -415,8 +415,90 @@ fn the_driver_leaves_acknowledgements_to_the_actor() {
         name: "services".into(),
         role: "*".into(),
         failover_timeout: Duration::from_secs(60),
+        service_ports: (10_000, 20_000),
     };
     let f = framework_config(&cfg, Some("fw-1".into()));
     assert!(!f.auto_acknowledge);
     assert_eq!(f.framework_id, Some(FrameworkId::new("fw-1")));
+}
+
+async fn eventually(what: &str, f: impl Fn() -> bool) {
+    for _ in 0..200 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{what}: not within 2 s");
+}
+
+/// Issue 9: a serving instance the framework removes is published as
+/// draining, and killed once the connected drain participant acknowledges
+/// that version as drained (well before drainSeconds); with no participant
+/// connected, the kill follows the publication at once.
+#[tokio::test]
+async fn a_kill_waits_for_the_drain_participants_acknowledgement() {
+    use agora_core::endpoints::EndpointState;
+    let mut s = Services::new();
+    let app = crate::app::parse_app(&serde_json::json!({"id": "/a", "cmd": "x", "instances": 3,
+        "cpus": 0.1, "mem": 16, "portDefinitions": [{"port": 0}], "labels": {"drainSeconds": "60"}}))
+    .unwrap();
+    s.put_app(app, false);
+    let mut o = offer("o1");
+    o.resources = Resources::parse("cpus:4;mem:1024;ports:[31000-31010]").unwrap();
+    s.offers(vec![o]);
+    let tasks: Vec<String> = s.instances().keys().cloned().collect();
+    for t in &tasks {
+        s.update(&running(t, 1));
+    }
+    let hub = Hub::new(0);
+    let joined = hub.join("r1");
+    let (events, _) = tokio::sync::broadcast::channel(16);
+    let actor = Actor::new(
+        s,
+        FlakyStore::default(),
+        Some("fw".into()),
+        events,
+        hub.clone(),
+    );
+    let (tx, rx) = mpsc::channel(16);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let join = tokio::spawn(actor.run(rx, stop_rx));
+    let link = Recorder::default();
+    tx.send(Msg::Subscribed(link.clone(), FrameworkId::new("fw")))
+        .await
+        .ok()
+        .unwrap();
+    assert!(scale(&tx, 2).await.is_ok());
+    let snap = hub.snapshot();
+    let draining: Vec<String> = snap.sets[0]
+        .endpoints
+        .iter()
+        .filter(|e| e.state == EndpointState::Draining)
+        .map(|e| e.task_id.clone())
+        .collect();
+    assert_eq!(draining.len(), 1, "{snap:?}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        link.killed.lock().unwrap().is_empty(),
+        "killed before the participant drained"
+    );
+    // Applied but not drained yet: still waits.
+    hub.ack("r1", Some(snap.version), Some(snap.version - 1));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(link.killed.lock().unwrap().is_empty());
+    hub.ack("r1", None, Some(snap.version));
+    eventually("the kill after the drained ack", || {
+        *link.killed.lock().unwrap() == draining
+    })
+    .await;
+
+    // No participant: killed as soon as its draining is published.
+    drop(joined);
+    assert!(scale(&tx, 1).await.is_ok());
+    eventually("the kill without participants", || {
+        link.killed.lock().unwrap().len() == 2
+    })
+    .await;
+    join.abort();
 }
