@@ -294,13 +294,23 @@ impl Agent {
     }
 }
 
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename.
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename. The file
+/// is readable by its owner only (mode 0600): the checkpoint holds the
+/// tasks' environment, secrets included.
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = path.with_extension("tmp");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    // A temp file left by an older agent keeps its mode: set it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     std::io::Write::write_all(&mut f, bytes)?;
     f.sync_data()?;
     std::fs::rename(&tmp, path)

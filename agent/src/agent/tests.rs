@@ -483,3 +483,73 @@ async fn a_kill_that_finishes_while_the_agent_is_down_is_reported_killed() {
     let last = queued(&h.agent, "t").pop().unwrap();
     assert_eq!(last.0, TaskState::Killed, "{last:?}");
 }
+
+/// An update is in the checkpoint before it is sent: a crash right after
+/// sending cannot make the agent derive it again under a new uuid.
+#[tokio::test]
+async fn an_update_is_checkpointed_before_it_is_sent() {
+    use prost::Message;
+    let dir = temp_dir();
+    let (mut agent, _rt) = recording_agent(Some(dir.clone()));
+    let (out, mut rx) = mpsc::channel(16);
+    agent.on_master(run_tasks("f", vec![task("t")]), &out).await;
+    agent.persist();
+    let (f, t) = (FrameworkId::new("f"), TaskId::new("t"));
+    agent.record(RuntimeEvent::new(&f, &t, TaskState::Running));
+    agent.flush_due(&out, Instant::now()).await;
+    let mut sent = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        if let Some(pb::agent_message::Message::Updates(u)) = m.message {
+            sent.extend(u.updates.into_iter().filter_map(|u| u.status));
+        }
+    }
+    let cp =
+        pb::AgentCheckpoint::decode(std::fs::read(dir.join("checkpoint.pb")).unwrap().as_slice())
+            .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let checkpointed: Vec<Vec<u8>> = cp
+        .tasks
+        .iter()
+        .flat_map(|t| {
+            t.pending
+                .iter()
+                .filter_map(|p| Some(p.status.as_ref()?.uuid.clone()))
+        })
+        .collect();
+    assert!(!sent.is_empty());
+    for s in sent {
+        assert!(
+            checkpointed.contains(&s.uuid),
+            "{:?} sent before it was checkpointed",
+            s.task_state()
+        );
+    }
+}
+
+/// The checkpoint and the kill orders (the tasks' environment, secrets
+/// included) are readable by the agent's user only, files of an older
+/// agent included.
+#[tokio::test]
+async fn the_checkpoint_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    for name in ["checkpoint.pb", "kills.json", "checkpoint.tmp", "kills.tmp"] {
+        std::fs::write(dir.join(name), b"").unwrap();
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let (mut agent, _rt) = recording_agent(Some(dir.clone()));
+    let (out, _rx) = mpsc::channel(16);
+    agent.on_master(run_tasks("f", vec![task("t")]), &out).await;
+    let (f, t) = (FrameworkId::new("f"), TaskId::new("t"));
+    agent.record(RuntimeEvent::new(&f, &t, TaskState::Running));
+    agent.kill(&f, &t).await;
+    agent.persist();
+    let mode = |n: &str| {
+        std::fs::metadata(dir.join(n))
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0)
+    };
+    let modes = (mode("checkpoint.pb"), mode("kills.json"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(modes, (0o600, 0o600));
+}
