@@ -229,10 +229,10 @@ impl Agent {
         // re-attaches, so a task that ended meanwhile is reported KILLED.
         for (f, t) in &kill_orders {
             let key = (FrameworkId::new(f.as_str()), TaskId::new(t.as_str()));
-            if let Some(t) = self.tasks.get_mut(&key) {
-                if !t.state.is_terminal() {
-                    t.kill_ordered = true;
-                }
+            if let Some(t) = self.tasks.get_mut(&key)
+                && !t.state.is_terminal()
+            {
+                t.kill_ordered = true;
             }
         }
         let n = specs.len();
