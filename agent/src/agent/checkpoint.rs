@@ -122,6 +122,12 @@ impl Agent {
         let Some(path) = self.checkpoint_path() else {
             return Ok(());
         };
+        // What kills.json holds now: persist() rewrites it whenever the
+        // live orders differ, so orders for tasks that ended while the
+        // agent was down are dropped (they would kill a relaunch of the
+        // same id after the next restart).
+        let kill_orders = self.read_kill_orders();
+        self.kills_written = kill_orders.clone();
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -130,6 +136,8 @@ impl Agent {
                 if let Err(e) = self.runtime.recover(Vec::new()).await {
                     tracing::warn!(error = %e, "orphans of an earlier agent, if any, are left");
                 }
+                self.dirty = true;
+                self.persist();
                 return Ok(());
             }
             Err(e) => {
@@ -217,17 +225,35 @@ impl Agent {
             record.queue = queue;
             self.tasks.insert((fid, tid), record);
         }
+        // Kills ordered before the restart: marked before the runtime
+        // re-attaches, so a task that ended meanwhile is reported KILLED.
+        for (f, t) in &kill_orders {
+            let key = (FrameworkId::new(f.as_str()), TaskId::new(t.as_str()));
+            if let Some(t) = self.tasks.get_mut(&key)
+                && !t.state.is_terminal()
+            {
+                t.kill_ordered = true;
+            }
+        }
         let n = specs.len();
         // An error here stops the agent: reporting tasks gone whose
         // containers may still run would let their resources be offered twice.
         let gone = self.runtime.recover(specs).await?;
         tracing::info!(tasks = n, gone = gone.len(), "recovered from checkpoint");
         for (fid, tid) in gone {
-            self.record(
+            let killed = self
+                .tasks
+                .get(&(fid.clone(), tid.clone()))
+                .is_some_and(|t| t.kill_ordered);
+            let ev = if killed {
+                RuntimeEvent::new(&fid, &tid, TaskState::Killed)
+                    .message("killed as ordered; it ended while the agent was down")
+            } else {
                 RuntimeEvent::new(&fid, &tid, TaskState::Failed)
                     .reason(crate::runtime::REASON_CONTAINER_GONE)
-                    .message("the task's container disappeared while the agent was down"),
-            );
+                    .message("the task's container disappeared while the agent was down")
+            };
+            self.record(ev);
         }
         for (fid, tid, why) in invalid {
             let live = self
@@ -245,7 +271,7 @@ impl Agent {
             }
         }
         // Kills ordered before the restart are carried out (again).
-        for (f, t) in self.read_kill_orders() {
+        for (f, t) in kill_orders {
             let (fid, tid) = (FrameworkId::new(f.as_str()), TaskId::new(t.as_str()));
             let live = self
                 .tasks
@@ -268,13 +294,23 @@ impl Agent {
     }
 }
 
-/// Writes `bytes` to `path` atomically: temp file, fsync, rename.
+/// Writes `bytes` to `path` atomically: temp file, fsync, rename. The file
+/// is readable by its owner only (mode 0600): the checkpoint holds the
+/// tasks' environment, secrets included.
 fn write_atomically(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let tmp = path.with_extension("tmp");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)?;
+    // A temp file left by an older agent keeps its mode: set it.
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
     std::io::Write::write_all(&mut f, bytes)?;
     f.sync_data()?;
     std::fs::rename(&tmp, path)

@@ -396,3 +396,160 @@ async fn a_kill_that_arrived_while_launching_survives_a_restart() {
     assert!(agent.tasks[&("f".into(), "t".into())].kill_requested);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A kill order for a task that ended while the agent was down is dropped
+/// from kills.json at recovery: a later run of the same task id survives
+/// the next restart.
+#[tokio::test]
+async fn a_kill_order_for_a_task_that_ended_while_down_does_not_kill_its_relaunch() {
+    let dir = temp_dir();
+    let key = (FrameworkId::new("f"), TaskId::new("t"));
+    // Run 1: t runs, a kill is ordered, the agent dies before t ends.
+    let (mut a1, _rt1) = recording_agent(Some(dir.clone()));
+    let (out, _rx) = mpsc::channel(16);
+    a1.on_master(run_tasks("f", vec![task("t")]), &out).await;
+    a1.record(RuntimeEvent::new(&key.0, &key.1, TaskState::Running));
+    a1.kill(&key.0, &key.1).await;
+    a1.persist();
+    drop(a1);
+    let kills = || std::fs::read_to_string(dir.join("kills.json")).unwrap();
+    assert!(kills().contains("\"t\""), "{}", kills());
+    // Run 2: t ended while the agent was down (hollow: nothing survives).
+    let mut h = harness(Some(dir.clone()));
+    h.agent.recover().await.unwrap();
+    assert!(h.agent.tasks[&key].state.is_terminal());
+    // Every update of t acknowledged: t is released.
+    while let Some(uuid) = h
+        .agent
+        .tasks
+        .get(&key)
+        .and_then(|t| t.queue.front())
+        .and_then(|p| p.update.status.as_ref())
+        .map(|s| s.uuid.clone())
+    {
+        let m = pb::MasterMessage {
+            message: Some(pb::master_message::Message::Acks(pb::UpdateAcks {
+                acks: vec![pb::UpdateAck {
+                    framework_id: "f".into(),
+                    task_id: "t".into(),
+                    uuid,
+                }],
+            })),
+        };
+        let out = h.out.clone();
+        h.agent.on_master(m, &out).await;
+        h.agent.persist();
+    }
+    assert!(!h.agent.tasks.contains_key(&key));
+    eprintln!("kills.json after t was released: {}", kills());
+    // The framework launches t again (allowed once acknowledged); it runs.
+    let out = h.out.clone();
+    h.agent
+        .on_master(run_tasks("f", vec![task("t")]), &out)
+        .await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    h.drain();
+    h.agent.persist();
+    assert_eq!(h.agent.tasks[&key].state, TaskState::Running);
+    drop(h);
+    // Run 3: a plain restart; the new t is re-attached...
+    let (mut a3, rt3) = recording_agent(Some(dir.clone()));
+    a3.recover().await.unwrap();
+    let calls = rt3.0.lock().unwrap().clone();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        !calls.iter().any(|c| c.starts_with("kill t")),
+        "the relaunched t was killed by a stale kill order: {calls:?}"
+    );
+}
+
+/// A task with a kill order that ended while the agent was down is
+/// reported KILLED (the kill is what was asked), not FAILED.
+#[tokio::test]
+async fn a_kill_that_finishes_while_the_agent_is_down_is_reported_killed() {
+    let dir = temp_dir();
+    let key = (FrameworkId::new("f"), TaskId::new("t"));
+    let (mut a1, _rt1) = recording_agent(Some(dir.clone()));
+    let (out, _rx) = mpsc::channel(16);
+    a1.on_master(run_tasks("f", vec![task("t")]), &out).await;
+    a1.record(RuntimeEvent::new(&key.0, &key.1, TaskState::Running));
+    a1.kill(&key.0, &key.1).await;
+    a1.persist();
+    drop(a1);
+    // The hollow runtime keeps nothing: t is gone at recovery.
+    let mut h = harness(Some(dir.clone()));
+    h.agent.recover().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let last = queued(&h.agent, "t").pop().unwrap();
+    assert_eq!(last.0, TaskState::Killed, "{last:?}");
+}
+
+/// An update is in the checkpoint before it is sent: a crash right after
+/// sending cannot make the agent derive it again under a new uuid.
+#[tokio::test]
+async fn an_update_is_checkpointed_before_it_is_sent() {
+    use prost::Message;
+    let dir = temp_dir();
+    let (mut agent, _rt) = recording_agent(Some(dir.clone()));
+    let (out, mut rx) = mpsc::channel(16);
+    agent.on_master(run_tasks("f", vec![task("t")]), &out).await;
+    agent.persist();
+    let (f, t) = (FrameworkId::new("f"), TaskId::new("t"));
+    agent.record(RuntimeEvent::new(&f, &t, TaskState::Running));
+    agent.flush_due(&out, Instant::now()).await;
+    let mut sent = Vec::new();
+    while let Ok(m) = rx.try_recv() {
+        if let Some(pb::agent_message::Message::Updates(u)) = m.message {
+            sent.extend(u.updates.into_iter().filter_map(|u| u.status));
+        }
+    }
+    let cp =
+        pb::AgentCheckpoint::decode(std::fs::read(dir.join("checkpoint.pb")).unwrap().as_slice())
+            .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let checkpointed: Vec<Vec<u8>> = cp
+        .tasks
+        .iter()
+        .flat_map(|t| {
+            t.pending
+                .iter()
+                .filter_map(|p| Some(p.status.as_ref()?.uuid.clone()))
+        })
+        .collect();
+    assert!(!sent.is_empty());
+    for s in sent {
+        assert!(
+            checkpointed.contains(&s.uuid),
+            "{:?} sent before it was checkpointed",
+            s.task_state()
+        );
+    }
+}
+
+/// The checkpoint and the kill orders (the tasks' environment, secrets
+/// included) are readable by the agent's user only, files of an older
+/// agent included.
+#[tokio::test]
+async fn the_checkpoint_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = temp_dir();
+    for name in ["checkpoint.pb", "kills.json", "checkpoint.tmp", "kills.tmp"] {
+        std::fs::write(dir.join(name), b"").unwrap();
+        std::fs::set_permissions(dir.join(name), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let (mut agent, _rt) = recording_agent(Some(dir.clone()));
+    let (out, _rx) = mpsc::channel(16);
+    agent.on_master(run_tasks("f", vec![task("t")]), &out).await;
+    let (f, t) = (FrameworkId::new("f"), TaskId::new("t"));
+    agent.record(RuntimeEvent::new(&f, &t, TaskState::Running));
+    agent.kill(&f, &t).await;
+    agent.persist();
+    let mode = |n: &str| {
+        std::fs::metadata(dir.join(n))
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0)
+    };
+    let modes = (mode("checkpoint.pb"), mode("kills.json"));
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(modes, (0o600, 0o600));
+}

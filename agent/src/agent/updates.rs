@@ -107,8 +107,12 @@ impl Agent {
         }
     }
 
-    /// Sends every due queue head (batched in one message).
+    /// Sends every due queue head (batched in one message), once the
+    /// checkpoint holds it: an update sent and then lost to a crash would
+    /// be derived again after the restart under a new uuid, and the
+    /// framework would hear the same terminal state twice.
     pub(super) async fn flush_due(&mut self, out: &mpsc::Sender<pb::AgentMessage>, now: Instant) {
+        self.persist();
         let mut batch = Vec::new();
         let max = self.cfg.status_retry_max;
         for t in self.tasks.values_mut() {

@@ -413,7 +413,11 @@ impl ContainerRuntime for DockerRuntime {
 
     fn recover(&self, tasks: Vec<LaunchSpec>) -> BoxFuture<'_, RecoverResult> {
         Box::pin(async move {
-            let found = self.list_for_recovery().await?;
+            let mut found = self.list_for_recovery().await?;
+            // Newest first: if a task id was relaunched while its earlier
+            // run's container waited for removal, the later run is the one
+            // the checkpoint holds; the earlier one is removed as an orphan.
+            found.sort_by_key(|c| std::cmp::Reverse(c.created.unwrap_or(0)));
             let mut wanted: HashMap<Key, &LaunchSpec> = tasks
                 .iter()
                 .map(|t| ((t.framework_id.clone(), t.task_id()), t))
@@ -473,20 +477,23 @@ impl ContainerRuntime for DockerRuntime {
         let key = (fw.clone(), task.clone());
         let me = self.clone();
         Box::pin(async move {
+            // The container of the run that ended: the same task id may be
+            // launched again before the timer fires, and that run's
+            // container is not this cleanup's to remove.
+            let Some(id) = me.container(&key).map(|c| c.id) else {
+                return;
+            };
             // Keep the exited container a while so its logs can still be read.
             let span = tracing::info_span!("cleanup", framework_id = %key.0, task_id = %key.1);
             tokio::spawn(async move {
                 tokio::time::sleep(me.inner.gc_delay).await;
-                let c = me
-                    .inner
-                    .containers
-                    .lock()
-                    .ok()
-                    .and_then(|mut m| m.remove(&key));
-                if let Some(c) = c
-                    && let Err(e) = me.force_remove(&c.id).await
+                if let Ok(mut m) = me.inner.containers.lock()
+                    && m.get(&key).is_some_and(|c| c.id == id)
                 {
-                    tracing::warn!(container = %c.id, error = %e, "removing the container failed");
+                    m.remove(&key);
+                }
+                if let Err(e) = me.force_remove(&id).await {
+                    tracing::warn!(container = %id, error = %e, "removing the container failed");
                 }
             }.instrument(span));
         })

@@ -174,3 +174,34 @@ async fn a_tcp_check_of_a_bridge_container_passes_only_once_it_listens() {
     assert!(before.is_err(), "healthy before the task listens");
     assert!(after.is_ok(), "never healthy once it listens: {after:?}");
 }
+
+/// The cleanup timer of a task's first run removes that run's container
+/// only, not the container of a relaunch of the same task id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relaunch_within_the_gc_delay_keeps_its_container() {
+    let scope = scope();
+    let (rt, mut rx) = runtime(&scope, FailPoints::default()).await;
+    let rt = rt.with_gc_delay(Duration::from_secs(2));
+    let key: Key = ("f".into(), "t".into());
+    rt.launch(spec("t", "true")).await;
+    until(&mut rx, TaskState::Finished).await;
+    let first = rt.container(&key).unwrap().id;
+    rt.cleanup(&key.0, &key.1).await;
+    rt.launch(spec("t", "sleep 1000")).await;
+    until(&mut rx, TaskState::Running).await;
+    let second = rt.container(&key).unwrap().id;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let docker = &rt.inner.docker;
+    let first_gone = docker.inspect_container(&first, None).await.is_err();
+    let second_running = docker
+        .inspect_container(&second, None)
+        .await
+        .ok()
+        .and_then(|c| c.state?.running)
+        .unwrap_or(false);
+    let tracked = rt.container(&key).map(|c| c.id);
+    rt.remove_all().await;
+    assert!(first_gone, "the first run's container was not removed");
+    assert!(second_running, "the relaunch's container was removed");
+    assert_eq!(tracked, Some(second), "the relaunch is no longer tracked");
+}

@@ -68,8 +68,29 @@ struct Inner {
 #[derive(Clone)]
 struct Proc {
     pid: i32,
+    /// The leader's start time as recorded (0: unknown). Its group is
+    /// signalled only while the process with `pid` started then: once the
+    /// leader is gone the pid may name an unrelated process group.
+    started: u64,
+    /// A child of this agent (not re-attached after a restart).
+    ours: bool,
     killing: bool,
     cgroup: Option<Vec<PathBuf>>,
+}
+
+impl Proc {
+    /// The recorded leader still runs (same pid, same start time).
+    fn leader_alive(&self) -> bool {
+        self.started != 0 && start_time(self.pid) == Some(self.started)
+    }
+
+    /// SIGs the task's process group, only while its leader is the one
+    /// recorded.
+    fn signal_group(&self, sig: Signal) {
+        if self.leader_alive() {
+            let _ = killpg(Pid::from_raw(self.pid), sig);
+        }
+    }
 }
 
 /// Field 22 of /proc/<pid>/stat: start time in clock ticks since boot.
@@ -289,7 +310,8 @@ impl ProcessRuntime {
             cgroup::remove(cgroup.as_deref().unwrap_or_default());
             return Err("the process exited before it could be tracked".into());
         };
-        let recorded = format!("{pid} {}", start_time(pid).unwrap_or(0));
+        let started = start_time(pid).unwrap_or(0);
+        let recorded = format!("{pid} {started}");
         if let Err(e) = write_synced(&sandbox.join("pid"), recorded.as_bytes()) {
             drop(go); // the wrapper exits without running the task
             let _ = child.wait().await;
@@ -313,6 +335,8 @@ impl ProcessRuntime {
                 key,
                 Proc {
                     pid,
+                    started,
+                    ours: true,
                     killing: false,
                     cgroup,
                 },
@@ -331,9 +355,38 @@ impl ProcessRuntime {
             .as_ref()
             .and_then(|p| p.cgroup.clone())
             .unwrap_or_default();
+        let group = p.filter(|p| p.ours).map(|p| p.pid);
+        self.finish_with(key, status, killing, cgroup, group).await
+    }
+
+    /// [`Self::finish`] for a task whose leader has ended. `group`: the
+    /// leader was this agent's child, just reaped, so its pid stays
+    /// reserved while its group has members (the kernel does not reuse a
+    /// pid in use as a process group id) and the group is killed; a
+    /// re-attached leader's pid may name an unrelated group by now, so
+    /// its leftovers are found by their sandbox (`AGORA_SANDBOX`) and
+    /// cgroup instead.
+    async fn finish_with(
+        &self,
+        key: &Key,
+        status: Option<std::process::ExitStatus>,
+        killing: bool,
+        cgroup: Vec<PathBuf>,
+        group: Option<i32>,
+    ) {
         let oom = cgroup::oom_killed(&cgroup);
-        if let Some(p) = &p {
-            let _ = killpg(Pid::from_raw(p.pid), Signal::SIGKILL);
+        match group {
+            Some(pid) => {
+                let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
+            }
+            None => {
+                let sandbox = self.sandbox(key);
+                for (pid, dir) in processes_under(&self.inner.root) {
+                    if dir == sandbox {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                }
+            }
         }
         cgroup::kill_and_remove(&cgroup, KILL_PATIENCE).await;
         let (fw, tid) = key;
@@ -367,12 +420,12 @@ impl ProcessRuntime {
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let Some(p) = me.get(&key) else { return };
                 let Some(dirs) = &p.cgroup else { return };
-                if start_time(p.pid).is_none() {
+                if !p.leader_alive() {
                     return;
                 }
                 if cgroup::oom_killed(dirs) {
                     tracing::warn!(task_id = %key.1, "memory limit exceeded; killing the task's processes");
-                    let _ = killpg(Pid::from_raw(p.pid), Signal::SIGKILL);
+                    p.signal_group(Signal::SIGKILL);
                     return;
                 }
             }
@@ -518,21 +571,19 @@ impl ContainerRuntime for ProcessRuntime {
                 Err(_) => None,
             };
             let Some(p) = p else { return };
-            let pg = Pid::from_raw(p.pid);
-            let _ = killpg(pg, Signal::SIGTERM);
+            // Only while the recorded leader runs: a pid whose process
+            // ended may name an unrelated group by now.
+            p.signal_group(Signal::SIGTERM);
             // After the grace period the whole group and cgroup go. If the
             // leader left already (a `sh -c "prep; server"` whose server
             // ignores SIGTERM), `finish` killed its group when it did, as
             // the kernel kills a container when its PID 1 ends; its group
             // id is not signalled again (it may name another group by now).
-            let started = start_time(p.pid);
             let span = tracing::Span::current();
             tokio::spawn(
                 async move {
                     tokio::time::sleep(grace).await;
-                    if started.is_some() && start_time(p.pid) == started {
-                        let _ = killpg(pg, Signal::SIGKILL);
-                    }
+                    p.signal_group(Signal::SIGKILL);
                     if let Some(dirs) = &p.cgroup {
                         for d in dirs {
                             for pid in cgroup::procs(d) {
@@ -564,17 +615,17 @@ impl ContainerRuntime for ProcessRuntime {
                     continue;
                 };
                 let (pid, started) = (pid as i32, started as u64);
-                if let Ok(mut m) = self.inner.procs.lock() {
-                    m.insert(
-                        key.clone(),
-                        Proc {
-                            pid,
-                            killing: false,
-                            cgroup: cgroup.clone(),
-                        },
-                    );
-                }
-                if started != 0 && start_time(pid) == Some(started) {
+                let p = Proc {
+                    pid,
+                    started,
+                    ours: false,
+                    killing: false,
+                    cgroup: cgroup.clone(),
+                };
+                if p.leader_alive() {
+                    if let Ok(mut m) = self.inner.procs.lock() {
+                        m.insert(key.clone(), p);
+                    }
                     tracing::info!(task_id = %key.1, pid, "re-attached to process");
                     keep.insert(sandbox);
                     keep_cgroups.extend(cgroup.into_iter().flatten());
@@ -585,7 +636,11 @@ impl ContainerRuntime for ProcessRuntime {
                     self.watch_oom(key.clone());
                     self.poll_until_gone(key, pid, started);
                 } else {
-                    self.finish(&key, None).await;
+                    // Ended while the agent was down: no Proc is kept (a
+                    // kill must not signal whatever has the pid now); its
+                    // leftovers are killed by sandbox and cgroup.
+                    self.finish_with(&key, None, false, cgroup.unwrap_or_default(), None)
+                        .await;
                 }
             }
             let n = self.sweep(&keep, &keep_cgroups).await;
@@ -605,7 +660,7 @@ impl ContainerRuntime for ProcessRuntime {
                 .map(|m| m.values().cloned().collect())
                 .unwrap_or_default();
             for p in &procs {
-                let _ = killpg(Pid::from_raw(p.pid), Signal::SIGKILL);
+                p.signal_group(Signal::SIGKILL);
             }
             self.sweep(&HashSet::new(), &HashSet::new()).await
         })

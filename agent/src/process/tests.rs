@@ -378,3 +378,41 @@ fn a_cgroup_whose_limit_cannot_be_written_is_removed() {
     assert!(left.is_empty(), "{err}; cgroups left behind: {left:?}");
     remove_work_dir(&dir);
 }
+
+/// A recorded pid that, after the agent's downtime, names an unrelated
+/// process group (start time differs) is neither killed at recovery nor by
+/// a kill of the task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reused_pid_of_an_ended_task_is_not_signalled() {
+    use std::os::unix::process::CommandExt;
+    let dir = work_dir();
+    let mut unrelated = std::process::Command::new("sleep")
+        .arg("1000")
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let pid = unrelated.id() as i32;
+    let started = start_time(pid).unwrap();
+    let task = spec("ended", "sleep 1000");
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = ProcessRuntime::new(tx, &dir);
+    let sandbox = rt.sandbox(&("f".into(), "ended".into()));
+    std::fs::create_dir_all(&sandbox).unwrap();
+    std::fs::write(sandbox.join("pid"), format!("{pid} {}", started + 1)).unwrap();
+    let gone = rt.recover(vec![task]).await.unwrap();
+    assert!(gone.is_empty(), "{gone:?}");
+    assert_eq!(ended(&mut rx, "ended").await.state, TaskState::Failed);
+    let survived_recovery = alive(pid);
+    rt.kill(&"f".into(), &"ended".into(), Duration::from_millis(50))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let survived_kill = alive(pid);
+    let _ = unrelated.kill();
+    let _ = unrelated.wait();
+    remove_work_dir(&dir);
+    assert!(
+        survived_recovery,
+        "recovery killed an unrelated process group"
+    );
+    assert!(survived_kill, "a kill signalled an unrelated process group");
+}
