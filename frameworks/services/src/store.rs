@@ -59,6 +59,9 @@ pub struct Snapshot {
     pub framework_id: Option<String>,
     pub apps: Vec<AppState>,
     pub instances: Vec<Instance>,
+    /// Apps whose rows were written by an earlier version and upgraded as
+    /// they were read (see `crate::upgrade`): to be written back.
+    pub upgraded: Vec<String>,
 }
 
 impl Store {
@@ -94,6 +97,7 @@ impl Store {
             .map_err(|e| self.err(e))?
             .map(|v| v.value().to_string());
         let mut apps: Vec<AppState> = Vec::new();
+        let mut upgraded = Vec::new();
         for row in tx
             .open_table(APPS)
             .map_err(|e| self.err(e))?
@@ -101,10 +105,15 @@ impl Store {
             .map_err(|e| self.err(e))?
         {
             let (k, v) = row.map_err(|e| self.err(e))?;
-            apps.push(
-                serde_json::from_slice(v.value())
-                    .map_err(|e| self.err(format!("app {}: {e}", k.value())))?,
-            );
+            let bad = |e: serde_json::Error| self.err(format!("app {}: {e}", k.value()));
+            let mut raw: serde_json::Value = serde_json::from_slice(v.value()).map_err(bad)?;
+            if crate::upgrade::app_state(k.value(), &mut raw) {
+                upgraded.push(k.value().to_string());
+                apps.push(serde_json::from_value(raw).map_err(bad)?);
+            } else {
+                // From the bytes: floats come back bit for bit.
+                apps.push(serde_json::from_slice(v.value()).map_err(bad)?);
+            }
         }
         let mut instances: Vec<Instance> = Vec::new();
         for row in tx
@@ -123,6 +132,7 @@ impl Store {
             framework_id,
             apps,
             instances,
+            upgraded,
         })
     }
 
