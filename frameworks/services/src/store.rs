@@ -267,6 +267,52 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// A row written before `portDefinitions[].port` meant the service port
+    /// is upgraded as it is read (all ports fixed: kept with requirePorts),
+    /// named in the snapshot, and once written back reads as it is.
+    #[test]
+    fn old_port_rows_are_upgraded_on_load_and_written_back() {
+        let dir = temp_dir();
+        let app = crate::app::parse_app(&serde_json::json!({"id": "/a", "cmd": "x"})).unwrap();
+        let mut row = serde_json::to_value(AppState {
+            app,
+            delay: 0.0,
+            next_launch_at: 0.0,
+            waiting: None,
+            deployment: None,
+        })
+        .unwrap();
+        row["app"]["portDefinitions"] = serde_json::json!([
+            {"port": 8080, "servicePort": 10_000, "protocol": "tcp"}]);
+        row["app"].as_object_mut().unwrap().remove("requirePorts");
+        {
+            let st = Store::open(&dir).unwrap();
+            let tx = st.db.begin_write().unwrap();
+            let bytes = serde_json::to_vec(&row).unwrap();
+            tx.open_table(APPS)
+                .unwrap()
+                .insert("/a", bytes.as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let mut st = Store::open(&dir).unwrap();
+        let snap = st.load().unwrap();
+        assert_eq!(snap.upgraded, ["/a"]);
+        let a = &snap.apps[0].app;
+        assert!(a.require_ports);
+        assert_eq!(a.port_definitions[0].port, 8080);
+        assert_eq!(a.host_port_requests(), [Some(8080)]);
+        let mut s = Services::restore(snap.apps, snap.instances);
+        s.mark_app_changed("/a");
+        let c = s.take_changes();
+        assert!(c.apps.contains("/a"));
+        st.save(s.apps(), s.instances(), &c).unwrap();
+        let again = st.load().unwrap();
+        assert!(again.upgraded.is_empty());
+        assert_eq!(again.apps[0].app, s.apps()["/a"].app);
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     /// Whatever the framework does, what is stored after each save is what
     /// it holds in memory (change tracking misses nothing), and a restored
     /// framework has the same indexes.
