@@ -43,10 +43,7 @@ fn num(v: &Value, key: &str) -> u64 {
 
 /// Upgrades one stored app definition's `portDefinitions`.
 fn port_definitions(id: &str, app: &mut Value) -> bool {
-    let Some(defs) = app
-        .get_mut("portDefinitions")
-        .and_then(Value::as_array_mut)
-    else {
+    let Some(defs) = app.get_mut("portDefinitions").and_then(Value::as_array_mut) else {
         return false;
     };
     if !defs.iter().any(|d| d.get("port").is_some()) {
@@ -162,7 +159,10 @@ mod tests {
             "previous": prev, "started_at": 0.0, "steps": []});
         assert!(app_state("/a", &mut row));
         assert_eq!(row["deployment"]["previous"]["requirePorts"], true);
-        assert_eq!(row["deployment"]["previous"]["portDefinitions"][0]["servicePort"], 7000);
+        assert_eq!(
+            row["deployment"]["previous"]["portDefinitions"][0]["servicePort"],
+            7000
+        );
         assert_eq!(row["app"]["portDefinitions"][0]["servicePort"], 10_002);
         assert!(row["app"]["portDefinitions"][0].get("port").is_none());
     }

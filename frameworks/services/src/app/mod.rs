@@ -17,9 +17,9 @@ mod view;
 use parse::parse_constraint;
 pub use parse::{MAX_INSTANCES, RESERVED_ID_SEGMENTS, normalize_id, parse_app};
 pub use ports::{valid_path, valid_vhost};
-pub use view::{AppDefinition, Container, Docker, Network};
 /// A `portDefinitions` item as the API shows it (Marathon's fields only).
 pub use view::PortDefinition as PortDefinitionView;
+pub use view::{AppDefinition, Container, Docker, Network};
 
 /// One problem in a definition: a JSON path and what is wrong there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]

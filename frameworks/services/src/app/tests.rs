@@ -554,13 +554,19 @@ fn every_accepted_field_is_honoured_or_refused() {
     // portDefinitions: Marathon's keys only; `port` is the service port,
     // and requirePorts (host networking only) makes it the host port too.
     let host = |patch: serde_json::Value| {
-        let mut d = json!({"id": "/h", "cmd": "x", "portDefinitions": [{"port": 8080, "name": "http"}]});
+        let mut d =
+            json!({"id": "/h", "cmd": "x", "portDefinitions": [{"port": 8080, "name": "http"}]});
         merge(&mut d, patch);
         d
     };
-    let paths = refused(host(json!({"portDefinitions": [{"port": 0, "servicePort": 10_000}]})));
+    let paths = refused(host(
+        json!({"portDefinitions": [{"port": 0, "servicePort": 10_000}]}),
+    ));
     assert_eq!(paths, ["/portDefinitions/0/servicePort"]);
-    assert_eq!(refused(host(json!({"requirePorts": "yes"}))), ["/requirePorts"]);
+    assert_eq!(
+        refused(host(json!({"requirePorts": "yes"}))),
+        ["/requirePorts"]
+    );
     let h = parse_app(&host(json!({}))).unwrap();
     assert!(!h.require_ports);
     assert_eq!(h.host_port_requests(), [Some(0)]);
@@ -569,7 +575,10 @@ fn every_accepted_field_is_honoured_or_refused() {
     assert_eq!(h.host_port_requests(), [Some(8080)]);
     let shown = h.to_marathon();
     assert_eq!(shown["requirePorts"], true);
-    assert_eq!(shown["portDefinitions"], json!([{"port": 8080, "name": "http", "protocol": "tcp"}]));
+    assert_eq!(
+        shown["portDefinitions"],
+        json!([{"port": 8080, "name": "http", "protocol": "tcp"}])
+    );
     assert_eq!(parse_app(&shown).unwrap(), h, "read back and sent again");
     let mut back = a.to_marathon();
     back["tasksRunning"] = json!(3);

@@ -118,7 +118,11 @@ impl From<&App> for AppDefinition {
                 .then_some(a.task_kill_grace_period_seconds),
             kill_selection: a.kill_selection,
             networks: vec![Network { mode: a.network }],
-            port_definitions: a.port_definitions.iter().map(PortDefinition::from).collect(),
+            port_definitions: a
+                .port_definitions
+                .iter()
+                .map(PortDefinition::from)
+                .collect(),
             require_ports: a.require_ports,
             version: a.version.clone(),
         }

@@ -107,11 +107,17 @@ fn service_ports_are_assigned_once_unique_and_a_taken_one_names_its_holder() {
     )
     .unwrap();
     assert_eq!(sps(&s, "/a"), vec![10_000, 10_001]);
-    put(&mut s, json!({"id": "/a", "cmd": "z", "portDefinitions": [{"port": 10_001}, {"port": 0}]}))
-        .unwrap();
+    put(
+        &mut s,
+        json!({"id": "/a", "cmd": "z", "portDefinitions": [{"port": 10_001}, {"port": 0}]}),
+    )
+    .unwrap();
     assert_eq!(sps(&s, "/a"), vec![10_001, 10_000]);
-    let e = put(&mut s, json!({"id": "/d", "cmd": "x", "portDefinitions": [{"port": 30_000}, {"port": 30_000}]}))
-        .unwrap_err();
+    let e = put(
+        &mut s,
+        json!({"id": "/d", "cmd": "x", "portDefinitions": [{"port": 30_000}, {"port": 30_000}]}),
+    )
+    .unwrap_err();
     assert!(e[0].contains("twice"), "{e:?}");
     // Explicit ports outside the range are fine when free.
     put(
@@ -397,13 +403,20 @@ fn require_ports_places_on_exactly_the_service_port_else_any() {
             .flat_map(|i| i.ports.clone())
             .collect()
     };
-    put(&mut s, json!({"id": "/any", "cmd": "x", "portDefinitions": [{"port": 31_050}]})).unwrap();
+    put(
+        &mut s,
+        json!({"id": "/any", "cmd": "x", "portDefinitions": [{"port": 31_050}]}),
+    )
+    .unwrap();
     assert_eq!(launches(&s.offers(vec![offer("1", "h1")])), 1);
     assert_eq!(sps(&s, "/any"), [31_050]);
     assert_eq!(host_ports(&s, "/any"), [31_000], "any free port, not 31050");
 
-    put(&mut s, json!({"id": "/fixed", "cmd": "x", "requirePorts": true,
-        "portDefinitions": [{"port": 31_060, "name": "http"}, {"port": 0}]}))
+    put(
+        &mut s,
+        json!({"id": "/fixed", "cmd": "x", "requirePorts": true,
+        "portDefinitions": [{"port": 31_060, "name": "http"}, {"port": 0}]}),
+    )
     .unwrap();
     let acts = s.offers(vec![offer("2", "h2")]);
     assert_eq!(launches(&acts), 1);
@@ -419,12 +432,18 @@ fn require_ports_places_on_exactly_the_service_port_else_any() {
         .map(|e| (e.name, e.value))
         .collect();
     assert!(env.contains(&("PORT0".into(), "31060".into())), "{env:?}");
-    assert!(env.contains(&("PORT_HTTP".into(), "31060".into())), "{env:?}");
+    assert!(
+        env.contains(&("PORT_HTTP".into(), "31060".into())),
+        "{env:?}"
+    );
     assert!(env.contains(&("PORT1".into(), "31090".into())), "{env:?}");
 
     // A required port the agents do not offer: nothing is placed.
-    put(&mut s, json!({"id": "/out", "cmd": "x", "requirePorts": true,
-        "portDefinitions": [{"port": 40_000}]}))
+    put(
+        &mut s,
+        json!({"id": "/out", "cmd": "x", "requirePorts": true,
+        "portDefinitions": [{"port": 40_000}]}),
+    )
     .unwrap();
     assert_eq!(launches(&s.offers(vec![offer("3", "h3")])), 0);
     assert!(host_ports(&s, "/out").is_empty());
