@@ -258,6 +258,15 @@ async fn the_endpoint_stream_sends_a_snapshot_then_updates_and_resumes_with_sinc
     )
     .await;
     assert_eq!(code, 422);
+    // Beyond int64 (the documented type of a version): refused, not 204.
+    let (code, _, _) = send(
+        &a,
+        "POST",
+        "/v1/endpoints/acks",
+        Some(json!({"router": "r1", "drained": 9_223_372_036_854_775_808u64})),
+    )
+    .await;
+    assert_eq!(code, 422);
 
     // Resuming: the missed updates only, then what follows.
     let mut again = Stream::open(&a, &format!("?since={v0}")).await;
