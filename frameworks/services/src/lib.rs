@@ -29,6 +29,7 @@ pub mod endpoints;
 pub mod scheduler;
 pub mod service;
 pub mod store;
+mod upgrade;
 
 pub use service::{ServicesConfig, start};
 

@@ -59,6 +59,9 @@ pub struct Snapshot {
     pub framework_id: Option<String>,
     pub apps: Vec<AppState>,
     pub instances: Vec<Instance>,
+    /// Apps whose rows were written by an earlier version and upgraded as
+    /// they were read (see `crate::upgrade`): to be written back.
+    pub upgraded: Vec<String>,
 }
 
 impl Store {
@@ -94,6 +97,7 @@ impl Store {
             .map_err(|e| self.err(e))?
             .map(|v| v.value().to_string());
         let mut apps: Vec<AppState> = Vec::new();
+        let mut upgraded = Vec::new();
         for row in tx
             .open_table(APPS)
             .map_err(|e| self.err(e))?
@@ -101,10 +105,15 @@ impl Store {
             .map_err(|e| self.err(e))?
         {
             let (k, v) = row.map_err(|e| self.err(e))?;
-            apps.push(
-                serde_json::from_slice(v.value())
-                    .map_err(|e| self.err(format!("app {}: {e}", k.value())))?,
-            );
+            let bad = |e: serde_json::Error| self.err(format!("app {}: {e}", k.value()));
+            let mut raw: serde_json::Value = serde_json::from_slice(v.value()).map_err(bad)?;
+            if crate::upgrade::app_state(k.value(), &mut raw) {
+                upgraded.push(k.value().to_string());
+                apps.push(serde_json::from_value(raw).map_err(bad)?);
+            } else {
+                // From the bytes: floats come back bit for bit.
+                apps.push(serde_json::from_slice(v.value()).map_err(bad)?);
+            }
         }
         let mut instances: Vec<Instance> = Vec::new();
         for row in tx
@@ -123,6 +132,7 @@ impl Store {
             framework_id,
             apps,
             instances,
+            upgraded,
         })
     }
 
@@ -254,6 +264,52 @@ mod tests {
         assert_eq!(snap.apps.len(), 1);
         assert_eq!(snap.instances.len(), 1);
         assert_eq!(&snap.instances[0], s.instances().values().next().unwrap());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// A row written before `portDefinitions[].port` meant the service port
+    /// is upgraded as it is read (all ports fixed: kept with requirePorts),
+    /// named in the snapshot, and once written back reads as it is.
+    #[test]
+    fn old_port_rows_are_upgraded_on_load_and_written_back() {
+        let dir = temp_dir();
+        let app = crate::app::parse_app(&serde_json::json!({"id": "/a", "cmd": "x"})).unwrap();
+        let mut row = serde_json::to_value(AppState {
+            app,
+            delay: 0.0,
+            next_launch_at: 0.0,
+            waiting: None,
+            deployment: None,
+        })
+        .unwrap();
+        row["app"]["portDefinitions"] = serde_json::json!([
+            {"port": 8080, "servicePort": 10_000, "protocol": "tcp"}]);
+        row["app"].as_object_mut().unwrap().remove("requirePorts");
+        {
+            let st = Store::open(&dir).unwrap();
+            let tx = st.db.begin_write().unwrap();
+            let bytes = serde_json::to_vec(&row).unwrap();
+            tx.open_table(APPS)
+                .unwrap()
+                .insert("/a", bytes.as_slice())
+                .unwrap();
+            tx.commit().unwrap();
+        }
+        let mut st = Store::open(&dir).unwrap();
+        let snap = st.load().unwrap();
+        assert_eq!(snap.upgraded, ["/a"]);
+        let a = &snap.apps[0].app;
+        assert!(a.require_ports);
+        assert_eq!(a.port_definitions[0].port, 8080);
+        assert_eq!(a.host_port_requests(), [Some(8080)]);
+        let mut s = Services::restore(snap.apps, snap.instances);
+        s.mark_app_changed("/a");
+        let c = s.take_changes();
+        assert!(c.apps.contains("/a"));
+        st.save(s.apps(), s.instances(), &c).unwrap();
+        let again = st.load().unwrap();
+        assert!(again.upgraded.is_empty());
+        assert_eq!(again.apps[0].app, s.apps()["/a"].app);
         std::fs::remove_dir_all(dir).ok();
     }
 

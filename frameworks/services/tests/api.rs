@@ -320,6 +320,7 @@ const MARATHON_APP_FIELDS: &[&str] = &[
     "killSelection",
     "networks",
     "portDefinitions",
+    "requirePorts",
     "version",
     "tasksRunning",
     "tasksStaged",

@@ -194,9 +194,22 @@ async fn the_endpoint_stream_sends_a_snapshot_then_updates_and_resumes_with_sinc
     )
     .await;
     assert_eq!(code, 201, "{app}");
-    assert_eq!(app["portDefinitions"][0]["servicePort"], 10_000, "{app}");
+    // Marathon's shape: `port` is the assigned service port, and a port
+    // definition carries Marathon's keys only.
     let (_, _, shown) = send(&a, "GET", "/v2/apps/demo/web", None).await;
-    assert_eq!(shown["app"]["portDefinitions"][0]["servicePort"], 10_000);
+    let (_, _, list) = send(&a, "GET", "/v2/apps", None).await;
+    for app in [&app, &shown["app"], &list["apps"][0]] {
+        assert_eq!(app["portDefinitions"][0]["port"], 10_000, "{app}");
+        assert_eq!(app["requirePorts"], false, "{app}");
+        for d in app["portDefinitions"].as_array().unwrap() {
+            for k in d.as_object().unwrap().keys() {
+                assert!(
+                    ["port", "name", "protocol", "labels"].contains(&k.as_str()),
+                    "not a Marathon portDefinitions key: {k:?} in {app}"
+                );
+            }
+        }
+    }
 
     let mut st = Stream::open(&a, "?router=r1").await;
     let (kind, snap) = st.next().await;
@@ -245,6 +258,15 @@ async fn the_endpoint_stream_sends_a_snapshot_then_updates_and_resumes_with_sinc
     )
     .await;
     assert_eq!(code, 422);
+    // Beyond int64 (the documented type of a version): refused, not 204.
+    let (code, _, _) = send(
+        &a,
+        "POST",
+        "/v1/endpoints/acks",
+        Some(json!({"router": "r1", "drained": 9_223_372_036_854_775_808u64})),
+    )
+    .await;
+    assert_eq!(code, 422);
 
     // Resuming: the missed updates only, then what follows.
     let mut again = Stream::open(&a, &format!("?since={v0}")).await;
@@ -286,10 +308,10 @@ async fn conflicting_service_ports_and_vhosts_are_refused_naming_both_apps() {
     .await;
     assert_eq!(code, 201);
     let mut taken = web("/shop/other", "other.example.com");
-    taken["portDefinitions"][0]["servicePort"] = json!(10_000);
-    let (code, _, v) = send(&a, "POST", "/v2/apps", Some(taken)).await;
+    taken["portDefinitions"][0]["port"] = json!(10_000);
+    let (code, _, v) = send(&a, "POST", "/v2/apps", Some(taken.clone())).await;
     assert_eq!(code, 422, "{v}");
-    assert_eq!(v["details"][0]["path"], "/portDefinitions/0/servicePort");
+    assert_eq!(v["details"][0]["path"], "/portDefinitions/0/port");
     assert!(
         v["details"][0]["errors"][0]
             .as_str()

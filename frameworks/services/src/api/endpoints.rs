@@ -170,6 +170,18 @@ pub(super) async fn acks(State(s): State<ApiState>, body: Bytes) -> Response {
             );
         }
     };
+    // Versions are JSON int64s (as the OpenAPI document says): a larger
+    // number is no version this framework can have published.
+    if [a.applied, a.drained]
+        .iter()
+        .flatten()
+        .any(|v| *v > i64::MAX as u64)
+    {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("applied and drained are versions: at most {}", i64::MAX),
+        );
+    }
     s.handle.hub().ack(&a.router, a.applied, a.drained);
     StatusCode::NO_CONTENT.into_response()
 }

@@ -5,7 +5,7 @@ use super::endpoints::{Ack, Service, ServiceDetail, ServiceInstance, ServiceList
 use super::json::*;
 use crate::app::{
     AppDefinition, Container, Docker, FieldError, HealthCheck, HealthProtocol, KillSelection,
-    Network, NetworkMode, PortDefinition, PortMapping, ReadinessCheck, UpgradeStrategy,
+    Network, NetworkMode, PortDefinitionView, PortMapping, ReadinessCheck, UpgradeStrategy,
 };
 use utoipa::OpenApi;
 
@@ -76,7 +76,7 @@ use utoipa::OpenApi;
         Network,
         NetworkMode,
         PortMapping,
-        PortDefinition,
+        PortDefinitionView,
         HealthCheck,
         HealthProtocol,
         ReadinessCheck,

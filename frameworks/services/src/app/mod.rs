@@ -17,6 +17,8 @@ mod view;
 use parse::parse_constraint;
 pub use parse::{MAX_INSTANCES, RESERVED_ID_SEGMENTS, normalize_id, parse_app};
 pub use ports::{valid_path, valid_vhost};
+/// A `portDefinitions` item as the API shows it (Marathon's fields only).
+pub use view::PortDefinition as PortDefinitionView;
 pub use view::{AppDefinition, Container, Docker, Network};
 
 /// One problem in a definition: a JSON path and what is wrong there.
@@ -43,16 +45,19 @@ pub struct PortMapping {
     pub labels: BTreeMap<String, String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
+/// A port of a host-networking app, as stored. Marathon's `port` is the
+/// service port; the host port is any free one from the offer, or `port`
+/// itself when the app says `requirePorts`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PortDefinition {
-    /// The host port (0: any free one).
+    /// Marathon's `port`: the cluster-wide port internal routers serve this
+    /// port on (0 in a definition: assigned by the framework). Stored as
+    /// `servicePort`: rows written before `port` meant the service port
+    /// carry a `port` key (the host port then), which the store upgrades
+    /// on load (`crate::upgrade`).
+    #[serde(rename = "servicePort", default)]
     pub port: u32,
-    /// The cluster-wide port internal routers serve this port on (0 in a
-    /// definition: assigned by the framework). Agora keeps Marathon's
-    /// `port` as the host port, so the service port has its own field.
-    #[serde(default)]
-    pub service_port: u32,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub name: String,
     pub protocol: String,
@@ -199,6 +204,10 @@ pub struct App {
     pub port_mappings: Vec<PortMapping>,
     #[serde(default)]
     pub port_definitions: Vec<PortDefinition>,
+    /// Host networking: each port's host port is its `port` (the service
+    /// port) instead of any free one.
+    #[serde(default)]
+    pub require_ports: bool,
     pub instances: u32,
     pub cpus: f64,
     pub mem: f64,
@@ -248,6 +257,29 @@ impl App {
         }
     }
 
+    /// The host port each instance asks for, per port in order: `Some(0)`
+    /// any free one, `Some(p)` exactly `p`; `None` when the port cannot be
+    /// placed (host networking with `requirePorts` and a service port not
+    /// assigned yet).
+    pub fn host_port_requests(&self) -> Vec<Option<u32>> {
+        match self.network {
+            NetworkMode::Bridge => self
+                .port_mappings
+                .iter()
+                .map(|p| Some(p.host_port))
+                .collect(),
+            NetworkMode::Host => self
+                .port_definitions
+                .iter()
+                .map(|p| match (self.require_ports, p.port) {
+                    (false, _) => Some(0),
+                    (true, 0) => None,
+                    (true, n) => Some(n),
+                })
+                .collect(),
+        }
+    }
+
     /// The app's ports (port mappings with bridge networking, port
     /// definitions with host networking), in order.
     pub fn ports(&self) -> Vec<AppPort> {
@@ -268,7 +300,7 @@ impl App {
                 .map(|p| AppPort {
                     name: p.name.clone(),
                     protocol: p.protocol.clone(),
-                    service_port: p.service_port,
+                    service_port: p.port,
                     labels: p.labels.clone(),
                 })
                 .collect(),
@@ -286,7 +318,7 @@ impl App {
             NetworkMode::Host => self
                 .port_definitions
                 .iter_mut()
-                .map(|p| &mut p.service_port)
+                .map(|p| &mut p.port)
                 .collect(),
         }
     }

@@ -291,14 +291,21 @@ pub fn parse_app(v: &Value) -> Result<App, Vec<FieldError>> {
     );
     o.unsupported(e, "dependencies", empty, "apps are deployed independently");
     o.unsupported(e, "residency", |_| false, "there are no persistent volumes");
-    o.unsupported(
-        e,
-        "requirePorts",
-        |_| false,
-        "a non-zero portDefinitions port is always the host port; 0 takes any",
-    );
-
     let p = placement(&o, e);
+    let require_ports = match o.get("requirePorts") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            e.push("/requirePorts", "must be true or false");
+            false
+        }
+    };
+    if require_ports && p.network == NetworkMode::Bridge {
+        e.push(
+            "/requirePorts",
+            "is for host networking (portDefinitions); with bridge networking give portMappings a hostPort",
+        );
+    }
     if cmd.is_none() && args.is_empty() && p.image.is_none() {
         e.push("/cmd", "give a cmd, args, or a container image");
     }
@@ -365,6 +372,7 @@ pub fn parse_app(v: &Value) -> Result<App, Vec<FieldError>> {
         network: p.network,
         port_mappings: p.port_mappings,
         port_definitions: p.port_definitions,
+        require_ports,
         instances,
         cpus,
         mem,

@@ -133,21 +133,20 @@ fn port_definitions(o: &Obj, e: &mut Errors) -> Vec<PortDefinition> {
         let Some(p) = Obj::of(p, path, e) else {
             continue;
         };
-        p.only(e, &["port", "servicePort", "name", "protocol", "labels"]);
+        // Marathon's fields only: `port` is the service port (0: assigned).
+        p.only(e, &["port", "name", "protocol", "labels"]);
         out.push(PortDefinition {
             port: port(&p, e, "port"),
-            service_port: port(&p, e, "servicePort"),
             name: p.string(e, "name").unwrap_or_default(),
             protocol: protocol(&p, e),
             labels: port_labels(&p, e),
         });
     }
-    // Marathon's legacy form: a list of port numbers (0: any).
+    // Marathon's legacy form: a list of service ports (0: assigned).
     for (path, p) in legacy {
         match p.as_u64().filter(|n| *n <= 65_535) {
             Some(n) => out.push(PortDefinition {
                 port: n as u32,
-                service_port: 0,
                 name: String::new(),
                 protocol: "tcp".into(),
                 labels: BTreeMap::new(),

@@ -551,6 +551,35 @@ fn every_accepted_field_is_honoured_or_refused() {
             .collect::<Vec<_>>(),
         vec![0, 8080]
     );
+    // portDefinitions: Marathon's keys only; `port` is the service port,
+    // and requirePorts (host networking only) makes it the host port too.
+    let host = |patch: serde_json::Value| {
+        let mut d =
+            json!({"id": "/h", "cmd": "x", "portDefinitions": [{"port": 8080, "name": "http"}]});
+        merge(&mut d, patch);
+        d
+    };
+    let paths = refused(host(
+        json!({"portDefinitions": [{"port": 0, "servicePort": 10_000}]}),
+    ));
+    assert_eq!(paths, ["/portDefinitions/0/servicePort"]);
+    assert_eq!(
+        refused(host(json!({"requirePorts": "yes"}))),
+        ["/requirePorts"]
+    );
+    let h = parse_app(&host(json!({}))).unwrap();
+    assert!(!h.require_ports);
+    assert_eq!(h.host_port_requests(), [Some(0)]);
+    assert_eq!(h.ports()[0].service_port, 8080);
+    let h = parse_app(&host(json!({"requirePorts": true}))).unwrap();
+    assert_eq!(h.host_port_requests(), [Some(8080)]);
+    let shown = h.to_marathon();
+    assert_eq!(shown["requirePorts"], true);
+    assert_eq!(
+        shown["portDefinitions"],
+        json!([{"port": 8080, "name": "http", "protocol": "tcp"}])
+    );
+    assert_eq!(parse_app(&shown).unwrap(), h, "read back and sent again");
     let mut back = a.to_marathon();
     back["tasksRunning"] = json!(3);
     back["deployments"] = json!([{"id": "d"}]);

@@ -19,6 +19,34 @@ pub struct Container {
     pub port_mappings: Vec<PortMapping>,
 }
 
+/// A port of a host-networking app: Marathon's `portDefinitions` item.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PortDefinition {
+    /// The service port: the cluster-wide port internal routers serve this
+    /// port on (0 in a definition: assigned from `--service-ports`). The
+    /// task's host port is any free one, or this one with `requirePorts`;
+    /// tasks read it as `$PORT0`…, `$PORT_<NAME>`.
+    pub port: u32,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    /// `expose` (`public`|`internal`), `vhost`, `path`, and any others.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+}
+
+impl From<&super::PortDefinition> for PortDefinition {
+    fn from(p: &super::PortDefinition) -> Self {
+        PortDefinition {
+            port: p.port,
+            name: p.name.clone(),
+            protocol: p.protocol.clone(),
+            labels: p.labels.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Network {
     pub mode: NetworkMode,
@@ -56,6 +84,9 @@ pub struct AppDefinition {
     pub kill_selection: KillSelection,
     pub networks: Vec<Network>,
     pub port_definitions: Vec<PortDefinition>,
+    /// Host networking: each port's host port is its `port` instead of any
+    /// free one.
+    pub require_ports: bool,
     pub version: String,
 }
 
@@ -87,7 +118,12 @@ impl From<&App> for AppDefinition {
                 .then_some(a.task_kill_grace_period_seconds),
             kill_selection: a.kill_selection,
             networks: vec![Network { mode: a.network }],
-            port_definitions: a.port_definitions.clone(),
+            port_definitions: a
+                .port_definitions
+                .iter()
+                .map(PortDefinition::from)
+                .collect(),
+            require_ports: a.require_ports,
             version: a.version.clone(),
         }
     }

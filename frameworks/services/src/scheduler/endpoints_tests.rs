@@ -84,7 +84,7 @@ fn service_ports_are_assigned_once_unique_and_a_taken_one_names_its_holder() {
     assert_eq!(sps(&s, "/a"), vec![10_000, 10_001]);
     let e = put(
         &mut s,
-        json!({"id": "/b", "cmd": "x", "portDefinitions": [{"port": 0, "servicePort": 10_001}]}),
+        json!({"id": "/b", "cmd": "x", "portDefinitions": [{"port": 10_001}]}),
     )
     .unwrap_err();
     assert!(e[0].contains("10001") && e[0].contains("/a"), "{e:?}");
@@ -107,16 +107,22 @@ fn service_ports_are_assigned_once_unique_and_a_taken_one_names_its_holder() {
     )
     .unwrap();
     assert_eq!(sps(&s, "/a"), vec![10_000, 10_001]);
-    put(&mut s, json!({"id": "/a", "cmd": "z", "portDefinitions": [{"port": 0, "servicePort": 10_001}, {"port": 0}]}))
-        .unwrap();
+    put(
+        &mut s,
+        json!({"id": "/a", "cmd": "z", "portDefinitions": [{"port": 10_001}, {"port": 0}]}),
+    )
+    .unwrap();
     assert_eq!(sps(&s, "/a"), vec![10_001, 10_000]);
-    let e = put(&mut s, json!({"id": "/d", "cmd": "x", "portDefinitions": [{"port": 0, "servicePort": 30_000}, {"port": 0, "servicePort": 30_000}]}))
-        .unwrap_err();
+    let e = put(
+        &mut s,
+        json!({"id": "/d", "cmd": "x", "portDefinitions": [{"port": 30_000}, {"port": 30_000}]}),
+    )
+    .unwrap_err();
     assert!(e[0].contains("twice"), "{e:?}");
     // Explicit ports outside the range are fine when free.
     put(
         &mut s,
-        json!({"id": "/d", "cmd": "x", "portDefinitions": [{"port": 0, "servicePort": 30_000}]}),
+        json!({"id": "/d", "cmd": "x", "portDefinitions": [{"port": 30_000}]}),
     )
     .unwrap();
 }
@@ -380,4 +386,67 @@ fn a_restart_mid_drain_does_not_lose_the_kill() {
     assert_eq!(e.map(|e| e.state), Some(EndpointState::Draining));
     assert_eq!(kills(&back.release_drains(now_s(), None)), vec![t]);
     back.check_indexes().unwrap();
+}
+
+/// Host networking as in Marathon: `port` is the service port and the host
+/// port is any free one from the offer, unless `requirePorts` makes it
+/// exactly `port` (assigned first when 0); such a port not offered is not
+/// placed.
+#[test]
+fn require_ports_places_on_exactly_the_service_port_else_any() {
+    let mut s = Services::new();
+    s.set_service_ports(31_090, 31_099);
+    let host_ports = |s: &Services, id: &str| -> Vec<u32> {
+        s.instances()
+            .values()
+            .filter(|i| i.app_id == id)
+            .flat_map(|i| i.ports.clone())
+            .collect()
+    };
+    put(
+        &mut s,
+        json!({"id": "/any", "cmd": "x", "portDefinitions": [{"port": 31_050}]}),
+    )
+    .unwrap();
+    assert_eq!(launches(&s.offers(vec![offer("1", "h1")])), 1);
+    assert_eq!(sps(&s, "/any"), [31_050]);
+    assert_eq!(host_ports(&s, "/any"), [31_000], "any free port, not 31050");
+
+    put(
+        &mut s,
+        json!({"id": "/fixed", "cmd": "x", "requirePorts": true,
+        "portDefinitions": [{"port": 31_060, "name": "http"}, {"port": 0}]}),
+    )
+    .unwrap();
+    let acts = s.offers(vec![offer("2", "h2")]);
+    assert_eq!(launches(&acts), 1);
+    assert_eq!(sps(&s, "/fixed"), [31_060, 31_090]);
+    assert_eq!(host_ports(&s, "/fixed"), [31_060, 31_090]);
+    let env: Vec<(String, String)> = acts
+        .iter()
+        .flat_map(|a| match a {
+            Action::Launch { tasks, .. } => tasks.clone(),
+            _ => vec![],
+        })
+        .flat_map(|t| t.command.unwrap().env)
+        .map(|e| (e.name, e.value))
+        .collect();
+    assert!(env.contains(&("PORT0".into(), "31060".into())), "{env:?}");
+    assert!(
+        env.contains(&("PORT_HTTP".into(), "31060".into())),
+        "{env:?}"
+    );
+    assert!(env.contains(&("PORT1".into(), "31090".into())), "{env:?}");
+
+    // A required port the agents do not offer: nothing is placed.
+    put(
+        &mut s,
+        json!({"id": "/out", "cmd": "x", "requirePorts": true,
+        "portDefinitions": [{"port": 40_000}]}),
+    )
+    .unwrap();
+    assert_eq!(launches(&s.offers(vec![offer("3", "h3")])), 0);
+    assert!(host_ports(&s, "/out").is_empty());
+    let waiting = s.app("/out").unwrap().waiting.clone().unwrap_or_default();
+    assert!(waiting.contains("port"), "{waiting}");
 }

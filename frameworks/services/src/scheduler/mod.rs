@@ -312,6 +312,11 @@ impl Services {
     }
 
     /// An app to change: marked to store and to converge.
+    /// Marks an app's row to be stored again (e.g. upgraded on load).
+    pub fn mark_app_changed(&mut self, id: &str) {
+        self.app_mut(id);
+    }
+
     fn app_mut(&mut self, id: &str) -> Option<&mut AppState> {
         let st = self.apps.get_mut(id)?;
         self.published.insert(id.to_string());

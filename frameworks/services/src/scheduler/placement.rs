@@ -3,7 +3,6 @@
 
 use super::task;
 use super::{Action, Instance, Services, now_s};
-use crate::app::NetworkMode;
 use crate::app::{App, Constraint, Operator};
 use agora_core::{Resources, TaskState};
 use agora_sdk::Offer;
@@ -200,18 +199,15 @@ fn fit(
         }
         return None;
     }
-    // Ports: fixed host ports must be free; 0 takes any free one.
-    let fixed: Vec<u32> = match app.network {
-        NetworkMode::Bridge => app.port_mappings.iter().map(|p| p.host_port).collect(),
-        NetworkMode::Host => app.port_definitions.iter().map(|p| p.port).collect(),
-    };
+    // Ports: fixed host ports (a bridge hostPort, or a host-networking
+    // port with requirePorts) must be free; 0 takes any free one.
     let mut free = left.ports.clone();
     let mut ports = Vec::new();
-    for want in &fixed {
-        let p = if *want != 0 {
-            free.contains_value(*want).then_some(*want)
-        } else {
-            free.ranges().first().map(|(b, _)| *b)
+    for want in app.host_port_requests() {
+        let p = match want {
+            None => None,
+            Some(0) => free.ranges().first().map(|(b, _)| *b),
+            Some(want) => free.contains_value(want).then_some(want),
         };
         let Some(p) = p else {
             rej.ports += 1;

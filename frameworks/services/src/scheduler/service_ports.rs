@@ -1,5 +1,6 @@
 //! Service ports and virtual hosts: cluster-wide names an app claims, so
-//! they are checked against every other app. A `servicePort` of 0 is
+//! they are checked against every other app. A service port (a port
+//! mapping's `servicePort`, a port definition's `port`) of 0 is
 //! assigned from the framework's range (kept across versions of the app);
 //! a given one must be free; two apps may not claim the same virtual host
 //! and path.
@@ -10,6 +11,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// The default `--service-ports` range.
 pub const DEFAULT_SERVICE_PORTS: (u32, u32) = (10_000, 20_000);
+
+/// The JSON pointer of the service port of an app's port `i`.
+fn service_port_path(app: &App, i: usize) -> String {
+    match app.network {
+        crate::app::NetworkMode::Bridge => format!("{}/servicePort", port_path(app, i)),
+        crate::app::NetworkMode::Host => format!("{}/port", port_path(app, i)),
+    }
+}
 
 /// The JSON pointer of an app's port `i`.
 fn port_path(app: &App, i: usize) -> String {
@@ -116,13 +125,13 @@ impl Services {
             if let Some(other) = held.get(&sp) {
                 push(
                     &mut errs,
-                    format!("{}/servicePort", port_path(app, i)),
+                    service_port_path(app, i),
                     format!("service port {sp} is held by app {other}"),
                 );
             } else if !mine.insert(sp) {
                 push(
                     &mut errs,
-                    format!("{}/servicePort", port_path(app, i)),
+                    service_port_path(app, i),
                     format!("service port {sp} is given twice in {}", app.id),
                 );
             }
@@ -180,7 +189,7 @@ impl Services {
                     &mut errs,
                     "/".into(),
                     format!(
-                        "no free service port left in the range {first}-{last} for {id} (set servicePort, or widen --service-ports)"
+                        "no free service port left in the range {first}-{last} for {id} (give the service ports, or widen --service-ports)"
                     ),
                 );
                 break;

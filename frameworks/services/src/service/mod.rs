@@ -188,6 +188,10 @@ pub fn start(
     let mut store = Store::open(&cfg.data_dir)?;
     let snap = store.load()?;
     let mut services = Services::restore(snap.apps, snap.instances);
+    for id in &snap.upgraded {
+        tracing::info!(app_id = %id, "stored app upgraded to the current format");
+        services.mark_app_changed(id);
+    }
     services.set_service_ports(cfg.service_ports.0, cfg.service_ports.1);
     services.assign_missing_service_ports();
     let (tx, rx) = mpsc::channel(1024);
