@@ -374,7 +374,13 @@ async fn a_restart_keeps_a_scale_made_just_before_and_does_not_recreate_a_delete
     .unwrap();
     s.put_app(app, false);
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, FlakyStore::default(), Some("fw".into()), events, Hub::new(0));
+    let actor = Actor::new(
+        s,
+        FlakyStore::default(),
+        Some("fw".into()),
+        events,
+        Hub::new(0),
+    );
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
