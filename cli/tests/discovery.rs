@@ -17,7 +17,6 @@ use hickory_server::proto::rr::{Name, RData, RecordType};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(60);
@@ -70,7 +69,9 @@ impl ServicesProc {
 
     /// The running tasks of `id` as (task id, first host port).
     async fn running(&self, id: &str) -> Vec<(String, u16)> {
-        let (_, a) = self.send("GET", &format!("/v1/apps{id}"), Value::Null).await;
+        let (_, a) = self
+            .send("GET", &format!("/v1/apps{id}"), Value::Null)
+            .await;
         let mut v: Vec<(String, u16)> = a["app"]["tasks"]
             .as_array()
             .into_iter()
@@ -144,7 +145,12 @@ fn srv_ports(m: &Message) -> Vec<u16> {
 }
 
 /// Asks until `ok` holds (at most `LONG`), polling every 20 ms.
-async fn until(dns: SocketAddr, name: &str, t: RecordType, ok: impl Fn(&Message) -> bool) -> Message {
+async fn until(
+    dns: SocketAddr,
+    name: &str,
+    t: RecordType,
+    ok: impl Fn(&Message) -> bool,
+) -> Message {
     let deadline = tokio::time::Instant::now() + LONG;
     loop {
         let m = ask(dns, name, t).await;
@@ -163,7 +169,12 @@ async fn until(dns: SocketAddr, name: &str, t: RecordType, ok: impl Fn(&Message)
 
 fn dig(dns: SocketAddr, args: &[&str]) -> Option<String> {
     let out = Command::new("dig")
-        .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string(), "+short"])
+        .args([
+            &format!("@{}", dns.ip()),
+            "-p",
+            &dns.port().to_string(),
+            "+short",
+        ])
         .args(args)
         .output()
         .ok()?;
@@ -212,9 +223,15 @@ async fn dns_answers_follow_the_instances_and_a_drained_instance_leaves_before_i
     let dns = udp.local_addr().unwrap();
     let cfg = agora_router::dns::DnsConfig::new("agora", Duration::from_secs(1)).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(agora_router::dns::serve(udp, tcp, cfg, feed.views(), async {
-        let _ = stopped.await;
-    }));
+    let server = tokio::spawn(agora_router::dns::serve(
+        udp,
+        tcp,
+        cfg,
+        feed.views(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
 
     // Deploy: 2 instances, a named port; drains wait up to 60 s for the router.
     let web = json!({
@@ -234,7 +251,10 @@ async fn dns_answers_follow_the_instances_and_a_drained_instance_leaves_before_i
     .unwrap();
     let mut ports: Vec<u16> = tasks.iter().map(|t| t.1).collect();
     ports.sort();
-    let a = until(dns, "web.demo.agora.", RecordType::A, |m| !addrs(m).is_empty()).await;
+    let a = until(dns, "web.demo.agora.", RecordType::A, |m| {
+        !addrs(m).is_empty()
+    })
+    .await;
     assert_eq!(addrs(&a), ["127.0.0.1"], "one address for both instances");
     assert!(a.metadata.authoritative);
     until(dns, "_http._tcp.web.demo.agora.", RecordType::SRV, |m| {
@@ -253,7 +273,9 @@ async fn dns_answers_follow_the_instances_and_a_drained_instance_leaves_before_i
     assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain);
 
     // Scale down to 1: one instance drains. It leaves DNS while it still runs.
-    let (code, body) = s.send("PUT", "/v2/apps/demo/web", json!({"instances": 1})).await;
+    let (code, body) = s
+        .send("PUT", "/v2/apps/demo/web", json!({"instances": 1}))
+        .await;
     assert!(code == 200 || code == 201, "{code} {body}");
     let mut views = feed.views();
     let (victim, vport, version) = loop {
@@ -287,12 +309,16 @@ async fn dns_answers_follow_the_instances_and_a_drained_instance_leaves_before_i
     assert_eq!(agent.containers(false).len(), 2);
     // The router acknowledges: the kill follows.
     feed.ack(version, version);
-    eventually(LONG, async || (!answers(vport, &victim).await).then_some(()))
-        .await
-        .expect("the drained instance was not killed after the ack");
-    eventually(LONG, async || (agent.containers(false).len() == 1).then_some(()))
-        .await
-        .expect("the drained container did not stop");
+    eventually(LONG, async || {
+        (!answers(vport, &victim).await).then_some(())
+    })
+    .await
+    .expect("the drained instance was not killed after the ack");
+    eventually(LONG, async || {
+        (agent.containers(false).len() == 1).then_some(())
+    })
+    .await
+    .expect("the drained container did not stop");
 
     // Zero serving instances: NOERROR, empty answer (never SERVFAIL).
     let acker = {
@@ -306,7 +332,9 @@ async fn dns_answers_follow_the_instances_and_a_drained_instance_leaves_before_i
             }
         })
     };
-    let (code, body) = s.send("PUT", "/v2/apps/demo/web", json!({"instances": 0})).await;
+    let (code, body) = s
+        .send("PUT", "/v2/apps/demo/web", json!({"instances": 0}))
+        .await;
     assert!(code == 200 || code == 201, "{code} {body}");
     for (name, t) in [
         ("web.demo.agora.", RecordType::A),
