@@ -151,6 +151,8 @@ async fn health_target(l: tokio::net::TcpListener, target: Target) {
     let port = l.local_addr().map(|a| a.port()).unwrap_or(0);
     loop {
         let Ok((mut s, _)) = l.accept().await else {
+            // Out of descriptors, say: do not spin.
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
         let target = target.clone();
@@ -379,12 +381,16 @@ async fn pairs(
             st.failing = false;
             st.first_ok = None;
         }
-        let ((d_rm, d_add, ports), (v_rm, v_add, new_port)) =
-            tokio::time::timeout(PAIR_TIMEOUT, async {
-                Ok::<_, anyhow::Error>((dns_w.await??, view_w.await??))
-            })
-            .await
-            .context("a change did not propagate within 30 s")??;
+        let (dns_abort, view_abort) = (dns_w.abort_handle(), view_w.abort_handle());
+        let watched = tokio::time::timeout(PAIR_TIMEOUT, async {
+            Ok::<_, anyhow::Error>((dns_w.await??, view_w.await??))
+        })
+        .await
+        .context("a change did not propagate within 30 s")
+        .and_then(|r| r);
+        dns_abort.abort();
+        view_abort.abort();
+        let ((d_rm, d_add, ports), (v_rm, v_add, new_port)) = watched?;
         ensure!(
             ports.contains(&new_port),
             "DNS {ports:?} lacks the new port {new_port}"
