@@ -3,6 +3,7 @@
 
 pub mod allocator;
 pub mod deploy;
+pub mod discovery;
 pub mod launch;
 pub mod scale;
 pub mod services;
@@ -28,7 +29,20 @@ pub struct LocalCluster {
 
 impl LocalCluster {
     pub async fn start(name: &str, resources: String, image: &str) -> anyhow::Result<LocalCluster> {
-        use crate::agent_cmd::{AgentArgs, RuntimeKind};
+        let docker = crate::agent_cmd::RuntimeKind::Docker;
+        Self::start_with(name, resources, image, docker, "bench").await
+    }
+
+    /// The same with another runtime and the agent's host name (what its
+    /// offers, and so the endpoint sets and DNS, carry).
+    pub async fn start_with(
+        name: &str,
+        resources: String,
+        image: &str,
+        runtime: crate::agent_cmd::RuntimeKind,
+        hostname: &str,
+    ) -> anyhow::Result<LocalCluster> {
+        use crate::agent_cmd::AgentArgs;
         use std::time::Duration;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let master = listener.local_addr()?;
@@ -47,10 +61,10 @@ impl LocalCluster {
             master: master.to_string(),
             work_dir: Some(work.join("agent")),
             listen: "127.0.0.1:0".into(),
-            hostname: Some("bench".into()),
+            hostname: Some(hostname.into()),
             resources: Some(resources),
             attributes: String::new(),
-            runtime: RuntimeKind::Docker,
+            runtime,
             default_image: image.to_string(),
             gc_delay: Duration::from_secs(3600),
             usage_interval: Duration::from_secs(3600),
@@ -58,7 +72,7 @@ impl LocalCluster {
             status_retry: Duration::from_secs(2),
             log_format: crate::util::LogFormat::Text,
         };
-        let agent = crate::agent_cmd::start(&agent_args, RuntimeKind::Docker).await?;
+        let agent = crate::agent_cmd::start(&agent_args, runtime).await?;
         Ok(LocalCluster {
             master,
             agent,

@@ -146,14 +146,15 @@ impl AgentProc {
                 "--resources",
                 &self.resources,
             ])
-            .args([
-                "--listen",
-                &self.listen,
-                "--status-retry",
-                "300ms",
-                "--hostname",
-                "docker-test",
-            ])
+            .args(["--listen", &self.listen, "--status-retry", "300ms"])
+            // `extra` may give its own host name (e.g. `127.0.0.1`, which
+            // DNS answers need to be resolvable).
+            .args(
+                (!self.extra.iter().any(|a| a == "--hostname"))
+                    .then_some(["--hostname", "docker-test"])
+                    .into_iter()
+                    .flatten(),
+            )
             .arg("--work-dir")
             .arg(&self.work_dir)
             .args(&self.extra)
