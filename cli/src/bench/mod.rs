@@ -4,6 +4,7 @@
 pub mod allocator;
 pub mod deploy;
 pub mod launch;
+pub mod router;
 pub mod scale;
 pub mod services;
 
