@@ -83,7 +83,8 @@ const DEV_FLAGS: crate::router_cmd::Flags = crate::router_cmd::Flags {
 };
 
 pub async fn run(args: DevArgs) -> Result<()> {
-    crate::util::init_logging(args.log_format, "info");
+    // hickory-server logs every DNS query at info.
+    crate::util::init_logging(args.log_format, "info,hickory_server=warn");
     let data_dir = args
         .data_dir
         .clone()

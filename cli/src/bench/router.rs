@@ -17,7 +17,6 @@
 //!   measured run. Every request carries `Host: web.bench.agora`.
 
 use anyhow::{Context, Result, bail};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -184,7 +183,7 @@ fn nginx_proxy(port: u16, backends: [u16; 2]) -> Result<Daemon> {
     start_nginx("nginx", |d| nginx_conf(d, "1", &http), port)
 }
 
-fn haproxy(port: u16, backends: [u16; 2]) -> Result<Daemon> {
+fn haproxy_proxy(port: u16, backends: [u16; 2]) -> Result<Daemon> {
     let dir = temp_dir("haproxy")?;
     let path = dir.join("haproxy.cfg");
     std::fs::write(
@@ -232,7 +231,9 @@ where
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
     let thread = std::thread::spawn(move || {
         let rt = if workers == 0 {
-            tokio::runtime::Builder::new_current_thread().enable_all().build()
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
         } else {
             tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(workers)
@@ -500,7 +501,7 @@ pub fn run(args: RouterBenchArgs) -> Result<()> {
         }
         if has("haproxy") {
             let p = free_port()?;
-            let _d = haproxy(p, ports)?;
+            let _d = haproxy_proxy(p, ports)?;
             haproxy = Some(measure(&args, "haproxy", p)?);
         }
     }
