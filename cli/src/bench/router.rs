@@ -69,20 +69,52 @@ fn installed(tool: &str) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-/// A child process killed (and reaped) when dropped, and its temp dir
-/// removed.
+/// A daemon in a process group of its own (nginx's master and workers):
+/// stopped (SIGTERM to the group, SIGKILL after 3 s) and reaped when
+/// dropped, and its temp dir removed. Ctrl-C or SIGTERM of the bench stops
+/// the groups still running too (see [`stop_on_signal`]).
 struct Daemon {
     name: &'static str,
     child: Child,
     dir: PathBuf,
 }
 
+/// Process groups of the daemons running now.
+static GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+
+fn kill_group(pgid: i32, sig: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pgid), sig);
+}
+
 impl Drop for Daemon {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        let pgid = self.child.id() as i32;
+        kill_group(pgid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = std::time::Instant::now() + Duration::from_secs(3);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Whatever is left of the group (workers included).
+        kill_group(pgid, nix::sys::signal::Signal::SIGKILL);
         let _ = self.child.wait();
+        GROUPS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|g| *g != pgid);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// On Ctrl-C or SIGTERM: kills the daemons' groups and exits (130).
+fn stop_on_signal() {
+    tokio::spawn(async {
+        crate::util_signal::terminated().await;
+        for g in GROUPS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            kill_group(g, nix::sys::signal::Signal::SIGKILL);
+        }
+        eprintln!("interrupted: nginx/haproxy stopped");
+        std::process::exit(130);
+    });
 }
 
 fn temp_dir(name: &str) -> Result<PathBuf> {
@@ -108,10 +140,11 @@ fn wait_listening(d: &mut Daemon, port: u16) -> Result<()> {
             return Ok(());
         }
         if let Some(st) = d.child.try_wait()? {
+            let log = std::fs::read_to_string(d.dir.join("stderr.log")).unwrap_or_default();
             bail!(
-                "{} exited ({st}) before listening on {port}; config in {}",
+                "{} exited ({st}) before listening on {port}:\n{}",
                 d.name,
-                d.dir.display()
+                log.trim_end()
             );
         }
         if std::time::Instant::now() > deadline {
@@ -122,12 +155,18 @@ fn wait_listening(d: &mut Daemon, port: u16) -> Result<()> {
 }
 
 fn spawn(name: &'static str, dir: PathBuf, cmd: &mut Command) -> Result<Daemon> {
+    use std::os::unix::process::CommandExt;
     let child = cmd
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(dir.join("stderr.log"))?))
         .spawn()
         .with_context(|| format!("cannot start {name}"))?;
+    GROUPS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(child.id() as i32);
     Ok(Daemon { name, child, dir })
 }
 
@@ -189,7 +228,7 @@ fn haproxy_proxy(port: u16, backends: [u16; 2]) -> Result<Daemon> {
     std::fs::write(
         &path,
         format!(
-            "global\n  nbthread 1\n  maxconn 20000\n\
+            "global\n  nbthread 1\n  maxconn 8000\n\
              defaults\n  mode http\n  timeout connect 1s\n  timeout client 60s\n  timeout server 60s\n  http-reuse always\n\
              frontend fe\n  bind 127.0.0.1:{port}\n  default_backend app\n\
              backend app\n  balance roundrobin\n  server a 127.0.0.1:{}\n  server b 127.0.0.1:{}\n",
@@ -454,6 +493,7 @@ pub fn run(args: RouterBenchArgs) -> Result<()> {
         args.connections > 0 && args.threads > 0 && args.threads <= args.connections,
         "connections and threads must be > 0, threads <= connections"
     );
+    stop_on_signal();
     let missing: Vec<&str> = ["wrk", "nginx", "haproxy"]
         .into_iter()
         .filter(|t| !installed(t))
