@@ -13,8 +13,10 @@
 //! - nginx: 1 worker, upstream keepalive; HAProxy: nbthread 1, http-reuse
 //!   always. Each runs from its own temp config dir and is killed when the
 //!   bench ends (also on error).
-//! - Every target gets a 1 s warm-up (backend pools filled) before its
+//! - Every target gets a 1 s warm-up (backend pools filled) before each
 //!   measured run. Every request carries `Host: web.bench.agora`.
+//! - `--rounds N` interleaves the targets N times and reports the medians,
+//!   so that load from elsewhere on the machine falls on all of them.
 
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
@@ -35,6 +37,10 @@ pub struct RouterBenchArgs {
     /// Measured duration of each run (whole seconds, e.g. 10s).
     #[arg(short = 'd', long, value_parser = crate::util::parse_duration, default_value = "10s")]
     pub duration: Duration,
+    /// Rounds: each round measures every target once (interleaved); the
+    /// figures are the medians over the rounds.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: u32,
     /// Backends: nginx (a fixed 200), hyper (in-process), or auto (nginx
     /// when installed).
     #[arg(long, value_enum, default_value = "auto")]
@@ -396,6 +402,20 @@ fn agora_proxy(port: u16, backends: [u16; 2]) -> Result<RuntimeThread> {
     })
 }
 
+/// The median of each figure over the runs (errors: their sum).
+fn median(runs: &[Load]) -> Option<Load> {
+    if runs.is_empty() {
+        return None;
+    }
+    let mut rps: Vec<f64> = runs.iter().map(|l| l.rps).collect();
+    let mut p99: Vec<f64> = runs.iter().map(|l| l.p99_ms).collect();
+    Some(Load {
+        rps: super::quantile(&mut rps, 0.5),
+        p99_ms: super::quantile(&mut p99, 0.5),
+        errors: runs.iter().map(|l| l.errors).sum(),
+    })
+}
+
 /// A latency as wrk prints it (`812.00us`, `2.10ms`, `1.02s`) in ms.
 fn parse_latency_ms(s: &str) -> Option<f64> {
     let s = s.trim();
@@ -529,21 +549,40 @@ pub fn run(args: RouterBenchArgs) -> Result<()> {
 
     let (mut backend, mut agora, mut nginx, mut haproxy) = (None, None, None, None);
     if has("wrk") {
-        backend = Some(measure(&args, "backend", ports[0])?);
-        let p = free_port()?;
-        let _agora = agora_proxy(p, ports)?;
-        agora = Some(measure(&args, "agora", p)?);
-        drop(_agora);
-        if has("nginx") {
-            let p = free_port()?;
-            let _d = nginx_proxy(p, ports)?;
-            nginx = Some(measure(&args, "nginx", p)?);
+        // Every proxy runs (idle) for the whole bench; the rounds
+        // interleave them so that load from elsewhere on the machine
+        // falls on all of them alike.
+        let agora_port = free_port()?;
+        let _agora = agora_proxy(agora_port, ports)?;
+        let nginx_d = match has("nginx") {
+            true => {
+                let p = free_port()?;
+                Some((nginx_proxy(p, ports)?, p))
+            }
+            false => None,
+        };
+        let haproxy_d = match has("haproxy") {
+            true => {
+                let p = free_port()?;
+                Some((haproxy_proxy(p, ports)?, p))
+            }
+            false => None,
+        };
+        let mut runs: [Vec<Load>; 4] = Default::default();
+        for round in 1..=args.rounds.max(1) {
+            if args.rounds > 1 {
+                eprintln!("  round {round}/{}", args.rounds);
+            }
+            runs[0].push(measure(&args, "backend", ports[0])?);
+            runs[1].push(measure(&args, "agora", agora_port)?);
+            if let Some((_, p)) = &nginx_d {
+                runs[2].push(measure(&args, "nginx", *p)?);
+            }
+            if let Some((_, p)) = &haproxy_d {
+                runs[3].push(measure(&args, "haproxy", *p)?);
+            }
         }
-        if has("haproxy") {
-            let p = free_port()?;
-            let _d = haproxy_proxy(p, ports)?;
-            haproxy = Some(measure(&args, "haproxy", p)?);
-        }
+        [backend, agora, nginx, haproxy] = runs.map(|r| median(&r));
     }
     let best_other = [nginx, haproxy]
         .iter()
@@ -584,6 +623,7 @@ pub fn run(args: RouterBenchArgs) -> Result<()> {
             "connections": args.connections,
             "threads": args.threads,
             "duration_s": args.duration.as_secs().max(1),
+            "rounds": args.rounds.max(1),
             "backend_rps": num(backend.map(|l| l.rps), 0),
             "agora_rps": num(agora.map(|l| l.rps), 0),
             "nginx_rps": num(nginx.map(|l| l.rps), 0),
