@@ -185,6 +185,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
     )
     .await?;
 
+    // Before anything is printed: a Ctrl-C from then on stops dev cleanly.
+    let stop = crate::router_cmd::stop_signals()?;
     println!("agora dev is running (Ctrl-C to stop)");
     println!("  master     {addr}  (gRPC for frameworks and agents; HTTP below)");
     println!("  state      http://{addr}/state");
@@ -215,7 +217,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             return Ok(());
         }
         r = routers.failed() => failed = Some(r),
-        _ = crate::util_signal::terminated() => {}
+        _ = stop => {}
     }
     println!("stopping");
     routers.stop().await;

@@ -298,6 +298,21 @@ pub const ROUTER_FLAGS: Flags = Flags {
     internal_address: "--internal-address",
 };
 
+/// Ctrl-C or SIGTERM, with the handlers installed at once: a signal that
+/// comes after the addresses are printed but before the future is polled
+/// is not lost (nor does it kill the process with the default action).
+pub fn stop_signals() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
+}
+
 pub async fn run(args: RouterArgs) -> Result<()> {
     // hickory-server logs every query at info.
     crate::util::init_logging(args.log_format, "info,hickory_server=warn");
@@ -312,6 +327,7 @@ pub async fn run(args: RouterArgs) -> Result<()> {
         internal_listen: args.internal_listen.as_deref().and_then(listen_opt),
         internal_address: args.internal_address,
     };
+    let stop = stop_signals()?;
     let mut routers = Routers::start(setup, &ROUTER_FLAGS).await?;
     println!("agora router {router_id} is running (Ctrl-C to stop)");
     for l in &routers.lines {
@@ -328,7 +344,7 @@ pub async fn run(args: RouterArgs) -> Result<()> {
     }
     let failed = tokio::select! {
         r = routers.failed() => Some(r),
-        _ = crate::util_signal::terminated() => None,
+        _ = stop => None,
     };
     if let Some(r) = failed {
         return r;
