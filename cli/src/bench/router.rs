@@ -85,8 +85,8 @@ struct Daemon {
     dir: PathBuf,
 }
 
-/// Process groups of the daemons running now.
-static GROUPS: std::sync::Mutex<Vec<i32>> = std::sync::Mutex::new(Vec::new());
+/// Process groups and temp dirs of the daemons running now.
+static GROUPS: std::sync::Mutex<Vec<(i32, PathBuf)>> = std::sync::Mutex::new(Vec::new());
 
 fn kill_group(pgid: i32, sig: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-pgid), sig);
@@ -106,17 +106,19 @@ impl Drop for Daemon {
         GROUPS
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|g| *g != pgid);
+            .retain(|(g, _)| *g != pgid);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
-/// On Ctrl-C or SIGTERM: kills the daemons' groups and exits (130).
+/// On Ctrl-C or SIGTERM: kills the daemons' groups, removes their temp
+/// dirs and exits (130).
 fn stop_on_signal() {
     tokio::spawn(async {
         crate::util_signal::terminated().await;
-        for g in GROUPS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+        for (g, dir) in GROUPS.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
             kill_group(g, nix::sys::signal::Signal::SIGKILL);
+            let _ = std::fs::remove_dir_all(dir);
         }
         eprintln!("interrupted: nginx/haproxy stopped");
         std::process::exit(130);
@@ -172,7 +174,7 @@ fn spawn(name: &'static str, dir: PathBuf, cmd: &mut Command) -> Result<Daemon> 
     GROUPS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(child.id() as i32);
+        .push((child.id() as i32, dir.clone()));
     Ok(Daemon { name, child, dir })
 }
 
