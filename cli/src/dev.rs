@@ -53,10 +53,38 @@ pub struct DevArgs {
     /// Hollow runtime: delay between STARTING and RUNNING.
     #[arg(long, value_parser = parse_duration, default_value = "500ms")]
     pub hollow_start_delay: Duration,
+
+    /// Edge router (publicly exposed ports, by Host and path); `off` to disable.
+    #[arg(long, default_value = "127.0.0.1:8000")]
+    pub edge_listen: String,
+
+    /// DNS server for the cluster's zone (UDP and TCP); `off` to disable.
+    #[arg(long, default_value = "127.0.0.1:8053")]
+    pub dns_listen: String,
+
+    /// Internal L7 router (every app by Host `<app>.<group>.<domain>`); `off` to disable.
+    #[arg(long, default_value = "127.0.0.1:8001")]
+    pub internal_listen: String,
+
+    /// Address of the L4 `servicePort` listeners; `off` to disable.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub internal_address: String,
+
+    /// The DNS zone: app `/demo/web` answers at `web.demo.<domain>`.
+    #[arg(long, default_value = "agora")]
+    pub domain: String,
 }
 
+const DEV_FLAGS: crate::router_cmd::Flags = crate::router_cmd::Flags {
+    dns: "--dns-listen",
+    edge: "--edge-listen",
+    internal: "--internal-listen",
+    internal_address: "--internal-address",
+};
+
 pub async fn run(args: DevArgs) -> Result<()> {
-    crate::util::init_logging(args.log_format, "info");
+    // hickory-server logs every DNS query at info.
+    crate::util::init_logging(args.log_format, "info,hickory_server=warn");
     let data_dir = args
         .data_dir
         .clone()
@@ -133,6 +161,32 @@ pub async fn run(args: DevArgs) -> Result<()> {
         services_stop_rx,
     ));
 
+    // The routers follow this services framework's endpoint stream; until
+    // it answers, the feed retries (one warning, then debug).
+    let internal_address = match crate::router_cmd::listen_opt(&args.internal_address) {
+        None => None,
+        Some(a) => Some(
+            a.parse::<std::net::IpAddr>()
+                .with_context(|| format!("--internal-address {a}: not an IP address"))?,
+        ),
+    };
+    let mut routers = crate::router_cmd::Routers::start(
+        crate::router_cmd::RoutersSetup {
+            services: services_addr.to_string(),
+            router_id: crate::router_cmd::default_router_id(),
+            domain: args.domain.clone(),
+            dns_ttl: Duration::from_secs(1),
+            dns_listen: crate::router_cmd::listen_opt(&args.dns_listen),
+            edge_listen: crate::router_cmd::listen_opt(&args.edge_listen),
+            internal_listen: crate::router_cmd::listen_opt(&args.internal_listen),
+            internal_address,
+        },
+        &DEV_FLAGS,
+    )
+    .await?;
+
+    // Before anything is printed: a Ctrl-C from then on stops dev cleanly.
+    let stop = crate::router_cmd::stop_signals()?;
     println!("agora dev is running (Ctrl-C to stop)");
     println!("  master     {addr}  (gRPC for frameworks and agents; HTTP below)");
     println!("  state      http://{addr}/state");
@@ -145,6 +199,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!(
         "  services   http://{services_addr}  (REST API: /v2/apps, /v2/tasks, /v2/deployments)"
     );
+    for l in &routers.lines {
+        println!("{l}");
+    }
     println!("  data dir   {}", data_dir.display());
     println!(
         "try:  agora app deploy -f examples/web.json --wait   |   agora app list   |   agora task list"
@@ -153,29 +210,34 @@ pub async fn run(args: DevArgs) -> Result<()> {
         "      cargo run -p agora-sdk --example keep_n -- --instances 3 --command 'echo hello; sleep 30'"
     );
 
+    let mut failed = None;
     tokio::select! {
-        res = server => { res.context("master task panicked")??; }
-        _ = crate::util_signal::terminated() => {
-            println!("stopping");
-            let _ = services_stop.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(5), services).await;
-            agent.handle.control(agora_agent::Control::Stop);
-            // Docker: the agent's containers are removed; process: its
-            // tasks' processes (whole groups and cgroups) are killed.
-            let what = match agent.runtime.name() {
-                "docker" => "container(s)",
-                _ => "task process(es)",
-            };
-            if args.keep {
-                println!("leaving tasks running (--keep)");
-            } else {
-                let n = agent.runtime.stop_all().await;
-                println!("stopped {n} {what}");
-            }
-            trigger.fire();
+        res = server => {
+            res.context("master task panicked")??;
+            return Ok(());
         }
+        r = routers.failed() => failed = Some(r),
+        _ = stop => {}
     }
-    Ok(())
+    println!("stopping");
+    routers.stop().await;
+    let _ = services_stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), services).await;
+    agent.handle.control(agora_agent::Control::Stop);
+    // Docker: the agent's containers are removed; process: its
+    // tasks' processes (whole groups and cgroups) are killed.
+    let what = match agent.runtime.name() {
+        "docker" => "container(s)",
+        _ => "task process(es)",
+    };
+    if args.keep {
+        println!("leaving tasks running (--keep)");
+    } else {
+        let n = agent.runtime.stop_all().await;
+        println!("stopped {n} {what}");
+    }
+    trigger.fire();
+    failed.unwrap_or(Ok(()))
 }
 
 /// The images the README's demo and the default task image need.

@@ -1,10 +1,21 @@
 //! `agora router`: the router daemon. It follows the services framework's
-//! endpoint stream and serves the cluster's DNS zone from it (UDP and TCP).
-//! The HTTP and TCP proxies join it here (see the `proxies` mark below).
+//! endpoint stream and serves, from the same view: the cluster's DNS zone
+//! (UDP and TCP), the edge L7 proxy (publicly exposed ports), the internal
+//! L7 proxy (every app by its DNS name) and the L4 listeners (one per
+//! `servicePort`, on the agent's internal address). The proxies acknowledge
+//! the versions they route by (and have drained) through the feed.
+//! `agora dev` runs the same stack in-process ([`Routers`]).
 
 use crate::util::{LogFormat, parse_duration};
-use anyhow::{Context, Result};
+use agora_router::dns::{DnsConfig, DnsError};
+use agora_router::feed::{Feed, FeedConfig};
+use agora_router::proxy::{Exposure, Proxy, ProxyConfig};
+use agora_router::routes::{Router, RoutesConfig};
+use agora_router::tcp::{TcpConfig, TcpRouter};
+use anyhow::{Context, Result, bail};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
+use tokio::task::JoinHandle;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RouterArgs {
@@ -12,9 +23,21 @@ pub struct RouterArgs {
     /// (`host:port` or `http://host:port`).
     #[arg(long, env = "AGORA_SERVICES", default_value = "http://127.0.0.1:8080")]
     pub services: String,
-    /// Where the DNS server listens, UDP and TCP.
+    /// Where the DNS server listens, UDP and TCP (`off`: no DNS).
     #[arg(long, default_value = "127.0.0.1:8053")]
     pub dns_listen: String,
+    /// Edge L7 proxy (publicly exposed ports, by Host and path), e.g.
+    /// `0.0.0.0:80` on a public agent. Default: off.
+    #[arg(long)]
+    pub edge_listen: Option<String>,
+    /// Internal L7 proxy (every app by Host `<app>.<group>.<domain>`), on
+    /// the agent's internal address, e.g. `10.0.0.5:80`. Default: off.
+    #[arg(long)]
+    pub internal_listen: Option<String>,
+    /// The agent's internal address the L4 `servicePort` listeners bind
+    /// (never 0.0.0.0). Default: off (no L4 listeners).
+    #[arg(long)]
+    pub internal_address: Option<IpAddr>,
     /// The DNS zone: app `/demo/web` answers at `web.demo.<domain>`.
     #[arg(long, default_value = "agora")]
     pub domain: String,
@@ -34,62 +57,299 @@ pub fn default_router_id() -> String {
     format!("{}-{}", crate::agent_cmd::hostname(), std::process::id())
 }
 
+/// `off` (or `none`, or empty) turns a listener off.
+pub fn listen_opt(s: &str) -> Option<String> {
+    match s.trim() {
+        "" | "off" | "none" => None,
+        a => Some(a.to_string()),
+    }
+}
+
+/// What a router stack serves and where.
+#[derive(Clone, Debug)]
+pub struct RoutersSetup {
+    pub services: String,
+    pub router_id: String,
+    pub domain: String,
+    pub dns_ttl: Duration,
+    pub dns_listen: Option<String>,
+    pub edge_listen: Option<String>,
+    pub internal_listen: Option<String>,
+    pub internal_address: Option<IpAddr>,
+}
+
+/// A running router stack: the feed, DNS, the proxies and the L4
+/// listeners. Dropping it stops everything but the connections already
+/// being served.
+pub struct Routers {
+    /// Lines describing every address served (for printing).
+    pub lines: Vec<String>,
+    pub dns: Option<SocketAddr>,
+    pub edge: Option<SocketAddr>,
+    pub internal: Option<SocketAddr>,
+    _feed: Feed,
+    dns_task: Option<JoinHandle<Result<(), DnsError>>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for Routers {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(t) = &self.dns_task {
+            t.abort();
+        }
+    }
+}
+
+async fn bind_tcp(addr: &str, what: &str, flag: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({what}; use {flag})"))
+}
+
+/// The internal router must not listen on every interface: it serves
+/// every app, internal ones included.
+fn refuse_unspecified(ip: IpAddr, flag: &str) -> Result<()> {
+    if ip.is_unspecified() {
+        bail!(
+            "{flag} {ip}: the internal router serves every app, internal ones included; give the agent's internal address, not a wildcard"
+        );
+    }
+    Ok(())
+}
+
+impl Routers {
+    /// Binds every listener first (any failure is an error naming the
+    /// flag), then starts the feed and the servers.
+    pub async fn start(s: RoutersSetup, flags: &Flags) -> Result<Routers> {
+        let feed_cfg = FeedConfig::new(&s.services, &s.router_id)?;
+        let dns_cfg = DnsConfig::new(&s.domain, s.dns_ttl)?;
+        let dns_sockets = match &s.dns_listen {
+            None => None,
+            Some(a) => {
+                let udp = tokio::net::UdpSocket::bind(a).await.with_context(|| {
+                    format!("cannot listen on {a} (udp; use {} or off)", flags.dns)
+                })?;
+                let tcp = bind_tcp(&udp.local_addr()?.to_string(), "dns, tcp", flags.dns).await?;
+                Some((udp, tcp))
+            }
+        };
+        let edge = match &s.edge_listen {
+            None => None,
+            Some(a) => Some(bind_tcp(a, "edge router", flags.edge).await?),
+        };
+        let internal = match &s.internal_listen {
+            None => None,
+            Some(a) => {
+                let l = bind_tcp(a, "internal router", flags.internal).await?;
+                refuse_unspecified(l.local_addr()?.ip(), flags.internal)?;
+                Some(l)
+            }
+        };
+        if let Some(ip) = s.internal_address {
+            refuse_unspecified(ip, flags.internal_address)?;
+        }
+
+        let domain = s.domain.trim_matches('.').to_string();
+        let mut lines = vec![format!(
+            "  endpoints  {}/v1/endpoints/watch  (router id {})",
+            feed_cfg.services, s.router_id
+        )];
+        let feed = Feed::start(feed_cfg);
+        let router = Router::new(RoutesConfig {
+            domain: domain.clone(),
+            ..RoutesConfig::default()
+        });
+        let mut tasks = vec![tokio::spawn(
+            router.clone().follow(feed.views(), feed.acks()),
+        )];
+        let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
+        let mut dns_addr = None;
+        let dns_task = match dns_sockets {
+            None => None,
+            Some((udp, tcp)) => {
+                let a = udp.local_addr()?;
+                dns_addr = Some(a);
+                lines.push(format!(
+                    "  dns        {a} (udp+tcp), zone {}, ttl {}s  — try: dig @{} -p {} web.demo.{domain}",
+                    dns_cfg.origin,
+                    dns_cfg.ttl,
+                    a.ip(),
+                    a.port()
+                ));
+                Some(tokio::spawn(agora_router::dns::serve(
+                    udp,
+                    tcp,
+                    dns_cfg,
+                    feed.views(),
+                    async move {
+                        let _ = stop_rx.wait_for(|s| *s).await;
+                    },
+                )))
+            }
+        };
+        let mut edge_addr = None;
+        if let Some(l) = edge {
+            let a = l.local_addr()?;
+            edge_addr = Some(a);
+            lines.push(format!(
+                "  edge       http://{a}  (ports labelled expose=public, by Host: vhost or web.demo.{domain}, and path)"
+            ));
+            let proxy = Proxy::new(
+                router.clone(),
+                ProxyConfig {
+                    exposure: Exposure::Edge,
+                    ..ProxyConfig::default()
+                },
+            );
+            tasks.push(tokio::spawn(proxy.serve(l)));
+        }
+        let mut internal_addr = None;
+        if let Some(l) = internal {
+            let a = l.local_addr()?;
+            internal_addr = Some(a);
+            lines.push(format!(
+                "  internal   http://{a}  (internal L7: every app by Host web.demo.{domain})"
+            ));
+            let proxy = Proxy::new(
+                router.clone(),
+                ProxyConfig {
+                    exposure: Exposure::Internal,
+                    ..ProxyConfig::default()
+                },
+            );
+            tasks.push(tokio::spawn(proxy.serve(l)));
+        }
+        if let Some(ip) = s.internal_address {
+            lines.push(format!(
+                "  l4         {ip}:<servicePort>  (one TCP listener per app port with a servicePort)"
+            ));
+            let l4 = TcpRouter::new(
+                router.clone(),
+                TcpConfig {
+                    address: ip,
+                    ..TcpConfig::default()
+                },
+            );
+            let mut bound = l4.bound();
+            tasks.push(tokio::spawn(l4.run()));
+            tasks.push(tokio::spawn(async move {
+                while bound.changed().await.is_ok() {
+                    let ports: Vec<String> =
+                        bound.borrow_and_update().iter().map(u16::to_string).collect();
+                    tracing::info!(address = %ip, ports = %ports.join(","), "L4 servicePort listeners");
+                }
+            }));
+        }
+        Ok(Routers {
+            lines,
+            dns: dns_addr,
+            edge: edge_addr,
+            internal: internal_addr,
+            _feed: feed,
+            dns_task,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Waits for the DNS server to fail (it only ends on an error); never
+    /// returns when DNS is off.
+    pub async fn failed(&mut self) -> Result<()> {
+        match &mut self.dns_task {
+            Some(t) => {
+                let r = t.await;
+                self.dns_task = None;
+                r.context("DNS server task panicked")??;
+                bail!("the DNS server stopped")
+            }
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Stops the servers (DNS within 2 s); connections being served are
+    /// left to finish on their own.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+        if let Some(t) = self.dns_task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
+        }
+    }
+}
+
+/// The flags that set each listener, for error messages.
+pub struct Flags {
+    pub dns: &'static str,
+    pub edge: &'static str,
+    pub internal: &'static str,
+    pub internal_address: &'static str,
+}
+
+pub const ROUTER_FLAGS: Flags = Flags {
+    dns: "--dns-listen",
+    edge: "--edge-listen",
+    internal: "--internal-listen",
+    internal_address: "--internal-address",
+};
+
+/// Ctrl-C or SIGTERM, with the handlers installed at once: a signal that
+/// comes after the addresses are printed but before the future is polled
+/// is not lost (nor does it kill the process with the default action).
+pub fn stop_signals() -> Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
+}
+
 pub async fn run(args: RouterArgs) -> Result<()> {
     // hickory-server logs every query at info.
     crate::util::init_logging(args.log_format, "info,hickory_server=warn");
     let router_id = args.router_id.clone().unwrap_or_else(default_router_id);
-    let feed_cfg = agora_router::feed::FeedConfig::new(&args.services, &router_id)?;
-    let dns_cfg = agora_router::dns::DnsConfig::new(&args.domain, args.dns_ttl)?;
-    let udp = tokio::net::UdpSocket::bind(&args.dns_listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (udp; use --dns-listen)",
-                args.dns_listen
-            )
-        })?;
-    let tcp = tokio::net::TcpListener::bind(udp.local_addr()?)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on {} (tcp; use --dns-listen)",
-                args.dns_listen
-            )
-        })?;
-    let dns_addr = udp.local_addr()?;
-    eprintln!(
-        "agora router {router_id}: endpoints from {}/v1/endpoints/watch",
-        feed_cfg.services
-    );
-    eprintln!(
-        "agora router: DNS zone {} on {dns_addr} (udp+tcp), ttl {}s — try: dig @{} -p {} web.demo.{}",
-        dns_cfg.origin,
-        dns_cfg.ttl,
-        dns_addr.ip(),
-        dns_addr.port(),
-        args.domain.trim_matches('.')
-    );
-    let feed = agora_router::feed::Feed::start(feed_cfg);
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let dns = tokio::spawn(agora_router::dns::serve(
-        udp,
-        tcp,
-        dns_cfg,
-        feed.views(),
-        async move {
-            let _ = stop_rx.wait_for(|s| *s).await;
-        },
-    ));
-    // proxies: the edge and internal routers start here, from `feed.views()`,
-    // acknowledging through `feed.ack(applied, drained)`.
-    tokio::pin!(dns);
-    tokio::select! {
-        r = &mut dns => { r.context("DNS server task panicked")??; }
-        _ = crate::util_signal::terminated() => {
-            let _ = stop_tx.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(2), dns).await;
-        }
+    let setup = RoutersSetup {
+        services: args.services.clone(),
+        router_id: router_id.clone(),
+        domain: args.domain.clone(),
+        dns_ttl: args.dns_ttl,
+        dns_listen: listen_opt(&args.dns_listen),
+        edge_listen: args.edge_listen.as_deref().and_then(listen_opt),
+        internal_listen: args.internal_listen.as_deref().and_then(listen_opt),
+        internal_address: args.internal_address,
+    };
+    let stop = stop_signals()?;
+    let mut routers = Routers::start(setup, &ROUTER_FLAGS).await?;
+    println!("agora router {router_id} is running (Ctrl-C to stop)");
+    for l in &routers.lines {
+        println!("{l}");
     }
-    drop(feed);
+    if routers.dns.is_none()
+        && routers.edge.is_none()
+        && routers.internal.is_none()
+        && args.internal_address.is_none()
+    {
+        eprintln!(
+            "nothing to serve: DNS is off and no --edge-listen, --internal-listen or --internal-address is given"
+        );
+    }
+    let failed = tokio::select! {
+        r = routers.failed() => Some(r),
+        _ = stop => None,
+    };
+    if let Some(r) = failed {
+        return r;
+    }
+    println!("stopping");
+    routers.stop().await;
     Ok(())
 }

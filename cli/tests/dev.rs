@@ -57,8 +57,12 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
     require_docker();
     let (mp, ap) = (free_port(), free_port());
     let master = format!("127.0.0.1:{mp}");
+    let (edge, dns) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
     let data = std::env::temp_dir().join(format!("agora-dev-{}", uuid::Uuid::new_v4().simple()));
-    let mut dev = Command::new(BIN)
+    let dev = Command::new(BIN)
         .args([
             "dev",
             "--listen",
@@ -70,6 +74,8 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
         ])
         .args(["--resources", "cpus:2;mem:1024;ports:[31000-31010]"])
         .args(["--services-listen", &format!("127.0.0.1:{}", free_port())])
+        .args(["--edge-listen", &edge, "--dns-listen", &dns])
+        .args(["--internal-listen", "off", "--internal-address", "off"])
         .arg("--data-dir")
         .arg(&data)
         .env("AGORA_LOG", "warn")
@@ -181,11 +187,18 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
         nix::sys::signal::Signal::SIGINT,
     )
     .unwrap();
-    let status = tokio::task::spawn_blocking(move || dev.wait())
+    let out = tokio::task::spawn_blocking(move || dev.wait_with_output())
         .await
         .unwrap()
         .unwrap();
-    assert!(status.success(), "{status:?}");
+    assert!(out.status.success(), "{:?}", out.status);
+    // It printed the routers it ran, where it was told to.
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains(&format!("edge       http://{edge}")) && printed.contains(&dns),
+        "{printed}"
+    );
+    assert!(!printed.contains("internal   http://"), "{printed}");
     assert!(ids().is_empty(), "containers left behind: {:?}", ids());
     let _ = f
         .drain(Duration::from_millis(10))

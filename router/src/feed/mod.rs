@@ -251,13 +251,17 @@ async fn follow(
     };
     let mut backoff = cfg.backoff_min;
     let mut last_was_gap = false;
+    // Connections in a row that failed without delivering an event.
+    let mut failing: u32 = 0;
     loop {
         st.delivered = false;
         st.updated = false;
         let end = stream_once(&cfg, &client, &mut st, &tx, &conn).await;
         if st.delivered {
             backoff = cfg.backoff_min;
+            failing = 0;
         }
+        let failed = matches!(end, End::Failed(_));
         let after_gap = last_was_gap;
         last_was_gap = matches!(end, End::Gap(_));
         match end {
@@ -271,9 +275,20 @@ async fn follow(
             End::Gap(gap) => {
                 tracing::warn!(%gap, retry_in = ?backoff, "endpoint stream: gap again");
             }
-            End::Failed(e) => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "endpoint stream lost");
+            // The first failure of a streak is a warning; while it keeps
+            // failing (a framework not up yet, or without the stream) the
+            // retries log at debug.
+            End::Failed(e) if failing == 0 => {
+                tracing::warn!(error = %e, retry_in = ?backoff,
+                    "endpoint stream lost (retrying; further failures log at debug)");
             }
+            End::Failed(e) => {
+                tracing::debug!(error = %e, retry_in = ?backoff, failures = failing + 1,
+                    "endpoint stream still unavailable");
+            }
+        }
+        if failed {
+            failing = failing.saturating_add(1);
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(cfg.backoff_max);

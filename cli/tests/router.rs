@@ -1,0 +1,339 @@
+//! `agora router` end to end (the real binary): against a tiny endpoint
+//! stream served by the test (the services framework's side is tested in
+//! its own crate), it serves DNS, the edge and internal L7 proxies and an
+//! L4 servicePort listener on ephemeral ports, acknowledges the view, and
+//! stops on SIGTERM and on Ctrl-C (SIGINT).
+
+use agora_core::endpoints::{
+    Endpoint, EndpointKey, EndpointSet, EndpointState, PortMeta, Publisher,
+};
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::response::Response;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agora");
+
+/// Kills the router if the test fails before stopping it.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A backend answering 200 with its name.
+async fn backend(name: &'static str) -> u16 {
+    let app = axum::Router::new().fallback(move || async move { name });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    port
+}
+
+type Acks = Arc<Mutex<Vec<serde_json::Value>>>;
+
+#[derive(Clone)]
+struct Stream {
+    snapshot: Arc<String>,
+    acks: Acks,
+}
+
+/// The endpoint stream: one snapshot, then pings; acks recorded.
+async fn endpoint_stream(snapshot: String) -> (SocketAddr, Acks) {
+    async fn watch(State(s): State<Stream>) -> Response {
+        let first = Bytes::from(format!("event: snapshot\ndata: {}\n\n", s.snapshot));
+        let body = futures::stream::unfold(Some(first), |first| async move {
+            match first {
+                Some(b) => Some((Ok::<_, Infallible>(b), None)),
+                None => {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    Some((Ok(Bytes::from_static(b": ping\n\n")), None))
+                }
+            }
+        });
+        Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(Body::from_stream(body))
+            .unwrap()
+    }
+    async fn ack(
+        State(s): State<Stream>,
+        axum::Json(v): axum::Json<serde_json::Value>,
+    ) -> axum::http::StatusCode {
+        s.acks.lock().unwrap().push(v);
+        axum::http::StatusCode::NO_CONTENT
+    }
+    let acks = Acks::default();
+    let app = axum::Router::new()
+        .route("/v1/endpoints/watch", axum::routing::get(watch))
+        .route("/v1/endpoints/acks", axum::routing::post(ack))
+        .with_state(Stream {
+            snapshot: Arc::new(snapshot),
+            acks: acks.clone(),
+        });
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    (addr, acks)
+}
+
+fn set(app: &str, public: bool, service_port: u16, backend: u16) -> EndpointSet {
+    EndpointSet::new(
+        EndpointKey {
+            app_id: app.into(),
+            port_index: 0,
+        },
+        PortMeta {
+            name: Some("http".into()),
+            protocol: "tcp".into(),
+            service_port: Some(u32::from(service_port)),
+            public,
+            ..PortMeta::default()
+        },
+        vec![Endpoint {
+            task_id: format!("{app}-1"),
+            host: "127.0.0.1".into(),
+            port: u32::from(backend),
+            state: EndpointState::Serving,
+        }],
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts the router; returns it and the addresses it printed (by label:
+/// `dns`, `edge`, `internal`, `l4`).
+fn start(args: &[&str]) -> (Proc, std::collections::HashMap<String, String>) {
+    let mut child = Command::new(BIN)
+        .arg("router")
+        .args(args)
+        .env("AGORA_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let proc = Proc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            eprintln!("router| {line}");
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("the router did not print its addresses");
+        let mut words = line.split_whitespace();
+        if let (Some(label), Some(addr)) = (words.next(), words.next()) {
+            let addr = addr.trim_start_matches("http://").to_string();
+            seen.insert(label.to_string(), addr);
+        }
+        if line.contains("agora router") && line.contains("running") {
+            seen.insert("running".into(), String::new());
+        }
+        if seen.contains_key("running")
+            && ["dns", "edge", "internal", "l4"]
+                .iter()
+                .all(|k| seen.contains_key(*k) || !args.iter().any(|a| a.contains(k)))
+        {
+            // Drain the rest into the log.
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return (proc, seen);
+        }
+    }
+}
+
+/// One HTTP/1.1 request; returns (status, body).
+async fn get(addr: &str, host: &str) -> Option<(u16, String)> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    Some((status, body))
+}
+
+/// Retries `get` until it answers `status` (the feed needs a moment).
+async fn eventually(addr: &str, host: &str, status: u16) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let got = get(addr, host).await;
+        if let Some((s, body)) = &got
+            && *s == status
+        {
+            return body.clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{addr} Host {host}: wanted {status}, got {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A DNS query for `name` type A over UDP; returns (rcode, answer count,
+/// the last 4 bytes of the message).
+async fn dns_a(server: &str, name: &str) -> (u8, u16, [u8; 4]) {
+    let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        q.push(label.len() as u8);
+        q.extend_from_slice(label.as_bytes());
+    }
+    q.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    sock.send_to(&q, server).await.unwrap();
+    let mut buf = [0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(3), sock.recv(&mut buf))
+        .await
+        .expect("no DNS answer")
+        .unwrap();
+    assert!(n >= 16, "short DNS answer");
+    let mut last = [0u8; 4];
+    last.copy_from_slice(&buf[n - 4..n]);
+    (buf[3] & 0x0f, u16::from_be_bytes([buf[6], buf[7]]), last)
+}
+
+fn signal_and_wait(p: &mut Proc, sig: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.0.id() as i32), sig).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(st) = p.0.try_wait().unwrap() {
+            assert!(st.success(), "the router exited with {st} on {sig}");
+            return;
+        }
+        assert!(Instant::now() < deadline, "the router ignored {sig}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_serves_dns_edge_internal_and_l4_from_the_stream_and_stops_on_sigterm() {
+    let (web, db) = (backend("web").await, backend("db").await);
+    let (web_sp, db_sp) = (free_port(), free_port());
+    let mut p = Publisher::default();
+    p.publish_app("/demo/web", vec![set("/demo/web", true, web_sp, web)]);
+    p.publish_app("/demo/db", vec![set("/demo/db", false, db_sp, db)]);
+    let version = p.version();
+    let (services, acks) = endpoint_stream(serde_json::to_string(&p.snapshot()).unwrap()).await;
+    let services = format!("http://{services}");
+    let (mut proc, addrs) = start(&[
+        "--services",
+        &services,
+        "--router-id",
+        "test-router",
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--edge-listen",
+        "127.0.0.1:0",
+        "--internal-listen",
+        "127.0.0.1:0",
+        "--internal-address",
+        "127.0.0.1",
+    ]);
+    let (edge, internal, dns) = (&addrs["edge"], &addrs["internal"], &addrs["dns"]);
+
+    // Edge: the public app by its DNS name; the internal app is 404 there.
+    assert_eq!(eventually(edge, "web.demo.agora", 200).await, "web");
+    assert_eq!(get(edge, "db.demo.agora").await.unwrap().0, 404);
+    // Internal L7: every app by name.
+    assert_eq!(eventually(internal, "db.demo.agora", 200).await, "db");
+    assert_eq!(eventually(internal, "web.demo.agora", 200).await, "web");
+    // L4: the servicePort on the internal address.
+    assert_eq!(
+        eventually(&format!("127.0.0.1:{db_sp}"), "anything", 200).await,
+        "db"
+    );
+    // DNS from the same view.
+    let (rcode, answers, ip) = dns_a(dns, "web.demo.agora").await;
+    assert_eq!((rcode, answers, ip), (0, 1, [127, 0, 0, 1]));
+    assert_eq!(dns_a(dns, "nope.demo.agora").await.0, 3, "NXDOMAIN");
+    // The proxies acknowledged the version they route by, and drained it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ok = acks.lock().unwrap().iter().any(|a| {
+            a["router"] == "test-router" && a["applied"] == version && a["drained"] == version
+        });
+        if ok {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no ack of v{version}: {:?}",
+            acks.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    signal_and_wait(&mut proc, nix::sys::signal::Signal::SIGTERM);
+    assert!(
+        get(edge, "web.demo.agora").await.is_none(),
+        "the edge still answers after the router stopped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn router_without_a_stream_keeps_serving_and_stops_on_ctrl_c() {
+    // Nothing listens there: the feed retries; DNS and the edge still serve
+    // (nothing known yet) and Ctrl-C stops the daemon.
+    let services = format!("http://127.0.0.1:{}", free_port());
+    let (mut proc, addrs) = start(&[
+        "--services",
+        &services,
+        "--dns-listen",
+        "127.0.0.1:0",
+        "--edge-listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(get(&addrs["edge"], "web.demo.agora").await.unwrap().0, 404);
+    assert!(!addrs.contains_key("internal") && !addrs.contains_key("l4"));
+    signal_and_wait(&mut proc, nix::sys::signal::Signal::SIGINT);
+}
+
+#[test]
+fn router_refuses_a_wildcard_internal_address() {
+    for args in [
+        ["--internal-address", "0.0.0.0"],
+        ["--internal-listen", "0.0.0.0:0"],
+    ] {
+        let out = Command::new(BIN)
+            .arg("router")
+            .args(["--dns-listen", "off"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(args[0]), "{args:?}: {err}");
+    }
+}
