@@ -14,85 +14,28 @@ use agora_tests::{Cluster, test_config};
 use common::*;
 use hickory_server::proto::op::{Message, Query, ResponseCode};
 use hickory_server::proto::rr::{Name, RData, RecordType};
-use serde_json::{Value, json};
+use serde_json::json;
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(60);
 
-struct ServicesProc {
-    child: Child,
-    addr: String,
-    data: std::path::PathBuf,
-}
-
-impl ServicesProc {
-    fn start(master: &str) -> ServicesProc {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let addr = format!("127.0.0.1:{port}");
-        let data =
-            std::env::temp_dir().join(format!("agora-services-{}", uuid::Uuid::new_v4().simple()));
-        let child = Command::new(BIN)
-            .args(["services", "--master", master, "--listen", &addr])
-            .arg("--data-dir")
-            .arg(&data)
-            .env("AGORA_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        ServicesProc { child, addr, data }
-    }
-
-    async fn send(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
-        use http_body_util::{BodyExt, Full};
-        use hyper_util::client::legacy::Client;
-        use hyper_util::rt::TokioExecutor;
-        let client: Client<_, Full<hyper::body::Bytes>> =
-            Client::builder(TokioExecutor::new()).build_http();
-        let req = hyper::Request::builder()
-            .method(method)
-            .uri(format!("http://{}{path}", self.addr))
-            .header("content-type", "application/json")
-            .body(Full::from(body.to_string()))
-            .unwrap();
-        let resp = client.request(req).await.unwrap();
-        let code = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-        (code, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-    }
-
-    /// The running tasks of `id` as (task id, first host port).
-    async fn running(&self, id: &str) -> Vec<(String, u16)> {
-        let (_, a) = self
-            .send("GET", &format!("/v1/apps{id}"), Value::Null)
-            .await;
-        let mut v: Vec<(String, u16)> = a["app"]["tasks"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|t| t["state"] == "TASK_RUNNING")
-            .map(|t| {
-                let port = t["ports"][0].as_u64().unwrap_or(0) as u16;
-                (t["id"].as_str().unwrap_or("").to_string(), port)
-            })
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for ServicesProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
+/// The running tasks of `id` as (task id, first host port).
+async fn running(s: &ServicesProc, id: &str) -> Vec<(String, u16)> {
+    let (_, a) = s.req("GET", &format!("/v1/apps{id}"), None).await;
+    let mut v: Vec<(String, u16)> = a["app"]["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["state"] == "TASK_RUNNING")
+        .map(|t| {
+            let port = t["ports"][0].as_u64().unwrap_or(0) as u16;
+            (t["id"].as_str().unwrap_or("").to_string(), port)
+        })
+        .collect();
+    v.sort();
+    v
 }
 
 /// A UDP socket and a TCP listener on one loopback port (for `dig +tcp`).
@@ -241,10 +184,10 @@ async fn dns_answers_follow_the_instances_and_a_drained_instance_leaves_before_i
             "portMappings": [{"containerPort": 8080, "hostPort": 0, "name": "http"}]},
         "networks": [{"mode": "container/bridge"}]
     });
-    let (code, body) = s.send("POST", "/v2/apps", web).await;
+    let (code, body) = s.req("POST", "/v2/apps", Some(web)).await;
     assert_eq!(code, 201, "{body}");
     let tasks = eventually(LONG, async || {
-        let t = s.running("/demo/web").await;
+        let t = running(&s, "/demo/web").await;
         (t.len() == 2).then_some(t)
     })
     .await
@@ -274,7 +217,7 @@ async fn dns_answers_follow_the_instances_and_a_drained_instance_leaves_before_i
 
     // Scale down to 1: one instance drains. It leaves DNS while it still runs.
     let (code, body) = s
-        .send("PUT", "/v2/apps/demo/web", json!({"instances": 1}))
+        .req("PUT", "/v2/apps/demo/web", Some(json!({"instances": 1})))
         .await;
     assert!(code == 200 || code == 201, "{code} {body}");
     let mut views = feed.views();
@@ -333,7 +276,7 @@ async fn dns_answers_follow_the_instances_and_a_drained_instance_leaves_before_i
         })
     };
     let (code, body) = s
-        .send("PUT", "/v2/apps/demo/web", json!({"instances": 0}))
+        .req("PUT", "/v2/apps/demo/web", Some(json!({"instances": 0})))
         .await;
     assert!(code == 200 || code == 201, "{code} {body}");
     for (name, t) in [

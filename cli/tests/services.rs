@@ -6,66 +6,12 @@ mod common;
 use agora_tests::{Cluster, test_config};
 use common::*;
 use serde_json::{Value, json};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 const LONG: Duration = Duration::from_secs(40);
 
-struct ServicesProc {
-    child: Option<Child>,
-    pub addr: String,
-    master: String,
-    data: std::path::PathBuf,
-}
-
 impl ServicesProc {
-    fn start(master: &str) -> ServicesProc {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let data =
-            std::env::temp_dir().join(format!("agora-services-{}", uuid::Uuid::new_v4().simple()));
-        let mut s = ServicesProc {
-            child: None,
-            addr: format!("127.0.0.1:{port}"),
-            master: master.into(),
-            data,
-        };
-        s.spawn();
-        s
-    }
-
-    fn spawn(&mut self) {
-        let child = Command::new(BIN)
-            .args(["services", "--master", &self.master, "--listen", &self.addr])
-            .arg("--data-dir")
-            .arg(&self.data)
-            .env("AGORA_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let body = body.map(|b| b.to_string());
-        let (code, text) = send(method, &self.addr, path, body.as_deref()).await;
-        (
-            code,
-            serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        )
-    }
-
     /// Agora's view of the app (`/v2` has Marathon's fields only).
     async fn app(&self, id: &str) -> Value {
         self.req("GET", &format!("/v1/apps{id}"), None).await.1["app"].clone()
@@ -85,32 +31,6 @@ impl ServicesProc {
             ),
         }
     }
-}
-
-impl Drop for ServicesProc {
-    fn drop(&mut self) {
-        self.kill9();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
-
-/// One HTTP request (hyper-util's client): (status, body).
-async fn send(method: &str, addr: &str, path: &str, body: Option<&str>) -> (u16, String) {
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
-    let client: Client<_, Full<hyper::body::Bytes>> =
-        Client::builder(TokioExecutor::new()).build_http();
-    let req = hyper::Request::builder()
-        .method(method)
-        .uri(format!("http://{addr}{path}"))
-        .header("content-type", "application/json")
-        .body(Full::from(body.unwrap_or("").to_owned()))
-        .unwrap();
-    let resp = client.request(req).await.unwrap();
-    let code = resp.status().as_u16();
-    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
-    (code, String::from_utf8_lossy(&bytes).into_owned())
 }
 
 /// A master, one Docker agent (4 cpus, a free port block) and the services

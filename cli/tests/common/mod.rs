@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use anyhow::{Context, Result, bail};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -304,4 +305,89 @@ pub async fn wait_state(
     })
     .await
     .unwrap_or_else(|e| panic!("{id} never reached {st}: {e}"))
+}
+
+/// `agora services` as a process on a free loopback port, with its own
+/// data dir (removed on drop).
+pub struct ServicesProc {
+    child: Option<Child>,
+    pub addr: String,
+    master: String,
+    data: std::path::PathBuf,
+}
+
+impl ServicesProc {
+    pub fn start(master: &str) -> ServicesProc {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let data =
+            std::env::temp_dir().join(format!("agora-services-{}", uuid::Uuid::new_v4().simple()));
+        let mut s = ServicesProc {
+            child: None,
+            addr: format!("127.0.0.1:{port}"),
+            master: master.into(),
+            data,
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        let child = Command::new(BIN)
+            .args(["services", "--master", &self.master, "--listen", &self.addr])
+            .arg("--data-dir")
+            .arg(&self.data)
+            .env("AGORA_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// (status, body as JSON, or as a string when it is not JSON).
+    pub async fn req(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let body = body.map(|b| b.to_string());
+        let (code, text) = send(method, &self.addr, path, body.as_deref()).await;
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+impl Drop for ServicesProc {
+    fn drop(&mut self) {
+        self.kill9();
+        let _ = std::fs::remove_dir_all(&self.data);
+    }
+}
+
+/// One HTTP request (hyper-util's client): (status, body).
+pub async fn send(method: &str, addr: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, Full<hyper::body::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"))
+        .header("content-type", "application/json")
+        .body(Full::from(body.unwrap_or("").to_owned()))
+        .unwrap();
+    let resp = client.request(req).await.unwrap();
+    let code = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    (code, String::from_utf8_lossy(&bytes).into_owned())
 }

@@ -7,88 +7,19 @@ use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-struct Api {
-    addr: String,
-    dir: std::path::PathBuf,
-    _stop: tokio::sync::watch::Sender<bool>,
-}
-
-impl Api {
-    fn stop(&self) {
-        self._stop.send_replace(true);
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+mod common;
+use common::Api;
 
 async fn api() -> Api {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    let dir = std::env::temp_dir().join(format!("agora-svc-ep-{}", uuid::Uuid::new_v4().simple()));
-    let cfg = agora_services::ServicesConfig {
-        master: "http://127.0.0.1:9".into(),
-        data_dir: dir.clone(),
-        name: "services-test".into(),
-        role: "*".into(),
-        failover_timeout: Duration::from_secs(60),
-        service_ports: (10_000, 10_010),
-    };
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(agora_services::serve(listener, cfg, rx));
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Api {
-        addr,
-        dir,
-        _stop: stop,
-    }
+    common::api((10_000, 10_010)).await
 }
 
-/// (status, lowercase head, body) of one request.
+/// (status, lowercase head, body as JSON, or a string) of one request.
 async fn send(a: &Api, method: &str, path: &str, body: Option<Value>) -> (u16, String, Value) {
-    let mut s = tokio::net::TcpStream::connect(&a.addr).await.unwrap();
-    let b = body.map(|b| b.to_string()).unwrap_or_default();
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
-        b.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-        .await
-        .expect("an answer within 10 s")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let code = head.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = if head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked")
-    {
-        let mut out = String::new();
-        let mut r = rest;
-        while let Some((size, after)) = r.split_once("\r\n") {
-            let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            if n == 0 {
-                break;
-            }
-            out.push_str(&after[..n]);
-            r = &after[n + 2..];
-        }
-        out
-    } else {
-        rest.to_string()
-    };
-    let v = serde_json::from_str(&body).unwrap_or(Value::String(body));
-    (code, head.to_ascii_lowercase(), v)
+    let b = body.map(|b| b.to_string());
+    let (code, head, text) = common::send(&a.addr, method, path, b.as_deref()).await;
+    let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (code, head, v)
 }
 
 /// An open endpoint stream: reads events (name, JSON data) as they come.
@@ -389,19 +320,19 @@ async fn the_discovery_api_lists_services_and_long_polls_on_the_index() {
     // ... or until the version moves.
     let addr = a.addr.clone();
     let poll = tokio::spawn(async move {
-        let a2 = Api {
-            addr,
-            dir: std::path::PathBuf::from("/nonexistent-agora"),
-            _stop: tokio::sync::watch::channel(false).0,
-        };
         let t = Instant::now();
-        let r = send(
-            &a2,
+        let r = common::send(
+            &addr,
             "GET",
             &format!("/v1/services?index={index}&wait=20s"),
             None,
         )
         .await;
+        let r = (
+            r.0,
+            r.1,
+            serde_json::from_str::<Value>(&r.2).unwrap_or(Value::String(r.2)),
+        );
         (t.elapsed(), r)
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
