@@ -85,6 +85,19 @@ fn port_labels(p: &Obj, e: &mut Errors) -> BTreeMap<String, String> {
             format!("{v:?} must start with '/' and hold no '..' segment, space, '?' or '#'"),
         );
     }
+    // The routers' per-route request timeout: seconds, above 0, at most a
+    // day (what they honour; anything else would be ignored silently).
+    if let Some(v) = labels.get("timeout")
+        && !v
+            .trim()
+            .parse::<f64>()
+            .is_ok_and(|t| t.is_finite() && t > 0.0 && t <= 86_400.0)
+    {
+        e.push(
+            &at("timeout"),
+            format!("{v:?} must be a number of seconds above 0 and at most 86400"),
+        );
+    }
     labels
 }
 

@@ -605,6 +605,10 @@ fn port_labels_and_drain_seconds_are_validated() {
         (json!({"path": "/api/../admin"}), "labels/path"),
         (json!({"path": "/a b"}), "labels/path"),
         (json!({"expose": 1}), "labels/expose"),
+        (json!({"timeout": "0"}), "labels/timeout"),
+        (json!({"timeout": "soon"}), "labels/timeout"),
+        (json!({"timeout": "NaN"}), "labels/timeout"),
+        (json!({"timeout": "86401"}), "labels/timeout"),
     ];
     for (labels, field) in bad {
         let paths = refused(bridge(labels.clone()));
@@ -615,7 +619,7 @@ fn port_labels_and_drain_seconds_are_validated() {
         assert!(paths.contains(&want), "{labels}: {want} not in {paths:?}");
     }
     let ok = json!({"expose": "public", "vhost": "shop.example.com, www.shop.example.com",
-        "path": "/api", "HAPROXY_GROUP": "external"});
+        "path": "/api", "timeout": "2.5", "HAPROXY_GROUP": "external"});
     let a = parse_app(&bridge(ok.clone())).unwrap();
     assert_eq!(a.port_mappings[0].service_port, 10080);
     assert_eq!(a.port_mappings[0].labels["expose"], "public");
