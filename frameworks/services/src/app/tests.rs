@@ -654,3 +654,22 @@ fn port_labels_and_drain_seconds_are_validated() {
     let a = parse_app(&json!({"id": "/d", "cmd": "x"})).unwrap();
     assert_eq!(a.drain_seconds(), 5.0);
 }
+
+/// The README's demo deploys these files: they must stay valid app
+/// definitions.
+#[test]
+fn the_examples_parse() {
+    for (name, text) in [
+        ("web.json", include_str!("../../../../examples/web.json")),
+        (
+            "client.json",
+            include_str!("../../../../examples/client.json"),
+        ),
+    ] {
+        let v: serde_json::Value =
+            serde_json::from_str(text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if let Err(e) = parse_app(&v) {
+            panic!("examples/{name} is refused: {e:?}");
+        }
+    }
+}
