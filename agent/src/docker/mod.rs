@@ -52,6 +52,9 @@ struct Inner {
     scope: String,
     /// Image for tasks that name none (so plain commands run too).
     default_image: Option<String>,
+    /// The agent's internal address: every host port is bound there (never
+    /// on a wildcard) and tasks get it as `HOST`.
+    host_ip: std::net::IpAddr,
     /// How long an exited container (and so its logs) is kept after its
     /// terminal update was acknowledged.
     gc_delay: Duration,
@@ -138,6 +141,7 @@ impl DockerRuntime {
                 sink,
                 scope,
                 default_image,
+                host_ip: std::net::Ipv4Addr::LOCALHOST.into(),
                 gc_delay: Duration::from_secs(600),
                 containers: Mutex::new(HashMap::new()),
                 fail: FailPoints::default(),
@@ -178,6 +182,14 @@ impl DockerRuntime {
     /// terminal update is acknowledged (default 10 minutes).
     pub fn with_gc_delay(self, d: Duration) -> Self {
         self.configure(|i| i.gc_delay = d)
+    }
+
+    /// Binds every host port of bridge-networked containers on `ip` (the
+    /// agent's internal address; default 127.0.0.1) and tells tasks it as
+    /// `HOST`. The caller refuses wildcards: bound on `0.0.0.0`, a port
+    /// would be reachable on every interface of the host.
+    pub fn with_host_ip(self, ip: std::net::IpAddr) -> Self {
+        self.configure(|i| i.host_ip = ip)
     }
 
     /// Whether an engine answers (used by `agora dev` to pick a runtime).
@@ -302,7 +314,8 @@ impl DockerRuntime {
             }
         }
         let resources = &t.resources;
-        let body = spec::container_body(spec, &container, &self.inner.scope)?;
+        let body =
+            spec::container_body(spec, &container, &self.inner.scope, self.inner.host_ip)?;
         let name = format!(
             "agora-{}-{}",
             sanitize(t.id.as_str()),
@@ -578,8 +591,9 @@ impl ContainerRuntime for DockerRuntime {
     ) -> BoxFuture<'_, std::net::SocketAddr> {
         let c = self.container(&(fw.clone(), task.clone()));
         Box::pin(async move {
-            let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            let Some(c) = c else { return loopback };
+            // Host networking (or no container): the task binds $HOST.
+            let host = std::net::SocketAddr::new(self.inner.host_ip, port);
+            let Some(c) = c else { return host };
             // Bridge mode: the engine's proxy on the host port accepts
             // connections even while nothing listens in the container, so
             // checks go to the container's address and port.
@@ -587,10 +601,10 @@ impl ContainerRuntime for DockerRuntime {
                 Ok(i) => i
                     .network_settings
                     .and_then(|n| spec::container_addr(&n, port))
-                    .unwrap_or(loopback),
+                    .unwrap_or(host),
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot inspect the container for its address");
-                    loopback
+                    host
                 }
             }
         })
