@@ -137,9 +137,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         // The agent's tasks bind their host ports where the L4 listeners
         // are (127.0.0.1 by default, and with them off): the routers reach
         // the instances there, and nothing is bound on a wildcard.
-        internal_address: Some(
-            internal_address.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into()),
-        ),
+        internal_address: Some(internal_address.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())),
         hostname: None,
         resources: args.resources.clone(),
         attributes: String::new(),

@@ -384,7 +384,10 @@ fn the_agent_refuses_a_wildcard_or_foreign_internal_address() {
             &["--internal-address", "0.0.0.0"][..],
             "--internal-address 0.0.0.0 is a wildcard",
         ),
-        (&["--internal-address", "::"], "--internal-address :: is a wildcard"),
+        (
+            &["--internal-address", "::"],
+            "--internal-address :: is a wildcard",
+        ),
         (&["--listen", "0.0.0.0:0"], "--internal-address"),
         (
             // TEST-NET-1: documentation only, never on a host.

@@ -618,10 +618,7 @@ async fn offers_carry_the_agents_internal_address_and_follow_a_restart() {
     use agora_agent::{AgentConfig, Connector, Control};
     let c = Cluster::start(test_config()).await.unwrap();
     let mut f = Fw::start(fw_config(&c, "addresses")).await.unwrap();
-    let work = std::env::temp_dir().join(format!(
-        "agora-addr-{}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    let work = std::env::temp_dir().join(format!("agora-addr-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&work).unwrap();
     let cfg = |ip: &str| AgentConfig {
         hostname: "node-1".into(),
@@ -632,8 +629,7 @@ async fn offers_carry_the_agents_internal_address_and_follow_a_restart() {
         reconnect_max: Duration::from_millis(500),
         ..AgentConfig::default()
     };
-    let (h, _rt, join) =
-        agora_agent::spawn_hollow(cfg("10.0.0.7"), Connector::Address(c.url()), S);
+    let (h, _rt, join) = agora_agent::spawn_hollow(cfg("10.0.0.7"), Connector::Address(c.url()), S);
     let id = tokio::time::timeout(10 * S, h.registered()).await.unwrap();
     let o = offers_for(&mut f, 1).await;
     assert_eq!(o[0].agent_id, id);

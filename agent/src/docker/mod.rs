@@ -314,8 +314,7 @@ impl DockerRuntime {
             }
         }
         let resources = &t.resources;
-        let body =
-            spec::container_body(spec, &container, &self.inner.scope, self.inner.host_ip)?;
+        let body = spec::container_body(spec, &container, &self.inner.scope, self.inner.host_ip)?;
         let name = format!(
             "agora-{}-{}",
             sanitize(t.id.as_str()),

@@ -217,8 +217,11 @@ fn published_sets_list_instances_that_pass_their_checks() {
 #[test]
 fn endpoints_use_the_agents_internal_address_from_the_launch() {
     let mut s = Services::new();
-    put(&mut s, json!({"id": "/w", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16,
-        "portDefinitions": [{"port": 0}]}))
+    put(
+        &mut s,
+        json!({"id": "/w", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16,
+        "portDefinitions": [{"port": 0}]}),
+    )
     .unwrap();
     let host_env = |actions: &[Action]| -> Vec<String> {
         actions
@@ -275,7 +278,10 @@ fn endpoints_use_the_agents_internal_address_from_the_launch() {
     let mut a = back.app("/w").unwrap().app.clone();
     a.instances = 3;
     back.put_app(a, false);
-    assert_eq!(host_env(&back.offers(vec![offer("3", "node-2")])), ["node-2"]);
+    assert_eq!(
+        host_env(&back.offers(vec![offer("3", "node-2")])),
+        ["node-2"]
+    );
     for t in back.instances().keys().cloned().collect::<Vec<_>>() {
         back.update(&status(&t, TaskState::Running, None));
     }
