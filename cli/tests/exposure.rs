@@ -355,22 +355,26 @@ async fn public_apps_answer_from_outside_only_through_the_edge_internal_apps_onl
     }
 
     // Inside: the internal router serves both apps by name, and both host
-    // ports answer on the internal address.
-    for (host, task) in [
-        ("db.exposure.agora", &db_task),
-        ("shop.exposure.agora", &shop_task),
+    // ports answer on the internal address (retried: the router's view may
+    // not list the internal app yet, the workload may still be starting).
+    let lo = std::net::IpAddr::from(Ipv4Addr::LOCALHOST);
+    for (addr, host, task) in [
+        (internal, "db.exposure.agora", &db_task),
+        (internal, "shop.exposure.agora", &shop_task),
+        (SocketAddr::new(lo, db_port), "x", &db_task),
+        (SocketAddr::new(lo, shop_port), "x", &shop_task),
     ] {
-        let r = inside(internal, host).await;
-        match &r {
-            Reach::Connected(Some((200, body))) if body.contains(task.as_str()) => {}
-            _ => panic!("Host {host} through the internal router: {r:?}"),
-        }
-    }
-    for (port, task) in [(db_port, &db_task), (shop_port, &shop_task)] {
-        let r = inside(SocketAddr::from(([127, 0, 0, 1], port)), "x").await;
-        match &r {
-            Reach::Connected(Some((200, body))) if body.contains(task.as_str()) => {}
-            _ => panic!("127.0.0.1:{port} from inside: {r:?}"),
+        let deadline = Instant::now() + LONG;
+        loop {
+            let r = inside(addr, host).await;
+            match &r {
+                Reach::Connected(Some((200, body))) if body.contains(task.as_str()) => break,
+                _ => assert!(
+                    Instant::now() < deadline,
+                    "{addr} Host {host} from inside: {r:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 }
