@@ -446,6 +446,14 @@ impl ContainerRuntime for DockerRuntime {
                     Some(spec) => {
                         let mem_mib = spec.task.resources.mem_mib;
                         tracing::info!(task_id = %key.1, container = %id, state = ?c.state, "re-attached to container");
+                        let foreign = spec::foreign_bindings(
+                            c.ports.as_deref().unwrap_or_default(),
+                            self.inner.host_ip,
+                        );
+                        if !foreign.is_empty() {
+                            tracing::warn!(task_id = %key.1, container = %id, bindings = %foreign.join(","), internal_address = %self.inner.host_ip,
+                                "this container's host ports are bound elsewhere than the agent's internal address (created before --internal-address changed, or by an agent that bound 0.0.0.0); they stay so until the task is replaced");
+                        }
                         if let Ok(mut m) = self.inner.containers.lock() {
                             m.insert(
                                 key.clone(),

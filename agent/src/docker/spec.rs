@@ -168,6 +168,35 @@ pub(super) fn container_body(
     Ok(body)
 }
 
+/// The host ports of a container (as the engine lists them) that are bound
+/// on another address than `host_ip`, as `address:port`: a container
+/// created before the agent's internal address changed, or by an agent
+/// version that bound on `0.0.0.0`. Such bindings stay as they were for the
+/// container's life.
+pub(super) fn foreign_bindings(
+    ports: &[bollard::models::PortSummary],
+    host_ip: std::net::IpAddr,
+) -> Vec<String> {
+    let mut v: Vec<String> = ports
+        .iter()
+        .filter_map(|p| {
+            let public = p.public_port?;
+            let ip = p.ip.as_deref().unwrap_or("");
+            let ours = ip.parse::<std::net::IpAddr>().is_ok_and(|a| a == host_ip);
+            (!ours).then(|| {
+                std::net::SocketAddr::new(
+                    ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+                    public,
+                )
+                .to_string()
+            })
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// The container's own address for its host port `host_port` (bridge
 /// networking: its network's IP and the mapped container port); `None`
 /// when the port is not mapped or the container has no address of its own
@@ -319,5 +348,28 @@ mod tests {
             bindings["8080/tcp"].as_ref().unwrap()[0].host_ip.as_deref(),
             Some("fd00::7")
         );
+    }
+
+    #[test]
+    fn bindings_on_another_address_are_found() {
+        use bollard::models::PortSummary;
+        let port = |ip: Option<&str>, public: Option<u16>| PortSummary {
+            ip: ip.map(str::to_string),
+            private_port: 8080,
+            public_port: public,
+            typ: None,
+        };
+        let ports = [
+            port(Some("127.0.0.1"), Some(31000)),
+            port(Some("0.0.0.0"), Some(31001)),
+            port(Some("::"), Some(31001)),
+            port(Some("10.0.0.7"), Some(31002)),
+            port(None, None), // exposed, not published
+        ];
+        assert_eq!(
+            foreign_bindings(&ports, LOOPBACK),
+            ["0.0.0.0:31001", "10.0.0.7:31002", "[::]:31001"]
+        );
+        assert!(foreign_bindings(&ports[..1], LOOPBACK).is_empty());
     }
 }
