@@ -37,6 +37,13 @@ pub struct AgentArgs {
     #[arg(long, env = "AGORA_AGENT_LISTEN", default_value = "127.0.0.1:5051")]
     pub listen: String,
 
+    /// The agent's internal address: its tasks' host ports are bound there
+    /// (Docker port bindings; process and host-network tasks get it as
+    /// $HOST and must bind it), and routers reach its instances there.
+    /// Never a wildcard. Default: the host of --listen.
+    #[arg(long, env = "AGORA_INTERNAL_ADDRESS", value_name = "IP")]
+    pub internal_address: Option<std::net::IpAddr>,
+
     /// Name this agent registers under. Default: the host name.
     #[arg(long, env = "AGORA_HOSTNAME")]
     pub hostname: Option<String>,
@@ -176,10 +183,39 @@ pub struct RunningAgent {
     pub docker: Option<DockerRuntime>,
     pub join: tokio::task::JoinHandle<Result<(), agora_agent::agent::AgentError>>,
     pub http_addr: std::net::SocketAddr,
+    /// The internal address its tasks' host ports are bound to.
+    pub address: std::net::IpAddr,
+}
+
+/// The agent's internal address: `--internal-address`, else the host of
+/// the address its API listens on (`listen`). Never a wildcard, and it must
+/// be an address of this host (bindable).
+pub fn internal_address(
+    flag: Option<std::net::IpAddr>,
+    listen: std::net::SocketAddr,
+) -> Result<std::net::IpAddr> {
+    let ip = match flag {
+        Some(ip) if ip.is_unspecified() => bail!(
+            "--internal-address {ip} is a wildcard: host ports bound there would be reachable on every interface of this host; give the agent's internal IP (e.g. --internal-address 10.0.0.7)"
+        ),
+        Some(ip) => ip,
+        None if listen.ip().is_unspecified() => bail!(
+            "the agent's --listen {listen} is a wildcard, so it cannot stand for the internal address its tasks' host ports are bound to; give that address with --internal-address IP (e.g. 10.0.0.7)"
+        ),
+        None => listen.ip(),
+    };
+    std::net::TcpListener::bind((ip, 0)).with_context(|| {
+        format!("--internal-address {ip}: not an address of this host (cannot bind it)")
+    })?;
+    Ok(ip)
 }
 
 /// Starts an agent with the chosen runtime and serves its HTTP API.
 pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<RunningAgent> {
+    if let Some(ip) = args.internal_address {
+        // Before anything is bound: a wildcard is refused whatever --listen is.
+        internal_address(Some(ip), std::net::SocketAddr::new(ip, 0))?;
+    }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| {
@@ -189,7 +225,9 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
             )
         })?;
     let http_addr = listener.local_addr()?;
+    let host_ip = internal_address(args.internal_address, http_addr)?;
     let mut cfg = args.config(format!("http://{http_addr}"))?;
+    cfg.address = Some(host_ip);
     if runtime_kind == RuntimeKind::Hollow {
         cfg.work_dir = None;
     }
@@ -203,7 +241,8 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
                 .unwrap_or_else(|| "agora".into());
             let d = DockerRuntime::connect(tx, scope, Some(args.default_image.clone()))
                 .await?
-                .with_gc_delay(args.gc_delay);
+                .with_gc_delay(args.gc_delay)
+                .with_host_ip(host_ip);
             (Arc::new(d.clone()), Some(d))
         }
         RuntimeKind::Process => {
@@ -211,7 +250,8 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
             (
                 Arc::new(
                     agora_agent::process::ProcessRuntime::new(tx, &dir)
-                        .with_gc_delay(args.gc_delay),
+                        .with_gc_delay(args.gc_delay)
+                        .with_host_ip(host_ip),
                 ),
                 None,
             )
@@ -242,6 +282,7 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
         docker,
         join,
         http_addr,
+        address: host_ip,
     })
 }
 
@@ -249,10 +290,11 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     crate::util::init_logging(args.log_format, "info");
     let agent = start(&args, args.runtime).await?;
     eprintln!(
-        "agora agent ({} runtime) → master {}; API http://{}; work dir {}",
+        "agora agent ({} runtime) → master {}; API http://{}; internal address {}; work dir {}",
         agent.runtime.name(),
         master_url(&args.master),
         agent.http_addr,
+        agent.address,
         args.work_dir().display()
     );
     tokio::select! {

@@ -123,10 +123,21 @@ pub async fn run(args: DevArgs) -> Result<()> {
     if runtime == RuntimeKind::Docker {
         demo_images(&args.default_image).await;
     }
+    let internal_address = match crate::router_cmd::listen_opt(&args.internal_address) {
+        None => None,
+        Some(a) => Some(
+            a.parse::<std::net::IpAddr>()
+                .with_context(|| format!("--internal-address {a}: not an IP address"))?,
+        ),
+    };
     let agent_args = AgentArgs {
         master: addr.to_string(),
         work_dir: Some(data_dir.join("agent")),
         listen: args.agent_listen.clone(),
+        // The agent's tasks bind their host ports where the L4 listeners
+        // are (127.0.0.1 by default, and with them off): the routers reach
+        // the instances there, and nothing is bound on a wildcard.
+        internal_address: Some(internal_address.unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())),
         hostname: None,
         resources: args.resources.clone(),
         attributes: String::new(),
@@ -163,13 +174,6 @@ pub async fn run(args: DevArgs) -> Result<()> {
 
     // The routers follow this services framework's endpoint stream; until
     // it answers, the feed retries (one warning, then debug).
-    let internal_address = match crate::router_cmd::listen_opt(&args.internal_address) {
-        None => None,
-        Some(a) => Some(
-            a.parse::<std::net::IpAddr>()
-                .with_context(|| format!("--internal-address {a}: not an IP address"))?,
-        ),
-    };
     let mut routers = crate::router_cmd::Routers::start(
         crate::router_cmd::RoutersSetup {
             services: services_addr.to_string(),
@@ -192,9 +196,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("  state      http://{addr}/state");
     println!("  metrics    http://{addr}/metrics");
     println!(
-        "  agent      {agent_id}, {} runtime, API http://{}",
+        "  agent      {agent_id}, {} runtime, API http://{}, host ports on {}",
         agent.runtime.name(),
-        agent.http_addr
+        agent.http_addr,
+        agent.address
     );
     println!(
         "  services   http://{services_addr}  (REST API: /v2/apps, /v2/tasks, /v2/deployments)"

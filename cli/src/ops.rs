@@ -109,6 +109,7 @@ pub async fn agent_list(c: &Common) -> Result<()> {
         &[
             "ID",
             "HOSTNAME",
+            "ADDRESS",
             "STATE",
             "TASKS",
             "RESOURCES",
@@ -121,6 +122,7 @@ pub async fn agent_list(c: &Common) -> Result<()> {
                 vec![
                     a.id.clone(),
                     a.hostname.clone(),
+                    a.address.clone().unwrap_or_else(|| "-".into()),
                     format!("{:?}", a.state).to_lowercase(),
                     a.task_count.to_string(),
                     res(&a.resources),

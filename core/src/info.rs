@@ -41,6 +41,10 @@ pub struct AgentInfo {
     pub attributes: Vec<(String, String)>,
     /// Where the agent's own HTTP API answers, if it has one.
     pub endpoint: String,
+    /// The agent's internal address (never a wildcard): its tasks' host
+    /// ports are bound there and routers reach its instances there. `None`
+    /// from agents that do not send one (then the hostname stands for it).
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// What to run.
@@ -214,6 +218,8 @@ pub struct OfferInfo {
     pub hostname: String,
     pub resources: Resources,
     pub attributes: Vec<(String, String)>,
+    /// The agent's internal address ([`AgentInfo::address`]).
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// How long declined (or unused) resources stay away from a framework.

@@ -38,6 +38,9 @@ pub struct AgentView {
     pub hostname: String,
     pub state: AgentState,
     pub endpoint: String,
+    /// Its internal address (where its tasks' host ports are bound), if it sent one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     pub attributes: BTreeMap<String, String>,
     pub resources: ResourcesView,
     pub used_resources: ResourcesView,

@@ -608,3 +608,67 @@ async fn a_restarted_master_readmits_its_agents_with_their_tasks() {
         "no duplicate launches"
     );
 }
+
+/// An agent's internal address reaches frameworks in its offers and the
+/// operator in `/state`; an agent that comes back under the same id (from
+/// its checkpoint) with another address is offered with the new one. An
+/// agent that sends none is offered without (frameworks use its hostname).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offers_carry_the_agents_internal_address_and_follow_a_restart() {
+    use agora_agent::{AgentConfig, Connector, Control};
+    let c = Cluster::start(test_config()).await.unwrap();
+    let mut f = Fw::start(fw_config(&c, "addresses")).await.unwrap();
+    let work = std::env::temp_dir().join(format!("agora-addr-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&work).unwrap();
+    let cfg = |ip: &str| AgentConfig {
+        hostname: "node-1".into(),
+        resources: agora_core::Resources::parse("cpus:1;mem:128").unwrap(),
+        address: Some(ip.parse().unwrap()),
+        work_dir: Some(work.clone()),
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(500),
+        ..AgentConfig::default()
+    };
+    let (h, _rt, join) = agora_agent::spawn_hollow(cfg("10.0.0.7"), Connector::Address(c.url()), S);
+    let id = tokio::time::timeout(10 * S, h.registered()).await.unwrap();
+    let o = offers_for(&mut f, 1).await;
+    assert_eq!(o[0].agent_id, id);
+    assert_eq!(o[0].hostname, "node-1");
+    assert_eq!(o[0].address, "10.0.0.7".parse().ok());
+    let st = c.state().await.unwrap();
+    assert_eq!(st.agents[0].address.as_deref(), Some("10.0.0.7"));
+
+    // Restarted with another address: same id, offers with the new one.
+    h.control(Control::Stop);
+    let _ = join.await;
+    let (h2, _rt2, _join2) =
+        agora_agent::spawn_hollow(cfg("10.0.0.8"), Connector::Address(c.url()), S);
+    assert_eq!(
+        tokio::time::timeout(10 * S, h2.registered()).await.unwrap(),
+        id
+    );
+    let want: Option<std::net::IpAddr> = "10.0.0.8".parse().ok();
+    f.wait(10 * S, |e| match e {
+        Ev::Offers(o) => o
+            .iter()
+            .find(|o| o.agent_id == id && o.address == want)
+            .cloned(),
+        _ => None,
+    })
+    .await
+    .expect("no offer with the new address");
+    let st = c.state().await.unwrap();
+    assert_eq!(st.agents[0].address.as_deref(), Some("10.0.0.8"));
+
+    // An agent that sends no address.
+    let plain = c.agent("plain", "cpus:1;mem:128", &[]).await.unwrap();
+    let o = f
+        .wait(10 * S, |e| match e {
+            Ev::Offers(o) => o.iter().find(|o| o.agent_id == plain.id).cloned(),
+            _ => None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(o.address, None);
+    let _ = std::fs::remove_dir_all(&work);
+}

@@ -39,6 +39,11 @@ pub struct AgentConfig {
     pub attributes: Vec<(String, String)>,
     /// The agent's own HTTP API, if any, advertised to the master.
     pub endpoint: String,
+    /// The agent's internal address (never a wildcard), advertised to the
+    /// master: its tasks' host ports are bound there (the runtime is told
+    /// separately) and routers reach its instances there. `None`: not
+    /// advertised (frameworks fall back to the hostname).
+    pub address: Option<std::net::IpAddr>,
     /// First retry delay for an unacknowledged status update (Mesos: 10 s).
     pub status_retry_min: Duration,
     /// Retry delay cap (Mesos: 10 min).
@@ -63,6 +68,7 @@ impl Default for AgentConfig {
             resources: Resources::default(),
             attributes: Vec::new(),
             endpoint: String::new(),
+            address: None,
             status_retry_min: Duration::from_secs(2),
             status_retry_max: Duration::from_secs(60),
             reconnect_min: Duration::from_millis(200),
@@ -378,6 +384,11 @@ impl Agent {
                     })
                     .collect(),
                 endpoint: self.cfg.endpoint.clone(),
+                address: self
+                    .cfg
+                    .address
+                    .map(|ip| ip.to_string())
+                    .unwrap_or_default(),
             }),
             tasks,
             frameworks: self.frameworks.values().cloned().collect(),

@@ -52,6 +52,9 @@ struct Inner {
     scope: String,
     /// Image for tasks that name none (so plain commands run too).
     default_image: Option<String>,
+    /// The agent's internal address: every host port is bound there (never
+    /// on a wildcard) and tasks get it as `HOST`.
+    host_ip: std::net::IpAddr,
     /// How long an exited container (and so its logs) is kept after its
     /// terminal update was acknowledged.
     gc_delay: Duration,
@@ -138,6 +141,7 @@ impl DockerRuntime {
                 sink,
                 scope,
                 default_image,
+                host_ip: std::net::Ipv4Addr::LOCALHOST.into(),
                 gc_delay: Duration::from_secs(600),
                 containers: Mutex::new(HashMap::new()),
                 fail: FailPoints::default(),
@@ -178,6 +182,14 @@ impl DockerRuntime {
     /// terminal update is acknowledged (default 10 minutes).
     pub fn with_gc_delay(self, d: Duration) -> Self {
         self.configure(|i| i.gc_delay = d)
+    }
+
+    /// Binds every host port of bridge-networked containers on `ip` (the
+    /// agent's internal address; default 127.0.0.1) and tells tasks it as
+    /// `HOST`. The caller refuses wildcards: bound on `0.0.0.0`, a port
+    /// would be reachable on every interface of the host.
+    pub fn with_host_ip(self, ip: std::net::IpAddr) -> Self {
+        self.configure(|i| i.host_ip = ip)
     }
 
     /// Whether an engine answers (used by `agora dev` to pick a runtime).
@@ -302,7 +314,7 @@ impl DockerRuntime {
             }
         }
         let resources = &t.resources;
-        let body = spec::container_body(spec, &container, &self.inner.scope)?;
+        let body = spec::container_body(spec, &container, &self.inner.scope, self.inner.host_ip)?;
         let name = format!(
             "agora-{}-{}",
             sanitize(t.id.as_str()),
@@ -434,6 +446,14 @@ impl ContainerRuntime for DockerRuntime {
                     Some(spec) => {
                         let mem_mib = spec.task.resources.mem_mib;
                         tracing::info!(task_id = %key.1, container = %id, state = ?c.state, "re-attached to container");
+                        let foreign = spec::foreign_bindings(
+                            c.ports.as_deref().unwrap_or_default(),
+                            self.inner.host_ip,
+                        );
+                        if !foreign.is_empty() {
+                            tracing::warn!(task_id = %key.1, container = %id, bindings = %foreign.join(","), internal_address = %self.inner.host_ip,
+                                "this container's host ports are bound elsewhere than the agent's internal address (created before --internal-address changed, or by an agent that bound 0.0.0.0); they stay so until the task is replaced");
+                        }
                         if let Ok(mut m) = self.inner.containers.lock() {
                             m.insert(
                                 key.clone(),
@@ -578,8 +598,9 @@ impl ContainerRuntime for DockerRuntime {
     ) -> BoxFuture<'_, std::net::SocketAddr> {
         let c = self.container(&(fw.clone(), task.clone()));
         Box::pin(async move {
-            let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], port));
-            let Some(c) = c else { return loopback };
+            // Host networking (or no container): the task binds $HOST.
+            let host = std::net::SocketAddr::new(self.inner.host_ip, port);
+            let Some(c) = c else { return host };
             // Bridge mode: the engine's proxy on the host port accepts
             // connections even while nothing listens in the container, so
             // checks go to the container's address and port.
@@ -587,10 +608,10 @@ impl ContainerRuntime for DockerRuntime {
                 Ok(i) => i
                     .network_settings
                     .and_then(|n| spec::container_addr(&n, port))
-                    .unwrap_or(loopback),
+                    .unwrap_or(host),
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot inspect the container for its address");
-                    loopback
+                    host
                 }
             }
         })

@@ -1,6 +1,6 @@
 //! A task as the Docker engine wants it: command, environment (with the
-//! `PORT*` variables), port bindings, limits and labels. Pure: no engine
-//! call happens here.
+//! `PORT*` and `HOST` variables), port bindings (on the agent's internal
+//! address), limits and labels. Pure: no engine call happens here.
 
 use super::{LABEL_FRAMEWORK, LABEL_SCOPE, LABEL_TASK};
 use crate::runtime::LaunchSpec;
@@ -9,11 +9,14 @@ use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use std::collections::HashMap;
 
 /// The container to create for `spec`, whose container settings (image
-/// resolved) are `container`; `scope` labels it as this agent's.
+/// resolved) are `container`; `scope` labels it as this agent's. Host ports
+/// are bound on `host_ip` (the agent's internal address), which the task
+/// also gets as `HOST`.
 pub(super) fn container_body(
     spec: &LaunchSpec,
     container: &ContainerInfo,
     scope: &str,
+    host_ip: std::net::IpAddr,
 ) -> Result<ContainerCreateBody, String> {
     let fw = &spec.framework_id;
     let t = &spec.task;
@@ -27,11 +30,15 @@ pub(super) fn container_body(
         .collect();
 
     let command = t.command.clone().unwrap_or_default();
+    // HOST is the agent's to give: one from the task (a framework's idea of
+    // the host) is replaced, so what the task binds is where it is bound.
     let mut env: Vec<String> = command
         .env
         .iter()
+        .filter(|(name, _)| name != "HOST")
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
+    env.push(format!("HOST={host_ip}"));
     env.push(format!("AGORA_TASK_ID={}", t.id));
     env.push(format!("AGORA_FRAMEWORK_ID={fw}"));
     let host_network = container.network == "host";
@@ -69,8 +76,10 @@ pub(super) fn container_body(
         exposed.push(key.clone());
         bindings.insert(
             key,
+            // Never a wildcard: a port bound on 0.0.0.0 would be reachable
+            // on every interface of the host (public ones included).
             Some(vec![PortBinding {
-                host_ip: None,
+                host_ip: Some(host_ip.to_string()),
                 host_port: Some(host.to_string()),
             }]),
         );
@@ -159,6 +168,35 @@ pub(super) fn container_body(
     Ok(body)
 }
 
+/// The host ports of a container (as the engine lists them) that are bound
+/// on another address than `host_ip`, as `address:port`: a container
+/// created before the agent's internal address changed, or by an agent
+/// version that bound on `0.0.0.0`. Such bindings stay as they were for the
+/// container's life.
+pub(super) fn foreign_bindings(
+    ports: &[bollard::models::PortSummary],
+    host_ip: std::net::IpAddr,
+) -> Vec<String> {
+    let mut v: Vec<String> = ports
+        .iter()
+        .filter_map(|p| {
+            let public = p.public_port?;
+            let ip = p.ip.as_deref().unwrap_or("");
+            let ours = ip.parse::<std::net::IpAddr>().is_ok_and(|a| a == host_ip);
+            (!ours).then(|| {
+                std::net::SocketAddr::new(
+                    ip.parse().unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into()),
+                    public,
+                )
+                .to_string()
+            })
+        })
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
 /// The container's own address for its host port `host_port` (bridge
 /// networking: its network's IP and the mapped container port); `None`
 /// when the port is not mapped or the container has no address of its own
@@ -193,6 +231,8 @@ mod tests {
     use agora_core::info::{PortMapping, TaskInfo};
     use agora_core::{Ranges, Resources};
 
+    const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
     fn spec(resources: Resources) -> LaunchSpec {
         LaunchSpec {
             framework_id: "f".into(),
@@ -208,7 +248,7 @@ mod tests {
             mem_mib: u64::MAX,
             ..Resources::default()
         };
-        let body = container_body(&spec(r), &ContainerInfo::default(), "s").unwrap();
+        let body = container_body(&spec(r), &ContainerInfo::default(), "s", LOOPBACK).unwrap();
         let h = body.host_config.unwrap();
         assert_eq!(h.nano_cpus, Some(i64::MAX));
         assert_eq!(h.memory, Some(i64::MAX));
@@ -230,7 +270,7 @@ mod tests {
                 name: "http".into(),
             }],
         };
-        let body = container_body(&spec(r), &c, "scope-1").unwrap();
+        let body = container_body(&spec(r), &c, "scope-1", LOOPBACK).unwrap();
         let env = body.env.unwrap();
         for want in [
             "PORT_HTTP=31000",
@@ -251,5 +291,85 @@ mod tests {
             bound.as_ref().unwrap()[0].host_port.as_deref(),
             Some("31000")
         );
+    }
+
+    /// Every host port is bound on the agent's internal address, never on
+    /// a wildcard, and the task is told that address as `HOST` (replacing
+    /// one the framework put in the task's environment).
+    #[test]
+    fn host_ports_are_bound_on_the_internal_address_given_as_host() {
+        let r = Resources::new(0.5, 64, 0)
+            .unwrap()
+            .with_ports(Ranges::range(31000, 31001).unwrap());
+        let mut s = spec(r);
+        s.task.command = Some(agora_core::info::CommandInfo {
+            env: vec![
+                ("HOST".into(), "node-1.example".into()),
+                ("A".into(), "1".into()),
+            ],
+            ..Default::default()
+        });
+        let c = ContainerInfo {
+            image: "img".into(),
+            network: "bridge".into(),
+            port_mappings: vec![
+                PortMapping {
+                    host_port: 0,
+                    container_port: 8080,
+                    protocol: String::new(),
+                    name: String::new(),
+                },
+                PortMapping {
+                    host_port: 31001,
+                    container_port: 53,
+                    protocol: "udp".into(),
+                    name: String::new(),
+                },
+            ],
+        };
+        let ip: std::net::IpAddr = "10.1.2.3".parse().unwrap();
+        let body = container_body(&s, &c, "scope", ip).unwrap();
+        let bindings = body.host_config.unwrap().port_bindings.unwrap();
+        assert_eq!(bindings.len(), 2);
+        for (key, port) in [("8080/tcp", "31000"), ("53/udp", "31001")] {
+            let b = bindings[key].as_ref().unwrap();
+            assert_eq!(b.len(), 1, "{key}");
+            assert_eq!(b[0].host_ip.as_deref(), Some("10.1.2.3"), "{key}");
+            assert_eq!(b[0].host_port.as_deref(), Some(port), "{key}");
+        }
+        let env = body.env.unwrap();
+        let hosts: Vec<&String> = env.iter().filter(|e| e.starts_with("HOST=")).collect();
+        assert_eq!(hosts, ["HOST=10.1.2.3"]);
+        assert!(env.iter().any(|e| e == "A=1"));
+        let v6: std::net::IpAddr = "fd00::7".parse().unwrap();
+        let body = container_body(&s, &c, "scope", v6).unwrap();
+        let bindings = body.host_config.unwrap().port_bindings.unwrap();
+        assert_eq!(
+            bindings["8080/tcp"].as_ref().unwrap()[0].host_ip.as_deref(),
+            Some("fd00::7")
+        );
+    }
+
+    #[test]
+    fn bindings_on_another_address_are_found() {
+        use bollard::models::PortSummary;
+        let port = |ip: Option<&str>, public: Option<u16>| PortSummary {
+            ip: ip.map(str::to_string),
+            private_port: 8080,
+            public_port: public,
+            typ: None,
+        };
+        let ports = [
+            port(Some("127.0.0.1"), Some(31000)),
+            port(Some("0.0.0.0"), Some(31001)),
+            port(Some("::"), Some(31001)),
+            port(Some("10.0.0.7"), Some(31002)),
+            port(None, None), // exposed, not published
+        ];
+        assert_eq!(
+            foreign_bindings(&ports, LOOPBACK),
+            ["0.0.0.0:31001", "10.0.0.7:31002", "[::]:31001"]
+        );
+        assert!(foreign_bindings(&ports[..1], LOOPBACK).is_empty());
     }
 }

@@ -63,6 +63,10 @@ struct Inner {
     procs: Mutex<HashMap<Key, Proc>>,
     /// Fault injection (tests): `process.after_spawn`, `process.after_pid`.
     fail: crate::runtime::FailPoints,
+    /// The agent's internal address, given to tasks as `HOST`: they must
+    /// bind their ports there (nothing here can make them). Checks connect
+    /// there too.
+    host_ip: std::net::IpAddr,
 }
 
 #[derive(Clone)]
@@ -139,6 +143,7 @@ impl ProcessRuntime {
                 cgroups,
                 procs: Mutex::new(HashMap::new()),
                 fail: Default::default(),
+                host_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             }),
         }
     }
@@ -164,6 +169,13 @@ impl ProcessRuntime {
     /// terminal update is acknowledged (default [`SANDBOX_GC_DELAY`]).
     pub fn with_gc_delay(self, d: Duration) -> Self {
         self.configure(|i| i.gc_delay = d)
+    }
+
+    /// The agent's internal address (default 127.0.0.1): tasks get it as
+    /// `HOST` and must bind their ports there; TCP and HTTP checks connect
+    /// there, as the routers do.
+    pub fn with_host_ip(self, ip: std::net::IpAddr) -> Self {
+        self.configure(|i| i.host_ip = ip)
     }
 
     fn emit(&self, ev: RuntimeEvent) {
@@ -289,6 +301,9 @@ impl ProcessRuntime {
         for (name, value) in &command.env {
             cmd.env(name, value);
         }
+        // The agent's to give (after the task's own variables, so it wins):
+        // where the task must bind its ports to be reachable.
+        cmd.env("HOST", self.inner.host_ip.to_string());
         cmd.current_dir(&sandbox)
             .stdin(std::process::Stdio::piped())
             .stdout(stdout)
@@ -673,6 +688,18 @@ impl ContainerRuntime for ProcessRuntime {
         logs::stream(sandbox, follow, move || {
             me.get(&key).is_some_and(|p| start_time(p.pid).is_some())
         })
+    }
+
+    /// The task was told to bind `$HOST`: its checks go there, where the
+    /// routers reach it too.
+    fn check_addr(
+        &self,
+        _framework_id: &FrameworkId,
+        _task_id: &TaskId,
+        port: u16,
+    ) -> BoxFuture<'_, std::net::SocketAddr> {
+        let addr = std::net::SocketAddr::new(self.inner.host_ip, port);
+        Box::pin(async move { addr })
     }
 
     fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {

@@ -416,3 +416,26 @@ async fn a_reused_pid_of_an_ended_task_is_not_signalled() {
     );
     assert!(survived_kill, "a kill signalled an unrelated process group");
 }
+
+/// A process task is told the agent's internal address as `HOST` (the
+/// agent's value wins over one in the task's environment) and its checks
+/// connect there.
+#[tokio::test]
+async fn a_task_gets_the_internal_address_as_host_and_checks_go_there() {
+    let dir = work_dir();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let ip: std::net::IpAddr = "127.0.0.9".parse().unwrap();
+    let rt = ProcessRuntime::new(tx, &dir).with_host_ip(ip);
+    let mut s = spec("h", "echo \"host=$HOST\"");
+    if let Some(c) = s.task.command.as_mut() {
+        c.env = vec![("HOST".into(), "node-1.example".into())];
+    }
+    rt.launch(s).await;
+    assert_eq!(ended(&mut rx, "h").await.state, TaskState::Finished);
+    assert_eq!(all_logs(&rt, "h").await, "host=127.0.0.9\n");
+    assert_eq!(
+        rt.check_addr(&"f".into(), &"h".into(), 31000).await,
+        std::net::SocketAddr::new(ip, 31000)
+    );
+    remove_work_dir(&dir);
+}

@@ -62,6 +62,7 @@ impl LocalCluster {
             master: master.to_string(),
             work_dir: Some(work.join("agent")),
             listen: "127.0.0.1:0".into(),
+            internal_address: None,
             hostname: Some(hostname.into()),
             resources: Some(resources),
             attributes: String::new(),

@@ -107,6 +107,7 @@ fn measure(args: &ServicesArgs, dir: &std::path::Path) -> Result<()> {
             id: OfferId::new(format!("o-{a}")),
             agent_id: AgentId::new(format!("agent-{a}")),
             hostname: format!("host-{a}"),
+            address: None,
             resources: res.clone(),
             attributes: vec![],
         }]);

@@ -12,9 +12,21 @@ pub struct Offer {
     pub hostname: String,
     pub resources: Resources,
     pub attributes: Vec<(String, String)>,
+    /// The agent's internal address: where its tasks' host ports are bound
+    /// and reachable. `None` from agents that do not send one.
+    pub address: Option<std::net::IpAddr>,
 }
 
 impl Offer {
+    /// Where the offer's tasks are reached: the agent's internal address,
+    /// or its hostname when it sent none.
+    pub fn reach_host(&self) -> String {
+        match self.address {
+            Some(ip) => ip.to_string(),
+            None => self.hostname.clone(),
+        }
+    }
+
     pub fn attribute(&self, name: &str) -> Option<&str> {
         self.attributes
             .iter()
@@ -32,6 +44,7 @@ impl TryFrom<pb::Offer> for Offer {
             hostname: o.hostname,
             resources: convert::resources("offer.resources", o.resources.as_ref())?,
             attributes: convert::attributes(&o.attributes)?,
+            address: convert::address("offer.address", &o.address)?,
         })
     }
 }

@@ -215,6 +215,7 @@ mod tests {
             id: id.into(),
             agent_id: format!("ag-{id}").as_str().into(),
             hostname: format!("h-{id}"),
+            address: None,
             resources: agora_core::Resources::parse(&format!("cpus:{cpus};mem:4096")).unwrap(),
             attributes: vec![],
         }

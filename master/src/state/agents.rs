@@ -28,6 +28,7 @@ impl Master {
             a.resources = info.resources.clone();
             a.attributes = info.attributes.clone();
             a.endpoint = info.endpoint;
+            a.address = info.address;
             a.conn = Some(conn);
             self.agents.insert(id.clone(), a);
             self.agent_conns.insert(conn, id.clone());
@@ -160,6 +161,7 @@ impl Master {
         agent.resources = info.resources.clone();
         agent.attributes = info.attributes;
         agent.endpoint = info.endpoint;
+        agent.address = info.address;
         agent.conn = Some(conn);
         agent.last_seen = now;
         agent.unreachable_at = None;

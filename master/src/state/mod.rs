@@ -165,6 +165,8 @@ struct Agent {
     resources: Resources,
     attributes: Vec<(String, String)>,
     endpoint: String,
+    /// Its internal address (where routers reach its instances).
+    address: Option<std::net::IpAddr>,
     state: AgentState,
     conn: Option<ConnId>,
     last_seen: Instant,
@@ -189,6 +191,7 @@ impl Agent {
             resources: Resources::default(),
             attributes: Vec::new(),
             endpoint: String::new(),
+            address: None,
             state,
             conn: None,
             last_seen: now,

@@ -371,6 +371,7 @@ impl Master {
                 hostname: agent.hostname.clone(),
                 resources: a.resources.clone(),
                 attributes: agent.attributes.clone(),
+                address: agent.address,
             };
             if let Some(f) = self.frameworks.get_mut(&a.framework) {
                 f.offers.insert(oid.clone());

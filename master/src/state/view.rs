@@ -84,6 +84,7 @@ impl Master {
                     hostname: a.hostname.clone(),
                     state: a.state,
                     endpoint: a.endpoint.clone(),
+                    address: a.address.map(|ip| ip.to_string()),
                     attributes: a.attributes.iter().cloned().collect(),
                     resources: ResourcesView::from(&a.resources),
                     used_resources: ResourcesView::from(&a_used),

@@ -109,6 +109,7 @@ impl SimAgent {
                 resources: self.resources.clone(),
                 attributes: vec![],
                 endpoint: String::new(),
+                address: None,
             },
             tasks: self
                 .tasks

@@ -81,7 +81,29 @@ pub fn agent_info(field: &str, a: pb::AgentInfo) -> Result<AgentInfo, Invalid> {
         resources: resources("resources", a.resources.as_ref()).map_err(at(field))?,
         attributes: attributes(&a.attributes)?,
         endpoint: a.endpoint,
+        address: address("address", &a.address).map_err(at(field))?,
     })
+}
+
+/// An agent's internal address on the wire: empty (an agent that sends
+/// none) or an IP literal that is not a wildcard.
+pub fn address(field: &str, v: &str) -> Result<Option<std::net::IpAddr>, Invalid> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    let ip: std::net::IpAddr = v.parse().map_err(|_| {
+        Invalid::new(
+            field,
+            format!("{v:?} is not an IP address (e.g. 10.0.0.7 or fd00::7)"),
+        )
+    })?;
+    if ip.is_unspecified() {
+        return Err(Invalid::new(
+            field,
+            format!("{v} is a wildcard, not an address tasks can be reached at"),
+        ));
+    }
+    Ok(Some(ip))
 }
 
 impl From<AgentInfo> for pb::AgentInfo {
@@ -92,6 +114,7 @@ impl From<AgentInfo> for pb::AgentInfo {
             resources: Some((&a.resources).into()),
             attributes: to_attributes(a.attributes),
             endpoint: a.endpoint,
+            address: a.address.map(|ip| ip.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -111,6 +134,7 @@ impl From<OfferInfo> for pb::Offer {
             hostname: o.hostname,
             resources: Some((&o.resources).into()),
             attributes: to_attributes(o.attributes),
+            address: o.address.map(|ip| ip.to_string()).unwrap_or_default(),
         }
     }
 }
@@ -123,6 +147,7 @@ pub fn offer_info(field: &str, o: pb::Offer) -> Result<OfferInfo, Invalid> {
         hostname: o.hostname,
         resources: resources("resources", o.resources.as_ref()).map_err(at(field))?,
         attributes: attributes(&o.attributes)?,
+        address: address("address", &o.address).map_err(at(field))?,
     })
 }
 

@@ -207,3 +207,46 @@ fn env_with_bad_names_is_refused_and_values_never_echoed() {
     };
     assert_eq!(command("cmd", c).unwrap_err().field, "cmd.env");
 }
+
+#[test]
+fn agent_and_offer_addresses_are_ip_literals_never_wildcards() {
+    let agent = |address: &str| pb::AgentInfo {
+        hostname: "h".into(),
+        address: address.into(),
+        ..Default::default()
+    };
+    // None from an agent that sends no address; an IP literal otherwise.
+    assert_eq!(agent_info("agent", agent("")).unwrap().address, None);
+    let a = agent_info("agent", agent("10.0.0.7")).unwrap();
+    assert_eq!(a.address, Some([10, 0, 0, 7].into()));
+    assert_eq!(pb::AgentInfo::from(a).address, "10.0.0.7");
+    let v6 = agent_info("agent", agent("fd00::7")).unwrap();
+    assert_eq!(v6.address, "fd00::7".parse().ok());
+    for (bad, why) in [
+        ("0.0.0.0", "wildcard"),
+        ("::", "wildcard"),
+        ("node-1.internal", "not an IP address"),
+        ("10.0.0.7:80", "not an IP address"),
+    ] {
+        let e = agent_info("agent", agent(bad)).unwrap_err();
+        assert_eq!(e.field, "agent.address", "{bad}");
+        assert!(e.message.contains(why), "{bad}: {e}");
+    }
+    // Offers carry it both ways and are checked the same way.
+    let offer = |address: &str| pb::Offer {
+        offer_id: "O1".into(),
+        framework_id: "F1".into(),
+        agent_id: "S1".into(),
+        hostname: "h".into(),
+        address: address.into(),
+        ..Default::default()
+    };
+    let o = offer_info("offer", offer("127.0.0.1")).unwrap();
+    assert_eq!(o.address, Some([127, 0, 0, 1].into()));
+    assert_eq!(pb::Offer::from(o).address, "127.0.0.1");
+    assert_eq!(offer_info("offer", offer("")).unwrap().address, None);
+    assert_eq!(
+        offer_info("offer", offer("0.0.0.0")).unwrap_err().field,
+        "offer.address"
+    );
+}

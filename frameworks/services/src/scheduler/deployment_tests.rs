@@ -54,6 +54,7 @@ fn big_offer(k: usize) -> Offer {
         id: OfferId::new(format!("o-{k}")),
         agent_id: AgentId::new("a"),
         hostname: "h".into(),
+        address: None,
         resources: Resources::parse("cpus:1000;mem:100000").unwrap(),
         attributes: vec![],
     }

@@ -100,7 +100,7 @@ impl Services {
                     .filter_map(|(i, state)| {
                         i.ports.get(ix).map(|port| Endpoint {
                             task_id: i.task_id.clone(),
-                            host: i.host.clone(),
+                            host: i.reach_host(),
                             port: *port,
                             state: *state,
                         })

@@ -12,6 +12,7 @@ fn offer(id: &str, host: &str) -> Offer {
         id: OfferId::new(format!("o-{id}")),
         agent_id: AgentId::new(format!("a-{host}")),
         hostname: host.into(),
+        address: None,
         resources: Resources::parse("cpus:8;mem:4096;ports:[31000-31099]").unwrap(),
         attributes: vec![],
     }
@@ -207,6 +208,86 @@ fn published_sets_list_instances_that_pass_their_checks() {
 }
 
 /// An app with `n` running instances (no checks) and one port.
+/// An endpoint is reached at the agent's internal address (the offer's
+/// `address`), the hostname only for agents that send none; the task is told
+/// the same address in `HOST`. The address is the one the instance was
+/// launched with: its ports stay bound there, so a later offer from the same
+/// agent with another address moves only new instances (and a restart of
+/// the framework keeps it).
+#[test]
+fn endpoints_use_the_agents_internal_address_from_the_launch() {
+    let mut s = Services::new();
+    put(
+        &mut s,
+        json!({"id": "/w", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16,
+        "portDefinitions": [{"port": 0}]}),
+    )
+    .unwrap();
+    let host_env = |actions: &[Action]| -> Vec<String> {
+        actions
+            .iter()
+            .flat_map(|a| match a {
+                Action::Launch { tasks, .. } => tasks.clone(),
+                _ => vec![],
+            })
+            .flat_map(|t| t.command.unwrap_or_default().env)
+            .filter(|e| e.name == "HOST")
+            .map(|e| e.value)
+            .collect()
+    };
+    let hosts = |s: &mut Services, p: &mut Publisher| -> Vec<String> {
+        s.publish(p);
+        let mut h: Vec<String> = p.app("/w")[0]
+            .endpoints
+            .iter()
+            .map(|e| e.host.clone())
+            .collect();
+        h.sort();
+        h
+    };
+    let mut first = offer("1", "node-1");
+    first.address = Some([10, 0, 0, 7].into());
+    assert_eq!(host_env(&s.offers(vec![first])), ["10.0.0.7"]);
+    let ids: Vec<String> = s.instances().keys().cloned().collect();
+    s.update(&status(&ids[0], TaskState::Running, None));
+    let mut p = Publisher::default();
+    assert_eq!(hosts(&mut s, &mut p), ["10.0.0.7"]);
+    // The agent comes back with another address: the running instance is
+    // still where its ports were bound; a new one is at the new address.
+    let mut a = s.app("/w").unwrap().app.clone();
+    a.instances = 2;
+    s.put_app(a, false);
+    let mut again = offer("2", "node-1");
+    again.address = Some([10, 0, 0, 8].into());
+    assert_eq!(host_env(&s.offers(vec![again])), ["10.0.0.8"]);
+    for t in s.instances().keys().cloned().collect::<Vec<_>>() {
+        s.update(&status(&t, TaskState::Running, None));
+    }
+    assert_eq!(hosts(&mut s, &mut p), ["10.0.0.7", "10.0.0.8"]);
+    // Stored and restored with the instance.
+    let apps: Vec<AppState> = s.apps().values().cloned().collect();
+    let insts: Vec<Instance> = s
+        .instances()
+        .values()
+        .map(|x| serde_json::from_str(&serde_json::to_string(x).unwrap()).unwrap())
+        .collect();
+    let mut back = Services::restore(apps, insts);
+    let mut p = Publisher::default();
+    assert_eq!(hosts(&mut back, &mut p), ["10.0.0.7", "10.0.0.8"]);
+    // An agent that sends no address: its hostname.
+    let mut a = back.app("/w").unwrap().app.clone();
+    a.instances = 3;
+    back.put_app(a, false);
+    assert_eq!(
+        host_env(&back.offers(vec![offer("3", "node-2")])),
+        ["node-2"]
+    );
+    for t in back.instances().keys().cloned().collect::<Vec<_>>() {
+        back.update(&status(&t, TaskState::Running, None));
+    }
+    assert_eq!(hosts(&mut back, &mut p), ["10.0.0.7", "10.0.0.8", "node-2"]);
+}
+
 fn running_app(n: u32, extra: serde_json::Value) -> (Services, Vec<String>) {
     let mut s = Services::new();
     let mut def = json!({"id": "/w", "cmd": "x", "instances": n, "cpus": 0.1, "mem": 16,

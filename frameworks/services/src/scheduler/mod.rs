@@ -69,7 +69,14 @@ pub struct Instance {
     pub app_id: String,
     pub version: String,
     pub agent_id: String,
+    /// The agent's hostname (Marathon's `host`; hostname constraints).
     pub host: String,
+    /// The agent's internal address when the instance was launched: where
+    /// its host ports are bound (they stay there for the container's life,
+    /// whatever the agent says after a restart). `None` from agents that
+    /// send none, then `host` stands for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<std::net::IpAddr>,
     pub attributes: BTreeMap<String, String>,
     pub ports: Vec<u32>,
     pub state: TaskState,
@@ -105,6 +112,15 @@ pub struct Instance {
 pub const KILL_RETRY_SECONDS: f64 = 10.0;
 
 impl Instance {
+    /// Where routers and discovery clients reach it: its agent's internal
+    /// address, else the agent's hostname.
+    pub fn reach_host(&self) -> String {
+        match self.address {
+            Some(ip) => ip.to_string(),
+            None => self.host.clone(),
+        }
+    }
+
     /// Marks the instance as being killed and says so to the master.
     fn kill(&mut self, now: f64) -> Action {
         self.killing = true;

@@ -67,6 +67,7 @@ impl Services {
                         version: app.version.clone(),
                         agent_id: offer.agent_id.0.clone(),
                         host: offer.hostname.clone(),
+                        address: offer.address,
                         attributes: offer.attributes.iter().cloned().collect(),
                         ports,
                         state: TaskState::Staging,

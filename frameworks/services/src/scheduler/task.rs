@@ -30,7 +30,7 @@ pub(super) fn build(app: &App, offer: &Offer, need: &Resources, ports: &[u32]) -
     });
     env.push(pb::EnvVar {
         name: "HOST".into(),
-        value: offer.hostname.clone(),
+        value: offer.reach_host(),
     });
     let names: Vec<&str> = match app.network {
         NetworkMode::Bridge => app.port_mappings.iter().map(|p| p.name.as_str()).collect(),

@@ -9,6 +9,7 @@ fn offer(id: &str, host: &str, res: &str) -> Offer {
         id: OfferId::new(format!("o-{id}")),
         agent_id: AgentId::new(format!("a-{host}")),
         hostname: host.into(),
+        address: None,
         resources: Resources::parse(res).unwrap(),
         attributes: vec![(
             "zone".into(),

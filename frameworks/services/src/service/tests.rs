@@ -133,6 +133,7 @@ fn offer(id: &str) -> Offer {
         id: OfferId::new(id),
         agent_id: AgentId::new("ag"),
         hostname: "h".into(),
+        address: None,
         resources: Resources::parse("cpus:4;mem:1024").unwrap(),
         attributes: vec![],
     }
