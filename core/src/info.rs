@@ -41,6 +41,9 @@ pub struct AgentInfo {
     pub attributes: Vec<(String, String)>,
     /// Where the agent's own HTTP API answers, if it has one.
     pub endpoint: String,
+    /// The role all its resources are statically reserved for (Mesos
+    /// `--default_role`); [`DEFAULT_ROLE`] (`*`) when unreserved.
+    pub role: String,
 }
 
 /// What to run.
@@ -214,7 +217,14 @@ pub struct OfferInfo {
     pub hostname: String,
     pub resources: Resources,
     pub attributes: Vec<(String, String)>,
+    /// The role the offered resources are reserved for; [`DEFAULT_ROLE`]
+    /// (`*`) when they are unreserved.
+    pub role: String,
 }
+
+/// The role that public agents reserve their resources for (Mesos and
+/// DC/OS: `slave_public`); `agora agent --public` uses it.
+pub const PUBLIC_ROLE: &str = "public";
 
 /// How long declined (or unused) resources stay away from a framework.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]

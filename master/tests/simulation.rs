@@ -29,7 +29,12 @@ fn add_agent(sim: &mut Sim) -> Result<(), String> {
     let n = sim.agents.len();
     let cpus = 2 + sim.rng.below(3) as u32;
     let mem = 512 + 256 * sim.rng.below(4) as u64;
-    sim.agents.push(SimAgent::new(n, cpus, mem));
+    let mut a = SimAgent::new(n, cpus, mem);
+    // Half of them reserved for one of the frameworks' roles.
+    if sim.rng.chance(50) {
+        a.role = sim::ROLES[sim.rng.below(sim::ROLES.len())].into();
+    }
+    sim.agents.push(a);
     agent::connect(sim, n)
 }
 
@@ -153,6 +158,11 @@ fn step(sim: &mut Sim) -> Result<(), String> {
         83 if nf > 0 => framework::set_suppressed(sim, f, false),
         84 if nf > 0 && sim.rng.chance(20) => framework::teardown(sim, f),
         85 => sim.tick(60_000),
+        86 if na > 0 && sim.rng.chance(30) => {
+            // An agent restarts reserved for another role (or unreserved).
+            let role = sim::ROLES[sim.rng.below(sim::ROLES.len())];
+            agent::change_role(sim, a, role)
+        }
         _ => sim.tick(200),
     }
 }

@@ -39,6 +39,8 @@ pub struct AgentConfig {
     pub attributes: Vec<(String, String)>,
     /// The agent's own HTTP API, if any, advertised to the master.
     pub endpoint: String,
+    /// The role all its resources are reserved for (`*`: unreserved).
+    pub role: String,
     /// First retry delay for an unacknowledged status update (Mesos: 10 s).
     pub status_retry_min: Duration,
     /// Retry delay cap (Mesos: 10 min).
@@ -63,6 +65,7 @@ impl Default for AgentConfig {
             resources: Resources::default(),
             attributes: Vec::new(),
             endpoint: String::new(),
+            role: agora_core::info::DEFAULT_ROLE.to_string(),
             status_retry_min: Duration::from_secs(2),
             status_retry_max: Duration::from_secs(60),
             reconnect_min: Duration::from_millis(200),
@@ -378,6 +381,7 @@ impl Agent {
                     })
                     .collect(),
                 endpoint: self.cfg.endpoint.clone(),
+                role: self.cfg.role.clone(),
             }),
             tasks,
             frameworks: self.frameworks.values().cloned().collect(),

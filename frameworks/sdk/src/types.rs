@@ -12,6 +12,8 @@ pub struct Offer {
     pub hostname: String,
     pub resources: Resources,
     pub attributes: Vec<(String, String)>,
+    /// The role the resources are reserved for; `*` when unreserved.
+    pub role: String,
 }
 
 impl Offer {
@@ -32,6 +34,11 @@ impl TryFrom<pb::Offer> for Offer {
             hostname: o.hostname,
             resources: convert::resources("offer.resources", o.resources.as_ref())?,
             attributes: convert::attributes(&o.attributes)?,
+            role: if o.role.is_empty() {
+                agora_core::info::DEFAULT_ROLE.to_string()
+            } else {
+                o.role
+            },
         })
     }
 }

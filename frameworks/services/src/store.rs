@@ -217,6 +217,7 @@ mod tests {
             hostname: format!("h-{id}"),
             resources: agora_core::Resources::parse(&format!("cpus:{cpus};mem:4096")).unwrap(),
             attributes: vec![],
+            role: "*".into(),
         }
     }
 

@@ -28,6 +28,7 @@ impl Master {
             a.resources = info.resources.clone();
             a.attributes = info.attributes.clone();
             a.endpoint = info.endpoint;
+            a.role = info.role.clone();
             a.conn = Some(conn);
             self.agents.insert(id.clone(), a);
             self.agent_conns.insert(conn, id.clone());
@@ -38,6 +39,7 @@ impl Master {
                     hostname: info.hostname,
                     resources: info.resources,
                     attributes: info.attributes,
+                    role: info.role,
                     unreachable_since: None,
                 }),
                 Some(Pending::AdmitAgent { conn, agent: id }),
@@ -106,7 +108,19 @@ impl Master {
 
         // ---- registry
         let known = self.agents.contains_key(&id);
-        if !known {
+        // A known agent whose role changed (restarted with another `--role`
+        // or `--public`): accepted, unlike Mesos, which refuses changed
+        // resources. Its tasks keep running (their frameworks hold them
+        // whatever the role); new offers follow the new role. The registry
+        // keeps the new role so a restarted master shows it.
+        let role_changed = self
+            .agents
+            .get(&id)
+            .is_some_and(|a| a.role != info.role);
+        if role_changed {
+            tracing::info!(agent_id = %id, role = %info.role, "agent re-registered with another role");
+        }
+        if !known || role_changed {
             // Unknown to this master's registry (e.g. registry lost): admit it again.
             out.push(Output::Persist(
                 RegistryOp::Admit(RegisteredAgent {
@@ -114,6 +128,7 @@ impl Master {
                     hostname: info.hostname.clone(),
                     resources: info.resources.clone(),
                     attributes: info.attributes.clone(),
+                    role: info.role.clone(),
                     unreachable_since: None,
                 }),
                 None,
@@ -160,6 +175,7 @@ impl Master {
         agent.resources = info.resources.clone();
         agent.attributes = info.attributes;
         agent.endpoint = info.endpoint;
+        agent.role = info.role.clone();
         agent.conn = Some(conn);
         agent.last_seen = now;
         agent.unreachable_at = None;
@@ -357,7 +373,10 @@ impl Master {
                 out,
             );
         }
-        match self.allocator.add_agent(id.clone(), info.resources, &used) {
+        match self
+            .allocator
+            .add_agent_reserved(id.clone(), Some(&info.role), info.resources, &used)
+        {
             Ok(()) => {
                 if let Some(a) = self.agents.get_mut(&id) {
                     a.in_allocator = true;
@@ -411,13 +430,18 @@ impl Master {
                 a.last_seen = now;
                 a.registered_at = Some(wall);
                 let resources = a.resources.clone();
+                let role = a.role.clone();
                 let add = !a.in_allocator;
                 a.in_allocator = true;
                 match step {
                     Ok(s) => a.state = s,
                     Err(e) => self.illegal("agent", agent.as_str(), &e),
                 }
-                if add && let Err(e) = self.allocator.add_agent(agent.clone(), resources, &[]) {
+                if add
+                    && let Err(e) =
+                        self.allocator
+                            .add_agent_reserved(agent.clone(), Some(&role), resources, &[])
+                {
                     tracing::error!(agent_id = %agent, error = %e, "allocator refused agent");
                 }
                 out.push(Output::ToAgent(

@@ -165,6 +165,8 @@ struct Agent {
     resources: Resources,
     attributes: Vec<(String, String)>,
     endpoint: String,
+    /// The role its resources are reserved for (`*`: unreserved).
+    role: String,
     state: AgentState,
     conn: Option<ConnId>,
     last_seen: Instant,
@@ -189,6 +191,7 @@ impl Agent {
             resources: Resources::default(),
             attributes: Vec::new(),
             endpoint: String::new(),
+            role: agora_core::info::DEFAULT_ROLE.to_string(),
             state,
             conn: None,
             last_seen: now,
@@ -449,6 +452,7 @@ impl Master {
             a.hostname = r.hostname;
             a.resources = r.resources;
             a.attributes = r.attributes;
+            a.role = r.role;
             m.agents.insert(r.id, a);
         }
         m

@@ -85,6 +85,7 @@ impl Master {
                     state: a.state,
                     endpoint: a.endpoint.clone(),
                     attributes: a.attributes.iter().cloned().collect(),
+                    role: a.role.clone(),
                     resources: ResourcesView::from(&a.resources),
                     used_resources: ResourcesView::from(&a_used),
                     offered_resources: ResourcesView::from(&a_offered),

@@ -10,15 +10,19 @@ use std::time::Duration;
 
 // ---------------------------------------------------------- frameworks, agents
 
+/// A role name: empty means `*`; anything else must be `*` or id-like.
+fn role(field: &str, role: String) -> Result<String, Invalid> {
+    if role.is_empty() {
+        return Ok(DEFAULT_ROLE.to_string());
+    }
+    if role != DEFAULT_ROLE {
+        id_field("role", &role).map_err(at(field))?;
+    }
+    Ok(role)
+}
+
 pub fn framework_info(field: &str, f: pb::FrameworkInfo) -> Result<FrameworkInfo, Invalid> {
-    let role = if f.role.is_empty() {
-        DEFAULT_ROLE.to_string()
-    } else {
-        if f.role != DEFAULT_ROLE {
-            id_field("role", &f.role).map_err(at(field))?;
-        }
-        f.role
-    };
+    let role = role(field, f.role)?;
     if f.name.len() > 1024 {
         return Err(Invalid::new(format!("{field}.name"), "at most 1024 bytes"));
     }
@@ -81,6 +85,7 @@ pub fn agent_info(field: &str, a: pb::AgentInfo) -> Result<AgentInfo, Invalid> {
         resources: resources("resources", a.resources.as_ref()).map_err(at(field))?,
         attributes: attributes(&a.attributes)?,
         endpoint: a.endpoint,
+        role: role(field, a.role)?,
     })
 }
 
@@ -92,6 +97,7 @@ impl From<AgentInfo> for pb::AgentInfo {
             resources: Some((&a.resources).into()),
             attributes: to_attributes(a.attributes),
             endpoint: a.endpoint,
+            role: a.role,
         }
     }
 }
@@ -111,6 +117,7 @@ impl From<OfferInfo> for pb::Offer {
             hostname: o.hostname,
             resources: Some((&o.resources).into()),
             attributes: to_attributes(o.attributes),
+            role: o.role,
         }
     }
 }
@@ -123,6 +130,7 @@ pub fn offer_info(field: &str, o: pb::Offer) -> Result<OfferInfo, Invalid> {
         hostname: o.hostname,
         resources: resources("resources", o.resources.as_ref()).map_err(at(field))?,
         attributes: attributes(&o.attributes)?,
+        role: role(field, o.role)?,
     })
 }
 

@@ -56,6 +56,7 @@ fn big_offer(k: usize) -> Offer {
         hostname: "h".into(),
         resources: Resources::parse("cpus:1000;mem:100000").unwrap(),
         attributes: vec![],
+        role: "*".into(),
     }
 }
 

@@ -135,6 +135,7 @@ fn offer(id: &str) -> Offer {
         hostname: "h".into(),
         resources: Resources::parse("cpus:4;mem:1024").unwrap(),
         attributes: vec![],
+        role: "*".into(),
     }
 }
 
