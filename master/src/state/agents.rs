@@ -375,7 +375,7 @@ impl Master {
         }
         match self
             .allocator
-            .add_agent_reserved(id.clone(), Some(&info.role), info.resources, &used)
+            .add_agent_reserved(id.clone(), Some(info.role.as_str()), info.resources, &used)
         {
             Ok(()) => {
                 if let Some(a) = self.agents.get_mut(&id) {
@@ -440,7 +440,7 @@ impl Master {
                 if add
                     && let Err(e) =
                         self.allocator
-                            .add_agent_reserved(agent.clone(), Some(&role), resources, &[])
+                            .add_agent_reserved(agent.clone(), Some(role.as_str()), resources, &[])
                 {
                     tracing::error!(agent_id = %agent, error = %e, "allocator refused agent");
                 }

@@ -389,6 +389,26 @@ impl Master {
         self.agents.get(id).map(|a| a.state)
     }
 
+    /// The role an agent's resources are reserved for, as the master and
+    /// its allocator hold it (`*`: unreserved) (tests).
+    pub fn agent_role(&self, id: &AgentId) -> Option<(String, Option<String>)> {
+        let a = self.agents.get(id)?;
+        Some((
+            a.role.clone(),
+            self.allocator.agent_role(id).map(str::to_string),
+        ))
+    }
+
+    /// Test hook for the ACCEPT defence: changes an agent's role in the
+    /// master's record only, leaving its offers outstanding, as a bug
+    /// elsewhere would. Never called outside tests.
+    #[doc(hidden)]
+    pub fn test_only_set_agent_role(&mut self, id: &AgentId, role: &str) {
+        if let Some(a) = self.agents.get_mut(id) {
+            a.role = role.to_string();
+        }
+    }
+
     /// A framework's lifecycle state, `Completed` once torn down and still
     /// remembered (tests).
     pub fn framework_state(&self, id: &FrameworkId) -> Option<FrameworkState> {
