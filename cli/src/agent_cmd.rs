@@ -326,7 +326,10 @@ mod tests {
         assert_eq!(r, "public");
         assert_eq!(
             a,
-            vec![("zone".into(), "a".into()), ("public".into(), "true".into())]
+            vec![
+                ("zone".into(), "a".into()),
+                ("public".into(), "true".into())
+            ]
         );
         // The operator's own `public=` wins.
         let (r, a) = role("public", true, "public=edge").unwrap();

@@ -119,10 +119,7 @@ async fn public_apps_land_on_public_agents_and_default_apps_on_private_ones() {
         }
         v
     };
-    for def in [
-        app("/edge", Some(json!(["public"]))),
-        app("/backend", None),
-    ] {
+    for def in [app("/edge", Some(json!(["public"]))), app("/backend", None)] {
         let (code, body) = s.req("POST", "/v2/apps", Some(def)).await;
         assert_eq!(code, 201, "{body}");
     }

@@ -690,7 +690,13 @@ impl Allocator {
 
     /// The first framework of role `r`, in its DRF order, that may take
     /// `free` of agent `ai` (reserved for `r`): other roles are never asked.
-    fn pick_in_role(&mut self, ai: usize, r: usize, free: &Resources, now: Instant) -> Option<usize> {
+    fn pick_in_role(
+        &mut self,
+        ai: usize,
+        r: usize,
+        free: &Resources,
+        now: Instant,
+    ) -> Option<usize> {
         let a = self.agents[ai].as_mut()?;
         let order = &self.roles[r].order;
         if a.filters.is_empty() {

@@ -106,7 +106,9 @@ impl Model {
 
     /// Whether `f` may be offered `a`'s resources at all (reservations).
     fn may_use(&self, f: &FrameworkId, a: &AgentId) -> bool {
-        self.reserved.get(a).is_none_or(|r| self.roles.get(f) == Some(r))
+        self.reserved
+            .get(a)
+            .is_none_or(|r| self.roles.get(f) == Some(r))
     }
 }
 

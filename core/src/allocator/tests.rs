@@ -514,9 +514,18 @@ fn reserved_resources_are_offered_only_to_their_role() {
     // Only a framework of another role: the public agent is never offered.
     a.add_framework("web".into(), "*", true).unwrap();
     assert_eq!(offered(&mut a, now), vec![pair("web", "priv")]);
-    a.recover(&"web".into(), &"priv".into(), &res(4.0, 4096), Some((now, Duration::from_secs(60))))
-        .unwrap();
-    assert_eq!(offered(&mut a, now), vec![], "filtered on priv, and pub is not its role");
+    a.recover(
+        &"web".into(),
+        &"priv".into(),
+        &res(4.0, 4096),
+        Some((now, Duration::from_secs(60))),
+    )
+    .unwrap();
+    assert_eq!(
+        offered(&mut a, now),
+        vec![],
+        "filtered on priv, and pub is not its role"
+    );
     // A framework of role `public`: it gets the public agent, and the
     // unreserved one too (web declined it).
     a.add_framework("edge".into(), "public", true).unwrap();
@@ -548,12 +557,21 @@ fn reserved_agent_waits_for_a_framework_of_its_role() {
     assert_eq!(offered(&mut a, now), vec![]);
     a.add_framework("p".into(), "public", true).unwrap();
     a.suppress(&"p".into()).unwrap();
-    assert_eq!(offered(&mut a, now), vec![], "its only framework is suppressed");
+    assert_eq!(
+        offered(&mut a, now),
+        vec![],
+        "its only framework is suppressed"
+    );
     a.revive(&"p".into()).unwrap();
     assert_eq!(offered(&mut a, now), vec![pair("p", "pub")]);
     // Declined with a filter by every framework of the role: nobody.
-    a.recover(&"p".into(), &"pub".into(), &res(2.0, 1024), Some((now, Duration::from_secs(5))))
-        .unwrap();
+    a.recover(
+        &"p".into(),
+        &"pub".into(),
+        &res(2.0, 1024),
+        Some((now, Duration::from_secs(5))),
+    )
+    .unwrap();
     assert_eq!(offered(&mut a, now), vec![]);
     assert_eq!(
         offered(&mut a, now + Duration::from_secs(6)),

@@ -33,7 +33,10 @@ impl Allocator {
     /// The role an agent's resources are reserved for (`None`: unreserved,
     /// or an unknown agent).
     pub fn agent_role(&self, id: &AgentId) -> Option<&str> {
-        self.agents[self.agent_idx(id).ok()?].as_ref()?.reserved.as_deref()
+        self.agents[self.agent_idx(id).ok()?]
+            .as_ref()?
+            .reserved
+            .as_deref()
     }
 
     /// Role names with their weights.

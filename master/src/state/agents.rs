@@ -113,10 +113,7 @@ impl Master {
         // resources. Its tasks keep running (their frameworks hold them
         // whatever the role); new offers follow the new role. The registry
         // keeps the new role so a restarted master shows it.
-        let role_changed = self
-            .agents
-            .get(&id)
-            .is_some_and(|a| a.role != info.role);
+        let role_changed = self.agents.get(&id).is_some_and(|a| a.role != info.role);
         if role_changed {
             tracing::info!(agent_id = %id, role = %info.role, "agent re-registered with another role");
         }
@@ -373,10 +370,12 @@ impl Master {
                 out,
             );
         }
-        match self
-            .allocator
-            .add_agent_reserved(id.clone(), Some(info.role.as_str()), info.resources, &used)
-        {
+        match self.allocator.add_agent_reserved(
+            id.clone(),
+            Some(info.role.as_str()),
+            info.resources,
+            &used,
+        ) {
             Ok(()) => {
                 if let Some(a) = self.agents.get_mut(&id) {
                     a.in_allocator = true;
@@ -438,9 +437,12 @@ impl Master {
                     Err(e) => self.illegal("agent", agent.as_str(), &e),
                 }
                 if add
-                    && let Err(e) =
-                        self.allocator
-                            .add_agent_reserved(agent.clone(), Some(role.as_str()), resources, &[])
+                    && let Err(e) = self.allocator.add_agent_reserved(
+                        agent.clone(),
+                        Some(role.as_str()),
+                        resources,
+                        &[],
+                    )
                 {
                     tracing::error!(agent_id = %agent, error = %e, "allocator refused agent");
                 }

@@ -125,7 +125,10 @@ pub fn after_step(sim: &Sim) -> Result<(), String> {
         for (oid, _, _) in sim.m.outstanding_offers(id) {
             let host = sim.offer_hosts.get(&oid);
             let Some(a) = sim.agents.iter().find(|a| Some(&a.name) == host) else {
-                return Err(format!("outstanding offer {oid} of {} was never sent", f.name));
+                return Err(format!(
+                    "outstanding offer {oid} of {} was never sent",
+                    f.name
+                ));
             };
             if !may_use(&a.registered_role, &f.role) {
                 return Err(format!(

@@ -415,7 +415,10 @@ fn accepted_resource_roles(o: &Obj, e: &mut Errors) -> Vec<String> {
     let mut roles = Vec::new();
     for (path, v) in items {
         match v.as_str() {
-            None => e.push(&path, "must be a string (a role name, or \"*\" for unreserved resources)"),
+            None => e.push(
+                &path,
+                "must be a string (a role name, or \"*\" for unreserved resources)",
+            ),
             Some(r) if r == agora_core::info::DEFAULT_ROLE => roles.push(r.to_string()),
             Some(r) => match agora_core::ids::validate_id("a role name", r) {
                 Ok(()) => roles.push(r.to_string()),

@@ -36,8 +36,14 @@ fn accepted_resource_roles_are_parsed_and_round_trip() {
         json!({"acceptedResourceRoles": ["public", "*", "public"]}),
     ))
     .unwrap();
-    assert_eq!(a.accepted_resource_roles, vec!["*".to_string(), "public".into()]);
-    assert_eq!(a.to_marathon()["acceptedResourceRoles"], json!(["*", "public"]));
+    assert_eq!(
+        a.accepted_resource_roles,
+        vec!["*".to_string(), "public".into()]
+    );
+    assert_eq!(
+        a.to_marathon()["acceptedResourceRoles"],
+        json!(["*", "public"])
+    );
     assert_eq!(parse_app(&a.to_marathon()).unwrap(), a);
     let stored: App = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
     assert_eq!(stored, a);
@@ -52,12 +58,36 @@ fn accepted_resource_roles_are_parsed_and_round_trip() {
 #[test]
 fn bad_accepted_resource_roles_are_422s_naming_the_field() {
     for (patch, path, says) in [
-        (json!({"acceptedResourceRoles": []}), "/acceptedResourceRoles", "must not be empty"),
-        (json!({"acceptedResourceRoles": "public"}), "/acceptedResourceRoles", "must be an array"),
-        (json!({"acceptedResourceRoles": [7]}), "/acceptedResourceRoles/0", "must be a string"),
-        (json!({"acceptedResourceRoles": ["*", ""]}), "/acceptedResourceRoles/1", "must not be empty"),
-        (json!({"acceptedResourceRoles": ["a b"]}), "/acceptedResourceRoles/0", "contains ' '"),
-        (json!({"acceptedResourceRoles": [".."]}), "/acceptedResourceRoles/0", "only dots"),
+        (
+            json!({"acceptedResourceRoles": []}),
+            "/acceptedResourceRoles",
+            "must not be empty",
+        ),
+        (
+            json!({"acceptedResourceRoles": "public"}),
+            "/acceptedResourceRoles",
+            "must be an array",
+        ),
+        (
+            json!({"acceptedResourceRoles": [7]}),
+            "/acceptedResourceRoles/0",
+            "must be a string",
+        ),
+        (
+            json!({"acceptedResourceRoles": ["*", ""]}),
+            "/acceptedResourceRoles/1",
+            "must not be empty",
+        ),
+        (
+            json!({"acceptedResourceRoles": ["a b"]}),
+            "/acceptedResourceRoles/0",
+            "contains ' '",
+        ),
+        (
+            json!({"acceptedResourceRoles": [".."]}),
+            "/acceptedResourceRoles/0",
+            "only dots",
+        ),
     ] {
         let errs = parse_app(&with(patch.clone())).unwrap_err();
         let e = errs
@@ -73,7 +103,10 @@ fn bad_accepted_resource_roles_are_422s_naming_the_field() {
 fn stored_apps_without_accepted_resource_roles_load_unreserved_only() {
     let a = parse_app(&with(json!({}))).unwrap();
     let mut row = serde_json::to_value(&a).unwrap();
-    row.as_object_mut().unwrap().remove("acceptedResourceRoles").unwrap();
+    row.as_object_mut()
+        .unwrap()
+        .remove("acceptedResourceRoles")
+        .unwrap();
     let old: App = serde_json::from_value(row).unwrap();
     assert_eq!(old.accepted_resource_roles, vec!["*".to_string()]);
     assert_eq!(old, a);

@@ -656,8 +656,10 @@ fn public_apps_launch_only_on_public_offers() {
     let mut s = Services::new();
     s.set_role("public");
     s.put_app(
-        app(json!({"id": "edge", "cmd": "x", "instances": 2, "cpus": 1, "mem": 16,
-            "acceptedResourceRoles": ["public"]})),
+        app(
+            json!({"id": "edge", "cmd": "x", "instances": 2, "cpus": 1, "mem": 16,
+            "acceptedResourceRoles": ["public"]}),
+        ),
         false,
     );
     let acts = s.offers(vec![offer_of_role("1", "h1", "cpus:4;mem:1024", "*")]);
@@ -692,8 +694,10 @@ fn apps_accepting_both_roles_use_both_kinds_of_offers() {
     let mut s = Services::new();
     s.set_role("public");
     s.put_app(
-        app(json!({"id": "any", "cmd": "x", "instances": 2, "cpus": 1, "mem": 16,
-            "acceptedResourceRoles": ["*", "public"]})),
+        app(
+            json!({"id": "any", "cmd": "x", "instances": 2, "cpus": 1, "mem": 16,
+            "acceptedResourceRoles": ["*", "public"]}),
+        ),
         false,
     );
     // Each offer fits one instance: both are used.
@@ -722,7 +726,10 @@ fn roles_the_framework_is_never_offered_are_refused_saying_how_to_fix_it() {
         let e = s.check_roles(a).unwrap_err();
         assert_eq!(e[0].path, "/acceptedResourceRoles");
         let m = &e[0].errors[0];
-        assert!(m.contains("\"public\"") && m.contains("--role public"), "{m}");
+        assert!(
+            m.contains("\"public\"") && m.contains("--role public"),
+            "{m}"
+        );
         assert!(m.contains("possible roles are [\"*\"]"), "{m}");
     }
     // Role `public`: `*` and `public`.
