@@ -53,9 +53,22 @@ pub struct AgentArgs {
     #[arg(long, env = "AGORA_RESOURCES")]
     pub resources: Option<String>,
 
-    /// Attributes, e.g. zone=a,public=true.
+    /// Attributes, e.g. zone=a,rack=r1.
     #[arg(long, env = "AGORA_ATTRIBUTES", default_value = "")]
     pub attributes: String,
+
+    /// Reserve all of this agent's resources for one role (Mesos
+    /// `--default_role`): only frameworks of that role are offered them.
+    /// `*` (the default) leaves them unreserved, offered to every role.
+    #[arg(long, env = "AGORA_ROLE", default_value = "*", value_name = "ROLE")]
+    pub role: String,
+
+    /// A public agent (Mesos `slave_public`): reserves its resources for
+    /// role `public` (same as `--role public`) and adds the attribute
+    /// `public=true` unless --attributes sets `public`. Only apps with
+    /// `acceptedResourceRoles: ["public"]` land there.
+    #[arg(long, env = "AGORA_PUBLIC")]
+    pub public: bool,
 
     /// Which runtime runs tasks.
     #[arg(long, env = "AGORA_RUNTIME", value_enum, default_value = "docker")]
@@ -101,6 +114,35 @@ pub fn parse_attributes(s: &str) -> Result<Vec<(String, String)>> {
         out.push((k.trim().to_string(), v.trim().to_string()));
     }
     Ok(out)
+}
+
+/// The role an agent reserves its resources for, from `--role` and
+/// `--public`; `--public` also adds the attribute `public=true` unless the
+/// operator set `public` already.
+pub fn agent_role(
+    role: &str,
+    public: bool,
+    attributes: &mut Vec<(String, String)>,
+) -> Result<String> {
+    use agora_core::info::{DEFAULT_ROLE, PUBLIC_ROLE};
+    let role = role.trim();
+    let role = if role.is_empty() { DEFAULT_ROLE } else { role };
+    if role != DEFAULT_ROLE {
+        agora_core::ids::validate_id("--role", role).map_err(anyhow::Error::msg)?;
+    }
+    if !public {
+        return Ok(role.to_string());
+    }
+    if role != DEFAULT_ROLE && role != PUBLIC_ROLE {
+        bail!(
+            "--public reserves the agent's resources for role {PUBLIC_ROLE:?}, but --role says {role:?}: \
+             give one of them (--public is the same as --role {PUBLIC_ROLE} plus the attribute public=true)"
+        );
+    }
+    if !attributes.iter().any(|(k, _)| k == "public") {
+        attributes.push(("public".into(), "true".into()));
+    }
+    Ok(PUBLIC_ROLE.to_string())
 }
 
 pub fn master_url(m: &str) -> String {
@@ -163,10 +205,13 @@ impl AgentArgs {
             Some(r) => Resources::parse(r).context("--resources")?,
             None => detect_resources(&work_dir),
         };
+        let mut attributes = parse_attributes(&self.attributes).context("--attributes")?;
+        let role = agent_role(&self.role, self.public, &mut attributes)?;
         Ok(AgentConfig {
             hostname: self.hostname.clone().unwrap_or_else(hostname),
             resources,
-            attributes: parse_attributes(&self.attributes).context("--attributes")?,
+            attributes,
+            role,
             status_retry_min: self.status_retry,
             usage_interval: self.usage_interval,
             work_dir: (self.runtime != RuntimeKind::Hollow).then_some(work_dir),
@@ -305,4 +350,47 @@ pub async fn run(args: AgentArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn role(role: &str, public: bool, attrs: &str) -> Result<(String, Vec<(String, String)>)> {
+        let mut a = parse_attributes(attrs)?;
+        let r = agent_role(role, public, &mut a)?;
+        Ok((r, a))
+    }
+
+    #[test]
+    fn public_reserves_for_role_public_and_adds_the_attribute() {
+        let (r, a) = role("*", true, "zone=a").unwrap();
+        assert_eq!(r, "public");
+        assert_eq!(
+            a,
+            vec![
+                ("zone".into(), "a".into()),
+                ("public".into(), "true".into())
+            ]
+        );
+        // The operator's own `public=` wins.
+        let (r, a) = role("public", true, "public=edge").unwrap();
+        assert_eq!(r, "public");
+        assert_eq!(a, vec![("public".into(), "edge".into())]);
+    }
+
+    #[test]
+    fn role_without_public_adds_no_attribute() {
+        assert_eq!(role("*", false, "").unwrap(), ("*".into(), vec![]));
+        assert_eq!(role("", false, "").unwrap(), ("*".into(), vec![]));
+        assert_eq!(role("batch", false, "").unwrap(), ("batch".into(), vec![]));
+    }
+
+    #[test]
+    fn public_with_another_role_or_a_bad_role_is_refused() {
+        let e = role("batch", true, "").unwrap_err().to_string();
+        assert!(e.contains("--public") && e.contains("--role"), "{e}");
+        let e = role("a b", false, "").unwrap_err().to_string();
+        assert!(e.contains("--role"), "{e}");
+    }
 }

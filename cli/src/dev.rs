@@ -141,6 +141,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         hostname: None,
         resources: args.resources.clone(),
         attributes: String::new(),
+        role: "*".into(),
+        public: false,
         runtime,
         default_image: args.default_image.clone(),
         hollow_start_delay: args.hollow_start_delay,

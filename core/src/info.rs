@@ -45,6 +45,9 @@ pub struct AgentInfo {
     /// ports are bound there and routers reach its instances there. `None`
     /// from agents that do not send one (then the hostname stands for it).
     pub address: Option<std::net::IpAddr>,
+    /// The role all its resources are statically reserved for (Mesos
+    /// `--default_role`); [`DEFAULT_ROLE`] (`*`) when unreserved.
+    pub role: String,
 }
 
 /// What to run.
@@ -220,7 +223,14 @@ pub struct OfferInfo {
     pub attributes: Vec<(String, String)>,
     /// The agent's internal address ([`AgentInfo::address`]).
     pub address: Option<std::net::IpAddr>,
+    /// The role the offered resources are reserved for; [`DEFAULT_ROLE`]
+    /// (`*`) when they are unreserved.
+    pub role: String,
 }
+
+/// The role that public agents reserve their resources for (Mesos and
+/// DC/OS: `slave_public`); `agora agent --public` uses it.
+pub const PUBLIC_ROLE: &str = "public";
 
 /// How long declined (or unused) resources stay away from a framework.
 #[derive(Clone, Copy, Debug, PartialEq, Default)]

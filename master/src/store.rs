@@ -18,8 +18,16 @@ pub struct RegisteredAgent {
     pub hostname: String,
     pub resources: Resources,
     pub attributes: Vec<(String, String)>,
+    /// The role its resources are reserved for (`*`: unreserved; absent in
+    /// entries written before reservations existed).
+    #[serde(default = "unreserved")]
+    pub role: String,
     /// Seconds since the Unix epoch when it was marked unreachable.
     pub unreachable_since: Option<u64>,
+}
+
+fn unreserved() -> String {
+    agora_core::info::DEFAULT_ROLE.to_string()
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -183,6 +191,7 @@ mod tests {
             hostname: "h".into(),
             resources: Resources::parse("cpus:2;mem:100;ports:[1-5]").unwrap(),
             attributes: vec![("zone".into(), "a".into())],
+            role: "public".into(),
             unreachable_since: None,
         }
     }

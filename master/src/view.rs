@@ -32,6 +32,10 @@ pub struct ClusterResources {
     pub offered: ResourcesView,
 }
 
+fn unreserved() -> String {
+    agora_core::info::DEFAULT_ROLE.to_string()
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct AgentView {
     pub id: String,
@@ -42,6 +46,9 @@ pub struct AgentView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     pub attributes: BTreeMap<String, String>,
+    /// The role its resources are reserved for (`*`: unreserved).
+    #[serde(default = "unreserved")]
+    pub role: String,
     pub resources: ResourcesView,
     pub used_resources: ResourcesView,
     pub offered_resources: ResourcesView,

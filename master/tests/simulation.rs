@@ -29,7 +29,12 @@ fn add_agent(sim: &mut Sim) -> Result<(), String> {
     let n = sim.agents.len();
     let cpus = 2 + sim.rng.below(3) as u32;
     let mem = 512 + 256 * sim.rng.below(4) as u64;
-    sim.agents.push(SimAgent::new(n, cpus, mem));
+    let mut a = SimAgent::new(n, cpus, mem);
+    // Half of them reserved for one of the frameworks' roles.
+    if sim.rng.chance(50) {
+        a.role = sim::ROLES[sim.rng.below(sim::ROLES.len())].into();
+    }
+    sim.agents.push(a);
     agent::connect(sim, n)
 }
 
@@ -153,6 +158,11 @@ fn step(sim: &mut Sim) -> Result<(), String> {
         83 if nf > 0 => framework::set_suppressed(sim, f, false),
         84 if nf > 0 && sim.rng.chance(20) => framework::teardown(sim, f),
         85 => sim.tick(60_000),
+        86 if na > 0 && sim.rng.chance(30) => {
+            // An agent restarts reserved for another role (or unreserved).
+            let role = sim::ROLES[sim.rng.below(sim::ROLES.len())];
+            agent::change_role(sim, a, role)
+        }
         _ => sim.tick(200),
     }
 }
@@ -776,4 +786,84 @@ fn unreachable_agents_stay_unreachable_across_a_restart() {
     sim.tick(sim.cfg.agent_gc_after.as_millis() as u64 / 2 + 1000)
         .unwrap();
     assert_eq!(sim.m.agent_state(&aid), None);
+}
+
+/// An agent restarted in another role is accepted: its tasks keep running
+/// with their framework (of another role), its offers go to the new role's
+/// frameworks only from then on, and a restarted master knows the role
+/// from its registry.
+#[test]
+fn an_agent_reregistering_in_another_role_keeps_its_tasks_and_offers_follow_the_role() {
+    let mut sim = small(true, 2);
+    assert_eq!(sim.fws[0].role, "*");
+    let before = task_ids(&sim);
+    let aid = sim.agents[0].id.clone().unwrap();
+    assert_eq!(sim.m.agent_role(&aid), Some(("*".into(), None)));
+    // A framework of role `web` (fw1), satisfied with nothing for now.
+    sim.fws
+        .push(SimFramework::new(1, true, 0, Duration::from_secs(3600)));
+    assert_eq!(sim.fws[1].role, "web");
+    framework::subscribe(&mut sim, 1).unwrap();
+
+    agent::change_role(&mut sim, 0, "web").unwrap();
+    assert_eq!(
+        sim.m.agent_role(&aid),
+        Some(("web".into(), Some("web".into())))
+    );
+    // fw0 (role `*`) now wants more, fw1 (role `web`) too: only fw1 is
+    // offered the agent (checked after every step), and launches there.
+    framework::scale(&mut sim, 0, 3).unwrap();
+    framework::scale(&mut sim, 1, 2).unwrap();
+    for _ in 0..20 {
+        sim.deliver_all().unwrap();
+        sim.tick(500).unwrap();
+    }
+    assert_eq!(task_ids(&sim), before, "fw0 keeps its tasks, gets no more");
+    assert_eq!(sim.fws[1].tasks.len(), 2, "{:?}", sim.log);
+    let fw0 = sim.fws[0].id.clone().unwrap();
+    assert!(sim.m.outstanding_offers(&fw0).is_empty());
+
+    sim.restart_master().unwrap();
+    assert_eq!(sim.m.agent_role(&aid).map(|r| r.0), Some("web".into()));
+    check::settle(&mut sim).unwrap();
+    assert_eq!(task_ids(&sim), before);
+}
+
+/// Defence in depth: an ACCEPT of an offer whose agent is reserved for
+/// another role is refused (offers never carry such resources; the test
+/// hook changes the agent's role behind the offer's back).
+#[test]
+fn an_accept_of_resources_reserved_for_another_role_is_refused() {
+    let mut sim = small(true, 0);
+    let fid = sim.fws[0].id.clone().unwrap();
+    framework::set_suppressed(&mut sim, 0, false).unwrap();
+    sim.tick(1000).unwrap();
+    let (oid, aid, _) = sim.m.outstanding_offers(&fid).remove(0);
+    sim.m.test_only_set_agent_role(&aid, "web");
+    let mut out = vec![];
+    let r = sim.m.accept(
+        Accept {
+            framework_id: fid.clone(),
+            offer_ids: vec![oid],
+            tasks: vec![TaskInfo::new(TaskId::new("t"), sim::task_resources())],
+            filters: Filters::default(),
+        },
+        sim.now,
+        &mut out,
+    );
+    let e = r.expect_err("launched on resources reserved for another role");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("reserved for role \"web\"") && msg.contains("of role \"*\""),
+        "{msg}"
+    );
+    let errors: Vec<TaskState> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToFramework(_, Event::Update(s)) => Some(s.state),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(errors, vec![TaskState::Error]);
+    assert_eq!(sim.m.task_state(&fid, &TaskId::new("t")), None);
 }

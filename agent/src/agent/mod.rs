@@ -44,6 +44,8 @@ pub struct AgentConfig {
     /// separately) and routers reach its instances there. `None`: not
     /// advertised (frameworks fall back to the hostname).
     pub address: Option<std::net::IpAddr>,
+    /// The role all its resources are reserved for (`*`: unreserved).
+    pub role: String,
     /// First retry delay for an unacknowledged status update (Mesos: 10 s).
     pub status_retry_min: Duration,
     /// Retry delay cap (Mesos: 10 min).
@@ -69,6 +71,7 @@ impl Default for AgentConfig {
             attributes: Vec::new(),
             endpoint: String::new(),
             address: None,
+            role: agora_core::info::DEFAULT_ROLE.to_string(),
             status_retry_min: Duration::from_secs(2),
             status_retry_max: Duration::from_secs(60),
             reconnect_min: Duration::from_millis(200),
@@ -389,6 +392,7 @@ impl Agent {
                     .address
                     .map(|ip| ip.to_string())
                     .unwrap_or_default(),
+                role: self.cfg.role.clone(),
             }),
             tasks,
             frameworks: self.frameworks.values().cloned().collect(),

@@ -66,6 +66,8 @@ impl LocalCluster {
             hostname: Some(hostname.into()),
             resources: Some(resources),
             attributes: String::new(),
+            role: "*".into(),
+            public: false,
             runtime,
             default_image: image.to_string(),
             gc_delay: Duration::from_secs(3600),

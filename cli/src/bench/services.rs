@@ -110,6 +110,7 @@ fn measure(args: &ServicesArgs, dir: &std::path::Path) -> Result<()> {
             address: None,
             resources: res.clone(),
             attributes: vec![],
+            role: "*".into(),
         }]);
     }
     let place_ms = t.elapsed().as_secs_f64() * 1000.0;

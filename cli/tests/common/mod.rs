@@ -314,10 +314,17 @@ pub struct ServicesProc {
     pub addr: String,
     master: String,
     data: std::path::PathBuf,
+    /// More arguments for `agora services` (e.g. `--role public`).
+    extra: Vec<String>,
 }
 
 impl ServicesProc {
     pub fn start(master: &str) -> ServicesProc {
+        Self::start_with(master, &[])
+    }
+
+    /// [`ServicesProc::start`] with more arguments.
+    pub fn start_with(master: &str, extra: &[&str]) -> ServicesProc {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -330,6 +337,7 @@ impl ServicesProc {
             addr: format!("127.0.0.1:{port}"),
             master: master.into(),
             data,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         s.spawn();
         s
@@ -340,6 +348,7 @@ impl ServicesProc {
             .args(["services", "--master", &self.master, "--listen", &self.addr])
             .arg("--data-dir")
             .arg(&self.data)
+            .args(&self.extra)
             .env("AGORA_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -103,6 +103,10 @@ struct AgentSlot {
     active: bool,
     /// Decline filters of frameworks on this agent.
     filters: AgentFilters,
+    /// The role its resources are statically reserved for (Mesos
+    /// `--default_role`): only frameworks of that role are offered them.
+    /// `None`: unreserved (`*`), offered to every role.
+    reserved: Option<Box<str>>,
 }
 
 impl AgentSlot {
@@ -196,12 +200,26 @@ impl Allocator {
 
     // ------------------------------------------------------------ agents
 
-    /// Adds an agent. `used` lists resources already held by frameworks
-    /// there (tasks that survived a master restart); those frameworks must be
-    /// added first.
+    /// Adds an unreserved agent. `used` lists resources already held by
+    /// frameworks there (tasks that survived a master restart); those
+    /// frameworks must be added first.
     pub fn add_agent(
         &mut self,
         id: AgentId,
+        total: Resources,
+        used: &[(FrameworkId, Resources)],
+    ) -> Result<(), AllocatorError> {
+        self.add_agent_reserved(id, None, total, used)
+    }
+
+    /// Adds an agent whose resources are all reserved for `role` (`None` or
+    /// `*`: unreserved). Reserved resources are offered only to frameworks
+    /// of that role (Mesos static reservation); `used` may name frameworks of
+    /// any role (tasks an agent reports after its role changed keep running).
+    pub fn add_agent_reserved(
+        &mut self,
+        id: AgentId,
+        role: Option<&str>,
         total: Resources,
         used: &[(FrameworkId, Resources)],
     ) -> Result<(), AllocatorError> {
@@ -229,6 +247,9 @@ impl Allocator {
             by_framework: Vec::new(),
             active: true,
             filters: AgentFilters::default(),
+            reserved: role
+                .filter(|r| *r != crate::info::DEFAULT_ROLE && !r.is_empty())
+                .map(Box::from),
         };
         let idx = match self.free_agent_slots.pop() {
             Some(i) => {
@@ -557,14 +578,26 @@ impl Allocator {
     /// Offers agent `ai`'s free resources to the first framework that may
     /// take them, if any.
     fn allocate_agent(&mut self, ai: usize, now: Instant, out: &mut Vec<Allocation>) {
-        let free = match self.agents[ai].as_ref() {
-            Some(a) if a.active => a.free(),
+        let (free, reserved) = match self.agents[ai].as_ref() {
+            Some(a) if a.active => (a.free(), a.reserved.as_deref()),
             _ => return,
+        };
+        // Reserved for a role: that role's slot, or nobody when no framework
+        // of the role is known.
+        let reserved = match reserved {
+            None => None,
+            Some(name) => match self.role_index.get(name) {
+                Some(&r) => Some(r),
+                None => return,
+            },
         };
         if !self.min.allows(&free) {
             return;
         }
-        let picked = self.pick(ai, &free, now);
+        let picked = match reserved {
+            None => self.pick(ai, &free, now),
+            Some(r) => self.pick_in_role(ai, r, &free, now),
+        };
         #[cfg(test)]
         assert_eq!(
             picked,
@@ -653,6 +686,24 @@ impl Allocator {
             })
             .min_by(|x, y| x.0.cmp(&y.0).then(x.1.cmp(&y.1)))
             .map(|(_, _, fi)| fi)
+    }
+
+    /// The first framework of role `r`, in its DRF order, that may take
+    /// `free` of agent `ai` (reserved for `r`): other roles are never asked.
+    fn pick_in_role(
+        &mut self,
+        ai: usize,
+        r: usize,
+        free: &Resources,
+        now: Instant,
+    ) -> Option<usize> {
+        let a = self.agents[ai].as_mut()?;
+        let order = &self.roles[r].order;
+        if a.filters.is_empty() {
+            return order.first().map(|k| k.1);
+        }
+        let covered = a.filters.covered(free, now);
+        order.iter().map(|k| k.1).find(|fi| !covered.get(*fi))
     }
 
     fn role_slot(&mut self, role: &str) -> usize {

@@ -5,11 +5,12 @@
 
 use super::*;
 use proptest::prelude::*;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 #[derive(Debug, Clone)]
 enum Op {
-    AddAgent(u8, u16),
+    /// cpus, mem, reservation (see [`reservation`]).
+    AddAgent(u8, u16, u8),
     RemoveAgent(u8),
     AddFramework(u8),
     RemoveFramework(u8),
@@ -31,7 +32,7 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        (1u8..16, 64u16..4096).prop_map(|(c, m)| Op::AddAgent(c, m)),
+        (1u8..16, 64u16..4096, any::<u8>()).prop_map(|(c, m, r)| Op::AddAgent(c, m, r)),
         any::<u8>().prop_map(Op::RemoveAgent),
         any::<u8>().prop_map(Op::AddFramework),
         any::<u8>().prop_map(Op::RemoveFramework),
@@ -62,6 +63,18 @@ fn fraction(r: &Resources, num: u8, den: u64) -> Resources {
     }
 }
 
+/// An agent's reservation: half unreserved, the rest reserved for one of the
+/// frameworks' roles `r0`..`r2` or for a role no framework has.
+fn reservation(r: u8) -> Option<String> {
+    match r % 8 {
+        0..=3 => None,
+        4 => Some("r0".into()),
+        5 => Some("r1".into()),
+        6 => Some("r2".into()),
+        _ => Some("nobody".into()),
+    }
+}
+
 fn part_of(r: &Resources, part: u8) -> Resources {
     fraction(r, part, 4)
 }
@@ -74,6 +87,10 @@ struct Model {
     suppressed: HashSet<FrameworkId>,
     inactive_fws: HashSet<FrameworkId>,
     inactive_agents: HashSet<AgentId>,
+    /// Agent → the role it is reserved for.
+    reserved: HashMap<AgentId, String>,
+    /// Framework → its role.
+    roles: HashMap<FrameworkId, String>,
 }
 
 impl Model {
@@ -85,6 +102,13 @@ impl Model {
 
     fn eligible(&self, f: &FrameworkId) -> bool {
         !self.suppressed.contains(f) && !self.inactive_fws.contains(f)
+    }
+
+    /// Whether `f` may be offered `a`'s resources at all (reservations).
+    fn may_use(&self, f: &FrameworkId, a: &AgentId) -> bool {
+        self.reserved
+            .get(a)
+            .is_none_or(|r| self.roles.get(f) == Some(r))
     }
 }
 
@@ -108,11 +132,16 @@ proptest! {
         for o in ops {
             n += 1;
             match o {
-                Op::AddAgent(c, mem) => {
+                Op::AddAgent(c, mem, role) => {
                     let id = AgentId::new(format!("a{n}"));
                     let r = Resources::new(f64::from(c), u64::from(mem), 0).unwrap()
                         .with_ports(crate::resources::Ranges::range(1000, 1000 + u32::from(c)).unwrap());
-                    a.add_agent(id.clone(), r, &[]).unwrap();
+                    let role = reservation(role);
+                    a.add_agent_reserved(id.clone(), role.as_deref(), r, &[]).unwrap();
+                    prop_assert_eq!(a.agent_role(&id), role.as_deref());
+                    if let Some(role) = role {
+                        m.reserved.insert(id.clone(), role);
+                    }
                     agents.push(id);
                 }
                 Op::RemoveAgent(i) if !agents.is_empty() => {
@@ -120,10 +149,12 @@ proptest! {
                     a.remove_agent(&id).unwrap();
                     m.filters.retain(|(_, b, _, _)| *b != id);
                     m.inactive_agents.remove(&id);
+                    m.reserved.remove(&id);
                 }
                 Op::AddFramework(r) => {
                     let id = FrameworkId::new(format!("f{n}"));
                     a.add_framework(id.clone(), &format!("r{}", r % 3), true).unwrap();
+                    m.roles.insert(id.clone(), format!("r{}", r % 3));
                     if r % 7 == 0 {
                         a.set_weight(&format!("r{}", r % 3), f64::from(r % 4 + 1)).unwrap();
                     }
@@ -135,6 +166,7 @@ proptest! {
                     m.filters.retain(|(g, _, _, _)| *g != id);
                     m.suppressed.remove(&id);
                     m.inactive_fws.remove(&id);
+                    m.roles.remove(&id);
                 }
                 Op::Allocate | Op::AllocateSome(_) => {
                     let subset: Option<Vec<AgentId>> = match o {
@@ -159,6 +191,11 @@ proptest! {
                         prop_assert_eq!(free, &al.resources, "an offer is the agent's whole free resources");
                         prop_assert!(m.eligible(&al.framework), "offer to a suppressed or inactive framework");
                         prop_assert!(
+                            m.may_use(&al.framework, &al.agent),
+                            "{} reserved for {:?} offered to {} of role {:?}",
+                            al.agent, m.reserved.get(&al.agent), al.framework, m.roles.get(&al.framework)
+                        );
+                        prop_assert!(
                             !m.refuses(&al.framework, &al.agent, &al.resources, now),
                             "offered {} on {} to {} despite its live filter", al.resources, al.agent, al.framework
                         );
@@ -170,7 +207,7 @@ proptest! {
                             || m.inactive_agents.contains(id) || !a.min.allows(free) {
                             continue;
                         }
-                        for f in fws.iter().filter(|f| m.eligible(f)) {
+                        for f in fws.iter().filter(|f| m.eligible(f) && m.may_use(f, id)) {
                             prop_assert!(
                                 m.refuses(f, id, free, now),
                                 "agent {} ({}) not offered although {} does not refuse it", id, free, f
@@ -279,10 +316,13 @@ proptest! {
     ) {
         let mut a = Allocator::default();
         let agents: Vec<AgentId> = (0..4).map(|i| AgentId::new(format!("a{i}"))).collect();
-        for id in &agents {
+        for (i, id) in agents.iter().enumerate() {
             let r = Resources::new(8.0, 8192, 0).unwrap()
                 .with_ports(crate::resources::Ranges::range(1000, 1063).unwrap());
-            a.add_agent(id.clone(), r, &[]).unwrap();
+            // The last agent is reserved for role r0 (its picks walk r0's
+            // order only; checked against the reference like the others).
+            let role = (i == 3).then_some("r0");
+            a.add_agent_reserved(id.clone(), role, r, &[]).unwrap();
         }
         let fws: Vec<FrameworkId> = (0..n).map(|i| FrameworkId::new(format!("f{i}"))).collect();
         for (i, id) in fws.iter().enumerate() {

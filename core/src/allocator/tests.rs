@@ -480,3 +480,131 @@ fn adding_an_agent_is_all_or_nothing() {
         .unwrap();
     a.check_invariants().unwrap();
 }
+
+// ------------------------------------------------------------ reservations
+
+/// Offers one cycle and returns (framework, agent) pairs, sorted.
+fn offered(a: &mut Allocator, now: Instant) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = a
+        .allocate(now, None)
+        .into_iter()
+        .map(|al| (al.framework.0, al.agent.0))
+        .collect();
+    v.sort();
+    a.check_invariants().unwrap();
+    v
+}
+
+fn pair(f: &str, a: &str) -> (String, String) {
+    (f.to_string(), a.to_string())
+}
+
+/// An agent reserved for `public` is offered to frameworks of role
+/// `public` only; a framework of that role also gets unreserved resources.
+#[test]
+fn reserved_resources_are_offered_only_to_their_role() {
+    let mut a = Allocator::default();
+    a.add_agent_reserved("pub".into(), Some("public"), res(4.0, 4096), &[])
+        .unwrap();
+    a.add_agent_reserved("priv".into(), Some("*"), res(4.0, 4096), &[])
+        .unwrap();
+    assert_eq!(a.agent_role(&"pub".into()), Some("public"));
+    assert_eq!(a.agent_role(&"priv".into()), None, "`*` is unreserved");
+    let now = Instant::now();
+    // Only a framework of another role: the public agent is never offered.
+    a.add_framework("web".into(), "*", true).unwrap();
+    assert_eq!(offered(&mut a, now), vec![pair("web", "priv")]);
+    a.recover(
+        &"web".into(),
+        &"priv".into(),
+        &res(4.0, 4096),
+        Some((now, Duration::from_secs(60))),
+    )
+    .unwrap();
+    assert_eq!(
+        offered(&mut a, now),
+        vec![],
+        "filtered on priv, and pub is not its role"
+    );
+    // A framework of role `public`: it gets the public agent, and the
+    // unreserved one too (web declined it).
+    a.add_framework("edge".into(), "public", true).unwrap();
+    assert_eq!(
+        offered(&mut a, now),
+        vec![pair("edge", "priv"), pair("edge", "pub")]
+    );
+    // Returned without a filter, the unreserved agent goes by DRF: web holds
+    // nothing (but filtered it), edge holds pub: once web's filter is gone
+    // (REVIVE), web is the lower share and gets priv, never pub.
+    a.recover(&"edge".into(), &"priv".into(), &res(4.0, 4096), None)
+        .unwrap();
+    a.revive(&"web".into()).unwrap();
+    assert_eq!(offered(&mut a, now), vec![pair("web", "priv")]);
+    a.recover(&"edge".into(), &"pub".into(), &res(4.0, 4096), None)
+        .unwrap();
+    assert_eq!(offered(&mut a, now), vec![pair("edge", "pub")]);
+}
+
+/// A reserved agent whose role has no framework (or only suppressed ones)
+/// stays unoffered, and is offered as soon as one of its role can take it.
+#[test]
+fn reserved_agent_waits_for_a_framework_of_its_role() {
+    let mut a = Allocator::default();
+    a.add_agent_reserved("pub".into(), Some("public"), res(2.0, 1024), &[])
+        .unwrap();
+    let now = Instant::now();
+    a.add_framework("f".into(), "other", true).unwrap();
+    assert_eq!(offered(&mut a, now), vec![]);
+    a.add_framework("p".into(), "public", true).unwrap();
+    a.suppress(&"p".into()).unwrap();
+    assert_eq!(
+        offered(&mut a, now),
+        vec![],
+        "its only framework is suppressed"
+    );
+    a.revive(&"p".into()).unwrap();
+    assert_eq!(offered(&mut a, now), vec![pair("p", "pub")]);
+    // Declined with a filter by every framework of the role: nobody.
+    a.recover(
+        &"p".into(),
+        &"pub".into(),
+        &res(2.0, 1024),
+        Some((now, Duration::from_secs(5))),
+    )
+    .unwrap();
+    assert_eq!(offered(&mut a, now), vec![]);
+    assert_eq!(
+        offered(&mut a, now + Duration::from_secs(6)),
+        vec![pair("p", "pub")],
+        "after the filter expires"
+    );
+}
+
+/// Unreserved resources stay shared by DRF between roles when reserved
+/// agents are in the cluster (and count in the share denominator).
+#[test]
+fn unreserved_resources_stay_shared_by_drf_next_to_reserved_ones() {
+    let mut a = cluster(6, 4.0, 4096);
+    for i in 0..3 {
+        a.add_agent_reserved(
+            AgentId::new(format!("pub{i}")),
+            Some("public"),
+            res(4.0, 4096),
+            &[],
+        )
+        .unwrap();
+    }
+    a.add_framework("f1".into(), "r1", true).unwrap();
+    a.add_framework("f2".into(), "r2", true).unwrap();
+    let fws: Vec<FrameworkId> = vec!["f1".into(), "f2".into()];
+    let launched = run_until_full(&mut a, &fws, &res(1.0, 512));
+    // 6 unreserved agents × 4 tasks each, none on the public agents.
+    assert_eq!(launched.values().sum::<u64>(), 24, "{launched:?}");
+    assert_eq!(launched[&"f1".into()], 12, "{launched:?}");
+    assert_eq!(launched[&"f2".into()], 12, "{launched:?}");
+    for i in 0..3 {
+        let id = AgentId::new(format!("pub{i}"));
+        assert!(a.held(&"f1".into(), &id).is_empty());
+        assert!(a.held(&"f2".into(), &id).is_empty());
+    }
+}

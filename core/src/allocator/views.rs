@@ -30,6 +30,15 @@ impl Allocator {
             .unwrap_or_default()
     }
 
+    /// The role an agent's resources are reserved for (`None`: unreserved,
+    /// or an unknown agent).
+    pub fn agent_role(&self, id: &AgentId) -> Option<&str> {
+        self.agents[self.agent_idx(id).ok()?]
+            .as_ref()?
+            .reserved
+            .as_deref()
+    }
+
     /// Role names with their weights.
     pub fn roles(&self) -> Vec<(String, f64)> {
         self.roles
@@ -217,6 +226,12 @@ impl Allocator {
             .enumerate()
             .filter_map(|(i, f)| Some((i, f.as_ref()?)))
             .filter(|(_, f)| f.active && !f.suppressed)
+            .filter(|(_, f)| {
+                agent
+                    .reserved
+                    .as_deref()
+                    .is_none_or(|r| self.roles[f.role].name == r)
+            })
             .filter(|(i, _)| !agent.filters.covers_uncached(*i, free, now))
             .map(|(i, f)| {
                 let role = &self.roles[f.role];

@@ -15,6 +15,8 @@ pub struct Offer {
     /// The agent's internal address: where its tasks' host ports are bound
     /// and reachable. `None` from agents that do not send one.
     pub address: Option<std::net::IpAddr>,
+    /// The role the resources are reserved for; `*` when unreserved.
+    pub role: String,
 }
 
 impl Offer {
@@ -45,6 +47,11 @@ impl TryFrom<pb::Offer> for Offer {
             resources: convert::resources("offer.resources", o.resources.as_ref())?,
             attributes: convert::attributes(&o.attributes)?,
             address: convert::address("offer.address", &o.address)?,
+            role: if o.role.is_empty() {
+                agora_core::info::DEFAULT_ROLE.to_string()
+            } else {
+                o.role
+            },
         })
     }
 }

@@ -40,9 +40,14 @@ pub async fn serve(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), store::StoreError> {
     let master = cfg.master.clone();
+    let role = cfg.role.clone();
     let (handle, join) = start(cfg, stop.clone())?;
     let hub = handle.hub().clone();
-    let app = api::router(api::ApiState { handle, master });
+    let app = api::router(api::ApiState {
+        handle,
+        master,
+        role,
+    });
     let mut s = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         while !*s.borrow() {

@@ -218,6 +218,7 @@ mod tests {
             address: None,
             resources: agora_core::Resources::parse(&format!("cpus:{cpus};mem:4096")).unwrap(),
             attributes: vec![],
+            role: "*".into(),
         }
     }
 

@@ -255,6 +255,7 @@ const MARATHON_APP_FIELDS: &[&str] = &[
     "networks",
     "portDefinitions",
     "requirePorts",
+    "acceptedResourceRoles",
     "version",
     "tasksRunning",
     "tasksStaged",
@@ -402,4 +403,53 @@ async fn sub_resources_are_not_the_app_and_their_names_are_reserved() {
     }
     let (_, list) = call(&a, "GET", "/v2/apps", None).await;
     assert_eq!(list["apps"].as_array().unwrap().len(), 1, "{list}");
+}
+
+/// `acceptedResourceRoles`: a role the framework is never offered is a 422
+/// saying how to change the framework's role; with `--role public` the
+/// same app is accepted and reads back with the field, as Marathon's.
+#[tokio::test]
+async fn accepted_resource_roles_follow_the_framework_role() {
+    let def = json!({"id": "/edge", "cmd": "serve", "cpus": 0.1, "mem": 16,
+        "acceptedResourceRoles": ["public"]});
+    let a = api().await;
+    wait_up(&a).await;
+    let (code, body) = call(&a, "POST", "/v2/apps", Some(def.clone())).await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["details"][0]["path"], json!("/acceptedResourceRoles"));
+    let msg = body["details"][0]["errors"][0].as_str().unwrap();
+    assert!(msg.contains("--role public"), "{msg}");
+    let (code, body) = call(&a, "GET", "/v2/apps/edge", None).await;
+    assert_eq!(code, 404, "nothing stored: {body}");
+    // An empty list is refused whatever the role (Marathon does too).
+    let (code, body) = call(
+        &a,
+        "POST",
+        "/v2/apps",
+        Some(json!({"id": "/e", "cmd": "x", "acceptedResourceRoles": []})),
+    )
+    .await;
+    assert_eq!(code, 422, "{body}");
+    let (_, info) = call(&a, "GET", "/v2/info", None).await;
+    assert_eq!(info["marathon_config"]["mesos_role"], json!("*"));
+    a.stop();
+
+    let a = common::api_with_role((10_000, 20_000), "public").await;
+    wait_up(&a).await;
+    let (code, created) = call(&a, "POST", "/v2/apps", Some(def)).await;
+    assert_eq!(code, 201, "{created}");
+    assert_eq!(created["acceptedResourceRoles"], json!(["public"]));
+    let (_, one) = call(&a, "GET", "/v2/apps/edge", None).await;
+    assert_eq!(one["app"]["acceptedResourceRoles"], json!(["public"]));
+    let (code, body) = call(
+        &a,
+        "POST",
+        "/v2/apps",
+        Some(json!({"id": "/plain", "cmd": "x", "cpus": 0.1, "mem": 16})),
+    )
+    .await;
+    assert_eq!(code, 201, "{body}");
+    assert_eq!(body["acceptedResourceRoles"], json!(["*"]));
+    let (_, info) = call(&a, "GET", "/v2/info", None).await;
+    assert_eq!(info["marathon_config"]["mesos_role"], json!("public"));
 }

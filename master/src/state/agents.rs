@@ -29,6 +29,7 @@ impl Master {
             a.attributes = info.attributes.clone();
             a.endpoint = info.endpoint;
             a.address = info.address;
+            a.role = info.role.clone();
             a.conn = Some(conn);
             self.agents.insert(id.clone(), a);
             self.agent_conns.insert(conn, id.clone());
@@ -39,6 +40,7 @@ impl Master {
                     hostname: info.hostname,
                     resources: info.resources,
                     attributes: info.attributes,
+                    role: info.role,
                     unreachable_since: None,
                 }),
                 Some(Pending::AdmitAgent { conn, agent: id }),
@@ -107,7 +109,16 @@ impl Master {
 
         // ---- registry
         let known = self.agents.contains_key(&id);
-        if !known {
+        // A known agent whose role changed (restarted with another `--role`
+        // or `--public`): accepted, unlike Mesos, which refuses changed
+        // resources. Its tasks keep running (their frameworks hold them
+        // whatever the role); new offers follow the new role. The registry
+        // keeps the new role so a restarted master shows it.
+        let role_changed = self.agents.get(&id).is_some_and(|a| a.role != info.role);
+        if role_changed {
+            tracing::info!(agent_id = %id, role = %info.role, "agent re-registered with another role");
+        }
+        if !known || role_changed {
             // Unknown to this master's registry (e.g. registry lost): admit it again.
             out.push(Output::Persist(
                 RegistryOp::Admit(RegisteredAgent {
@@ -115,6 +126,7 @@ impl Master {
                     hostname: info.hostname.clone(),
                     resources: info.resources.clone(),
                     attributes: info.attributes.clone(),
+                    role: info.role.clone(),
                     unreachable_since: None,
                 }),
                 None,
@@ -162,6 +174,7 @@ impl Master {
         agent.attributes = info.attributes;
         agent.endpoint = info.endpoint;
         agent.address = info.address;
+        agent.role = info.role.clone();
         agent.conn = Some(conn);
         agent.last_seen = now;
         agent.unreachable_at = None;
@@ -359,7 +372,12 @@ impl Master {
                 out,
             );
         }
-        match self.allocator.add_agent(id.clone(), info.resources, &used) {
+        match self.allocator.add_agent_reserved(
+            id.clone(),
+            Some(info.role.as_str()),
+            info.resources,
+            &used,
+        ) {
             Ok(()) => {
                 if let Some(a) = self.agents.get_mut(&id) {
                     a.in_allocator = true;
@@ -413,13 +431,21 @@ impl Master {
                 a.last_seen = now;
                 a.registered_at = Some(wall);
                 let resources = a.resources.clone();
+                let role = a.role.clone();
                 let add = !a.in_allocator;
                 a.in_allocator = true;
                 match step {
                     Ok(s) => a.state = s,
                     Err(e) => self.illegal("agent", agent.as_str(), &e),
                 }
-                if add && let Err(e) = self.allocator.add_agent(agent.clone(), resources, &[]) {
+                if add
+                    && let Err(e) = self.allocator.add_agent_reserved(
+                        agent.clone(),
+                        Some(role.as_str()),
+                        resources,
+                        &[],
+                    )
+                {
                     tracing::error!(agent_id = %agent, error = %e, "allocator refused agent");
                 }
                 out.push(Output::ToAgent(

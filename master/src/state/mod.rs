@@ -167,6 +167,8 @@ struct Agent {
     endpoint: String,
     /// Its internal address (where routers reach its instances).
     address: Option<std::net::IpAddr>,
+    /// The role its resources are reserved for (`*`: unreserved).
+    role: String,
     state: AgentState,
     conn: Option<ConnId>,
     last_seen: Instant,
@@ -192,6 +194,7 @@ impl Agent {
             attributes: Vec::new(),
             endpoint: String::new(),
             address: None,
+            role: agora_core::info::DEFAULT_ROLE.to_string(),
             state,
             conn: None,
             last_seen: now,
@@ -452,6 +455,7 @@ impl Master {
             a.hostname = r.hostname;
             a.resources = r.resources;
             a.attributes = r.attributes;
+            a.role = r.role;
             m.agents.insert(r.id, a);
         }
         m

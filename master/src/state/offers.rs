@@ -4,7 +4,7 @@
 
 use super::{CallError, Map, Master, Offer, Output, Set, Task, reason, status};
 use agora_core::allocator::Allocation;
-use agora_core::info::{Filters, OfferInfo, TaskInfo, TaskSource, TaskStatus};
+use agora_core::info::{DEFAULT_ROLE, Filters, OfferInfo, TaskInfo, TaskSource, TaskStatus};
 use agora_core::lifecycle::{OfferEvent, OfferState};
 use agora_core::protocol::{Accept, Decline, Event, MasterMessage};
 use agora_core::{AgentId, FrameworkId, OfferId, Resources, TaskId, TaskState};
@@ -108,13 +108,21 @@ impl Master {
                 Some(o) if o.framework != fid => {
                     problems.push(format!("offer {oid} was made to another framework"))
                 }
-                Some(o) => match &agent {
-                    Some(a) if a != &o.agent => problems.push(format!(
-                        "offers span agents {a} and {}: one ACCEPT uses offers of one agent",
-                        o.agent
-                    )),
-                    _ => agent = Some(o.agent.clone()),
-                },
+                Some(o) => {
+                    // Defence in depth: offers never carry resources reserved
+                    // for another role, but an ACCEPT must not launch on them
+                    // either if one ever did.
+                    if let Some(problem) = self.reserved_elsewhere(&fid, &o.agent) {
+                        problems.push(format!("offer {oid}: {problem}"));
+                    }
+                    match &agent {
+                        Some(a) if a != &o.agent => problems.push(format!(
+                            "offers span agents {a} and {}: one ACCEPT uses offers of one agent",
+                            o.agent
+                        )),
+                        _ => agent = Some(o.agent.clone()),
+                    }
+                }
             }
         }
         if req.offer_ids.is_empty() {
@@ -337,6 +345,18 @@ impl Master {
 
     /// Runs allocation if anything is due: a full cycle on the interval (or
     /// after REVIVE/SUBSCRIBE), otherwise only agents whose resources changed.
+    /// Why framework `fid` may not use agent `agent`'s resources, when they
+    /// are reserved for a role other than the framework's.
+    pub(super) fn reserved_elsewhere(&self, fid: &FrameworkId, agent: &AgentId) -> Option<String> {
+        let reserved = &self.agents.get(agent)?.role;
+        let role = &self.frameworks.get(fid)?.info.role;
+        (reserved != DEFAULT_ROLE && reserved != role).then(|| {
+            format!(
+                "agent {agent}'s resources are reserved for role {reserved:?}, and framework {fid} is of role {role:?}"
+            )
+        })
+    }
+
     pub fn allocate(&mut self, now: Instant, out: &mut Vec<Output>) {
         if !self.full_allocation_due && self.dirty.is_empty() {
             return;
@@ -372,6 +392,7 @@ impl Master {
                 resources: a.resources.clone(),
                 attributes: agent.attributes.clone(),
                 address: agent.address,
+                role: agent.role.clone(),
             };
             if let Some(f) = self.frameworks.get_mut(&a.framework) {
                 f.offers.insert(oid.clone());

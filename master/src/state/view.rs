@@ -86,6 +86,7 @@ impl Master {
                     endpoint: a.endpoint.clone(),
                     address: a.address.map(|ip| ip.to_string()),
                     attributes: a.attributes.iter().cloned().collect(),
+                    role: a.role.clone(),
                     resources: ResourcesView::from(&a.resources),
                     used_resources: ResourcesView::from(&a_used),
                     offered_resources: ResourcesView::from(&a_offered),
@@ -387,6 +388,26 @@ impl Master {
     /// An agent's lifecycle state (tests).
     pub fn agent_state(&self, id: &AgentId) -> Option<AgentState> {
         self.agents.get(id).map(|a| a.state)
+    }
+
+    /// The role an agent's resources are reserved for, as the master and
+    /// its allocator hold it (`*`: unreserved) (tests).
+    pub fn agent_role(&self, id: &AgentId) -> Option<(String, Option<String>)> {
+        let a = self.agents.get(id)?;
+        Some((
+            a.role.clone(),
+            self.allocator.agent_role(id).map(str::to_string),
+        ))
+    }
+
+    /// Test hook for the ACCEPT defence: changes an agent's role in the
+    /// master's record only, leaving its offers outstanding, as a bug
+    /// elsewhere would. Never called outside tests.
+    #[doc(hidden)]
+    pub fn test_only_set_agent_role(&mut self, id: &AgentId, role: &str) {
+        if let Some(a) = self.agents.get_mut(id) {
+            a.role = role.to_string();
+        }
     }
 
     /// A framework's lifecycle state, `Completed` once torn down and still

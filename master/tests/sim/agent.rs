@@ -21,6 +21,11 @@ pub struct SimAgent {
     pub id: Option<AgentId>,
     pub conn: Option<super::ConnId>,
     pub resources: Resources,
+    /// The role its resources are reserved for (`*`: unreserved); it may
+    /// change when the agent restarts ([`change_role`]).
+    pub role: String,
+    /// The role of its last registration: what the master was told.
+    pub registered_role: String,
     /// Messages both ways are lost and heartbeats stop; the master only
     /// notices by the agent timeout.
     pub partitioned: bool,
@@ -43,6 +48,8 @@ impl SimAgent {
             id: None,
             conn: None,
             resources,
+            role: "*".into(),
+            registered_role: "*".into(),
             partitioned: false,
             dead: false,
             tasks: BTreeMap::new(),
@@ -110,6 +117,7 @@ impl SimAgent {
                 attributes: vec![],
                 endpoint: String::new(),
                 address: None,
+                role: self.role.clone(),
             },
             tasks: self
                 .tasks
@@ -135,10 +143,12 @@ pub fn connect(sim: &mut Sim, i: usize) -> Result<(), String> {
     a.conn = Some(c);
     a.partitioned = false;
     let reg = a.registration();
+    a.registered_role = a.role.clone();
     let name = a.name.clone();
     sim.note(format!(
-        "{name} registers on {c} with id {:?} reporting {} tasks",
+        "{name} registers on {c} with id {:?} in role {} reporting {} tasks",
         reg.agent.id,
+        reg.agent.role,
         reg.tasks.len()
     ));
     let mut out = Vec::new();
@@ -148,6 +158,18 @@ pub fn connect(sim: &mut Sim, i: usize) -> Result<(), String> {
         ));
     }
     sim.absorb(out)
+}
+
+/// The agent restarts with another role (`--role`/`--public` changed): its
+/// tasks keep running and it re-registers at once.
+pub fn change_role(sim: &mut Sim, i: usize, role: &str) -> Result<(), String> {
+    if sim.agents[i].dead || sim.agents[i].role == role {
+        return Ok(());
+    }
+    disconnect(sim, i)?;
+    sim.note(format!("{} restarts in role {role}", sim.agents[i].name));
+    sim.agents[i].role = role.to_string();
+    connect(sim, i)
 }
 
 /// The agent's stream breaks (the master sees it close).

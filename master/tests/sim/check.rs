@@ -80,11 +80,63 @@ pub fn never_revived(sim: &mut Sim, conn: super::ConnId, ev: &Event) -> Result<(
     Ok(())
 }
 
+/// Whether resources reserved for `reserved` may go to a framework of `role`.
+fn may_use(reserved: &str, role: &str) -> bool {
+    reserved == "*" || reserved == role
+}
+
+/// Every offer sent says the role its agent registered with, and a
+/// framework is never offered resources reserved for another role.
+pub fn offers_respect_reservations(
+    sim: &Sim,
+    conn: super::ConnId,
+    offers: &[agora_core::info::OfferInfo],
+) -> Result<(), String> {
+    let Some(f) = sim.fws.iter().find(|f| f.conn == Some(conn)) else {
+        return Ok(());
+    };
+    for o in offers {
+        let Some(a) = sim.agents.iter().find(|a| a.name == o.hostname) else {
+            return Err(format!("offer {} of an unknown agent {}", o.id, o.hostname));
+        };
+        if o.role != a.registered_role {
+            return Err(format!(
+                "offer {} of {} says role {:?}, the agent registered with {:?}",
+                o.id, a.name, o.role, a.registered_role
+            ));
+        }
+        if !may_use(&a.registered_role, &f.role) {
+            return Err(format!(
+                "offer {} of {} (reserved for {:?}) went to {} of role {:?}",
+                o.id, a.name, a.registered_role, f.name, f.role
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// After every step: the master's own invariants, and streams agree.
 pub fn after_step(sim: &Sim) -> Result<(), String> {
     sim.m.check_invariants()?;
     for f in &sim.fws {
         let Some(id) = &f.id else { continue };
+        // No outstanding offer of resources reserved for another role (an
+        // agent that changed role has its old offers rescinded).
+        for (oid, _, _) in sim.m.outstanding_offers(id) {
+            let host = sim.offer_hosts.get(&oid);
+            let Some(a) = sim.agents.iter().find(|a| Some(&a.name) == host) else {
+                return Err(format!(
+                    "outstanding offer {oid} of {} was never sent",
+                    f.name
+                ));
+            };
+            if !may_use(&a.registered_role, &f.role) {
+                return Err(format!(
+                    "offer {oid} of {} (now reserved for {:?}) is outstanding for {} of role {:?}",
+                    a.name, a.registered_role, f.name, f.role
+                ));
+            }
+        }
         let master_conn = sim.m.framework_conn(id);
         if let Some(c) = master_conn {
             let sent = sim.sent_offers.get(&c);
@@ -169,13 +221,19 @@ fn settled(sim: &Sim) -> Result<(), String> {
             ));
         }
     }
-    let mut capacity = 0usize;
+    // Instances each role can place: unreserved agents and its own.
     let unit = task_resources();
-    for a in sim.agents.iter().filter(|a| !a.dead) {
-        let by_cpu = (a.resources.cpus_milli / unit.cpus_milli) as usize;
-        let by_mem = (a.resources.mem_mib / unit.mem_mib) as usize;
-        capacity += by_cpu.min(by_mem).min(a.resources.ports.count() as usize);
-    }
+    let capacity_for = |role: &str| -> usize {
+        sim.agents
+            .iter()
+            .filter(|a| !a.dead && may_use(&a.registered_role, role))
+            .map(|a| {
+                let by_cpu = (a.resources.cpus_milli / unit.cpus_milli) as usize;
+                let by_mem = (a.resources.mem_mib / unit.mem_mib) as usize;
+                by_cpu.min(by_mem).min(a.resources.ports.count() as usize)
+            })
+            .sum()
+    };
     let wanted: usize = sim
         .fws
         .iter()
@@ -225,6 +283,9 @@ fn settled(sim: &Sim) -> Result<(), String> {
                 f.target
             ));
         }
+        // Room for everybody's instances among the agents it may use: it
+        // must have reached its target.
+        let capacity = capacity_for(&f.role);
         if capacity >= wanted && on_agents.len() < f.target {
             return Err(format!(
                 "{} runs {} of {} instances although the cluster has room for {capacity} (suppressed: {})",

@@ -39,11 +39,7 @@ impl SimFramework {
     pub fn new(n: usize, pa: bool, target: usize, failover: Duration) -> Self {
         SimFramework {
             name: format!("fw{n}"),
-            role: if n.is_multiple_of(2) {
-                "*".into()
-            } else {
-                "web".into()
-            },
+            role: super::ROLES[n % super::ROLES.len()].into(),
             pa,
             failover,
             id: None,

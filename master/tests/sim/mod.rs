@@ -61,6 +61,10 @@ impl Rng {
 /// The wall-clock time the simulation starts at (seconds since the epoch).
 pub const EPOCH: f64 = 1_800_000_000.0;
 
+/// Roles of frameworks (in turn) and of agents' reservations (at random):
+/// `*` is unreserved.
+pub const ROLES: [&str; 3] = ["*", "web", "public"];
+
 /// The size of every task the simulated frameworks launch.
 pub fn task_resources() -> Resources {
     Resources::new(0.5, 64, 0).expect("valid")
@@ -94,6 +98,8 @@ pub struct Sim {
     /// Offers sent on each framework stream (every outstanding offer of a
     /// framework must have been sent on its current stream).
     pub sent_offers: BTreeMap<ConnId, BTreeSet<OfferId>>,
+    /// The agent (host name) of every offer sent.
+    pub offer_hosts: BTreeMap<OfferId, String>,
     /// Tasks the current master told their framework ended (terminal or
     /// unknown): it must never report them adopted afterwards.
     pub told_ended: BTreeMap<(FrameworkId, TaskId), String>,
@@ -135,6 +141,7 @@ impl Sim {
             now,
             start: now,
             sent_offers: BTreeMap::new(),
+            offer_hosts: BTreeMap::new(),
             told_ended: BTreeMap::new(),
             next_conn: 0,
             streams: BTreeMap::new(),
@@ -165,8 +172,12 @@ impl Sim {
                         check::truthful_update(self, &ev)?;
                         check::never_revived(self, c, &ev)?;
                         if let Event::Offers(list) = &ev {
+                            check::offers_respect_reservations(self, c, list)?;
                             let sent = self.sent_offers.entry(c).or_default();
                             sent.extend(list.iter().map(|o| o.id.clone()));
+                            for o in list {
+                                self.offer_hosts.insert(o.id.clone(), o.hostname.clone());
+                            }
                         }
                         if let Some(s) = self.streams.get_mut(&c)
                             && !s.closing

@@ -10,15 +10,19 @@ use std::time::Duration;
 
 // ---------------------------------------------------------- frameworks, agents
 
+/// A role name: empty means `*`; anything else must be `*` or id-like.
+fn role(field: &str, role: String) -> Result<String, Invalid> {
+    if role.is_empty() {
+        return Ok(DEFAULT_ROLE.to_string());
+    }
+    if role != DEFAULT_ROLE {
+        id_field("role", &role).map_err(at(field))?;
+    }
+    Ok(role)
+}
+
 pub fn framework_info(field: &str, f: pb::FrameworkInfo) -> Result<FrameworkInfo, Invalid> {
-    let role = if f.role.is_empty() {
-        DEFAULT_ROLE.to_string()
-    } else {
-        if f.role != DEFAULT_ROLE {
-            id_field("role", &f.role).map_err(at(field))?;
-        }
-        f.role
-    };
+    let role = role(field, f.role)?;
     if f.name.len() > 1024 {
         return Err(Invalid::new(format!("{field}.name"), "at most 1024 bytes"));
     }
@@ -82,6 +86,7 @@ pub fn agent_info(field: &str, a: pb::AgentInfo) -> Result<AgentInfo, Invalid> {
         attributes: attributes(&a.attributes)?,
         endpoint: a.endpoint,
         address: address("address", &a.address).map_err(at(field))?,
+        role: role(field, a.role)?,
     })
 }
 
@@ -115,6 +120,7 @@ impl From<AgentInfo> for pb::AgentInfo {
             attributes: to_attributes(a.attributes),
             endpoint: a.endpoint,
             address: a.address.map(|ip| ip.to_string()).unwrap_or_default(),
+            role: a.role,
         }
     }
 }
@@ -135,6 +141,7 @@ impl From<OfferInfo> for pb::Offer {
             resources: Some((&o.resources).into()),
             attributes: to_attributes(o.attributes),
             address: o.address.map(|ip| ip.to_string()).unwrap_or_default(),
+            role: o.role,
         }
     }
 }
@@ -148,6 +155,7 @@ pub fn offer_info(field: &str, o: pb::Offer) -> Result<OfferInfo, Invalid> {
         resources: resources("resources", o.resources.as_ref()).map_err(at(field))?,
         attributes: attributes(&o.attributes)?,
         address: address("address", &o.address).map_err(at(field))?,
+        role: role(field, o.role)?,
     })
 }
 

@@ -226,6 +226,8 @@ pub struct AgoraDeployment {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct MarathonConfig {
     pub master: String,
+    /// The framework's role: `acceptedResourceRoles` may name it and `*`.
+    pub mesos_role: String,
 }
 
 /// About the framework (Marathon's shape).

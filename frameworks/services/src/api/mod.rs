@@ -38,6 +38,8 @@ pub use openapi::document;
 pub struct ApiState {
     pub handle: Handle,
     pub master: String,
+    /// The framework's role (`--role`), shown as Marathon's `mesos_role`.
+    pub role: String,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -135,7 +137,10 @@ async fn info(State(s): State<ApiState>) -> Response {
             name: "agora-services".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             framework_id: v.framework_id,
-            marathon_config: MarathonConfig { master: s.master },
+            marathon_config: MarathonConfig {
+                master: s.master,
+                mesos_role: s.role,
+            },
         })
         .into_response(),
         Err(r) => r,

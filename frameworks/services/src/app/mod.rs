@@ -15,7 +15,9 @@ mod tests;
 mod view;
 
 use parse::parse_constraint;
-pub use parse::{MAX_INSTANCES, RESERVED_ID_SEGMENTS, normalize_id, parse_app};
+pub use parse::{
+    MAX_INSTANCES, RESERVED_ID_SEGMENTS, default_accepted_resource_roles, normalize_id, parse_app,
+};
 pub use ports::{valid_path, valid_vhost};
 /// A `portDefinitions` item as the API shows it (Marathon's fields only).
 pub use view::PortDefinition as PortDefinitionView;
@@ -231,6 +233,11 @@ pub struct App {
     /// the agent's default).
     #[serde(default)]
     pub task_kill_grace_period_seconds: f64,
+    /// Roles of the resources its instances may run on (sorted, no
+    /// duplicates): `*` unreserved, `public` resources of public agents.
+    /// Apps stored before the field existed load with `["*"]`.
+    #[serde(default = "default_accepted_resource_roles")]
+    pub accepted_resource_roles: Vec<String>,
     /// When this version was created (RFC 3339-like, UTC seconds).
     #[serde(default)]
     pub version: String,

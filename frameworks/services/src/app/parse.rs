@@ -283,12 +283,7 @@ pub fn parse_app(v: &Value) -> Result<App, Vec<FieldError>> {
         |_| false,
         "unreachable instances are replaced at once and the surplus is killed when they return",
     );
-    o.unsupported(
-        e,
-        "acceptedResourceRoles",
-        empty,
-        "the framework's role decides which resources it gets",
-    );
+    let accepted_resource_roles = accepted_resource_roles(&o, e);
     o.unsupported(e, "dependencies", empty, "apps are deployed independently");
     o.unsupported(e, "residency", |_| false, "there are no persistent volumes");
     let p = placement(&o, e);
@@ -391,6 +386,53 @@ pub fn parse_app(v: &Value) -> Result<App, Vec<FieldError>> {
         max_launch_delay_seconds,
         task_kill_grace_period_seconds,
         kill_selection,
+        accepted_resource_roles,
         version: String::new(),
     })
+}
+
+/// `acceptedResourceRoles` (Marathon): the roles of the resources the app's
+/// instances may use; absent means `["*"]` (unreserved only). Not empty
+/// (Marathon refuses `[]` too); each a role name or `*`; duplicates are
+/// dropped (a set, as in Marathon). Whether the framework can be offered
+/// resources of those roles at all is checked against its role when the
+/// app is put (`Services::check_roles`).
+fn accepted_resource_roles(o: &Obj, e: &mut Errors) -> Vec<String> {
+    const KEY: &str = "acceptedResourceRoles";
+    if o.get(KEY).is_none() {
+        return default_accepted_resource_roles();
+    }
+    let items = o.array(e, KEY);
+    if items.is_empty() {
+        if matches!(o.get(KEY), Some(Value::Array(_))) {
+            e.push(
+                &format!("/{KEY}"),
+                "must not be empty: leave it out for [\"*\"] (unreserved resources only), or list roles, e.g. [\"public\"] or [\"*\", \"public\"]",
+            );
+        }
+        return default_accepted_resource_roles();
+    }
+    let mut roles = Vec::new();
+    for (path, v) in items {
+        match v.as_str() {
+            None => e.push(
+                &path,
+                "must be a string (a role name, or \"*\" for unreserved resources)",
+            ),
+            Some(r) if r == agora_core::info::DEFAULT_ROLE => roles.push(r.to_string()),
+            Some(r) => match agora_core::ids::validate_id("a role name", r) {
+                Ok(()) => roles.push(r.to_string()),
+                Err(m) => e.push(&path, m),
+            },
+        }
+    }
+    roles.sort();
+    roles.dedup();
+    roles
+}
+
+/// Unreserved resources only (Marathon's default without
+/// `--default_accepted_resource_roles`).
+pub fn default_accepted_resource_roles() -> Vec<String> {
+    vec![agora_core::info::DEFAULT_ROLE.to_string()]
 }

@@ -23,6 +23,93 @@ fn defaults_are_marathons() {
     );
     assert_eq!(a.kill_selection, KillSelection::YoungestFirst);
     assert_eq!(a.network, NetworkMode::Host);
+    assert_eq!(a.accepted_resource_roles, vec!["*".to_string()]);
+    assert_eq!(a.to_marathon()["acceptedResourceRoles"], json!(["*"]));
+}
+
+#[test]
+fn accepted_resource_roles_are_parsed_and_round_trip() {
+    let a = parse_app(&with(json!({"acceptedResourceRoles": ["public"]}))).unwrap();
+    assert_eq!(a.accepted_resource_roles, vec!["public".to_string()]);
+    // A set, as in Marathon: sorted, duplicates dropped.
+    let a = parse_app(&with(
+        json!({"acceptedResourceRoles": ["public", "*", "public"]}),
+    ))
+    .unwrap();
+    assert_eq!(
+        a.accepted_resource_roles,
+        vec!["*".to_string(), "public".into()]
+    );
+    assert_eq!(
+        a.to_marathon()["acceptedResourceRoles"],
+        json!(["*", "public"])
+    );
+    assert_eq!(parse_app(&a.to_marathon()).unwrap(), a);
+    let stored: App = serde_json::from_value(serde_json::to_value(&a).unwrap()).unwrap();
+    assert_eq!(stored, a);
+    // null: the default, like absent.
+    let a = parse_app(&with(json!({"acceptedResourceRoles": null}))).unwrap();
+    assert_eq!(a.accepted_resource_roles, vec!["*".to_string()]);
+    // A changed set is a new version (a rolling deployment), not a scale.
+    let b = parse_app(&with(json!({"acceptedResourceRoles": ["*", "public"]}))).unwrap();
+    assert!(!a.same_config(&b));
+}
+
+#[test]
+fn bad_accepted_resource_roles_are_422s_naming_the_field() {
+    for (patch, path, says) in [
+        (
+            json!({"acceptedResourceRoles": []}),
+            "/acceptedResourceRoles",
+            "must not be empty",
+        ),
+        (
+            json!({"acceptedResourceRoles": "public"}),
+            "/acceptedResourceRoles",
+            "must be an array",
+        ),
+        (
+            json!({"acceptedResourceRoles": [7]}),
+            "/acceptedResourceRoles/0",
+            "must be a string",
+        ),
+        (
+            json!({"acceptedResourceRoles": ["*", ""]}),
+            "/acceptedResourceRoles/1",
+            "must not be empty",
+        ),
+        (
+            json!({"acceptedResourceRoles": ["a b"]}),
+            "/acceptedResourceRoles/0",
+            "contains ' '",
+        ),
+        (
+            json!({"acceptedResourceRoles": [".."]}),
+            "/acceptedResourceRoles/0",
+            "only dots",
+        ),
+    ] {
+        let errs = parse_app(&with(patch.clone())).unwrap_err();
+        let e = errs
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("{patch}: {path} not in {errs:?}"));
+        assert!(e.errors.iter().any(|m| m.contains(says)), "{patch}: {e:?}");
+    }
+}
+
+/// Apps stored before `acceptedResourceRoles` existed load with `["*"]`.
+#[test]
+fn stored_apps_without_accepted_resource_roles_load_unreserved_only() {
+    let a = parse_app(&with(json!({}))).unwrap();
+    let mut row = serde_json::to_value(&a).unwrap();
+    row.as_object_mut()
+        .unwrap()
+        .remove("acceptedResourceRoles")
+        .unwrap();
+    let old: App = serde_json::from_value(row).unwrap();
+    assert_eq!(old.accepted_resource_roles, vec!["*".to_string()]);
+    assert_eq!(old, a);
 }
 
 #[test]
@@ -473,10 +560,6 @@ fn every_accepted_field_is_honoured_or_refused() {
             json!({"unreachableStrategy": {"inactiveAfterSeconds": 60, "expungeAfterSeconds": 120}}),
             "/unreachableStrategy",
         ),
-        (
-            json!({"acceptedResourceRoles": ["slave_public"]}),
-            "/acceptedResourceRoles",
-        ),
         (json!({"dependencies": ["/db"]}), "/dependencies"),
         (json!({"gpus": 1}), "/gpus"),
         (json!({"requirePorts": true}), "/requirePorts"),
@@ -534,7 +617,7 @@ fn every_accepted_field_is_honoured_or_refused() {
     let a = parse_app(&with(
         json!({"container": {"volumes": [], "docker": {"forcePullImage": false,
         "privileged": false, "parameters": []}}, "secrets": {}, "fetch": [], "dependencies": [],
-        "acceptedResourceRoles": [], "gpus": 0, "healthChecks": [{"delaySeconds": 0}]}),
+        "gpus": 0, "healthChecks": [{"delaySeconds": 0}]}),
     ))
     .unwrap();
     assert_eq!(a.port_mappings.len(), 1);

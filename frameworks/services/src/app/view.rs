@@ -87,6 +87,8 @@ pub struct AppDefinition {
     /// Host networking: each port's host port is its `port` instead of any
     /// free one.
     pub require_ports: bool,
+    /// Roles of the resources instances may use (`*`: unreserved).
+    pub accepted_resource_roles: Vec<String>,
     pub version: String,
 }
 
@@ -124,6 +126,7 @@ impl From<&App> for AppDefinition {
                 .map(PortDefinition::from)
                 .collect(),
             require_ports: a.require_ports,
+            accepted_resource_roles: a.accepted_resource_roles.clone(),
             version: a.version.clone(),
         }
     }

@@ -57,6 +57,7 @@ fn big_offer(k: usize) -> Offer {
         address: None,
         resources: Resources::parse("cpus:1000;mem:100000").unwrap(),
         attributes: vec![],
+        role: "*".into(),
     }
 }
 

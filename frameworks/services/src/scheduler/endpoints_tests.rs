@@ -15,6 +15,7 @@ fn offer(id: &str, host: &str) -> Offer {
         address: None,
         resources: Resources::parse("cpus:8;mem:4096;ports:[31000-31099]").unwrap(),
         attributes: vec![],
+        role: "*".into(),
     }
 }
 

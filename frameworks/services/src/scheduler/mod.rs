@@ -28,6 +28,7 @@ mod endpoints_tests;
 mod index;
 mod ops;
 mod placement;
+mod roles;
 mod service_ports;
 mod task;
 #[cfg(test)]
@@ -197,6 +198,8 @@ pub struct Services {
     drains: BTreeSet<String>,
     /// Where service ports are assigned from (`None`: the default range).
     service_ports: Option<(u32, u32)>,
+    /// The framework's role (empty: `*`); see `roles`.
+    role: String,
 }
 
 impl Services {

@@ -13,6 +13,8 @@ use std::time::Duration;
 pub(super) struct Rejections {
     pub(super) resources: usize,
     pub(super) ports: usize,
+    /// Offers whose role is not in the app's `acceptedResourceRoles`.
+    pub(super) roles: usize,
     pub(super) constraint: Option<String>,
     pub(super) largest: Option<Resources>,
 }
@@ -49,8 +51,12 @@ impl Services {
                         soonest = Some(soonest.map_or(wait, |s: f64| s.min(wait)));
                         break;
                     }
-                    let app = st.app.clone();
                     let rej = rejections.entry(id.clone()).or_default();
+                    if !st.app.accepted_resource_roles.contains(&offer.role) {
+                        rej.roles += 1;
+                        break;
+                    }
+                    let app = st.app.clone();
                     let Some((used, ports)) = fit(&app, &offer, &left, rej) else {
                         break;
                     };
@@ -299,6 +305,17 @@ fn describe(r: &Rejections, app: &App, have: usize, want: usize) -> String {
         return format!(
             "no offer has the {} port(s) each instance needs; {have} of {want} placed",
             app.host_ports_needed()
+        );
+    }
+    if r.roles > 0 {
+        return format!(
+            "no offer of an accepted role: acceptedResourceRoles is [{}] ({} offer(s) of other roles declined); {have} of {want} placed",
+            app.accepted_resource_roles
+                .iter()
+                .map(|r| format!("\"{r}\""))
+                .collect::<Vec<_>>()
+                .join(", "),
+            r.roles
         );
     }
     format!("waiting for offers; {have} of {want} placed")

@@ -19,6 +19,7 @@ fn offer(id: &str, host: &str, res: &str) -> Offer {
                 "b".into()
             },
         )],
+        role: "*".into(),
     }
 }
 
@@ -618,4 +619,130 @@ fn a_failed_revive_or_suppress_is_sent_again() {
     assert!(s.converge().contains(&Action::Suppress) || s.suppressed);
     s.offer_call_failed(&Action::Suppress);
     assert!(s.converge().contains(&Action::Suppress), "sent again");
+}
+
+// ------------------------------------------------------ reserved resources
+
+/// `offer` with its resources reserved for `role` (`*`: unreserved).
+fn offer_of_role(id: &str, host: &str, res: &str, role: &str) -> Offer {
+    Offer {
+        role: role.into(),
+        ..offer(id, host, res)
+    }
+}
+
+/// (offer id, number of tasks) of every launch.
+fn launches(actions: &[Action]) -> Vec<(String, usize)> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Launch { offer, tasks } => Some((offer.0.clone(), tasks.len())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn declined(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .flat_map(|a| match a {
+            Action::Decline { offers, .. } => offers.iter().map(|o| o.0.clone()).collect(),
+            _ => vec![],
+        })
+        .collect()
+}
+
+#[test]
+fn public_apps_launch_only_on_public_offers() {
+    let mut s = Services::new();
+    s.set_role("public");
+    s.put_app(
+        app(
+            json!({"id": "edge", "cmd": "x", "instances": 2, "cpus": 1, "mem": 16,
+            "acceptedResourceRoles": ["public"]}),
+        ),
+        false,
+    );
+    let acts = s.offers(vec![offer_of_role("1", "h1", "cpus:4;mem:1024", "*")]);
+    assert!(launches(&acts).is_empty(), "{acts:?}");
+    assert_eq!(declined(&acts), vec!["o-1"]);
+    let w = s.apps["/edge"].waiting.clone().unwrap();
+    assert!(
+        w.contains("no offer of an accepted role") && w.contains("\"public\""),
+        "{w}"
+    );
+    let acts = s.offers(vec![offer_of_role("2", "p1", "cpus:4;mem:1024", "public")]);
+    assert_eq!(launches(&acts), vec![("o-2".to_string(), 2)]);
+}
+
+#[test]
+fn default_apps_never_launch_on_reserved_offers() {
+    let mut s = Services::new();
+    s.set_role("public");
+    s.put_app(
+        app(json!({"id": "web", "cmd": "x", "instances": 2, "cpus": 1, "mem": 16})),
+        false,
+    );
+    let acts = s.offers(vec![offer_of_role("1", "p1", "cpus:4;mem:1024", "public")]);
+    assert!(launches(&acts).is_empty(), "{acts:?}");
+    assert_eq!(declined(&acts), vec!["o-1"]);
+    let acts = s.offers(vec![offer_of_role("2", "h1", "cpus:4;mem:1024", "*")]);
+    assert_eq!(launches(&acts), vec![("o-2".to_string(), 2)]);
+}
+
+#[test]
+fn apps_accepting_both_roles_use_both_kinds_of_offers() {
+    let mut s = Services::new();
+    s.set_role("public");
+    s.put_app(
+        app(
+            json!({"id": "any", "cmd": "x", "instances": 2, "cpus": 1, "mem": 16,
+            "acceptedResourceRoles": ["*", "public"]}),
+        ),
+        false,
+    );
+    // Each offer fits one instance: both are used.
+    let acts = s.offers(vec![
+        offer_of_role("1", "p1", "cpus:1;mem:1024", "public"),
+        offer_of_role("2", "h1", "cpus:1;mem:1024", "*"),
+    ]);
+    assert_eq!(
+        launches(&acts),
+        vec![("o-1".to_string(), 1), ("o-2".to_string(), 1)]
+    );
+}
+
+#[test]
+fn roles_the_framework_is_never_offered_are_refused_saying_how_to_fix_it() {
+    let public = app(json!({"id": "p", "cmd": "x", "acceptedResourceRoles": ["public"]}));
+    let both = app(json!({"id": "b", "cmd": "x", "acceptedResourceRoles": ["*", "public"]}));
+    let other = app(json!({"id": "o", "cmd": "x", "acceptedResourceRoles": ["*", "batch"]}));
+    let default = app(json!({"id": "d", "cmd": "x"}));
+
+    // Role `*` (the default): only unreserved resources are possible.
+    let s = Services::new();
+    assert_eq!(s.role(), "*");
+    assert!(s.check_roles(&default).is_ok());
+    for a in [&public, &both] {
+        let e = s.check_roles(a).unwrap_err();
+        assert_eq!(e[0].path, "/acceptedResourceRoles");
+        let m = &e[0].errors[0];
+        assert!(
+            m.contains("\"public\"") && m.contains("--role public"),
+            "{m}"
+        );
+        assert!(m.contains("possible roles are [\"*\"]"), "{m}");
+    }
+    // Role `public`: `*` and `public`.
+    let mut s = Services::new();
+    s.set_role("public");
+    for a in [&public, &both, &default] {
+        assert!(s.check_roles(a).is_ok(), "{:?}", a.accepted_resource_roles);
+    }
+    let e = s.check_roles(&other).unwrap_err();
+    let m = &e[0].errors[0];
+    assert!(
+        m.contains("\"batch\"") && m.contains("\"*\" and \"public\"") && m.contains("--role batch"),
+        "{m}"
+    );
 }

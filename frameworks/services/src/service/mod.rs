@@ -193,6 +193,7 @@ pub fn start(
         services.mark_app_changed(id);
     }
     services.set_service_ports(cfg.service_ports.0, cfg.service_ports.1);
+    services.set_role(&cfg.role);
     services.assign_missing_service_ports();
     let (tx, rx) = mpsc::channel(1024);
     let fcfg = framework_config(&cfg, snap.framework_id.clone());

@@ -35,7 +35,14 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                             return Err(ApiError::Exists(app.id.clone()));
                         }
                         let mut app = *app;
-                        s.claim_ports(&mut app).map_err(ApiError::Invalid)?;
+                        // Every problem at once: roles and cluster-wide claims.
+                        let mut errs = s.check_roles(&app).err().unwrap_or_default();
+                        if let Err(more) = s.claim_ports(&mut app) {
+                            errs.extend(more);
+                        }
+                        if !errs.is_empty() {
+                            return Err(ApiError::Invalid(errs));
+                        }
                         Ok(s.put_app(app, force_restart))
                     })
                     .await;

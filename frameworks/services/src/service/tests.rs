@@ -136,6 +136,7 @@ fn offer(id: &str) -> Offer {
         address: None,
         resources: Resources::parse("cpus:4;mem:1024").unwrap(),
         attributes: vec![],
+        role: "*".into(),
     }
 }
 

@@ -29,6 +29,11 @@ impl Drop for Api {
 /// The framework on a free loopback port, with `service_ports` as its
 /// range; answers once it accepts connections.
 pub async fn api(service_ports: (u32, u32)) -> Api {
+    api_with_role(service_ports, "*").await
+}
+
+/// [`api`] with the framework in `role` (`--role`).
+pub async fn api_with_role(service_ports: (u32, u32), role: &str) -> Api {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let dir =
@@ -38,7 +43,7 @@ pub async fn api(service_ports: (u32, u32)) -> Api {
         master: "http://127.0.0.1:9".into(),
         data_dir: dir.clone(),
         name: "services-test".into(),
-        role: "*".into(),
+        role: role.into(),
         failover_timeout: Duration::from_secs(60),
         service_ports,
     };
