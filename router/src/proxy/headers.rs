@@ -6,7 +6,7 @@ use http::{Request, Response, Uri, Version};
 
 /// Headers meaningful for one connection only (RFC 9110 7.6.1), besides
 /// those the `Connection` header names.
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
