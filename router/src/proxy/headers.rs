@@ -6,7 +6,7 @@ use http::{Request, Response, Uri, Version};
 
 /// Headers meaningful for one connection only (RFC 9110 7.6.1), besides
 /// those the `Connection` header names.
-const HOP_BY_HOP: [HeaderName; 7] = [
+static HOP_BY_HOP: [HeaderName; 7] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -39,16 +39,32 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers; with `keep_upgrade`, `Upgrade` and
 /// `Connection: upgrade` stay (the upgrade is passed through).
 pub(crate) fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Most requests carry none: one pass over the names decides, no
+    // lookup per hop-by-hop name.
+    if !keep_upgrade && !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     if h.contains_key(header::CONNECTION) {
-        // Headers the Connection header names are hop-by-hop too.
-        let named: Vec<HeaderName> = h
+        // Headers the Connection header names are hop-by-hop too
+        // (`keep-alive` and `upgrade` name ones removed below anyway).
+        let mut named: Vec<HeaderName> = Vec::new();
+        for t in h
             .get_all(header::CONNECTION)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|s| s.split(','))
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-            .collect();
+            .map(str::trim)
+        {
+            if t.is_empty()
+                || t.eq_ignore_ascii_case("keep-alive")
+                || t.eq_ignore_ascii_case("upgrade")
+            {
+                continue;
+            }
+            if let Ok(n) = HeaderName::from_bytes(t.as_bytes()) {
+                named.push(n);
+            }
+        }
         for n in named {
             h.remove(n);
         }

@@ -10,6 +10,7 @@
 //! head within the route's timeout a 504. Upgrades (WebSocket) are passed
 //! through as a byte tunnel.
 
+pub(crate) mod h1;
 pub(crate) mod headers;
 pub(crate) mod pool;
 
@@ -24,13 +25,16 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::balance::{Backend, InFlight};
 use crate::routes::{L7Table, Router, Routes, normalize_host};
-pub use pool::{ConnectError, ProxyBody, Upstream};
+pub use h1::BackendError;
+use h1::{Conn, SendError};
+pub use pool::{BodyError, ConnectError, ProxyBody, Upstream};
 use pool::{Lease, checkout};
 
 /// Which routes a proxy serves.
@@ -240,14 +244,14 @@ impl Proxy {
             };
             attempts += 1;
             let backend = guard.backend().clone();
-            let mut sender = match checkout(
+            let conn = match checkout(
                 &backend,
                 self.config.idle_timeout,
                 self.config.connect_timeout,
             )
             .await
             {
-                Ok(s) => s,
+                Ok(c) => c,
                 Err(e) => {
                     tracing::debug!(error = %e, task = %backend.id().task_id, "backend connect failed; trying another");
                     backend.failure(Instant::now());
@@ -257,26 +261,25 @@ impl Proxy {
             };
             let started = Instant::now();
             let Some(r) = req.take() else { break };
-            let sent = tokio::time::timeout(route.timeout, sender.try_send_request(r)).await;
-            let mut resp = match sent {
+            let sent = tokio::time::timeout(route.timeout, h1::send(conn, r)).await;
+            let (mut resp, exchange) = match sent {
                 Err(_) => {
                     backend.failure(Instant::now());
                     return answer(StatusCode::GATEWAY_TIMEOUT, "backend timed out\n");
                 }
-                Ok(Err(mut e)) => match e.take_message() {
-                    Some(r) => {
-                        // Never written (the connection closed first):
-                        // safe to send elsewhere.
-                        req = Some(r);
-                        continue;
-                    }
-                    None => {
-                        tracing::debug!(error = %e.into_error(), "backend failed after the request was sent");
-                        backend.failure(Instant::now());
-                        return answer(StatusCode::BAD_GATEWAY, "backend failed\n");
-                    }
-                },
-                Ok(Ok(resp)) => resp,
+                Ok(Err(SendError::NotSent(r, e))) => {
+                    // Not one byte written (the connection closed first):
+                    // safe to send elsewhere.
+                    tracing::debug!(error = %e, task = %backend.id().task_id, "request not sent; trying another");
+                    req = Some(*r);
+                    continue;
+                }
+                Ok(Err(SendError::Failed(e))) => {
+                    tracing::debug!(error = %e, task = %backend.id().task_id, "backend failed after the request was sent");
+                    backend.failure(Instant::now());
+                    return answer(StatusCode::BAD_GATEWAY, "backend failed\n");
+                }
+                Ok(Ok(r)) => r,
             };
             let now = Instant::now();
             match resp.status() {
@@ -288,19 +291,19 @@ impl Proxy {
                 _ => backend.success(now - started, now),
             }
             headers::to_client(&mut resp);
-            if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let (parts, ()) = resp.into_parts();
+            if parts.status == StatusCode::SWITCHING_PROTOCOLS {
                 return match client_upgrade {
-                    Some(client) => tunnel(resp, client, guard),
+                    Some(client) => tunnel(parts, client, exchange.into_conn(), guard),
                     None => answer(StatusCode::BAD_GATEWAY, "unexpected upgrade\n"),
                 };
             }
             let lease = Lease {
                 guard,
-                sender: Some(sender),
                 max_idle: self.config.max_idle_per_backend,
+                idle_timeout: self.config.idle_timeout,
             };
-            let (parts, body) = resp.into_parts();
-            return Response::from_parts(parts, ProxyBody::upstream(body, Some(lease)));
+            return Response::from_parts(parts, ProxyBody::upstream(exchange, lease));
         }
         answer(StatusCode::BAD_GATEWAY, "no endpoint available\n")
     }
@@ -316,31 +319,40 @@ impl Peer {
 }
 
 /// Passes a `101 Switching Protocols` on and copies bytes both ways once
-/// both sides have upgraded; the request stays in flight until then.
+/// the client's side has upgraded; the request stays in flight until the
+/// tunnel closes.
 fn tunnel(
-    mut resp: Response<Incoming>,
+    parts: http::response::Parts,
     client: hyper::upgrade::OnUpgrade,
+    backend: Conn,
     guard: InFlight,
 ) -> Response<ProxyBody> {
-    let backend = hyper::upgrade::on(&mut resp);
     tokio::spawn(async move {
-        let (c, b) = tokio::join!(client, backend);
-        match (c, b) {
-            (Ok(c), Ok(b)) => {
+        match client.await {
+            Ok(c) => {
                 let mut c = TokioIo::new(c);
-                let mut b = TokioIo::new(b);
-                if let Err(e) = tokio::io::copy_bidirectional(&mut c, &mut b).await {
+                let (mut b, early) = backend.into_parts();
+                // Bytes the backend sent right after its 101 head.
+                let sent = if early.is_empty() {
+                    Ok(())
+                } else {
+                    c.write_all(&early).await
+                };
+                let copied = match sent {
+                    Ok(()) => tokio::io::copy_bidirectional(&mut c, &mut b)
+                        .await
+                        .map(|_| ()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = copied {
                     tracing::debug!(error = %e, "upgraded connection ended");
                 }
             }
-            (c, b) => {
-                tracing::debug!(client = c.is_ok(), backend = b.is_ok(), "upgrade failed");
-            }
+            Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
         }
         drop(guard);
     });
-    let (parts, body) = resp.into_parts();
-    Response::from_parts(parts, ProxyBody::upstream(body, None))
+    Response::from_parts(parts, ProxyBody::empty())
 }
 
 fn answer(status: StatusCode, text: &'static str) -> Response<ProxyBody> {

@@ -1,12 +1,13 @@
 //! Keep-alive connections to backends and the response body that gives a
 //! connection back to its pool once the response has been read to the end.
 //!
-//! The router pools hyper's HTTP/1.1 client connections itself rather than
-//! going through a generic client: it needs to know whether a request left
-//! the proxy (`try_send_request` hands back a request that was not written,
-//! so it can go to another instance) and to count requests in flight per
-//! endpoint until their bodies end (the drain protocol).
+//! The router pools its own HTTP/1.1 connections (`h1`), driven by the
+//! task of the request that uses them: it needs to know whether a request
+//! left the proxy (a request not one byte of which was written can go to
+//! another instance) and to count requests in flight per endpoint until
+//! their bodies end (the drain protocol).
 
+use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -14,46 +15,54 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::h1::{Conn, Exchange};
 use crate::balance::{Backend, InFlight};
-
-/// A sender to a backend connection.
-pub(crate) type Sender = SendRequest<Incoming>;
 
 /// Idle keep-alive connections to one backend, most recently used last.
 #[derive(Debug, Default)]
 pub(crate) struct Idle {
-    conns: Mutex<Vec<(Sender, Instant)>>,
+    conns: Mutex<VecDeque<(Conn, Instant)>>,
 }
 
 impl Idle {
     /// The most recently used connection that is still open and was idle
     /// less than `timeout`.
-    pub(crate) fn take(&self, timeout: Duration) -> Option<Sender> {
+    pub(crate) fn take(&self, timeout: Duration) -> Option<Conn> {
         let now = Instant::now();
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((s, since)) = conns.pop() {
-            if !s.is_closed() && now.saturating_duration_since(since) < timeout {
-                return Some(s);
+        loop {
+            let (mut c, since) = self
+                .conns
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_back()?;
+            if now.saturating_duration_since(since) < timeout && c.is_open() {
+                return Some(c);
             }
         }
-        None
     }
 
-    /// Keeps `s` for reuse, unless `max` are kept already.
-    pub(crate) fn put(&self, s: Sender, max: usize) {
-        if s.is_closed() {
-            return;
+    /// Keeps `c` for reuse, unless `max` are kept already; connections
+    /// idle for `timeout` or more are closed on the way.
+    pub(crate) fn put(&self, c: Conn, max: usize, timeout: Duration) {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        {
+            let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+            while conns
+                .front()
+                .is_some_and(|(_, since)| now.saturating_duration_since(*since) >= timeout)
+            {
+                expired.extend(conns.pop_front());
+            }
+            if conns.len() < max {
+                conns.push_back((c, now));
+            }
         }
-        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
-        if conns.len() < max {
-            conns.push((s, Instant::now()));
-        }
+        drop(expired);
     }
 
     /// Closes every idle connection (the backend is gone).
@@ -70,8 +79,6 @@ pub enum ConnectError {
     Timeout(Duration),
     #[error("connect failed: {0}")]
     Io(#[from] io::Error),
-    #[error("HTTP handshake failed: {0}")]
-    Handshake(#[from] hyper::Error),
 }
 
 /// Opens a TCP connection to `b` within `timeout`, with Nagle off.
@@ -89,52 +96,25 @@ pub(crate) async fn tcp_connect(b: &Backend, timeout: Duration) -> Result<TcpStr
     Ok(s)
 }
 
-/// A sender ready for a request: an idle pooled one, or a new connection.
+/// A connection ready for a request: an idle pooled one, or a new one.
 pub(crate) async fn checkout(
     b: &Backend,
     idle_timeout: Duration,
     connect_timeout: Duration,
-) -> Result<Sender, ConnectError> {
-    while let Some(mut s) = b.idle.take(idle_timeout) {
-        if s.is_ready() {
-            return Ok(s);
-        }
-        // The previous response has just ended; the connection's task
-        // has not caught up yet.
-        if let Ok(Ok(())) = tokio::time::timeout(connect_timeout, s.ready()).await {
-            return Ok(s);
-        }
+) -> Result<Conn, ConnectError> {
+    if let Some(c) = b.idle.take(idle_timeout) {
+        return Ok(c);
     }
-    let stream = tcp_connect(b, connect_timeout).await?;
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake::<_, Incoming>(TokioIo::new(stream))
-        .await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "backend connection ended");
-        }
-    });
-    sender.ready().await?;
-    Ok(sender)
+    Ok(Conn::new(tcp_connect(b, connect_timeout).await?))
 }
 
 /// A request's hold on its backend until the response body ends: the
-/// in-flight count, and the connection to give back when it is reusable.
+/// in-flight count, and where the connection goes back to.
 #[derive(Debug)]
 pub(crate) struct Lease {
     pub(crate) guard: InFlight,
-    pub(crate) sender: Option<Sender>,
     pub(crate) max_idle: usize,
-}
-
-impl Lease {
-    /// The response was read to its end: the connection goes back to the
-    /// pool and the request stops counting.
-    fn finish(mut self) {
-        if let Some(s) = self.sender.take() {
-            self.guard.backend().idle.put(s, self.max_idle);
-        }
-    }
+    pub(crate) idle_timeout: Duration,
 }
 
 /// The body of every response the proxy sends.
@@ -155,60 +135,80 @@ impl ProxyBody {
         ProxyBody::Full(None)
     }
 
-    pub(crate) fn upstream(body: Incoming, lease: Option<Lease>) -> ProxyBody {
-        ProxyBody::Upstream(Upstream { body, lease })
+    pub(crate) fn upstream(exchange: Exchange, lease: Lease) -> ProxyBody {
+        ProxyBody::Upstream(Upstream {
+            exchange: Some(exchange),
+            lease: Some(lease),
+        })
     }
 }
 
 /// A backend's response body, holding its lease.
 #[derive(Debug)]
 pub struct Upstream {
-    body: Incoming,
+    exchange: Option<Exchange>,
     lease: Option<Lease>,
+}
+
+impl Upstream {
+    /// The response was read to its end: a reusable connection goes back
+    /// to the pool and the request stops counting.
+    fn finish(&mut self) {
+        let (Some(x), Some(l)) = (self.exchange.take(), self.lease.take()) else {
+            return;
+        };
+        if let Some(c) = x.into_reusable() {
+            l.guard.backend().idle.put(c, l.max_idle, l.idle_timeout);
+        }
+    }
 }
 
 impl Drop for Upstream {
     fn drop(&mut self) {
         // A body hyper did not need to poll (empty, or fully known) still
         // leaves a reusable connection; one dropped halfway does not.
-        if let Some(l) = self.lease.take()
-            && self.body.is_end_stream()
-        {
-            l.finish();
+        if self.exchange.as_ref().is_some_and(Exchange::body_ended) {
+            self.finish();
         }
     }
 }
 
+/// Errors of a response body (the backend's or the client's side).
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
+
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ProxyBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ProxyBody::Upstream(u) => {
-                let r = Pin::new(&mut u.body).poll_frame(cx);
-                match &r {
+                let Some(x) = u.exchange.as_mut() else {
+                    return Poll::Ready(None);
+                };
+                match x.poll_body(cx) {
+                    Poll::Pending => Poll::Pending,
                     Poll::Ready(None) => {
-                        if let Some(l) = u.lease.take() {
-                            l.finish();
-                        }
+                        u.finish();
+                        Poll::Ready(None)
                     }
-                    Poll::Ready(Some(Ok(_))) if u.body.is_end_stream() => {
-                        if let Some(l) = u.lease.take() {
-                            l.finish();
+                    Poll::Ready(Some(Ok(f))) => {
+                        if x.body_ended() {
+                            u.finish();
                         }
+                        Poll::Ready(Some(Ok(f)))
                     }
-                    Poll::Ready(Some(Err(_))) => {
+                    Poll::Ready(Some(Err(e))) => {
                         // The connection is broken: never reused.
+                        u.exchange.take();
                         u.lease.take();
+                        Poll::Ready(Some(Err(e.into())))
                     }
-                    _ => {}
                 }
-                r
             }
         }
     }
@@ -216,7 +216,7 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match self {
             ProxyBody::Full(b) => b.is_none(),
-            ProxyBody::Upstream(u) => u.body.is_end_stream(),
+            ProxyBody::Upstream(u) => u.exchange.as_ref().is_none_or(Exchange::body_ended),
         }
     }
 
@@ -224,7 +224,10 @@ impl Body for ProxyBody {
         match self {
             ProxyBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ProxyBody::Full(None) => SizeHint::with_exact(0),
-            ProxyBody::Upstream(u) => u.body.size_hint(),
+            ProxyBody::Upstream(u) => match u.exchange.as_ref() {
+                Some(x) => x.size_hint(),
+                None => SizeHint::with_exact(0),
+            },
         }
     }
 }

@@ -405,3 +405,120 @@ pub async fn eventually(what: &str, cond: impl Fn() -> bool) {
     }
     panic!("timed out waiting for: {what}");
 }
+
+/// A backend speaking raw bytes: on each connection it reads request
+/// heads (and a `Content-Length` body) and answers each with the next of
+/// `answers`, written `piece` bytes at a time (1 ms apart), closing the
+/// connection after an answer when `close_after` says so. The requests it
+/// read are kept, head and body as text.
+pub struct Raw {
+    pub port: u16,
+    pub seen: Arc<Mutex<Vec<String>>>,
+    pub conns: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Raw {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn raw(answers: Vec<Vec<u8>>, piece: usize, close_after: bool) -> Raw {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let conns = Arc::new(AtomicUsize::new(0));
+    let (seen2, conns2) = (seen.clone(), conns.clone());
+    let answers = Arc::new(Mutex::new(answers.into_iter()));
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            conns2.fetch_add(1, Ordering::SeqCst);
+            let (seen, answers) = (seen2.clone(), answers.clone());
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(req) = read_request(&mut s, &mut buf).await else {
+                        return;
+                    };
+                    seen.lock().unwrap().push(req);
+                    let Some(a) = answers.lock().unwrap().next() else {
+                        return;
+                    };
+                    for p in a.chunks(piece.max(1)) {
+                        if s.write_all(p).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    if close_after {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    Raw {
+        port,
+        seen,
+        conns,
+        task,
+    }
+}
+
+/// Reads one request (head, then a `Content-Length` or chunked body) as
+/// text; `None` at the end of the connection.
+async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let mut b = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut b).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&b[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let body_end = if let Some(cl) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
+        head_end + cl.trim().parse::<usize>().ok()?
+    } else if head.contains("transfer-encoding: chunked") {
+        loop {
+            if let Some(i) = buf[head_end..].windows(5).position(|w| w == b"0\r\n\r\n")
+                && (i == 0 || buf[head_end + i - 1] == b'\n')
+            {
+                break head_end + i + 5;
+            }
+            let n = s.read(&mut b).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&b[..n]);
+        }
+    } else {
+        head_end
+    };
+    while buf.len() < body_end {
+        let n = s.read(&mut b).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&b[..n]);
+    }
+    let req = String::from_utf8_lossy(&buf[..body_end]).into_owned();
+    buf.drain(..body_end);
+    Some(req)
+}
+
+/// A request of any method and body on a client connection.
+impl Client {
+    pub async fn send(&mut self, req: Request<Full<Bytes>>) -> Answer {
+        self.sender.ready().await.unwrap();
+        let resp = self.sender.send_request(req).await.unwrap();
+        answer(resp).await
+    }
+}
