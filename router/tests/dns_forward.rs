@@ -212,7 +212,7 @@ async fn answers_from_the_upstream_are_passed_on_with_the_clients_id() {
     assert!(
         m.authorities
             .iter()
-            .any(|r| r.record_type() == RecordType::SOA && r.name().to_ascii() == "example.test."),
+            .any(|r| r.record_type() == RecordType::SOA && r.name.to_ascii() == "example.test."),
         "the upstream's SOA: {:?}",
         m.authorities
     );
