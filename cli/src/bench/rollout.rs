@@ -13,7 +13,9 @@
 //!    check and a readiness check on `/health`; waits until every instance
 //!    answers through the edge (`Host: web.bench.agora`).
 //! 2. Starts `--concurrency` clients, each one keep-alive HTTP/1.1
-//!    connection to the edge, sending `GET /` back to back. A request fails
+//!    connection to the edge, sending `GET /sleep?ms=20` (the workload
+//!    answers after `--request-ms`, so requests are in flight when an
+//!    instance goes; `GET /` with 0) back to back. A request fails
 //!    when it gets no response (connect, send or read error, 10 s timeout)
 //!    or a non-2xx status. **No request is retried**; after a connection
 //!    error the client opens a new connection for its next request.
@@ -51,7 +53,17 @@ pub struct RolloutArgs {
     /// restart's deployment finishes.
     #[arg(long, default_value_t = 5000)]
     pub min_requests: u64,
-    /// The workload image (answers `GET /` and `GET /health`).
+    /// How long the workload takes to answer each request (`GET
+    /// /sleep?ms=N`, no CPU), so that requests are in flight when an
+    /// instance is killed; 0: `GET /` (answered at once).
+    #[arg(long, default_value_t = 20)]
+    pub request_ms: u32,
+    /// The app's `drainSeconds` label (how long an old instance drains at
+    /// most before it is killed). Default: the framework's (5 s). `0`
+    /// kills old instances at once, without draining: the control run.
+    #[arg(long)]
+    pub drain_seconds: Option<u32>,
+    /// The workload image (answers `GET /`, `GET /sleep` and `GET /health`).
     #[arg(long, default_value = "agora-workload:latest")]
     pub image: String,
     /// Give up (an error, after cleaning up) when the whole run takes longer.
@@ -266,7 +278,7 @@ fn port_block() -> Result<u16> {
 /// The app: bridge networking, the workload's 8080 on a host port,
 /// published at the edge; health and readiness on `/health`.
 fn app(args: &RolloutArgs) -> Value {
-    json!({
+    let mut app = json!({
         "id": APP, "instances": args.instances, "cpus": 0.1, "mem": 32,
         "container": {"type": "DOCKER", "docker": {"image": args.image},
             "portMappings": [{"containerPort": 8080, "hostPort": 0, "name": "http",
@@ -277,7 +289,19 @@ fn app(args: &RolloutArgs) -> Value {
             "maxConsecutiveFailures": 3}],
         "readinessChecks": [{"name": "ready", "protocol": "HTTP", "path": "/health",
             "portName": "http", "intervalSeconds": 0.2, "timeoutSeconds": 1}]
-    })
+    });
+    if let Some(d) = args.drain_seconds {
+        app["labels"] = json!({"drainSeconds": d.to_string()});
+    }
+    app
+}
+
+/// What the clients ask for.
+fn request_path(args: &RolloutArgs) -> String {
+    match args.request_ms {
+        0 => "/".into(),
+        ms => format!("/sleep?ms={ms}"),
+    }
 }
 
 async fn measure(args: &RolloutArgs, svc: &str, edge: SocketAddr) -> Result<Figures> {
@@ -305,7 +329,7 @@ async fn measure(args: &RolloutArgs, svc: &str, edge: SocketAddr) -> Result<Figu
     // Dropped (and so aborted) with this future, on errors and Ctrl-C too.
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
-        clients.spawn(client(edge, stats.clone(), stop.clone()));
+        clients.spawn(client(edge, request_path(args), stats.clone(), stop.clone()));
     }
     let t_load = Instant::now();
     let mut restart_s = Vec::new();
@@ -372,12 +396,18 @@ async fn serving_through_edge(args: &RolloutArgs, svc: &str, edge: SocketAddr) -
             "through the edge, only {} of {n} instances answered within 180 s (last: {last})",
             seen.len()
         );
-        match get(edge, &mut sender).await {
+        match get(edge, &request_path(args), &mut sender).await {
             Ok(body) => {
                 if let Some(task) = body.split_whitespace().find_map(|w| w.strip_prefix("task=")) {
                     seen.insert(task.to_string());
                 }
             }
+            // The workload's own 404 (the router's says "no route").
+            Err(e) if e == "status 404: not found" => bail!(
+                "{} answers 404 to {}: the image predates GET /sleep; rebuild it with `bash images/build.sh` (or use --request-ms 0)",
+                args.image,
+                request_path(args)
+            ),
             Err(e) => {
                 last = e;
                 tokio::time::sleep(Duration::from_millis(50)).await;
@@ -389,12 +419,12 @@ async fn serving_through_edge(args: &RolloutArgs, svc: &str, edge: SocketAddr) -
 
 /// One load client: requests back to back on one keep-alive connection
 /// until `stop`; never retries a request.
-async fn client(edge: SocketAddr, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
+async fn client(edge: SocketAddr, path: String, stats: Arc<Stats>, stop: Arc<AtomicBool>) {
     let mut sender = None;
     let mut lat = Vec::new();
     while !stop.load(Ordering::Relaxed) {
         let t = Instant::now();
-        let r = get(edge, &mut sender).await;
+        let r = get(edge, &path, &mut sender).await;
         stats.requests.fetch_add(1, Ordering::Relaxed);
         match r {
             Ok(_) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
@@ -431,17 +461,17 @@ async fn connect(edge: SocketAddr) -> Result<Sender, String> {
     Ok(sender)
 }
 
-/// `GET /` with `Host: web.bench.agora` through the edge on `sender` (a
+/// `GET path` with `Host: web.bench.agora` through the edge on `sender` (a
 /// new connection when there is none or it was closed): the body of a 2xx
 /// answer, or the kind of failure (the connection is then dropped).
-async fn get(edge: SocketAddr, sender: &mut Option<Sender>) -> Result<String, String> {
+async fn get(edge: SocketAddr, path: &str, sender: &mut Option<Sender>) -> Result<String, String> {
     let r = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut s = match sender.take() {
             Some(s) if !s.is_closed() => s,
             _ => connect(edge).await?,
         };
         s.ready().await.map_err(|e| format!("connection: {e}"))?;
-        let req = hyper::Request::get("/")
+        let req = hyper::Request::get(path)
             .header(hyper::header::HOST, HOST)
             .body(Empty::<Bytes>::new())
             .map_err(|e| format!("request: {e}"))?;
@@ -549,9 +579,13 @@ fn report(args: &RolloutArgs, f: &Figures) {
     for (kind, count) in &f.errors {
         t.add_row(vec!["error".to_string(), format!("{count} × {kind}")]);
     }
+    let drain = match args.drain_seconds {
+        Some(d) => format!("drainSeconds {d}"),
+        None => "drainSeconds default (5)".into(),
+    };
     eprintln!(
-        "rollout: {} instances, {} clients through the edge router, `app restart` × {}",
-        args.instances, args.concurrency, f.restarts
+        "rollout: {} instances, {} clients through the edge router ({} ms per request), `app restart` × {}, {drain}",
+        args.instances, args.concurrency, args.request_ms, f.restarts
     );
     eprintln!("{t}");
     if args.json {
@@ -563,6 +597,7 @@ fn report(args: &RolloutArgs, f: &Figures) {
         println!(
             "{}",
             json!({"bench": "rollout", "instances": args.instances, "concurrency": args.concurrency,
+                "request_ms": args.request_ms, "drain_seconds": args.drain_seconds,
                 "requests": f.requests, "failed": f.failed, "restarts": f.restarts,
                 "duration_s": f.duration_s, "rps": rps, "restart_s": f.restart_s,
                 "latency_ms_p50": f.p50_ms, "latency_ms_p99": f.p99_ms, "latency_ms_max": f.max_ms,
