@@ -196,7 +196,11 @@ async fn answers_from_the_upstream_are_passed_on_with_the_clients_id() {
         // ask_with checks that the answer carries the client's id.
         let m = ask_with(&dns, "www.example.test.", RecordType::A, tcp, true).await;
         assert_eq!(m.metadata.response_code, ResponseCode::NoError, "tcp={tcp}");
-        assert_eq!(addrs(&m), ["192.0.2.1"], "tcp={tcp}: the decoys are ignored");
+        assert_eq!(
+            addrs(&m),
+            ["192.0.2.1"],
+            "tcp={tcp}: the decoys are ignored"
+        );
         assert!(m.metadata.recursion_available, "the upstream's RA");
         assert!(!m.metadata.authoritative, "not our zone");
         let after = up.counts();
@@ -260,7 +264,11 @@ async fn a_dead_upstream_is_servfail_within_the_timeout() {
     let t = Instant::now();
     let m = ask(&dns, "www.example.test.", RecordType::A).await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
-    assert!(t.elapsed() < Duration::from_millis(1500), "{:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        t.elapsed()
+    );
     // Over TCP too (connection refused).
     let m = ask_with(&dns, "www.example.test.", RecordType::A, true, true).await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);

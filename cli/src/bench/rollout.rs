@@ -329,7 +329,12 @@ async fn measure(args: &RolloutArgs, svc: &str, edge: SocketAddr) -> Result<Figu
     // Dropped (and so aborted) with this future, on errors and Ctrl-C too.
     let mut clients = tokio::task::JoinSet::new();
     for _ in 0..args.concurrency {
-        clients.spawn(client(edge, request_path(args), stats.clone(), stop.clone()));
+        clients.spawn(client(
+            edge,
+            request_path(args),
+            stats.clone(),
+            stop.clone(),
+        ));
     }
     let t_load = Instant::now();
     let mut restart_s = Vec::new();
@@ -398,7 +403,10 @@ async fn serving_through_edge(args: &RolloutArgs, svc: &str, edge: SocketAddr) -
         );
         match get(edge, &request_path(args), &mut sender).await {
             Ok(body) => {
-                if let Some(task) = body.split_whitespace().find_map(|w| w.strip_prefix("task=")) {
+                if let Some(task) = body
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix("task="))
+                {
                     seen.insert(task.to_string());
                 }
             }

@@ -45,10 +45,7 @@ pub enum ForwardError {
     #[error("no upstream answered within {0:?}")]
     Timeout(Duration),
     #[error("upstream {upstream}: {error}")]
-    Upstream {
-        upstream: SocketAddr,
-        error: String,
-    },
+    Upstream { upstream: SocketAddr, error: String },
     #[error("cannot encode the query: {0}")]
     Encode(String),
 }
@@ -105,7 +102,10 @@ impl Forwarder {
                 Ok(Ok(m)) => return Ok(m),
                 Ok(Err(error)) => {
                     tracing::debug!(upstream = %up, %error, "DNS upstream failed");
-                    last = ForwardError::Upstream { upstream: up, error };
+                    last = ForwardError::Upstream {
+                        upstream: up,
+                        error,
+                    };
                 }
                 Err(_) => {
                     tracing::debug!(upstream = %up, ?share, "DNS upstream did not answer in time");
@@ -168,18 +168,19 @@ async fn udp(up: SocketAddr, bytes: &[u8], id: u16, q: &Query) -> Result<Message
     sock.connect(up)
         .await
         .map_err(|e| format!("udp connect: {e}"))?;
-    sock.send(bytes).await.map_err(|e| format!("udp send: {e}"))?;
+    sock.send(bytes)
+        .await
+        .map_err(|e| format!("udp send: {e}"))?;
     let mut buf = vec![0u8; 65_535];
     loop {
-        let n = sock
-            .recv(&mut buf)
-            .await
-            .map_err(|e| format!("udp: {e}"))?;
+        let n = sock.recv(&mut buf).await.map_err(|e| format!("udp: {e}"))?;
         match Message::from_vec(&buf[..n]) {
             Ok(m) if is_answer_to(&m, id, q) => return Ok(m),
             Ok(m) => tracing::debug!(upstream = %up, got = m.metadata.id, want = id,
                 "ignoring a UDP message that does not answer the query"),
-            Err(e) => tracing::debug!(upstream = %up, error = %e, "ignoring a malformed UDP message"),
+            Err(e) => {
+                tracing::debug!(upstream = %up, error = %e, "ignoring a malformed UDP message")
+            }
         }
     }
 }
