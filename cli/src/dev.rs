@@ -73,6 +73,9 @@ pub struct DevArgs {
     /// The DNS zone: app `/demo/web` answers at `web.demo.<domain>`.
     #[arg(long, default_value = "agora")]
     pub domain: String,
+
+    #[command(flatten)]
+    pub upstream: crate::router_cmd::DnsUpstreamArgs,
 }
 
 const DEV_FLAGS: crate::router_cmd::Flags = crate::router_cmd::Flags {
@@ -85,6 +88,7 @@ const DEV_FLAGS: crate::router_cmd::Flags = crate::router_cmd::Flags {
 pub async fn run(args: DevArgs) -> Result<()> {
     // hickory-server logs every DNS query at info.
     crate::util::init_logging(args.log_format, "info,hickory_server=warn");
+    let dns_upstreams = args.upstream.upstreams()?;
     let data_dir = args
         .data_dir
         .clone()
@@ -182,6 +186,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
             router_id: crate::router_cmd::default_router_id(),
             domain: args.domain.clone(),
             dns_ttl: Duration::from_secs(1),
+            dns_upstreams,
+            dns_upstream_timeout: args.upstream.dns_upstream_timeout,
             dns_listen: crate::router_cmd::listen_opt(&args.dns_listen),
             edge_listen: crate::router_cmd::listen_opt(&args.edge_listen),
             internal_listen: crate::router_cmd::listen_opt(&args.internal_listen),
@@ -265,7 +271,7 @@ fn build_script() -> Option<PathBuf> {
 /// Builds the demo images if the engine lacks them (with the source tree's
 /// `images/build.sh --if-missing`, which holds a lock so that concurrent
 /// builds happen once), saying so; or says how to build them.
-async fn demo_images(default_image: &str) {
+pub(crate) async fn demo_images(default_image: &str) {
     let missing = DockerRuntime::missing_images(&[DEMO_IMAGE, default_image]).await;
     if missing.is_empty() {
         return;

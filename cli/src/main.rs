@@ -35,7 +35,7 @@ Operate:      agora agent list | agora framework list | agora task list|show|kil
 Services:     agora app deploy -f app.json --wait | app list|show|endpoints|scale|restart|destroy | deployment list|rollback\n\
 \x20             (--wait shows progress until done; --master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts)\n\
 Exit codes:   0 ok, 1 error, 2 bad usage, 4 not found, 5 --wait timed out\n\
-Benchmarks:   agora bench allocator | scale | launch | deploy | services | discovery | router"
+Benchmarks:   agora bench allocator | scale | launch | deploy | services | discovery | router | rollout"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -229,6 +229,8 @@ enum BenchCommand {
     Discovery(bench::discovery::DiscoveryArgs),
     /// Agora's L7 proxy vs nginx and HAProxy in front of the same backends (wrk).
     Router(bench::router::RouterBenchArgs),
+    /// Steady load through the edge router during `app restart`: failed requests.
+    Rollout(bench::rollout::RolloutArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -305,6 +307,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(BenchCommand::Services(a)) => bench::services::run(a),
             Command::Bench(BenchCommand::Discovery(a)) => bench::discovery::run(a).await,
             Command::Bench(BenchCommand::Router(a)) => bench::router::run(a),
+            Command::Bench(BenchCommand::Rollout(a)) => bench::rollout::run(a).await,
         }
     });
     match result {

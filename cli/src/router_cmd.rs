@@ -44,6 +44,8 @@ pub struct RouterArgs {
     /// TTL of the DNS answers (whole seconds, e.g. 1s, 5s).
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub dns_ttl: Duration,
+    #[command(flatten)]
+    pub upstream: DnsUpstreamArgs,
     /// This router's id in the endpoint stream and its acks
     /// (default: the host name and the process id).
     #[arg(long)]
@@ -51,6 +53,30 @@ pub struct RouterArgs {
     /// Log format on stderr (AGORA_LOG sets the level, e.g. debug).
     #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// Forwarding of names outside the zone (`agora router` and `agora dev`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct DnsUpstreamArgs {
+    /// Resolver that DNS names outside the zone are forwarded to:
+    /// `IP[:PORT]` (port 53 by default), repeatable or comma-separated,
+    /// tried in order. Without it such names are refused (REFUSED).
+    #[arg(long = "dns-upstream", value_name = "IP[:PORT]")]
+    pub dns_upstream: Vec<String>,
+    /// Time the upstreams get for one forwarded query; then SERVFAIL.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub dns_upstream_timeout: Duration,
+}
+
+impl DnsUpstreamArgs {
+    /// The upstreams' addresses (an error names the flag).
+    pub fn upstreams(&self) -> Result<Vec<SocketAddr>> {
+        if self.dns_upstream_timeout.is_zero() {
+            bail!("--dns-upstream-timeout must be above 0");
+        }
+        agora_router::dns::forward::parse_upstreams(&self.dns_upstream)
+            .map_err(|e| anyhow::anyhow!("--dns-upstream: {e}"))
+    }
 }
 
 pub fn default_router_id() -> String {
@@ -72,6 +98,9 @@ pub struct RoutersSetup {
     pub router_id: String,
     pub domain: String,
     pub dns_ttl: Duration,
+    /// Where names outside the zone are forwarded (empty: refused).
+    pub dns_upstreams: Vec<SocketAddr>,
+    pub dns_upstream_timeout: Duration,
     pub dns_listen: Option<String>,
     pub edge_listen: Option<String>,
     pub internal_listen: Option<String>,
@@ -126,7 +155,8 @@ impl Routers {
     /// flag), then starts the feed and the servers.
     pub async fn start(s: RoutersSetup, flags: &Flags) -> Result<Routers> {
         let feed_cfg = FeedConfig::new(&s.services, &s.router_id)?;
-        let dns_cfg = DnsConfig::new(&s.domain, s.dns_ttl)?;
+        let dns_cfg = DnsConfig::new(&s.domain, s.dns_ttl)?
+            .with_upstreams(s.dns_upstreams.clone(), s.dns_upstream_timeout);
         let dns_sockets = match &s.dns_listen {
             None => None,
             Some(a) => {
@@ -134,6 +164,12 @@ impl Routers {
                     format!("cannot listen on {a} (udp; use {} or off)", flags.dns)
                 })?;
                 let tcp = bind_tcp(&udp.local_addr()?.to_string(), "dns, tcp", flags.dns).await?;
+                let own = udp.local_addr()?;
+                if let Some(up) = s.dns_upstreams.iter().find(|u| **u == own) {
+                    bail!(
+                        "--dns-upstream {up} is this DNS server's own address: names outside the zone would loop"
+                    );
+                }
                 Some((udp, tcp))
             }
         };
@@ -180,6 +216,17 @@ impl Routers {
                     a.ip(),
                     a.port()
                 ));
+                lines.push(if dns_cfg.upstreams.is_empty() {
+                    "             other names: refused (--dns-upstream forwards them)".to_string()
+                } else {
+                    let ups: Vec<String> =
+                        dns_cfg.upstreams.iter().map(|u| u.to_string()).collect();
+                    format!(
+                        "             other names: forwarded to {} (timeout {:?})",
+                        ups.join(", "),
+                        dns_cfg.upstream_timeout
+                    )
+                });
                 Some(tokio::spawn(agora_router::dns::serve(
                     udp,
                     tcp,
@@ -322,6 +369,8 @@ pub async fn run(args: RouterArgs) -> Result<()> {
         router_id: router_id.clone(),
         domain: args.domain.clone(),
         dns_ttl: args.dns_ttl,
+        dns_upstreams: args.upstream.upstreams()?,
+        dns_upstream_timeout: args.upstream.dns_upstream_timeout,
         dns_listen: listen_opt(&args.dns_listen),
         edge_listen: args.edge_listen.as_deref().and_then(listen_opt),
         internal_listen: args.internal_listen.as_deref().and_then(listen_opt),

@@ -4,6 +4,8 @@
 //! - `GET /env`         → the *names* of its environment variables (JSON array), never values
 //! - `GET /health`      → 200 `healthy` or 503 `unhealthy`; `?set=unhealthy|healthy` switches it
 //! - `GET /burn?ms=N`   → spins a CPU for N ms (load and autoscaling tests)
+//! - `GET /sleep?ms=N`  → answers `task=<task id> slept=N` after N ms (a slow
+//!   request without CPU: drain and rollout benchmarks)
 //! - `GET /mem?mib=N`   → allocates and touches N MiB and keeps it (memory-limit tests)
 //!
 //! Port: `--port N`, else `$PORT`, else `$PORT0`, else 8080. On SIGTERM it waits
@@ -108,6 +110,14 @@ fn handle(s: TcpStream, st: &State) {
                 }
             }
             respond(&s, 200, &format!("burned {ms} ms ({})\n", x % 7));
+        }
+        "/sleep" => {
+            let ms: u64 = query(&path, "ms")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(100)
+                .min(60_000);
+            std::thread::sleep(Duration::from_millis(ms));
+            respond(&s, 200, &format!("task={} slept={ms}\n", st.task));
         }
         "/mem" => {
             let mib: usize = query(&path, "mib")

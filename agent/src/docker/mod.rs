@@ -67,6 +67,31 @@ struct Inner {
     /// `delay` (doubling), before it gives up.
     list_attempts: u32,
     list_retry: Duration,
+    /// Launches running now (their containers may not exist yet).
+    launching: std::sync::atomic::AtomicUsize,
+}
+
+/// How long [`DockerRuntime::remove_all`] waits for launches in flight.
+const LAUNCHES_SETTLE: Duration = Duration::from_secs(10);
+
+/// Counts one launch in flight while alive.
+struct Launching(Arc<Inner>);
+
+impl Launching {
+    fn new(inner: &Arc<Inner>) -> Launching {
+        inner
+            .launching
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Launching(inner.clone())
+    }
+}
+
+impl Drop for Launching {
+    fn drop(&mut self) {
+        self.0
+            .launching
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Why a launch stopped early.
@@ -147,6 +172,7 @@ impl DockerRuntime {
                 fail: FailPoints::default(),
                 list_attempts: 8,
                 list_retry: Duration::from_millis(500),
+                launching: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }
@@ -253,8 +279,21 @@ impl DockerRuntime {
         }
     }
 
-    /// Force-removes every container of this agent (used by `agora dev` on exit).
+    /// Force-removes every container of this agent (used by `agora dev` on
+    /// exit, once the agent is stopped). Launches in flight are waited for
+    /// first (at most 10 s): a container created after the listing would
+    /// otherwise be left running.
     pub async fn remove_all(&self) -> usize {
+        let settle_by = tokio::time::Instant::now() + LAUNCHES_SETTLE;
+        while self
+            .inner
+            .launching
+            .load(std::sync::atomic::Ordering::SeqCst)
+            > 0
+            && tokio::time::Instant::now() < settle_by
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let mut n = 0;
         for c in self.list_scoped().await.unwrap_or_default() {
             if let Some(id) = c.id
@@ -373,8 +412,10 @@ impl ContainerRuntime for DockerRuntime {
             // Image checks and container creation run off the agent's loop
             // (in the agent's launch span: logs carry the task's ids).
             let span = tracing::Span::current();
+            let launching = Launching::new(&self.inner);
             tokio::spawn(
                 async move {
+                    let _launching = launching;
                     let fw = spec.framework_id.clone();
                     let tid = spec.task_id();
                     me.emit(RuntimeEvent::new(&fw, &tid, TaskState::Starting));

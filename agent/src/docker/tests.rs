@@ -72,6 +72,21 @@ async fn until(rx: &mut mpsc::UnboundedReceiver<RuntimeEvent>, state: TaskState)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remove_all_right_after_a_launch_leaves_no_container() {
+    // `agora dev` or a bench stopped while a launch is in flight: the
+    // container is created after remove_all started; it must not survive.
+    let scope = scope();
+    let (rt, _rx) = runtime(&scope, FailPoints::default()).await;
+    rt.launch(spec("t", "sleep 1000")).await;
+    rt.remove_all().await;
+    // Whatever the launch still does happens within this.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let left = rt.list_scoped().await.unwrap();
+    rt.remove_all().await;
+    assert!(left.is_empty(), "left running: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_wait_stream_is_not_an_exit() {
     let scope = scope();
     let (fail, waits) = failing("docker.wait", 3);

@@ -5,6 +5,7 @@ pub mod allocator;
 pub mod deploy;
 pub mod discovery;
 pub mod launch;
+pub mod rollout;
 pub mod router;
 pub mod scale;
 pub mod services;

@@ -15,27 +15,35 @@
 //!   [`RESOLVE_TIMEOUT`]); a result is used for [`RESOLVED_FOR`], then
 //!   resolved again on the next change (the old one serving meanwhile); a
 //!   host that does not resolve is skipped (logged).
-//! - Names outside the zone: REFUSED (no forwarding yet). Opcodes other than
-//!   QUERY: NOTIMP. Classes other than IN: REFUSED. A UDP answer larger than
-//!   the client's buffer is truncated (TC set) and complete over TCP.
+//! - Names outside the zone: REFUSED, or, with upstreams configured
+//!   (`--dns-upstream`), forwarded to them ([`forward`]): the upstream's
+//!   answer is passed on with the client's id; no upstream answering within
+//!   the timeout (or all unreachable) is SERVFAIL. A name inside the zone is
+//!   never forwarded (an unknown one is NXDOMAIN). Zone transfers of other
+//!   zones are refused. Opcodes other than QUERY: NOTIMP. Classes other
+//!   than IN: REFUSED. A UDP answer larger than the client's buffer is
+//!   truncated (TC set) and complete over TCP.
 
+pub mod forward;
 pub mod zone;
 
 use std::collections::{HashMap, HashSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agora_core::endpoints::View;
 use hickory_server::net::runtime::Time;
+use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_server::proto::rr::{DNSClass, Name, Record};
+use hickory_server::proto::rr::{DNSClass, Name, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo, Server};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
+pub use forward::{DEFAULT_UPSTREAM_TIMEOUT, Forwarder, Transport};
 pub use zone::Zone;
 
 /// How long one resolution of an agent's host name may take.
@@ -45,7 +53,7 @@ pub const RESOLVED_FOR: Duration = Duration::from_secs(30);
 /// A TCP client that sends nothing for this long is disconnected.
 const TCP_IDLE: Duration = Duration::from_secs(10);
 
-/// The zone and its records' TTL.
+/// The zone, its records' TTL, and where other names go.
 #[derive(Clone, Debug)]
 pub struct DnsConfig {
     /// The zone's origin, e.g. `agora.`.
@@ -53,15 +61,31 @@ pub struct DnsConfig {
     /// TTL of every record, in seconds (also the SOA minimum: how long a
     /// negative answer may be cached).
     pub ttl: u32,
+    /// Resolvers that names outside the zone are forwarded to, in order;
+    /// empty: such names are refused.
+    pub upstreams: Vec<SocketAddr>,
+    /// Time the upstreams get for one query (then SERVFAIL).
+    pub upstream_timeout: Duration,
 }
 
 impl DnsConfig {
-    /// `domain` such as `agora`; `ttl` rounded down to whole seconds.
+    /// `domain` such as `agora`; `ttl` rounded down to whole seconds; no
+    /// upstream.
     pub fn new(domain: &str, ttl: Duration) -> Result<DnsConfig, DnsError> {
         Ok(DnsConfig {
             origin: zone::origin(domain).map_err(DnsError::Config)?,
             ttl: u32::try_from(ttl.as_secs()).unwrap_or(u32::MAX),
+            upstreams: Vec::new(),
+            upstream_timeout: DEFAULT_UPSTREAM_TIMEOUT,
         })
+    }
+
+    /// Forwards names outside the zone to `upstreams` (tried in order,
+    /// within `timeout` for one query).
+    pub fn with_upstreams(mut self, upstreams: Vec<SocketAddr>, timeout: Duration) -> DnsConfig {
+        self.upstreams = upstreams;
+        self.upstream_timeout = timeout;
+        self
     }
 }
 
@@ -79,6 +103,7 @@ type Current = watch::Receiver<Option<Arc<Zone>>>;
 struct Handler {
     origin: hickory_server::proto::rr::LowerName,
     zone: Current,
+    forwarder: Option<Forwarder>,
 }
 
 /// Serves the zone on `udp` and `tcp` from the views on `views` until
@@ -92,11 +117,13 @@ pub async fn serve(
 ) -> Result<(), DnsError> {
     let (zone_tx, zone_rx) = watch::channel(None);
     let origin = hickory_server::proto::rr::LowerName::new(&cfg.origin);
+    let forwarder = Forwarder::new(cfg.upstreams.clone(), cfg.upstream_timeout);
     let follower = tokio::spawn(follow(cfg, views, zone_tx));
     let _abort = AbortOnDrop(follower);
     let mut server = Server::new(Handler {
         origin,
         zone: zone_rx,
+        forwarder,
     });
     server.register_socket(udp);
     server.register_listener(tcp, TCP_IDLE, 64);
@@ -206,16 +233,42 @@ impl RequestHandler for Handler {
                 let resp = builder.build_no_records(fail(code));
                 return sent(response.send_response(resp).await, request);
             }
+            Ok(info) if !self.origin.zone_of(info.0) => {
+                // Outside the zone: forwarded, or refused.
+                let (code, forwarded) = match &self.forwarder {
+                    None => (ResponseCode::Refused, None),
+                    Some(_) if matches!(info.1, RecordType::AXFR | RecordType::IXFR) => {
+                        (ResponseCode::Refused, None)
+                    }
+                    Some(f) => match forward_request(f, request).await {
+                        Ok(m) => (m.metadata.response_code, Some(m)),
+                        Err(error) => {
+                            tracing::debug!(%error, name = %info.0, "DNS forward failed: SERVFAIL");
+                            (ResponseCode::ServFail, None)
+                        }
+                    },
+                };
+                let Some(up) = forwarded else {
+                    let resp = builder.build_no_records(fail(code));
+                    return sent(response.send_response(resp).await, request);
+                };
+                let mut m = fail(code);
+                m.recursion_available = up.metadata.recursion_available;
+                m.authoritative = up.metadata.authoritative;
+                let resp = builder.build(
+                    m,
+                    up.answers.iter(),
+                    up.authorities.iter(),
+                    std::iter::empty::<&Record>(),
+                    up.additionals.iter(),
+                );
+                return sent(response.send_response(resp).await, request);
+            }
             Ok(info) => (self.zone.borrow().clone(), info),
         };
         let Some(zone) = zone else {
-            // Outside the zone is known without a view; inside, not yet.
-            let code = if self.origin.zone_of(info.0) {
-                ResponseCode::ServFail
-            } else {
-                ResponseCode::Refused
-            };
-            let resp = builder.build_no_records(fail(code));
+            // In the zone, before the first view: the server does not know.
+            let resp = builder.build_no_records(fail(ResponseCode::ServFail));
             return sent(response.send_response(resp).await, request);
         };
         let mut a = zone.lookup(info.0, info.1);
@@ -236,6 +289,27 @@ impl RequestHandler for Handler {
         );
         sent(response.send_response(resp).await, request)
     }
+}
+
+/// Forwards the request's one question the way the client asked it.
+async fn forward_request(
+    f: &Forwarder,
+    request: &Request,
+) -> Result<hickory_server::proto::op::Message, forward::ForwardError> {
+    let info = request
+        .request_info()
+        .map_err(|e| forward::ForwardError::Encode(e.to_string()))?;
+    let transport = match request.protocol() {
+        Protocol::Udp => Transport::Udp,
+        _ => Transport::Tcp,
+    };
+    f.forward(
+        info.query.original(),
+        request.metadata.recursion_desired,
+        request.metadata.checking_disabled,
+        transport,
+    )
+    .await
 }
 
 type Question<'r> = (

@@ -95,10 +95,20 @@ pub async fn start_with(
     rx: watch::Receiver<Arc<View>>,
     first: Option<View>,
 ) -> Dns {
+    let cfg = DnsConfig::new("agora", Duration::from_secs(1)).unwrap();
+    start_cfg(cfg, tx, rx, first).await
+}
+
+/// The same with a configuration of the test's own (upstreams).
+pub async fn start_cfg(
+    cfg: DnsConfig,
+    tx: watch::Sender<Arc<View>>,
+    rx: watch::Receiver<Arc<View>>,
+    first: Option<View>,
+) -> Dns {
     let (udp, tcp) = same_port().await;
     let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel::<()>();
-    let cfg = DnsConfig::new("agora", Duration::from_secs(1)).unwrap();
     let task = tokio::spawn(async move {
         serve(udp, tcp, cfg, rx, async {
             let _ = stopped.await;
@@ -120,7 +130,7 @@ pub async fn start_with(
 
 /// A UDP socket and a TCP listener on one loopback port (as a DNS server
 /// has), so that `dig +tcp` reaches the same server.
-async fn same_port() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
+pub async fn same_port() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
     for _ in 0..50 {
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let addr = udp.local_addr().unwrap();
