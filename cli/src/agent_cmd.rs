@@ -238,6 +238,7 @@ pub struct RunningAgent {
 pub fn internal_address(
     flag: Option<std::net::IpAddr>,
     listen: std::net::SocketAddr,
+    master: &str,
 ) -> Result<std::net::IpAddr> {
     let ip = match flag {
         Some(ip) if ip.is_unspecified() => bail!(
@@ -247,6 +248,10 @@ pub fn internal_address(
         None if listen.ip().is_unspecified() => bail!(
             "the agent's --listen {listen} is a wildcard, so it cannot stand for the internal address its tasks' host ports are bound to; give that address with --internal-address IP (e.g. 10.0.0.7)"
         ),
+        None if listen.ip().is_loopback() && !master_is_local(master) => bail!(
+            "the agent's internal address would be {} (the host of --listen {listen}), but the master {master} is on another host: routers there could not reach this agent's tasks (and would reach whatever answers on their own loopback); give this host's internal IP with --internal-address IP (e.g. 10.0.0.7)",
+            listen.ip()
+        ),
         None => listen.ip(),
     };
     std::net::TcpListener::bind((ip, 0)).with_context(|| {
@@ -255,11 +260,35 @@ pub fn internal_address(
     Ok(ip)
 }
 
+/// Whether the master's address (`host:port`, optionally with a scheme) is
+/// on this host's loopback. A name that does not resolve counts as remote.
+pub fn master_is_local(master: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    let rest = master.split_once("://").map_or(master, |(_, r)| r);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let with_port = if authority.parse::<std::net::SocketAddr>().is_ok()
+        || authority
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+    {
+        authority.to_string()
+    } else {
+        format!("{authority}:5050")
+    };
+    match with_port.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
 /// Starts an agent with the chosen runtime and serves its HTTP API.
 pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<RunningAgent> {
     if let Some(ip) = args.internal_address {
         // Before anything is bound: a wildcard is refused whatever --listen is.
-        internal_address(Some(ip), std::net::SocketAddr::new(ip, 0))?;
+        internal_address(Some(ip), std::net::SocketAddr::new(ip, 0), &args.master)?;
     }
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
@@ -270,7 +299,7 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
             )
         })?;
     let http_addr = listener.local_addr()?;
-    let host_ip = internal_address(args.internal_address, http_addr)?;
+    let host_ip = internal_address(args.internal_address, http_addr, &args.master)?;
     let mut cfg = args.config(format!("http://{http_addr}"))?;
     cfg.address = Some(host_ip);
     if runtime_kind == RuntimeKind::Hollow {
@@ -355,6 +384,33 @@ pub async fn run(args: AgentArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_loopback_internal_address_is_implicit_only_with_a_local_master() {
+        let lo: std::net::SocketAddr = "127.0.0.1:5051".parse().unwrap();
+        for m in [
+            "127.0.0.1:5050",
+            "localhost:5050",
+            "http://127.0.0.1:5050",
+            "[::1]:5050",
+        ] {
+            assert!(master_is_local(m), "{m}");
+            let ip = internal_address(None, lo, m).unwrap();
+            assert!(ip.is_loopback());
+        }
+        for m in [
+            "10.0.0.5:5050",
+            "http://192.0.2.7:5050",
+            "no-such-host.invalid:5050",
+        ] {
+            assert!(!master_is_local(m), "{m}");
+            let err = internal_address(None, lo, m).unwrap_err().to_string();
+            assert!(err.contains("--internal-address"), "{m}: {err}");
+            assert!(err.contains("on another host"), "{m}: {err}");
+        }
+        // Given explicitly, loopback is the operator's choice.
+        assert!(internal_address(Some(lo.ip()), lo, "10.0.0.5:5050").is_ok());
+    }
 
     fn role(role: &str, public: bool, attrs: &str) -> Result<(String, Vec<(String, String)>)> {
         let mut a = parse_attributes(attrs)?;
