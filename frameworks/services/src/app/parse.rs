@@ -431,8 +431,10 @@ fn accepted_resource_roles(o: &Obj, e: &mut Errors) -> Vec<String> {
     roles
 }
 
-/// Unreserved resources only (Marathon's default without
-/// `--default_accepted_resource_roles`).
+/// Unreserved resources only: what DC/OS configured Marathon with
+/// (`--default_accepted_resource_roles '*'`), so that nothing lands on a
+/// public agent unless it asks. (Marathon's own default, without that flag,
+/// is every role it is offered.)
 pub fn default_accepted_resource_roles() -> Vec<String> {
     vec![agora_core::info::DEFAULT_ROLE.to_string()]
 }
