@@ -691,14 +691,21 @@ impl ContainerRuntime for ProcessRuntime {
     }
 
     /// The task was told to bind `$HOST`: its checks go there, where the
-    /// routers reach it too.
+    /// routers reach it too. That is the `HOST` it was launched with (read
+    /// from its environment), which a task recovered by an agent restarted
+    /// with another `--internal-address` still binds.
     fn check_addr(
         &self,
-        _framework_id: &FrameworkId,
-        _task_id: &TaskId,
+        framework_id: &FrameworkId,
+        task_id: &TaskId,
         port: u16,
     ) -> BoxFuture<'_, std::net::SocketAddr> {
-        let addr = std::net::SocketAddr::new(self.inner.host_ip, port);
+        let pid = self.inner.procs.lock().ok().and_then(|m| {
+            m.get(&(framework_id.clone(), task_id.clone()))
+                .map(|p| p.pid)
+        });
+        let ip = pid.and_then(launched_host).unwrap_or(self.inner.host_ip);
+        let addr = std::net::SocketAddr::new(ip, port);
         Box::pin(async move { addr })
     }
 
@@ -768,3 +775,12 @@ pub(crate) fn remove_work_dir(dir: &Path) {
 
 #[cfg(test)]
 mod tests;
+
+/// The `HOST` a running process was started with (`/proc/<pid>/environ`).
+fn launched_host(pid: i32) -> Option<std::net::IpAddr> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    env.split(|b| *b == 0)
+        .find_map(|kv| kv.strip_prefix(b"HOST="))
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.parse().ok())
+}

@@ -439,3 +439,30 @@ async fn a_task_gets_the_internal_address_as_host_and_checks_go_there() {
     );
     remove_work_dir(&dir);
 }
+
+/// An agent restarted with another internal address: the tasks it
+/// recovers still bind the `HOST` they were launched with, so their checks
+/// go there (not to the new address, where they would fail and get the
+/// task killed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checks_of_a_recovered_task_go_to_the_address_it_was_launched_with() {
+    let dir = work_dir();
+    let old: std::net::IpAddr = "127.0.0.9".parse().unwrap();
+    let new: std::net::IpAddr = "127.0.0.10".parse().unwrap();
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let rt = ProcessRuntime::new(tx, &dir).with_host_ip(old);
+    let task = spec("kept", "sleep 1000");
+    rt.launch(task.clone()).await;
+    let _ = pid_in(&rt, "kept", "pid").await;
+
+    let (tx2, mut rx2) = mpsc::unbounded_channel();
+    let rt2 = ProcessRuntime::new(tx2, &dir).with_host_ip(new);
+    let gone = rt2.recover(vec![task]).await.unwrap();
+    assert!(gone.is_empty(), "{gone:?}");
+    let at = rt2.check_addr(&"f".into(), &"kept".into(), 31000).await;
+    rt2.kill(&"f".into(), &"kept".into(), Duration::from_millis(100))
+        .await;
+    assert_eq!(ended(&mut rx2, "kept").await.state, TaskState::Killed);
+    assert_eq!(at, std::net::SocketAddr::new(old, 31000));
+    remove_work_dir(&dir);
+}
