@@ -646,10 +646,24 @@ impl ContainerRuntime for DockerRuntime {
             // connections even while nothing listens in the container, so
             // checks go to the container's address and port.
             match self.inner.docker.inspect_container(&c.id, None).await {
-                Ok(i) => i
-                    .network_settings
-                    .and_then(|n| spec::container_addr(&n, port))
-                    .unwrap_or(host),
+                Ok(i) => {
+                    // Host networking: the HOST it was launched with, which
+                    // a container recovered by an agent restarted with
+                    // another --internal-address still binds.
+                    let launched = i
+                        .config
+                        .as_ref()
+                        .and_then(|c| c.env.as_ref())
+                        .and_then(|env| {
+                            env.iter()
+                                .find_map(|kv| kv.strip_prefix("HOST="))
+                                .and_then(|v| v.parse().ok())
+                        })
+                        .map_or(host, |ip| std::net::SocketAddr::new(ip, port));
+                    i.network_settings
+                        .and_then(|n| spec::container_addr(&n, port))
+                        .unwrap_or(launched)
+                }
                 Err(e) => {
                     tracing::debug!(error = %e, "cannot inspect the container for its address");
                     host
