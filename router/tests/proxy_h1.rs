@@ -267,3 +267,35 @@ async fn get_h2_post(
     let resp = sender.send_request(req).await.unwrap();
     answer(resp).await
 }
+
+/// Review findings on the response head: with both Transfer-Encoding and
+/// Content-Length the body is read chunked and no Content-Length reaches
+/// the client (RFC 9112 6.3); a Content-Length goes on in one canonical
+/// form; one that is not digits ("+5") is a 502.
+#[tokio::test]
+async fn ambiguous_or_lax_content_lengths_never_reach_the_client() {
+    let answers: Vec<Vec<u8>> = vec![
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 100\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\n"
+            .to_vec(),
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\n\r\nok".to_vec(),
+        b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\nhello".to_vec(),
+    ];
+    let b = raw(answers, 7, false).await;
+    let (s, edge) = stack_to(b.port).await;
+    let mut c = Client::connect(edge).await;
+    let a = c.send(req(Method::GET, "")).await;
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "hello"));
+    assert!(
+        !a.headers.contains_key("content-length"),
+        "a Content-Length next to Transfer-Encoding was passed on: {:?}",
+        a.headers
+    );
+    let a = get(edge, "web.agora", "/").await;
+    assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "ok"));
+    assert_eq!(a.headers["content-length"], "2");
+    let a = get(edge, "web.agora", "/").await;
+    assert_eq!(a.status.as_u16(), 502, "content-length +5 accepted");
+    drop(c);
+    s.idle().await;
+}

@@ -36,6 +36,11 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Read buffer room reserved before a read.
 const READ_CHUNK: usize = 16 * 1024;
+/// A response body that makes no progress for this long is cut: a stalled
+/// backend must not hold the client connection, its task and the drain
+/// accounting of the instance forever (the route timeout covers only the
+/// time to the response head).
+const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Body data up to this size is copied out of the read buffer (which then
 /// stays reusable); larger pieces are handed out without a copy.
 const COPY_BELOW: usize = 4 * 1024;
@@ -55,6 +60,8 @@ pub enum BackendError {
     HeadTooLarge,
     #[error("reading the client's request body: {0}")]
     ClientBody(hyper::Error),
+    #[error("the backend sent nothing for {}s in the middle of its response", BODY_IDLE.as_secs())]
+    Stalled,
 }
 
 /// A request that could not be sent: `NotSent` hands the request back
@@ -185,6 +192,7 @@ pub(crate) async fn send(
         decoder: Decoder::Done,
         head_only,
         reusable: true,
+        idle: None,
     };
     if written < exch.conn.wbuf.len() {
         exch.pending = Bytes::copy_from_slice(&exch.conn.wbuf[written..]);
@@ -241,6 +249,8 @@ pub(crate) struct Exchange {
     head_only: bool,
     /// The backend did not ask to close, and nothing went wrong.
     reusable: bool,
+    /// Armed while the body waits for the backend ([`BODY_IDLE`]).
+    idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Exchange {
@@ -391,7 +401,15 @@ impl Exchange {
                     .map_err(|_| BackendError::Parse("bad header value"))?;
                 headers.append(name, value);
             }
-            self.decide(status, version, &headers)?;
+            self.decide(status, version, &mut headers)?;
+            if status.as_u16() >= 400 && (self.req_body.is_some() || !self.pending.is_empty()) {
+                // A refusal before the whole request body was sent: the
+                // rest is not sent (the backend would read it as further
+                // requests), and the connection is not reused.
+                self.req_body = None;
+                self.pending = Bytes::new();
+                self.reusable = false;
+            }
             // The version stays HTTP/1.1: the client hears the proxy's
             // version, whatever the backend's (an HTTP/1.0 backend's body
             // up to its close goes on chunked, on a kept-alive connection).
@@ -408,7 +426,7 @@ impl Exchange {
         &mut self,
         status: StatusCode,
         version: Version,
-        h: &HeaderMap,
+        h: &mut HeaderMap,
     ) -> Result<(), BackendError> {
         let close = connection_has(h, "close");
         self.reusable = if version == Version::HTTP_10 {
@@ -427,8 +445,9 @@ impl Exchange {
             return Ok(());
         }
         if h.contains_key(header::TRANSFER_ENCODING) {
-            if h.contains_key(header::CONTENT_LENGTH) {
-                // Ambiguous framing: read it as the RFC says, never reuse.
+            if h.remove(header::CONTENT_LENGTH).is_some() {
+                // Ambiguous framing: read it as the RFC says (chunked), pass
+                // no Content-Length on (RFC 9112 6.3), never reuse.
                 self.reusable = false;
             }
             let last = h
@@ -449,8 +468,11 @@ impl Exchange {
         let mut length: Option<u64> = None;
         for v in h.get_all(header::CONTENT_LENGTH) {
             for part in v.to_str().unwrap_or("x").split(',') {
+                let part = part.trim();
+                if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(BackendError::Parse("bad Content-Length"));
+                }
                 let n: u64 = part
-                    .trim()
                     .parse()
                     .map_err(|_| BackendError::Parse("bad Content-Length"))?;
                 if length.is_some_and(|l| l != n) {
@@ -458,6 +480,10 @@ impl Exchange {
                 }
                 length = Some(n);
             }
+        }
+        if let Some(n) = length {
+            // One canonical value goes on ("5, 5" or "+5" would not).
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
         }
         match length {
             Some(0) => self.decoder = Decoder::Done,
@@ -489,7 +515,7 @@ impl Exchange {
                 }
                 Decoder::Length(left) => {
                     if self.conn.rbuf.is_empty() {
-                        let n = ready!(self.conn.poll_fill(cx))?;
+                        let n = ready!(self.poll_body_fill(cx))?;
                         if n == 0 {
                             self.fail();
                             return Poll::Ready(Some(Err(BackendError::Closed)));
@@ -510,7 +536,7 @@ impl Exchange {
                 }
                 Decoder::Eof => {
                     if self.conn.rbuf.is_empty() {
-                        let n = ready!(self.conn.poll_fill(cx))?;
+                        let n = ready!(self.poll_body_fill(cx))?;
                         if n == 0 {
                             self.decoder = Decoder::Done;
                             return Poll::Ready(None);
@@ -523,13 +549,35 @@ impl Exchange {
                     Step::Frame(f) => return Poll::Ready(Some(Ok(f))),
                     Step::Again => continue,
                     Step::NeedMore => {
-                        let n = ready!(self.conn.poll_fill(cx))?;
+                        let n = ready!(self.poll_body_fill(cx))?;
                         if n == 0 {
                             self.fail();
                             return Poll::Ready(Some(Err(BackendError::Closed)));
                         }
                     }
                 },
+            }
+        }
+    }
+
+    /// Reads more of the body; [`BackendError::Stalled`] after
+    /// [`BODY_IDLE`] without a byte.
+    fn poll_body_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, BackendError>> {
+        match self.conn.poll_fill(cx) {
+            Poll::Ready(r) => {
+                self.idle = None;
+                Poll::Ready(r.map_err(BackendError::from))
+            }
+            Poll::Pending => {
+                let idle = self
+                    .idle
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(BODY_IDLE)));
+                if idle.as_mut().poll(cx).is_ready() {
+                    self.idle = None;
+                    self.fail();
+                    return Poll::Ready(Err(BackendError::Stalled));
+                }
+                Poll::Pending
             }
         }
     }
