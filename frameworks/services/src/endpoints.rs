@@ -326,7 +326,11 @@ mod tests {
         let j2 = hub.join("r2");
         assert_eq!(hub.drained(), Drained::Upto(0), "the slowest counts");
         drop(j2);
-        assert_eq!(hub.drained(), Drained::Upto(0), "departed: still waited for");
+        assert_eq!(
+            hub.drained(),
+            Drained::Upto(0),
+            "departed: still waited for"
+        );
         let later = Instant::now() + FORGET_DEPARTED + Duration::from_secs(1);
         assert_eq!(hub.drained_at(later), Drained::Upto(1), "forgotten");
         drop(j);

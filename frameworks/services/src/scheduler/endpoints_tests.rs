@@ -3,11 +3,11 @@
 use super::*;
 use crate::app::parse_app;
 use crate::endpoints::{Drained, FORGET_DEPARTED, Hub, START_WINDOW};
-use std::time::{Duration, Instant};
 use agora_core::endpoints::{Change, EndpointState, Publisher};
 use agora_core::{AgentId, OfferId, Resources, TaskId};
 use agora_sdk::Offer;
 use serde_json::json;
+use std::time::{Duration, Instant};
 
 fn offer(id: &str, host: &str) -> Offer {
     Offer {
@@ -332,7 +332,10 @@ fn a_serving_instance_drains_until_the_routers_acknowledge() {
     let v = p.version();
     // A participant that has not drained that version holds the kill.
     assert!(s.release_drains(now_s(), Drained::Upto(v - 1)).is_empty());
-    assert_eq!(kills(&s.release_drains(now_s(), Drained::Upto(v))), vec![t.clone()]);
+    assert_eq!(
+        kills(&s.release_drains(now_s(), Drained::Upto(v))),
+        vec![t.clone()]
+    );
     assert_eq!(s.draining().count(), 0);
     // Its end removes it from the set.
     s.update(&status(&t, TaskState::Killed, None));
@@ -350,7 +353,10 @@ fn a_drain_ends_at_drain_seconds_or_at_once_without_participants() {
     assert!(s.release_drains(now, Drained::Upto(0)).is_empty());
     let deadline = s.next_drain_deadline().unwrap();
     assert!((deadline - now - 2.0).abs() < 1.0, "{deadline} vs {now}");
-    assert_eq!(kills(&s.release_drains(deadline, Drained::Upto(0))).len(), 1);
+    assert_eq!(
+        kills(&s.release_drains(deadline, Drained::Upto(0))).len(),
+        1
+    );
     // No participant connected: killed once published.
     scale(&mut s, 1);
     assert!(s.release_drains(now_s(), Drained::Nobody).is_empty());

@@ -172,7 +172,13 @@ async fn an_update_is_acknowledged_only_once_its_effect_is_stored() {
         ..FlakyStore::default()
     };
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, store, Some("fw".into()), events, Hub::new(0, Duration::ZERO));
+    let actor = Actor::new(
+        s,
+        store,
+        Some("fw".into()),
+        events,
+        Hub::new(0, Duration::ZERO),
+    );
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
@@ -244,7 +250,13 @@ async fn an_api_change_that_cannot_be_stored_changes_nothing() {
         ..FlakyStore::default()
     };
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, store, Some("fw".into()), events, Hub::new(0, Duration::ZERO));
+    let actor = Actor::new(
+        s,
+        store,
+        Some("fw".into()),
+        events,
+        Hub::new(0, Duration::ZERO),
+    );
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
