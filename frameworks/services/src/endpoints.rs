@@ -1,7 +1,15 @@
 //! The endpoint hub: the framework's [`Publisher`] shared between the actor
 //! (which publishes after every burst) and the HTTP API (the endpoint
 //! stream, the discovery API), plus the drain participants (routers with an
-//! open stream) and their acknowledgements.
+//! open stream, or whose stream ended less than [`FORGET_DEPARTED`] ago)
+//! and their acknowledgements.
+//!
+//! A router keeps routing by its last view while its stream is down, so a
+//! participant whose stream ends still holds the drains it has not
+//! acknowledged, until it reconnects (same id: its acks count again), the
+//! drain's deadline passes, or it is forgotten. After the framework starts
+//! the routers are unknown until they reconnect: for [`START_WINDOW`], a
+//! drain ends only at its deadline.
 //!
 //! Versions on the wire are the publisher's plus a base taken from the
 //! clock when the framework starts (microseconds since the epoch, so about
@@ -12,10 +20,35 @@
 use agora_core::endpoints::{EndpointSet, Publisher, Snapshot, Update};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 use tokio::sync::{Notify, broadcast, watch};
 
 /// Updates a subscriber may fall behind by before it is disconnected.
 pub const SUBSCRIBER_QUEUE: usize = 1024;
+
+/// How long after the framework starts drains end only at their deadline:
+/// routers reconnect with a back-off of at most 5 s plus a connect timeout
+/// of 3 s (`router/src/feed`), so every live router has reconnected (at
+/// least two attempts) well within it.
+pub const START_WINDOW: Duration = Duration::from_secs(20);
+
+/// How long a participant whose stream ended still holds drains (each at
+/// most until its own `drainSeconds` deadline): a router removed for good
+/// stops counting after this.
+pub const FORGET_DEPARTED: Duration = Duration::from_secs(600);
+
+/// What the drain participants have drained, for `release_drains`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// No participant (after the start window): drains end once published.
+    Nobody,
+    /// The lowest version every participant (connected or departed, not
+    /// forgotten) has drained, in the publisher's numbering.
+    Upto(u64),
+    /// The routers are not known yet (start window): drains end only at
+    /// their deadline.
+    Unknown,
+}
 
 /// How a subscriber starts: a snapshot, or the updates it missed.
 pub enum Start {
@@ -28,6 +61,8 @@ pub enum Start {
 struct Participant {
     /// Open streams with its id (a reconnect may overlap the old one).
     streams: usize,
+    /// When its last stream ended (none open now).
+    left: Option<Instant>,
     /// Latest versions acknowledged (the publisher's numbering).
     applied: u64,
     drained: u64,
@@ -35,6 +70,8 @@ struct Participant {
 
 pub struct Hub {
     base: u64,
+    /// Until then, drains end only at their deadline.
+    settled: Instant,
     publisher: Mutex<Publisher>,
     updates: broadcast::Sender<Arc<Update>>,
     version: watch::Sender<u64>,
@@ -52,12 +89,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Hub {
-    /// A hub whose wire versions start at `base`.
-    pub fn new(base: u64) -> Arc<Hub> {
+    /// A hub whose wire versions start at `base`, whose drains end only at
+    /// their deadline for `start_window` (see [`START_WINDOW`]).
+    pub fn new(base: u64, start_window: Duration) -> Arc<Hub> {
         let (updates, _) = broadcast::channel(SUBSCRIBER_QUEUE);
         let (version, _) = watch::channel(base);
         Arc::new(Hub {
             base,
+            settled: Instant::now() + start_window,
             publisher: Mutex::new(Publisher::default()),
             updates,
             version,
@@ -73,7 +112,7 @@ impl Hub {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_micros() as u64)
             .unwrap_or(0);
-        Hub::new(us)
+        Hub::new(us, START_WINDOW)
     }
 
     fn wire(&self, u: &Update) -> Update {
@@ -150,12 +189,14 @@ impl Hub {
         self.closing.subscribe()
     }
 
-    /// Makes `router` a drain participant while the returned guard lives.
+    /// Makes `router` a drain participant (connected while the returned
+    /// guard lives; departed after, see [`FORGET_DEPARTED`]).
     pub fn join(self: &Arc<Self>, router: &str) -> Joined {
-        lock(&self.routers)
-            .entry(router.to_string())
-            .or_default()
-            .streams += 1;
+        let mut routers = lock(&self.routers);
+        let r = routers.entry(router.to_string()).or_default();
+        r.streams += 1;
+        r.left = None;
+        drop(routers);
         Joined {
             hub: self.clone(),
             router: router.to_string(),
@@ -163,33 +204,63 @@ impl Hub {
     }
 
     /// Records a participant's acknowledgement (wire versions). Ignored
-    /// (`false`) when it has no open stream. Versions never go back, and
-    /// never beyond what was published.
+    /// (`false`) when the router is no participant (it never opened a
+    /// stream, or was forgotten). Versions never go back; one above what
+    /// was published is ignored (an ack from a previous run whose versions
+    /// were higher, e.g. the clock stepped back: it says nothing of this
+    /// run's versions).
     pub fn ack(&self, router: &str, applied: Option<u64>, drained: Option<u64>) -> bool {
         let now = lock(&self.publisher).version();
         let mut routers = lock(&self.routers);
         let Some(r) = routers.get_mut(router) else {
             return false;
         };
-        let local = |v: u64| v.saturating_sub(self.base).min(now);
-        if let Some(a) = applied {
-            r.applied = r.applied.max(local(a));
+        let local = |v: u64| Some(v.saturating_sub(self.base)).filter(|v| *v <= now);
+        if let Some(a) = applied.and_then(local) {
+            r.applied = r.applied.max(a);
         }
-        if let Some(d) = drained {
-            r.drained = r.drained.max(local(d));
+        if let Some(d) = drained.and_then(local) {
+            r.drained = r.drained.max(d);
         }
         drop(routers);
         self.drains.notify_one();
         true
     }
 
-    /// The lowest version every connected participant has drained (the
-    /// publisher's numbering); `None` when none is connected.
-    pub fn drained(&self) -> Option<u64> {
-        lock(&self.routers).values().map(|r| r.drained).min()
+    /// What the participants have drained now (see [`Drained`]).
+    pub fn drained(&self) -> Drained {
+        self.drained_at(Instant::now())
     }
 
-    /// Participants connected now: (id, applied, drained) in wire versions.
+    /// What the participants have drained at `now`: departed participants
+    /// older than [`FORGET_DEPARTED`] are forgotten first.
+    pub fn drained_at(&self, now: Instant) -> Drained {
+        let mut routers = lock(&self.routers);
+        routers.retain(|_, r| r.left.is_none_or(|l| now < l + FORGET_DEPARTED));
+        if now < self.settled {
+            return Drained::Unknown;
+        }
+        match routers.values().map(|r| r.drained).min() {
+            Some(d) => Drained::Upto(d),
+            None => Drained::Nobody,
+        }
+    }
+
+    /// When what [`Hub::drained`] says may change without an ack or a
+    /// participant joining or leaving: the start window's end, or the next
+    /// departed participant forgotten.
+    pub fn next_change(&self) -> Option<Instant> {
+        let now = Instant::now();
+        let forget = lock(&self.routers)
+            .values()
+            .filter_map(|r| r.left.map(|l| l + FORGET_DEPARTED))
+            .min();
+        let settle = (now < self.settled).then_some(self.settled);
+        settle.into_iter().chain(forget).min()
+    }
+
+    /// Participants, connected or departed and not forgotten: (id, applied,
+    /// drained) in wire versions.
     pub fn participants(&self) -> Vec<(String, u64, u64)> {
         let mut v: Vec<(String, u64, u64)> = lock(&self.routers)
             .iter()
@@ -200,7 +271,8 @@ impl Hub {
     }
 }
 
-/// A drain participant's open stream; it leaves when dropped.
+/// A drain participant's open stream; when the last one with its id is
+/// dropped, it is departed (still waited for, see [`FORGET_DEPARTED`]).
 pub struct Joined {
     hub: Arc<Hub>,
     router: String,
@@ -210,9 +282,9 @@ impl Drop for Joined {
     fn drop(&mut self) {
         let mut routers = lock(&self.hub.routers);
         if let Some(r) = routers.get_mut(&self.router) {
-            r.streams -= 1;
+            r.streams = r.streams.saturating_sub(1);
             if r.streams == 0 {
-                routers.remove(&self.router);
+                r.left = Some(Instant::now());
             }
         }
         drop(routers);
@@ -224,9 +296,7 @@ impl Drop for Joined {
 mod tests {
     use super::*;
 
-    #[test]
-    fn acks_count_only_for_connected_routers_and_never_go_back() {
-        let hub = Hub::new(1000);
+    fn publish_one(hub: &Hub) {
         hub.publish(|p| {
             let k = agora_core::endpoints::EndpointKey {
                 app_id: "/a".into(),
@@ -238,27 +308,64 @@ mod tests {
                 .into_iter()
                 .collect()
         });
+    }
+
+    #[test]
+    fn acks_count_only_for_participants_and_never_go_back() {
+        let hub = Hub::new(1000, Duration::ZERO);
+        publish_one(&hub);
         assert_eq!(*hub.version().borrow(), 1001);
         assert!(!hub.ack("r1", Some(1001), Some(1001)), "no stream: ignored");
-        assert_eq!(hub.drained(), None);
+        assert_eq!(hub.drained(), Drained::Nobody);
         let j = hub.join("r1");
-        assert_eq!(hub.drained(), Some(0));
+        assert_eq!(hub.drained(), Drained::Upto(0));
         assert!(hub.ack("r1", Some(1001), Some(1001)));
-        assert_eq!(hub.drained(), Some(1));
+        assert_eq!(hub.drained(), Drained::Upto(1));
         hub.ack("r1", None, Some(1000));
-        assert_eq!(hub.drained(), Some(1), "never goes back");
-        hub.ack("r1", None, Some(5000));
-        assert_eq!(hub.drained(), Some(1), "never beyond what was published");
+        assert_eq!(hub.drained(), Drained::Upto(1), "never goes back");
         let j2 = hub.join("r2");
-        assert_eq!(hub.drained(), Some(0), "the slowest participant counts");
+        assert_eq!(hub.drained(), Drained::Upto(0), "the slowest counts");
         drop(j2);
+        assert_eq!(
+            hub.drained(),
+            Drained::Upto(0),
+            "departed: still waited for"
+        );
+        let later = Instant::now() + FORGET_DEPARTED + Duration::from_secs(1);
+        assert_eq!(hub.drained_at(later), Drained::Upto(1), "forgotten");
         drop(j);
-        assert_eq!(hub.drained(), None);
+        assert_eq!(hub.drained_at(later + FORGET_DEPARTED), Drained::Nobody);
+    }
+
+    /// An ack above what this run published (e.g. from a previous run with
+    /// a higher version base: the clock stepped back) is ignored, not taken
+    /// as "drained everything".
+    #[test]
+    fn acks_above_the_published_version_are_ignored() {
+        let hub = Hub::new(1000, Duration::ZERO);
+        publish_one(&hub);
+        let _j = hub.join("r1");
+        assert!(hub.ack("r1", Some(5000), Some(5000)));
+        assert_eq!(hub.drained(), Drained::Upto(0));
+        assert_eq!(hub.participants(), vec![("r1".to_string(), 1000, 1000)]);
+        publish_one(&hub);
+        assert!(hub.ack("r1", None, Some(1001)));
+        assert_eq!(hub.drained(), Drained::Upto(1));
+    }
+
+    #[test]
+    fn the_start_window_hides_the_participants() {
+        let hub = Hub::new(0, START_WINDOW);
+        assert_eq!(hub.drained(), Drained::Unknown);
+        let _j = hub.join("r1");
+        assert_eq!(hub.drained(), Drained::Unknown);
+        let end = hub.next_change().unwrap();
+        assert_eq!(hub.drained_at(end), Drained::Upto(0));
     }
 
     #[test]
     fn a_since_from_before_a_restart_gets_a_snapshot() {
-        let hub = Hub::new(1_000_000);
+        let hub = Hub::new(1_000_000, Duration::ZERO);
         let (start, _rx) = hub.subscribe(Some(5));
         assert!(matches!(start, Start::Snapshot(s) if s.version == 1_000_000));
         let (start, _rx) = hub.subscribe(Some(1_000_000));

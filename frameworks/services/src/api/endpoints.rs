@@ -115,7 +115,8 @@ pub(super) async fn watch(State(s): State<ApiState>, uri: Uri) -> Response {
                     return Some((event("update", &*u), (rx, joined, v, closing)));
                 }
                 // Too slow: the queue is bounded, so it is disconnected
-                // (it reconnects with `since`).
+                // (it reconnects with `since`). It stays a drain
+                // participant meanwhile (its last view still routes).
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::info!(
                         missed = n,
@@ -153,7 +154,7 @@ pub struct Ack {
 
 #[utoipa::path(post, path = "/v1/endpoints/acks", tag = "agora",
     request_body(content = Ack, description = "`{router, applied?, drained?}`"),
-    responses((status = 204, description = "Recorded (ignored when the router has no open stream)"),
+    responses((status = 204, description = "Recorded (ignored when the router is no drain participant)"),
         (status = 400, description = "Malformed JSON", body = Message),
         (status = 422, description = "Not an acknowledgement", body = Message)))]
 pub(super) async fn acks(State(s): State<ApiState>, body: Bytes) -> Response {

@@ -8,12 +8,15 @@
 //! but against the over-capacity budget) and draining until a deadline
 //! (`drainSeconds`). The mark is stored with the instance, so a restart
 //! still kills it. Once its draining is published, its kill is sent as soon
-//! as every connected drain participant acknowledged that version as
-//! drained, or at the deadline. An instance that does not serve (not
+//! as every drain participant (connected, or departed and not forgotten:
+//! see `crate::endpoints`) acknowledged that version as drained, or at the
+//! deadline; for a while after the framework starts (the routers are not
+//! known yet), only at the deadline. An instance that does not serve (not
 //! running, checks not passed) or whose app has no ports is killed at once.
 
 use super::{Action, Instance, Services};
 use crate::app::App;
+use crate::endpoints::Drained;
 use agora_core::endpoints::{
     Endpoint, EndpointKey, EndpointSet, EndpointState, InstanceFacts, PortMeta, Publisher, Update,
     endpoint_state,
@@ -180,18 +183,20 @@ impl Services {
     }
 
     /// Sends the kills of draining instances that are done: published as
-    /// draining at a version every connected participant has drained
-    /// (`drained`: the lowest such version, `None` when no participant is
-    /// connected), or past their deadline.
-    pub fn release_drains(&mut self, now: f64, drained: Option<u64>) -> Vec<Action> {
+    /// draining at a version every participant has drained (see
+    /// [`Drained`]), or past their deadline.
+    pub fn release_drains(&mut self, now: f64, drained: Drained) -> Vec<Action> {
         let done: Vec<String> = self
             .drains
             .iter()
             .filter(|t| {
                 self.instances.get(*t).is_some_and(|i| {
                     i.drain_until.is_some_and(|d| now >= d)
-                        || i.drain_version
-                            .is_some_and(|v| drained.is_none_or(|d| d >= v))
+                        || i.drain_version.is_some_and(|v| match drained {
+                            Drained::Nobody => true,
+                            Drained::Upto(d) => d >= v,
+                            Drained::Unknown => false,
+                        })
                 })
             })
             .cloned()

@@ -2,10 +2,12 @@
 
 use super::*;
 use crate::app::parse_app;
+use crate::endpoints::{Drained, FORGET_DEPARTED, Hub, START_WINDOW};
 use agora_core::endpoints::{Change, EndpointState, Publisher};
 use agora_core::{AgentId, OfferId, Resources, TaskId};
 use agora_sdk::Offer;
 use serde_json::json;
+use std::time::{Duration, Instant};
 
 fn offer(id: &str, host: &str) -> Offer {
     Offer {
@@ -322,15 +324,18 @@ fn a_serving_instance_drains_until_the_routers_acknowledge() {
     let t = s.draining().next().unwrap().clone();
     assert!(s.instance(&t).unwrap().killing);
     // Not released before its draining is published.
-    assert!(s.release_drains(now_s(), None).is_empty());
+    assert!(s.release_drains(now_s(), Drained::Nobody).is_empty());
     s.publish(&mut p);
     let set = &p.app("/w")[0];
     let e = set.endpoints.iter().find(|e| e.task_id == t).unwrap();
     assert_eq!(e.state, EndpointState::Draining);
     let v = p.version();
     // A participant that has not drained that version holds the kill.
-    assert!(s.release_drains(now_s(), Some(v - 1)).is_empty());
-    assert_eq!(kills(&s.release_drains(now_s(), Some(v))), vec![t.clone()]);
+    assert!(s.release_drains(now_s(), Drained::Upto(v - 1)).is_empty());
+    assert_eq!(
+        kills(&s.release_drains(now_s(), Drained::Upto(v))),
+        vec![t.clone()]
+    );
     assert_eq!(s.draining().count(), 0);
     // Its end removes it from the set.
     s.update(&status(&t, TaskState::Killed, None));
@@ -345,15 +350,18 @@ fn a_drain_ends_at_drain_seconds_or_at_once_without_participants() {
     scale(&mut s, 2);
     s.publish(&mut p);
     let now = now_s();
-    assert!(s.release_drains(now, Some(0)).is_empty());
+    assert!(s.release_drains(now, Drained::Upto(0)).is_empty());
     let deadline = s.next_drain_deadline().unwrap();
     assert!((deadline - now - 2.0).abs() < 1.0, "{deadline} vs {now}");
-    assert_eq!(kills(&s.release_drains(deadline, Some(0))).len(), 1);
+    assert_eq!(
+        kills(&s.release_drains(deadline, Drained::Upto(0))).len(),
+        1
+    );
     // No participant connected: killed once published.
     scale(&mut s, 1);
-    assert!(s.release_drains(now_s(), None).is_empty());
+    assert!(s.release_drains(now_s(), Drained::Nobody).is_empty());
     s.publish(&mut p);
-    assert_eq!(kills(&s.release_drains(now_s(), None)).len(), 1);
+    assert_eq!(kills(&s.release_drains(now_s(), Drained::Nobody)).len(), 1);
 }
 
 #[test]
@@ -437,10 +445,14 @@ fn draining_instances_count_against_over_capacity() {
 
 /// The draining mark is stored: a restart mid-drain still kills the
 /// instance (after publishing it as draining), and the periodic kill
-/// resend does not send it early.
+/// resend does not send it early. Scenario A: after the restart the routers
+/// are not known yet (they reconnect with back-off and meanwhile route by
+/// their old view), so the drain does not end at the first publication:
+/// only at its deadline, or once the start window is over and the
+/// participants that connected have drained it.
 #[test]
 fn a_restart_mid_drain_does_not_lose_the_kill() {
-    let (mut s, _) = running_app(2, json!({}));
+    let (mut s, _) = running_app(2, json!({"labels": {"drainSeconds": "60"}}));
     scale(&mut s, 1);
     let t = s.draining().next().unwrap().clone();
     let round = |x: &Instance| -> Instance {
@@ -457,17 +469,103 @@ fn a_restart_mid_drain_does_not_lose_the_kill() {
         kills(&back.tick()).is_empty(),
         "sent before the drain is over"
     );
-    assert!(back.release_drains(now_s(), None).is_empty());
-    let mut p = Publisher::default();
-    back.publish(&mut p);
-    let e = p.app("/w")[0]
-        .endpoints
-        .iter()
-        .find(|e| e.task_id == t)
-        .cloned();
+    let hub = Hub::new(1_000, START_WINDOW);
+    let start = Instant::now();
+    assert!(back.release_drains(now_s(), hub.drained()).is_empty());
+    hub.publish(|p| back.publish(p));
+    let snap = hub.snapshot();
+    let e = snap.sets[0].endpoints.iter().find(|e| e.task_id == t);
     assert_eq!(e.map(|e| e.state), Some(EndpointState::Draining));
-    assert_eq!(kills(&back.release_drains(now_s(), None)), vec![t]);
+    // No router has reconnected yet: not released.
+    assert_eq!(hub.drained(), Drained::Unknown);
+    assert!(
+        back.release_drains(now_s(), hub.drained()).is_empty(),
+        "killed while the routers may still route to it"
+    );
+    // One router is back and drained it: others may still be on their way.
+    let _r1 = hub.join("r1");
+    assert!(hub.ack("r1", Some(snap.version), Some(snap.version)));
+    assert!(back.release_drains(now_s(), hub.drained()).is_empty());
+    assert!(hub.next_change().is_some_and(|c| c > start));
+    // The window is over: the participants' acks decide.
+    let later = start + START_WINDOW + Duration::from_secs(1);
+    assert_eq!(hub.drained_at(later), Drained::Upto(snap.version - 1_000));
+    assert_eq!(
+        kills(&back.release_drains(now_s(), hub.drained_at(later))),
+        vec![t]
+    );
     back.check_indexes().unwrap();
+}
+
+/// Scenario A without any router: the drain ends at its deadline even
+/// inside the start window.
+#[test]
+fn after_a_restart_a_drain_still_ends_at_its_deadline() {
+    let (mut s, _) = running_app(2, json!({"labels": {"drainSeconds": "2"}}));
+    scale(&mut s, 1);
+    let hub = Hub::new(0, START_WINDOW);
+    hub.publish(|p| s.publish(p));
+    assert!(s.release_drains(now_s(), hub.drained()).is_empty());
+    let deadline = s.next_drain_deadline().unwrap();
+    assert_eq!(kills(&s.release_drains(deadline, hub.drained())).len(), 1);
+}
+
+/// Scenario B: a router whose stream drops (or that is cut off for lagging)
+/// keeps routing by its last view: it stays in the wait set, its acks after
+/// reconnecting count; one that never comes back delays the kill only until
+/// the deadline, and is forgotten after FORGET_DEPARTED.
+#[test]
+fn a_router_whose_stream_dropped_still_holds_the_drain() {
+    let (mut s, _) = running_app(3, json!({"labels": {"drainSeconds": "60"}}));
+    let hub = Hub::new(0, Duration::ZERO);
+    let r1 = hub.join("r1");
+    let r2 = hub.join("r2");
+    hub.publish(|p| s.publish(p));
+    scale(&mut s, 2);
+    let v = hub.publish(|p| s.publish(p));
+    let t = s.draining().next().unwrap().clone();
+    assert!(hub.ack("r1", Some(v), Some(v)));
+    // r2 has not drained it; its stream drops.
+    drop(r2);
+    assert_eq!(hub.drained(), Drained::Upto(0));
+    assert!(
+        s.release_drains(now_s(), hub.drained()).is_empty(),
+        "killed while the disconnected router may still send it requests"
+    );
+    // It reconnects (same id) and drains: released at once.
+    let r2 = hub.join("r2");
+    assert!(hub.ack("r2", Some(v), Some(v)));
+    assert_eq!(kills(&s.release_drains(now_s(), hub.drained())), vec![t]);
+
+    // Another drain; r2 goes away for good.
+    scale(&mut s, 1);
+    let v = hub.publish(|p| s.publish(p));
+    assert!(hub.ack("r1", Some(v), Some(v)));
+    drop(r2);
+    assert!(s.release_drains(now_s(), hub.drained()).is_empty());
+    // Held until its deadline.
+    let deadline = s.next_drain_deadline().unwrap();
+    assert_eq!(kills(&s.release_drains(deadline, hub.drained())).len(), 1);
+    // Forgotten after the bound; r1 alone is left.
+    let then = Instant::now() + FORGET_DEPARTED + Duration::from_secs(1);
+    assert!(hub.next_change().is_some_and(|c| c < then));
+    assert_eq!(hub.drained_at(then), Drained::Upto(v));
+    assert_eq!(hub.participants().len(), 1);
+    drop(r1);
+}
+
+/// The fast path: every participant connected and acknowledged, past the
+/// start window: released at once, well before the deadline.
+#[test]
+fn connected_participants_that_drained_release_at_once() {
+    let (mut s, _) = running_app(2, json!({"labels": {"drainSeconds": "600"}}));
+    let hub = Hub::new(0, Duration::ZERO);
+    let _r1 = hub.join("r1");
+    scale(&mut s, 1);
+    let v = hub.publish(|p| s.publish(p));
+    assert!(s.release_drains(now_s(), hub.drained()).is_empty());
+    assert!(hub.ack("r1", Some(v), Some(v)));
+    assert_eq!(kills(&s.release_drains(now_s(), hub.drained())).len(), 1);
 }
 
 /// Host networking as in Marathon: `port` is the service port and the host

@@ -298,10 +298,14 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         loop {
             let before = deployments_of(&self.services);
             // The next drain deadline, if an instance drains.
-            let drain_wait = self
-                .services
-                .next_drain_deadline()
-                .map(|d| Duration::from_secs_f64((d - now_s()).clamp(0.0, 3_600.0)));
+            // Also when the participants' state changes with time (the
+            // start window ends, a departed router is forgotten).
+            let drain_wait = self.services.next_drain_deadline().map(|d| {
+                let deadline = Duration::from_secs_f64((d - now_s()).clamp(0.0, 3_600.0));
+                hub.next_change()
+                    .map(|c| c.saturating_duration_since(std::time::Instant::now()))
+                    .map_or(deadline, |c| c.min(deadline))
+            });
             tokio::select! {
                 // An acknowledgement, or a participant left: drains may be over.
                 _ = hub.drains.notified() => {}

@@ -172,7 +172,13 @@ async fn an_update_is_acknowledged_only_once_its_effect_is_stored() {
         ..FlakyStore::default()
     };
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, store, Some("fw".into()), events, Hub::new(0));
+    let actor = Actor::new(
+        s,
+        store,
+        Some("fw".into()),
+        events,
+        Hub::new(0, Duration::ZERO),
+    );
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
@@ -244,7 +250,13 @@ async fn an_api_change_that_cannot_be_stored_changes_nothing() {
         ..FlakyStore::default()
     };
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, store, Some("fw".into()), events, Hub::new(0));
+    let actor = Actor::new(
+        s,
+        store,
+        Some("fw".into()),
+        events,
+        Hub::new(0, Duration::ZERO),
+    );
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
@@ -330,7 +342,7 @@ async fn nothing_launches_until_the_framework_id_is_stored() {
     let (id_fail, ids) = (store.id_fail.clone(), store.ids.clone());
     id_fail.store(true, Ordering::SeqCst);
     let (events, _) = tokio::sync::broadcast::channel(16);
-    let actor = Actor::new(s, store, None, events, Hub::new(0));
+    let actor = Actor::new(s, store, None, events, Hub::new(0, Duration::ZERO));
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let join = tokio::spawn(actor.run(rx, stop_rx));
@@ -381,7 +393,7 @@ async fn a_restart_keeps_a_scale_made_just_before_and_does_not_recreate_a_delete
         FlakyStore::default(),
         Some("fw".into()),
         events,
-        Hub::new(0),
+        Hub::new(0, Duration::ZERO),
     );
     let (tx, rx) = mpsc::channel(16);
     let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -442,8 +454,8 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
 
 /// Issue 9: a serving instance the framework removes is published as
 /// draining, and killed once the connected drain participant acknowledges
-/// that version as drained (well before drainSeconds); with no participant
-/// connected, the kill follows the publication at once.
+/// that version as drained (well before drainSeconds); a participant whose
+/// stream dropped still holds the next drain until it acknowledges it.
 #[tokio::test]
 async fn a_kill_waits_for_the_drain_participants_acknowledgement() {
     use agora_core::endpoints::EndpointState;
@@ -459,7 +471,7 @@ async fn a_kill_waits_for_the_drain_participants_acknowledgement() {
     for t in &tasks {
         s.update(&running(t, 1));
     }
-    let hub = Hub::new(0);
+    let hub = Hub::new(0, Duration::ZERO);
     let joined = hub.join("r1");
     let (events, _) = tokio::sync::broadcast::channel(16);
     let actor = Actor::new(
@@ -501,10 +513,19 @@ async fn a_kill_waits_for_the_drain_participants_acknowledgement() {
     })
     .await;
 
-    // No participant: killed as soon as its draining is published.
+    // Its stream drops: it still routes by its last view, so it still
+    // holds the next drain; its ack (after the drop) releases it.
     drop(joined);
     assert!(scale(&tx, 1).await.is_ok());
-    eventually("the kill without participants", || {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        link.killed.lock().unwrap().len(),
+        1,
+        "killed while the disconnected router may still send it requests"
+    );
+    let v = hub.snapshot().version;
+    assert!(hub.ack("r1", Some(v), Some(v)));
+    eventually("the kill after the departed router's ack", || {
         link.killed.lock().unwrap().len() == 2
     })
     .await;
