@@ -24,8 +24,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-/// Addresses of `big.example.test` (too many for a 512-byte answer).
-const BIG: u8 = 40;
+/// Addresses of `big.example.test` (too many for a 512-byte answer, and
+/// for the 1232 bytes the server answers over UDP at most).
+const BIG: u8 = 100;
 
 /// A resolver for `example.test.` on one loopback port (UDP and TCP):
 /// - `www` A 192.0.2.1;
@@ -231,11 +232,25 @@ async fn a_truncated_udp_answer_is_asked_again_over_tcp() {
     let up = Upstream::start().await;
     let dns = server(vec![up.addr], Duration::from_secs(2), Some(demo())).await;
     ready(&dns).await;
+    // The client claims 4096 bytes over UDP: it gets at most 1232 (no
+    // amplification by a spoofed query), truncated, and the whole answer
+    // over TCP.
     let m = ask_with(&dns, "big.example.test.", RecordType::A, false, true).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
-    assert_eq!(m.answers.len(), usize::from(BIG), "the whole answer");
-    assert!(!m.metadata.truncation);
+    assert!(m.metadata.truncation, "TC above 1232 bytes over UDP");
+    assert!(
+        m.to_vec().unwrap().len() <= 1232,
+        "{} bytes",
+        m.to_vec().unwrap().len()
+    );
     assert_eq!(up.counts(), (1, 1), "UDP first, then TCP");
+    let m = ask_with(&dns, "big.example.test.", RecordType::A, true, true).await;
+    assert_eq!(
+        m.answers.len(),
+        usize::from(BIG),
+        "the whole answer over TCP"
+    );
+    assert!(!m.metadata.truncation);
     // A client without EDNS (512 bytes) gets it truncated, and whole over TCP.
     let m = ask_with(&dns, "big.example.test.", RecordType::A, false, false).await;
     assert!(m.metadata.truncation, "TC for a 512-byte client");

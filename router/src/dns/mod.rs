@@ -206,6 +206,10 @@ async fn resolve(host: &str) -> Vec<IpAddr> {
     }
 }
 
+/// The largest UDP answer served (RFC 9715's advice, the DNS flag day's
+/// 1232 bytes).
+pub const UDP_PAYLOAD_MAX: u16 = 1232;
+
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
     async fn handle_request<R: ResponseHandler, T: Time>(
@@ -215,7 +219,11 @@ impl RequestHandler for Handler {
     ) -> ResponseInfo {
         let edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
-            e.set_max_payload(req.max_payload().max(512));
+            // At most 1232 bytes over UDP whatever the client claims (the
+            // DNS flag day's size): a spoofed query cannot turn a big
+            // answer into a big reflection; larger answers are truncated
+            // (TC) and the client asks again over TCP.
+            e.set_max_payload(req.max_payload().clamp(512, UDP_PAYLOAD_MAX));
             e.set_version(0);
             e
         });
