@@ -158,7 +158,6 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     // removed by the engine's CLI (same scope label as the agent's).
     let guard = ContainerGuard {
         scope: cluster.work.join("agent").display().to_string(),
-        armed: true,
     };
     let svc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let svc = svc_listener.local_addr()?.to_string();
@@ -208,7 +207,9 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     let _ = svc_stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(5), services).await;
     cluster.stop().await;
-    drop(guard.disarm());
+    // The label sweep runs on every path: a container created by a launch
+    // still in flight when the agent stopped would otherwise be left.
+    drop(guard);
 
     let f = outcome?;
     report(&args, &f);
@@ -223,25 +224,14 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     Ok(())
 }
 
-/// Removes the agent's containers with the docker CLI if dropped armed
-/// (a panic between start and stop).
+/// Removes the agent's containers with the docker CLI when dropped: after
+/// the cluster stopped, and on a panic between start and stop.
 struct ContainerGuard {
     scope: String,
-    armed: bool,
-}
-
-impl ContainerGuard {
-    fn disarm(mut self) -> Self {
-        self.armed = false;
-        self
-    }
 }
 
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
-        }
         let filter = format!("label={}={}", agora_agent::docker::LABEL_SCOPE, self.scope);
         let out = std::process::Command::new("docker")
             .args(["ps", "-aq", "--filter", &filter])
