@@ -299,3 +299,63 @@ async fn ambiguous_or_lax_content_lengths_never_reach_the_client() {
     drop(c);
     s.idle().await;
 }
+
+/// A backend closes a kept-alive connection just as the router sends the
+/// next request on it (its keep-alive timeout): a bodyless GET is sent
+/// again on a new connection, not answered 502. A POST is not resent.
+#[tokio::test]
+async fn a_get_on_a_kept_alive_connection_the_backend_closed_is_sent_again() {
+    use tokio::net::TcpListener;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let conns2 = conns.clone();
+    let backend = tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                return;
+            };
+            conns2.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                // One answer per connection; the next request on it is read
+                // and the connection closed without a byte of answer.
+                let mut buf = vec![0u8; 4096];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let Ok(n) = s.read(&mut buf).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                }
+                if got.starts_with(b"POST") {
+                    // Read the short body too.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                let _ = s.read(&mut buf).await;
+            });
+        }
+    });
+    let (s, edge) = stack_to(port).await;
+    let mut c = Client::connect(edge).await;
+    for i in 0..3 {
+        let a = c.send(req(Method::GET, "")).await;
+        assert_eq!((a.status.as_u16(), a.body.as_str()), (200, "ok"), "GET {i}");
+    }
+    assert_eq!(
+        conns.load(Ordering::SeqCst),
+        3,
+        "each GET after the first on a new connection"
+    );
+    // A request with a body is never sent twice.
+    let a = c.send(req(Method::POST, "body")).await;
+    assert_eq!(a.status.as_u16(), 502, "a POST was resent");
+    drop(c);
+    s.idle().await;
+    backend.abort();
+}

@@ -64,6 +64,23 @@ pub enum BackendError {
     Stalled,
 }
 
+impl BackendError {
+    /// The connection was closed or reset under the exchange.
+    fn is_closed(&self) -> bool {
+        match self {
+            BackendError::Closed => true,
+            BackendError::Io(e) => matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionAborted
+                    | io::ErrorKind::UnexpectedEof
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// A request that could not be sent: `NotSent` hands the request back
 /// (nothing reached the backend, so it may go to another one).
 #[derive(Debug)]
@@ -80,6 +97,9 @@ pub(crate) struct Conn {
     rbuf: BytesMut,
     /// The request head being encoded (reused).
     wbuf: Vec<u8>,
+    /// Taken from the pool: it carried an exchange before, and the backend
+    /// may have closed it (its keep-alive timeout) just as it was taken.
+    pub(crate) reused: bool,
 }
 
 impl Conn {
@@ -88,6 +108,7 @@ impl Conn {
             io,
             rbuf: BytesMut::with_capacity(READ_CHUNK),
             wbuf: Vec::with_capacity(512),
+            reused: false,
         }
     }
 
@@ -181,14 +202,27 @@ pub(crate) async fn send(
         }
     };
     let head_only = parts.method == Method::HEAD;
+    // A bodyless idempotent request on a reused connection that the backend
+    // closes without a byte of answer is handed back (RFC 9110 9.2.2): the
+    // backend closed the idle connection as it was taken, not this request.
+    let resend = conn.reused && !has_body && parts.method.is_idempotent();
+    let (req_body, spare) = if has_body {
+        (
+            Some(ReqBody {
+                body,
+                chunked,
+                ended: false,
+            }),
+            None,
+        )
+    } else {
+        (None, Some(body))
+    };
     let mut exch = Exchange {
         conn,
         pending: Bytes::new(),
-        req_body: has_body.then_some(ReqBody {
-            body,
-            chunked,
-            ended: false,
-        }),
+        req_body,
+        answered: false,
         decoder: Decoder::Done,
         head_only,
         reusable: true,
@@ -197,9 +231,22 @@ pub(crate) async fn send(
     if written < exch.conn.wbuf.len() {
         exch.pending = Bytes::copy_from_slice(&exch.conn.wbuf[written..]);
     }
-    let head = poll_fn(|cx| exch.poll_head(cx))
-        .await
-        .map_err(SendError::Failed)?;
+    let head = match poll_fn(|cx| exch.poll_head(cx)).await {
+        Ok(head) => head,
+        Err(e) if resend && !exch.answered && e.is_closed() => {
+            if let Some(body) = spare {
+                return Err(SendError::NotSent(
+                    Box::new(Request::from_parts(parts, body)),
+                    io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "the backend closed a kept-alive connection without answering",
+                    ),
+                ));
+            }
+            return Err(SendError::Failed(e));
+        }
+        Err(e) => return Err(SendError::Failed(e)),
+    };
     Ok((head, exch))
 }
 
@@ -249,6 +296,8 @@ pub(crate) struct Exchange {
     head_only: bool,
     /// The backend did not ask to close, and nothing went wrong.
     reusable: bool,
+    /// A byte of the response arrived.
+    answered: bool,
     /// Armed while the body waits for the backend ([`BODY_IDLE`]).
     idle: Option<Pin<Box<tokio::time::Sleep>>>,
 }
@@ -345,6 +394,7 @@ impl Exchange {
             if n == 0 {
                 return Poll::Ready(Err(BackendError::Closed));
             }
+            self.answered = true;
         }
     }
 

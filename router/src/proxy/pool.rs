@@ -40,6 +40,7 @@ impl Idle {
                 .unwrap_or_else(|e| e.into_inner())
                 .pop_back()?;
             if now.saturating_duration_since(since) < timeout && c.is_open() {
+                c.reused = true;
                 return Some(c);
             }
         }
