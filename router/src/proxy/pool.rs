@@ -120,6 +120,10 @@ pub(crate) struct Lease {
 
 /// The body of every response the proxy sends.
 #[derive(Debug)]
+// The upstream variant is large (the exchange and its read buffer's
+// handle), the other a few words: boxing it would cost an allocation per
+// response on the hot path for the sake of the rare error answers.
+#[allow(clippy::large_enum_variant)]
 pub enum ProxyBody {
     /// An answer of the proxy's own (errors, overload).
     Full(Option<Bytes>),
