@@ -3,7 +3,8 @@
 //!
 //! - **edge** (L7, public): only ports labelled `expose: public`; by Host —
 //!   each of the port's virtual hosts and the app's DNS name — and the
-//!   longest matching path prefix. Anything else is 404, so an internal
+//!   longest matching path prefix. A virtual host equal to another app's
+//!   DNS name is ignored: the name's owner always keeps it. Anything else is 404, so an internal
 //!   app's virtual host is not served at the edge.
 //! - **internal** (L7): `Host: <app dns name>` (e.g. `web.demo.agora`) →
 //!   the app's first TCP port, any path; every app, public or not.
@@ -180,6 +181,16 @@ impl Router {
             ..Routes::default()
         };
         let mut first_port: HashMap<&str, (u32, Arc<Route>)> = HashMap::new();
+        // Every app's own DNS name: a virtual host equal to another app's
+        // name is not routed (the name's owner wins, whatever the app-id
+        // order), so a public app cannot take over another app's name.
+        let names: HashMap<String, &str> = view
+            .sets()
+            .filter_map(|s| {
+                dns_name(&s.key.app_id, &self.config.domain)
+                    .map(|d| (normalize_host(&d), s.key.app_id.as_str()))
+            })
+            .collect();
         for set in view.sets() {
             let route = Arc::new(self.route(set, &mut reg, &mut next));
             let dns = dns_name(&set.key.app_id, &self.config.domain);
@@ -187,8 +198,17 @@ impl Router {
                 let prefix = set.meta.path.as_deref().unwrap_or("/");
                 for vhost in &set.meta.vhosts {
                     let h = normalize_host(vhost);
-                    if !h.is_empty() {
-                        routes.edge.add(&h, prefix, &route);
+                    if h.is_empty() {
+                        continue;
+                    }
+                    match names.get(&h) {
+                        Some(owner) if *owner != set.key.app_id => {
+                            tracing::warn!(host = %h, owner, ignored = %set.key.app_id,
+                                "virtual host is another app's DNS name; not routed to this app");
+                        }
+                        // The app's own name: added below as its DNS name.
+                        Some(_) => {}
+                        None => routes.edge.add(&h, prefix, &route),
                     }
                 }
                 if let Some(d) = &dns {

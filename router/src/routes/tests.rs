@@ -319,3 +319,63 @@ fn snapshot_of_nothing_routes_nothing() {
     assert!(r.edge.lookup("web.demo.agora", "/").is_none());
     assert!(r.l4.is_empty());
 }
+
+#[test]
+fn a_virtual_host_cannot_take_over_another_apps_dns_name() {
+    use EndpointState::Serving as S;
+    let mut p = Publisher::default();
+    // `/a/evil` sorts before `/demo/web`: first-claim order would hand it
+    // web.demo.agora.
+    p.publish_app(
+        "/a/evil",
+        vec![set(
+            "/a/evil",
+            0,
+            meta(true, &["Web.Demo.Agora.", "evil.example.com"], None, None),
+            vec![ep("e1", 9001, S)],
+        )],
+    );
+    p.publish_app(
+        "/demo/web",
+        vec![set(
+            "/demo/web",
+            0,
+            meta(true, &["web.demo.agora"], None, None),
+            vec![ep("w1", 9002, S)],
+        )],
+    );
+    let router = Router::new(RoutesConfig::default());
+    router.apply(&view(&p));
+    let r = router.routes();
+    assert_eq!(
+        app(r.edge.lookup("web.demo.agora", "/")),
+        Some(("/demo/web".into(), 0))
+    );
+    assert_eq!(
+        app(r.edge.lookup("evil.example.com", "/")),
+        Some(("/a/evil".into(), 0))
+    );
+    assert_eq!(
+        app(r.edge.lookup("evil.a.agora", "/")),
+        Some(("/a/evil".into(), 0))
+    );
+
+    // The owner's name is kept even when the owner is internal: the
+    // public app still does not get it at the edge.
+    p.publish_app(
+        "/demo/web",
+        vec![set(
+            "/demo/web",
+            0,
+            meta(false, &[], None, None),
+            vec![ep("w1", 9002, S)],
+        )],
+    );
+    router.apply(&view(&p));
+    let r = router.routes();
+    assert_eq!(app(r.edge.lookup("web.demo.agora", "/")), None);
+    assert_eq!(
+        app(r.internal.lookup("web.demo.agora", "/")),
+        Some(("/demo/web".into(), 0))
+    );
+}
