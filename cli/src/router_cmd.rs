@@ -197,6 +197,8 @@ impl Routers {
         let feed = Feed::start(feed_cfg);
         let router = Router::new(RoutesConfig {
             domain: domain.clone(),
+            // Serving DNS: the drain ack waits one TTL after each version.
+            dns_ttl: dns_sockets.as_ref().map(|_| s.dns_ttl),
             ..RoutesConfig::default()
         });
         let mut tasks = vec![tokio::spawn(

@@ -16,8 +16,8 @@
 //! router reports `drained(V)` once no request is in flight to any retired
 //! backend.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -47,6 +47,11 @@ pub struct RoutesConfig {
     /// Request timeout for ports without a `timeout` label.
     pub request_timeout: Duration,
     pub outlier: OutlierPolicy,
+    /// The TTL of the DNS answers this router hands out, when it serves
+    /// DNS: `drained(V)` is then acknowledged no earlier than this long
+    /// after `V` was applied, so that answers given before `V` expire
+    /// before an instance it retired is killed. `None`: no DNS served.
+    pub dns_ttl: Option<Duration>,
 }
 
 impl Default for RoutesConfig {
@@ -55,6 +60,7 @@ impl Default for RoutesConfig {
             domain: "agora".into(),
             request_timeout: Duration::from_secs(60),
             outlier: OutlierPolicy::default(),
+            dns_ttl: None,
         }
     }
 }
@@ -146,7 +152,8 @@ pub struct Router {
 #[derive(Debug, Default)]
 struct Registry {
     live: HashMap<EndpointId, Arc<Backend>>,
-    retired: Vec<Arc<Backend>>,
+    /// Retired backends with the version that retired them.
+    retired: Vec<(u64, Arc<Backend>)>,
 }
 
 impl Router {
@@ -253,7 +260,7 @@ impl Router {
         let old = std::mem::replace(&mut reg.live, next);
         for (_, b) in old {
             b.retire();
-            reg.retired.push(b);
+            reg.retired.push((view.version(), b));
         }
     }
 
@@ -311,8 +318,15 @@ impl Router {
     /// endpoints found idle are forgotten (and their pooled connections
     /// closed).
     pub fn drained(&self) -> bool {
+        self.busy_since().is_none()
+    }
+
+    /// The lowest version that retired an endpoint with a request (or an
+    /// L4 connection) still in flight; `None` when every retired endpoint
+    /// is idle. Retired endpoints found idle are forgotten.
+    fn busy_since(&self) -> Option<u64> {
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        reg.retired.retain(|b| {
+        reg.retired.retain(|(_, b)| {
             if b.in_flight() == 0 {
                 b.idle.clear();
                 false
@@ -320,18 +334,24 @@ impl Router {
                 true
             }
         });
-        reg.retired.is_empty()
+        reg.retired.iter().map(|(v, _)| *v).min()
     }
 
     /// Follows `views` until the sender is gone: applies each view,
     /// acknowledges `applied(V)` at once and `drained(V)` once every
-    /// request to an endpoint retired by then has ended.
+    /// request to an endpoint retired by `V` or earlier has ended (a long
+    /// request to an endpoint retired by `V` does not hold back later
+    /// versions' acks beyond `V - 1`) and, when this router serves DNS, no
+    /// earlier than one DNS TTL after `V` was applied.
     pub async fn follow(
         self: Arc<Self>,
         mut views: watch::Receiver<Arc<View>>,
         acks: Arc<dyn Acks>,
     ) {
-        let mut pending: Option<u64> = None;
+        // Versions applied but not yet acknowledged drained, oldest first,
+        // with the earliest instant each may be.
+        let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
+        let ttl = self.config.dns_ttl.unwrap_or(Duration::ZERO);
         let mut changed = true;
         loop {
             if changed {
@@ -341,21 +361,47 @@ impl Router {
                 let v = view.version();
                 if v > 0 {
                     acks.applied(v);
-                    pending = Some(v);
+                    if pending.back().is_some_and(|(last, _)| *last >= v) {
+                        // A new stream restarted the versions: start over,
+                        // counting every retirement as older than any
+                        // version from now on.
+                        pending.clear();
+                        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+                        for (rv, _) in &mut reg.retired {
+                            *rv = 0;
+                        }
+                    }
+                    pending.push_back((v, Instant::now() + ttl));
                 }
             }
-            if let Some(v) = pending
-                && self.drained()
-            {
-                acks.drained(v);
-                pending = None;
+            let mut next_deadline = None;
+            if !pending.is_empty() {
+                let busy = self.busy_since().unwrap_or(u64::MAX);
+                let now = Instant::now();
+                let mut ack = None;
+                for (v, at) in &pending {
+                    if *v >= busy {
+                        break;
+                    }
+                    if *at > now {
+                        next_deadline = Some(*at);
+                        break;
+                    }
+                    ack = Some(*v);
+                }
+                if let Some(v) = ack {
+                    acks.drained(v);
+                    pending.retain(|(p, _)| *p > v);
+                }
             }
             tokio::select! {
                 r = views.changed() => match r {
                     Ok(()) => changed = true,
                     Err(_) => return,
                 },
-                _ = self.drain.notified(), if pending.is_some() => {}
+                _ = self.drain.notified(), if !pending.is_empty() => {}
+                _ = tokio::time::sleep_until(next_deadline.unwrap_or_else(Instant::now)),
+                    if next_deadline.is_some() => {}
             }
         }
     }
