@@ -13,8 +13,9 @@
 //! Endpoints keep their balancer state (in-flight count, latency, ejection)
 //! across tables: a [`Backend`] lives as long as its endpoint serves. When a
 //! view no longer lists an endpoint as serving, its backend is retired; the
-//! router reports `drained(V)` once no request is in flight to any retired
-//! backend.
+//! router reports `drained(V)` once no request is in flight to a backend
+//! retired by `V` or earlier and, when it serves DNS, one TTL after
+//! applying `V`.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
