@@ -23,7 +23,8 @@ pub struct RouterArgs {
     /// (`host:port` or `http://host:port`).
     #[arg(long, env = "AGORA_SERVICES", default_value = "http://127.0.0.1:8080")]
     pub services: String,
-    /// Where the DNS server listens, UDP and TCP (`off`: no DNS).
+    /// Where the DNS server listens, UDP and TCP (`off`: no DNS); the
+    /// agent's internal IP, never a wildcard.
     #[arg(long, default_value = "127.0.0.1:8053")]
     pub dns_listen: String,
     /// Edge L7 proxy (publicly exposed ports, by Host and path), e.g.
@@ -165,6 +166,13 @@ impl Routers {
                 })?;
                 let tcp = bind_tcp(&udp.local_addr()?.to_string(), "dns, tcp", flags.dns).await?;
                 let own = udp.local_addr()?;
+                if own.ip().is_unspecified() {
+                    bail!(
+                        "{} {a}: the DNS server answers with every app's internal addresses (and forwards with --dns-upstream), so it must not listen on every interface; give the agent's internal IP (e.g. {} 10.0.0.5:53), not a wildcard",
+                        flags.dns,
+                        flags.dns
+                    );
+                }
                 if let Some(up) = s.dns_upstreams.iter().find(|u| **u == own) {
                     bail!(
                         "--dns-upstream {up} is this DNS server's own address: names outside the zone would loop"
@@ -197,6 +205,8 @@ impl Routers {
         let feed = Feed::start(feed_cfg);
         let router = Router::new(RoutesConfig {
             domain: domain.clone(),
+            // Serving DNS: the drain ack waits one TTL after each version.
+            dns_ttl: dns_sockets.as_ref().map(|_| s.dns_ttl),
             ..RoutesConfig::default()
         });
         let mut tasks = vec![tokio::spawn(

@@ -337,3 +337,33 @@ fn router_refuses_a_wildcard_internal_address() {
         assert!(err.contains(args[0]), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn router_refuses_a_wildcard_dns_listen() {
+    for addr in ["0.0.0.0:0", "[::]:0"] {
+        let mut child = Command::new(BIN)
+            .arg("router")
+            .args(["--dns-listen", addr])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Refused at start: it must exit, not serve.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("--dns-listen {addr} accepted: the router is serving");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().unwrap();
+        assert!(!out.status.success(), "--dns-listen {addr} accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("--dns-listen") && err.contains("internal IP"),
+            "{addr}: {err}"
+        );
+    }
+}

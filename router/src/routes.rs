@@ -3,7 +3,8 @@
 //!
 //! - **edge** (L7, public): only ports labelled `expose: public`; by Host —
 //!   each of the port's virtual hosts and the app's DNS name — and the
-//!   longest matching path prefix. Anything else is 404, so an internal
+//!   longest matching path prefix. A virtual host equal to another app's
+//!   DNS name is ignored: the name's owner always keeps it. Anything else is 404, so an internal
 //!   app's virtual host is not served at the edge.
 //! - **internal** (L7): `Host: <app dns name>` (e.g. `web.demo.agora`) →
 //!   the app's first TCP port, any path; every app, public or not.
@@ -12,11 +13,12 @@
 //! Endpoints keep their balancer state (in-flight count, latency, ejection)
 //! across tables: a [`Backend`] lives as long as its endpoint serves. When a
 //! view no longer lists an endpoint as serving, its backend is retired; the
-//! router reports `drained(V)` once no request is in flight to any retired
-//! backend.
+//! router reports `drained(V)` once no request is in flight to a backend
+//! retired by `V` or earlier and, when it serves DNS, one TTL after
+//! applying `V`.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,6 +48,11 @@ pub struct RoutesConfig {
     /// Request timeout for ports without a `timeout` label.
     pub request_timeout: Duration,
     pub outlier: OutlierPolicy,
+    /// The TTL of the DNS answers this router hands out, when it serves
+    /// DNS: `drained(V)` is then acknowledged no earlier than this long
+    /// after `V` was applied, so that answers given before `V` expire
+    /// before an instance it retired is killed. `None`: no DNS served.
+    pub dns_ttl: Option<Duration>,
 }
 
 impl Default for RoutesConfig {
@@ -54,6 +61,7 @@ impl Default for RoutesConfig {
             domain: "agora".into(),
             request_timeout: Duration::from_secs(60),
             outlier: OutlierPolicy::default(),
+            dns_ttl: None,
         }
     }
 }
@@ -145,7 +153,8 @@ pub struct Router {
 #[derive(Debug, Default)]
 struct Registry {
     live: HashMap<EndpointId, Arc<Backend>>,
-    retired: Vec<Arc<Backend>>,
+    /// Retired backends with the version that retired them.
+    retired: Vec<(u64, Arc<Backend>)>,
 }
 
 impl Router {
@@ -180,6 +189,16 @@ impl Router {
             ..Routes::default()
         };
         let mut first_port: HashMap<&str, (u32, Arc<Route>)> = HashMap::new();
+        // Every app's own DNS name: a virtual host equal to another app's
+        // name is not routed (the name's owner wins, whatever the app-id
+        // order), so a public app cannot take over another app's name.
+        let names: HashMap<String, &str> = view
+            .sets()
+            .filter_map(|s| {
+                dns_name(&s.key.app_id, &self.config.domain)
+                    .map(|d| (normalize_host(&d), s.key.app_id.as_str()))
+            })
+            .collect();
         for set in view.sets() {
             let route = Arc::new(self.route(set, &mut reg, &mut next));
             let dns = dns_name(&set.key.app_id, &self.config.domain);
@@ -187,8 +206,17 @@ impl Router {
                 let prefix = set.meta.path.as_deref().unwrap_or("/");
                 for vhost in &set.meta.vhosts {
                     let h = normalize_host(vhost);
-                    if !h.is_empty() {
-                        routes.edge.add(&h, prefix, &route);
+                    if h.is_empty() {
+                        continue;
+                    }
+                    match names.get(&h) {
+                        Some(owner) if *owner != set.key.app_id => {
+                            tracing::warn!(host = %h, owner, ignored = %set.key.app_id,
+                                "virtual host is another app's DNS name; not routed to this app");
+                        }
+                        // The app's own name: added below as its DNS name.
+                        Some(_) => {}
+                        None => routes.edge.add(&h, prefix, &route),
                     }
                 }
                 if let Some(d) = &dns {
@@ -233,7 +261,7 @@ impl Router {
         let old = std::mem::replace(&mut reg.live, next);
         for (_, b) in old {
             b.retire();
-            reg.retired.push(b);
+            reg.retired.push((view.version(), b));
         }
     }
 
@@ -291,8 +319,15 @@ impl Router {
     /// endpoints found idle are forgotten (and their pooled connections
     /// closed).
     pub fn drained(&self) -> bool {
+        self.busy_since().is_none()
+    }
+
+    /// The lowest version that retired an endpoint with a request (or an
+    /// L4 connection) still in flight; `None` when every retired endpoint
+    /// is idle. Retired endpoints found idle are forgotten.
+    fn busy_since(&self) -> Option<u64> {
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
-        reg.retired.retain(|b| {
+        reg.retired.retain(|(_, b)| {
             if b.in_flight() == 0 {
                 b.idle.clear();
                 false
@@ -300,18 +335,24 @@ impl Router {
                 true
             }
         });
-        reg.retired.is_empty()
+        reg.retired.iter().map(|(v, _)| *v).min()
     }
 
     /// Follows `views` until the sender is gone: applies each view,
     /// acknowledges `applied(V)` at once and `drained(V)` once every
-    /// request to an endpoint retired by then has ended.
+    /// request to an endpoint retired by `V` or earlier has ended (a long
+    /// request to an endpoint retired by `V` does not hold back later
+    /// versions' acks beyond `V - 1`) and, when this router serves DNS, no
+    /// earlier than one DNS TTL after `V` was applied.
     pub async fn follow(
         self: Arc<Self>,
         mut views: watch::Receiver<Arc<View>>,
         acks: Arc<dyn Acks>,
     ) {
-        let mut pending: Option<u64> = None;
+        // Versions applied but not yet acknowledged drained, oldest first,
+        // with the earliest instant each may be.
+        let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
+        let ttl = self.config.dns_ttl.unwrap_or(Duration::ZERO);
         let mut changed = true;
         loop {
             if changed {
@@ -321,21 +362,47 @@ impl Router {
                 let v = view.version();
                 if v > 0 {
                     acks.applied(v);
-                    pending = Some(v);
+                    if pending.back().is_some_and(|(last, _)| *last >= v) {
+                        // A new stream restarted the versions: start over,
+                        // counting every retirement as older than any
+                        // version from now on.
+                        pending.clear();
+                        let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+                        for (rv, _) in &mut reg.retired {
+                            *rv = 0;
+                        }
+                    }
+                    pending.push_back((v, Instant::now() + ttl));
                 }
             }
-            if let Some(v) = pending
-                && self.drained()
-            {
-                acks.drained(v);
-                pending = None;
+            let mut next_deadline = None;
+            if !pending.is_empty() {
+                let busy = self.busy_since().unwrap_or(u64::MAX);
+                let now = Instant::now();
+                let mut ack = None;
+                for (v, at) in &pending {
+                    if *v >= busy {
+                        break;
+                    }
+                    if *at > now {
+                        next_deadline = Some(*at);
+                        break;
+                    }
+                    ack = Some(*v);
+                }
+                if let Some(v) = ack {
+                    acks.drained(v);
+                    pending.retain(|(p, _)| *p > v);
+                }
             }
             tokio::select! {
                 r = views.changed() => match r {
                     Ok(()) => changed = true,
                     Err(_) => return,
                 },
-                _ = self.drain.notified(), if pending.is_some() => {}
+                _ = self.drain.notified(), if !pending.is_empty() => {}
+                _ = tokio::time::sleep_until(next_deadline.unwrap_or_else(Instant::now)),
+                    if next_deadline.is_some() => {}
             }
         }
     }

@@ -319,3 +319,170 @@ fn snapshot_of_nothing_routes_nothing() {
     assert!(r.edge.lookup("web.demo.agora", "/").is_none());
     assert!(r.l4.is_empty());
 }
+
+#[test]
+fn a_virtual_host_cannot_take_over_another_apps_dns_name() {
+    use EndpointState::Serving as S;
+    let mut p = Publisher::default();
+    // `/a/evil` sorts before `/demo/web`: first-claim order would hand it
+    // web.demo.agora.
+    p.publish_app(
+        "/a/evil",
+        vec![set(
+            "/a/evil",
+            0,
+            meta(true, &["Web.Demo.Agora.", "evil.example.com"], None, None),
+            vec![ep("e1", 9001, S)],
+        )],
+    );
+    p.publish_app(
+        "/demo/web",
+        vec![set(
+            "/demo/web",
+            0,
+            meta(true, &["web.demo.agora"], None, None),
+            vec![ep("w1", 9002, S)],
+        )],
+    );
+    let router = Router::new(RoutesConfig::default());
+    router.apply(&view(&p));
+    let r = router.routes();
+    assert_eq!(
+        app(r.edge.lookup("web.demo.agora", "/")),
+        Some(("/demo/web".into(), 0))
+    );
+    assert_eq!(
+        app(r.edge.lookup("evil.example.com", "/")),
+        Some(("/a/evil".into(), 0))
+    );
+    assert_eq!(
+        app(r.edge.lookup("evil.a.agora", "/")),
+        Some(("/a/evil".into(), 0))
+    );
+
+    // The owner's name is kept even when the owner is internal: the
+    // public app still does not get it at the edge.
+    p.publish_app(
+        "/demo/web",
+        vec![set(
+            "/demo/web",
+            0,
+            meta(false, &[], None, None),
+            vec![ep("w1", 9002, S)],
+        )],
+    );
+    router.apply(&view(&p));
+    let r = router.routes();
+    assert_eq!(app(r.edge.lookup("web.demo.agora", "/")), None);
+    assert_eq!(
+        app(r.internal.lookup("web.demo.agora", "/")),
+        Some(("/demo/web".into(), 0))
+    );
+}
+
+/// Lets the spawned follower run (paused clock: no time passes).
+async fn settle() {
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+}
+
+fn acked(a: &Recorded) -> Vec<(&'static str, u64)> {
+    a.0.lock().unwrap().clone()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dns_router_acks_drained_one_ttl_after_applying() {
+    use EndpointState::Serving as S;
+    let mut p = Publisher::default();
+    let m = meta(false, &[], None, None);
+    p.publish_app(
+        "/x",
+        vec![set("/x", 0, m.clone(), vec![ep("1", 1, S), ep("2", 2, S)])],
+    );
+    let (tx, rx) = watch::channel(Arc::new(view(&p)));
+    let router = Router::new(RoutesConfig {
+        dns_ttl: Some(Duration::from_secs(1)),
+        ..RoutesConfig::default()
+    });
+    let acks = Arc::new(Recorded::default());
+    let task = tokio::spawn(router.clone().follow(rx, acks.clone()));
+    settle().await;
+    assert_eq!(
+        acked(&acks),
+        vec![("applied", 1)],
+        "nothing in flight, but DNS answers may be"
+    );
+    tokio::time::advance(Duration::from_millis(999)).await;
+    settle().await;
+    assert_eq!(acked(&acks), vec![("applied", 1)]);
+    tokio::time::advance(Duration::from_millis(2)).await;
+    settle().await;
+    assert_eq!(acked(&acks), vec![("applied", 1), ("drained", 1)]);
+
+    // Version 2 retires an instance nobody has a request to: still one TTL.
+    p.publish_app("/x", vec![set("/x", 0, m, vec![ep("2", 2, S)])]);
+    tx.send_replace(Arc::new(view(&p)));
+    settle().await;
+    tokio::time::advance(Duration::from_millis(500)).await;
+    settle().await;
+    assert_eq!(acked(&acks).last(), Some(&("applied", 2)));
+    tokio::time::advance(Duration::from_millis(501)).await;
+    settle().await;
+    assert_eq!(acked(&acks).last(), Some(&("drained", 2)));
+    drop(tx);
+    task.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_connection_holds_back_only_the_versions_from_the_one_that_retired_it() {
+    use EndpointState::Serving as S;
+    let mut p = Publisher::default();
+    let m = meta(false, &[], None, Some(10001));
+    p.publish_app(
+        "/x",
+        vec![set("/x", 0, m.clone(), vec![ep("1", 1, S), ep("2", 2, S)])],
+    );
+    let (tx, rx) = watch::channel(Arc::new(view(&p)));
+    let router = Router::new(RoutesConfig::default());
+    let acks = Arc::new(Recorded::default());
+    let task = tokio::spawn(router.clone().follow(rx, acks.clone()));
+    settle().await;
+    assert_eq!(acked(&acks), vec![("applied", 1), ("drained", 1)]);
+    let backend = |port: u16| {
+        router.routes().l4[&10001]
+            .balancer
+            .backends()
+            .iter()
+            .find(|b| b.id().port == port)
+            .unwrap()
+            .clone()
+    };
+    let (b1, b2) = (backend(1), backend(2));
+    let short = InFlight::begin(&b1).unwrap();
+    let long = InFlight::begin(&b2).unwrap();
+    // Version 2 retires endpoint 1 (a short request on it), version 3
+    // endpoint 2 (a long L4 connection on it).
+    p.publish_app(
+        "/x",
+        vec![set("/x", 0, m.clone(), vec![ep("2", 2, S), ep("3", 3, S)])],
+    );
+    tx.send_replace(Arc::new(view(&p)));
+    settle().await;
+    p.publish_app("/x", vec![set("/x", 0, m.clone(), vec![ep("3", 3, S)])]);
+    tx.send_replace(Arc::new(view(&p)));
+    settle().await;
+    assert_eq!(acked(&acks).last(), Some(&("applied", 3)));
+    drop(short);
+    settle().await;
+    assert_eq!(
+        acked(&acks).last(),
+        Some(&("drained", 2)),
+        "version 2's retirements are idle; only version 3 waits"
+    );
+    drop(long);
+    settle().await;
+    assert_eq!(acked(&acks).last(), Some(&("drained", 3)));
+    drop(tx);
+    task.await.unwrap();
+}
