@@ -261,7 +261,8 @@ pub fn internal_address(
 }
 
 /// Whether the master's address (`host:port`, optionally with a scheme) is
-/// on this host's loopback. A name that does not resolve counts as remote.
+/// on this host (loopback, or an address this host can bind). A name that
+/// does not resolve counts as remote. (A blocking lookup, once at start.)
 pub fn master_is_local(master: &str) -> bool {
     use std::net::ToSocketAddrs;
     let rest = master.split_once("://").map_or(master, |(_, r)| r);
@@ -277,8 +278,13 @@ pub fn master_is_local(master: &str) -> bool {
     };
     match with_port.to_socket_addrs() {
         Ok(addrs) => {
+            // Loopback, or an address of this host (the master runs here:
+            // routers on this host reach the agent's loopback too).
             let addrs: Vec<_> = addrs.collect();
-            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+            !addrs.is_empty()
+                && addrs.iter().all(|a| {
+                    a.ip().is_loopback() || std::net::TcpListener::bind((a.ip(), 0)).is_ok()
+                })
         }
         Err(_) => false,
     }

@@ -36,10 +36,16 @@ const MAX_HEAD: usize = 64 * 1024;
 const MAX_HEADERS: usize = 100;
 /// Read buffer room reserved before a read.
 const READ_CHUNK: usize = 16 * 1024;
+/// How soon after a request was written on a reused connection a close
+/// without answer still means "the backend closed the idle connection"
+/// (the close was already on its way). Later, the backend may have
+/// processed the request (then crashed): it is not sent again.
+const RESEND_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 /// A response body that makes no progress for this long is cut: a stalled
 /// backend must not hold the client connection, its task and the drain
 /// accounting of the instance forever (the route timeout covers only the
-/// time to the response head).
+/// time to the response head). Streams with longer silences (SSE without
+/// keep-alive comments) are cut too: send a comment or ping within 60 s.
 const BODY_IDLE: std::time::Duration = std::time::Duration::from_secs(60);
 /// Body data up to this size is copied out of the read buffer (which then
 /// stays reusable); larger pieces are handed out without a copy.
@@ -175,7 +181,10 @@ impl Conn {
 
 /// Sends `req` on `conn` and reads the response head. The request is
 /// handed back (`NotSent`) when not one byte of it was accepted by the
-/// socket; once a byte was, it is never resent.
+/// socket, or — a bodyless idempotent request on a reused connection —
+/// when the backend closed the connection without a byte of answer within
+/// [`RESEND_WINDOW`] (it closed the idle connection as it was taken).
+/// Otherwise a written request is never resent.
 pub(crate) async fn send(
     mut conn: Conn,
     req: Request<Incoming>,
@@ -206,6 +215,7 @@ pub(crate) async fn send(
     // closes without a byte of answer is handed back (RFC 9110 9.2.2): the
     // backend closed the idle connection as it was taken, not this request.
     let resend = conn.reused && !has_body && parts.method.is_idempotent();
+    let written_at = std::time::Instant::now();
     let (req_body, spare) = if has_body {
         (
             Some(ReqBody {
@@ -233,7 +243,12 @@ pub(crate) async fn send(
     }
     let head = match poll_fn(|cx| exch.poll_head(cx)).await {
         Ok(head) => head,
-        Err(e) if resend && !exch.answered && e.is_closed() => {
+        Err(e)
+            if resend
+                && !exch.answered
+                && e.is_closed()
+                && written_at.elapsed() < RESEND_WINDOW =>
+        {
             if let Some(body) = spare {
                 return Err(SendError::NotSent(
                     Box::new(Request::from_parts(parts, body)),
