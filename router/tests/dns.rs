@@ -3,7 +3,6 @@
 
 mod dns_support;
 
-use std::process::Command;
 use std::sync::Arc;
 
 use dns_support::*;
@@ -251,17 +250,6 @@ async fn host_names_are_resolved_and_unresolvable_ones_skipped() {
     let m = ask(&dns, "_0._tcp.named.agora.", RecordType::SRV).await;
     let ports: Vec<u16> = srvs(&m).iter().map(|s| s.0).collect();
     assert_eq!(ports, [7000, 7002], "the unresolvable host is skipped");
-}
-
-fn dig(dns: &Dns, args: &[&str]) -> String {
-    let port = dns.udp.port().to_string();
-    let out = Command::new("dig")
-        .args(["@127.0.0.1", "-p", &port, "+time=2", "+tries=1"])
-        .args(args)
-        .output()
-        .expect("dig is missing: install bind9-dnsutils (.ci/run does)");
-    assert!(out.status.success(), "dig {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,7 +9,6 @@
 mod dns_support;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -386,17 +385,6 @@ async fn forwards_in_flight_are_bounded() {
         fast, extra,
         "only the queries above the bound are answered before the 3 s timeout"
     );
-}
-
-fn dig(dns: &Dns, args: &[&str]) -> String {
-    let port = dns.udp.port().to_string();
-    let out = Command::new("dig")
-        .args(["@127.0.0.1", "-p", &port, "+time=3", "+tries=1"])
-        .args(args)
-        .output()
-        .expect("dig is missing: install bind9-dnsutils (.ci/run does)");
-    assert!(out.status.success(), "dig {args:?}: {out:?}");
-    String::from_utf8(out.stdout).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

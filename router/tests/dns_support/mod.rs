@@ -244,3 +244,16 @@ pub async fn ready(dns: &Dns) {
     })
     .await;
 }
+
+/// `dig @127.0.0.1 -p <port> ARGS` against `dns` (UDP unless ARGS say
+/// `+tcp`); its standard output.
+pub fn dig(dns: &Dns, args: &[&str]) -> String {
+    let port = dns.udp.port().to_string();
+    let out = std::process::Command::new("dig")
+        .args(["@127.0.0.1", "-p", &port, "+time=3", "+tries=1"])
+        .args(args)
+        .output()
+        .expect("dig is missing: install bind9-dnsutils (.ci/run does)");
+    assert!(out.status.success(), "dig {args:?}: {out:?}");
+    String::from_utf8(out.stdout).unwrap()
+}
