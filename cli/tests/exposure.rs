@@ -20,9 +20,9 @@ mod common;
 use agora_tests::{Cluster, test_config};
 use common::*;
 use serde_json::json;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 const LONG: Duration = Duration::from_secs(45);
@@ -172,58 +172,13 @@ async fn inside(addr: SocketAddr, host: &str) -> Reach {
         .unwrap()
 }
 
-/// Kills the router when the test ends, however it ends.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// `agora router ARGS`; returns it and the edge and internal addresses it
 /// printed.
-fn router(args: &[&str]) -> (Proc, SocketAddr, SocketAddr) {
-    let mut child = Command::new(BIN)
-        .arg("router")
-        .args(args)
-        .env("AGORA_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("starting `agora router`");
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            eprintln!("router| {line}");
-            let _ = tx.send(line);
-        }
-    });
-    let (mut edge, mut internal) = (None, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while edge.is_none() || internal.is_none() {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("the router did not print its addresses");
-        let mut words = line.split_whitespace();
-        let (Some(label), Some(addr)) = (words.next(), words.next()) else {
-            continue;
-        };
-        let addr = addr.trim_start_matches("http://").parse().ok();
-        match label {
-            "edge" => edge = addr,
-            "internal" => internal = addr,
-            _ => {}
-        }
-    }
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    (proc, edge.unwrap(), internal.unwrap())
+fn router(args: &[&str]) -> (RouterProc, SocketAddr, SocketAddr) {
+    let (proc, addrs) = start_router(args, &["edge", "internal"]);
+    let addr = |k: &str| addrs[k].parse().expect("an address");
+    let (edge, internal) = (addr("edge"), addr("internal"));
+    (proc, edge, internal)
 }
 
 /// The running task of `app` and its host port and service port.

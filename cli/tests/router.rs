@@ -11,24 +11,15 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::response::Response;
 use std::convert::Infallible;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agora");
+mod common;
 
-/// Kills the router if the test fails before stopping it.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use common::{BIN, RouterProc, start_router};
 
 /// A backend answering 200 with its name.
 async fn backend(name: &'static str) -> u16 {
@@ -116,57 +107,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts the router; returns it and the addresses it printed (by label:
-/// `dns`, `edge`, `internal`, `l4`).
-fn start(args: &[&str]) -> (Proc, std::collections::HashMap<String, String>) {
-    let mut child = Command::new(BIN)
-        .arg("router")
-        .args(args)
-        .env("AGORA_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            eprintln!("router| {line}");
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut seen = std::collections::HashMap::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("the router did not print its addresses");
-        let mut words = line.split_whitespace();
-        if let (Some(label), Some(addr)) = (words.next(), words.next()) {
-            let addr = addr.trim_start_matches("http://").to_string();
-            seen.insert(label.to_string(), addr);
-        }
-        if line.contains("agora router") && line.contains("running") {
-            seen.insert("running".into(), String::new());
-        }
-        if seen.contains_key("running")
-            && ["dns", "edge", "internal", "l4"]
-                .iter()
-                .all(|k| seen.contains_key(*k) || !args.iter().any(|a| a.contains(k)))
-        {
-            // Drain the rest into the log.
-            std::thread::spawn(move || while rx.recv().is_ok() {});
-            return (proc, seen);
-        }
-    }
-}
-
 /// One HTTP/1.1 request; returns (status, body).
 async fn get(addr: &str, host: &str) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
@@ -224,7 +164,7 @@ async fn dns_a(server: &str, name: &str) -> (u8, u16, [u8; 4]) {
     (buf[3] & 0x0f, u16::from_be_bytes([buf[6], buf[7]]), last)
 }
 
-fn signal_and_wait(p: &mut Proc, sig: nix::sys::signal::Signal) {
+fn signal_and_wait(p: &mut RouterProc, sig: nix::sys::signal::Signal) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(p.0.id() as i32), sig).unwrap();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -247,20 +187,23 @@ async fn router_serves_dns_edge_internal_and_l4_from_the_stream_and_stops_on_sig
     let version = p.version();
     let (services, acks) = endpoint_stream(serde_json::to_string(&p.snapshot()).unwrap()).await;
     let services = format!("http://{services}");
-    let (mut proc, addrs) = start(&[
-        "--services",
-        &services,
-        "--router-id",
-        "test-router",
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--edge-listen",
-        "127.0.0.1:0",
-        "--internal-listen",
-        "127.0.0.1:0",
-        "--internal-address",
-        "127.0.0.1",
-    ]);
+    let (mut proc, addrs) = start_router(
+        &[
+            "--services",
+            &services,
+            "--router-id",
+            "test-router",
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
+            "--internal-listen",
+            "127.0.0.1:0",
+            "--internal-address",
+            "127.0.0.1",
+        ],
+        &["dns", "edge", "internal"],
+    );
     let (edge, internal, dns) = (&addrs["edge"], &addrs["internal"], &addrs["dns"]);
 
     // Edge: the public app by its DNS name; the internal app is 404 there.
@@ -307,14 +250,17 @@ async fn router_without_a_stream_keeps_serving_and_stops_on_ctrl_c() {
     // Nothing listens there: the feed retries; DNS and the edge still serve
     // (nothing known yet) and Ctrl-C stops the daemon.
     let services = format!("http://127.0.0.1:{}", free_port());
-    let (mut proc, addrs) = start(&[
-        "--services",
-        &services,
-        "--dns-listen",
-        "127.0.0.1:0",
-        "--edge-listen",
-        "127.0.0.1:0",
-    ]);
+    let (mut proc, addrs) = start_router(
+        &[
+            "--services",
+            &services,
+            "--dns-listen",
+            "127.0.0.1:0",
+            "--edge-listen",
+            "127.0.0.1:0",
+        ],
+        &["dns", "edge"],
+    );
     assert_eq!(get(&addrs["edge"], "web.demo.agora").await.unwrap().0, 404);
     assert!(!addrs.contains_key("internal") && !addrs.contains_key("l4"));
     signal_and_wait(&mut proc, nix::sys::signal::Signal::SIGINT);

@@ -400,3 +400,66 @@ pub async fn send(method: &str, addr: &str, path: &str, body: Option<&str>) -> (
     let bytes = resp.into_body().collect().await.unwrap().to_bytes();
     (code, String::from_utf8_lossy(&bytes).into_owned())
 }
+
+/// An `agora router` process, killed when dropped (however the test ends).
+pub struct RouterProc(pub Child);
+
+impl Drop for RouterProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `agora router ARGS` and waits (20 s at most) until it says it is
+/// running and has printed an address for each label in `expect` (`dns`,
+/// `edge`, `internal`, `l4`); returns it and the addresses by label. Its
+/// output goes to the test's log, prefixed `router|`.
+pub fn start_router(
+    args: &[&str],
+    expect: &[&str],
+) -> (RouterProc, std::collections::HashMap<String, String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .arg("router")
+        .args(args)
+        .env("AGORA_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("starting `agora router`");
+    let stdout = child.stdout.take().unwrap();
+    let proc = RouterProc(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            eprintln!("router| {line}");
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("the router did not print its addresses");
+        let mut words = line.split_whitespace();
+        if let (Some(label), Some(addr)) = (words.next(), words.next()) {
+            let addr = addr.trim_start_matches("http://").to_string();
+            seen.insert(label.to_string(), addr);
+        }
+        if line.contains("agora router") && line.contains("running") {
+            seen.insert("running".into(), String::new());
+        }
+        if seen.contains_key("running") && expect.iter().all(|k| seen.contains_key(*k)) {
+            // Drain the rest into the log.
+            std::thread::spawn(move || while rx.recv().is_ok() {});
+            return (proc, seen);
+        }
+    }
+}
