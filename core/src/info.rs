@@ -144,6 +144,9 @@ pub struct TaskInfo {
     pub kill_grace: Duration,
     pub health_checks: Vec<HealthCheck>,
     pub readiness_checks: Vec<HealthCheck>,
+    /// Secrets the task uses, as references: the agent resolves them from
+    /// the master at launch (values are never part of a task description).
+    pub secrets: Vec<crate::secrets::SecretUse>,
 }
 
 impl TaskInfo {
@@ -160,6 +163,7 @@ impl TaskInfo {
             kill_grace: Duration::ZERO,
             health_checks: Vec::new(),
             readiness_checks: Vec::new(),
+            secrets: Vec::new(),
         }
     }
 }

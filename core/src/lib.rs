@@ -10,6 +10,7 @@
 //! - [`protocol`]: scheduler calls and events, agent-link messages.
 //! - [`allocator`]: the synchronous hierarchical-DRF allocator.
 //! - [`endpoints`]: versioned endpoint sets for discovery and routing.
+//! - [`secrets`]: secret paths and references (never values on the wire).
 //!
 //! No IO, no async, no wire types: the master wraps these in one actor and
 //! `agora-proto` converts at the edge.
@@ -21,6 +22,7 @@ pub mod info;
 pub mod lifecycle;
 pub mod protocol;
 pub mod resources;
+pub mod secrets;
 pub mod task;
 
 pub use ids::{AgentId, FrameworkId, Invalid, OfferId, TaskId};

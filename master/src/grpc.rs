@@ -174,6 +174,14 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             convert::framework_id("framework_id", &r.into_inner().framework_id).map_err(invalid)?;
         self.call(Call::Teardown(id)).await
     }
+    async fn secret_versions(
+        &self,
+        _r: Request<pb::SecretVersionsRequest>,
+    ) -> Result<Response<pb::SecretVersionsResponse>, Status> {
+        Err(Status::unimplemented(
+            "this master has no secret store yet (work in progress)",
+        ))
+    }
 }
 
 /// One agent message, converted. Malformed status updates and usage
@@ -253,5 +261,14 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
             on_drop: Some((self.master.clone(), Command::AgentClosed(conn))),
             _wire: PhantomData,
         }))
+    }
+
+    async fn resolve_secrets(
+        &self,
+        _r: Request<pb::ResolveSecretsRequest>,
+    ) -> Result<Response<pb::ResolveSecretsResponse>, Status> {
+        Err(Status::unimplemented(
+            "this master has no secret store yet (work in progress)",
+        ))
     }
 }

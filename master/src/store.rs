@@ -96,7 +96,7 @@ const AGENTS: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("a
 
 /// The embedded registry: one redb file `registry.redb` under the data dir.
 pub struct RedbRegistry {
-    db: redb::Database,
+    db: std::sync::Arc<redb::Database>,
     path: String,
 }
 
@@ -113,7 +113,22 @@ impl RedbRegistry {
         let tx = db.begin_write().map_err(|e| io(&e))?;
         tx.open_table(AGENTS).map_err(|e| io(&e))?;
         tx.commit().map_err(|e| io(&e))?;
-        Ok(RedbRegistry { db, path: shown })
+        Ok(RedbRegistry {
+            db: std::sync::Arc::new(db),
+            path: shown,
+        })
+    }
+
+    /// The database, shared with the master's other persistent records
+    /// (secrets, tokens), which keep their own tables in the same file so
+    /// that one registry implementation carries everything.
+    pub fn database(&self) -> std::sync::Arc<redb::Database> {
+        self.db.clone()
+    }
+
+    /// The file's path, for error messages.
+    pub fn path(&self) -> &str {
+        &self.path
     }
 
     fn io(&self, e: impl std::fmt::Display) -> StoreError {

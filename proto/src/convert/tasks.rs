@@ -10,6 +10,7 @@ use agora_core::info::{
     CommandInfo, ContainerInfo, HealthCheck, HealthProtocol, PortMapping, TaskInfo, TaskSource,
     TaskStatus, limits,
 };
+use agora_core::secrets::{SecretPath, SecretRef, SecretTarget, SecretUse};
 
 // ------------------------------------------------------------- health checks
 
@@ -173,6 +174,12 @@ pub fn task_info(field: &str, t: pb::TaskInfo) -> Result<TaskInfo, Invalid> {
             .map(|(i, h)| health_check(&format!("{field}.{name}[{i}]"), h))
             .collect::<Result<Vec<_>, _>>()
     };
+    if t.secrets.len() > MAX_TASK_SECRETS {
+        return Err(Invalid::new(
+            format!("{field}.secrets"),
+            format!("at most {MAX_TASK_SECRETS} secrets per task"),
+        ));
+    }
     Ok(TaskInfo {
         id: own_task_id("task_id", t.task_id).map_err(at(field))?,
         name: t.name,
@@ -199,7 +206,82 @@ pub fn task_info(field: &str, t: pb::TaskInfo) -> Result<TaskInfo, Invalid> {
         .map_err(at(field))?,
         health_checks: checks("health_checks", t.health_checks)?,
         readiness_checks: checks("readiness_checks", t.readiness_checks)?,
+        secrets: t
+            .secrets
+            .into_iter()
+            .enumerate()
+            .map(|(i, u)| secret_use(&format!("{field}.secrets[{i}]"), u))
+            .collect::<Result<Vec<_>, _>>()?,
     })
+}
+
+/// Most secrets one task may reference.
+pub const MAX_TASK_SECRETS: usize = 64;
+
+/// A task's secret reference: a valid path, and an env name or a file path
+/// the runtime can use (a file path without `..`, NUL or newlines).
+pub fn secret_use(field: &str, u: pb::SecretUse) -> Result<SecretUse, Invalid> {
+    let path = SecretPath::parse(&u.path)
+        .map_err(|e| Invalid::new(format!("{field}.path"), e.reason.to_string()))?;
+    let target = match u.target {
+        Some(pb::secret_use::Target::Env(name)) => {
+            if !valid_env_name(&name) {
+                return Err(Invalid::new(
+                    format!("{field}.env"),
+                    "an environment variable name is letters, digits and `_`, not starting with a digit",
+                ));
+            }
+            SecretTarget::Env(name)
+        }
+        Some(pb::secret_use::Target::File(file)) => {
+            if file.is_empty()
+                || file.len() > 1024
+                || file.ends_with('/')
+                || file.split('/').any(|s| s == "..")
+                || file.bytes().any(|b| b == 0 || b == b'\n')
+            {
+                return Err(Invalid::new(
+                    format!("{field}.file"),
+                    "a file path is non-empty, at most 1024 bytes, without `..` segments, NUL or newlines, and does not end in `/`",
+                ));
+            }
+            SecretTarget::File(file)
+        }
+        None => {
+            return Err(Invalid::new(
+                format!("{field}.target"),
+                "say how the task uses the secret: `env` or `file`",
+            ));
+        }
+    };
+    Ok(SecretUse {
+        target,
+        secret: SecretRef {
+            path,
+            version: u.version,
+        },
+    })
+}
+
+fn valid_env_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 255
+        && !b[0].is_ascii_digit()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_')
+}
+
+impl From<SecretUse> for pb::SecretUse {
+    fn from(u: SecretUse) -> Self {
+        pb::SecretUse {
+            target: Some(match u.target {
+                SecretTarget::Env(n) => pb::secret_use::Target::Env(n),
+                SecretTarget::File(f) => pb::secret_use::Target::File(f),
+            }),
+            path: u.secret.path.as_str().to_string(),
+            version: u.secret.version,
+        }
+    }
 }
 
 impl From<TaskInfo> for pb::TaskInfo {
@@ -215,6 +297,7 @@ impl From<TaskInfo> for pb::TaskInfo {
             kill_grace_seconds: t.kill_grace.as_secs_f64(),
             health_checks: t.health_checks.into_iter().map(Into::into).collect(),
             readiness_checks: t.readiness_checks.into_iter().map(Into::into).collect(),
+            secrets: t.secrets.into_iter().map(Into::into).collect(),
         }
     }
 }

@@ -163,8 +163,21 @@ fn task_info_and_status_roundtrip() {
         kill_grace_seconds: 3.0,
         health_checks: vec![],
         readiness_checks: vec![],
+        secrets: vec![
+            pb::SecretUse {
+                target: Some(pb::secret_use::Target::Env("DB_PASSWORD".into())),
+                path: "/prod/db/password".into(),
+                version: 3,
+            },
+            pb::SecretUse {
+                target: Some(pb::secret_use::Target::File("/run/secrets/db".into())),
+                path: "/prod/db/password".into(),
+                version: 0,
+            },
+        ],
     };
     let t = task_info("t", wire.clone()).unwrap();
+    assert_eq!(t.secrets.len(), 2);
     assert_eq!(pb::TaskInfo::from(&t), wire);
     let st = pb::TaskStatus {
         task_id: "t1".into(),
@@ -249,4 +262,48 @@ fn agent_and_offer_addresses_are_ip_literals_never_wildcards() {
         offer_info("offer", offer("0.0.0.0")).unwrap_err().field,
         "offer.address"
     );
+}
+
+#[test]
+fn bad_secret_references_are_refused_naming_the_field() {
+    let base = |u: pb::SecretUse| pb::TaskInfo {
+        task_id: "t1".into(),
+        resources: Some((&Resources::new(0.5, 64, 0).unwrap()).into()),
+        secrets: vec![u],
+        ..Default::default()
+    };
+    let env = |name: &str, path: &str| pb::SecretUse {
+        target: Some(pb::secret_use::Target::Env(name.into())),
+        path: path.into(),
+        version: 0,
+    };
+    let file = |f: &str| pb::SecretUse {
+        target: Some(pb::secret_use::Target::File(f.into())),
+        path: "/a".into(),
+        version: 0,
+    };
+    let cases = [
+        (env("X", "/a/../b"), "t.secrets[0].path"),
+        (env("X", ""), "t.secrets[0].path"),
+        (env("1X", "/a"), "t.secrets[0].env"),
+        (env("X=Y", "/a"), "t.secrets[0].env"),
+        (file("/run/../etc/passwd"), "t.secrets[0].file"),
+        (file(""), "t.secrets[0].file"),
+        (file("/run/x\n"), "t.secrets[0].file"),
+        (
+            pb::SecretUse {
+                target: None,
+                path: "/a".into(),
+                version: 0,
+            },
+            "t.secrets[0].target",
+        ),
+    ];
+    for (u, field) in cases {
+        let e = task_info("t", base(u.clone())).unwrap_err();
+        assert_eq!(e.field, field, "{u:?}");
+    }
+    let mut many = base(env("X", "/a"));
+    many.secrets = vec![env("X", "/a"); MAX_TASK_SECRETS + 1];
+    assert_eq!(task_info("t", many).unwrap_err().field, "t.secrets");
 }

@@ -144,5 +144,6 @@ pub(super) fn build(app: &App, offer: &Offer, need: &Resources, ports: &[u32]) -
                     .collect(),
             })
             .collect(),
+        secrets: Vec::new(),
     }
 }
