@@ -1,0 +1,211 @@
+//! Accepting connections, with or without TLS, for tonic and axum.
+
+use crate::ServerTls;
+use rustls_pki_types::CertificateDer;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// A client that has not finished its handshake by then is dropped.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a handler can learn about its connection (tonic puts it in the
+/// request extensions: `req.extensions().get::<ConnInfo>()`).
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub remote_addr: Option<SocketAddr>,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+    /// The client's certificate chain (leaf first), verified against the
+    /// client CA during the handshake; `None` when it presented none.
+    pub peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
+}
+
+/// An accepted connection: plain TCP or TLS over TCP.
+pub enum Conn {
+    Plain(TcpStream, SocketAddr),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, SocketAddr),
+}
+
+impl Conn {
+    pub fn info(&self) -> ConnInfo {
+        match self {
+            Conn::Plain(_, a) => ConnInfo {
+                remote_addr: Some(*a),
+                tls: false,
+                peer_certs: None,
+            },
+            Conn::Tls(s, a) => ConnInfo {
+                remote_addr: Some(*a),
+                tls: true,
+                peer_certs: s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .filter(|c| !c.is_empty())
+                    .map(|c| Arc::new(c.iter().map(|c| c.clone().into_owned()).collect())),
+            },
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Conn {
+    type ConnectInfo = ConnInfo;
+    fn connect_info(&self) -> ConnInfo {
+        self.info()
+    }
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s, _) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s, _) => s.is_write_vectored(),
+            Conn::Tls(s, _) => s.is_write_vectored(),
+        }
+    }
+}
+
+/// Accepts on `listener`; with `tls`, each handshake runs on its own task
+/// (a slow client holds up no one) and a failed one is logged at warn with
+/// the reason (an untrusted, expired or wrong-usage client certificate
+/// shows up here). The stream ends when the receiver is dropped.
+pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> ReceiverStream<io::Result<Conn>> {
+    let (tx, rx) = mpsc::channel::<io::Result<Conn>>(128);
+    tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = tx.closed() => return,
+            };
+            let (tcp, addr) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            // Small gRPC messages must not wait for delayed ACKs.
+            let _ = tcp.set_nodelay(true);
+            match &tls {
+                None => {
+                    if tx.send(Ok(Conn::Plain(tcp, addr))).await.is_err() {
+                        return;
+                    }
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                    let tx = tx.clone();
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                            Ok(Ok(s)) => {
+                                let _ = tx.send(Ok(Conn::Tls(Box::new(s), addr))).await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::warn!(peer = %addr, error = %e, "TLS handshake refused");
+                            }
+                            Err(_) => {
+                                tracing::debug!(peer = %addr, "TLS handshake timed out");
+                            }
+                        }
+                    });
+                }
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}
+
+/// An `axum::serve` listener over [`incoming`].
+pub struct TlsListener {
+    rx: ReceiverStream<io::Result<Conn>>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    pub fn new(listener: TcpListener, tls: Option<ServerTls>) -> io::Result<Self> {
+        let local = listener.local_addr()?;
+        Ok(TlsListener {
+            rx: incoming(listener, tls),
+            local,
+        })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = Conn;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Conn, SocketAddr) {
+        use futures::StreamExt;
+        loop {
+            match self.rx.next().await {
+                Some(Ok(c)) => {
+                    let addr = match &c {
+                        Conn::Plain(_, a) | Conn::Tls(_, a) => *a,
+                    };
+                    return (c, addr);
+                }
+                Some(Err(_)) => continue,
+                None => std::future::pending::<()>().await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.local)
+    }
+}
