@@ -37,6 +37,17 @@ pub async fn serve(listener: tokio::net::TcpListener, state: HttpState) -> std::
     axum::serve(listener, router(state)).await
 }
 
+/// Serves the API over TLS (the agent's own certificate, which carries
+/// serverAuth for this) until the process ends.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    state: HttpState,
+    tls: agora_tls::ServerTls,
+) -> std::io::Result<()> {
+    let listener = agora_tls::TlsListener::new(listener, Some(tls));
+    axum::serve(listener, router(state)).await
+}
+
 async fn state_json(State(s): State<HttpState>) -> Response {
     axum::Json(serde_json::json!({
         "agent_id": s.agent.agent_id().map(|a| a.0),

@@ -103,6 +103,9 @@ pub struct AgentArgs {
 
     #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub tls: crate::tls::AgentTlsArgs,
 }
 
 pub fn parse_attributes(s: &str) -> Result<Vec<(String, String)>> {
@@ -290,8 +293,50 @@ pub fn master_is_local(master: &str) -> bool {
     }
 }
 
+/// The agent's TLS files (mutual TLS to the master), from its flags.
+fn client_tls(args: &AgentArgs) -> Result<Option<agora_tls::ClientTlsFiles>> {
+    let t = &args.tls;
+    match (crate::tls::pair(&t.tls_cert, &t.tls_key)?, &t.tls_ca) {
+        (Some((c, k)), Some(ca)) => Ok(Some(agora_tls::ClientTlsFiles {
+            ca: ca.clone(),
+            identity: Some((c.to_owned(), k.to_owned())),
+        })),
+        (Some(_), None) => bail!(
+            "--tls-cert needs --tls-ca: the cluster CA certificate (ca.crt) to verify the master with"
+        ),
+        (None, Some(_)) => bail!(
+            "--tls-ca needs --tls-cert and --tls-key: the master admits only agents with a \
+             certificate of the cluster CA (`agora ca issue --agent HOSTNAME`)"
+        ),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The master's URL for this agent (https with TLS flags).
+pub fn agent_master_url(args: &AgentArgs) -> Result<String> {
+    let tls = client_tls(args)?.is_some();
+    let url = crate::tls::url_for(&args.master, tls, "--master")?;
+    if !tls && url.starts_with("https://") {
+        bail!(
+            "--master {url} is https: give --tls-ca, --tls-cert and --tls-key \
+             (the cluster CA and this agent's certificate, see `agora ca --help`)"
+        );
+    }
+    Ok(url)
+}
+
 /// Starts an agent with the chosen runtime and serves its HTTP API.
 pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<RunningAgent> {
+    let client_tls = client_tls(args)?;
+    let master = agent_master_url(args)?;
+    // The agent's API is served with the same certificate.
+    let server_tls = match &client_tls {
+        Some(f) => {
+            let (c, k) = f.identity.as_ref().expect("client_tls sets the identity");
+            Some(crate::tls::load_server(c, k, None)?)
+        }
+        None => None,
+    };
     if let Some(ip) = args.internal_address {
         // Before anything is bound: a wildcard is refused whatever --listen is.
         internal_address(Some(ip), std::net::SocketAddr::new(ip, 0), &args.master)?;
@@ -306,7 +351,22 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
         })?;
     let http_addr = listener.local_addr()?;
     let host_ip = internal_address(args.internal_address, http_addr, &args.master)?;
-    let mut cfg = args.config(format!("http://{http_addr}"))?;
+    let scheme = if server_tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let mut cfg = args.config(format!("{scheme}://{http_addr}"))?;
+    if let Some(f) = &client_tls
+        && let Some((cert, _)) = &f.identity
+        && let Err(e) = agora_tls::cert_names(cert, &cfg.hostname)
+    {
+        tracing::warn!(
+            hostname = %cfg.hostname,
+            error = %e,
+            "the master will refuse this agent: its certificate does not name the hostname it registers with"
+        );
+    }
     cfg.address = Some(host_ip);
     if runtime_kind == RuntimeKind::Hollow {
         cfg.work_dir = None;
@@ -345,14 +405,24 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
         cfg,
         runtime.clone(),
         rx,
-        Connector::Address(master_url(&args.master)),
+        match client_tls {
+            Some(files) => Connector::Tls {
+                address: master,
+                files,
+            },
+            None => Connector::Address(master),
+        },
     );
     let state = agora_agent::http::HttpState {
         agent: handle.clone(),
         runtime: runtime.clone(),
     };
     tokio::spawn(async move {
-        if let Err(e) = agora_agent::http::serve(listener, state).await {
+        let served = match server_tls {
+            Some(tls) => agora_agent::http::serve_tls(listener, state, tls).await,
+            None => agora_agent::http::serve(listener, state).await,
+        };
+        if let Err(e) = served {
             tracing::error!(error = %e, "agent HTTP API stopped");
         }
     });
@@ -368,11 +438,28 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
 
 pub async fn run(args: AgentArgs) -> Result<()> {
     crate::util::init_logging(args.log_format, "info");
+    if client_tls(&args)?.is_none() {
+        if !args.tls.insecure {
+            let d = crate::ca_cmd::default_dir();
+            return Err(crate::tls::refuse_plain(
+                "agora agent",
+                &format!(
+                    "agora ca issue --agent <this agent's --hostname>\n  \
+                     agora agent --master https://MASTER:5050 --tls-ca {d}/ca.crt \
+                     --tls-cert {d}/<hostname>.crt --tls-key {d}/<hostname>.key",
+                    d = d.display()
+                ),
+            ));
+        }
+        crate::tls::warn_insecure("agora agent");
+    }
     let agent = start(&args, args.runtime).await?;
+    let tls = args.tls.tls_cert.is_some();
     eprintln!(
-        "agora agent ({} runtime) → master {}; API http://{}; internal address {}; work dir {}",
+        "agora agent ({} runtime) → master {}; API {}://{}; internal address {}; work dir {}",
         agent.runtime.name(),
-        master_url(&args.master),
+        agent_master_url(&args)?,
+        if tls { "https" } else { "http" },
         agent.http_addr,
         agent.address,
         args.work_dir().display()

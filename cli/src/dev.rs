@@ -154,6 +154,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         usage_interval: Duration::from_secs(5),
         status_retry: Duration::from_secs(2),
         log_format: args.log_format,
+        // `agora dev` is plain HTTP on 127.0.0.1.
+        tls: Default::default(),
     };
     let agent = crate::agent_cmd::start(&agent_args, runtime).await?;
     let agent_id = tokio::time::timeout(Duration::from_secs(15), agent.handle.registered())

@@ -1,13 +1,15 @@
 //! The CLI's HTTP client: hyper-util's client, used for every call to the
 //! daemons' HTTP APIs (master `/state`, agent logs, the services REST API).
-//! One module, so TLS (a later issue) is added in one place.
+//! `https://` addresses are verified with the CA of `--ca-cert` /
+//! `AGORA_CA_CERT` (the cluster's `ca.crt`).
 
 use anyhow::{Context, Result, bail};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 /// How long connecting may take.
@@ -15,23 +17,46 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole request may take (a streamed body excepted).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-fn client() -> Client<HttpConnector, Full<Bytes>> {
-    let mut c = HttpConnector::new();
-    c.set_connect_timeout(Some(CONNECT_TIMEOUT));
-    c.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).build(c)
+static CA_CERT: OnceLock<Option<PathBuf>> = OnceLock::new();
+
+/// The `--ca-cert` flag (main sets it once; `AGORA_CA_CERT` is its env).
+pub fn set_ca_cert(path: Option<PathBuf>) {
+    let _ = CA_CERT.set(path);
 }
 
-/// `addr` (`host:port` or `http://host:port`) and `path` as a URL.
+/// The TLS config for https addresses, if a CA is configured.
+fn tls() -> Result<Option<Arc<agora_tls::ClientConfig>>> {
+    let path = CA_CERT.get().cloned().flatten().or_else(|| {
+        std::env::var_os("AGORA_CA_CERT")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    });
+    match path {
+        None => Ok(None),
+        Some(p) => agora_tls::client_config(&p, None)
+            .map(|c| Some(Arc::new(c)))
+            .with_context(|| format!("--ca-cert {}", p.display())),
+    }
+}
+
+type HttpClient = Client<agora_tls::Connector, Full<Bytes>>;
+
+fn client(tls: Option<Arc<agora_tls::ClientConfig>>) -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .build(agora_tls::Connector::http1(tls).connect_timeout(CONNECT_TIMEOUT))
+}
+
+/// `addr` (`host:port`, `http://host:port` or `https://host:port`) and
+/// `path` as a URL.
 fn url(addr: &str, path: &str) -> Result<hyper::Uri> {
     let base = addr.trim_end_matches('/');
-    if base.starts_with("https://") {
-        bail!("{base}: https is not supported yet; use http://");
-    }
-    let base = base.strip_prefix("http://").unwrap_or(base);
-    format!("http://{base}{path}")
+    let (scheme, base) = match base.strip_prefix("https://") {
+        Some(b) => ("https", b),
+        None => ("http", base.strip_prefix("http://").unwrap_or(base)),
+    };
+    format!("{scheme}://{base}{path}")
         .parse()
-        .with_context(|| format!("http://{base}{path} is not a valid URL"))
+        .with_context(|| format!("{scheme}://{base}{path} is not a valid URL"))
 }
 
 async fn send_head(
@@ -40,9 +65,26 @@ async fn send_head(
     path: &str,
     body: Option<&str>,
 ) -> Result<hyper::Response<hyper::body::Incoming>> {
+    send_head_with(tls()?, method, addr, path, body).await
+}
+
+async fn send_head_with(
+    tls: Option<Arc<agora_tls::ClientConfig>>,
+    method: &str,
+    addr: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<hyper::Response<hyper::body::Incoming>> {
+    let uri = url(addr, path)?;
+    if uri.scheme_str() == Some("https") && tls.is_none() {
+        bail!(
+            "{addr} is https: give the CA certificate to verify it with --ca-cert FILE or \
+             AGORA_CA_CERT (the cluster's ca.crt, see `agora ca --help`)"
+        );
+    }
     let mut req = hyper::Request::builder()
         .method(method)
-        .uri(url(addr, path)?)
+        .uri(uri)
         .header(hyper::header::ACCEPT, "application/json");
     if body.is_some() {
         req = req.header(hyper::header::CONTENT_TYPE, "application/json");
@@ -50,10 +92,25 @@ async fn send_head(
     let req = req
         .body(Full::new(Bytes::from(body.unwrap_or("").to_owned())))
         .with_context(|| format!("{method} is not an HTTP method"))?;
-    match tokio::time::timeout(REQUEST_TIMEOUT, client().request(req)).await {
-        Ok(r) => r.with_context(|| format!("cannot reach {addr}")),
+    let connect = tokio::time::timeout(REQUEST_TIMEOUT, client(tls).request(req));
+    match connect.await {
+        Ok(r) => r
+            .map_err(|e| anyhow::anyhow!(chain(&e)))
+            .with_context(|| format!("cannot reach {addr}")),
         Err(_) => bail!("{method} {path}: no answer from {addr} within {REQUEST_TIMEOUT:?}"),
     }
+}
+
+/// An error and its sources in one line (hyper's hide the TLS cause).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
 }
 
 /// `METHOD http://{addr}{path}` with an optional JSON body; returns (status, body).
@@ -183,7 +240,49 @@ mod tests {
             format!("{e:#}").contains(&format!("cannot reach {closed}")),
             "{e:#}"
         );
-        let e = http_get("https://example.invalid", "/").await.unwrap_err();
-        assert!(e.to_string().contains("https is not supported"), "{e}");
+        let e = send_head_with(None, "GET", "https://example.invalid", "/", None)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("--ca-cert"), "{e}");
+    }
+
+    /// An https daemon: verified with the cluster CA, refused with another.
+    #[tokio::test]
+    async fn https_with_the_cluster_ca() {
+        use agora_tls::ca::{Ca, Kind};
+        let dir = std::env::temp_dir().join(format!("agora-cli-https-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca = Ca::generate(1).unwrap();
+        let srv = ca.issue(Kind::Server, "api", &[], 1).unwrap();
+        let (c, k, cap) = (dir.join("s.crt"), dir.join("s.key"), dir.join("ca.crt"));
+        std::fs::write(&c, &srv.cert_pem).unwrap();
+        std::fs::write(&k, &srv.key_pem).unwrap();
+        std::fs::write(&cap, ca.cert_pem()).unwrap();
+        let other = dir.join("other.crt");
+        std::fs::write(&other, Ca::generate(1).unwrap().cert_pem()).unwrap();
+        let tls = agora_tls::ServerTls::load(agora_tls::ServerTlsFiles {
+            cert: c,
+            key: k,
+            client_ca: None,
+        })
+        .unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let app = axum::Router::new().route("/state", axum::routing::get(|| async { "{}" }));
+        tokio::spawn(
+            async move { axum::serve(agora_tls::TlsListener::new(l, Some(tls)), app).await },
+        );
+        let ours = Some(Arc::new(agora_tls::client_config(&cap, None).unwrap()));
+        let addr = format!("https://127.0.0.1:{port}");
+        let r = send_head_with(ours, "GET", &addr, "/state", None)
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let theirs = Some(Arc::new(agora_tls::client_config(&other, None).unwrap()));
+        let e = send_head_with(theirs, "GET", &addr, "/state", None)
+            .await
+            .unwrap_err();
+        assert!(format!("{e:#}").contains("certificate"), "{e:#}");
+        std::fs::remove_dir_all(dir).ok();
     }
 }

@@ -3,12 +3,14 @@
 
 mod agent_cmd;
 mod bench;
+mod ca_cmd;
 mod dev;
 mod http;
 mod master_cmd;
 mod ops;
 mod router_cmd;
 mod services_cmd;
+mod tls;
 mod util;
 mod util_signal;
 mod wait;
@@ -35,9 +37,14 @@ Operate:      agora agent list | agora framework list | agora task list|show|kil
 Services:     agora app deploy -f app.json --wait | app list|show|endpoints|scale|restart|destroy | deployment list|rollback\n\
 \x20             (--wait shows progress until done; --master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts)\n\
 Exit codes:   0 ok, 1 error, 2 bad usage, 4 not found, 5 --wait timed out\n\
+TLS:          agora ca init | ca issue --server|--agent|--client NAME (see `agora ca --help`);\n\
+\x20             daemons refuse to start without TLS unless --insecure (agora dev is plain, on 127.0.0.1)\n\
 Benchmarks:   agora bench allocator | scale | launch | deploy | services | discovery | router | rollout"
 )]
 struct Cli {
+    /// CA certificate to verify https:// daemons with (the cluster's ca.crt).
+    #[arg(long, env = "AGORA_CA_CERT", global = true, value_name = "FILE")]
+    ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -68,6 +75,9 @@ enum Command {
     Router(router_cmd::RouterArgs),
     /// Run an all-in-one local cluster (master + agent + services) on an embedded store.
     Dev(dev::DevArgs),
+    /// The cluster CA: create it, issue server, agent and client certificates.
+    #[command(subcommand, long_about = ca_cmd::WORKFLOW)]
+    Ca(ca_cmd::CaCommand),
     /// Benchmarks (programs, not tests); see docs/benchmarks.md.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -235,6 +245,7 @@ enum BenchCommand {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    http::set_ca_cert(cli.ca_cert.clone());
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -269,6 +280,7 @@ fn main() -> std::process::ExitCode {
                 common,
             }) => ops::task_logs(&common, &task_id, follow).await,
             Command::Dev(a) => dev::run(a).await,
+            Command::Ca(c) => ca_cmd::run(c),
             Command::Router(a) => router_cmd::run(a).await,
             Command::Services(a) => services_cmd::run(a).await,
             Command::App(AppCommand::Deploy { file, wait, common }) => {

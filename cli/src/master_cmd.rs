@@ -68,6 +68,28 @@ pub struct MasterArgs {
     /// Log format on stderr.
     #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+
+    /// Serve gRPC and HTTP over TLS with this certificate (PEM, leaf
+    /// first; `agora ca issue --server HOST`). Reloaded without a restart
+    /// when the file changes or on SIGHUP.
+    #[arg(long, env = "AGORA_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert.
+    #[arg(long, env = "AGORA_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// The cluster CA (`ca.crt` of `agora ca init`): agents must present a
+    /// certificate it issued for their hostname (mutual TLS). Required with
+    /// --tls-cert; frameworks and operators connect without a certificate.
+    #[arg(long, env = "AGORA_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Serve plain gRPC and HTTP (no TLS, no agent authentication): only on
+    /// a trusted network or for tests. Without it, the master refuses to
+    /// start without --tls-cert.
+    #[arg(long, env = "AGORA_INSECURE")]
+    pub insecure: bool,
 }
 
 /// The config file's shape.
@@ -216,8 +238,37 @@ pub fn open_registry(data_dir: &Option<PathBuf>) -> Result<Box<dyn Registry>> {
     })
 }
 
+/// The master's TLS, or `None` with --insecure; refuses plain text otherwise.
+fn server_tls(args: &MasterArgs) -> Result<Option<agora_tls::ServerTls>> {
+    let Some((cert, key)) = crate::tls::pair(&args.tls_cert, &args.tls_key)? else {
+        if args.insecure {
+            crate::tls::warn_insecure("agora master");
+            return Ok(None);
+        }
+        let dir = crate::ca_cmd::default_dir();
+        return Err(crate::tls::refuse_plain(
+            "agora master",
+            &format!(
+                "agora ca issue --server <this host's name> [--san <its IP>]\n  \
+                 agora master --tls-cert {d}/<name>.crt --tls-key {d}/<name>.key --tls-client-ca {d}/ca.crt",
+                d = dir.display()
+            ),
+        ));
+    };
+    let Some(ca) = &args.tls_client_ca else {
+        anyhow::bail!(
+            "--tls-client-ca is required with --tls-cert: agents authenticate with certificates \
+             of the cluster CA, so the master must know it (the ca.crt next to the ca.key that \
+             issued them, by default {})",
+            crate::ca_cmd::default_dir().join("ca.crt").display()
+        );
+    };
+    crate::tls::load_server(cert, key, Some(ca)).map(Some)
+}
+
 pub async fn run(args: MasterArgs) -> Result<()> {
     crate::util::init_logging(args.log_format, "info");
+    let tls = server_tls(&args)?;
     let r = args.resolve()?;
     let listener = tokio::net::TcpListener::bind(&r.listen)
         .await
@@ -230,17 +281,23 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     let registry = open_registry(&r.data_dir)?;
     let (trigger, shutdown) = shutdown::channel();
     let addr = listener.local_addr()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
     eprintln!(
-        "agora master {} listening on {addr} (gRPC + HTTP)",
-        r.config.master_id
+        "agora master {} listening on {addr} (gRPC + HTTP{})",
+        r.config.master_id,
+        if tls.is_some() {
+            " over TLS, agents by certificate"
+        } else {
+            ", plain text"
+        }
     );
     match &r.data_dir {
         Some(d) => eprintln!("  registry: {}", d.join("registry.redb").display()),
         None => eprintln!("  registry: in memory (nothing survives a restart)"),
     }
-    eprintln!("  state:    http://{addr}/state   metrics: http://{addr}/metrics");
-    let server = tokio::spawn(agora_master::serve(
-        listener, r.config, registry, shutdown, None,
+    eprintln!("  state:    {scheme}://{addr}/state   metrics: {scheme}://{addr}/metrics");
+    let server = tokio::spawn(agora_master::serve_with_tls(
+        listener, r.config, registry, shutdown, None, tls,
     ));
     tokio::select! {
         res = server => { res.context("master task panicked")??; }

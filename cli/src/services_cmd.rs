@@ -31,6 +31,21 @@ pub struct ServicesArgs {
     /// Range apps' service ports (`servicePort` 0) are assigned from.
     #[arg(long, value_parser = parse_port_range, default_value = "10000-20000")]
     pub service_ports: (u32, u32),
+    /// The cluster CA certificate (ca.crt) to verify an https master with;
+    /// a bare --master address then means https.
+    #[arg(long, env = "AGORA_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// Serve the REST API over TLS with this certificate (`agora ca issue
+    /// --server HOST`); reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "AGORA_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert.
+    #[arg(long, env = "AGORA_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve the REST API in plain HTTP: only on a trusted network or for
+    /// tests. Without it, the daemon refuses to start without --tls-cert.
+    #[arg(long, env = "AGORA_INSECURE")]
+    pub insecure: bool,
 }
 
 /// `FIRST-LAST`, two port numbers 1-65535, FIRST ≤ LAST.
@@ -53,11 +68,39 @@ pub fn config(master: &str, data_dir: PathBuf, role: &str) -> agora_services::Se
         role: role.into(),
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
         service_ports: agora_services::scheduler::DEFAULT_SERVICE_PORTS,
+        master_tls: None,
     }
 }
 
 pub async fn run(args: ServicesArgs) -> Result<()> {
     crate::util::init_logging(args.log_format, "info");
+    let server_tls = match crate::tls::pair(&args.tls_cert, &args.tls_key)? {
+        Some((c, k)) => Some(crate::tls::load_server(c, k, None)?),
+        None if args.insecure => {
+            crate::tls::warn_insecure("agora services");
+            None
+        }
+        None => {
+            let d = crate::ca_cmd::default_dir();
+            return Err(crate::tls::refuse_plain(
+                "agora services",
+                &format!(
+                    "agora ca issue --server <this host's name>\n  \
+                     agora services --master https://MASTER:5050 --tls-ca {d}/ca.crt \
+                     --tls-cert {d}/<name>.crt --tls-key {d}/<name>.key",
+                    d = d.display()
+                ),
+            ));
+        }
+    };
+    let master = crate::tls::url_for(&args.master, args.tls_ca.is_some(), "--master")?;
+    let master_tls = match &args.tls_ca {
+        Some(ca) => Some(crate::tls::client(ca)?),
+        None if master.starts_with("https://") => {
+            bail!("--master {master} is https: give --tls-ca (the cluster's ca.crt) to verify it")
+        }
+        None => None,
+    };
     let data_dir = args
         .data_dir
         .clone()
@@ -71,14 +114,20 @@ pub async fn run(args: ServicesArgs) -> Result<()> {
             )
         })?;
     eprintln!(
-        "agora services: REST API http://{} → master {}",
+        "agora services: REST API {}://{} → master {master}",
+        if server_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         listener.local_addr()?,
-        args.master
     );
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut cfg = config(&args.master, data_dir, &args.role);
+    cfg.master = master;
+    cfg.master_tls = master_tls;
     cfg.service_ports = args.service_ports;
-    let server = tokio::spawn(agora_services::serve(listener, cfg, stop));
+    let server = tokio::spawn(agora_services::serve_tls(listener, cfg, stop, server_tls));
     tokio::select! {
         r = server => { r.context("services task panicked")??; }
         _ = crate::util_signal::terminated() => { let _ = stop_tx.send(true); }

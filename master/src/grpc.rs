@@ -215,9 +215,54 @@ fn agent_command(conn: ConnId, m: pb::AgentMessage) -> Option<Command> {
     })
 }
 
+/// The agent link. With `tls`, every call must come from an agent: a
+/// client certificate of the cluster CA with the agent usages, and (Attach)
+/// naming the hostname the agent registers with.
 #[derive(Clone)]
 pub struct AgentLinkService {
     pub master: MasterHandle,
+    pub tls: Option<agora_tls::ServerTls>,
+}
+
+/// How long an agent has to send REGISTER on a new stream.
+const FIRST_MESSAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+fn refuse(peer: Option<std::net::SocketAddr>, e: agora_tls::PeerError) -> Status {
+    tracing::warn!(peer = ?peer, reason = %e, "agent refused");
+    match e {
+        agora_tls::PeerError::NameMismatch { .. } => Status::permission_denied(e.to_string()),
+        _ => Status::unauthenticated(e.to_string()),
+    }
+}
+
+impl AgentLinkService {
+    /// The caller's agent identity when the master runs TLS (`None`
+    /// without TLS); refuses a caller without an agent certificate.
+    pub fn authenticate<T>(
+        &self,
+        req: &Request<T>,
+    ) -> Result<Option<agora_tls::AgentIdentity>, Status> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let conn = req.extensions().get::<agora_tls::ConnInfo>();
+        agora_tls::AgentIdentity::verify(tls, conn)
+            .map(Some)
+            .map_err(|e| refuse(conn.and_then(|c| c.remote_addr), e))
+    }
+}
+
+/// Refuses a REGISTER whose hostname the agent's certificate does not name.
+fn check_register(
+    id: &agora_tls::AgentIdentity,
+    peer: Option<std::net::SocketAddr>,
+    m: &pb::AgentMessage,
+) -> Result<(), Status> {
+    if let Some(pb::agent_message::Message::Register(r)) = &m.message {
+        let hostname = r.agent.as_ref().map(|a| a.hostname.as_str()).unwrap_or("");
+        id.check_hostname(hostname).map_err(|e| refuse(peer, e))?;
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -228,7 +273,29 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
         &self,
         req: Request<Streaming<pb::AgentMessage>>,
     ) -> Result<Response<Self::AttachStream>, Status> {
+        let identity = self.authenticate(&req)?;
+        let peer = req
+            .extensions()
+            .get::<agora_tls::ConnInfo>()
+            .and_then(|c| c.remote_addr);
         let mut inbound = req.into_inner();
+        // With TLS, the first message (REGISTER) is checked before the
+        // stream is accepted, so a wrong name gets PERMISSION_DENIED.
+        let mut first = None;
+        if let Some(id) = &identity {
+            let m = match tokio::time::timeout(FIRST_MESSAGE_TIMEOUT, inbound.next()).await {
+                Ok(Some(Ok(m))) => m,
+                Ok(Some(Err(e))) => return Err(e),
+                Ok(None) => return Err(Status::cancelled("the agent closed the stream")),
+                Err(_) => {
+                    return Err(Status::deadline_exceeded(
+                        "no REGISTER within 15 s of opening the agent stream",
+                    ));
+                }
+            };
+            check_register(id, peer, &m)?;
+            first = Some(m);
+        }
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
         let conn = self.master.next_conn();
         self.master
@@ -237,9 +304,21 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
             .map_err(|_| stopped())?;
         let master = self.master.clone();
         tokio::spawn(async move {
-            while let Some(msg) = inbound.next().await {
+            loop {
+                let msg = match first.take() {
+                    Some(m) => Ok(m),
+                    None => match inbound.next().await {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
                 match msg {
                     Ok(m) => {
+                        if let Some(id) = &identity
+                            && check_register(id, peer, &m).is_err()
+                        {
+                            break;
+                        }
                         let Some(cmd) = agent_command(conn, m) else {
                             continue;
                         };
@@ -265,8 +344,12 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
 
     async fn resolve_secrets(
         &self,
-        _r: Request<pb::ResolveSecretsRequest>,
+        r: Request<pb::ResolveSecretsRequest>,
     ) -> Result<Response<pb::ResolveSecretsResponse>, Status> {
+        // With TLS only agents get this far; whoever implements this must
+        // also check `identity.check_hostname(<the hostname agent_id
+        // registered with>)` so one agent cannot ask for another's secrets.
+        let _identity = self.authenticate(&r)?;
         Err(Status::unimplemented(
             "this master has no secret store yet (work in progress)",
         ))

@@ -23,4 +23,4 @@ pub mod store;
 pub mod view;
 
 pub use config::MasterConfig;
-pub use server::{MasterServer, serve};
+pub use server::{MasterServer, serve, serve_with_tls};

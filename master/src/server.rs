@@ -11,7 +11,6 @@ use crate::store::Registry;
 use agora_proto::pb;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 
 /// A running master.
 pub struct MasterServer {
@@ -31,13 +30,29 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
 }
 
-/// Serves gRPC (Scheduler, AgentLink) and HTTP on `listener` until `shutdown`.
+/// Serves gRPC (Scheduler, AgentLink) and HTTP on `listener` until
+/// `shutdown`, in plain text (`agora dev`, `--insecure`, tests).
 pub async fn serve(
+    listener: TcpListener,
+    cfg: MasterConfig,
+    registry: Box<dyn Registry>,
+    shutdown: Shutdown,
+    started: Option<tokio::sync::oneshot::Sender<MasterServer>>,
+) -> Result<(), ServeError> {
+    serve_with_tls(listener, cfg, registry, shutdown, started, None).await
+}
+
+/// [`serve`], over TLS when `tls` is given (gRPC and HTTP on the same port,
+/// ALPN h2 and http/1.1). AgentLink then requires an agent certificate of
+/// the client CA whose name matches the hostname the agent registers with
+/// (see [`AgentLinkService`]).
+pub async fn serve_with_tls(
     listener: TcpListener,
     mut cfg: MasterConfig,
     registry: Box<dyn Registry>,
     shutdown: Shutdown,
     started: Option<tokio::sync::oneshot::Sender<MasterServer>>,
+    tls: Option<agora_tls::ServerTls>,
 ) -> Result<(), ServeError> {
     let local_addr = listener.local_addr()?;
     if cfg.advertise.is_empty() || cfg.advertise.ends_with(":0") {
@@ -72,6 +87,7 @@ pub async fn serve(
         .add_service(pb::agent_link_server::AgentLinkServer::new(
             AgentLinkService {
                 master: handle.clone(),
+                tls: tls.clone(),
             },
         ));
     if let Some(tx) = started {
@@ -81,14 +97,10 @@ pub async fn serve(
         });
     }
     let mut stop = shutdown.clone();
-    // Tonic applies TCP_NODELAY only to listeners it binds itself; without it
-    // small gRPC messages wait ~40 ms for delayed ACKs.
-    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |s| {
-        if let Ok(s) = &s {
-            let _ = s.set_nodelay(true);
-        }
-        s
-    });
+    // Sets TCP_NODELAY (tonic applies it only to listeners it binds itself;
+    // without it small gRPC messages wait ~40 ms for delayed ACKs) and runs
+    // the TLS handshakes; handlers see the peer in `agora_tls::ConnInfo`.
+    let incoming = agora_tls::incoming(listener, tls);
     tonic::transport::Server::builder()
         .accept_http1(true)
         .tcp_nodelay(true)

@@ -48,10 +48,32 @@ pub fn client_config(
     }
 }
 
+/// Where a client's TLS material lives; read again on every
+/// [`ClientTlsFiles::config`] so renewed files are used on the next
+/// connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsFiles {
+    /// PEM CA certificates to verify servers with (the cluster's `ca.crt`).
+    pub ca: std::path::PathBuf,
+    /// Client certificate and key (agents), if any.
+    pub identity: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl ClientTlsFiles {
+    pub fn config(&self) -> Result<Arc<ClientConfig>, TlsError> {
+        let id = self
+            .identity
+            .as_ref()
+            .map(|(c, k)| (c.as_path(), k.as_path()));
+        client_config(&self.ca, id).map(Arc::new)
+    }
+}
+
 /// Connects `http://` URIs over TCP and `https://` URIs over TLS.
 #[derive(Clone)]
 pub struct Connector {
     tls: Option<tokio_rustls::TlsConnector>,
+    connect_timeout: Option<std::time::Duration>,
 }
 
 impl Connector {
@@ -67,12 +89,19 @@ impl Connector {
 
     fn with_alpn(tls: Option<Arc<ClientConfig>>, alpn: &[&[u8]]) -> Self {
         Connector {
+            connect_timeout: None,
             tls: tls.map(|c| {
                 let mut c = (*c).clone();
                 c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
                 tokio_rustls::TlsConnector::from(Arc::new(c))
             }),
         }
+    }
+
+    /// Gives up connecting (TCP) after `d`.
+    pub fn connect_timeout(mut self, d: std::time::Duration) -> Self {
+        self.connect_timeout = Some(d);
+        self
     }
 
     pub fn has_tls(&self) -> bool {
@@ -98,7 +127,16 @@ impl Connector {
             .trim_end_matches(']')
             .to_string();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let tcp = TcpStream::connect((host.as_str(), port)).await?;
+        let connect = TcpStream::connect((host.as_str(), port));
+        let tcp = match self.connect_timeout {
+            None => connect.await?,
+            Some(d) => tokio::time::timeout(d, connect).await.map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("connecting to {host}:{port} timed out after {d:?}"),
+                )
+            })??,
+        };
         let _ = tcp.set_nodelay(true);
         if !https {
             return Ok(ClientIo(TokioIo::new(ClientStream::Plain(tcp))));

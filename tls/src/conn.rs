@@ -172,16 +172,16 @@ pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> ReceiverStream
 /// An `axum::serve` listener over [`incoming`].
 pub struct TlsListener {
     rx: ReceiverStream<io::Result<Conn>>,
-    local: SocketAddr,
+    local: Option<SocketAddr>,
 }
 
 impl TlsListener {
-    pub fn new(listener: TcpListener, tls: Option<ServerTls>) -> io::Result<Self> {
-        let local = listener.local_addr()?;
-        Ok(TlsListener {
+    pub fn new(listener: TcpListener, tls: Option<ServerTls>) -> Self {
+        let local = listener.local_addr().ok();
+        TlsListener {
             rx: incoming(listener, tls),
             local,
-        })
+        }
     }
 }
 
@@ -206,6 +206,7 @@ impl axum::serve::Listener for TlsListener {
     }
 
     fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(self.local)
+        self.local
+            .ok_or_else(|| io::Error::other("the listener has no local address"))
     }
 }

@@ -28,6 +28,16 @@ pub enum PeerError {
     NameMismatch { hostname: String, reason: String },
 }
 
+/// Checks that the first certificate in the PEM file `cert` names `host`
+/// (DNS or IP subject alternative name): an agent can warn at startup when
+/// the master would refuse it.
+pub fn cert_names(cert: &std::path::Path, host: &str) -> Result<(), PeerError> {
+    let leaf = crate::load_certs(cert)
+        .map_err(|e| PeerError::NotAgent(e.to_string()))?
+        .swap_remove(0);
+    AgentIdentity { leaf }.check_hostname(host)
+}
+
 /// An agent whose certificate verified against the cluster CA with both
 /// usages an agent certificate carries (clientAuth and serverAuth).
 #[derive(Debug, Clone)]

@@ -21,10 +21,10 @@ mod identity;
 mod pem;
 mod server;
 
-pub use client::{ClientIo, Connector, channel, channel_lazy, client_config};
+pub use client::{ClientIo, ClientTlsFiles, Connector, channel, channel_lazy, client_config};
 pub use conn::{Conn, ConnInfo, TlsListener, incoming};
 pub use error::TlsError;
-pub use identity::{AgentIdentity, PeerError};
+pub use identity::{AgentIdentity, PeerError, cert_names};
 pub use pem::{load_certs, load_key, pem_encode};
 pub use server::{DEFAULT_RELOAD_INTERVAL, ServerTls, ServerTlsFiles};
 

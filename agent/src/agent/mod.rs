@@ -30,6 +30,13 @@ pub enum Connector {
     Address(String),
     /// A shared channel (many hollow agents multiplexed on one connection).
     Channel(Channel),
+    /// An `https://` address, with mutual TLS: the files are read again on
+    /// every connection attempt, so a renewed certificate is used on the
+    /// next reconnection.
+    Tls {
+        address: String,
+        files: agora_tls::ClientTlsFiles,
+    },
 }
 
 #[derive(Clone, Debug)]
@@ -337,6 +344,9 @@ impl Agent {
                 Err(SessionError::Connect(e)) => {
                     tracing::debug!(error = %e, "cannot reach master; retrying");
                 }
+                Err(SessionError::Tls(e)) => {
+                    tracing::warn!(error = %e, "cannot attach to the master over TLS; retrying");
+                }
             }
             // Backoff with jitter, still recording events and obeying control.
             let jitter = Duration::from_millis(u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 100);
@@ -414,6 +424,17 @@ impl Agent {
                 .connect()
                 .await
                 .map_err(|e| SessionError::Connect(e.to_string()))?,
+            Connector::Tls { address, files } => {
+                let tls = files
+                    .config()
+                    .map_err(|e| SessionError::Tls(e.to_string()))?;
+                let endpoint = Endpoint::from_shared(address.clone())
+                    .map_err(|e| SessionError::Connect(e.to_string()))?
+                    .connect_timeout(Duration::from_secs(5));
+                agora_tls::channel(endpoint, Some(tls))
+                    .await
+                    .map_err(|e| SessionError::Tls(error_chain(&e)))?
+            }
         };
         let mut client = pb::agent_link_client::AgentLinkClient::new(channel)
             .max_decoding_message_size(64 << 20);
@@ -422,10 +443,19 @@ impl Agent {
             .send(self.register_message())
             .await
             .map_err(|_| SessionError::Connect("outbound closed".into()))?;
+        let tls = matches!(connector, Connector::Tls { .. });
         let mut inbound = client
             .attach(ReceiverStream::new(out_rx))
             .await
-            .map_err(|e| SessionError::Connect(e.to_string()))?
+            .map_err(|e| match e.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                    SessionError::Tls(format!("the master refused this agent: {}", e.message()))
+                }
+                // A refused client certificate shows up as a broken
+                // connection (TLS 1.3 reports it after the handshake).
+                _ if tls => SessionError::Tls(error_chain(&e)),
+                _ => SessionError::Connect(e.to_string()),
+            })?
             .into_inner();
 
         // Wait for REGISTERED.
@@ -573,6 +603,24 @@ fn heartbeat_interval(secs: f64) -> Duration {
 enum SessionError {
     Connect(String),
     Refused(String),
+    /// TLS material, handshake or authentication: logged at warn (an
+    /// operator must act), retried (the files may be fixed meanwhile).
+    Tls(String),
+}
+
+/// An error with its sources (tonic's transport errors hide the cause).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
 }
 
 mod checkpoint;

@@ -76,6 +76,7 @@ impl LocalCluster {
             hollow_start_delay: Duration::ZERO,
             status_retry: Duration::from_secs(2),
             log_format: crate::util::LogFormat::Text,
+            tls: Default::default(),
         };
         let agent = crate::agent_cmd::start(&agent_args, runtime).await?;
         Ok(LocalCluster {

@@ -113,6 +113,9 @@ pub struct FrameworkConfig {
     pub reconnect_max: Duration,
     /// Missed heartbeats before the connection is considered dead.
     pub heartbeat_misses: u32,
+    /// TLS for an `https://` master: the cluster CA to verify it with
+    /// (`agora_tls::client_config`). Frameworks present no certificate.
+    pub tls: Option<std::sync::Arc<agora_tls::ClientConfig>>,
 }
 
 impl FrameworkConfig {
@@ -130,6 +133,7 @@ impl FrameworkConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
             heartbeat_misses: 5,
+            tls: None,
         }
     }
 }
@@ -217,7 +221,16 @@ impl<S: Scheduler> Driver<S> {
             })?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+        if self.cfg.tls.is_none() && self.cfg.master.starts_with("https://") {
+            return Err(SdkError::Address {
+                address: self.cfg.master.clone(),
+                message:
+                    "an https master needs a CA certificate to verify it (FrameworkConfig::tls, \
+                          e.g. from the cluster's ca.crt)"
+                        .into(),
+            });
+        }
+        let channel = agora_tls::channel_lazy(endpoint, self.cfg.tls.clone());
         let client = Client::new(channel);
         if let Some(id) = &self.cfg.framework_id {
             client.set_framework_id(id.clone());

@@ -39,6 +39,17 @@ pub async fn serve(
     cfg: ServicesConfig,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), store::StoreError> {
+    serve_tls(listener, cfg, stop, None).await
+}
+
+/// [`serve`], with the API over TLS when `tls` is given.
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    cfg: ServicesConfig,
+    stop: tokio::sync::watch::Receiver<bool>,
+    tls: Option<agora_tls::ServerTls>,
+) -> Result<(), store::StoreError> {
+    let listener = agora_tls::TlsListener::new(listener, tls);
     let master = cfg.master.clone();
     let role = cfg.role.clone();
     let (handle, join) = start(cfg, stop.clone())?;

@@ -40,6 +40,8 @@ pub struct ServicesConfig {
     pub failover_timeout: Duration,
     /// Range service ports are assigned from (`--service-ports`).
     pub service_ports: (u32, u32),
+    /// TLS to an `https://` master (the cluster CA; no client certificate).
+    pub master_tls: Option<std::sync::Arc<agora_tls::ClientConfig>>,
 }
 
 /// A request from the API, answered by the actor.
@@ -171,6 +173,7 @@ impl Handle {
 /// manual acknowledgements (an update is acknowledged once stored).
 fn framework_config(cfg: &ServicesConfig, framework_id: Option<String>) -> FrameworkConfig {
     let mut fcfg = FrameworkConfig::new(cfg.master.clone(), cfg.name.clone());
+    fcfg.tls = cfg.master_tls.clone();
     fcfg.role = cfg.role.clone();
     fcfg.failover_timeout = cfg.failover_timeout;
     fcfg.framework_id = framework_id.map(FrameworkId::new);
