@@ -360,6 +360,7 @@ fn the_agent_refuses_a_wildcard_or_foreign_internal_address() {
         ));
         let out = Command::new(BIN)
             .args(["agent", "--runtime", "process", "--master", "127.0.0.1:1"])
+            .env("AGORA_INSECURE", "1")
             .arg("--work-dir")
             .arg(&work)
             .args(

@@ -158,6 +158,8 @@ impl AgentProc {
             )
             .arg("--work-dir")
             .arg(&self.work_dir)
+            // The test master is plain text (tests/src: agora_master::serve).
+            .env("AGORA_INSECURE", "1")
             .args(&self.extra)
             .env("AGORA_LOG", "info")
             .stdin(Stdio::null())
@@ -346,6 +348,7 @@ impl ServicesProc {
     pub fn spawn(&mut self) {
         let child = Command::new(BIN)
             .args(["services", "--master", &self.master, "--listen", &self.addr])
+            .env("AGORA_INSECURE", "1")
             .arg("--data-dir")
             .arg(&self.data)
             .args(&self.extra)

@@ -1,0 +1,305 @@
+//! TLS end to end: a master process with mutual TLS for agents, agent
+//! processes with certificates of the cluster CA (or not), the CLI and a
+//! framework over https.
+
+mod common;
+
+use agora_proto::pb;
+use agora_tests::Fw;
+use agora_tls::ca::{Ca, Kind};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+const LONG: Duration = Duration::from_secs(30);
+
+fn agora(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().unwrap()
+}
+
+fn ok(out: std::process::Output) -> String {
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    text
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process whose stderr goes to a file, killed on drop.
+struct Proc {
+    child: Child,
+    log: PathBuf,
+}
+impl Proc {
+    fn spawn(cmd: &mut Command, log: PathBuf) -> Proc {
+        let f = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .env("AGORA_LOG", "info")
+            .env_remove("AGORA_INSECURE")
+            .stdout(Stdio::null())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Proc { child, log }
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn agent(dir: &Path, master: &str, hostname: &str, cert: &str) -> Proc {
+    let work = dir.join(format!("work-{hostname}"));
+    Proc::spawn(
+        Command::new(BIN)
+            .args(["agent", "--runtime", "hollow", "--master", master])
+            .args(["--hostname", hostname, "--listen", "127.0.0.1:0"])
+            .args(["--resources", "cpus:2;mem:1024;ports:[31000-31010]"])
+            .arg("--work-dir")
+            .arg(&work)
+            .arg("--tls-ca")
+            .arg(dir.join("ca.crt"))
+            .arg("--tls-cert")
+            .arg(dir.join(format!("{cert}.crt")))
+            .arg("--tls-key")
+            .arg(dir.join(format!("{cert}.key"))),
+        dir.join(format!("agent-{hostname}.log")),
+    )
+}
+
+fn agent_list(dir: &Path, master: &str) -> Option<String> {
+    let o = Command::new(BIN)
+        .args(["agent", "list", "--master", master, "-o", "json"])
+        .env("AGORA_CA_CERT", dir.join("ca.crt"))
+        .output()
+        .ok()?;
+    o.status
+        .success()
+        .then(|| String::from_utf8_lossy(&o.stdout).to_string())
+}
+
+fn register(hostname: &str) -> pb::AgentMessage {
+    pb::AgentMessage {
+        message: Some(pb::agent_message::Message::Register(pb::Register {
+            agent: Some(pb::AgentInfo {
+                hostname: hostname.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    }
+}
+
+/// Attaches as an agent with this client identity (cert, key) and returns
+/// how the master answered.
+async fn attach(
+    dir: &Path,
+    master: &str,
+    identity: Option<(&str, &Path)>,
+    hostname: &str,
+) -> Result<(), tonic::Status> {
+    let files =
+        identity.map(|(name, d)| (d.join(format!("{name}.crt")), d.join(format!("{name}.key"))));
+    let tls = agora_tls::client_config(
+        &dir.join("ca.crt"),
+        files.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    )
+    .unwrap();
+    let endpoint = tonic::transport::Endpoint::from_shared(master.to_string()).unwrap();
+    let channel = agora_tls::channel(endpoint, Some(Arc::new(tls)))
+        .await
+        .map_err(|e| tonic::Status::unavailable(format!("{e:?}")))?;
+    let mut client = pb::agent_link_client::AgentLinkClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(register(hostname)).await.unwrap();
+    let resp = client
+        .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?;
+    // Accepted: the master answers the registration on the stream.
+    let mut inbound = resp.into_inner();
+    match tokio::time::timeout(Duration::from_secs(10), inbound.message()).await {
+        Ok(Ok(Some(_))) => Ok(()),
+        Ok(Ok(None)) => Err(tonic::Status::cancelled("stream ended")),
+        Ok(Err(s)) => Err(s),
+        Err(_) => Err(tonic::Status::deadline_exceeded("no answer")),
+    }
+}
+
+#[tokio::test]
+async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
+    let dir = std::env::temp_dir().join(format!("agora-tls-e2e-{}", uuid::Uuid::new_v4().simple()));
+    let d = dir.to_str().unwrap().to_string();
+    let other = dir.join("other");
+    let o = other.to_str().unwrap().to_string();
+    ok(agora(&["ca", "init", "--dir", &d]));
+    ok(agora(&[
+        "ca",
+        "issue",
+        "--server",
+        "master.test",
+        "--dir",
+        &d,
+    ]));
+    ok(agora(&["ca", "issue", "--agent", "node-1", "--dir", &d]));
+    ok(agora(&["ca", "issue", "--agent", "node-2", "--dir", &d]));
+    ok(agora(&["ca", "issue", "--client", "alice", "--dir", &d]));
+    ok(agora(&["ca", "init", "--dir", &o]));
+    ok(agora(&["ca", "issue", "--agent", "node-1", "--dir", &o]));
+    let again = agora(&["ca", "init", "--dir", &d]);
+    assert!(
+        !again.status.success(),
+        "a second init must refuse to overwrite"
+    );
+    // An expired agent certificate of the right CA.
+    let ca = Ca::load(&dir).unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let expired = ca
+        .issue_between(
+            Kind::Agent,
+            "node-1",
+            &[],
+            now - time::Duration::days(10),
+            now - time::Duration::days(1),
+        )
+        .unwrap();
+    std::fs::write(dir.join("expired.crt"), &expired.cert_pem).unwrap();
+    std::fs::write(dir.join("expired.key"), &expired.key_pem).unwrap();
+
+    // Without TLS material or --insecure, the master refuses to start.
+    let plain = Command::new(BIN)
+        .args(["master", "--in-memory", "--listen", "127.0.0.1:0"])
+        .env_remove("AGORA_INSECURE")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&plain.stderr);
+    assert!(!plain.status.success());
+    assert!(
+        err.contains("--insecure") && err.contains("agora ca init"),
+        "{err}"
+    );
+
+    let port = free_port();
+    let master = format!("https://127.0.0.1:{port}");
+    let m = Proc::spawn(
+        Command::new(BIN)
+            .args([
+                "master",
+                "--in-memory",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .arg("--tls-cert")
+            .arg(dir.join("master.test.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("master.test.key"))
+            .arg("--tls-client-ca")
+            .arg(dir.join("ca.crt")),
+        dir.join("master.log"),
+    );
+
+    // The agent with its own certificate attaches (the CLI reads the master
+    // over https with --ca-cert's environment variable).
+    let _good = agent(&dir, &master, "node-1", "node-1");
+    let list = eventually(LONG, async || {
+        agent_list(&dir, &master).filter(|s| s.contains("\"node-1\""))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("node-1 never attached; master log:\n{}", m.log()));
+    assert!(list.contains("node-1"), "{list}");
+    // An agent process whose certificate names another host is refused.
+    let impostor = agent(&dir, &master, "node-3", "node-2");
+
+    // Plain http to the TLS port gets nowhere; https without the CA neither.
+    let no_ca = Command::new(BIN)
+        .args(["agent", "list", "--master", &master])
+        .env_remove("AGORA_CA_CERT")
+        .output()
+        .unwrap();
+    assert!(!no_ca.status.success());
+    assert!(String::from_utf8_lossy(&no_ca.stderr).contains("--ca-cert"));
+
+    // Refusals, as an agent sees them.
+    let code = |r: Result<(), tonic::Status>| r.map_err(|s| s.code());
+    // No client certificate: UNAUTHENTICATED.
+    assert_eq!(
+        code(attach(&dir, &master, None, "node-1").await),
+        Err(tonic::Code::Unauthenticated)
+    );
+    // An operator (client) certificate of the same CA is no agent certificate.
+    assert_eq!(
+        code(attach(&dir, &master, Some(("alice", &dir)), "alice").await),
+        Err(tonic::Code::Unauthenticated)
+    );
+    // Right CA, wrong name: PERMISSION_DENIED.
+    assert_eq!(
+        code(attach(&dir, &master, Some(("node-2", &dir)), "node-1").await),
+        Err(tonic::Code::PermissionDenied)
+    );
+    // Another CA, or expired: the handshake is refused, nothing attaches.
+    assert!(
+        attach(&dir, &master, Some(("node-1", &other)), "node-1")
+            .await
+            .is_err()
+    );
+    assert!(
+        attach(&dir, &master, Some(("expired", &dir)), "node-1")
+            .await
+            .is_err()
+    );
+    // The check itself lets the right certificate in (the test client works).
+    assert_eq!(
+        code(attach(&dir, &master, Some(("node-2", &dir)), "node-2").await),
+        Ok(())
+    );
+
+    let log = m.log();
+    for reason in [
+        "no client certificate",
+        "not an agent certificate",
+        "not issued for that name",
+    ] {
+        assert!(log.contains(reason), "master log lacks {reason:?}:\n{log}");
+    }
+    assert!(log.contains("TLS handshake refused"), "{log}");
+    eventually(LONG, async || {
+        impostor
+            .log()
+            .contains("the master refused this agent")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("impostor log:\n{}", impostor.log()));
+    let list = agent_list(&dir, &master).unwrap();
+    assert!(!list.contains("node-3"), "{list}");
+
+    // A framework over TLS without a client certificate subscribes and is
+    // offered node-1's resources.
+    let mut cfg = agora_sdk::FrameworkConfig::new(master.clone(), "tls-e2e");
+    cfg.reconnect_min = Duration::from_millis(50);
+    cfg.tls = Some(Arc::new(
+        agora_tls::client_config(&dir.join("ca.crt"), None).unwrap(),
+    ));
+    let mut f = Fw::start(cfg).await.unwrap();
+    let offers = f.offers().await.unwrap();
+    assert!(!offers.is_empty());
+
+    drop(m);
+    let _ = std::fs::remove_dir_all(&dir);
+}
