@@ -194,6 +194,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
             edge_listen: crate::router_cmd::listen_opt(&args.edge_listen),
             internal_listen: crate::router_cmd::listen_opt(&args.internal_listen),
             internal_address,
+            services_tls: None,
         },
         &DEV_FLAGS,
     )

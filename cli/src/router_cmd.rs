@@ -20,8 +20,9 @@ use tokio::task::JoinHandle;
 #[derive(clap::Args, Debug, Clone)]
 pub struct RouterArgs {
     /// The services framework's API, whose endpoint stream feeds the router
-    /// (`host:port` or `http://host:port`).
-    #[arg(long, env = "AGORA_SERVICES", default_value = "http://127.0.0.1:8080")]
+    /// (`host:port`, `http://host:port` or `https://host:port`; a bare
+    /// address is https with --tls-ca).
+    #[arg(long, env = "AGORA_SERVICES", default_value = "127.0.0.1:8080")]
     pub services: String,
     /// Where the DNS server listens, UDP and TCP (`off`: no DNS); the
     /// agent's internal IP, never a wildcard.
@@ -47,6 +48,10 @@ pub struct RouterArgs {
     pub dns_ttl: Duration,
     #[command(flatten)]
     pub upstream: DnsUpstreamArgs,
+    /// The cluster CA certificate (ca.crt) to verify an https services API
+    /// with; a bare --services address then means https.
+    #[arg(long, env = "AGORA_TLS_CA", value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
     /// This router's id in the endpoint stream and its acks
     /// (default: the host name and the process id).
     #[arg(long)]
@@ -106,6 +111,8 @@ pub struct RoutersSetup {
     pub edge_listen: Option<String>,
     pub internal_listen: Option<String>,
     pub internal_address: Option<IpAddr>,
+    /// The CA to verify an https services API with.
+    pub services_tls: Option<std::sync::Arc<agora_tls::ClientConfig>>,
 }
 
 /// A running router stack: the feed, DNS, the proxies and the L4
@@ -155,7 +162,14 @@ impl Routers {
     /// Binds every listener first (any failure is an error naming the
     /// flag), then starts the feed and the servers.
     pub async fn start(s: RoutersSetup, flags: &Flags) -> Result<Routers> {
-        let feed_cfg = FeedConfig::new(&s.services, &s.router_id)?;
+        let mut feed_cfg = FeedConfig::new(&s.services, &s.router_id)?;
+        if feed_cfg.services.starts_with("https://") && s.services_tls.is_none() {
+            bail!(
+                "--services {} is https: give --tls-ca (the cluster's ca.crt) to verify it",
+                feed_cfg.services
+            );
+        }
+        feed_cfg.tls = s.services_tls.clone();
         let dns_cfg = DnsConfig::new(&s.domain, s.dns_ttl)?
             .with_upstreams(s.dns_upstreams.clone(), s.dns_upstream_timeout);
         let dns_sockets = match &s.dns_listen {
@@ -374,8 +388,10 @@ pub async fn run(args: RouterArgs) -> Result<()> {
     // hickory-server logs every query at info.
     crate::util::init_logging(args.log_format, "info,hickory_server=warn");
     let router_id = args.router_id.clone().unwrap_or_else(default_router_id);
+    let services_tls = args.tls_ca.as_deref().map(crate::tls::client).transpose()?;
     let setup = RoutersSetup {
-        services: args.services.clone(),
+        services: crate::tls::url_for(&args.services, services_tls.is_some(), "--services")?,
+        services_tls,
         router_id: router_id.clone(),
         domain: args.domain.clone(),
         dns_ttl: args.dns_ttl,

@@ -180,6 +180,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
             edge_listen: Some("127.0.0.1:0".into()),
             internal_listen: None,
             internal_address: None,
+            services_tls: None,
         },
         &crate::router_cmd::ROUTER_FLAGS,
     )

@@ -29,7 +29,7 @@ use std::time::Duration;
 use agora_core::endpoints::{Snapshot, Update, View};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
-use hyper_util::client::legacy::{Client, connect::HttpConnector};
+use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -37,8 +37,11 @@ use tokio::task::JoinHandle;
 /// Where and how to follow the endpoint stream.
 #[derive(Clone, Debug)]
 pub struct FeedConfig {
-    /// The services framework's base URL, `http://host:port`.
+    /// The services framework's base URL, `http://host:port` or
+    /// `https://host:port`.
     pub services: String,
+    /// The CA to verify an `https://` services API with (the cluster CA).
+    pub tls: Option<Arc<agora_tls::ClientConfig>>,
     /// This router's id (`router=` on the stream, `router` in acks).
     pub router_id: String,
     pub backoff_min: Duration,
@@ -56,6 +59,7 @@ impl FeedConfig {
     pub fn new(services: &str, router_id: &str) -> Result<FeedConfig, FeedError> {
         Ok(FeedConfig {
             services: base_url(services)?,
+            tls: None,
             router_id: router_id.to_string(),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
@@ -70,7 +74,7 @@ impl FeedConfig {
 /// a retry, never in a panic.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
-    #[error("services URL {0:?} is not http://host:port (https is not supported yet)")]
+    #[error("services URL {0:?} is not http://host:port or https://host:port")]
     BadUrl(String),
     #[error("cannot reach {url}: {reason}")]
     Connect { url: String, reason: String },
@@ -95,18 +99,19 @@ pub enum FeedError {
     Request(#[from] http::Error),
 }
 
-/// `host:port` or `http://host:port[/]` → `http://host:port`.
+/// `host:port` or `http(s)://host:port[/]` → `http(s)://host:port`.
 pub fn base_url(s: &str) -> Result<String, FeedError> {
     let s = s.trim().trim_end_matches('/');
-    let rest = match s.split_once("://") {
-        Some(("http", rest)) => rest,
+    let (scheme, rest) = match s.split_once("://") {
+        Some(("http", rest)) => ("http", rest),
+        Some(("https", rest)) => ("https", rest),
         Some(_) => return Err(FeedError::BadUrl(s.to_string())),
-        None => s,
+        None => ("http", s),
     };
     if rest.is_empty() || rest.contains('/') || rest.contains(char::is_whitespace) {
         return Err(FeedError::BadUrl(s.to_string()));
     }
-    let url = format!("http://{rest}");
+    let url = format!("{scheme}://{rest}");
     url.parse::<http::Uri>()
         .map_err(|_| FeedError::BadUrl(s.to_string()))?;
     Ok(url)
@@ -146,7 +151,7 @@ impl Drop for Feed {
     }
 }
 
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
+type HttpClient = Client<agora_tls::Connector, Full<Bytes>>;
 
 impl Feed {
     /// Starts following the stream (call inside a tokio runtime).
@@ -154,9 +159,9 @@ impl Feed {
         let (views_tx, views) = watch::channel(Arc::new(View::default()));
         let (acks, acks_rx) = watch::channel(None);
         let (conn_tx, conn_rx) = watch::channel(0u64);
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(cfg.connect_timeout));
-        connector.set_nodelay(true);
+        // TCP_NODELAY is set by the connector.
+        let connector =
+            agora_tls::Connector::http1(cfg.tls.clone()).connect_timeout(cfg.connect_timeout);
         let client: HttpClient = Client::builder(TokioExecutor::new()).build(connector);
         let cfg = Arc::new(cfg);
         let stream = tokio::spawn(follow(cfg.clone(), client.clone(), views_tx, conn_tx));
@@ -502,7 +507,8 @@ mod tests {
     fn services_urls() {
         assert_eq!(base_url("127.0.0.1:8080").unwrap(), "http://127.0.0.1:8080");
         assert_eq!(base_url("http://svc:8080/").unwrap(), "http://svc:8080");
-        assert!(base_url("https://svc:8080").is_err());
+        assert_eq!(base_url("https://svc:8080/").unwrap(), "https://svc:8080");
+        assert!(base_url("ftp://svc:8080").is_err());
         assert!(base_url("http://svc:8080/v1").is_err());
         assert!(base_url("").is_err());
     }
