@@ -25,9 +25,9 @@ trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 mport=$(port)
 sport=$(port)
-"$bin" master --listen "127.0.0.1:$mport" --data-dir "$work/master" >"$work/master.log" 2>&1 &
+"$bin" master --insecure --listen "127.0.0.1:$mport" --data-dir "$work/master" >"$work/master.log" 2>&1 &
 pids+=($!)
-"$bin" services --master "127.0.0.1:$mport" --listen "127.0.0.1:$sport" --data-dir "$work/services" >"$work/services.log" 2>&1 &
+"$bin" services --insecure --master "127.0.0.1:$mport" --listen "127.0.0.1:$sport" --data-dir "$work/services" >"$work/services.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do
   if (exec 3<>"/dev/tcp/127.0.0.1/$sport") 2>/dev/null; then break; fi
