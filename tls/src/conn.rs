@@ -1,7 +1,10 @@
 //! Accepting connections, with or without TLS, for tonic and axum.
 
 use crate::ServerTls;
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use rustls_pki_types::CertificateDer;
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -10,8 +13,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 
 /// A client that has not finished its handshake by then is dropped.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -117,61 +118,89 @@ impl AsyncWrite for Conn {
     }
 }
 
-/// Accepts on `listener`; with `tls`, each handshake runs on its own task
-/// (a slow client holds up no one) and a failed one is logged at warn with
+/// Accepts on `listener`; with `tls`, each handshake runs concurrently (a
+/// slow client holds up no one) and a failed one is logged at warn with
 /// the reason (an untrusted, expired or wrong-usage client certificate
-/// shows up here). The stream ends when the receiver is dropped.
-pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> ReceiverStream<io::Result<Conn>> {
-    let (tx, rx) = mpsc::channel::<io::Result<Conn>>(128);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                a = listener.accept() => a,
-                _ = tx.closed() => return,
-            };
-            let (tcp, addr) = match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            };
-            // Small gRPC messages must not wait for delayed ACKs.
-            let _ = tcp.set_nodelay(true);
-            match &tls {
-                None => {
-                    if tx.send(Ok(Conn::Plain(tcp, addr))).await.is_err() {
-                        return;
-                    }
-                }
-                Some(tls) => {
-                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
-                    let tx = tx.clone();
-                    tokio::spawn(async move {
-                        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                            Ok(Ok(s)) => {
-                                let _ = tx.send(Ok(Conn::Tls(Box::new(s), addr))).await;
-                            }
-                            Ok(Err(e)) => {
-                                tracing::warn!(peer = %addr, error = %e, "TLS handshake refused");
-                            }
-                            Err(_) => {
-                                tracing::debug!(peer = %addr, "TLS handshake timed out");
-                            }
-                        }
-                    });
-                }
+/// shows up here). Dropping the stream closes the listener at once.
+pub fn incoming(listener: TcpListener, tls: Option<ServerTls>) -> Incoming {
+    Incoming {
+        listener,
+        tls,
+        handshakes: FuturesUnordered::new(),
+        backoff: None,
+    }
+}
+
+type Handshake = Pin<Box<dyn Future<Output = Option<Conn>> + Send>>;
+
+/// The stream of [`incoming`] connections (never yields an error: accept
+/// errors are logged and retried after a short pause).
+pub struct Incoming {
+    listener: TcpListener,
+    tls: Option<ServerTls>,
+    handshakes: FuturesUnordered<Handshake>,
+    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+fn handshake(tls: &ServerTls, tcp: TcpStream, addr: SocketAddr) -> Handshake {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+    Box::pin(async move {
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            Ok(Ok(s)) => Some(Conn::Tls(Box::new(s), addr)),
+            Ok(Err(e)) => {
+                tracing::warn!(peer = %addr, error = %e, "TLS handshake refused");
+                None
+            }
+            Err(_) => {
+                tracing::debug!(peer = %addr, "TLS handshake timed out");
+                None
             }
         }
-    });
-    ReceiverStream::new(rx)
+    })
+}
+
+impl futures::Stream for Incoming {
+    type Item = io::Result<Conn>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        loop {
+            if let Some(b) = this.backoff.as_mut() {
+                if b.as_mut().poll(cx).is_pending() {
+                    break;
+                }
+                this.backoff = None;
+            }
+            match this.listener.poll_accept(cx) {
+                Poll::Ready(Ok((tcp, addr))) => {
+                    // Small gRPC messages must not wait for delayed ACKs.
+                    let _ = tcp.set_nodelay(true);
+                    match &this.tls {
+                        None => return Poll::Ready(Some(Ok(Conn::Plain(tcp, addr)))),
+                        Some(tls) => this.handshakes.push(handshake(tls, tcp, addr)),
+                    }
+                }
+                Poll::Ready(Err(e)) => {
+                    // EMFILE and friends: pause instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    this.backoff = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
+                }
+                Poll::Pending => break,
+            }
+        }
+        loop {
+            match this.handshakes.poll_next_unpin(cx) {
+                Poll::Ready(Some(Some(conn))) => return Poll::Ready(Some(Ok(conn))),
+                Poll::Ready(Some(None)) => continue,
+                Poll::Ready(None) | Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
 }
 
 /// An `axum::serve` listener over [`incoming`].
 pub struct TlsListener {
-    rx: ReceiverStream<io::Result<Conn>>,
+    rx: Incoming,
     local: Option<SocketAddr>,
 }
 
@@ -190,7 +219,6 @@ impl axum::serve::Listener for TlsListener {
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Conn, SocketAddr) {
-        use futures::StreamExt;
         loop {
             match self.rx.next().await {
                 Some(Ok(c)) => {

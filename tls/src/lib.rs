@@ -22,7 +22,7 @@ mod pem;
 mod server;
 
 pub use client::{ClientIo, ClientTlsFiles, Connector, channel, channel_lazy, client_config};
-pub use conn::{Conn, ConnInfo, TlsListener, incoming};
+pub use conn::{Conn, ConnInfo, Incoming, TlsListener, incoming};
 pub use error::TlsError;
 pub use identity::{AgentIdentity, PeerError, cert_names};
 pub use pem::{load_certs, load_key, pem_encode};
