@@ -88,7 +88,7 @@ pub struct MasterArgs {
     /// Serve plain gRPC and HTTP (no TLS, no agent authentication): only on
     /// a trusted network or for tests. Without it, the master refuses to
     /// start without --tls-cert.
-    #[arg(long, env = "AGORA_INSECURE")]
+    #[arg(long, env = "AGORA_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
 }
 

@@ -44,7 +44,7 @@ pub struct ServicesArgs {
     pub tls_key: Option<PathBuf>,
     /// Serve the REST API in plain HTTP: only on a trusted network or for
     /// tests. Without it, the daemon refuses to start without --tls-cert.
-    #[arg(long, env = "AGORA_INSECURE")]
+    #[arg(long, env = "AGORA_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
 }
 

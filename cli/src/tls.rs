@@ -23,7 +23,7 @@ pub struct AgentTlsArgs {
     pub tls_key: Option<PathBuf>,
     /// Run without TLS (plain gRPC and HTTP): only on a trusted network or
     /// for tests. Without it, the agent refuses to start without TLS flags.
-    #[arg(long, env = "AGORA_INSECURE")]
+    #[arg(long, env = "AGORA_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
 }
 

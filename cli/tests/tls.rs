@@ -107,6 +107,38 @@ fn register(hostname: &str) -> pb::AgentMessage {
     }
 }
 
+/// Calls ResolveSecrets for `agent_id` with this client identity.
+async fn resolve(
+    dir: &Path,
+    master: &str,
+    identity: Option<(&str, &Path)>,
+    agent_id: &str,
+) -> tonic::Code {
+    let files =
+        identity.map(|(name, d)| (d.join(format!("{name}.crt")), d.join(format!("{name}.key"))));
+    let tls = agora_tls::client_config(
+        &dir.join("ca.crt"),
+        files.as_ref().map(|(c, k)| (c.as_path(), k.as_path())),
+    )
+    .unwrap();
+    let endpoint = tonic::transport::Endpoint::from_shared(master.to_string()).unwrap();
+    let channel = agora_tls::channel(endpoint, Some(Arc::new(tls)))
+        .await
+        .unwrap();
+    let mut client = pb::agent_link_client::AgentLinkClient::new(channel);
+    let r = client
+        .resolve_secrets(pb::ResolveSecretsRequest {
+            agent_id: agent_id.into(),
+            framework_id: "f".into(),
+            task_id: "t".into(),
+        })
+        .await;
+    match r {
+        Ok(_) => tonic::Code::Ok,
+        Err(s) => s.code(),
+    }
+}
+
 /// Attaches as an agent with this client identity (cert, key) and returns
 /// how the master answered.
 async fn attach(
@@ -195,6 +227,26 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
         "{err}"
     );
 
+    // AGORA_INSECURE=1 starts it in plain text, with a loud warning.
+    let insecure_log = dir.join("insecure.log");
+    let insecure = Proc {
+        child: Command::new(BIN)
+            .args(["master", "--in-memory", "--listen", "127.0.0.1:0"])
+            .env("AGORA_INSECURE", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&insecure_log).unwrap())
+            .spawn()
+            .unwrap(),
+        log: insecure_log,
+    };
+    eventually(LONG, async || {
+        let l = insecure.log();
+        (l.contains("WITHOUT TLS") && l.contains("listening")).then_some(())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("insecure master:\n{}", insecure.log()));
+    drop(insecure);
+
     let port = free_port();
     let master = format!("https://127.0.0.1:{port}");
     let m = Proc::spawn(
@@ -267,6 +319,36 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
     assert_eq!(
         code(attach(&dir, &master, Some(("node-2", &dir)), "node-2").await),
         Ok(())
+    );
+
+    // ResolveSecrets: only the agent itself gets past authorization (the
+    // store behind it answers UNIMPLEMENTED until it exists).
+    let agents: serde_json::Value =
+        serde_json::from_str(&agent_list(&dir, &master).unwrap()).unwrap();
+    let node1 = agents
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["hostname"] == "node-1")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        resolve(&dir, &master, None, &node1).await,
+        tonic::Code::Unauthenticated
+    );
+    assert_eq!(
+        resolve(&dir, &master, Some(("node-2", &dir)), &node1).await,
+        tonic::Code::PermissionDenied
+    );
+    assert_ne!(
+        resolve(&dir, &master, Some(("node-1", &dir)), &node1).await,
+        tonic::Code::PermissionDenied
+    );
+    assert_ne!(
+        resolve(&dir, &master, Some(("node-1", &dir)), &node1).await,
+        tonic::Code::Unauthenticated
     );
 
     let log = m.log();

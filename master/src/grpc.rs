@@ -252,6 +252,33 @@ impl AgentLinkService {
     }
 }
 
+impl AgentLinkService {
+    /// For calls naming an agent (`ResolveSecrets`): with TLS, the caller
+    /// must hold an agent certificate for the hostname `agent_id`
+    /// registered with, so one agent cannot act as another.
+    pub async fn authorize_agent<T>(&self, req: &Request<T>, agent_id: &str) -> Result<(), Status> {
+        let Some(identity) = self.authenticate(req)? else {
+            return Ok(());
+        };
+        let peer = req
+            .extensions()
+            .get::<agora_tls::ConnInfo>()
+            .and_then(|c| c.remote_addr);
+        // A snapshot of the agents; calls naming an agent are rare (one
+        // per task launch with secrets).
+        let state = self.master.state().await.map_err(|_| stopped())?;
+        let Some(agent) = state.agents.iter().find(|a| a.id == agent_id) else {
+            tracing::warn!(peer = ?peer, agent_id, "agent refused: unknown agent id");
+            return Err(Status::permission_denied(format!(
+                "agent {agent_id:?} is not registered with this master"
+            )));
+        };
+        identity
+            .check_hostname(&agent.hostname)
+            .map_err(|e| refuse(peer, e))
+    }
+}
+
 /// Refuses a REGISTER whose hostname the agent's certificate does not name.
 fn check_register(
     id: &agora_tls::AgentIdentity,
@@ -346,10 +373,8 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
         &self,
         r: Request<pb::ResolveSecretsRequest>,
     ) -> Result<Response<pb::ResolveSecretsResponse>, Status> {
-        // With TLS only agents get this far; whoever implements this must
-        // also check `identity.check_hostname(<the hostname agent_id
-        // registered with>)` so one agent cannot ask for another's secrets.
-        let _identity = self.authenticate(&r)?;
+        // With TLS only the agent `agent_id` itself gets past this.
+        self.authorize_agent(&r, &r.get_ref().agent_id).await?;
         Err(Status::unimplemented(
             "this master has no secret store yet (work in progress)",
         ))
