@@ -330,11 +330,8 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
     let client_tls = client_tls(args)?;
     let master = agent_master_url(args)?;
     // The agent's API is served with the same certificate.
-    let server_tls = match &client_tls {
-        Some(f) => {
-            let (c, k) = f.identity.as_ref().expect("client_tls sets the identity");
-            Some(crate::tls::load_server(c, k, None)?)
-        }
+    let server_tls = match client_tls.as_ref().and_then(|f| f.identity.as_ref()) {
+        Some((c, k)) => Some(crate::tls::load_server(c, k, None)?),
         None => None,
     };
     if let Some(ip) = args.internal_address {
@@ -357,15 +354,22 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
         "http"
     };
     let mut cfg = args.config(format!("{scheme}://{http_addr}"))?;
-    if let Some(f) = &client_tls
-        && let Some((cert, _)) = &f.identity
-        && let Err(e) = agora_tls::cert_names(cert, &cfg.hostname)
-    {
-        tracing::warn!(
-            hostname = %cfg.hostname,
-            error = %e,
-            "the master will refuse this agent: its certificate does not name the hostname it registers with"
-        );
+    if let Some((cert, _)) = client_tls.as_ref().and_then(|f| f.identity.as_ref()) {
+        if let Err(e) = agora_tls::cert_names(cert, &cfg.hostname) {
+            tracing::warn!(
+                hostname = %cfg.hostname,
+                error = %e,
+                "the master will refuse this agent: its certificate does not name the hostname it registers with"
+            );
+        }
+        let api_host = http_addr.ip().to_string();
+        if agora_tls::cert_names(cert, &api_host).is_err() {
+            tracing::warn!(
+                address = %api_host,
+                "the agent's certificate does not name the address its API is advertised at: \
+                 clients (agora task logs) will refuse it; issue it with --san {api_host}"
+            );
+        }
     }
     cfg.address = Some(host_ip);
     if runtime_kind == RuntimeKind::Hollow {

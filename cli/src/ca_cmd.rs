@@ -13,7 +13,7 @@ with), and client certificates.
 Workflow:
   agora ca init                                   # once: ca.crt + ca.key (0600)
   agora ca issue --server master.example --san 10.0.0.1
-  agora ca issue --agent node-1                   # one per agent, for its --hostname
+  agora ca issue --agent node-1 --san 10.0.0.7    # one per agent: its --hostname, its API's address
   agora ca issue --server services.example        # the services REST API
   agora master   --tls-cert master.example.crt --tls-key master.example.key --tls-client-ca ca.crt
   agora agent    --master https://master.example:5050 --hostname node-1 \\

@@ -189,7 +189,16 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
         "--dir",
         &d,
     ]));
-    ok(agora(&["ca", "issue", "--agent", "node-1", "--dir", &d]));
+    ok(agora(&[
+        "ca",
+        "issue",
+        "--agent",
+        "node-1",
+        "--san",
+        "127.0.0.1",
+        "--dir",
+        &d,
+    ]));
     ok(agora(&["ca", "issue", "--agent", "node-2", "--dir", &d]));
     ok(agora(&["ca", "issue", "--client", "alice", "--dir", &d]));
     ok(agora(&["ca", "init", "--dir", &o]));
@@ -275,6 +284,36 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
     .await
     .unwrap_or_else(|_| panic!("node-1 never attached; master log:\n{}", m.log()));
     assert!(list.contains("node-1"), "{list}");
+    // The agent's own API is served over TLS with its certificate.
+    let endpoint = serde_json::from_str::<serde_json::Value>(&list).unwrap()[0]["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let api = endpoint
+        .strip_prefix("https://")
+        .expect("the agent advertises https")
+        .to_string();
+    let health = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let tls = agora_tls::client_config(&dir.join("ca.crt"), None).unwrap();
+        let tcp = tokio::net::TcpStream::connect(&api).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let mut s = tokio_rustls::TlsConnector::from(Arc::new(tls))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        s.write_all(b"GET /health HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap_or_default();
+        out
+    };
+    assert!(
+        health.starts_with("HTTP/1.1 200") && health.contains("ok"),
+        "{health}"
+    );
+
     // An agent process whose certificate names another host is refused.
     let impostor = agent(&dir, &master, "node-3", "node-2");
 
