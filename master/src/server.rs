@@ -29,7 +29,7 @@ pub enum ServeError {
     Election(#[from] crate::election::ElectionError),
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("secret store: {0}")]
+    #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretError),
     #[error("{0}")]
     Config(String),

@@ -174,6 +174,36 @@ impl Kek {
         Kek::parse(&content, &shown)
     }
 
+    /// Creates `path` holding a fresh random key (32 raw bytes), with mode
+    /// 0600 from the start (never readable by others, not even briefly).
+    /// An existing file is left alone and `Ok(false)` returned.
+    pub fn create_file(path: &Path) -> Result<bool, KeyError> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let shown = path.display().to_string();
+        let io = |e: std::io::Error| KeyError::Io {
+            path: shown.clone(),
+            message: e.to_string(),
+        };
+        let key = random_key().map_err(|e| KeyError::Io {
+            path: shown.clone(),
+            message: e.to_string(),
+        })?;
+        let mut f = match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Ok(false),
+            Err(e) => return Err(io(e)),
+        };
+        f.write_all(&key[..]).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        Ok(true)
+    }
+
     /// The key's id (safe to show and log).
     pub fn id(&self) -> &str {
         &self.id
@@ -570,6 +600,13 @@ mod tests {
             Kek::load(&dir.join("missing")).unwrap_err(),
             KeyError::Io { .. }
         ));
+        let created = dir.join("created.key");
+        assert!(Kek::create_file(&created).unwrap());
+        let mode = std::fs::metadata(&created).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let id = Kek::load(&created).unwrap().id().to_string();
+        assert!(!Kek::create_file(&created).unwrap(), "never rewritten");
+        assert_eq!(Kek::load(&created).unwrap().id(), id);
         std::fs::remove_dir_all(dir).ok();
     }
 }

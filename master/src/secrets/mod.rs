@@ -111,7 +111,7 @@ pub enum SecretError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
 }
 
