@@ -32,6 +32,9 @@ fn invalid(e: Invalid) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+/// Most paths one `SecretVersions` call may ask about.
+pub const MAX_SECRET_VERSION_PATHS: usize = 10_000;
+
 fn no_store() -> Status {
     Status::failed_precondition(crate::secrets::NO_STORE)
 }
@@ -185,6 +188,12 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
     ) -> Result<Response<pb::SecretVersionsResponse>, Status> {
         let r = r.into_inner();
         let fid = convert::framework_id("framework_id", &r.framework_id).map_err(invalid)?;
+        if r.paths.len() > MAX_SECRET_VERSION_PATHS {
+            return Err(Status::invalid_argument(format!(
+                "paths: at most {MAX_SECRET_VERSION_PATHS} per call ({} given)",
+                r.paths.len()
+            )));
+        }
         let paths = r
             .paths
             .iter()
@@ -337,8 +346,16 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                         ))
                     })?;
                 let (version, value) = store.resolve(&s.path, s.version).map_err(|e| match e {
-                    crate::secrets::SecretError::Unknown(_)
-                    | crate::secrets::SecretError::VersionNotKept { .. } => {
+                    crate::secrets::SecretError::Unknown(_) => Status::not_found(format!(
+                        "{e} (the task references {}); create it with `agora secret put {}`",
+                        if s.version == 0 {
+                            "its latest version".to_string()
+                        } else {
+                            format!("version {}", s.version)
+                        },
+                        s.path
+                    )),
+                    crate::secrets::SecretError::VersionNotKept { .. } => {
                         Status::not_found(e.to_string())
                     }
                     e => {

@@ -176,7 +176,10 @@ async fn resolve_is_only_for_the_task_on_its_agent_and_delete_refuses_while_used
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::NotFound);
-    assert!(e.message().contains("/prod/none"), "{}", e.message());
+    assert_eq!(
+        e.message(),
+        "secret /prod/none does not exist (the task references its latest version); create it with `agora secret put /prod/none`"
+    );
     let e = link
         .resolve_secrets(req(a1.id.as_str(), f.id.as_str(), "old"))
         .await
