@@ -59,6 +59,22 @@ fn url(addr: &str, path: &str) -> Result<hyper::Uri> {
         .with_context(|| format!("{scheme}://{base}{path} is not a valid URL"))
 }
 
+/// The URL, refusing an https one without a CA to verify it with.
+fn checked_url(
+    addr: &str,
+    path: &str,
+    tls: &Option<Arc<agora_tls::ClientConfig>>,
+) -> Result<hyper::Uri> {
+    let uri = url(addr, path)?;
+    if uri.scheme_str() == Some("https") && tls.is_none() {
+        bail!(
+            "{addr} is https: give the CA certificate to verify it with --ca-cert FILE or \
+             AGORA_CA_CERT (the cluster's ca.crt, see `agora ca --help`)"
+        );
+    }
+    Ok(uri)
+}
+
 async fn send_head(
     method: &str,
     addr: &str,
@@ -75,13 +91,7 @@ async fn send_head_with(
     path: &str,
     body: Option<&str>,
 ) -> Result<hyper::Response<hyper::body::Incoming>> {
-    let uri = url(addr, path)?;
-    if uri.scheme_str() == Some("https") && tls.is_none() {
-        bail!(
-            "{addr} is https: give the CA certificate to verify it with --ca-cert FILE or \
-             AGORA_CA_CERT (the cluster's ca.crt, see `agora ca --help`)"
-        );
-    }
+    let uri = checked_url(addr, path, &tls)?;
     let mut req = hyper::Request::builder()
         .method(method)
         .uri(uri)
@@ -121,6 +131,38 @@ pub async fn http_send(
     body: Option<&str>,
 ) -> Result<(u16, String)> {
     let resp = send_head(method, addr, path, body).await?;
+    let status = resp.status().as_u16();
+    let bytes = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
+        .await
+        .with_context(|| format!("reading the answer of {method} {path} timed out"))?
+        .with_context(|| format!("reading the answer of {method} {path}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
+/// `METHOD http://{addr}{path}` with a raw (`application/octet-stream`)
+/// body, e.g. a secret's value; returns (status, body). The caller's copy
+/// of `body` is moved in, not duplicated.
+pub async fn http_send_raw(
+    method: &str,
+    addr: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, String)> {
+    let tls = tls()?;
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(checked_url(addr, path, &tls)?)
+        .header(hyper::header::ACCEPT, "application/json")
+        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+        .body(Full::new(Bytes::from(body)))
+        .with_context(|| format!("{method} is not an HTTP method"))?;
+    let resp = match tokio::time::timeout(REQUEST_TIMEOUT, client(tls).request(req)).await {
+        Ok(r) => r
+            .map_err(|e| anyhow::anyhow!(chain(&e)))
+            .with_context(|| format!("cannot reach {addr}"))?,
+        Err(_) => bail!("{method} {path}: no answer from {addr} within {REQUEST_TIMEOUT:?}"),
+    };
     let status = resp.status().as_u16();
     let bytes = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
         .await

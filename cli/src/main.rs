@@ -9,6 +9,7 @@ mod http;
 mod master_cmd;
 mod ops;
 mod router_cmd;
+mod secret_cmd;
 mod services_cmd;
 mod tls;
 mod util;
@@ -36,6 +37,7 @@ Daemons:      agora master | agora agent | agora services | agora router\n\
 Operate:      agora agent list | agora framework list | agora task list|show|kill|logs\n\
 Services:     agora app deploy -f app.json --wait | app list|show|endpoints|scale|restart|destroy | deployment list|rollback\n\
 \x20             (--wait shows progress until done; --master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts)\n\
+Secrets:      agora secret put PATH < value | secret list|show|rm|rotate-key\n\
 Exit codes:   0 ok, 1 error, 2 bad usage, 4 not found, 5 --wait timed out\n\
 TLS:          agora ca init | ca issue --server|--agent|--client NAME (see `agora ca --help`);\n\
 \x20             daemons refuse to start without TLS unless --insecure (agora dev is plain, on 127.0.0.1)\n\
@@ -70,6 +72,10 @@ enum Command {
     /// Deployments of the services framework: list, rollback.
     #[command(subcommand)]
     Deployment(DeploymentCommand),
+    /// Secrets in the master's store: put, list, show, rm, rotate-key
+    /// (values go in from stdin or a file and never come out).
+    #[command(subcommand)]
+    Secret(secret_cmd::SecretCommand),
     /// Run a router: DNS for the cluster's zone (`agora.`) from the services
     /// framework's endpoint stream.
     Router(router_cmd::RouterArgs),
@@ -281,6 +287,7 @@ fn main() -> std::process::ExitCode {
             }) => ops::task_logs(&common, &task_id, follow).await,
             Command::Dev(a) => dev::run(a).await,
             Command::Ca(c) => ca_cmd::run(c),
+            Command::Secret(c) => secret_cmd::run(c).await,
             Command::Router(a) => router_cmd::run(a).await,
             Command::Services(a) => services_cmd::run(a).await,
             Command::App(AppCommand::Deploy { file, wait, common }) => {
