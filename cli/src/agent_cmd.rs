@@ -448,7 +448,7 @@ pub async fn run(args: AgentArgs) -> Result<()> {
             return Err(crate::tls::refuse_plain(
                 "agora agent",
                 &format!(
-                    "agora ca issue --agent <this agent's --hostname>\n  \
+                    "agora ca issue --agent <this agent's --hostname> --san <its --listen IP>\n  \
                      agora agent --master https://MASTER:5050 --tls-ca {d}/ca.crt \
                      --tls-cert {d}/<hostname>.crt --tls-key {d}/<hostname>.key",
                     d = d.display()
