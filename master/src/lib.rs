@@ -9,9 +9,11 @@
 //! - [`http`]: `/health`, `/state`, `/metrics`, `/redirect`.
 //! - [`store`]: the agent registry (redb on disk, or memory).
 //! - [`election`]: the leader-election seam (standalone for now).
+//! - [`auth`]: bearer tokens and the ACL file (on with `MasterConfig::acls`).
 //! - [`server`]: wires it all onto one listener.
 
 pub mod actor;
+pub mod auth;
 pub mod config;
 pub mod election;
 pub mod grpc;

@@ -17,6 +17,8 @@ use tokio_stream::wrappers::TcpListenerStream;
 pub struct MasterServer {
     pub handle: MasterHandle,
     pub local_addr: std::net::SocketAddr,
+    /// Authentication in force (tests mint tokens through it).
+    pub gate: crate::auth::Gate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +31,35 @@ pub enum ServeError {
     Election(#[from] crate::election::ElectionError),
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Auth(String),
+}
+
+/// The authentication gate `cfg` asks for: disabled without an ACL file;
+/// otherwise tokens (in the registry's database when it has one) and the
+/// ACL file, polled for changes, plus the bootstrap token if asked for.
+fn open_gate(cfg: &MasterConfig, registry: &dyn Registry) -> Result<crate::auth::Gate, ServeError> {
+    use crate::auth::{Auth, Gate, acl::AclFile, tokens};
+    let Some(acl_path) = &cfg.acls else {
+        tracing::warn!(
+            "authentication is OFF: no ACL file (--acls), every API is open to anyone who can reach it"
+        );
+        return Ok(Gate::disabled());
+    };
+    let acls = Arc::new(AclFile::load(acl_path).map_err(ServeError::Auth)?);
+    let store: Box<dyn tokens::TokenStore> = match registry.shared_database() {
+        Some(db) => {
+            Box::new(tokens::RedbTokenStore::open(db).map_err(|e| ServeError::Auth(e.to_string()))?)
+        }
+        None => Box::new(tokens::MemoryTokenStore::default()),
+    };
+    let tokens = tokens::Tokens::open(store).map_err(|e| ServeError::Auth(e.to_string()))?;
+    if let Some(file) = &cfg.bootstrap_token_file {
+        crate::auth::bootstrap(&tokens, file).map_err(ServeError::Auth)?;
+    }
+    acls.clone().watch(cfg.acl_poll_interval);
+    tracing::info!(acls = %acl_path.display(), "authentication is on: bearer tokens and ACLs");
+    Ok(Gate::enabled(Auth { tokens, acls }))
 }
 
 /// Serves gRPC (Scheduler, AgentLink) and HTTP on `listener` until `shutdown`.
@@ -48,6 +79,7 @@ pub async fn serve(
     });
     contender.elect().await?;
     let agents = registry.load()?;
+    let gate = open_gate(&cfg, registry.as_ref())?;
     tracing::info!(
         master_id = %cfg.master_id,
         address = %local_addr,
@@ -62,11 +94,13 @@ pub async fn serve(
         master: handle.clone(),
         metrics,
         contender,
+        gate: gate.clone(),
     });
     let routes = tonic::service::Routes::from(http)
         .add_service(pb::scheduler_server::SchedulerServer::new(
             SchedulerService {
                 master: handle.clone(),
+                gate: gate.clone(),
             },
         ))
         .add_service(pb::agent_link_server::AgentLinkServer::new(
@@ -78,6 +112,7 @@ pub async fn serve(
         let _ = tx.send(MasterServer {
             handle: handle.clone(),
             local_addr,
+            gate,
         });
     }
     let mut stop = shutdown.clone();

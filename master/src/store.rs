@@ -51,6 +51,11 @@ pub enum StoreError {
 pub trait Registry: Send + 'static {
     fn load(&self) -> Result<Vec<RegisteredAgent>, StoreError>;
     fn apply(&mut self, ops: &[RegistryOp]) -> Result<(), StoreError>;
+    /// The redb database behind this registry, if any, for the master's
+    /// other records (tokens) to keep their own tables in the same file.
+    fn shared_database(&self) -> Option<std::sync::Arc<redb::Database>> {
+        None
+    }
 }
 
 fn apply_to_map(map: &mut BTreeMap<String, RegisteredAgent>, op: &RegistryOp) {
@@ -140,6 +145,10 @@ impl RedbRegistry {
 }
 
 impl Registry for RedbRegistry {
+    fn shared_database(&self) -> Option<std::sync::Arc<redb::Database>> {
+        Some(self.database())
+    }
+
     fn load(&self) -> Result<Vec<RegisteredAgent>, StoreError> {
         use redb::{ReadableDatabase, ReadableTable};
         let tx = self.db.begin_read().map_err(|e| self.io(e))?;
