@@ -15,6 +15,21 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole request may take (a streamed body excepted).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// The master's bearer token and the `host:port` it is sent to (only
+/// there: agents and other daemons never see it).
+static BEARER: std::sync::OnceLock<(String, agora_master::auth::tokens::Token)> =
+    std::sync::OnceLock::new();
+
+/// Sends `Authorization: Bearer <token>` on every request to `master`.
+pub fn set_master_token(master: &str, token: agora_master::auth::tokens::Token) -> Result<()> {
+    let authority = url(master, "/")?
+        .authority()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    let _ = BEARER.set((authority, token));
+    Ok(())
+}
+
 fn client() -> Client<HttpConnector, Full<Bytes>> {
     let mut c = HttpConnector::new();
     c.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -40,10 +55,20 @@ async fn send_head(
     path: &str,
     body: Option<&str>,
 ) -> Result<hyper::Response<hyper::body::Incoming>> {
+    let uri = url(addr, path)?;
     let mut req = hyper::Request::builder()
         .method(method)
-        .uri(url(addr, path)?)
         .header(hyper::header::ACCEPT, "application/json");
+    if let Some((to, token)) = BEARER.get()
+        && uri.authority().is_some_and(|a| a.as_str() == to)
+    {
+        let text = zeroize::Zeroizing::new(format!("Bearer {}", token.expose()));
+        let mut v = hyper::header::HeaderValue::from_str(&text)
+            .context("the token holds characters a header cannot carry; check the token file")?;
+        v.set_sensitive(true);
+        req = req.header(hyper::header::AUTHORIZATION, v);
+    }
+    req = req.uri(uri);
     if body.is_some() {
         req = req.header(hyper::header::CONTENT_TYPE, "application/json");
     }

@@ -3,12 +3,14 @@
 
 mod agent_cmd;
 mod bench;
+mod context;
 mod dev;
 mod http;
 mod master_cmd;
 mod ops;
 mod router_cmd;
 mod services_cmd;
+mod token_cmd;
 mod util;
 mod util_signal;
 mod wait;
@@ -32,6 +34,8 @@ framework schedulers (dominant resource fairness across roles).\n\n\
 Quick start:  agora dev            (master + agent + services framework on this machine)\n\
 Daemons:      agora master | agora agent | agora services | agora router\n\
 Operate:      agora agent list | agora framework list | agora task list|show|kill|logs\n\
+Auth:         agora token create|list|revoke|whoami (--token-file/AGORA_TOKEN_FILE, AGORA_TOKEN, or the context file\n\
+\x20             $AGORA_HOME/context.json or ~/.config/agora/context.json: {\"master\", \"token_file\", \"ca_cert\"})\n\
 Services:     agora app deploy -f app.json --wait | app list|show|endpoints|scale|restart|destroy | deployment list|rollback\n\
 \x20             (--wait shows progress until done; --master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts)\n\
 Exit codes:   0 ok, 1 error, 2 bad usage, 4 not found, 5 --wait timed out\n\
@@ -40,6 +44,13 @@ Benchmarks:   agora bench allocator | scale | launch | deploy | services | disco
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Bearer token for the master (prefer AGORA_TOKEN or --token-file: a
+    /// flag is visible to other users in the process list).
+    #[arg(long, env = "AGORA_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// File holding the bearer token for the master.
+    #[arg(long, env = "AGORA_TOKEN_FILE", global = true, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -66,6 +77,9 @@ enum Command {
     /// Run a router: DNS for the cluster's zone (`agora.`) from the services
     /// framework's endpoint stream.
     Router(router_cmd::RouterArgs),
+    /// Bearer tokens of the master: create, list, revoke, whoami.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
     /// Run an all-in-one local cluster (master + agent + services) on an embedded store.
     Dev(dev::DevArgs),
     /// Benchmarks (programs, not tests); see docs/benchmarks.md.
@@ -233,8 +247,61 @@ enum BenchCommand {
     Rollout(bench::rollout::RolloutArgs),
 }
 
+/// The innermost subcommand's matches.
+fn leaf(m: &clap::ArgMatches) -> &clap::ArgMatches {
+    match m.subcommand() {
+        Some((_, sub)) => leaf(sub),
+        None => m,
+    }
+}
+
+/// Applies the client context and the credentials: the context's master
+/// when `--master`/`AGORA_MASTER` was not given, and the bearer token for
+/// requests to the master.
+fn credentials(cli: &mut Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let m = leaf(matches);
+    let given: Option<String> = match m.try_get_one::<String>("master") {
+        Ok(v) => v.cloned(),
+        Err(_) => None,
+    };
+    let Some(given) = given else {
+        return Ok(());
+    };
+    let ctx = context::ClientContext::load()?;
+    let master = match (&ctx.master, m.value_source("master")) {
+        (Some(c), Some(clap::parser::ValueSource::DefaultValue)) => {
+            context::set_master_from_context(c.clone());
+            c.clone()
+        }
+        _ => given,
+    };
+    let token =
+        context::resolve_token(cli.token.take().as_deref(), cli.token_file.as_deref(), &ctx)?;
+    if let Some(t) = token {
+        http::set_master_token(&ops::addr(&master), t)?;
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let daemon = matches!(
+        cli.command,
+        Command::Master(_)
+            | Command::Dev(_)
+            | Command::Services(_)
+            | Command::Router(_)
+            | Command::Bench(_)
+    ) || matches!(&cli.command, Command::Agent(AgentCmd { sub: None, .. }));
+    if !daemon && let Err(e) = credentials(&mut cli, &matches) {
+        eprintln!("error: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -269,8 +336,9 @@ fn main() -> std::process::ExitCode {
                 common,
             }) => ops::task_logs(&common, &task_id, follow).await,
             Command::Dev(a) => dev::run(a).await,
+            Command::Token(t) => token_cmd::run(t).await,
             Command::Router(a) => router_cmd::run(a).await,
-            Command::Services(a) => services_cmd::run(a).await,
+            Command::Services(a) => services_cmd::run(a, cli.token, cli.token_file).await,
             Command::App(AppCommand::Deploy { file, wait, common }) => {
                 services_cmd::deploy(&common, &file, wait).await
             }

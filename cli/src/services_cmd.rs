@@ -31,6 +31,10 @@ pub struct ServicesArgs {
     /// Range apps' service ports (`servicePort` 0) are assigned from.
     #[arg(long, value_parser = parse_port_range, default_value = "10000-20000")]
     pub service_ports: (u32, u32),
+    /// File holding the framework's bearer token for the master (needed
+    /// when the master runs with --acls; AGORA_TOKEN works too).
+    #[arg(long, env = "AGORA_MASTER_TOKEN_FILE", value_name = "FILE")]
+    pub master_token_file: Option<PathBuf>,
 }
 
 /// `FIRST-LAST`, two port numbers 1-65535, FIRST ≤ LAST.
@@ -53,11 +57,39 @@ pub fn config(master: &str, data_dir: PathBuf, role: &str) -> agora_services::Se
         role: role.into(),
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
         service_ports: agora_services::scheduler::DEFAULT_SERVICE_PORTS,
+        master_token: None,
     }
 }
 
-pub async fn run(args: ServicesArgs) -> Result<()> {
+/// The framework's token: `--master-token-file`, else `--token`/`AGORA_TOKEN`,
+/// else `--token-file`.
+fn master_token(
+    args: &ServicesArgs,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+) -> Result<Option<std::sync::Arc<agora_core::secrets::SecretValue>>> {
+    let file = args.master_token_file.clone().or(token_file);
+    let t = if let Some(t) = token.filter(|t| !t.trim().is_empty()) {
+        Some(agora_master::auth::tokens::Token::new(t.trim()))
+    } else {
+        file.as_deref()
+            .map(crate::context::read_token_file)
+            .transpose()?
+    };
+    Ok(t.map(|t| {
+        std::sync::Arc::new(agora_core::secrets::SecretValue::new(
+            t.expose().as_bytes().to_vec(),
+        ))
+    }))
+}
+
+pub async fn run(
+    args: ServicesArgs,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+) -> Result<()> {
     crate::util::init_logging(args.log_format, "info");
+    let master_token = master_token(&args, token, token_file)?;
     let data_dir = args
         .data_dir
         .clone()
@@ -78,6 +110,7 @@ pub async fn run(args: ServicesArgs) -> Result<()> {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let mut cfg = config(&args.master, data_dir, &args.role);
     cfg.service_ports = args.service_ports;
+    cfg.master_token = master_token;
     let server = tokio::spawn(agora_services::serve(listener, cfg, stop));
     tokio::select! {
         r = server => { r.context("services task panicked")??; }

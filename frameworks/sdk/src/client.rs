@@ -9,12 +9,65 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+/// Adds `authorization: Bearer <token>` to every call (when a token is
+/// configured). The header value is marked sensitive, so `Debug` of the
+/// request never prints it.
+#[derive(Clone, Default)]
+pub struct BearerInterceptor(Option<MetadataValue<Ascii>>);
+
+impl BearerInterceptor {
+    /// From a token's bytes (trimmed); a token that is not visible ASCII is
+    /// refused without echoing it.
+    pub fn new(token: Option<&agora_core::secrets::SecretValue>) -> Result<Self, SdkError> {
+        let Some(t) = token else {
+            return Ok(BearerInterceptor(None));
+        };
+        let raw = t.expose().trim_ascii();
+        if raw.is_empty() || !raw.iter().all(|b| b.is_ascii_graphic()) {
+            return Err(SdkError::Invalid(
+                "token: it must be printable ASCII without spaces (agora_<id>_<secret>)".into(),
+            ));
+        }
+        // Sized once (no reallocation leaves copies behind); zeroized on drop.
+        let mut bytes = zeroize::Zeroizing::new(Vec::with_capacity(7 + raw.len()));
+        bytes.extend_from_slice(b"Bearer ");
+        bytes.extend_from_slice(raw);
+        let mut v = MetadataValue::try_from(bytes.as_slice())
+            .map_err(|_| SdkError::Invalid("token: not a valid header value".into()))?;
+        v.set_sensitive(true);
+        Ok(BearerInterceptor(Some(v)))
+    }
+}
+
+impl std::fmt::Debug for BearerInterceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "BearerInterceptor(<redacted>)"
+        } else {
+            "BearerInterceptor(none)"
+        })
+    }
+}
+
+impl tonic::service::Interceptor for BearerInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+type Inner = SchedulerClient<InterceptedService<Channel, BearerInterceptor>>;
 
 /// A cheap, cloneable handle for scheduler calls.
 #[derive(Clone)]
 pub struct Client {
-    inner: SchedulerClient<Channel>,
+    inner: Inner,
     framework_id: Arc<Mutex<Option<FrameworkId>>>,
     session_ok: Arc<AtomicBool>,
 }
@@ -27,15 +80,20 @@ fn filters(refuse: Option<Duration>) -> Option<pb::Filters> {
 }
 
 impl Client {
-    pub(crate) fn new(channel: Channel) -> Self {
-        Client {
-            inner: SchedulerClient::new(channel).max_decoding_message_size(64 << 20),
+    pub(crate) fn new(
+        channel: Channel,
+        token: Option<&agora_core::secrets::SecretValue>,
+    ) -> Result<Self, SdkError> {
+        let auth = BearerInterceptor::new(token)?;
+        Ok(Client {
+            inner: SchedulerClient::with_interceptor(channel, auth)
+                .max_decoding_message_size(64 << 20),
             framework_id: Arc::new(Mutex::new(None)),
             session_ok: Arc::new(AtomicBool::new(false)),
-        }
+        })
     }
 
-    pub(crate) fn raw(&self) -> SchedulerClient<Channel> {
+    pub(crate) fn raw(&self) -> Inner {
         self.inner.clone()
     }
 

@@ -77,6 +77,12 @@ pub enum SdkError {
     TornDown(String),
     #[error("invalid {0}")]
     Invalid(String),
+    /// UNAUTHENTICATED or PERMISSION_DENIED on SUBSCRIBE: retrying with the
+    /// same credentials cannot help, so the driver stops.
+    #[error(
+        "the master refused the subscription: {0} (set FrameworkConfig::token to a token whose principal the master's ACLs allow)"
+    )]
+    Unauthorized(String),
 }
 
 impl From<tonic::Status> for SdkError {
@@ -113,6 +119,9 @@ pub struct FrameworkConfig {
     pub reconnect_max: Duration,
     /// Missed heartbeats before the connection is considered dead.
     pub heartbeat_misses: u32,
+    /// Bearer token sent as `authorization` metadata on every call (needed
+    /// when the master runs with ACLs). Zeroized on drop, redacted in `Debug`.
+    pub token: Option<std::sync::Arc<agora_core::secrets::SecretValue>>,
 }
 
 impl FrameworkConfig {
@@ -130,6 +139,7 @@ impl FrameworkConfig {
             reconnect_min: Duration::from_millis(100),
             reconnect_max: Duration::from_secs(10),
             heartbeat_misses: 5,
+            token: None,
         }
     }
 }
@@ -218,7 +228,7 @@ impl<S: Scheduler> Driver<S> {
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
-        let client = Client::new(channel);
+        let client = Client::new(channel, self.cfg.token.as_deref())?;
         if let Some(id) = &self.cfg.framework_id {
             client.set_framework_id(id.clone());
         }
@@ -229,7 +239,7 @@ impl<S: Scheduler> Driver<S> {
             match self.session(&client, &ack_tx).await {
                 Ok(Outcome::Stop) => break Ok(()),
                 Ok(Outcome::Reconnect) => {}
-                Err(e @ SdkError::TornDown(_)) => break Err(e),
+                Err(e @ (SdkError::TornDown(_) | SdkError::Unauthorized(_))) => break Err(e),
                 Err(e) => {
                     tracing::debug!(error = %e, "subscription failed; retrying");
                 }
@@ -295,6 +305,15 @@ impl<S: Scheduler> Driver<S> {
                     && s.message().contains("torn down") =>
             {
                 return Err(SdkError::TornDown(s.message().to_string()));
+            }
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
+                tracing::error!(error = %s.message(), "the master refused the subscription");
+                return Err(SdkError::Unauthorized(s.message().to_string()));
             }
             Err(s) => return Err(s.into()),
         };

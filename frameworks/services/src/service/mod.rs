@@ -40,6 +40,8 @@ pub struct ServicesConfig {
     pub failover_timeout: Duration,
     /// Range service ports are assigned from (`--service-ports`).
     pub service_ports: (u32, u32),
+    /// Bearer token for the master (when it runs with ACLs).
+    pub master_token: Option<std::sync::Arc<agora_core::secrets::SecretValue>>,
 }
 
 /// A request from the API, answered by the actor.
@@ -176,6 +178,7 @@ fn framework_config(cfg: &ServicesConfig, framework_id: Option<String>) -> Frame
     fcfg.framework_id = framework_id.map(FrameworkId::new);
     fcfg.reconcile_interval = Duration::from_secs(60);
     fcfg.auto_acknowledge = false;
+    fcfg.token = cfg.master_token.clone();
     fcfg
 }
 

@@ -436,6 +436,7 @@ fn the_driver_leaves_acknowledgements_to_the_actor() {
         role: "*".into(),
         failover_timeout: Duration::from_secs(60),
         service_ports: (10_000, 20_000),
+        master_token: None,
     };
     let f = framework_config(&cfg, Some("fw-1".into()));
     assert!(!f.auto_acknowledge);
