@@ -37,7 +37,8 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let dir = std::env::temp_dir().join(format!("agora-authz-{}", uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("agora-authz-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).unwrap();
         let acl_file = dir.join("acls.toml");
         std::fs::write(&acl_file, ACLS).unwrap();
@@ -66,7 +67,13 @@ impl Env {
     }
 
     fn token(&self, principal: &str, ttl: Option<std::time::Duration>) -> Token {
-        self.gate.auth().unwrap().tokens.create(principal, ttl).unwrap().0
+        self.gate
+            .auth()
+            .unwrap()
+            .tokens
+            .create(principal, ttl)
+            .unwrap()
+            .0
     }
 
     async fn send(
@@ -92,7 +99,9 @@ impl Env {
             .headers()
             .get(header::WWW_AUTHENTICATE)
             .map(|v| v.to_str().unwrap().to_string());
-        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
         (status, www, String::from_utf8_lossy(&bytes).into_owned())
     }
 }
@@ -109,7 +118,9 @@ async fn missing_bad_unknown_tokens_get_401_with_a_bearer_challenge() {
     assert_eq!(www.as_deref(), Some("Bearer realm=\"agora\""));
     assert!(body.contains("no bearer token"), "{body}");
 
-    let (s, www, body) = env.send("GET", "/state", Some("Bearer nonsense"), None).await;
+    let (s, www, body) = env
+        .send("GET", "/state", Some("Bearer nonsense"), None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
     assert!(www.is_some());
     assert!(body.contains("agora_<id>_<secret>"), "{body}");
@@ -165,13 +176,22 @@ async fn expired_and_revoked_tokens_get_401() {
         .create("viewer", None)
         .unwrap();
     let id = info.id;
-    let (s, _, _) = env.send("GET", "/state", Some(&bearer(&viewer)), None).await;
+    let (s, _, _) = env
+        .send("GET", "/state", Some(&bearer(&viewer)), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     let (s, _, body) = env
-        .send("DELETE", &format!("/v1/tokens/{id}"), Some(&bearer(&admin)), None)
+        .send(
+            "DELETE",
+            &format!("/v1/tokens/{id}"),
+            Some(&bearer(&admin)),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    let (s, _, body) = env.send("GET", "/state", Some(&bearer(&viewer)), None).await;
+    let (s, _, body) = env
+        .send("GET", "/state", Some(&bearer(&viewer)), None)
+        .await;
     assert_eq!(s, StatusCode::UNAUTHORIZED, "revocation is immediate");
     assert!(body.contains("revoked"), "{body}");
 }
@@ -180,7 +200,9 @@ async fn expired_and_revoked_tokens_get_401() {
 async fn valid_tokens_without_the_permission_get_403_naming_it() {
     let env = Env::new();
     let nobody = env.token("nobody", None);
-    let (s, www, body) = env.send("GET", "/state", Some(&bearer(&nobody)), None).await;
+    let (s, www, body) = env
+        .send("GET", "/state", Some(&bearer(&nobody)), None)
+        .await;
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(www.is_none());
     assert!(
@@ -225,7 +247,9 @@ async fn tokens_are_created_once_listed_without_secrets_and_work() {
         .send("GET", "/state", Some(&format!("Bearer {token}")), None)
         .await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    let (s, _, list) = env.send("GET", "/v1/tokens", Some(&bearer(&mgr)), None).await;
+    let (s, _, list) = env
+        .send("GET", "/v1/tokens", Some(&bearer(&mgr)), None)
+        .await;
     assert_eq!(s, StatusCode::OK);
     let secret = token.rsplit_once('_').unwrap().1;
     assert!(!list.contains(secret), "the list shows no token");
@@ -242,7 +266,12 @@ async fn tokens_are_created_once_listed_without_secrets_and_work() {
         assert!(body.contains(why), "{bad}: {body}");
     }
     let (s, _, _) = env
-        .send("DELETE", "/v1/tokens/000000000000", Some(&bearer(&mgr)), None)
+        .send(
+            "DELETE",
+            "/v1/tokens/000000000000",
+            Some(&bearer(&mgr)),
+            None,
+        )
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, _, body) = env
@@ -258,11 +287,7 @@ async fn an_acl_reload_changes_decisions_and_a_bad_file_keeps_the_old_rules() {
     let ops = env.token("ops", None);
     let (s, _, _) = env.send("GET", "/state", Some(&bearer(&ops)), None).await;
     assert_eq!(s, StatusCode::FORBIDDEN);
-    std::fs::write(
-        &env.acl_file,
-        "[[view_state]]\nprincipals = [\"ops\"]\n",
-    )
-    .unwrap();
+    std::fs::write(&env.acl_file, "[[view_state]]\nprincipals = [\"ops\"]\n").unwrap();
     env.gate.auth().unwrap().acls.reload().unwrap();
     let (s, _, _) = env.send("GET", "/state", Some(&bearer(&ops)), None).await;
     assert_eq!(s, StatusCode::OK, "granted after the reload");
