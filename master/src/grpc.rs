@@ -103,6 +103,13 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
                 tracing::info!(denied = %d, "refusing a subscription");
                 Status::permission_denied(d.to_string())
             })?;
+        if let Some(id) = &info.id {
+            self.gate.check_recorded_owner(&caller, id).map_err(|d| {
+                tracing::info!(denied = %d, "refusing a resubscription");
+                Status::permission_denied(d.to_string())
+            })?;
+        }
+        let recorder = caller.clone();
         let (tx, rx) = mpsc::channel(FRAMEWORK_QUEUE);
         let conn: ConnId = self.master.next_conn();
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -117,11 +124,14 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             .await
             .map_err(|_| stopped())?;
         match answer.await {
-            Ok(Ok(_)) => Ok(Response::new(GuardedStream {
-                inner: ReceiverStream::new(rx),
-                on_drop: Some((self.master.clone(), Command::FrameworkClosed(conn))),
-                _wire: PhantomData,
-            })),
+            Ok(Ok(id)) => {
+                self.gate.record_owner(&recorder, &id).await;
+                Ok(Response::new(GuardedStream {
+                    inner: ReceiverStream::new(rx),
+                    on_drop: Some((self.master.clone(), Command::FrameworkClosed(conn))),
+                    _wire: PhantomData,
+                }))
+            }
             Ok(Err(e)) => Err(status_of(e)),
             Err(_) => Err(stopped()),
         }

@@ -54,12 +54,24 @@ fn open_gate(cfg: &MasterConfig, registry: &dyn Registry) -> Result<crate::auth:
         None => Box::new(tokens::MemoryTokenStore::default()),
     };
     let tokens = tokens::Tokens::open(store).map_err(|e| ServeError::Auth(e.to_string()))?;
+    let owners = match registry.shared_database() {
+        Some(db) => crate::auth::owners::FrameworkOwners::open(Box::new(
+            crate::auth::owners::RedbOwnerStore::open(db)
+                .map_err(|e| ServeError::Auth(e.to_string()))?,
+        ))
+        .map_err(|e| ServeError::Auth(e.to_string()))?,
+        None => crate::auth::owners::FrameworkOwners::memory(),
+    };
     if let Some(file) = &cfg.bootstrap_token_file {
         crate::auth::bootstrap(&tokens, file).map_err(ServeError::Auth)?;
     }
     acls.clone().watch(cfg.acl_poll_interval);
     tracing::info!(acls = %acl_path.display(), "authentication is on: bearer tokens and ACLs");
-    Ok(Gate::enabled(Auth { tokens, acls }))
+    Ok(Gate::enabled(Auth {
+        tokens,
+        acls,
+        owners,
+    }))
 }
 
 /// Serves gRPC (Scheduler, AgentLink) and HTTP on `listener` until `shutdown`.

@@ -45,6 +45,7 @@ impl Env {
         let gate = Gate::enabled(Auth {
             tokens: Tokens::memory(),
             acls: Arc::new(AclFile::load(&acl_file).unwrap()),
+            owners: agora_master::auth::owners::FrameworkOwners::memory(),
         });
         let (trigger, stop) = shutdown::channel();
         let now = tokio::time::Instant::now().into_std();

@@ -366,3 +366,38 @@ async fn launching_needs_launch_tasks_and_revocation_is_immediate() {
     let e = w.client.revive().await.unwrap_err();
     assert!(e.to_string().contains("revoked"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_framework_id_stays_its_principals_across_a_master_restart() {
+    let mut s = Secured::start().await.unwrap();
+    let alpha = s.token("alpha").await.unwrap();
+    let beta = s.token("beta").await.unwrap();
+    let b = s.fw_as("b", &beta).await.unwrap();
+    let b_id = b.id.clone();
+    b.disconnect().await;
+    s.cluster.restart().await.unwrap();
+    // The restarted master knows nothing of B in memory; the registry file
+    // still says beta registered it, so alpha may not claim the id.
+    let info = |id: &agora_core::FrameworkId| pb::SubscribeRequest {
+        framework: Some(pb::FrameworkInfo {
+            framework_id: id.0.clone(),
+            name: "b".into(),
+            role: "*".into(),
+            failover_timeout_seconds: 60.0,
+            ..Default::default()
+        }),
+    };
+    let mut raw_a = s.raw(Some(&alpha)).await.unwrap();
+    let e = raw_a.subscribe(info(&b_id)).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message().contains("registered by principal beta"),
+        "{}",
+        e.message()
+    );
+    // Its own principal resumes it (tokens survived the restart too).
+    let mut again = s.cfg_as("b", &beta);
+    again.framework_id = Some(b_id.clone());
+    let b2 = Fw::start(again).await.unwrap();
+    assert_eq!(b2.id, b_id);
+}

@@ -15,6 +15,7 @@
 
 pub mod acl;
 pub mod http;
+pub mod owners;
 pub mod tokens;
 
 use acl::{AclFile, Acls, Denied, Permission};
@@ -103,6 +104,8 @@ impl Caller {
 pub struct Auth {
     pub tokens: Tokens,
     pub acls: Arc<AclFile>,
+    /// Which principal registered each framework (kept across restarts).
+    pub owners: owners::FrameworkOwners,
 }
 
 /// The single switch every edge consults: disabled (everything open) or
@@ -154,6 +157,44 @@ impl Gate {
             tracing::debug!(error = %e, "refusing an unauthenticated scheduler call");
             tonic::Status::unauthenticated(e.to_string())
         })
+    }
+
+    /// Refuses a SUBSCRIBE naming a framework id that another principal
+    /// registered (recorded across master restarts; an admin may).
+    pub fn check_recorded_owner(
+        &self,
+        caller: &Caller,
+        framework: &FrameworkId,
+    ) -> Result<(), Denied> {
+        let Some(auth) = &self.0 else {
+            return Ok(());
+        };
+        match auth.owners.owner(framework.as_str()) {
+            Some(owner) => caller.may_act_for(framework, Some(&owner)),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the principal of a framework after its first SUBSCRIBE.
+    pub async fn record_owner(&self, caller: &Caller, framework: &FrameworkId) {
+        let (Some(auth), Some(p)) = (&self.0, caller.principal()) else {
+            return;
+        };
+        if auth.owners.owner(framework.as_str()).is_some() {
+            return;
+        }
+        let auth = auth.clone();
+        let (f, p) = (framework.as_str().to_string(), p.to_string());
+        let r = tokio::task::spawn_blocking(move || auth.owners.record(&f, &p)).await;
+        match r {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::error!(framework_id = %framework, error = %e, "cannot record the framework's principal; it is enforced in memory until the master restarts")
+            }
+            Err(e) => {
+                tracing::error!(framework_id = %framework, error = %e, "recording the framework's principal failed")
+            }
+        }
     }
 
     /// The implementation of the secret store's `SecretPolicy` seam: may a
@@ -242,6 +283,7 @@ mod tests {
         Gate::enabled(Auth {
             tokens: Tokens::memory(),
             acls: Arc::new(AclFile::fixed(Acls::parse(acls, false).unwrap())),
+            owners: owners::FrameworkOwners::memory(),
         })
     }
 
