@@ -9,6 +9,7 @@ mod http;
 mod master_cmd;
 mod ops;
 mod router_cmd;
+mod secret_cmd;
 mod services_cmd;
 mod token_cmd;
 mod util;
@@ -38,6 +39,7 @@ Auth:         agora token create|list|revoke|whoami (--token-file/AGORA_TOKEN_FI
 \x20             $AGORA_HOME/context.json or ~/.config/agora/context.json: {\"master\", \"token_file\", \"ca_cert\"})\n\
 Services:     agora app deploy -f app.json --wait | app list|show|endpoints|scale|restart|destroy | deployment list|rollback\n\
 \x20             (--wait shows progress until done; --master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts)\n\
+Secrets:      agora secret put PATH < value | secret list|show|rm|rotate-key\n\
 Exit codes:   0 ok, 1 error, 2 bad usage, 4 not found, 5 --wait timed out\n\
 Benchmarks:   agora bench allocator | scale | launch | deploy | services | discovery | router | rollout"
 )]
@@ -74,6 +76,10 @@ enum Command {
     /// Deployments of the services framework: list, rollback.
     #[command(subcommand)]
     Deployment(DeploymentCommand),
+    /// Secrets in the master's store: put, list, show, rm, rotate-key
+    /// (values go in from stdin or a file and never come out).
+    #[command(subcommand)]
+    Secret(secret_cmd::SecretCommand),
     /// Run a router: DNS for the cluster's zone (`agora.`) from the services
     /// framework's endpoint stream.
     Router(router_cmd::RouterArgs),
@@ -337,6 +343,7 @@ fn main() -> std::process::ExitCode {
             }) => ops::task_logs(&common, &task_id, follow).await,
             Command::Dev(a) => dev::run(a).await,
             Command::Token(t) => token_cmd::run(t).await,
+            Command::Secret(c) => secret_cmd::run(c).await,
             Command::Router(a) => router_cmd::run(a).await,
             Command::Services(a) => services_cmd::run(a, cli.token, cli.token_file).await,
             Command::App(AppCommand::Deploy { file, wait, common }) => {

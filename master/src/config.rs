@@ -47,6 +47,11 @@ pub struct MasterConfig {
     pub bootstrap_token_file: Option<PathBuf>,
     /// How often the ACL file's modification time is checked.
     pub acl_poll_interval: Duration,
+    /// The secret store (`--secrets-key-file`); `None`: this master has none.
+    pub secrets: Option<crate::secrets::SecretsConfig>,
+    /// Which frameworks may read which secrets (allow-all by default; the
+    /// ACL layer replaces it).
+    pub secret_policy: crate::secrets::SharedSecretPolicy,
 }
 
 impl Default for MasterConfig {
@@ -68,6 +73,8 @@ impl Default for MasterConfig {
             acls: None,
             bootstrap_token_file: None,
             acl_poll_interval: Duration::from_secs(2),
+            secrets: None,
+            secret_policy: Default::default(),
         }
     }
 }

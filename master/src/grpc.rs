@@ -34,6 +34,13 @@ fn invalid(e: Invalid) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+/// Most paths one `SecretVersions` call may ask about.
+pub const MAX_SECRET_VERSION_PATHS: usize = 10_000;
+
+fn no_store() -> Status {
+    Status::failed_precondition(crate::secrets::NO_STORE)
+}
+
 fn stopped() -> Status {
     Status::unavailable("the master is shutting down; retry against the new leader")
 }
@@ -71,6 +78,7 @@ pub struct SchedulerService {
     pub master: MasterHandle,
     /// Every call is authenticated from its `authorization` metadata when on.
     pub gate: Gate,
+    pub secrets: crate::secrets::Secrets,
 }
 
 impl SchedulerService {
@@ -206,12 +214,50 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
     }
     async fn secret_versions(
         &self,
-        _r: Request<pb::SecretVersionsRequest>,
+        r: Request<pb::SecretVersionsRequest>,
     ) -> Result<Response<pb::SecretVersionsResponse>, Status> {
-        self.gate.grpc_caller(&_r)?;
-        Err(Status::unimplemented(
-            "this master has no secret store yet (work in progress)",
-        ))
+        let caller = self.gate.grpc_caller(&r)?;
+        let r = r.into_inner();
+        let fid = convert::framework_id("framework_id", &r.framework_id).map_err(invalid)?;
+        // Only the framework's own principal (or an admin) asks about the
+        // secrets it uses.
+        self.gate
+            .check_recorded_owner(&caller, &fid)
+            .map_err(|d| Status::permission_denied(d.to_string()))?;
+        if r.paths.len() > MAX_SECRET_VERSION_PATHS {
+            return Err(Status::invalid_argument(format!(
+                "paths: at most {MAX_SECRET_VERSION_PATHS} per call ({} given)",
+                r.paths.len()
+            )));
+        }
+        let paths = r
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                agora_core::secrets::SecretPath::parse(p)
+                    .map_err(|e| Status::invalid_argument(format!("paths[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = self.secrets.store.clone().ok_or_else(no_store)?;
+        self.master
+            .secrets_query(|reply| crate::actor::SecretsQuery::FrameworkKnown(fid, reply))
+            .await
+            .map_err(|_| stopped())?
+            .map_err(status_of)?;
+        let secrets = paths
+            .iter()
+            .map(|p| {
+                let v = store.version_info(p);
+                pb::SecretVersion {
+                    path: p.to_string(),
+                    exists: v.exists,
+                    latest: v.latest,
+                    rollout: v.rollout,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::SecretVersionsResponse { secrets }))
     }
 }
 
@@ -249,6 +295,7 @@ fn agent_command(conn: ConnId, m: pb::AgentMessage) -> Option<Command> {
 #[derive(Clone)]
 pub struct AgentLinkService {
     pub master: MasterHandle,
+    pub secrets: crate::secrets::Secrets,
 }
 
 #[tonic::async_trait]
@@ -296,10 +343,77 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
 
     async fn resolve_secrets(
         &self,
-        _r: Request<pb::ResolveSecretsRequest>,
+        r: Request<pb::ResolveSecretsRequest>,
     ) -> Result<Response<pb::ResolveSecretsResponse>, Status> {
-        Err(Status::unimplemented(
-            "this master has no secret store yet (work in progress)",
-        ))
+        let r = r.into_inner();
+        let agent = convert::agent_id("agent_id", &r.agent_id).map_err(invalid)?;
+        let framework = convert::framework_id("framework_id", &r.framework_id).map_err(invalid)?;
+        let task = convert::task_id("task_id", &r.task_id).map_err(invalid)?;
+        let store = self.secrets.store.clone().ok_or_else(no_store)?;
+        let (tid, fid) = (task.clone(), framework.clone());
+        let refs = self
+            .master
+            .secrets_query(|reply| crate::actor::SecretsQuery::TaskSecrets {
+                agent,
+                framework,
+                task,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?
+            .map_err(|m| Status::permission_denied(format!("refusing to resolve secrets: {m}")))?;
+        let policy = self.secrets.policy.0.clone();
+        let f = fid.clone();
+        // Off the runtime: the store's lock may be held by a durable write.
+        let secrets = tokio::task::spawn_blocking(move || {
+            let mut seen = std::collections::HashSet::new();
+            let mut secrets = Vec::new();
+            for u in &refs.secrets {
+                let s = &u.secret;
+                if !seen.insert((s.path.clone(), s.version)) {
+                    continue;
+                }
+                policy
+                    .may_read(&f, refs.principal.as_deref(), &s.path)
+                    .map_err(|m| {
+                        Status::permission_denied(format!(
+                            "secret {}: permission denied: {m}",
+                            s.path
+                        ))
+                    })?;
+                let (version, value) = store.resolve(&s.path, s.version).map_err(|e| match e {
+                    crate::secrets::SecretError::Unknown(_) => Status::not_found(format!(
+                        "{e} (the task references {}); create it with `agora secret put {}`",
+                        if s.version == 0 {
+                            "its latest version".to_string()
+                        } else {
+                            format!("version {}", s.version)
+                        },
+                        s.path
+                    )),
+                    crate::secrets::SecretError::VersionNotKept { .. } => {
+                        Status::not_found(e.to_string())
+                    }
+                    e => {
+                        tracing::error!(path = %s.path, error = %e, "cannot open a secret");
+                        Status::internal(format!("secret {}: {e}", s.path))
+                    }
+                })?;
+                secrets.push(pb::ResolvedSecret {
+                    path: s.path.to_string(),
+                    requested_version: s.version,
+                    version,
+                    // The one copy that leaves the store: the agent needs the bytes.
+                    value: value.expose().to_vec(),
+                });
+            }
+            Ok::<_, Status>(secrets)
+        })
+        .await
+        .map_err(|_| {
+            Status::internal("resolving secrets failed unexpectedly; see the master's log")
+        })??;
+        tracing::debug!(task = %tid, framework = %fid, secrets = secrets.len(), "resolved a task's secrets");
+        Ok(Response::new(pb::ResolveSecretsResponse { secrets }))
     }
 }

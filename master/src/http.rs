@@ -1,5 +1,6 @@
 //! HTTP endpoints (axum), served on the same port as gRPC:
-//! `/health`, `/state`, `/metrics`, `/redirect` (and `/master/...` aliases).
+//! `/health`, `/state`, `/metrics`, `/redirect` (and `/master/...` aliases);
+//! the secret store's `/v1/secrets` routes live in `http_secrets.rs`.
 
 use crate::actor::MasterHandle;
 use crate::auth::{Caller, Gate, acl::Permission, http::require};
@@ -20,6 +21,8 @@ pub struct HttpState {
     pub contender: Arc<dyn Contender>,
     /// Authentication: every route but the open ones needs a token when on.
     pub gate: Gate,
+    /// The secret store (`/v1/secrets`, see `http_secrets.rs`).
+    pub secrets: crate::secrets::Secrets,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -33,6 +36,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/redirect", get(redirect))
         .route("/master/redirect", get(redirect))
         .route("/tasks/{task_id}/kill", post(kill_task))
+        .merge(crate::http_secrets::routes())
         .with_state(state)
         .merge(crate::auth::http::routes(gate.clone()))
         .layer(axum::middleware::from_fn_with_state(

@@ -33,6 +33,10 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Auth(String),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretError),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// The authentication gate `cfg` asks for: disabled without an ACL file;
@@ -74,6 +78,35 @@ fn open_gate(cfg: &MasterConfig, registry: &dyn Registry) -> Result<crate::auth:
     }))
 }
 
+/// Opens the secret store the configuration asks for, on the registry's backend.
+fn open_secrets(
+    cfg: &MasterConfig,
+    registry: &dyn Registry,
+) -> Result<crate::secrets::Secrets, ServeError> {
+    let Some(sc) = &cfg.secrets else {
+        return Ok(crate::secrets::Secrets {
+            store: None,
+            policy: cfg.secret_policy.clone(),
+        });
+    };
+    let backend = registry.secret_registry().ok_or_else(|| {
+        ServeError::Config(
+            "this registry cannot hold secrets; start without --secrets-key-file".into(),
+        )
+    })?;
+    let store = crate::secrets::SecretStore::open_with_file(backend, &sc.key_file, sc.versions)?;
+    tracing::info!(
+        key_id = %store.key_id(),
+        secrets = store.list().len(),
+        versions_kept = sc.versions,
+        "secret store open"
+    );
+    Ok(crate::secrets::Secrets {
+        store: Some(std::sync::Arc::new(store)),
+        policy: cfg.secret_policy.clone(),
+    })
+}
+
 /// Serves gRPC (Scheduler, AgentLink) and HTTP on `listener` until `shutdown`.
 pub async fn serve(
     listener: TcpListener,
@@ -92,6 +125,13 @@ pub async fn serve(
     contender.elect().await?;
     let agents = registry.load()?;
     let gate = open_gate(&cfg, registry.as_ref())?;
+    let mut secrets = open_secrets(&cfg, registry.as_ref())?;
+    if gate.is_enabled() {
+        // With authentication on, the ACL file's `read_secrets` decides.
+        secrets.policy = crate::secrets::SharedSecretPolicy(Arc::new(
+            crate::auth::AclSecretPolicy(gate.clone()),
+        ));
+    }
     tracing::info!(
         master_id = %cfg.master_id,
         address = %local_addr,
@@ -107,17 +147,20 @@ pub async fn serve(
         metrics,
         contender,
         gate: gate.clone(),
+        secrets: secrets.clone(),
     });
     let routes = tonic::service::Routes::from(http)
         .add_service(pb::scheduler_server::SchedulerServer::new(
             SchedulerService {
                 master: handle.clone(),
                 gate: gate.clone(),
+                secrets: secrets.clone(),
             },
         ))
         .add_service(pb::agent_link_server::AgentLinkServer::new(
             AgentLinkService {
                 master: handle.clone(),
+                secrets,
             },
         ));
     if let Some(tx) = started {

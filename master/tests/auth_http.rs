@@ -26,6 +26,10 @@ principals = ["viewer"]
 
 [[manage_tokens]]
 principals = ["tokens-admin"]
+
+[[manage_secrets]]
+principals = ["secrets-ops"]
+paths = ["/prod"]
 "#;
 
 struct Env {
@@ -58,6 +62,18 @@ impl Env {
                 address: "127.0.0.1:5050".into(),
             }),
             gate: gate.clone(),
+            secrets: agora_master::secrets::Secrets {
+                store: Some(Arc::new(
+                    agora_master::secrets::SecretStore::open(
+                        Arc::new(agora_master::secrets::store::MemorySecrets::default()),
+                        agora_master::secrets::crypto::Kek::generate().unwrap(),
+                        2,
+                        "k",
+                    )
+                    .unwrap(),
+                )),
+                policy: Default::default(),
+            },
         });
         Env {
             app,
@@ -315,6 +331,7 @@ async fn with_authentication_off_everything_stays_open() {
             address: "x".into(),
         }),
         gate: Gate::disabled(),
+        secrets: Default::default(),
     });
     let resp = app
         .clone()
@@ -327,4 +344,60 @@ async fn with_authentication_off_everything_stays_open() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn secrets_routes_need_manage_secrets_for_the_path() {
+    let env = Env::new();
+    let ops = bearer(&env.token("secrets-ops", None));
+    let (s, _, body) = env
+        .send("PUT", "/v1/secrets/prod/db", Some(&ops), Some("pw"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let admin = bearer(&env.token("admin", None));
+    let (s, _, body) = env
+        .send("PUT", "/v1/secrets/dev/db", Some(&admin), Some("pw"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, _, body) = env
+        .send("PUT", "/v1/secrets/dev/x", Some(&ops), Some("pw"))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        body.contains(
+            "principal secrets-ops may not manage secret /dev/x (permission: manage_secrets)"
+        ),
+        "{body}"
+    );
+    let (s, _, _) = env
+        .send("GET", "/v1/secrets/dev/db", Some(&ops), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, _) = env
+        .send("DELETE", "/v1/secrets/dev/db", Some(&ops), None)
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _, list) = env.send("GET", "/v1/secrets", Some(&ops), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        list.contains("/prod/db") && !list.contains("/dev/db"),
+        "{list}"
+    );
+    let (s, _, list) = env.send("GET", "/v1/secrets", Some(&admin), None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(list.contains("/dev/db"), "{list}");
+    let viewer = bearer(&env.token("viewer", None));
+    let (s, _, body) = env.send("GET", "/v1/secrets", Some(&viewer), None).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(body.contains("(permission: manage_secrets)"), "{body}");
+    let (s, _, body) = env
+        .send(
+            "POST",
+            "/v1/secrets-key/rotate",
+            Some(&ops),
+            Some(r#"{"new_key_file": "/nonexistent"}"#),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(body.contains("(permission: admins)"), "{body}");
 }

@@ -223,6 +223,23 @@ impl Gate {
     }
 }
 
+/// The secret store's [`SecretPolicy`](crate::secrets::SecretPolicy) with
+/// authentication on: `read_secrets` for the principal that registered the
+/// task's framework.
+#[derive(Debug, Clone)]
+pub struct AclSecretPolicy(pub Gate);
+
+impl crate::secrets::SecretPolicy for AclSecretPolicy {
+    fn may_read(
+        &self,
+        _framework: &FrameworkId,
+        principal: Option<&str>,
+        path: &SecretPath,
+    ) -> Result<(), String> {
+        self.0.may_read_secret(principal, path)
+    }
+}
+
 /// Creates the first admin token when the store is empty and writes it to
 /// `file` (created with mode 0600). Logs the path, never the token.
 pub fn bootstrap(tokens: &Tokens, file: &Path) -> Result<bool, String> {
