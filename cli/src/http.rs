@@ -30,6 +30,21 @@ pub fn set_master_token(master: &str, token: agora_master::auth::tokens::Token) 
     Ok(())
 }
 
+/// The `Authorization` header for a request to `uri`: only to the master.
+fn bearer_for(uri: &hyper::Uri) -> Result<Option<hyper::header::HeaderValue>> {
+    let Some((to, token)) = BEARER.get() else {
+        return Ok(None);
+    };
+    if !uri.authority().is_some_and(|a| a.as_str() == to) {
+        return Ok(None);
+    }
+    let text = zeroize::Zeroizing::new(format!("Bearer {}", token.expose()));
+    let mut v = hyper::header::HeaderValue::from_str(&text)
+        .context("the token holds characters a header cannot carry; check the token file")?;
+    v.set_sensitive(true);
+    Ok(Some(v))
+}
+
 fn client() -> Client<HttpConnector, Full<Bytes>> {
     let mut c = HttpConnector::new();
     c.set_connect_timeout(Some(CONNECT_TIMEOUT));
@@ -59,13 +74,7 @@ async fn send_head(
     let mut req = hyper::Request::builder()
         .method(method)
         .header(hyper::header::ACCEPT, "application/json");
-    if let Some((to, token)) = BEARER.get()
-        && uri.authority().is_some_and(|a| a.as_str() == to)
-    {
-        let text = zeroize::Zeroizing::new(format!("Bearer {}", token.expose()));
-        let mut v = hyper::header::HeaderValue::from_str(&text)
-            .context("the token holds characters a header cannot carry; check the token file")?;
-        v.set_sensitive(true);
+    if let Some(v) = bearer_for(&uri)? {
         req = req.header(hyper::header::AUTHORIZATION, v);
     }
     req = req.uri(uri);
@@ -107,11 +116,16 @@ pub async fn http_send_raw(
     path: &str,
     body: Vec<u8>,
 ) -> Result<(u16, String)> {
-    let req = hyper::Request::builder()
+    let uri = url(addr, path)?;
+    let mut req = hyper::Request::builder()
         .method(method)
-        .uri(url(addr, path)?)
         .header(hyper::header::ACCEPT, "application/json")
-        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+        .header(hyper::header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(v) = bearer_for(&uri)? {
+        req = req.header(hyper::header::AUTHORIZATION, v);
+    }
+    let req = req
+        .uri(uri)
         .body(Full::new(Bytes::from(body)))
         .with_context(|| format!("{method} is not an HTTP method"))?;
     let resp = match tokio::time::timeout(REQUEST_TIMEOUT, client().request(req)).await {

@@ -1,0 +1,172 @@
+//! `agora token` and the client context file against a real `agora master`
+//! started with `--acls` and `--bootstrap-token-file`: the bootstrap token
+//! (mode 0600) creates tokens, the context file supplies master and token,
+//! permissions and revocation are enforced, and no token reaches the log.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_agora");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Master(Child);
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Master {
+    fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let mut out = String::new();
+        let _ = std::io::Read::read_to_string(self.0.stderr.as_mut().unwrap(), &mut out);
+        out
+    }
+}
+
+/// Runs `agora` with a clean credential environment plus `env`.
+fn agora(home: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .env_remove("AGORA_MASTER")
+        .env_remove("AGORA_TOKEN")
+        .env_remove("AGORA_TOKEN_FILE")
+        .env("AGORA_HOME", home)
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tokens_from_bootstrap_to_revocation_with_the_context_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir =
+        std::env::temp_dir().join(format!("agora-token-cli-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let acls = dir.join("acls.toml");
+    std::fs::write(
+        &acls,
+        "admins = [\"admin\"]\n[[view_state]]\nprincipals = [\"ops\"]\n",
+    )
+    .unwrap();
+    let boot = dir.join("admin.token");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let child = Command::new(BIN)
+        .args(["master", "--in-memory", "--listen", &addr, "--acls"])
+        .arg(&acls)
+        .arg("--bootstrap-token-file")
+        .arg(&boot)
+        .env("AGORA_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let master = Master(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "the master did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mode = std::fs::metadata(&boot).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "the bootstrap token file is private");
+    let admin_token = std::fs::read_to_string(&boot).unwrap().trim().to_string();
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let boot_s = boot.to_str().unwrap();
+    let m = [("AGORA_MASTER", addr.as_str())];
+
+    // No token: refused, saying how to give one.
+    let (code, _, err) = agora(&home, &m, &["token", "list"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("no bearer token") && err.contains("--token-file"),
+        "{err}"
+    );
+
+    // The bootstrap token creates a token for ops, printed once on stdout.
+    let admin_env = [
+        ("AGORA_MASTER", addr.as_str()),
+        ("AGORA_TOKEN_FILE", boot_s),
+    ];
+    let (code, out, err) = agora(
+        &home,
+        &admin_env,
+        &["token", "create", "--principal", "ops", "--ttl", "1h"],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("for principal ops") && err.contains("shown once"),
+        "{err}"
+    );
+    let ops_token = out.trim().to_string();
+    assert!(ops_token.starts_with("agora_"), "{out}");
+    let ops_file = dir.join("ops.token");
+    std::fs::write(&ops_file, format!("{ops_token}\n")).unwrap();
+    std::fs::set_permissions(&ops_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // The context file gives master and token: no flags, no environment.
+    std::fs::write(
+        home.join("context.json"),
+        format!(
+            "{{\"master\": \"{addr}\", \"token_file\": \"{}\"}}",
+            ops_file.display()
+        ),
+    )
+    .unwrap();
+    let (code, out, err) = agora(&home, &[], &["token", "whoami"]);
+    assert_eq!((code, out.trim()), (0, "ops"), "{err}");
+    let (code, out, err) = agora(&home, &[], &["framework", "list"]);
+    assert_eq!(code, 0, "view_state lets ops read /state: {out}{err}");
+    let (code, _, err) = agora(&home, &[], &["token", "list"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("(permission: manage_tokens)"), "{err}");
+
+    // The admin lists tokens (no token shown) and revokes ops's.
+    let (code, out, err) = agora(&home, &admin_env, &["token", "list"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("ops") && out.contains("admin") && out.contains("active"),
+        "{out}"
+    );
+    assert!(!out.contains(&ops_token[20..]) && !out.contains(&admin_token[20..]));
+    let id = ops_token["agora_".len().."agora_".len() + 12].to_string();
+    let (code, out, err) = agora(&home, &admin_env, &["token", "revoke", &id]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(&id));
+    let (code, _, err) = agora(&home, &[], &["token", "whoami"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("revoked"), "{err}");
+    let (code, _, _) = agora(&home, &admin_env, &["token", "revoke", "000000000000"]);
+    assert_eq!(code, 4, "not found");
+
+    // A flag beats the context file.
+    let (code, out, _) = agora(&home, &[], &["token", "whoami", "--token-file", boot_s]);
+    assert_eq!((code, out.trim()), (0, "admin (admin)"));
+
+    let log = master.stop();
+    assert!(log.contains("bootstrap token"), "{log}");
+    for t in [&admin_token, &ops_token] {
+        let secret = t.rsplit_once('_').unwrap().1;
+        assert!(!log.contains(secret), "a token reached the master's log");
+    }
+    std::fs::remove_dir_all(dir).ok();
+}
