@@ -35,7 +35,7 @@ fn bearer_for(uri: &hyper::Uri) -> Result<Option<hyper::header::HeaderValue>> {
     let Some((to, token)) = BEARER.get() else {
         return Ok(None);
     };
-    if !uri.authority().is_some_and(|a| a.as_str() == to) {
+    if uri.authority().is_none_or(|a| a.as_str() != to) {
         return Ok(None);
     }
     let text = zeroize::Zeroizing::new(format!("Bearer {}", token.expose()));
