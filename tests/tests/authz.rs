@@ -30,6 +30,10 @@ framework_principals = ["beta"]
 
 [[view_state]]
 principals = ["ops"]
+
+[[read_secrets]]
+principals = ["alpha"]
+paths = ["/prod"]
 "#;
 
 /// A raw HTTP/1.1 request with an optional bearer token: (status, body).
@@ -73,6 +77,10 @@ struct Secured {
 
 impl Secured {
     async fn start() -> Result<Secured> {
+        Self::start_with(|_| {}).await
+    }
+
+    async fn start_with(tweak: impl FnOnce(&mut agora_master::MasterConfig)) -> Result<Secured> {
         let dir =
             std::env::temp_dir().join(format!("agora-authz-e2e-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir)?;
@@ -82,6 +90,7 @@ impl Secured {
         let mut cfg = test_config();
         cfg.acls = Some(acls);
         cfg.bootstrap_token_file = Some(boot.clone());
+        tweak(&mut cfg);
         let cluster = Cluster::start(cfg).await?;
         let mut admin = String::new();
         for _ in 0..100 {
@@ -400,4 +409,81 @@ async fn a_framework_id_stays_its_principals_across_a_master_restart() {
     again.framework_id = Some(b_id.clone());
     let b2 = Fw::start(again).await.unwrap();
     assert_eq!(b2.id, b_id);
+}
+
+fn secret_use(mut t: pb::TaskInfo, path: &str) -> pb::TaskInfo {
+    t.secrets.push(pb::SecretUse {
+        target: Some(pb::secret_use::Target::Env("S".into())),
+        path: path.into(),
+        version: 0,
+    });
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_reads_only_secrets_its_frameworks_principal_may_read() {
+    let dir =
+        std::env::temp_dir().join(format!("agora-authz-key-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("secrets.key");
+    agora_master::auth::write_secret_file(&key, format!("{}\n", "5a".repeat(32)).as_bytes())
+        .unwrap();
+    let k = key.clone();
+    let s = Secured::start_with(move |cfg| {
+        cfg.secrets = Some(agora_master::secrets::SecretsConfig {
+            key_file: k,
+            versions: 10,
+        });
+    })
+    .await
+    .unwrap();
+    let addr = s.cluster.addr.to_string();
+    for (path, value) in [
+        ("/v1/secrets/prod/db", "canary-p"),
+        ("/v1/secrets/dev/x", "canary-d"),
+    ] {
+        let (code, body) = http(&addr, "PUT", path, Some(&s.admin), Some(value))
+            .await
+            .unwrap();
+        assert_eq!(code, 200, "{body}");
+    }
+    let alpha = s.token("alpha").await.unwrap();
+    let mut f = s.fw_as("a", &alpha).await.unwrap();
+    let agent = s.cluster.agent("h1", "cpus:4;mem:1024", &[]).await.unwrap();
+    let offers = f.offers().await.unwrap();
+    f.client
+        .launch(
+            &offers[0],
+            vec![
+                secret_use(task("prod", "cpus:0.1;mem:32", "serve"), "/prod/db"),
+                secret_use(task("dev", "cpus:0.1;mem:32", "serve"), "/dev/x"),
+            ],
+        )
+        .await
+        .unwrap();
+    f.update("prod", TaskState::Running).await.unwrap();
+    f.update("dev", TaskState::Running).await.unwrap();
+    let mut link = pb::agent_link_client::AgentLinkClient::connect(s.cluster.url())
+        .await
+        .unwrap();
+    let req = |t: &str| pb::ResolveSecretsRequest {
+        agent_id: agent.id.as_str().into(),
+        framework_id: f.id.as_str().into(),
+        task_id: t.into(),
+    };
+    let e = link.resolve_secrets(req("dev")).await.unwrap_err();
+    assert_eq!(e.code(), tonic::Code::PermissionDenied);
+    assert!(
+        e.message()
+            .contains("principal alpha may not read secret /dev/x (permission: read_secrets)"),
+        "{}",
+        e.message()
+    );
+    let ok = link
+        .resolve_secrets(req("prod"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.secrets[0].value, b"canary-p");
+    std::fs::remove_dir_all(dir).ok();
 }
