@@ -30,6 +30,26 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+/// The rules `agora dev --secure` starts with: `admin` has everything; the
+/// services framework (principal `services`) registers in any role,
+/// launches, and reads every secret. Other principals get nothing until
+/// the file is edited (it is reloaded on change).
+pub const DEV_SECURE_ACLS: &str = r#"# Written by `agora dev --secure`; edit freely (reloaded on change).
+admins = ["admin"]
+
+[[register_frameworks]]
+principals = ["services"]
+roles = "any"
+
+[[launch_tasks]]
+principals = ["services"]
+roles = "any"
+
+[[read_secrets]]
+principals = ["services"]
+paths = ["/"]
+"#;
+
 /// A rule's set: the word `"any"`, or a list of names.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(untagged)]
@@ -623,6 +643,20 @@ principals = "any"
         ));
         assert!(a.allows("ops", &Permission::ManageSecrets { path: None }));
         assert!(!a.allows("services", &Permission::ManageSecrets { path: None }));
+    }
+
+    #[test]
+    fn the_dev_secure_rules_parse_and_grant_what_they_say() {
+        let a = Acls::parse(DEV_SECURE_ACLS, false).unwrap();
+        assert!(a.allows("admin", &Permission::ManageTokens));
+        assert!(a.allows(
+            "services",
+            &Permission::RegisterFramework { role: "public" }
+        ));
+        let p = SecretPath::parse("/any/thing").unwrap();
+        assert!(a.allows("services", &Permission::ReadSecret { path: &p }));
+        assert!(!a.allows("services", &Permission::ManageTokens));
+        assert!(!a.allows("other", &Permission::ViewState));
     }
 
     #[test]
