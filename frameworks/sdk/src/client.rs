@@ -284,3 +284,27 @@ pub(crate) async fn ack_loop(client: Client, mut rx: mpsc::UnboundedReceiver<pb:
         }
     }
 }
+
+#[cfg(test)]
+mod auth_tests {
+    use super::*;
+    use agora_core::secrets::SecretValue;
+    use tonic::service::Interceptor;
+
+    #[test]
+    fn the_interceptor_sends_the_token_and_never_prints_it() {
+        let t = SecretValue::new(b"agora_0123456789ab_secretpart\n".to_vec());
+        let mut i = BearerInterceptor::new(Some(&t)).unwrap();
+        let req = i.call(tonic::Request::new(())).unwrap();
+        let v = req.metadata().get("authorization").unwrap();
+        assert_eq!(v.to_str().unwrap(), "Bearer agora_0123456789ab_secretpart");
+        assert!(!format!("{i:?}").contains("secretpart"));
+        assert!(!format!("{req:?}").contains("secretpart"), "{req:?}");
+        let mut none = BearerInterceptor::new(None).unwrap();
+        let req = none.call(tonic::Request::new(())).unwrap();
+        assert!(req.metadata().get("authorization").is_none());
+        let bad = SecretValue::new(b"two words".to_vec());
+        let e = BearerInterceptor::new(Some(&bad)).unwrap_err();
+        assert!(!e.to_string().contains("words"), "{e}");
+    }
+}

@@ -707,4 +707,30 @@ principals = "any"
         );
         std::fs::remove_dir_all(dir).ok();
     }
+
+    #[tokio::test]
+    async fn the_watcher_picks_up_a_changed_file() {
+        let dir =
+            std::env::temp_dir().join(format!("agora-aclw-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("acls.json");
+        std::fs::write(&path, r#"{"view_state": [{"principals": ["a"]}]}"#).unwrap();
+        let f = Arc::new(AclFile::load(&path).unwrap());
+        let task = f.clone().watch(Duration::from_millis(20));
+        // Some file systems keep whole-second mtimes: make the change visible.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        std::fs::write(&path, r#"{"view_state": [{"principals": ["b"]}]}"#).unwrap();
+        let mut changed = false;
+        for _ in 0..200 {
+            if f.current().allows("b", &Permission::ViewState) {
+                changed = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        task.abort();
+        assert!(changed, "the new rules were not picked up");
+        assert!(!f.current().allows("a", &Permission::ViewState));
+        std::fs::remove_dir_all(dir).ok();
+    }
 }
