@@ -133,12 +133,15 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
             .map_err(|_| stopped())?;
         match answer.await {
             Ok(Ok(id)) => {
-                self.gate.record_owner(&recorder, &id).await;
-                Ok(Response::new(GuardedStream {
+                // The guard first: if the client goes away during the write
+                // below, dropping it tells the actor.
+                let stream = GuardedStream {
                     inner: ReceiverStream::new(rx),
                     on_drop: Some((self.master.clone(), Command::FrameworkClosed(conn))),
                     _wire: PhantomData,
-                }))
+                };
+                self.gate.record_owner(&recorder, &id).await;
+                Ok(Response::new(stream))
             }
             Ok(Err(e)) => Err(status_of(e)),
             Err(_) => Err(stopped()),
