@@ -15,18 +15,20 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole request may take (a streamed body excepted).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The master's bearer token and the `host:port` it is sent to (only
-/// there: agents and other daemons never see it).
-static BEARER: std::sync::OnceLock<(String, agora_master::auth::tokens::Token)> =
+/// The bearer token and the `host:port`s it is sent to: the master and
+/// the services API (which checks it with the master), never agents.
+static BEARER: std::sync::OnceLock<(Vec<String>, agora_master::auth::tokens::Token)> =
     std::sync::OnceLock::new();
 
-/// Sends `Authorization: Bearer <token>` on every request to `master`.
-pub fn set_master_token(master: &str, token: agora_master::auth::tokens::Token) -> Result<()> {
-    let authority = url(master, "/")?
-        .authority()
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    let _ = BEARER.set((authority, token));
+/// Sends `Authorization: Bearer <token>` on every request to `to`.
+pub fn set_token_for(to: &[String], token: agora_master::auth::tokens::Token) -> Result<()> {
+    let mut authorities = Vec::new();
+    for addr in to {
+        if let Some(a) = url(addr, "/")?.authority() {
+            authorities.push(a.to_string());
+        }
+    }
+    let _ = BEARER.set((authorities, token));
     Ok(())
 }
 
@@ -35,7 +37,10 @@ fn bearer_for(uri: &hyper::Uri) -> Result<Option<hyper::header::HeaderValue>> {
     let Some((to, token)) = BEARER.get() else {
         return Ok(None);
     };
-    if uri.authority().is_none_or(|a| a.as_str() != to) {
+    if uri
+        .authority()
+        .is_none_or(|a| !to.iter().any(|t| t == a.as_str()))
+    {
         return Ok(None);
     }
     let text = zeroize::Zeroizing::new(format!("Bearer {}", token.expose()));

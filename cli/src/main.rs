@@ -266,25 +266,35 @@ fn leaf(m: &clap::ArgMatches) -> &clap::ArgMatches {
 /// requests to the master.
 fn credentials(cli: &mut Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
     let m = leaf(matches);
-    let given: Option<String> = match m.try_get_one::<String>("master") {
-        Ok(v) => v.cloned(),
-        Err(_) => None,
-    };
-    let Some(given) = given else {
-        return Ok(());
-    };
-    let ctx = context::ClientContext::load()?;
-    let master = match (&ctx.master, m.value_source("master")) {
-        (Some(c), Some(clap::parser::ValueSource::DefaultValue)) => {
-            context::set_master_from_context(c.clone());
-            c.clone()
+    let arg = |id: &str| -> Option<String> {
+        match m.try_get_one::<String>(id) {
+            Ok(v) => v.cloned(),
+            Err(_) => None,
         }
-        _ => given,
     };
+    let (master, services) = (arg("master"), arg("services"));
+    if master.is_none() && services.is_none() {
+        return Ok(());
+    }
+    let ctx = context::ClientContext::load()?;
+    let mut to = Vec::new();
+    if let Some(given) = master {
+        let master = match (&ctx.master, m.value_source("master")) {
+            (Some(c), Some(clap::parser::ValueSource::DefaultValue)) => {
+                context::set_master_from_context(c.clone());
+                c.clone()
+            }
+            _ => given,
+        };
+        to.push(ops::addr(&master));
+    }
+    if let Some(s) = services {
+        to.push(ops::addr(&s));
+    }
     let token =
         context::resolve_token(cli.token.take().as_deref(), cli.token_file.as_deref(), &ctx)?;
     if let Some(t) = token {
-        http::set_master_token(&ops::addr(&master), t)?;
+        http::set_token_for(&to, t)?;
     }
     Ok(())
 }

@@ -35,6 +35,11 @@ pub struct ServicesArgs {
     /// when the master runs with --acls; AGORA_TOKEN works too).
     #[arg(long, env = "AGORA_MASTER_TOKEN_FILE", value_name = "FILE")]
     pub master_token_file: Option<PathBuf>,
+    /// Require a bearer token on the REST API (checked with the master's
+    /// /v1/auth/whoami, cached 5 s); /ping, /openapi.json and the discovery
+    /// routes the router reads stay open. Needs a master with --acls.
+    #[arg(long, env = "AGORA_SERVICES_REQUIRE_TOKENS")]
+    pub require_tokens: bool,
 }
 
 /// `FIRST-LAST`, two port numbers 1-65535, FIRST ≤ LAST.
@@ -58,6 +63,7 @@ pub fn config(master: &str, data_dir: PathBuf, role: &str) -> agora_services::Se
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
         service_ports: agora_services::scheduler::DEFAULT_SERVICE_PORTS,
         master_token: None,
+        api_tokens: false,
     }
 }
 
@@ -111,6 +117,7 @@ pub async fn run(
     let mut cfg = config(&args.master, data_dir, &args.role);
     cfg.service_ports = args.service_ports;
     cfg.master_token = master_token;
+    cfg.api_tokens = args.require_tokens;
     let server = tokio::spawn(agora_services::serve(listener, cfg, stop));
     tokio::select! {
         r = server => { r.context("services task panicked")??; }

@@ -170,3 +170,109 @@ fn tokens_from_bootstrap_to_revocation_with_the_context_file() {
     }
     std::fs::remove_dir_all(dir).ok();
 }
+
+#[test]
+fn the_services_api_and_framework_use_tokens_too() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("agora-svc-tok-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let acls = dir.join("acls.toml");
+    std::fs::write(
+        &acls,
+        "admins = [\"admin\"]\n[[register_frameworks]]\nprincipals = [\"services\"]\nroles = \"any\"\n",
+    )
+    .unwrap();
+    let boot = dir.join("admin.token");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let spawn = |args: &[&str]| {
+        Command::new(BIN)
+            .args(args)
+            .env_remove("AGORA_TOKEN")
+            .env_remove("AGORA_TOKEN_FILE")
+            .env("AGORA_HOME", &dir)
+            .env("AGORA_LOG", "debug")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let wait_for = |a: &str| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(a).is_err() {
+            assert!(Instant::now() < deadline, "{a} did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let master = Master(spawn(&[
+        "master",
+        "--in-memory",
+        "--listen",
+        &addr,
+        "--acls",
+        acls.to_str().unwrap(),
+        "--bootstrap-token-file",
+        boot.to_str().unwrap(),
+    ]));
+    wait_for(&addr);
+    let home = dir.join("home");
+    std::fs::create_dir_all(&home).unwrap();
+    let boot_s = boot.to_str().unwrap();
+    let admin_env = [
+        ("AGORA_MASTER", addr.as_str()),
+        ("AGORA_TOKEN_FILE", boot_s),
+    ];
+    let (code, out, err) = agora(
+        &home,
+        &admin_env,
+        &["token", "create", "--principal", "services", "--ttl", "1h"],
+    );
+    assert_eq!(code, 0, "{err}");
+    let svc_token = dir.join("services.token");
+    std::fs::write(&svc_token, out.trim()).unwrap();
+    std::fs::set_permissions(&svc_token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let svc_addr = format!("127.0.0.1:{}", free_port());
+    let services = Master(spawn(&[
+        "services",
+        "--master",
+        &addr,
+        "--listen",
+        &svc_addr,
+        "--data-dir",
+        dir.join("svc").to_str().unwrap(),
+        "--master-token-file",
+        svc_token.to_str().unwrap(),
+        "--require-tokens",
+    ]));
+    wait_for(&svc_addr);
+    let s = [("AGORA_SERVICES", svc_addr.as_str())];
+    let (code, _, err) = agora(&home, &s, &["app", "list"]);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("401") && err.contains("no bearer token"),
+        "{err}"
+    );
+    let s_admin = [
+        ("AGORA_SERVICES", svc_addr.as_str()),
+        ("AGORA_TOKEN_FILE", boot_s),
+    ];
+    let (code, out, err) = agora(&home, &s_admin, &["app", "list"]);
+    assert_eq!(code, 0, "{out}{err}");
+    // The framework subscribed with its own token.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (code, out, err) = agora(&home, &admin_env, &["framework", "list"]);
+        assert_eq!(code, 0, "{err}");
+        if out.contains("agora-services") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the services framework did not subscribe: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let svc_log = services.stop();
+    assert!(!svc_log.contains("refused the subscription"), "{svc_log}");
+    drop(master);
+    std::fs::remove_dir_all(dir).ok();
+}

@@ -42,6 +42,9 @@ pub struct ServicesConfig {
     pub service_ports: (u32, u32),
     /// Bearer token for the master (when it runs with ACLs).
     pub master_token: Option<std::sync::Arc<agora_core::secrets::SecretValue>>,
+    /// Require a bearer token (verified by the master) on the REST API but
+    /// its open routes (see `api_auth`).
+    pub api_tokens: bool,
 }
 
 /// A request from the API, answered by the actor.

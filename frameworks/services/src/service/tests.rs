@@ -437,6 +437,7 @@ fn the_driver_leaves_acknowledgements_to_the_actor() {
         failover_timeout: Duration::from_secs(60),
         service_ports: (10_000, 20_000),
         master_token: None,
+        api_tokens: false,
     };
     let f = framework_config(&cfg, Some("fw-1".into()));
     assert!(!f.auto_acknowledge);
