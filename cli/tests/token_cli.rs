@@ -36,6 +36,25 @@ impl Master {
     }
 }
 
+/// Waits until the master has written its bootstrap token (the port is
+/// bound before the master opens its token store).
+fn wait_token_file(f: &std::path::Path) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(t) = std::fs::read_to_string(f)
+            && t.ends_with('\n')
+        {
+            return t.trim().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no bootstrap token in {}",
+            f.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// Runs `agora` with a clean credential environment plus `env`.
 fn agora(home: &std::path::Path, env: &[(&str, &str)], args: &[&str]) -> (i32, String, String) {
     let mut cmd = Command::new(BIN);
@@ -86,9 +105,9 @@ fn tokens_from_bootstrap_to_revocation_with_the_context_file() {
         assert!(Instant::now() < deadline, "the master did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let admin_token = wait_token_file(&boot);
     let mode = std::fs::metadata(&boot).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "the bootstrap token file is private");
-    let admin_token = std::fs::read_to_string(&boot).unwrap().trim().to_string();
     let home = dir.join("home");
     std::fs::create_dir_all(&home).unwrap();
     let boot_s = boot.to_str().unwrap();
@@ -214,6 +233,7 @@ fn the_services_api_and_framework_use_tokens_too() {
         boot.to_str().unwrap(),
     ]));
     wait_for(&addr);
+    wait_token_file(&boot);
     let home = dir.join("home");
     std::fs::create_dir_all(&home).unwrap();
     let boot_s = boot.to_str().unwrap();
