@@ -94,8 +94,9 @@ impl Secured {
         let cluster = Cluster::start(cfg).await?;
         let mut admin = String::new();
         for _ in 0..100 {
+            // Complete once the newline is there.
             if let Ok(t) = std::fs::read_to_string(&boot)
-                && !t.trim().is_empty()
+                && t.ends_with('\n')
             {
                 admin = t.trim().to_string();
                 break;
