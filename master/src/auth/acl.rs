@@ -477,7 +477,8 @@ impl AclFile {
     }
 
     /// Polls the file every `every` and reloads on SIGHUP, until the
-    /// returned task is aborted or the runtime stops.
+    /// returned task is aborted, every other holder of the rules is gone,
+    /// or the runtime stops.
     pub fn watch(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
         tokio::spawn(async move {
             #[cfg(unix)]
@@ -504,6 +505,10 @@ impl AclFile {
                     tick.tick().await;
                     false
                 };
+                // Nobody but this task holds the rules: the master is gone.
+                if Arc::strong_count(&self) == 1 {
+                    return;
+                }
                 let r = if forced {
                     self.reload().map(|()| true)
                 } else {
