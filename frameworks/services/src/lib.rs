@@ -20,6 +20,8 @@
 //!   with the API, the drain participants and their acknowledgements (the
 //!   sets themselves and draining: `scheduler/endpoints.rs`; service ports
 //!   and virtual hosts: `scheduler/service_ports.rs`);
+//! - [`secrets`]: the secret versions apps pin, and when a new one rolls
+//!   them;
 //! - [`api`]: the REST API (`kill.rs`: Marathon's task kill; `endpoints.rs`:
 //!   the endpoint stream, acks and the discovery API).
 
@@ -27,6 +29,7 @@ pub mod api;
 pub mod app;
 pub mod endpoints;
 pub mod scheduler;
+pub mod secrets;
 pub mod service;
 pub mod store;
 mod upgrade;
