@@ -136,6 +136,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     };
     let agent_args = AgentArgs {
         master: addr.to_string(),
+        secrets_dir: None,
         work_dir: Some(data_dir.join("agent")),
         listen: args.agent_listen.clone(),
         // The agent's tasks bind their host ports where the L4 listeners
