@@ -93,9 +93,15 @@ pub async fn run(args: DevArgs) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(|| default_data_root().join("dev"));
+    // The secret store's key: created once (mode 0600 from the start), never rewritten.
+    let key_file = data_dir.join("master").join("secrets.key");
+    std::fs::create_dir_all(data_dir.join("master"))
+        .with_context(|| format!("cannot create {}", data_dir.join("master").display()))?;
+    agora_master::secrets::crypto::Kek::create_file(&key_file)?;
     let master_args = MasterArgs {
         listen: Some(args.listen.clone()),
         data_dir: Some(data_dir.join("master")),
+        secrets_key_file: Some(key_file.clone()),
         ..Default::default()
     };
     let r = master_args.resolve()?;
@@ -217,6 +223,10 @@ pub async fn run(args: DevArgs) -> Result<()> {
         println!("{l}");
     }
     println!("  data dir   {}", data_dir.display());
+    println!(
+        "  secrets    sealed with {}  (agora secret put|list|show|rm)",
+        key_file.display()
+    );
     println!(
         "try:  agora app deploy -f examples/web.json --wait   |   agora app list   |   agora task list"
     );

@@ -73,6 +73,35 @@ pub async fn http_send(
     Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
 }
 
+/// `METHOD http://{addr}{path}` with a raw (`application/octet-stream`)
+/// body, e.g. a secret's value; returns (status, body). The caller's copy
+/// of `body` is moved in, not duplicated.
+pub async fn http_send_raw(
+    method: &str,
+    addr: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Result<(u16, String)> {
+    let req = hyper::Request::builder()
+        .method(method)
+        .uri(url(addr, path)?)
+        .header(hyper::header::ACCEPT, "application/json")
+        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+        .body(Full::new(Bytes::from(body)))
+        .with_context(|| format!("{method} is not an HTTP method"))?;
+    let resp = match tokio::time::timeout(REQUEST_TIMEOUT, client().request(req)).await {
+        Ok(r) => r.with_context(|| format!("cannot reach {addr}"))?,
+        Err(_) => bail!("{method} {path}: no answer from {addr} within {REQUEST_TIMEOUT:?}"),
+    };
+    let status = resp.status().as_u16();
+    let bytes = tokio::time::timeout(REQUEST_TIMEOUT, resp.into_body().collect())
+        .await
+        .with_context(|| format!("reading the answer of {method} {path} timed out"))?
+        .with_context(|| format!("reading the answer of {method} {path}"))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 /// `METHOD http://{addr}{path}` with an empty body; returns the body (2xx only).
 pub async fn http_request(method: &str, addr: &str, path: &str) -> Result<String> {
     let (status, body) = http_send(method, addr, path, None).await?;

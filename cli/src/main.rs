@@ -8,6 +8,7 @@ mod http;
 mod master_cmd;
 mod ops;
 mod router_cmd;
+mod secret_cmd;
 mod services_cmd;
 mod util;
 mod util_signal;
@@ -34,6 +35,7 @@ Daemons:      agora master | agora agent | agora services | agora router\n\
 Operate:      agora agent list | agora framework list | agora task list|show|kill|logs\n\
 Services:     agora app deploy -f app.json --wait | app list|show|endpoints|scale|restart|destroy | deployment list|rollback\n\
 \x20             (--wait shows progress until done; --master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts)\n\
+Secrets:      agora secret put PATH < value | secret list|show|rm|rotate-key\n\
 Exit codes:   0 ok, 1 error, 2 bad usage, 4 not found, 5 --wait timed out\n\
 Benchmarks:   agora bench allocator | scale | launch | deploy | services | discovery | router | rollout"
 )]
@@ -63,6 +65,10 @@ enum Command {
     /// Deployments of the services framework: list, rollback.
     #[command(subcommand)]
     Deployment(DeploymentCommand),
+    /// Secrets in the master's store: put, list, show, rm, rotate-key
+    /// (values go in from stdin or a file and never come out).
+    #[command(subcommand)]
+    Secret(secret_cmd::SecretCommand),
     /// Run a router: DNS for the cluster's zone (`agora.`) from the services
     /// framework's endpoint stream.
     Router(router_cmd::RouterArgs),
@@ -269,6 +275,7 @@ fn main() -> std::process::ExitCode {
                 common,
             }) => ops::task_logs(&common, &task_id, follow).await,
             Command::Dev(a) => dev::run(a).await,
+            Command::Secret(c) => secret_cmd::run(c).await,
             Command::Router(a) => router_cmd::run(a).await,
             Command::Services(a) => services_cmd::run(a).await,
             Command::App(AppCommand::Deploy { file, wait, common }) => {

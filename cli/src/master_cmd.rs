@@ -60,6 +60,17 @@ pub struct MasterArgs {
     #[arg(long, env = "AGORA_DEFAULT_REFUSE", value_parser = parse_duration, value_name = "DURATION")]
     pub default_refuse: Option<Duration>,
 
+    /// Enables the secret store: the 32-byte key (raw, or 64 hex characters)
+    /// that seals secrets at rest. Must be mode 0600 (or stricter); create one
+    /// with `openssl rand -hex 32 > FILE; chmod 600 FILE`. Without it the
+    /// master has no secret store.
+    #[arg(long, env = "AGORA_SECRETS_KEY_FILE", value_name = "FILE")]
+    pub secrets_key_file: Option<PathBuf>,
+
+    /// Versions kept per secret (older ones are dropped). [default: 10]
+    #[arg(long, env = "AGORA_SECRET_VERSIONS", value_name = "N")]
+    pub secret_versions: Option<usize>,
+
     /// Optional TOML file with the same settings (keys as the flags, with
     /// underscores: listen, data_dir, agent_timeout = "10s", …).
     #[arg(long, env = "AGORA_CONFIG", value_name = "FILE")]
@@ -85,6 +96,8 @@ struct FileConfig {
     allocation_interval: Option<String>,
     framework_heartbeat: Option<String>,
     default_refuse: Option<String>,
+    secrets_key_file: Option<PathBuf>,
+    secret_versions: Option<usize>,
 }
 
 /// Fully resolved settings.
@@ -185,6 +198,26 @@ impl MasterArgs {
                 config.agent_timeout
             );
         }
+        let secret_versions = self
+            .secret_versions
+            .or(file.secret_versions)
+            .unwrap_or(agora_master::secrets::DEFAULT_VERSIONS);
+        if !(1..=1000).contains(&secret_versions) {
+            anyhow::bail!(
+                "--secret-versions {secret_versions}: keep between 1 and 1000 versions per secret"
+            );
+        }
+        let config = MasterConfig {
+            secrets: self
+                .secrets_key_file
+                .clone()
+                .or(file.secrets_key_file)
+                .map(|key_file| agora_master::secrets::SecretsConfig {
+                    key_file,
+                    versions: secret_versions,
+                }),
+            ..config
+        };
         let in_memory = self.in_memory || file.in_memory.unwrap_or(false);
         let data_dir = if in_memory {
             None
@@ -219,6 +252,10 @@ pub fn open_registry(data_dir: &Option<PathBuf>) -> Result<Box<dyn Registry>> {
 pub async fn run(args: MasterArgs) -> Result<()> {
     crate::util::init_logging(args.log_format, "info");
     let r = args.resolve()?;
+    if let Some(s) = &r.config.secrets {
+        // Refuse a bad key file before saying anything is listening.
+        agora_master::secrets::crypto::Kek::load(&s.key_file)?;
+    }
     let listener = tokio::net::TcpListener::bind(&r.listen)
         .await
         .with_context(|| {
@@ -237,6 +274,16 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     match &r.data_dir {
         Some(d) => eprintln!("  registry: {}", d.join("registry.redb").display()),
         None => eprintln!("  registry: in memory (nothing survives a restart)"),
+    }
+    match &r.config.secrets {
+        Some(s) => eprintln!(
+            "  secrets:  sealed with {} ({} versions kept)",
+            s.key_file.display(),
+            s.versions
+        ),
+        None => {
+            eprintln!("  secrets:  none (start with --secrets-key-file FILE for a secret store)")
+        }
     }
     eprintln!("  state:    http://{addr}/state   metrics: http://{addr}/metrics");
     let server = tokio::spawn(agora_master::serve(
@@ -281,6 +328,28 @@ mod tests {
             "default"
         );
         assert!(r.data_dir.is_none());
+        assert!(r.config.secrets.is_none());
+        std::fs::write(
+            &file,
+            "secrets_key_file = \"/etc/agora/k\"\nsecret_versions = 3\n",
+        )
+        .unwrap();
+        let r = MasterArgs {
+            config: Some(file.clone()),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap();
+        let s = r.config.secrets.unwrap();
+        assert_eq!((s.key_file.to_str(), s.versions), (Some("/etc/agora/k"), 3));
+        let err = MasterArgs {
+            config: Some(file.clone()),
+            secret_versions: Some(0),
+            ..Default::default()
+        }
+        .resolve()
+        .unwrap_err();
+        assert!(err.to_string().contains("between 1 and 1000"), "{err}");
 
         std::fs::write(&file, "agent_timeot = \"7s\"\n").unwrap();
         let err = MasterArgs {

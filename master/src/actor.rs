@@ -70,6 +70,26 @@ pub enum Command {
         reply: oneshot::Sender<Result<FrameworkId, CallError>>,
     },
     Gauges(oneshot::Sender<(Gauges, Vec<f64>)>),
+    /// Questions of the secret store (see [`SecretsQuery`]).
+    Secrets(SecretsQuery),
+}
+
+/// What the secret store's edges ask the state.
+pub enum SecretsQuery {
+    /// Live tasks referencing a path (every path when `None`).
+    Users(
+        Option<agora_core::secrets::SecretPath>,
+        oneshot::Sender<Vec<crate::state::SecretUser>>,
+    ),
+    /// One task's references, for the agent that runs it.
+    TaskSecrets {
+        agent: agora_core::AgentId,
+        framework: FrameworkId,
+        task: TaskId,
+        reply: oneshot::Sender<Result<crate::state::TaskSecrets, String>>,
+    },
+    /// Whether a framework is subscribed.
+    FrameworkKnown(FrameworkId, oneshot::Sender<Result<(), CallError>>),
 }
 
 /// A cheap, cloneable way to talk to the actor.
@@ -126,6 +146,17 @@ impl MasterHandle {
             reply,
         })
         .await?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Asks the state a secret-store question; `make` builds the query
+    /// around the reply channel.
+    pub async fn secrets_query<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> SecretsQuery,
+    ) -> Result<T, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Secrets(make(reply))).await?;
         rx.await.map_err(|_| Stopped)
     }
 
@@ -355,6 +386,22 @@ fn handle(
             let runs = std::mem::take(&mut io.metrics_runs);
             let _ = reply.send((master.gauges(), runs));
         }
+        Command::Secrets(q) => match q {
+            SecretsQuery::Users(path, reply) => {
+                let _ = reply.send(master.secret_users(path.as_ref()));
+            }
+            SecretsQuery::TaskSecrets {
+                agent,
+                framework,
+                task,
+                reply,
+            } => {
+                let _ = reply.send(master.task_secrets(&agent, &framework, &task));
+            }
+            SecretsQuery::FrameworkKnown(id, reply) => {
+                let _ = reply.send(master.framework_known(&id));
+            }
+        },
     }
 }
 

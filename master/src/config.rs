@@ -36,6 +36,11 @@ pub struct MasterConfig {
     pub agent_gc_after: Duration,
     /// Address advertised by `/redirect`.
     pub advertise: String,
+    /// The secret store (`--secrets-key-file`); `None`: this master has none.
+    pub secrets: Option<crate::secrets::SecretsConfig>,
+    /// Which frameworks may read which secrets (allow-all by default; the
+    /// ACL layer replaces it).
+    pub secret_policy: crate::secrets::SharedSecretPolicy,
 }
 
 impl Default for MasterConfig {
@@ -54,6 +59,8 @@ impl Default for MasterConfig {
             max_completed_frameworks: 50,
             agent_gc_after: Duration::from_secs(14 * 86_400),
             advertise: "127.0.0.1:5050".to_string(),
+            secrets: None,
+            secret_policy: Default::default(),
         }
     }
 }

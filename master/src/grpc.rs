@@ -32,6 +32,10 @@ fn invalid(e: Invalid) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+fn no_store() -> Status {
+    Status::failed_precondition(crate::secrets::NO_STORE)
+}
+
 fn stopped() -> Status {
     Status::unavailable("the master is shutting down; retry against the new leader")
 }
@@ -67,6 +71,7 @@ impl<D, P> Drop for GuardedStream<D, P> {
 #[derive(Clone)]
 pub struct SchedulerService {
     pub master: MasterHandle,
+    pub secrets: crate::secrets::Secrets,
 }
 
 impl SchedulerService {
@@ -176,11 +181,38 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
     }
     async fn secret_versions(
         &self,
-        _r: Request<pb::SecretVersionsRequest>,
+        r: Request<pb::SecretVersionsRequest>,
     ) -> Result<Response<pb::SecretVersionsResponse>, Status> {
-        Err(Status::unimplemented(
-            "this master has no secret store yet (work in progress)",
-        ))
+        let r = r.into_inner();
+        let fid = convert::framework_id("framework_id", &r.framework_id).map_err(invalid)?;
+        let paths = r
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                agora_core::secrets::SecretPath::parse(p)
+                    .map_err(|e| Status::invalid_argument(format!("paths[{i}]: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let store = self.secrets.store.clone().ok_or_else(no_store)?;
+        self.master
+            .secrets_query(|reply| crate::actor::SecretsQuery::FrameworkKnown(fid, reply))
+            .await
+            .map_err(|_| stopped())?
+            .map_err(status_of)?;
+        let secrets = paths
+            .iter()
+            .map(|p| {
+                let v = store.version_info(p);
+                pb::SecretVersion {
+                    path: p.to_string(),
+                    exists: v.exists,
+                    latest: v.latest,
+                    rollout: v.rollout,
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::SecretVersionsResponse { secrets }))
     }
 }
 
@@ -218,6 +250,7 @@ fn agent_command(conn: ConnId, m: pb::AgentMessage) -> Option<Command> {
 #[derive(Clone)]
 pub struct AgentLinkService {
     pub master: MasterHandle,
+    pub secrets: crate::secrets::Secrets,
 }
 
 #[tonic::async_trait]
@@ -265,10 +298,57 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
 
     async fn resolve_secrets(
         &self,
-        _r: Request<pb::ResolveSecretsRequest>,
+        r: Request<pb::ResolveSecretsRequest>,
     ) -> Result<Response<pb::ResolveSecretsResponse>, Status> {
-        Err(Status::unimplemented(
-            "this master has no secret store yet (work in progress)",
-        ))
+        let r = r.into_inner();
+        let agent = convert::agent_id("agent_id", &r.agent_id).map_err(invalid)?;
+        let framework = convert::framework_id("framework_id", &r.framework_id).map_err(invalid)?;
+        let task = convert::task_id("task_id", &r.task_id).map_err(invalid)?;
+        let store = self.secrets.store.clone().ok_or_else(no_store)?;
+        let (tid, fid) = (task.clone(), framework.clone());
+        let refs = self
+            .master
+            .secrets_query(|reply| crate::actor::SecretsQuery::TaskSecrets {
+                agent,
+                framework,
+                task,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?
+            .map_err(|m| Status::permission_denied(format!("refusing to resolve secrets: {m}")))?;
+        let policy = self.secrets.policy.0.clone();
+        let mut seen = std::collections::HashSet::new();
+        let mut secrets = Vec::new();
+        for u in &refs.secrets {
+            let s = &u.secret;
+            if !seen.insert((s.path.clone(), s.version)) {
+                continue;
+            }
+            policy
+                .may_read(&fid, refs.principal.as_deref(), &s.path)
+                .map_err(|m| {
+                    Status::permission_denied(format!("secret {}: permission denied: {m}", s.path))
+                })?;
+            let (version, value) = store.resolve(&s.path, s.version).map_err(|e| match e {
+                crate::secrets::SecretError::Unknown(_)
+                | crate::secrets::SecretError::VersionNotKept { .. } => {
+                    Status::not_found(e.to_string())
+                }
+                e => {
+                    tracing::error!(path = %s.path, error = %e, "cannot open a secret");
+                    Status::internal(format!("secret {}: {e}", s.path))
+                }
+            })?;
+            secrets.push(pb::ResolvedSecret {
+                path: s.path.to_string(),
+                requested_version: s.version,
+                version,
+                // The one copy that leaves the store: the agent needs the bytes.
+                value: value.expose().to_vec(),
+            });
+        }
+        tracing::debug!(task = %tid, framework = %fid, secrets = secrets.len(), "resolved a task's secrets");
+        Ok(Response::new(pb::ResolveSecretsResponse { secrets }))
     }
 }

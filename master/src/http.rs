@@ -1,5 +1,6 @@
 //! HTTP endpoints (axum), served on the same port as gRPC:
-//! `/health`, `/state`, `/metrics`, `/redirect` (and `/master/...` aliases).
+//! `/health`, `/state`, `/metrics`, `/redirect` (and `/master/...` aliases);
+//! the secret store's `/v1/secrets` routes live in `http_secrets.rs`.
 
 use crate::actor::MasterHandle;
 use crate::election::Contender;
@@ -17,6 +18,8 @@ pub struct HttpState {
     pub master: MasterHandle,
     pub metrics: Arc<Metrics>,
     pub contender: Arc<dyn Contender>,
+    /// The secret store (`/v1/secrets`, see `http_secrets.rs`).
+    pub secrets: crate::secrets::Secrets,
 }
 
 pub fn router(state: HttpState) -> Router {
@@ -29,6 +32,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/redirect", get(redirect))
         .route("/master/redirect", get(redirect))
         .route("/tasks/{task_id}/kill", post(kill_task))
+        .merge(crate::http_secrets::routes())
         .with_state(state)
 }
 

@@ -8,6 +8,7 @@
 //! - [`grpc`]: the `Scheduler` and `AgentLink` gRPC services.
 //! - [`http`]: `/health`, `/state`, `/metrics`, `/redirect`.
 //! - [`store`]: the agent registry (redb on disk, or memory).
+//! - [`secrets`]: the secret store (sealed at rest; `/v1/secrets`, `ResolveSecrets`).
 //! - [`election`]: the leader-election seam (standalone for now).
 //! - [`server`]: wires it all onto one listener.
 
@@ -16,7 +17,9 @@ pub mod config;
 pub mod election;
 pub mod grpc;
 pub mod http;
+pub mod http_secrets;
 pub mod metrics;
+pub mod secrets;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -29,6 +29,39 @@ pub enum ServeError {
     Election(#[from] crate::election::ElectionError),
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretError),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Opens the secret store the configuration asks for, on the registry's backend.
+fn open_secrets(
+    cfg: &MasterConfig,
+    registry: &dyn Registry,
+) -> Result<crate::secrets::Secrets, ServeError> {
+    let Some(sc) = &cfg.secrets else {
+        return Ok(crate::secrets::Secrets {
+            store: None,
+            policy: cfg.secret_policy.clone(),
+        });
+    };
+    let backend = registry.secret_registry().ok_or_else(|| {
+        ServeError::Config(
+            "this registry cannot hold secrets; start without --secrets-key-file".into(),
+        )
+    })?;
+    let store = crate::secrets::SecretStore::open_with_file(backend, &sc.key_file, sc.versions)?;
+    tracing::info!(
+        key_id = %store.key_id(),
+        secrets = store.list().len(),
+        versions_kept = sc.versions,
+        "secret store open"
+    );
+    Ok(crate::secrets::Secrets {
+        store: Some(std::sync::Arc::new(store)),
+        policy: cfg.secret_policy.clone(),
+    })
 }
 
 /// Serves gRPC (Scheduler, AgentLink) and HTTP on `listener` until `shutdown`.
@@ -48,6 +81,7 @@ pub async fn serve(
     });
     contender.elect().await?;
     let agents = registry.load()?;
+    let secrets = open_secrets(&cfg, registry.as_ref())?;
     tracing::info!(
         master_id = %cfg.master_id,
         address = %local_addr,
@@ -62,16 +96,19 @@ pub async fn serve(
         master: handle.clone(),
         metrics,
         contender,
+        secrets: secrets.clone(),
     });
     let routes = tonic::service::Routes::from(http)
         .add_service(pb::scheduler_server::SchedulerServer::new(
             SchedulerService {
                 master: handle.clone(),
+                secrets: secrets.clone(),
             },
         ))
         .add_service(pb::agent_link_server::AgentLinkServer::new(
             AgentLinkService {
                 master: handle.clone(),
+                secrets,
             },
         ));
     if let Some(tx) = started {

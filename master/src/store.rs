@@ -51,6 +51,11 @@ pub enum StoreError {
 pub trait Registry: Send + 'static {
     fn load(&self) -> Result<Vec<RegisteredAgent>, StoreError>;
     fn apply(&mut self, ops: &[RegistryOp]) -> Result<(), StoreError>;
+    /// Where this registry keeps the secret store's sealed records (the
+    /// same backend as the agents); `None` if it keeps none.
+    fn secret_registry(&self) -> Option<std::sync::Arc<dyn crate::secrets::store::SecretRegistry>> {
+        None
+    }
 }
 
 fn apply_to_map(map: &mut BTreeMap<String, RegisteredAgent>, op: &RegistryOp) {
@@ -78,6 +83,7 @@ fn apply_to_map(map: &mut BTreeMap<String, RegisteredAgent>, op: &RegistryOp) {
 #[derive(Default, Clone)]
 pub struct MemoryRegistry {
     agents: BTreeMap<String, RegisteredAgent>,
+    secrets: crate::secrets::store::MemorySecrets,
 }
 
 impl Registry for MemoryRegistry {
@@ -89,6 +95,9 @@ impl Registry for MemoryRegistry {
             apply_to_map(&mut self.agents, op);
         }
         Ok(())
+    }
+    fn secret_registry(&self) -> Option<std::sync::Arc<dyn crate::secrets::store::SecretRegistry>> {
+        Some(std::sync::Arc::new(self.secrets.clone()))
     }
 }
 
@@ -193,6 +202,12 @@ impl Registry for RedbRegistry {
         }
         tx.commit().map_err(|e| self.io(e))?;
         Ok(())
+    }
+
+    fn secret_registry(&self) -> Option<std::sync::Arc<dyn crate::secrets::store::SecretRegistry>> {
+        Some(std::sync::Arc::new(
+            crate::secrets::store::RedbSecrets::new(self.db.clone(), self.path.clone()),
+        ))
     }
 }
 

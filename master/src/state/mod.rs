@@ -25,6 +25,7 @@ mod frameworks;
 mod gc;
 mod offers;
 mod reconcile;
+mod secrets;
 mod tasks;
 mod view;
 
@@ -80,6 +81,8 @@ type Set<K> = HashSet<K, SeededState>;
 pub type ConnId = u64;
 
 /// Reasons carried in master-generated status updates (Mesos names).
+pub use secrets::{SecretUser, TaskSecrets};
+
 pub mod reason {
     pub const RECONCILIATION: &str = "REASON_RECONCILIATION";
     pub const AGENT_REMOVED: &str = "REASON_AGENT_REMOVED";

@@ -1,0 +1,285 @@
+//! The master's secret store over real gRPC and HTTP on loopback: who may
+//! resolve a task's secrets, what frameworks learn about versions, and
+//! `used_by` / the 409 on delete for secrets live tasks reference.
+
+use agora_core::TaskState;
+use agora_master::secrets::SecretsConfig;
+use agora_proto::pb;
+use agora_tests::{Cluster, Fw, fw_config, http_get, task, test_config};
+use std::time::Duration;
+use tonic::Code;
+
+fn key_file() -> std::path::PathBuf {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = std::env::temp_dir().join(format!("agora-seckey-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let f = dir.join("secrets.key");
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&f)
+        .unwrap();
+    file.write_all(format!("{}\n", "5a".repeat(32)).as_bytes())
+        .unwrap();
+    f
+}
+
+async fn send(c: &Cluster, method: &str, path: &str, body: &[u8]) -> (u16, String) {
+    // A raw HTTP/1.1 request: the harness's helper sends only GETs.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(c.addr).await.unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let code = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    (code, body.to_string())
+}
+
+fn with_secret(
+    mut t: pb::TaskInfo,
+    env: &str,
+    path: &str,
+    version: u64,
+    app: &str,
+) -> pb::TaskInfo {
+    t.secrets.push(pb::SecretUse {
+        target: Some(pb::secret_use::Target::Env(env.into())),
+        path: path.into(),
+        version,
+    });
+    t.labels.insert("agora.app_id".into(), app.into());
+    t
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resolve_is_only_for_the_task_on_its_agent_and_delete_refuses_while_used() {
+    let mut cfg = test_config();
+    cfg.secrets = Some(SecretsConfig {
+        key_file: key_file(),
+        versions: 2,
+    });
+    let c = Cluster::start(cfg).await.unwrap();
+    let (code, body) = send(&c, "PUT", "/v1/secrets/prod/db", b"canary-v1").await;
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = send(&c, "PUT", "/v1/secrets/prod/db?rollout=false", b"canary-v2").await;
+    assert_eq!(code, 200, "{body}");
+
+    let mut f = Fw::start(fw_config(&c, "sec")).await.unwrap();
+    let other = Fw::start(fw_config(&c, "other")).await.unwrap();
+    let a1 = c.agent("a1", "cpus:4;mem:1024", &[]).await.unwrap();
+    let offers = f.offers().await.unwrap();
+    let o = offers.iter().find(|o| o.agent_id == a1.id).unwrap();
+    f.client
+        .launch(
+            o,
+            vec![
+                with_secret(
+                    task("web-1", "cpus:0.1;mem:32", "serve"),
+                    "DB",
+                    "/prod/db",
+                    0,
+                    "/web",
+                ),
+                with_secret(
+                    task("web-2", "cpus:0.1;mem:32", "serve"),
+                    "DB",
+                    "prod/db",
+                    1,
+                    "/web",
+                ),
+                with_secret(
+                    task("gone", "cpus:0.1;mem:32", "serve"),
+                    "X",
+                    "/prod/none",
+                    0,
+                    "/x",
+                ),
+                with_secret(
+                    task("old", "cpus:0.1;mem:32", "serve"),
+                    "X",
+                    "/prod/db",
+                    7,
+                    "/x",
+                ),
+            ],
+        )
+        .await
+        .unwrap();
+    for t in ["web-1", "web-2", "gone", "old"] {
+        f.update(t, TaskState::Running).await.unwrap();
+    }
+
+    let mut link = pb::agent_link_client::AgentLinkClient::connect(c.url())
+        .await
+        .unwrap();
+    let req = |agent: &str, fw: &str, task: &str| pb::ResolveSecretsRequest {
+        agent_id: agent.into(),
+        framework_id: fw.into(),
+        task_id: task.into(),
+    };
+    let ok = link
+        .resolve_secrets(req(a1.id.as_str(), f.id.as_str(), "web-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(ok.secrets.len(), 1);
+    assert_eq!(ok.secrets[0].path, "/prod/db");
+    assert_eq!(
+        (ok.secrets[0].requested_version, ok.secrets[0].version),
+        (0, 2)
+    );
+    assert_eq!(ok.secrets[0].value, b"canary-v2");
+    let pinned = link
+        .resolve_secrets(req(a1.id.as_str(), f.id.as_str(), "web-2"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pinned.secrets[0].value, b"canary-v1");
+
+    for (agent, fw, t, why) in [
+        (
+            "a-elsewhere",
+            f.id.as_str(),
+            "web-1",
+            "does not run on agent",
+        ),
+        (
+            a1.id.as_str(),
+            other.id.as_str(),
+            "web-1",
+            "not a live task of framework",
+        ),
+        (a1.id.as_str(), "no-such-fw", "web-1", "not known"),
+        (
+            a1.id.as_str(),
+            f.id.as_str(),
+            "no-such-task",
+            "not a live task",
+        ),
+    ] {
+        let e = link.resolve_secrets(req(agent, fw, t)).await.unwrap_err();
+        assert_eq!(e.code(), Code::PermissionDenied, "{agent} {fw} {t}: {e:?}");
+        assert!(e.message().contains(why), "{}", e.message());
+        assert!(!e.message().contains("canary"));
+    }
+    let e = link
+        .resolve_secrets(req(a1.id.as_str(), f.id.as_str(), "gone"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("/prod/none"), "{}", e.message());
+    let e = link
+        .resolve_secrets(req(a1.id.as_str(), f.id.as_str(), "old"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(
+        e.message().contains("no version 7") && e.message().contains("1, 2"),
+        "{}",
+        e.message()
+    );
+
+    let mut sched = pb::scheduler_client::SchedulerClient::connect(c.url())
+        .await
+        .unwrap();
+    let v = sched
+        .secret_versions(pb::SecretVersionsRequest {
+            framework_id: f.id.as_str().into(),
+            paths: vec!["/prod/db".into(), "/prod/none".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(v.secrets.len(), 2);
+    assert_eq!(
+        (
+            v.secrets[0].exists,
+            v.secrets[0].latest,
+            v.secrets[0].rollout
+        ),
+        (true, 2, 1)
+    );
+    assert!(!v.secrets[1].exists);
+    let e = sched
+        .secret_versions(pb::SecretVersionsRequest {
+            framework_id: "unknown".into(),
+            paths: vec!["/prod/db".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = sched
+        .secret_versions(pb::SecretVersionsRequest {
+            framework_id: f.id.as_str().into(),
+            paths: vec!["/a/../b".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+
+    // used_by: grouped by framework and app, with task counts.
+    let (code, body) = http_get(&c.addr.to_string(), "/v1/secrets/prod/db")
+        .await
+        .unwrap();
+    assert_eq!(code, 200);
+    let m: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let used = m["used_by"].as_array().unwrap();
+    assert_eq!(used.len(), 2, "{body}");
+    assert_eq!(used[0]["app"], "/web");
+    assert_eq!(used[0]["tasks"], 2);
+    assert_eq!(used[0]["framework_name"], "sec");
+    assert_eq!(used[1]["app"], "/x");
+    let (_, state) = http_get(&c.addr.to_string(), "/state").await.unwrap();
+    assert!(!state.contains("canary"));
+    assert!(!body.contains("canary"));
+
+    let (code, body) = send(&c, "DELETE", "/v1/secrets/prod/db", b"").await;
+    assert_eq!(code, 409, "{body}");
+    assert!(
+        body.contains("/web of framework sec") && body.contains("2 tasks"),
+        "{body}"
+    );
+    let (code, body) = send(&c, "DELETE", "/v1/secrets/prod/db?force=true", b"").await;
+    assert_eq!(code, 200, "{body}");
+    let e = link
+        .resolve_secrets(req(a1.id.as_str(), f.id.as_str(), "web-1"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    drop(a1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_without_a_key_file_says_how_to_get_a_store() {
+    let c = Cluster::start(test_config()).await.unwrap();
+    let f = Fw::start(fw_config(&c, "nostore")).await.unwrap();
+    let mut sched = pb::scheduler_client::SchedulerClient::connect(c.url())
+        .await
+        .unwrap();
+    let e = sched
+        .secret_versions(pb::SecretVersionsRequest {
+            framework_id: f.id.as_str().into(),
+            paths: vec!["/a".into()],
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(
+        e.message().contains("--secrets-key-file"),
+        "{}",
+        e.message()
+    );
+    let (code, body) = http_get(&c.addr.to_string(), "/v1/secrets").await.unwrap();
+    assert_eq!(code, 503);
+    assert!(body.contains("--secrets-key-file"), "{body}");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+}
