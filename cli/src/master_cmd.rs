@@ -277,9 +277,14 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     }
     match &r.config.secrets {
         Some(s) => eprintln!(
-            "  secrets:  sealed with {} ({} versions kept)",
+            "  secrets:  sealed with {} ({} versions kept{})",
             s.key_file.display(),
-            s.versions
+            s.versions,
+            if r.data_dir.is_none() {
+                "; in memory only: lost when the master stops"
+            } else {
+                ""
+            }
         ),
         None => {
             eprintln!("  secrets:  none (start with --secrets-key-file FILE for a secret store)")

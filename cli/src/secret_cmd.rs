@@ -164,7 +164,7 @@ fn read_value(mut r: impl Read, from: &str) -> Result<Zeroizing<Vec<u8>>> {
 async fn put(c: &Common, path: &str, from_file: Option<&Path>, no_rollout: bool) -> Result<()> {
     use std::io::IsTerminal;
     let (p, mut url) = secret_url(path)?;
-    let value = match from_file {
+    let mut value = match from_file {
         Some(f) => {
             let file =
                 std::fs::File::open(f).with_context(|| format!("cannot open {}", f.display()))?;
@@ -182,8 +182,9 @@ async fn put(c: &Common, path: &str, from_file: Option<&Path>, no_rollout: bool)
         url.push_str("?rollout=false");
     }
     let addr = ops::addr(&c.master);
-    // The request owns its copy; ours is zeroed when `value` drops.
-    let (code, body) = http_send_raw("PUT", &addr, &url, value.to_vec())
+    // Moved into the request (no second copy); the HTTP client drops it
+    // after sending without zeroing it.
+    let (code, body) = http_send_raw("PUT", &addr, &url, std::mem::take(&mut *value))
         .await
         .map_err(|e| {
             anyhow!("cannot reach master at {addr}: {e:#}\nis `agora dev` (or `agora master`) running? set --master or AGORA_MASTER")

@@ -161,6 +161,35 @@ fn put_from_stdin_list_show_rm_and_key_checks() {
 
     let (code, _, err) = agora(&addr, &["secret", "show", "/nope"], None);
     assert_eq!(code, 4, "not found exits 4: {err}");
+    let big = dir.join("big");
+    std::fs::write(&big, vec![b'z'; 64 * 1024]).unwrap();
+    let (code, out, err) = agora(
+        &addr,
+        &[
+            "secret",
+            "put",
+            "/big",
+            "--from-file",
+            big.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("(65536 bytes)"), "{out}");
+    std::fs::write(&big, vec![b'z'; 64 * 1024 + 1]).unwrap();
+    let (code, _, err) = agora(
+        &addr,
+        &[
+            "secret",
+            "put",
+            "/big",
+            "--from-file",
+            big.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(code, 1);
+    assert!(err.contains("larger than 64 KiB"), "{err}");
     let (code, _, err) = agora(&addr, &["secret", "put", "/empty"], Some(b""));
     assert_eq!(code, 1);
     assert!(err.contains("empty"), "{err}");

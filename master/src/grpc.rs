@@ -32,6 +32,9 @@ fn invalid(e: Invalid) -> Status {
     Status::invalid_argument(e.to_string())
 }
 
+/// Most paths one `SecretVersions` call may ask about.
+pub const MAX_SECRET_VERSION_PATHS: usize = 10_000;
+
 fn no_store() -> Status {
     Status::failed_precondition(crate::secrets::NO_STORE)
 }
@@ -185,6 +188,12 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
     ) -> Result<Response<pb::SecretVersionsResponse>, Status> {
         let r = r.into_inner();
         let fid = convert::framework_id("framework_id", &r.framework_id).map_err(invalid)?;
+        if r.paths.len() > MAX_SECRET_VERSION_PATHS {
+            return Err(Status::invalid_argument(format!(
+                "paths: at most {MAX_SECRET_VERSION_PATHS} per call ({} given)",
+                r.paths.len()
+            )));
+        }
         let paths = r
             .paths
             .iter()
@@ -318,36 +327,56 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
             .map_err(|_| stopped())?
             .map_err(|m| Status::permission_denied(format!("refusing to resolve secrets: {m}")))?;
         let policy = self.secrets.policy.0.clone();
-        let mut seen = std::collections::HashSet::new();
-        let mut secrets = Vec::new();
-        for u in &refs.secrets {
-            let s = &u.secret;
-            if !seen.insert((s.path.clone(), s.version)) {
-                continue;
-            }
-            policy
-                .may_read(&fid, refs.principal.as_deref(), &s.path)
-                .map_err(|m| {
-                    Status::permission_denied(format!("secret {}: permission denied: {m}", s.path))
+        let f = fid.clone();
+        // Off the runtime: the store's lock may be held by a durable write.
+        let secrets = tokio::task::spawn_blocking(move || {
+            let mut seen = std::collections::HashSet::new();
+            let mut secrets = Vec::new();
+            for u in &refs.secrets {
+                let s = &u.secret;
+                if !seen.insert((s.path.clone(), s.version)) {
+                    continue;
+                }
+                policy
+                    .may_read(&f, refs.principal.as_deref(), &s.path)
+                    .map_err(|m| {
+                        Status::permission_denied(format!(
+                            "secret {}: permission denied: {m}",
+                            s.path
+                        ))
+                    })?;
+                let (version, value) = store.resolve(&s.path, s.version).map_err(|e| match e {
+                    crate::secrets::SecretError::Unknown(_) => Status::not_found(format!(
+                        "{e} (the task references {}); create it with `agora secret put {}`",
+                        if s.version == 0 {
+                            "its latest version".to_string()
+                        } else {
+                            format!("version {}", s.version)
+                        },
+                        s.path
+                    )),
+                    crate::secrets::SecretError::VersionNotKept { .. } => {
+                        Status::not_found(e.to_string())
+                    }
+                    e => {
+                        tracing::error!(path = %s.path, error = %e, "cannot open a secret");
+                        Status::internal(format!("secret {}: {e}", s.path))
+                    }
                 })?;
-            let (version, value) = store.resolve(&s.path, s.version).map_err(|e| match e {
-                crate::secrets::SecretError::Unknown(_)
-                | crate::secrets::SecretError::VersionNotKept { .. } => {
-                    Status::not_found(e.to_string())
-                }
-                e => {
-                    tracing::error!(path = %s.path, error = %e, "cannot open a secret");
-                    Status::internal(format!("secret {}: {e}", s.path))
-                }
-            })?;
-            secrets.push(pb::ResolvedSecret {
-                path: s.path.to_string(),
-                requested_version: s.version,
-                version,
-                // The one copy that leaves the store: the agent needs the bytes.
-                value: value.expose().to_vec(),
-            });
-        }
+                secrets.push(pb::ResolvedSecret {
+                    path: s.path.to_string(),
+                    requested_version: s.version,
+                    version,
+                    // The one copy that leaves the store: the agent needs the bytes.
+                    value: value.expose().to_vec(),
+                });
+            }
+            Ok::<_, Status>(secrets)
+        })
+        .await
+        .map_err(|_| {
+            Status::internal("resolving secrets failed unexpectedly; see the master's log")
+        })??;
         tracing::debug!(task = %tid, framework = %fid, secrets = secrets.len(), "resolved a task's secrets");
         Ok(Response::new(pb::ResolveSecretsResponse { secrets }))
     }

@@ -36,49 +36,60 @@ pub fn routes() -> Router<HttpState> {
         .route("/v1/secrets-key/rotate", post(rotate))
 }
 
-fn text(code: StatusCode, msg: impl std::fmt::Display) -> Response {
-    (code, format!("{msg}\n")).into_response()
+/// A refused request: status and a message (never a value).
+pub struct Refusal(StatusCode, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, format!("{}\n", self.1)).into_response()
+    }
 }
 
-fn stopped() -> Response {
-    text(
+fn refuse(code: StatusCode, msg: impl std::fmt::Display) -> Refusal {
+    Refusal(code, msg.to_string())
+}
+
+fn stopped() -> Refusal {
+    refuse(
         StatusCode::SERVICE_UNAVAILABLE,
         "the master is shutting down",
     )
 }
 
-fn store(s: &HttpState) -> Result<Arc<SecretStore>, Response> {
+fn store(s: &HttpState) -> Result<Arc<SecretStore>, Refusal> {
     s.secrets
         .store
         .clone()
-        .ok_or_else(|| text(StatusCode::SERVICE_UNAVAILABLE, NO_STORE))
+        .ok_or_else(|| refuse(StatusCode::SERVICE_UNAVAILABLE, NO_STORE))
 }
 
-fn parse_path(raw: &str) -> Result<SecretPath, Response> {
-    SecretPath::parse(raw).map_err(|e| text(StatusCode::BAD_REQUEST, e))
+fn parse_path(raw: &str) -> Result<SecretPath, Refusal> {
+    SecretPath::parse(raw).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))
 }
 
-fn error(e: SecretError) -> Response {
-    let code = match &e {
-        SecretError::Unknown(_) | SecretError::VersionNotKept { .. } => StatusCode::NOT_FOUND,
-        SecretError::Empty => StatusCode::UNPROCESSABLE_ENTITY,
-        SecretError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-        SecretError::Key(_) | SecretError::WrongKey { .. } => StatusCode::BAD_REQUEST,
-        SecretError::Crypto(_) | SecretError::Store(_) => {
-            tracing::error!(error = %e, "secret store failure");
-            StatusCode::INTERNAL_SERVER_ERROR
-        }
-    };
-    text(code, e)
+impl From<SecretError> for Refusal {
+    fn from(e: SecretError) -> Refusal {
+        let code = match &e {
+            SecretError::Unknown(_) | SecretError::VersionNotKept { .. } => StatusCode::NOT_FOUND,
+            SecretError::Empty => StatusCode::UNPROCESSABLE_ENTITY,
+            SecretError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            SecretError::Key(_) | SecretError::WrongKey { .. } => StatusCode::BAD_REQUEST,
+            SecretError::Crypto(_) | SecretError::Store(_) => {
+                tracing::error!(error = %e, "secret store failure");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        refuse(code, e)
+    }
 }
 
 /// Runs a blocking store call (it writes the registry durably) off the runtime.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SecretError> + Send + 'static,
-) -> Result<T, Response> {
+) -> Result<T, Refusal> {
     match tokio::task::spawn_blocking(f).await {
-        Ok(r) => r.map_err(error),
-        Err(_) => Err(text(
+        Ok(r) => Ok(r?),
+        Err(_) => Err(refuse(
             StatusCode::INTERNAL_SERVER_ERROR,
             "the secret store call failed unexpectedly; see the master's log",
         )),
@@ -88,7 +99,7 @@ async fn blocking<T: Send + 'static>(
 async fn users(
     master: &MasterHandle,
     path: Option<SecretPath>,
-) -> Result<Vec<SecretUser>, Response> {
+) -> Result<Vec<SecretUser>, Refusal> {
     master
         .secrets_query(|reply| SecretsQuery::Users(path, reply))
         .await
@@ -112,71 +123,52 @@ async fn put(
     Path(raw): Path<String>,
     Query(q): Query<PutQuery>,
     body: Body,
-) -> Response {
-    let (store, path) = match (store(&s), parse_path(&raw)) {
-        (Ok(st), Ok(p)) => (st, p),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
+) -> Result<Response, Refusal> {
+    let store = store(&s)?;
+    let path = parse_path(&raw)?;
     let bytes = match axum::body::to_bytes(body, MAX_VALUE_LEN).await {
         Ok(b) => b,
         Err(e) => {
             let too_large = std::error::Error::source(&e)
                 .is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
                 || e.to_string().contains("length limit");
-            return if too_large {
-                text(
+            return Err(if too_large {
+                refuse(
                     StatusCode::PAYLOAD_TOO_LARGE,
                     "the value is larger than 64 KiB (65536 bytes), the most a secret may hold",
                 )
             } else {
-                text(
+                refuse(
                     StatusCode::BAD_REQUEST,
                     format!("cannot read the request body: {e}"),
                 )
-            };
+            });
         }
     };
     // Unique after to_bytes: converted without a copy, zeroed on drop.
     let value = SecretValue::new(Vec::from(bytes));
     let rollout = q.rollout.unwrap_or(true);
     let p = path.clone();
-    let meta = match blocking(move || store.put(&p, &value, rollout)).await {
-        Ok(m) => m,
-        Err(r) => return r,
-    };
+    let meta = blocking(move || store.put(&p, &value, rollout)).await?;
     tracing::info!(path = %meta.path, version = meta.version, rollout, "secret stored");
-    match users(&s.master, Some(path)).await {
-        Ok(u) => axum::Json(with_users(&meta, &u)).into_response(),
-        Err(r) => r,
-    }
+    let u = users(&s.master, Some(path)).await?;
+    Ok(axum::Json(with_users(&meta, &u)).into_response())
 }
 
-async fn list(State(s): State<HttpState>) -> Response {
-    let store = match store(&s) {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
-    let all = store.list();
-    match users(&s.master, None).await {
-        Ok(u) => {
-            axum::Json(all.iter().map(|m| with_users(m, &u)).collect::<Vec<_>>()).into_response()
-        }
-        Err(r) => r,
-    }
+async fn list(State(s): State<HttpState>) -> Result<Response, Refusal> {
+    let all = store(&s)?.list();
+    let u = users(&s.master, None).await?;
+    Ok(axum::Json(all.iter().map(|m| with_users(m, &u)).collect::<Vec<_>>()).into_response())
 }
 
-async fn show(State(s): State<HttpState>, Path(raw): Path<String>) -> Response {
-    let (store, path) = match (store(&s), parse_path(&raw)) {
-        (Ok(st), Ok(p)) => (st, p),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
-    let Some(meta) = store.get(&path) else {
-        return error(SecretError::Unknown(path.to_string()));
-    };
-    match users(&s.master, Some(path)).await {
-        Ok(u) => axum::Json(with_users(&meta, &u)).into_response(),
-        Err(r) => r,
-    }
+async fn show(State(s): State<HttpState>, Path(raw): Path<String>) -> Result<Response, Refusal> {
+    let store = store(&s)?;
+    let path = parse_path(&raw)?;
+    let meta = store
+        .get(&path)
+        .ok_or_else(|| SecretError::Unknown(path.to_string()))?;
+    let u = users(&s.master, Some(path)).await?;
+    Ok(axum::Json(with_users(&meta, &u)).into_response())
 }
 
 #[derive(Deserialize)]
@@ -206,37 +198,28 @@ async fn delete_secret(
     State(s): State<HttpState>,
     Path(raw): Path<String>,
     Query(q): Query<DeleteQuery>,
-) -> Response {
-    let (store, path) = match (store(&s), parse_path(&raw)) {
-        (Ok(st), Ok(p)) => (st, p),
-        (Err(r), _) | (_, Err(r)) => return r,
-    };
+) -> Result<Response, Refusal> {
+    let store = store(&s)?;
+    let path = parse_path(&raw)?;
     if store.get(&path).is_none() {
-        return error(SecretError::Unknown(path.to_string()));
+        return Err(SecretError::Unknown(path.to_string()).into());
     }
-    let used = match users(&s.master, Some(path.clone())).await {
-        Ok(u) => u,
-        Err(r) => return r,
-    };
+    let used = users(&s.master, Some(path.clone())).await?;
     if !used.is_empty() && !q.force {
-        return text(
+        return Err(refuse(
             StatusCode::CONFLICT,
             format!(
                 "secret {path} is used by live tasks: {}; stop or update them first, or delete anyway with force=true (`agora secret rm --force`): running tasks keep their value, new launches fail",
                 describe(&used)
             ),
-        );
+        ));
     }
     let p = path.clone();
-    match blocking(move || store.delete(&p)).await {
-        Ok(m) => {
-            tracing::info!(path = %path, forced = !used.is_empty(), "secret deleted");
-            let mut v = with_users(&m, &used);
-            v["deleted"] = true.into();
-            axum::Json(v).into_response()
-        }
-        Err(r) => r,
-    }
+    let m = blocking(move || store.delete(&p)).await?;
+    tracing::info!(path = %path, forced = !used.is_empty(), "secret deleted");
+    let mut v = with_users(&m, &used);
+    v["deleted"] = true.into();
+    Ok(axum::Json(v).into_response())
 }
 
 #[derive(Deserialize)]
@@ -244,32 +227,26 @@ struct RotateBody {
     new_key_file: String,
 }
 
-async fn rotate(State(s): State<HttpState>, body: axum::body::Bytes) -> Response {
-    let store = match store(&s) {
-        Ok(st) => st,
-        Err(r) => return r,
-    };
-    let req: RotateBody = match serde_json::from_slice(&body) {
-        Ok(r) => r,
-        Err(e) => {
-            return text(
-                StatusCode::BAD_REQUEST,
-                format!("the body must be JSON {{\"new_key_file\": \"/path/on/the/master\"}}: {e}"),
-            );
-        }
-    };
+async fn rotate(State(s): State<HttpState>, body: axum::body::Bytes) -> Result<Response, Refusal> {
+    let store = store(&s)?;
+    let req: RotateBody = serde_json::from_slice(&body).map_err(|e| {
+        refuse(
+            StatusCode::BAD_REQUEST,
+            format!("the body must be JSON {{\"new_key_file\": \"/path/on/the/master\"}}: {e}"),
+        )
+    })?;
     let file = std::path::PathBuf::from(&req.new_key_file);
     if !file.is_absolute() {
-        return text(
+        return Err(refuse(
             StatusCode::BAD_REQUEST,
             format!(
                 "new_key_file {} must be an absolute path on the master's host",
                 req.new_key_file
             ),
-        );
+        ));
     }
     let shown = req.new_key_file.clone();
-    let rotated = blocking(move || {
+    let r = blocking(move || {
         let kek = Kek::load(&file)?;
         if kek.id() == store.key_id() {
             return Err(SecretError::Key(crate::secrets::crypto::KeyError::Io {
@@ -281,20 +258,15 @@ async fn rotate(State(s): State<HttpState>, body: axum::body::Bytes) -> Response
         }
         store.rotate_key(kek)
     })
-    .await;
-    match rotated {
-        Ok(r) => {
-            tracing::warn!(old_key_id = %r.old_key_id, new_key_id = %r.new_key_id, rewrapped = r.rewrapped, "secret store key rotated");
-            let mut v = serde_json::to_value(&r).unwrap_or_default();
-            v["message"] = format!(
-                "the secret store is now sealed with key id {}: restart the master with --secrets-key-file {} (the old key file no longer opens it)",
-                r.new_key_id, req.new_key_file
-            )
-            .into();
-            axum::Json(v).into_response()
-        }
-        Err(r) => r,
-    }
+    .await?;
+    tracing::warn!(old_key_id = %r.old_key_id, new_key_id = %r.new_key_id, rewrapped = r.rewrapped, "secret store key rotated");
+    let mut v = serde_json::to_value(&r).unwrap_or_default();
+    v["message"] = format!(
+        "the secret store is now sealed with key id {}: restart the master with --secrets-key-file {} (the old key file no longer opens it)",
+        r.new_key_id, req.new_key_file
+    )
+    .into();
+    Ok(axum::Json(v).into_response())
 }
 
 #[cfg(test)]

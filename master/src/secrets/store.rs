@@ -71,8 +71,10 @@ pub trait SecretRegistry: Send + Sync + 'static {
 /// In-memory secret storage (tests; a master without a data dir).
 #[derive(Default, Clone)]
 pub struct MemorySecrets {
-    inner: Arc<Mutex<(Option<KeyCheck>, BTreeMap<String, SecretRecord>)>>,
+    inner: Arc<Mutex<MemoryInner>>,
 }
+
+type MemoryInner = (Option<KeyCheck>, BTreeMap<String, SecretRecord>);
 
 impl SecretRegistry for MemorySecrets {
     fn load_secrets(&self) -> Result<StoredSecrets, StoreError> {
