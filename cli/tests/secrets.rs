@@ -425,6 +425,28 @@ async fn secrets_reach_the_container_roll_the_app_and_leak_nowhere() {
     .unwrap();
     assert_eq!(env2, want2);
 
+    // The pin is Agora's own: shown under /v1, never in the Marathon JSON.
+    let (_, v1) = send("GET", &s_addr, "/v1/apps/sec/web", None).await;
+    let v1: Value = serde_json::from_str(&v1).unwrap();
+    assert_eq!(
+        v1["app"]["secretVersions"]["/e2e/db/password"],
+        json!(2),
+        "{v1}"
+    );
+    let (_, v2) = send("GET", &s_addr, "/v2/apps/sec/web", None).await;
+    let v2: Value = serde_json::from_str(&v2).unwrap();
+    assert!(v2["app"].get("secretVersions").is_none(), "{v2}");
+    assert_eq!(
+        v2["app"]["env"]["DB_PASSWORD"],
+        json!({"secret": "db"}),
+        "{v2}"
+    );
+    assert_eq!(
+        v2["app"]["secrets"]["db"],
+        json!({"source": "/e2e/db/password"}),
+        "{v2}"
+    );
+
     // Staged with --no-rollout: nothing rolls.
     let canary3 = format!("canary-{}", uuid::Uuid::new_v4().simple());
     let (code, out) = agora(
@@ -444,6 +466,13 @@ async fn secrets_reach_the_container_roll_the_app_and_leak_nowhere() {
     assert_eq!(
         (task3.as_str(), h3.as_str()),
         (task2.as_str(), want2.as_str())
+    );
+    let (_, v1) = send("GET", &s_addr, "/v1/apps/sec/web", None).await;
+    let v1: Value = serde_json::from_str(&v1).unwrap();
+    assert_eq!(
+        v1["app"]["secretVersions"]["/e2e/db/password"],
+        json!(2),
+        "{v1}"
     );
 
     // CLI outputs of the read commands.
@@ -539,4 +568,36 @@ async fn secrets_reach_the_container_roll_the_app_and_leak_nowhere() {
         format!("x{}y", forms(&probe)[1]).into_bytes(),
     )];
     assert_eq!(leaks(&[probe], &fake).len(), 1);
+}
+
+/// Issue 10: an app with secrets on a master without a secret store is a
+/// 422 saying how to start one (nothing is accepted or launched).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_secret_store_an_app_with_secrets_is_refused_saying_how_to_get_one() {
+    let c = agora_tests::Cluster::start(agora_tests::test_config())
+        .await
+        .unwrap();
+    let s = ServicesProc::start(&c.addr.to_string());
+    eventually(LONG, async || get(&s.addr, "/ping").await)
+        .await
+        .expect("services up");
+    let app = json!({"id": "/nostore", "cmd": "sleep 100", "cpus": 0.1, "mem": 16,
+        "secrets": {"db": {"source": "/prod/db"}}, "env": {"DB": {"secret": "db"}}});
+    // 503 until the framework is connected to the master.
+    let (code, body) = eventually(LONG, async || {
+        let (code, body) = s.req("POST", "/v2/apps", Some(app.clone())).await;
+        (code != 503 && code != 0).then_some((code, body))
+    })
+    .await
+    .unwrap();
+    assert_eq!(code, 422, "{body}");
+    let d = &body["details"][0];
+    assert_eq!(d["path"], "/secrets", "{body}");
+    let msg = d["errors"][0].as_str().unwrap();
+    assert!(
+        msg.contains("no secret store") && msg.contains("--secrets-key-file"),
+        "{msg}"
+    );
+    let (_, apps) = s.req("GET", "/v2/apps", None).await;
+    assert_eq!(apps["apps"], json!([]), "nothing accepted");
 }

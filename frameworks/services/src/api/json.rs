@@ -106,6 +106,11 @@ pub struct AgoraApp {
     pub waiting: Option<String>,
     /// The crash-loop launch delay now, in seconds.
     pub launch_delay_seconds: f64,
+    /// The version of each secret path this app version's tasks use
+    /// (Agora's own: pinned when the version was created, moved by a
+    /// secret rollout). Never values.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secret_versions: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -336,6 +341,7 @@ pub fn agora_app(st: &AppState, mine: &[&Instance], with_tasks: bool) -> AgoraAp
         tasks: with_tasks.then(|| mine.iter().map(|i| agora_task(i)).collect()),
         waiting: st.waiting.clone(),
         launch_delay_seconds: st.delay,
+        secret_versions: st.app.secret_versions.clone(),
     }
 }
 
