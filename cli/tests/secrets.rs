@@ -484,6 +484,66 @@ async fn secrets_reach_the_container_roll_the_app_and_leak_nowhere() {
         cli_out.push((format!("agora {}", args.join(" ")), out.into_bytes()));
     }
 
+    // Positive control: the one place the value is meant to be, the
+    // agent's tmpfs file of the running instance, is found by the scanner.
+    let mut tmpfs = Vec::new();
+    files_under(&shm, &mut tmpfs);
+    assert!(
+        !leaks(std::slice::from_ref(&canary2), &tmpfs).is_empty(),
+        "the scanner does not find the value in the instance's tmpfs file"
+    );
+
+    // Deleted out from under the app: the running instance stays; its
+    // replacement cannot start, and the app's lastTaskFailure says why.
+    let (code, out) = agora(&m_addr, &["secret", "rm", "/e2e/db/password"], None);
+    assert_ne!(code, 0, "refused while an app uses it: {out}");
+    assert!(out.contains("/sec/web"), "names the app: {out}");
+    cli_out.push(("agora secret rm".to_string(), out.into_bytes()));
+    let (code, out) = agora(
+        &m_addr,
+        &["secret", "rm", "/e2e/db/password", "--force"],
+        None,
+    );
+    assert_eq!(code, 0, "{out}");
+    cli_out.push(("agora secret rm --force".to_string(), out.into_bytes()));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (task4, h4) = hash_of_instance(&s_addr, "/sec/web", "/hash?env=DB_PASSWORD")
+        .await
+        .expect("the running instance stays");
+    assert_eq!(
+        (task4.as_str(), h4.as_str()),
+        (task2.as_str(), want2.as_str())
+    );
+    let (code, body) = send(
+        "DELETE",
+        &s_addr,
+        &format!("/v2/apps/sec/web/tasks/{task2}"),
+        None,
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let failure = eventually(LONG, async || {
+        let (_, body) = send("GET", &s_addr, "/v2/apps/sec/web", None).await;
+        let v: Value = serde_json::from_str(&body).ok()?;
+        let f = v["app"]["lastTaskFailure"].clone();
+        f.is_object().then_some(f)
+    })
+    .await
+    .expect("the replacement's failure is shown");
+    let msg = failure["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("/e2e/db/password"), "{failure}");
+    assert_eq!(failure["state"], "TASK_FAILED", "{failure}");
+    // The killed instance's secret files go when it ends (after its drain).
+    eventually(LONG, async || {
+        let mut tmpfs = Vec::new();
+        files_under(&shm, &mut tmpfs);
+        leaks(std::slice::from_ref(&canary2), &tmpfs)
+            .is_empty()
+            .then_some(())
+    })
+    .await
+    .expect("an ended task's secret file is left on the tmpfs");
+
     // ---- the leak scanner ----
     let mut surfaces: Vec<(String, Vec<u8>)> = cli_out;
     for path in [
@@ -546,20 +606,12 @@ async fn secrets_reach_the_container_roll_the_app_and_leak_nowhere() {
         assert!(b.len() > 10_000, "{} logged at trace level", l.display());
         surfaces.push((format!("log {}", l.display()), b));
     }
-    let canaries = [canary1, canary2.clone(), canary3];
+    let canaries = [canary1, canary2, canary3];
     let found = leaks(&canaries, &surfaces);
     assert!(
         found.is_empty(),
         "secret values leaked:\n{}",
         found.join("\n")
-    );
-    // Positive control: the one place the value is meant to be, the
-    // agent's tmpfs file of the running instance, is found by the scanner.
-    let mut tmpfs = Vec::new();
-    files_under(&shm, &mut tmpfs);
-    assert!(
-        !leaks(&[canary2], &tmpfs).is_empty(),
-        "the scanner does not find the value in the instance's tmpfs file"
     );
     // The scanner itself finds what it looks for.
     let probe = "canary-probe".to_string();

@@ -59,6 +59,7 @@ use utoipa::OpenApi;
         TasksKilled,
         TaskKilled,
         HealthCheckResult,
+        LastTaskFailure,
         Counts,
         DeploymentRef,
         DeploymentResult,

@@ -800,3 +800,24 @@ fn tasks_carry_secret_references_at_the_pinned_versions() {
         t[0].secrets
     );
 }
+
+/// Marathon's `lastTaskFailure`: the last failed instance and why (a
+/// secret that cannot be resolved, a crash); a kill is not a failure.
+#[test]
+fn a_failed_instance_is_the_apps_last_task_failure() {
+    let mut s = Services::new();
+    s.put_app(
+        app(json!({"id": "f", "cmd": "serve", "instances": 1, "cpus": 1, "mem": 64})),
+        false,
+    );
+    let t = launched(&s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]));
+    let mut st = status(&t[0].task_id, TaskState::Failed);
+    st.message = "secret /prod/db: not found: no such secret".into();
+    s.update(&st);
+    let f = s.apps["/f"].last_task_failure.clone().expect("recorded");
+    assert_eq!(f.task_id, t[0].task_id);
+    assert_eq!(f.state, TaskState::Failed);
+    assert!(f.message.contains("/prod/db"), "{f:?}");
+    assert_eq!(f.host, "h1");
+    assert_eq!(f.version, s.apps["/f"].app.version);
+}
