@@ -162,11 +162,14 @@ pub async fn resolve_with_retry(
                     } else {
                         String::new()
                     };
-                    return Err(format!(
-                        "{what}: {}: {}{tried}",
-                        code_words(s.code()),
-                        s.message()
-                    ));
+                    // The master's refusals name the path and the reason
+                    // (`secret /p: permission denied: ...`): kept as they
+                    // are; anything else is prefixed with the paths.
+                    let m = s.message();
+                    if !transient(s.code()) && paths.iter().any(|p| m.contains(p.as_str())) {
+                        return Err(m.to_string());
+                    }
+                    return Err(format!("{what}: {}: {m}{tried}", code_words(s.code())));
                 }
                 tracing::debug!(code = ?s.code(), "resolving secrets failed; retrying");
                 tokio::time::sleep(delay).await;

@@ -33,7 +33,11 @@ impl SecretResolver for FakeMaster {
             if n < self.fail_first {
                 return Err(tonic::Status::new(
                     self.code,
-                    "framework f may not read /prod/db/password",
+                    if self.code == tonic::Code::PermissionDenied {
+                        "secret /prod/db/password: permission denied: framework f may not read /prod"
+                    } else {
+                        "connection refused"
+                    },
                 ));
             }
             Ok(self
