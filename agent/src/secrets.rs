@@ -237,11 +237,9 @@ impl SecretsDir {
 
     /// The directory of one agent under this one (`<root>/<agent id>`).
     pub fn for_agent(&self, agent: &AgentId) -> SecretsDir {
-        let mut root = self.root.clone();
-        for n in crate::sandbox::names(agent.as_str()) {
-            root.push(n);
+        SecretsDir {
+            root: agent_dir(&self.root, agent),
         }
-        SecretsDir { root }
     }
 
     pub fn root(&self) -> &Path {
@@ -337,6 +335,16 @@ fn sweep_dir(dir: &Path, keep: &HashSet<PathBuf>) -> usize {
         }
     }
     n
+}
+
+/// Where the agent `agent` keeps its tasks' secret files under the
+/// secrets directory `base` (`--secrets-dir`).
+pub fn agent_dir(base: &Path, agent: &AgentId) -> PathBuf {
+    let mut root = base.to_path_buf();
+    for n in crate::sandbox::names(agent.as_str()) {
+        root.push(n);
+    }
+    root
 }
 
 /// Resolves and prepares a task's secrets: asks the master, checks the

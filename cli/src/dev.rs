@@ -259,6 +259,17 @@ pub async fn run(args: DevArgs) -> Result<()> {
     } else {
         let n = agent.runtime.stop_all().await;
         println!("stopped {n} {what}");
+        // Their secret files (on the agent's tmpfs) go with them.
+        let secrets =
+            agora_agent::secrets::agent_dir(&crate::agent_cmd::default_secrets_dir(), &agent_id);
+        if let Err(e) = std::fs::remove_dir_all(&secrets)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!(
+                "cannot remove the tasks' secret files in {}: {e}",
+                secrets.display()
+            );
+        }
     }
     trigger.fire();
     failed.unwrap_or(Ok(()))
