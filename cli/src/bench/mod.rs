@@ -61,6 +61,7 @@ impl LocalCluster {
         ));
         let agent_args = AgentArgs {
             master: master.to_string(),
+            secrets_dir: None,
             work_dir: Some(work.join("agent")),
             listen: "127.0.0.1:0".into(),
             internal_address: None,

@@ -268,6 +268,70 @@ impl Client {
     }
 }
 
+/// What the master knows of one secret path (never its value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretVersion {
+    pub path: String,
+    pub exists: bool,
+    /// Newest version (0 when it does not exist).
+    pub latest: u64,
+    /// Newest version put with rollout requested: tasks using the path
+    /// should move to it when it grows.
+    pub rollout: u64,
+}
+
+/// Why [`Client::secret_versions`] has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretVersionsError {
+    /// The master runs without a secret store (it answers UNIMPLEMENTED or
+    /// FAILED_PRECONDITION).
+    #[error("the master has no secret store: {0}")]
+    NoStore(String),
+    /// The master refuses this framework the paths (PERMISSION_DENIED).
+    #[error("the master refuses to tell this framework about these secrets: {0}")]
+    Denied(String),
+    /// The master cannot be reached, or another refusal.
+    #[error(transparent)]
+    Sdk(#[from] SdkError),
+}
+
+impl From<tonic::Status> for SecretVersionsError {
+    fn from(s: tonic::Status) -> Self {
+        match s.code() {
+            tonic::Code::Unimplemented | tonic::Code::FailedPrecondition => {
+                SecretVersionsError::NoStore(s.message().to_string())
+            }
+            tonic::Code::PermissionDenied => SecretVersionsError::Denied(s.message().to_string()),
+            _ => SecretVersionsError::Sdk(s.into()),
+        }
+    }
+}
+
+impl Client {
+    /// Metadata of the secrets at `paths` (whether each exists, its latest
+    /// and rollout versions), in the order asked. Never values.
+    pub async fn secret_versions(
+        &self,
+        paths: &[String],
+    ) -> Result<Vec<SecretVersion>, SecretVersionsError> {
+        let req = pb::SecretVersionsRequest {
+            framework_id: self.fid()?,
+            paths: paths.to_vec(),
+        };
+        let resp = self.inner.clone().secret_versions(req).await?.into_inner();
+        Ok(resp
+            .secrets
+            .into_iter()
+            .map(|v| SecretVersion {
+                path: v.path,
+                exists: v.exists,
+                latest: v.latest,
+                rollout: v.rollout,
+            })
+            .collect())
+    }
+}
+
 /// Sends acknowledgements, batching whatever is queued into one call.
 pub(crate) async fn ack_loop(client: Client, mut rx: mpsc::UnboundedReceiver<pb::Acknowledgement>) {
     while let Some(first) = rx.recv().await {

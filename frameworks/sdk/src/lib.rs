@@ -53,7 +53,7 @@ pub mod types;
 
 pub use agora_core::{AgentId, FrameworkId, OfferId, Resources, TaskId, TaskState};
 pub use agora_proto::pb;
-pub use client::Client;
+pub use client::{Client, SecretVersion, SecretVersionsError};
 pub use types::{Offer, TaskStatus, task};
 
 use futures::StreamExt;

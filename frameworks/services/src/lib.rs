@@ -21,6 +21,8 @@
 //!   sets themselves and draining: `scheduler/endpoints.rs`; service ports
 //!   and virtual hosts: `scheduler/service_ports.rs`);
 //! - [`api_auth`]: bearer tokens on the REST API, verified by the master;
+//! - [`secrets`]: the secret versions apps pin, and when a new one rolls
+//!   them;
 //! - [`api`]: the REST API (`kill.rs`: Marathon's task kill; `endpoints.rs`:
 //!   the endpoint stream, acks and the discovery API).
 
@@ -29,6 +31,7 @@ pub mod api_auth;
 pub mod app;
 pub mod endpoints;
 pub mod scheduler;
+pub mod secrets;
 pub mod service;
 pub mod store;
 mod upgrade;
