@@ -201,6 +201,7 @@ mod tests {
                 }),
                 ..TaskInfo::new("t".into(), Default::default())
             },
+            secrets: Default::default(),
         }
     }
 

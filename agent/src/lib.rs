@@ -19,6 +19,7 @@ pub mod http_client;
 pub mod process;
 pub mod runtime;
 pub mod sandbox;
+pub mod secrets;
 
 pub use agent::{AgentConfig, AgentHandle, Connector, Control, spawn};
 pub use hollow::HollowRuntime;

@@ -79,14 +79,26 @@ impl RuntimeEvent {
 pub type EventSink = mpsc::UnboundedSender<RuntimeEvent>;
 
 /// What a runtime needs to start a task: the task as the agent validated
-/// it (ids well-formed, durations finite, ports in range).
+/// it (ids well-formed, durations finite, ports in range), and its secrets
+/// as resolved at launch (`Debug` shows no value; empty after a recovery:
+/// a live task keeps what it was given).
 #[derive(Debug, Clone)]
 pub struct LaunchSpec {
     pub framework_id: FrameworkId,
     pub task: TaskInfo,
+    pub secrets: Arc<crate::secrets::TaskSecrets>,
 }
 
 impl LaunchSpec {
+    /// A task without secrets.
+    pub fn new(framework_id: FrameworkId, task: TaskInfo) -> LaunchSpec {
+        LaunchSpec {
+            framework_id,
+            task,
+            secrets: Arc::default(),
+        }
+    }
+
     pub fn task_id(&self) -> TaskId {
         self.task.id.clone()
     }

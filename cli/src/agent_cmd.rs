@@ -33,6 +33,13 @@ pub struct AgentArgs {
     #[arg(long, env = "AGORA_WORK_DIR", value_name = "DIR")]
     pub work_dir: Option<PathBuf>,
 
+    /// Where tasks' file secrets go: a directory on a tmpfs (checked at
+    /// start; the agent refuses anything else, so values never reach a
+    /// disk). The agent keeps `<dir>/<agent id>/<framework>/<task>/`.
+    /// Default: /dev/shm/agora-secrets (or /run/agora/secrets without /dev/shm).
+    #[arg(long, env = "AGORA_SECRETS_DIR", value_name = "DIR")]
+    pub secrets_dir: Option<PathBuf>,
+
     /// Address of the agent's own HTTP API (logs, metrics, state).
     #[arg(long, env = "AGORA_AGENT_LISTEN", default_value = "127.0.0.1:5051")]
     pub listen: String,
@@ -192,6 +199,15 @@ pub fn detect_resources(work_dir: &std::path::Path) -> Resources {
     }
 }
 
+/// `--secrets-dir` when not given: a tmpfs every Linux host has.
+pub fn default_secrets_dir() -> PathBuf {
+    if std::path::Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm/agora-secrets")
+    } else {
+        PathBuf::from("/run/agora/secrets")
+    }
+}
+
 impl AgentArgs {
     pub fn work_dir(&self) -> PathBuf {
         self.work_dir
@@ -218,6 +234,7 @@ impl AgentArgs {
             status_retry_min: self.status_retry,
             usage_interval: self.usage_interval,
             work_dir: (self.runtime != RuntimeKind::Hollow).then_some(work_dir),
+            secrets_dir: Some(self.secrets_dir.clone().unwrap_or_else(default_secrets_dir)),
             endpoint,
             ..AgentConfig::default()
         })

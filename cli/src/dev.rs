@@ -142,6 +142,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
     };
     let agent_args = AgentArgs {
         master: addr.to_string(),
+        secrets_dir: None,
         work_dir: Some(data_dir.join("agent")),
         listen: args.agent_listen.clone(),
         // The agent's tasks bind their host ports where the L4 listeners
@@ -261,6 +262,17 @@ pub async fn run(args: DevArgs) -> Result<()> {
     } else {
         let n = agent.runtime.stop_all().await;
         println!("stopped {n} {what}");
+        // Their secret files (on the agent's tmpfs) go with them.
+        let secrets =
+            agora_agent::secrets::agent_dir(&crate::agent_cmd::default_secrets_dir(), &agent_id);
+        if let Err(e) = std::fs::remove_dir_all(&secrets)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!(
+                "cannot remove the tasks' secret files in {}: {e}",
+                secrets.display()
+            );
+        }
     }
     trigger.fire();
     failed.unwrap_or(Ok(()))

@@ -24,6 +24,41 @@ pub fn set_ca_cert(path: Option<PathBuf>) {
     let _ = CA_CERT.set(path);
 }
 
+/// The bearer token and the `host:port`s it is sent to: the master and
+/// the services API (which checks it with the master), never agents.
+static BEARER: std::sync::OnceLock<(Vec<String>, agora_master::auth::tokens::Token)> =
+    std::sync::OnceLock::new();
+
+/// Sends `Authorization: Bearer <token>` on every request to `to`.
+pub fn set_token_for(to: &[String], token: agora_master::auth::tokens::Token) -> Result<()> {
+    let mut authorities = Vec::new();
+    for addr in to {
+        if let Some(a) = url(addr, "/")?.authority() {
+            authorities.push(a.to_string());
+        }
+    }
+    let _ = BEARER.set((authorities, token));
+    Ok(())
+}
+
+/// The `Authorization` header for a request to `uri`: only to the master.
+fn bearer_for(uri: &hyper::Uri) -> Result<Option<hyper::header::HeaderValue>> {
+    let Some((to, token)) = BEARER.get() else {
+        return Ok(None);
+    };
+    if uri
+        .authority()
+        .is_none_or(|a| !to.iter().any(|t| t == a.as_str()))
+    {
+        return Ok(None);
+    }
+    let text = zeroize::Zeroizing::new(format!("Bearer {}", token.expose()));
+    let mut v = hyper::header::HeaderValue::from_str(&text)
+        .context("the token holds characters a header cannot carry; check the token file")?;
+    v.set_sensitive(true);
+    Ok(Some(v))
+}
+
 /// The TLS config for https addresses, if a CA is configured.
 fn tls() -> Result<Option<Arc<agora_tls::ClientConfig>>> {
     let path = CA_CERT.get().cloned().flatten().or_else(|| {
@@ -94,8 +129,11 @@ async fn send_head_with(
     let uri = checked_url(addr, path, &tls)?;
     let mut req = hyper::Request::builder()
         .method(method)
-        .uri(uri)
         .header(hyper::header::ACCEPT, "application/json");
+    if let Some(v) = bearer_for(&uri)? {
+        req = req.header(hyper::header::AUTHORIZATION, v);
+    }
+    req = req.uri(uri);
     if body.is_some() {
         req = req.header(hyper::header::CONTENT_TYPE, "application/json");
     }
@@ -150,11 +188,16 @@ pub async fn http_send_raw(
     body: Vec<u8>,
 ) -> Result<(u16, String)> {
     let tls = tls()?;
-    let req = hyper::Request::builder()
+    let uri = checked_url(addr, path, &tls)?;
+    let mut req = hyper::Request::builder()
         .method(method)
-        .uri(checked_url(addr, path, &tls)?)
         .header(hyper::header::ACCEPT, "application/json")
-        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+        .header(hyper::header::CONTENT_TYPE, "application/octet-stream");
+    if let Some(v) = bearer_for(&uri)? {
+        req = req.header(hyper::header::AUTHORIZATION, v);
+    }
+    let req = req
+        .uri(uri)
         .body(Full::new(Bytes::from(body)))
         .with_context(|| format!("{method} is not an HTTP method"))?;
     let resp = match tokio::time::timeout(REQUEST_TIMEOUT, client(tls).request(req)).await {

@@ -4,6 +4,7 @@
 mod agent_cmd;
 mod bench;
 mod ca_cmd;
+mod context;
 mod dev;
 mod http;
 mod master_cmd;
@@ -12,6 +13,7 @@ mod router_cmd;
 mod secret_cmd;
 mod services_cmd;
 mod tls;
+mod token_cmd;
 mod util;
 mod util_signal;
 mod wait;
@@ -35,6 +37,8 @@ framework schedulers (dominant resource fairness across roles).\n\n\
 Quick start:  agora dev            (master + agent + services framework on this machine)\n\
 Daemons:      agora master | agora agent | agora services | agora router\n\
 Operate:      agora agent list | agora framework list | agora task list|show|kill|logs\n\
+Auth:         agora token create|list|revoke|whoami (--token-file/AGORA_TOKEN_FILE, AGORA_TOKEN, or the context file\n\
+\x20             $AGORA_HOME/context.json or ~/.config/agora/context.json: {\"master\", \"token_file\", \"ca_cert\"})\n\
 Services:     agora app deploy -f app.json --wait | app list|show|endpoints|scale|restart|destroy | deployment list|rollback\n\
 \x20             (--wait shows progress until done; --master/AGORA_MASTER, --services/AGORA_SERVICES; -o json for scripts)\n\
 Secrets:      agora secret put PATH < value | secret list|show|rm|rotate-key\n\
@@ -49,6 +53,13 @@ struct Cli {
     ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
+    /// Bearer token for the master (prefer AGORA_TOKEN or --token-file: a
+    /// flag is visible to other users in the process list).
+    #[arg(long, env = "AGORA_TOKEN", hide_env_values = true, global = true)]
+    token: Option<String>,
+    /// File holding the bearer token for the master.
+    #[arg(long, env = "AGORA_TOKEN_FILE", global = true, value_name = "FILE")]
+    token_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -79,6 +90,9 @@ enum Command {
     /// Run a router: DNS for the cluster's zone (`agora.`) from the services
     /// framework's endpoint stream.
     Router(router_cmd::RouterArgs),
+    /// Bearer tokens of the master: create, list, revoke, whoami.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
     /// Run an all-in-one local cluster (master + agent + services) on an embedded store.
     Dev(dev::DevArgs),
     /// The cluster CA: create it, issue server, agent and client certificates.
@@ -249,9 +263,73 @@ enum BenchCommand {
     Rollout(bench::rollout::RolloutArgs),
 }
 
+/// The innermost subcommand's matches.
+fn leaf(m: &clap::ArgMatches) -> &clap::ArgMatches {
+    match m.subcommand() {
+        Some((_, sub)) => leaf(sub),
+        None => m,
+    }
+}
+
+/// Applies the client context and the credentials: the context's master
+/// when `--master`/`AGORA_MASTER` was not given, and the bearer token for
+/// requests to the master.
+fn credentials(cli: &mut Cli, matches: &clap::ArgMatches) -> anyhow::Result<()> {
+    let m = leaf(matches);
+    let arg = |id: &str| -> Option<String> {
+        match m.try_get_one::<String>(id) {
+            Ok(v) => v.cloned(),
+            Err(_) => None,
+        }
+    };
+    let (master, services) = (arg("master"), arg("services"));
+    if master.is_none() && services.is_none() {
+        return Ok(());
+    }
+    let ctx = context::ClientContext::load()?;
+    // https daemons are verified with --ca-cert / AGORA_CA_CERT, else the context's.
+    http::set_ca_cert(cli.ca_cert.clone().or_else(|| ctx.ca_cert.clone()));
+    let mut to = Vec::new();
+    if let Some(given) = master {
+        let master = match (&ctx.master, m.value_source("master")) {
+            (Some(c), Some(clap::parser::ValueSource::DefaultValue)) => {
+                context::set_master_from_context(c.clone());
+                c.clone()
+            }
+            _ => given,
+        };
+        to.push(ops::addr(&master));
+    }
+    if let Some(s) = services {
+        to.push(ops::addr(&s));
+    }
+    let token =
+        context::resolve_token(cli.token.take().as_deref(), cli.token_file.as_deref(), &ctx)?;
+    if let Some(t) = token {
+        http::set_token_for(&to, t)?;
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    http::set_ca_cert(cli.ca_cert.clone());
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    let daemon = matches!(
+        cli.command,
+        Command::Master(_)
+            | Command::Dev(_)
+            | Command::Services(_)
+            | Command::Router(_)
+            | Command::Bench(_)
+    ) || matches!(&cli.command, Command::Agent(AgentCmd { sub: None, .. }));
+    if !daemon && let Err(e) = credentials(&mut cli, &matches) {
+        eprintln!("error: {e:#}");
+        return std::process::ExitCode::from(2);
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -287,9 +365,10 @@ fn main() -> std::process::ExitCode {
             }) => ops::task_logs(&common, &task_id, follow).await,
             Command::Dev(a) => dev::run(a).await,
             Command::Ca(c) => ca_cmd::run(c),
+            Command::Token(t) => token_cmd::run(t).await,
             Command::Secret(c) => secret_cmd::run(c).await,
             Command::Router(a) => router_cmd::run(a).await,
-            Command::Services(a) => services_cmd::run(a).await,
+            Command::Services(a) => services_cmd::run(a, cli.token, cli.token_file).await,
             Command::App(AppCommand::Deploy { file, wait, common }) => {
                 services_cmd::deploy(&common, &file, wait).await
             }

@@ -60,6 +60,17 @@ pub struct MasterArgs {
     #[arg(long, env = "AGORA_DEFAULT_REFUSE", value_parser = parse_duration, value_name = "DURATION")]
     pub default_refuse: Option<Duration>,
 
+    /// Turn authentication on: bearer tokens on every API but /health,
+    /// /metrics, /redirect and the agent link, and this ACL file (TOML, or
+    /// JSON if it ends in .json) deciding what each principal may do.
+    /// Reloaded when it changes and on SIGHUP. See docs/security.md.
+    #[arg(long, env = "AGORA_ACLS", value_name = "FILE")]
+    pub acls: Option<PathBuf>,
+
+    /// With --acls: when no token exists yet, create one for principal
+    /// `admin` and write it to this file (mode 0600).
+    #[arg(long, env = "AGORA_BOOTSTRAP_TOKEN_FILE", value_name = "FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
     /// Enables the secret store: the 32-byte key (raw, or 64 hex characters)
     /// that seals secrets at rest. Must be mode 0600 (or stricter); create one
     /// with `openssl rand -hex 32 > FILE; chmod 600 FILE`. Without it the
@@ -118,6 +129,8 @@ struct FileConfig {
     allocation_interval: Option<String>,
     framework_heartbeat: Option<String>,
     default_refuse: Option<String>,
+    acls: Option<PathBuf>,
+    bootstrap_token_file: Option<PathBuf>,
     secrets_key_file: Option<PathBuf>,
     secret_versions: Option<usize>,
 }
@@ -211,8 +224,18 @@ impl MasterArgs {
                 .clone()
                 .or(file.advertise)
                 .unwrap_or_else(|| listen.clone()),
+            acls: self.acls.clone().or(file.acls),
+            bootstrap_token_file: self
+                .bootstrap_token_file
+                .clone()
+                .or(file.bootstrap_token_file),
             ..d
         };
+        if config.bootstrap_token_file.is_some() && config.acls.is_none() {
+            anyhow::bail!(
+                "--bootstrap-token-file needs --acls: without an ACL file authentication is off and tokens are not used"
+            );
+        }
         if config.agent_heartbeat_interval >= config.agent_timeout {
             anyhow::bail!(
                 "agent heartbeat ({:?}) must be shorter than the agent timeout ({:?})",
@@ -348,6 +371,12 @@ pub async fn run(args: MasterArgs) -> Result<()> {
         }
     }
     eprintln!("  state:    {scheme}://{addr}/state   metrics: {scheme}://{addr}/metrics");
+    match &r.config.acls {
+        Some(f) => eprintln!("  auth:     bearer tokens, ACL file {}", f.display()),
+        None => {
+            eprintln!("  auth:     OFF (no --acls): every API is open to anyone who can reach it")
+        }
+    }
     let server = tokio::spawn(agora_master::serve_with_tls(
         listener, r.config, registry, shutdown, None, tls,
     ));

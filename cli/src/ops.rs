@@ -49,6 +49,14 @@ pub struct Common {
     pub output: Output,
 }
 
+impl Common {
+    /// The master's `host:port`: `--master`/`AGORA_MASTER`, else the client
+    /// context's, else the default.
+    pub fn master_addr(&self) -> String {
+        addr(&crate::context::master_or(&self.master))
+    }
+}
+
 pub fn addr(master: &str) -> String {
     master
         .trim_start_matches("http://")
@@ -57,7 +65,7 @@ pub fn addr(master: &str) -> String {
 }
 
 async fn state(c: &Common) -> Result<State> {
-    let a = addr(&c.master);
+    let a = c.master_addr();
     let body = http_request("GET", &a, "/state")
         .await
         .map_err(|e| anyhow!("cannot reach master at {a}: {e:#}\nis `agora dev` (or `agora master`) running? set --master or AGORA_MASTER"))?;
@@ -284,7 +292,7 @@ pub async fn task_show(c: &Common, task: &str) -> Result<()> {
 }
 
 pub async fn task_kill(c: &Common, task: &str, framework: Option<&str>) -> Result<()> {
-    let a = addr(&c.master);
+    let a = c.master_addr();
     let path = match framework {
         Some(f) => format!("/tasks/{task}/kill?framework={f}"),
         None => format!("/tasks/{task}/kill"),

@@ -135,7 +135,7 @@ fn check(method: &str, what: &str, code: u16, body: &str) -> Result<()> {
 }
 
 async fn send(c: &Common, method: &str, url: &str) -> Result<String> {
-    let addr = ops::addr(&c.master);
+    let addr = c.master_addr();
     let (code, body) = http_send(method, &addr, url, None).await.map_err(|e| {
         anyhow!("cannot reach master at {addr}: {e:#}\nis `agora dev` (or `agora master`) running? set --master or AGORA_MASTER")
     })?;
@@ -181,7 +181,7 @@ async fn put(c: &Common, path: &str, from_file: Option<&Path>, no_rollout: bool)
     if no_rollout {
         url.push_str("?rollout=false");
     }
-    let addr = ops::addr(&c.master);
+    let addr = c.master_addr();
     // Moved into the request (no second copy); the HTTP client drops it
     // after sending without zeroing it.
     let (code, body) = http_send_raw("PUT", &addr, &url, std::mem::take(&mut *value))
@@ -345,7 +345,7 @@ async fn rotate(c: &Common, new_key_file: &Path) -> Result<()> {
         std::env::current_dir()?.join(new_key_file)
     };
     let req = serde_json::json!({ "new_key_file": file }).to_string();
-    let addr = ops::addr(&c.master);
+    let addr = c.master_addr();
     let (code, body) = http_send("POST", &addr, "/v1/secrets-key/rotate", Some(&req))
         .await
         .map_err(|e| anyhow!("cannot reach master at {addr}: {e:#}"))?;

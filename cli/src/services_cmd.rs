@@ -46,6 +46,15 @@ pub struct ServicesArgs {
     /// tests. Without it, the daemon refuses to start without --tls-cert.
     #[arg(long, env = "AGORA_INSECURE", value_parser = clap::builder::BoolishValueParser::new())]
     pub insecure: bool,
+    /// File holding the framework's bearer token for the master (needed
+    /// when the master runs with --acls; AGORA_TOKEN works too).
+    #[arg(long, env = "AGORA_MASTER_TOKEN_FILE", value_name = "FILE")]
+    pub master_token_file: Option<PathBuf>,
+    /// Require a bearer token on the REST API (checked with the master's
+    /// /v1/auth/whoami, cached 5 s); /ping, /openapi.json and the discovery
+    /// routes the router reads stay open. Needs a master with --acls.
+    #[arg(long, env = "AGORA_SERVICES_REQUIRE_TOKENS")]
+    pub require_tokens: bool,
 }
 
 /// `FIRST-LAST`, two port numbers 1-65535, FIRST ≤ LAST.
@@ -69,10 +78,38 @@ pub fn config(master: &str, data_dir: PathBuf, role: &str) -> agora_services::Se
         failover_timeout: Duration::from_secs(7 * 24 * 3600),
         service_ports: agora_services::scheduler::DEFAULT_SERVICE_PORTS,
         master_tls: None,
+        master_token: None,
+        api_tokens: false,
     }
 }
 
-pub async fn run(args: ServicesArgs) -> Result<()> {
+/// The framework's token: `--master-token-file`, else `--token`/`AGORA_TOKEN`,
+/// else `--token-file`.
+fn master_token(
+    args: &ServicesArgs,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+) -> Result<Option<std::sync::Arc<agora_core::secrets::SecretValue>>> {
+    let file = args.master_token_file.clone().or(token_file);
+    let t = if let Some(t) = token.filter(|t| !t.trim().is_empty()) {
+        Some(agora_master::auth::tokens::Token::new(t.trim()))
+    } else {
+        file.as_deref()
+            .map(crate::context::read_token_file)
+            .transpose()?
+    };
+    Ok(t.map(|t| {
+        std::sync::Arc::new(agora_core::secrets::SecretValue::new(
+            t.expose().as_bytes().to_vec(),
+        ))
+    }))
+}
+
+pub async fn run(
+    args: ServicesArgs,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+) -> Result<()> {
     crate::util::init_logging(args.log_format, "info");
     let server_tls = match crate::tls::pair(&args.tls_cert, &args.tls_key)? {
         Some((c, k)) => Some(crate::tls::load_server(c, k, None)?),
@@ -101,6 +138,7 @@ pub async fn run(args: ServicesArgs) -> Result<()> {
         }
         None => None,
     };
+    let master_token = master_token(&args, token, token_file)?;
     let data_dir = args
         .data_dir
         .clone()
@@ -127,6 +165,8 @@ pub async fn run(args: ServicesArgs) -> Result<()> {
     cfg.master = master;
     cfg.master_tls = master_tls;
     cfg.service_ports = args.service_ports;
+    cfg.master_token = master_token;
+    cfg.api_tokens = args.require_tokens;
     let server = tokio::spawn(agora_services::serve_tls(listener, cfg, stop, server_tls));
     tokio::select! {
         r = server => { r.context("services task panicked")??; }

@@ -60,8 +60,14 @@ pub enum LogFormat {
 
 pub fn init_logging(format: LogFormat, default_filter: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
+    let mut filter =
         EnvFilter::try_from_env("AGORA_LOG").unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // Never below warn for the Docker client, whatever AGORA_LOG says: at
+    // debug it logs request and response bodies, and a container's body
+    // holds its environment (secret variables included).
+    if let Ok(d) = "bollard=warn".parse() {
+        filter = filter.add_directive(d);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -2,6 +2,8 @@
 //! commands in batches, runs event-driven allocation after each batch, ticks
 //! timers, and performs the [`Output`]s (stream sends, registry writes).
 
+use crate::auth::Caller;
+use crate::auth::acl::Permission;
 use crate::state::{CallError, ConnId, Master, Output, Pending};
 use crate::store::{Registry, RegistryOp};
 use crate::view::{Gauges, State};
@@ -43,15 +45,69 @@ pub enum Call {
     Teardown(FrameworkId),
 }
 
+impl Call {
+    /// The framework the call is made for.
+    pub fn framework_id(&self) -> &FrameworkId {
+        match self {
+            Call::Accept(c) => &c.framework_id,
+            Call::Decline(c) => &c.framework_id,
+            Call::Kill(c) => &c.framework_id,
+            Call::Acknowledge(c) => &c.framework_id,
+            Call::Reconcile(c) => &c.framework_id,
+            Call::Revive(id) | Call::Suppress(id) | Call::Teardown(id) => id,
+        }
+    }
+}
+
+/// Whether `caller` may make `call`, decided against the framework's
+/// registered principal: its own calls only by that principal (or an
+/// admin); kill and teardown also by `kill_tasks`/`teardown_frameworks`
+/// rules; a launch also needs `launch_tasks` for the framework's role. A
+/// framework the master does not know is left to the state machine.
+fn authorize(master: &Master, call: &Call, caller: &Caller) -> Result<(), CallError> {
+    if matches!(caller, Caller::Unrestricted) {
+        return Ok(());
+    }
+    let fid = call.framework_id();
+    let Some(owner) = master.framework_principal(fid) else {
+        return Ok(());
+    };
+    let r = match call {
+        Call::Kill(_) => caller.check(&Permission::KillTasks {
+            framework: fid,
+            owner,
+        }),
+        Call::Teardown(_) => caller.check(&Permission::TeardownFramework {
+            framework: fid,
+            owner,
+        }),
+        Call::Accept(a) => caller.may_act_for(fid, owner).and_then(|()| {
+            if a.tasks.is_empty() {
+                return Ok(());
+            }
+            let role = master.framework_role(fid).unwrap_or_default();
+            caller.check(&Permission::LaunchTasks { role })
+        }),
+        _ => caller.may_act_for(fid, owner),
+    };
+    r.map_err(|d| {
+        tracing::info!(framework_id = %fid, denied = %d, "refusing a scheduler call");
+        CallError::PermissionDenied(d.to_string())
+    })
+}
+
 pub enum Command {
     Subscribe {
         conn: ConnId,
         info: FrameworkInfo,
         events: EventTx,
         reply: oneshot::Sender<Result<FrameworkId, CallError>>,
+        /// Who subscribes: a known framework may be resubscribed only by
+        /// the principal that registered it (or an admin).
+        caller: Caller,
     },
     FrameworkClosed(ConnId),
-    Call(Call, oneshot::Sender<Result<(), CallError>>),
+    Call(Call, Caller, oneshot::Sender<Result<(), CallError>>),
     AgentAttach {
         conn: ConnId,
         tx: AgentTx,
@@ -68,6 +124,8 @@ pub enum Command {
         task_id: TaskId,
         framework: Option<FrameworkId>,
         reply: oneshot::Sender<Result<FrameworkId, CallError>>,
+        /// Checked for `kill_tasks` against the task's framework.
+        caller: Caller,
     },
     Gauges(oneshot::Sender<(Gauges, Vec<f64>)>),
     /// Questions of the secret store (see [`SecretsQuery`]).
@@ -122,9 +180,19 @@ impl MasterHandle {
         }
     }
 
+    /// A call with authentication off (tests, in-process tools).
     pub async fn call(&self, call: Call) -> Result<Result<(), CallError>, Stopped> {
+        self.call_as(call, Caller::Unrestricted).await
+    }
+
+    /// A call by `caller`, authorized by the actor (see [`Call`]).
+    pub async fn call_as(
+        &self,
+        call: Call,
+        caller: Caller,
+    ) -> Result<Result<(), CallError>, Stopped> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Call(call, reply)).await?;
+        self.send(Command::Call(call, caller, reply)).await?;
         rx.await.map_err(|_| Stopped)
     }
 
@@ -138,12 +206,14 @@ impl MasterHandle {
         &self,
         task_id: TaskId,
         framework: Option<FrameworkId>,
+        caller: Caller,
     ) -> Result<Result<FrameworkId, CallError>, Stopped> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::OperatorKill {
             task_id,
             framework,
             reply,
+            caller,
         })
         .await?;
         rx.await.map_err(|_| Stopped)
@@ -324,11 +394,27 @@ fn handle(
             info,
             events,
             reply,
+            caller,
         } => {
+            // A framework the master knows with a principal is resubscribed
+            // by that principal only (failover); one recovered from an
+            // agent's report (after a master restart) has none yet and is
+            // bound to the first principal that subscribes it.
+            if let Some(id) = &info.id
+                && let Some(Some(owner)) = master.framework_principal(id)
+                && let Err(d) = caller.may_act_for(id, Some(owner))
+            {
+                tracing::info!(framework_id = %id, denied = %d, "refusing a resubscription");
+                let _ = reply.send(Err(CallError::PermissionDenied(d.to_string())));
+                return;
+            }
             io.frameworks.insert(conn, events);
             let r = master.subscribe(conn, info, now, out);
-            if r.is_err() {
-                io.frameworks.remove(&conn);
+            match &r {
+                Ok(id) => master.bind_framework_principal(id, caller.principal()),
+                Err(_) => {
+                    io.frameworks.remove(&conn);
+                }
             }
             let _ = reply.send(r);
         }
@@ -336,7 +422,11 @@ fn handle(
             io.frameworks.remove(&conn);
             master.framework_closed(conn, now, out);
         }
-        Command::Call(call, reply) => {
+        Command::Call(call, caller, reply) => {
+            if let Err(e) = authorize(master, &call, &caller) {
+                let _ = reply.send(Err(e));
+                return;
+            }
             let r = match call {
                 Call::Accept(r) => master.accept(r, now, out),
                 Call::Decline(r) => master.decline(r, now),
@@ -379,8 +469,21 @@ fn handle(
             task_id,
             framework,
             reply,
+            caller,
         } => {
-            let _ = reply.send(master.operator_kill(&task_id, framework.as_ref(), out));
+            let r = master
+                .live_task_owner(&task_id, framework.as_ref())
+                .and_then(|fid| {
+                    let owner = master.framework_principal(&fid).flatten();
+                    caller
+                        .check(&Permission::KillTasks {
+                            framework: &fid,
+                            owner,
+                        })
+                        .map_err(|d| CallError::PermissionDenied(d.to_string()))?;
+                    master.operator_kill(&task_id, Some(&fid), out)
+                });
+            let _ = reply.send(r);
         }
         Command::Gauges(reply) => {
             let runs = std::mem::take(&mut io.metrics_runs);

@@ -1,5 +1,6 @@
 //! Master configuration (defaults chosen for fast failure detection).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Clone, Debug)]
@@ -36,6 +37,16 @@ pub struct MasterConfig {
     pub agent_gc_after: Duration,
     /// Address advertised by `/redirect`.
     pub advertise: String,
+    /// **The authentication switch.** `Some(file)`: bearer tokens are
+    /// required on HTTP and Scheduler calls and this ACL file decides what
+    /// each principal may do (reloaded when it changes and on SIGHUP).
+    /// `None`: everything is open (`agora dev`, `--insecure`).
+    pub acls: Option<PathBuf>,
+    /// With `acls`: when no token exists yet, create one for principal
+    /// `admin` and write it to this file (mode 0600).
+    pub bootstrap_token_file: Option<PathBuf>,
+    /// How often the ACL file's modification time is checked.
+    pub acl_poll_interval: Duration,
     /// The secret store (`--secrets-key-file`); `None`: this master has none.
     pub secrets: Option<crate::secrets::SecretsConfig>,
     /// Which frameworks may read which secrets (allow-all by default; the
@@ -59,6 +70,9 @@ impl Default for MasterConfig {
             max_completed_frameworks: 50,
             agent_gc_after: Duration::from_secs(14 * 86_400),
             advertise: "127.0.0.1:5050".to_string(),
+            acls: None,
+            bootstrap_token_file: None,
+            acl_poll_interval: Duration::from_secs(2),
             secrets: None,
             secret_policy: Default::default(),
         }

@@ -5,6 +5,7 @@
 //! values and are encoded by the stream that sends them.
 
 use crate::actor::{AGENT_QUEUE, Call, Command, FRAMEWORK_QUEUE, MasterHandle};
+use crate::auth::{Caller, Gate, acl::Permission};
 use crate::state::{CallError, ConnId};
 use agora_core::protocol::{Event, MasterMessage, Register, StatusUpdate, TaskUsage};
 use agora_proto::convert::{self, Invalid};
@@ -25,6 +26,7 @@ pub fn status_of(e: CallError) -> Status {
         CallError::FrameworkCompleted(_) => Status::failed_precondition(e.to_string()),
         CallError::InvalidOffers(_) => Status::invalid_argument(e.to_string()),
         CallError::NotFound(_) => Status::not_found(e.to_string()),
+        CallError::PermissionDenied(_) => Status::permission_denied(e.to_string()),
     }
 }
 
@@ -74,12 +76,14 @@ impl<D, P> Drop for GuardedStream<D, P> {
 #[derive(Clone)]
 pub struct SchedulerService {
     pub master: MasterHandle,
+    /// Every call is authenticated from its `authorization` metadata when on.
+    pub gate: Gate,
     pub secrets: crate::secrets::Secrets,
 }
 
 impl SchedulerService {
-    async fn call(&self, call: Call) -> Result<Response<pb::CallResponse>, Status> {
-        match self.master.call(call).await {
+    async fn call(&self, caller: Caller, call: Call) -> Result<Response<pb::CallResponse>, Status> {
+        match self.master.call_as(call, caller).await {
             Ok(Ok(())) => Ok(Response::new(pb::CallResponse {})),
             Ok(Err(e)) => Err(status_of(e)),
             Err(_) => Err(stopped()),
@@ -95,11 +99,25 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let caller = self.gate.grpc_caller(&req)?;
         let wire = req
             .into_inner()
             .framework
             .ok_or_else(|| Status::invalid_argument("invalid framework: is missing"))?;
         let info = convert::framework_info("framework", wire).map_err(invalid)?;
+        caller
+            .check(&Permission::RegisterFramework { role: &info.role })
+            .map_err(|d| {
+                tracing::info!(denied = %d, "refusing a subscription");
+                Status::permission_denied(d.to_string())
+            })?;
+        if let Some(id) = &info.id {
+            self.gate.check_recorded_owner(&caller, id).map_err(|d| {
+                tracing::info!(denied = %d, "refusing a resubscription");
+                Status::permission_denied(d.to_string())
+            })?;
+        }
+        let recorder = caller.clone();
         let (tx, rx) = mpsc::channel(FRAMEWORK_QUEUE);
         let conn: ConnId = self.master.next_conn();
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -109,15 +127,22 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
                 info,
                 events: tx,
                 reply,
+                caller,
             })
             .await
             .map_err(|_| stopped())?;
         match answer.await {
-            Ok(Ok(_)) => Ok(Response::new(GuardedStream {
-                inner: ReceiverStream::new(rx),
-                on_drop: Some((self.master.clone(), Command::FrameworkClosed(conn))),
-                _wire: PhantomData,
-            })),
+            Ok(Ok(id)) => {
+                // The guard first: if the client goes away during the write
+                // below, dropping it tells the actor.
+                let stream = GuardedStream {
+                    inner: ReceiverStream::new(rx),
+                    on_drop: Some((self.master.clone(), Command::FrameworkClosed(conn))),
+                    _wire: PhantomData,
+                };
+                self.gate.record_owner(&recorder, &id).await;
+                Ok(Response::new(stream))
+            }
             Ok(Err(e)) => Err(status_of(e)),
             Err(_) => Err(stopped()),
         }
@@ -127,67 +152,81 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
         &self,
         r: Request<pb::AcceptRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
+        let caller = self.gate.grpc_caller(&r)?;
         let call = r.into_inner().try_into().map_err(invalid)?;
-        self.call(Call::Accept(call)).await
+        self.call(caller, Call::Accept(call)).await
     }
     async fn decline(
         &self,
         r: Request<pb::DeclineRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
+        let caller = self.gate.grpc_caller(&r)?;
         let call = r.into_inner().try_into().map_err(invalid)?;
-        self.call(Call::Decline(call)).await
+        self.call(caller, Call::Decline(call)).await
     }
     async fn revive(
         &self,
         r: Request<pb::ReviveRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
+        let caller = self.gate.grpc_caller(&r)?;
         let id =
             convert::framework_id("framework_id", &r.into_inner().framework_id).map_err(invalid)?;
-        self.call(Call::Revive(id)).await
+        self.call(caller, Call::Revive(id)).await
     }
     async fn suppress(
         &self,
         r: Request<pb::SuppressRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
+        let caller = self.gate.grpc_caller(&r)?;
         let id =
             convert::framework_id("framework_id", &r.into_inner().framework_id).map_err(invalid)?;
-        self.call(Call::Suppress(id)).await
+        self.call(caller, Call::Suppress(id)).await
     }
     async fn kill(
         &self,
         r: Request<pb::KillRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
+        let caller = self.gate.grpc_caller(&r)?;
         let call = r.into_inner().try_into().map_err(invalid)?;
-        self.call(Call::Kill(call)).await
+        self.call(caller, Call::Kill(call)).await
     }
     async fn acknowledge(
         &self,
         r: Request<pb::AcknowledgeRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
+        let caller = self.gate.grpc_caller(&r)?;
         let call = r.into_inner().try_into().map_err(invalid)?;
-        self.call(Call::Acknowledge(call)).await
+        self.call(caller, Call::Acknowledge(call)).await
     }
     async fn reconcile(
         &self,
         r: Request<pb::ReconcileRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
+        let caller = self.gate.grpc_caller(&r)?;
         let call = r.into_inner().try_into().map_err(invalid)?;
-        self.call(Call::Reconcile(call)).await
+        self.call(caller, Call::Reconcile(call)).await
     }
     async fn teardown(
         &self,
         r: Request<pb::TeardownRequest>,
     ) -> Result<Response<pb::CallResponse>, Status> {
+        let caller = self.gate.grpc_caller(&r)?;
         let id =
             convert::framework_id("framework_id", &r.into_inner().framework_id).map_err(invalid)?;
-        self.call(Call::Teardown(id)).await
+        self.call(caller, Call::Teardown(id)).await
     }
     async fn secret_versions(
         &self,
         r: Request<pb::SecretVersionsRequest>,
     ) -> Result<Response<pb::SecretVersionsResponse>, Status> {
+        let caller = self.gate.grpc_caller(&r)?;
         let r = r.into_inner();
         let fid = convert::framework_id("framework_id", &r.framework_id).map_err(invalid)?;
+        // Only the framework's own principal (or an admin) asks about the
+        // secrets it uses.
+        self.gate
+            .check_recorded_owner(&caller, &fid)
+            .map_err(|d| Status::permission_denied(d.to_string()))?;
         if r.paths.len() > MAX_SECRET_VERSION_PATHS {
             return Err(Status::invalid_argument(format!(
                 "paths: at most {MAX_SECRET_VERSION_PATHS} per call ({} given)",

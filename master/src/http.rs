@@ -3,10 +3,11 @@
 //! the secret store's `/v1/secrets` routes live in `http_secrets.rs`.
 
 use crate::actor::MasterHandle;
+use crate::auth::{Caller, Gate, acl::Permission, http::require};
 use crate::election::Contender;
 use crate::metrics::Metrics;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -18,11 +19,14 @@ pub struct HttpState {
     pub master: MasterHandle,
     pub metrics: Arc<Metrics>,
     pub contender: Arc<dyn Contender>,
+    /// Authentication: every route but the open ones needs a token when on.
+    pub gate: Gate,
     /// The secret store (`/v1/secrets`, see `http_secrets.rs`).
     pub secrets: crate::secrets::Secrets,
 }
 
 pub fn router(state: HttpState) -> Router {
+    let gate = state.gate.clone();
     Router::new()
         .route("/health", get(health))
         .route("/master/health", get(health))
@@ -34,6 +38,11 @@ pub fn router(state: HttpState) -> Router {
         .route("/tasks/{task_id}/kill", post(kill_task))
         .merge(crate::http_secrets::routes())
         .with_state(state)
+        .merge(crate::auth::http::routes(gate.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::auth::http::authenticate,
+        ))
 }
 
 fn unavailable() -> Response {
@@ -51,7 +60,10 @@ async fn health(State(s): State<HttpState>) -> Response {
     }
 }
 
-async fn state_json(State(s): State<HttpState>) -> Response {
+async fn state_json(State(s): State<HttpState>, Extension(caller): Extension<Caller>) -> Response {
+    if let Err(r) = require(&caller, &Permission::ViewState) {
+        return r;
+    }
     match s.master.state().await {
         Ok(st) => axum::Json(st).into_response(),
         Err(_) => unavailable(),
@@ -84,6 +96,7 @@ struct KillQuery {
 /// the TASK_KILLED update as usual.
 async fn kill_task(
     State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
     Path(task_id): Path<String>,
     Query(q): Query<KillQuery>,
 ) -> Response {
@@ -101,7 +114,7 @@ async fn kill_task(
         Some(Ok(f)) => Some(f),
         Some(Err(e)) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    match s.master.operator_kill(tid, framework).await {
+    match s.master.operator_kill(tid, framework, caller).await {
         Ok(Ok(fid)) => (
             StatusCode::ACCEPTED,
             axum::Json(
@@ -111,6 +124,9 @@ async fn kill_task(
             .into_response(),
         Ok(Err(e @ CallError::NotFound(_))) => {
             (StatusCode::NOT_FOUND, format!("{e}\n")).into_response()
+        }
+        Ok(Err(e @ CallError::PermissionDenied(_))) => {
+            (StatusCode::FORBIDDEN, format!("forbidden: {e}\n")).into_response()
         }
         Ok(Err(e)) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
         Err(_) => unavailable(),

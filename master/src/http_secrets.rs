@@ -9,8 +9,14 @@
 //!   every data key with the key in that file (read on the master's host).
 //!
 //! Errors are text naming what was wrong; status codes are chosen here.
+//!
+//! With authentication on, each route needs `manage_secrets` for its path
+//! (the list shows only the paths the caller may manage; key rotation is
+//! for admins): 403 naming the permission otherwise.
 
 use crate::actor::{MasterHandle, SecretsQuery};
+use crate::auth::Caller;
+use crate::auth::acl::Permission;
 use crate::http::HttpState;
 use crate::secrets::crypto::Kek;
 use crate::secrets::{NO_STORE, SecretError, SecretMeta, SecretStore};
@@ -18,7 +24,7 @@ use crate::state::SecretUser;
 use agora_core::secrets::{MAX_VALUE_LEN, SecretPath, SecretValue};
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -65,6 +71,16 @@ fn store(s: &HttpState) -> Result<Arc<SecretStore>, Refusal> {
 
 fn parse_path(raw: &str) -> Result<SecretPath, Refusal> {
     SecretPath::parse(raw).map_err(|e| refuse(StatusCode::BAD_REQUEST, e))
+}
+
+/// 403 naming the permission unless the caller may manage `path`.
+fn may_manage(caller: &Caller, path: Option<&SecretPath>) -> Result<(), Refusal> {
+    caller
+        .check(&Permission::ManageSecrets { path })
+        .map_err(|d| {
+            tracing::info!(denied = %d, "refusing a secrets request");
+            refuse(StatusCode::FORBIDDEN, format!("forbidden: {d}"))
+        })
 }
 
 impl From<SecretError> for Refusal {
@@ -120,12 +136,14 @@ struct PutQuery {
 
 async fn put(
     State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     Query(q): Query<PutQuery>,
     body: Body,
 ) -> Result<Response, Refusal> {
-    let store = store(&s)?;
     let path = parse_path(&raw)?;
+    may_manage(&caller, Some(&path))?;
+    let store = store(&s)?;
     let bytes = match axum::body::to_bytes(body, MAX_VALUE_LEN).await {
         Ok(b) => b,
         Err(e) => {
@@ -155,15 +173,28 @@ async fn put(
     Ok(axum::Json(with_users(&meta, &u)).into_response())
 }
 
-async fn list(State(s): State<HttpState>) -> Result<Response, Refusal> {
-    let all = store(&s)?.list();
+async fn list(
+    State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, Refusal> {
+    may_manage(&caller, None)?;
+    let mut all = store(&s)?.list();
+    all.retain(|m| {
+        SecretPath::parse(&m.path)
+            .is_ok_and(|p| caller.allows(&Permission::ManageSecrets { path: Some(&p) }))
+    });
     let u = users(&s.master, None).await?;
     Ok(axum::Json(all.iter().map(|m| with_users(m, &u)).collect::<Vec<_>>()).into_response())
 }
 
-async fn show(State(s): State<HttpState>, Path(raw): Path<String>) -> Result<Response, Refusal> {
-    let store = store(&s)?;
+async fn show(
+    State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+    Path(raw): Path<String>,
+) -> Result<Response, Refusal> {
     let path = parse_path(&raw)?;
+    may_manage(&caller, Some(&path))?;
+    let store = store(&s)?;
     let meta = store
         .get(&path)
         .ok_or_else(|| SecretError::Unknown(path.to_string()))?;
@@ -196,11 +227,13 @@ fn describe(users: &[SecretUser]) -> String {
 
 async fn delete_secret(
     State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
     Path(raw): Path<String>,
     Query(q): Query<DeleteQuery>,
 ) -> Result<Response, Refusal> {
-    let store = store(&s)?;
     let path = parse_path(&raw)?;
+    may_manage(&caller, Some(&path))?;
+    let store = store(&s)?;
     if store.get(&path).is_none() {
         return Err(SecretError::Unknown(path.to_string()).into());
     }
@@ -227,7 +260,20 @@ struct RotateBody {
     new_key_file: String,
 }
 
-async fn rotate(State(s): State<HttpState>, body: axum::body::Bytes) -> Result<Response, Refusal> {
+async fn rotate(
+    State(s): State<HttpState>,
+    Extension(caller): Extension<Caller>,
+    body: axum::body::Bytes,
+) -> Result<Response, Refusal> {
+    if !caller.is_admin() {
+        return Err(refuse(
+            StatusCode::FORBIDDEN,
+            format!(
+                "forbidden: principal {} may not rotate the secrets key (permission: admins)",
+                caller.principal().unwrap_or("-")
+            ),
+        ));
+    }
     let store = store(&s)?;
     let req: RotateBody = serde_json::from_slice(&body).map_err(|e| {
         refuse(
@@ -308,6 +354,7 @@ mod tests {
                 store: store.clone(),
                 policy: Default::default(),
             },
+            gate: Default::default(),
         };
         (crate::http::router(state), store)
     }

@@ -10,9 +10,11 @@
 //! - [`store`]: the agent registry (redb on disk, or memory).
 //! - [`secrets`]: the secret store (sealed at rest; `/v1/secrets`, `ResolveSecrets`).
 //! - [`election`]: the leader-election seam (standalone for now).
+//! - [`auth`]: bearer tokens and the ACL file (on with `MasterConfig::acls`).
 //! - [`server`]: wires it all onto one listener.
 
 pub mod actor;
+pub mod auth;
 pub mod config;
 pub mod election;
 pub mod grpc;

@@ -16,6 +16,8 @@ use tokio::net::TcpListener;
 pub struct MasterServer {
     pub handle: MasterHandle,
     pub local_addr: std::net::SocketAddr,
+    /// Authentication in force (tests mint tokens through it).
+    pub gate: crate::auth::Gate,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -28,10 +30,51 @@ pub enum ServeError {
     Election(#[from] crate::election::ElectionError),
     #[error("server: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("{0}")]
+    Auth(String),
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretError),
     #[error("{0}")]
     Config(String),
+}
+
+/// The authentication gate `cfg` asks for: disabled without an ACL file;
+/// otherwise tokens (in the registry's database when it has one) and the
+/// ACL file, polled for changes, plus the bootstrap token if asked for.
+fn open_gate(cfg: &MasterConfig, registry: &dyn Registry) -> Result<crate::auth::Gate, ServeError> {
+    use crate::auth::{Auth, Gate, acl::AclFile, tokens};
+    let Some(acl_path) = &cfg.acls else {
+        tracing::warn!(
+            "authentication is OFF: no ACL file (--acls), every API is open to anyone who can reach it"
+        );
+        return Ok(Gate::disabled());
+    };
+    let acls = Arc::new(AclFile::load(acl_path).map_err(ServeError::Auth)?);
+    let store: Box<dyn tokens::TokenStore> = match registry.shared_database() {
+        Some(db) => {
+            Box::new(tokens::RedbTokenStore::open(db).map_err(|e| ServeError::Auth(e.to_string()))?)
+        }
+        None => Box::new(tokens::MemoryTokenStore::default()),
+    };
+    let tokens = tokens::Tokens::open(store).map_err(|e| ServeError::Auth(e.to_string()))?;
+    let owners = match registry.shared_database() {
+        Some(db) => crate::auth::owners::FrameworkOwners::open(Box::new(
+            crate::auth::owners::RedbOwnerStore::open(db)
+                .map_err(|e| ServeError::Auth(e.to_string()))?,
+        ))
+        .map_err(|e| ServeError::Auth(e.to_string()))?,
+        None => crate::auth::owners::FrameworkOwners::memory(),
+    };
+    if let Some(file) = &cfg.bootstrap_token_file {
+        crate::auth::bootstrap(&tokens, file).map_err(ServeError::Auth)?;
+    }
+    acls.clone().watch(cfg.acl_poll_interval);
+    tracing::info!(acls = %acl_path.display(), "authentication is on: bearer tokens and ACLs");
+    Ok(Gate::enabled(Auth {
+        tokens,
+        acls,
+        owners,
+    }))
 }
 
 /// Opens the secret store the configuration asks for, on the registry's backend.
@@ -96,7 +139,14 @@ pub async fn serve_with_tls(
     });
     contender.elect().await?;
     let agents = registry.load()?;
-    let secrets = open_secrets(&cfg, registry.as_ref())?;
+    let gate = open_gate(&cfg, registry.as_ref())?;
+    let mut secrets = open_secrets(&cfg, registry.as_ref())?;
+    if gate.is_enabled() {
+        // With authentication on, the ACL file's `read_secrets` decides.
+        secrets.policy = crate::secrets::SharedSecretPolicy(Arc::new(
+            crate::auth::AclSecretPolicy(gate.clone()),
+        ));
+    }
     tracing::info!(
         master_id = %cfg.master_id,
         address = %local_addr,
@@ -111,12 +161,14 @@ pub async fn serve_with_tls(
         master: handle.clone(),
         metrics,
         contender,
+        gate: gate.clone(),
         secrets: secrets.clone(),
     });
     let routes = tonic::service::Routes::from(http)
         .add_service(pb::scheduler_server::SchedulerServer::new(
             SchedulerService {
                 master: handle.clone(),
+                gate: gate.clone(),
                 secrets: secrets.clone(),
             },
         ))
@@ -131,6 +183,7 @@ pub async fn serve_with_tls(
         let _ = tx.send(MasterServer {
             handle: handle.clone(),
             local_addr,
+            gate,
         });
     }
     let mut stop = shutdown.clone();

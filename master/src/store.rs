@@ -51,6 +51,11 @@ pub enum StoreError {
 pub trait Registry: Send + 'static {
     fn load(&self) -> Result<Vec<RegisteredAgent>, StoreError>;
     fn apply(&mut self, ops: &[RegistryOp]) -> Result<(), StoreError>;
+    /// The redb database behind this registry, if any, for the master's
+    /// other records (tokens) to keep their own tables in the same file.
+    fn shared_database(&self) -> Option<std::sync::Arc<redb::Database>> {
+        None
+    }
     /// Where this registry keeps the secret store's sealed records (the
     /// same backend as the agents); `None` if it keeps none.
     fn secret_registry(&self) -> Option<std::sync::Arc<dyn crate::secrets::store::SecretRegistry>> {
@@ -149,6 +154,10 @@ impl RedbRegistry {
 }
 
 impl Registry for RedbRegistry {
+    fn shared_database(&self) -> Option<std::sync::Arc<redb::Database>> {
+        Some(self.database())
+    }
+
     fn load(&self) -> Result<Vec<RegisteredAgent>, StoreError> {
         use redb::{ReadableDatabase, ReadableTable};
         let tx = self.db.begin_read().map_err(|e| self.io(e))?;

@@ -117,13 +117,34 @@ async fn resolve_is_only_for_the_task_on_its_agent_and_delete_refuses_while_used
                     7,
                     "/x",
                 ),
+                with_secret(
+                    task("x-1", "cpus:0.1;mem:32", "serve"),
+                    "X",
+                    "/prod/db",
+                    1,
+                    "/x",
+                ),
             ],
         )
         .await
         .unwrap();
-    for t in ["web-1", "web-2", "gone", "old"] {
+    for t in ["web-1", "web-2", "x-1"] {
         f.update(t, TaskState::Running).await.unwrap();
     }
+    // The agent resolves a task's secrets before it launches it: a task
+    // whose secret (or version) the master does not have fails there,
+    // with the master's answer (path and reason, never a value).
+    let gone = f.update("gone", TaskState::Failed).await.unwrap();
+    assert_eq!(
+        gone.message,
+        "secret /prod/none does not exist (the task references its latest version); create it with `agora secret put /prod/none`"
+    );
+    let old = f.update("old", TaskState::Failed).await.unwrap();
+    assert!(
+        old.message.contains("no version 7") && old.message.contains("1, 2"),
+        "{}",
+        old.message
+    );
 
     let mut link = pb::agent_link_client::AgentLinkClient::connect(c.url())
         .await
@@ -178,25 +199,12 @@ async fn resolve_is_only_for_the_task_on_its_agent_and_delete_refuses_while_used
         assert!(e.message().contains(why), "{}", e.message());
         assert!(!e.message().contains("canary"));
     }
+    // Failed at launch: no longer live, so nothing more to resolve.
     let e = link
         .resolve_secrets(req(a1.id.as_str(), f.id.as_str(), "gone"))
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    assert_eq!(
-        e.message(),
-        "secret /prod/none does not exist (the task references its latest version); create it with `agora secret put /prod/none`"
-    );
-    let e = link
-        .resolve_secrets(req(a1.id.as_str(), f.id.as_str(), "old"))
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::NotFound);
-    assert!(
-        e.message().contains("no version 7") && e.message().contains("1, 2"),
-        "{}",
-        e.message()
-    );
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
 
     let mut sched = pb::scheduler_client::SchedulerClient::connect(c.url())
         .await
@@ -357,7 +365,17 @@ async fn the_secret_policy_decides_what_a_framework_may_read() {
         "/b",
     );
     f.client.launch(o, vec![both, open]).await.unwrap();
-    f.update("both", TaskState::Running).await.unwrap();
+    // The agent asks for the task's secrets at launch: refused, the task
+    // fails with the master's answer naming the path and the permission.
+    let both = f.update("both", TaskState::Failed).await.unwrap();
+    assert_eq!(
+        both.message,
+        format!(
+            "secret /restricted/x: permission denied: framework {} may not read /restricted",
+            f.id
+        )
+    );
+    assert!(!both.message.contains("canary"));
     f.update("open", TaskState::Running).await.unwrap();
     let mut link = pb::agent_link_client::AgentLinkClient::connect(c.url())
         .await
@@ -367,15 +385,6 @@ async fn the_secret_policy_decides_what_a_framework_may_read() {
         framework_id: f.id.as_str().into(),
         task_id: t.into(),
     };
-    let e = link.resolve_secrets(req("both")).await.unwrap_err();
-    assert_eq!(e.code(), Code::PermissionDenied);
-    assert_eq!(
-        e.message(),
-        format!(
-            "secret /restricted/x: permission denied: framework {} may not read /restricted",
-            f.id
-        )
-    );
     let ok = link
         .resolve_secrets(req("open"))
         .await

@@ -7,10 +7,15 @@
 //! - `GET /sleep?ms=N`  → answers `task=<task id> slept=N` after N ms (a slow
 //!   request without CPU: drain and rollout benchmarks)
 //! - `GET /mem?mib=N`   → allocates and touches N MiB and keeps it (memory-limit tests)
+//! - `GET /hash?env=NAME` / `GET /hash?file=PATH` → the SHA-256 (hex) of the
+//!   variable's value or the file's content, never the value itself: tests
+//!   check that a task sees its secret without the value crossing any API
+//!   (404 when the variable or file is missing)
 //!
 //! Port: `--port N`, else `$PORT`, else `$PORT0`, else 8080. On SIGTERM it waits
 //! `AGORA_DRAIN_MS` (default 0) and exits 0; with `AGORA_IGNORE_SIGTERM=1` it
-//! ignores SIGTERM (to test forced kills). Std only, so it links statically.
+//! ignores SIGTERM (to test forced kills). Std, signal-hook and ring's
+//! digest only, so it links statically.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
@@ -133,8 +138,54 @@ fn handle(s: TcpStream, st: &State) {
             }
             respond(&s, 200, &format!("holding {mib} MiB more\n"));
         }
+        "/hash" => match hash(&path) {
+            Ok(h) => respond(&s, 200, &format!("{h}\n")),
+            Err((code, why)) => respond(&s, code, &format!("{why}\n")),
+        },
         _ => respond(&s, 404, "not found\n"),
     }
+}
+
+/// Decodes `%XX` escapes (a file path or a name in a query).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `/hash?env=NAME` or `/hash?file=PATH`: the SHA-256 hex of the value.
+fn hash(path: &str) -> Result<String, (u16, String)> {
+    let bytes = if let Some(name) = query(path, "env") {
+        let name = percent_decode(&name);
+        std::env::var_os(&name)
+            .map(|v| std::os::unix::ffi::OsStrExt::as_bytes(v.as_os_str()).to_vec())
+            .ok_or((404, format!("no variable {name}")))?
+    } else if let Some(file) = query(path, "file") {
+        let file = percent_decode(&file);
+        std::fs::read(&file).map_err(|e| (404, format!("cannot read {file}: {e}")))?
+    } else {
+        return Err((400, "give env=NAME or file=PATH".into()));
+    };
+    let d = ring::digest::digest(&ring::digest::SHA256, &bytes);
+    Ok(d.as_ref().iter().map(|b| format!("{b:02x}")).collect())
 }
 
 fn main() {
@@ -197,5 +248,30 @@ fn main() {
             std::thread::sleep(drain);
             std::process::exit(0);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_answers_the_sha256_of_a_file_or_variable_never_the_value() {
+        let f = std::env::temp_dir().join(format!("agora-wl-hash-{}", std::process::id()));
+        std::fs::write(&f, "hi").unwrap();
+        let p = format!("/hash?file={}", f.display()).replace('/', "%2F");
+        let p = p.replacen("%2Fhash", "/hash", 1);
+        assert_eq!(
+            hash(&p).unwrap(),
+            "8f434346648f6b96df89dda901c5176b10a6d83961dd3c1ac88b59b2dc327aa4"
+        );
+        let _ = std::fs::remove_file(&f);
+        // PATH is always set; its hash is not its value.
+        let h = hash("/hash?env=PATH").unwrap();
+        assert_eq!(h.len(), 64);
+        assert_ne!(h, std::env::var("PATH").unwrap());
+        assert_eq!(hash("/hash?env=AGORA_NO_SUCH_VARIABLE").unwrap_err().0, 404);
+        assert_eq!(hash("/hash").unwrap_err().0, 400);
+        assert_eq!(percent_decode("%2Frun%2Fsecrets%2Fdb"), "/run/secrets/db");
     }
 }

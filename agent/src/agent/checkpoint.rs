@@ -215,10 +215,7 @@ impl Agent {
                 }
             };
             if !state.is_terminal() {
-                specs.push(LaunchSpec {
-                    framework_id: fid.clone(),
-                    task: info.clone(),
-                });
+                specs.push(LaunchSpec::new(fid.clone(), info.clone()));
             }
             let mut record = TaskRecord::new(info, state, self.cfg.status_retry_min);
             record.next_retry = (!queue.is_empty()).then_some(now);

@@ -5,6 +5,10 @@ use super::*;
 use agora_proto::convert;
 use tracing::Instrument;
 
+/// How long a launch keeps asking the master for its secrets when it
+/// cannot be reached (then the task fails).
+pub const SECRET_RESOLVE_BUDGET: Duration = Duration::from_secs(10);
+
 impl Agent {
     pub(super) async fn on_master(
         &mut self,
@@ -153,14 +157,68 @@ impl Agent {
             // its watcher) runs inside this span: its logs carry the ids.
             let span = tracing::info_span!("launch", framework_id = %fid, task_id = %task.id);
             tracing::debug!(parent: &span, "launching");
-            self.runtime
-                .launch(LaunchSpec {
-                    framework_id: fid.clone(),
-                    task,
-                })
-                .instrument(span)
-                .await;
+            if task.secrets.is_empty() {
+                self.runtime
+                    .launch(LaunchSpec::new(fid.clone(), task))
+                    .instrument(span)
+                    .await;
+            } else {
+                self.launch_with_secrets(fid.clone(), task, span);
+            }
         }
+    }
+
+    /// A task with secrets: resolved from the master first (retrying for
+    /// at most [`SECRET_RESOLVE_BUDGET`]), off the agent's loop; then
+    /// launched with them. If they cannot be had, the task fails naming
+    /// the paths and the reason (never a value) and nothing runs.
+    fn launch_with_secrets(&self, fid: FrameworkId, task: TaskInfo, span: tracing::Span) {
+        let resolver = self.resolver.clone();
+        let dir = self.secrets_dir();
+        let agent = self.agent_id.clone().unwrap_or_else(|| AgentId::new(""));
+        let runtime = self.runtime.clone();
+        let sink = self.health_sink.clone();
+        tokio::spawn(
+            async move {
+                let r = crate::secrets::prepare(
+                    resolver,
+                    dir.as_ref(),
+                    &agent,
+                    &fid,
+                    &task,
+                    SECRET_RESOLVE_BUDGET,
+                )
+                .await;
+                match r {
+                    Ok(secrets) => {
+                        tracing::debug!(
+                            env = secrets.env.len(),
+                            files = secrets.files.len(),
+                            "secrets resolved"
+                        );
+                        runtime
+                            .launch(LaunchSpec {
+                                framework_id: fid,
+                                task,
+                                secrets: Arc::new(secrets),
+                            })
+                            .await;
+                    }
+                    Err(why) => {
+                        tracing::warn!(error = %why, "task failed: its secrets could not be delivered");
+                        if let Some(d) = &dir {
+                            d.remove(&fid, &task.id);
+                        }
+                        let _ = sink.send(
+                            RuntimeEvent::new(&fid, &task.id, TaskState::Failed)
+                                .reason(crate::secrets::REASON_SECRET_FAILED)
+                                .message(why),
+                        );
+                    }
+                }
+            }
+            .instrument(span),
+        );
     }
 
     pub(super) async fn kill(&mut self, fid: &FrameworkId, tid: &TaskId) {

@@ -68,6 +68,10 @@ pub struct AgentConfig {
     pub work_dir: Option<std::path::PathBuf>,
     /// How often task usage (CPU time, memory) is reported to the master.
     pub usage_interval: Duration,
+    /// Where file secrets go: a directory on a tmpfs (checked at start),
+    /// under which the agent keeps `<agent id>/<framework>/<task>/`.
+    /// `None`: tasks with file secrets fail (env secrets still work).
+    pub secrets_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for AgentConfig {
@@ -87,6 +91,7 @@ impl Default for AgentConfig {
             register_timeout: Duration::from_secs(15),
             work_dir: None,
             usage_interval: Duration::from_secs(10),
+            secrets_dir: None,
         }
     }
 }
@@ -156,6 +161,8 @@ pub enum AgentError {
     Checkpoint { path: String, message: String },
     #[error(transparent)]
     Recover(#[from] crate::runtime::RecoverError),
+    #[error("{0}")]
+    Secrets(String),
 }
 
 struct Pending {
@@ -223,6 +230,11 @@ struct Agent {
     /// Keeps the control channel open: dropping every handle does not stop
     /// the agent (only `Control::Stop` does).
     _control_keepalive: mpsc::UnboundedSender<Control>,
+    /// Where tasks' secret values come from: the master, over the current
+    /// connection (set by each session).
+    resolver: Option<Arc<dyn crate::secrets::SecretResolver>>,
+    /// The secrets directory (`cfg.secrets_dir`, checked to be tmpfs).
+    secrets_root: Option<crate::secrets::SecretsDir>,
 }
 
 /// Starts an agent. `events` must be the receiving end of the sink given to
@@ -304,6 +316,8 @@ impl Agent {
             deferred_kills: Vec::new(),
             kills_written: Vec::new(),
             _control_keepalive: control,
+            resolver: None,
+            secrets_root: None,
         }
     }
 
@@ -313,7 +327,12 @@ impl Agent {
         mut events: mpsc::UnboundedReceiver<RuntimeEvent>,
         mut control: mpsc::UnboundedReceiver<Control>,
     ) -> Result<(), AgentError> {
+        if let Some(dir) = &self.cfg.secrets_dir {
+            self.secrets_root =
+                Some(crate::secrets::SecretsDir::open(dir).map_err(AgentError::Secrets)?);
+        }
         self.recover().await?;
+        self.sweep_secrets();
         let mut backoff = self.cfg.reconnect_min;
         let mut partitioned = false;
         loop {
@@ -436,6 +455,8 @@ impl Agent {
                     .map_err(|e| SessionError::Tls(error_chain(&e)))?
             }
         };
+        // Secrets are resolved over the same connection.
+        self.resolver = Some(Arc::new(crate::secrets::ChannelResolver(channel.clone())));
         let mut client = pb::agent_link_client::AgentLinkClient::new(channel)
             .max_decoding_message_size(64 << 20);
         let (out_tx, out_rx) = mpsc::channel::<pb::AgentMessage>(16_384);
@@ -581,6 +602,44 @@ impl Agent {
     }
 }
 
+impl Agent {
+    /// This agent's secrets directory (`<secrets dir>/<agent id>`), once
+    /// it has an id.
+    fn secrets_dir(&self) -> Option<crate::secrets::SecretsDir> {
+        let root = self.secrets_root.as_ref()?;
+        let id = self.agent_id.as_ref()?;
+        Some(root.for_agent(id))
+    }
+
+    /// Removes the secret files of every task that is not live (agent
+    /// start: tasks that ended or were forgotten while it was down).
+    fn sweep_secrets(&self) {
+        let Some(dir) = self.secrets_dir() else {
+            return;
+        };
+        let live: Vec<(FrameworkId, TaskId)> = self
+            .tasks
+            .iter()
+            .filter(|(_, t)| !t.state.is_terminal())
+            .map(|(k, _)| k.clone())
+            .collect();
+        let n = dir.sweep(&live);
+        if n > 0 {
+            tracing::info!(
+                tasks = n,
+                "removed the secret files of tasks that are not live"
+            );
+        }
+    }
+
+    /// A task ended: its secret files go.
+    fn drop_secret_files(&self, fid: &FrameworkId, tid: &TaskId) {
+        if let Some(dir) = self.secrets_dir() {
+            dir.remove(fid, tid);
+        }
+    }
+}
+
 /// The heartbeat interval the master asks for: a finite, positive number of
 /// seconds up to an hour; anything else (NaN, ∞, ≤ 0) gives the default 2 s
 /// and a warning, never a panic.
@@ -629,5 +688,7 @@ mod updates;
 
 #[cfg(test)]
 mod recovery_tests;
+#[cfg(test)]
+mod secrets_tests;
 #[cfg(test)]
 mod tests;

@@ -76,6 +76,11 @@ impl Agent {
             ready: ev.ready.unwrap_or(false),
             has_ready: ev.ready.is_some(),
         };
+        let drop_files = ev.state.is_terminal()
+            && t.info
+                .secrets
+                .iter()
+                .any(|u| matches!(u.target, agora_core::secrets::SecretTarget::File(_)));
         if ev.state.is_terminal() {
             t.alive.store(false, std::sync::atomic::Ordering::Relaxed);
         }
@@ -104,6 +109,9 @@ impl Agent {
         if was_empty {
             t.next_retry = Some(Instant::now());
             t.backoff = self.cfg.status_retry_min;
+        }
+        if drop_files {
+            self.drop_secret_files(&key.0, &key.1);
         }
     }
 

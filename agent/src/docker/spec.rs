@@ -38,6 +38,20 @@ pub(super) fn container_body(
         .filter(|(name, _)| name != "HOST")
         .map(|(name, value)| format!("{name}={value}"))
         .collect();
+    // Secret variables (checked UTF-8 without NUL when resolved). They
+    // win over plain ones of the same name. The engine shows a
+    // container's env in `docker inspect`: file secrets avoid that.
+    let secret_names: Vec<&str> = spec.secrets.env.iter().map(|(n, _)| n.as_str()).collect();
+    env.retain(|e| {
+        !secret_names
+            .iter()
+            .any(|n| e.strip_prefix(n).is_some_and(|r| r.starts_with('=')))
+    });
+    for (name, value) in &spec.secrets.env {
+        let v = std::str::from_utf8(value.expose())
+            .map_err(|_| format!("secret variable {name} is not UTF-8 text"))?;
+        env.push(format!("{name}={v}"));
+    }
     env.push(format!("HOST={host_ip}"));
     env.push(format!("AGORA_TASK_ID={}", t.id));
     env.push(format!("AGORA_FRAMEWORK_ID={fw}"));
@@ -161,6 +175,18 @@ pub(super) fn container_body(
             } else {
                 Some(bindings)
             },
+            // Secret files: the tmpfs file, read-only at its path.
+            binds: if spec.secrets.files.is_empty() {
+                None
+            } else {
+                Some(
+                    spec.secrets
+                        .files
+                        .iter()
+                        .map(|f| format!("{}:{}:ro", f.host_path.display(), f.target))
+                        .collect(),
+                )
+            },
             ..Default::default()
         }),
         ..Default::default()
@@ -230,14 +256,55 @@ mod tests {
     use super::*;
     use agora_core::info::{PortMapping, TaskInfo};
     use agora_core::{Ranges, Resources};
+    use std::sync::Arc;
 
     const LOOPBACK: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn spec(resources: Resources) -> LaunchSpec {
-        LaunchSpec {
-            framework_id: "f".into(),
-            task: TaskInfo::new("web.1".into(), resources),
-        }
+        LaunchSpec::new("f".into(), TaskInfo::new("web.1".into(), resources))
+    }
+
+    /// Issue 10: secret variables join the container's env (over a plain
+    /// one of the same name); secret files are bound read-only at their
+    /// paths from the agent's tmpfs; the command line never holds either.
+    #[test]
+    fn secrets_go_to_env_and_read_only_binds() {
+        use crate::secrets::{SecretFile, TaskSecrets};
+        use agora_core::secrets::SecretValue;
+        let mut s = spec(Resources::default());
+        s.task.command = Some(agora_core::info::CommandInfo {
+            value: "serve".into(),
+            env: vec![("DB".into(), "plain".into()), ("A".into(), "1".into())],
+            ..Default::default()
+        });
+        s.secrets = Arc::new(TaskSecrets {
+            env: vec![("DB".into(), SecretValue::new(b"s3cret".to_vec()))],
+            files: vec![SecretFile {
+                target: "/run/secrets/tls".into(),
+                host_path: "/dev/shm/agora-secrets/ag/f/web.1/secret-0".into(),
+            }],
+        });
+        let c = ContainerInfo {
+            image: "img".into(),
+            ..Default::default()
+        };
+        let body = container_body(&s, &c, "scope", LOOPBACK).unwrap();
+        let env = body.env.unwrap();
+        assert!(env.contains(&"DB=s3cret".to_string()), "{env:?}");
+        assert!(!env.contains(&"DB=plain".to_string()), "{env:?}");
+        assert!(env.contains(&"A=1".to_string()));
+        assert_eq!(
+            body.host_config.unwrap().binds.unwrap(),
+            ["/dev/shm/agora-secrets/ag/f/web.1/secret-0:/run/secrets/tls:ro"]
+        );
+        assert!(body.cmd.unwrap().iter().all(|a| !a.contains("s3cret")));
+        // Not UTF-8: refused (it could not be an env variable).
+        s.secrets = Arc::new(TaskSecrets {
+            env: vec![("DB".into(), SecretValue::new(vec![0xff, 0xfe]))],
+            files: vec![],
+        });
+        let e = container_body(&s, &c, "scope", LOOPBACK).unwrap_err();
+        assert!(e.contains("DB") && !e.contains('\u{fffd}'), "{e}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ fn spec(task: &str, cmd: &str) -> LaunchSpec {
             }),
             ..TaskInfo::new(task.into(), Resources::default())
         },
+        secrets: Default::default(),
     }
 }
 

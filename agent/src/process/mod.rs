@@ -213,6 +213,7 @@ impl ProcessRuntime {
         let sandbox = self.sandbox(&key);
         std::fs::create_dir_all(&sandbox)
             .map_err(|e| format!("cannot create sandbox {}: {e}", sandbox.display()))?;
+        link_secret_files(&sandbox, &spec.secrets.files)?;
         // A pid file of an earlier run of this task id would be taken for this one.
         let _ = std::fs::remove_file(sandbox.join("pid"));
         let stdout = std::fs::File::create(sandbox.join("stdout")).map_err(|e| e.to_string())?;
@@ -300,6 +301,10 @@ impl ProcessRuntime {
         }
         for (name, value) in &command.env {
             cmd.env(name, value);
+        }
+        for (name, value) in &spec.secrets.env {
+            use std::os::unix::ffi::OsStrExt;
+            cmd.env(name, std::ffi::OsStr::from_bytes(value.expose()));
         }
         // The agent's to give (after the task's own variables, so it wins):
         // where the task must bind its ports to be reachable.
@@ -509,6 +514,32 @@ impl ProcessRuntime {
 const KILL_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Writes a small file and flushes it to disk.
+/// Each secret file appears at its path under the sandbox as a symlink to
+/// the agent's tmpfs file: nothing on disk holds the value.
+fn link_secret_files(sandbox: &Path, files: &[crate::secrets::SecretFile]) -> Result<(), String> {
+    for f in files {
+        let rel = Path::new(f.target.trim_start_matches('/'));
+        if rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!(
+                "secret file path {:?} must stay inside the sandbox",
+                f.target
+            ));
+        }
+        let link = sandbox.join(rel);
+        if let Some(parent) = link.parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+        }
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(&f.host_path, &link)
+            .map_err(|e| format!("cannot link secret file {}: {e}", link.display()))?;
+    }
+    Ok(())
+}
+
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::File::create(path)?;
     std::io::Write::write_all(&mut f, bytes)?;

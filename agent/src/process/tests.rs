@@ -21,6 +21,7 @@ fn spec(task: &str, cmd: &str) -> LaunchSpec {
             }),
             ..TaskInfo::new(task.into(), Resources::default())
         },
+        secrets: Default::default(),
     }
 }
 
@@ -465,4 +466,51 @@ async fn checks_of_a_recovered_task_go_to_the_address_it_was_launched_with() {
     assert_eq!(ended(&mut rx2, "kept").await.state, TaskState::Killed);
     assert_eq!(at, std::net::SocketAddr::new(old, 31000));
     remove_work_dir(&dir);
+}
+
+/// Issue 10: a process task sees its secret variable in its environment
+/// and its secret file at the sandbox path (a symlink to the agent's
+/// tmpfs file); neither is in its arguments or in the sandbox's files.
+#[tokio::test]
+async fn secrets_reach_a_process_as_env_and_a_linked_file() {
+    use crate::secrets::{SecretFile, TaskSecrets};
+    use agora_core::secrets::SecretValue;
+    let dir = work_dir();
+    let shm = work_dir();
+    let secret_file = shm.join("secret-0");
+    std::fs::write(&secret_file, "file-value-91c").unwrap();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = ProcessRuntime::new(tx, &dir);
+    let mut s = spec(
+        "sec",
+        r#"[ "$DB_PASSWORD" = "env-value-7a2" ] && [ "$(cat secrets/tls)" = "file-value-91c" ] && [ -L secrets/tls ]"#,
+    );
+    s.secrets = Arc::new(TaskSecrets {
+        env: vec![(
+            "DB_PASSWORD".into(),
+            SecretValue::new(b"env-value-7a2".to_vec()),
+        )],
+        files: vec![SecretFile {
+            target: "secrets/tls".into(),
+            host_path: secret_file.clone(),
+        }],
+    });
+    rt.launch(s).await;
+    let ev = ended(&mut rx, "sec").await;
+    assert_eq!(ev.state, TaskState::Finished, "{ev:?}");
+    // Nothing under the sandbox holds a value (the link names a path).
+    let sandbox = rt.sandbox(&("f".into(), "sec".into()));
+    for e in std::fs::read_dir(&sandbox).unwrap().flatten() {
+        if e.file_type().unwrap().is_file() {
+            let b = std::fs::read(e.path()).unwrap();
+            let text = String::from_utf8_lossy(&b);
+            assert!(
+                !text.contains("env-value-7a2") && !text.contains("file-value-91c"),
+                "{:?}",
+                e.path()
+            );
+        }
+    }
+    remove_work_dir(&dir);
+    let _ = std::fs::remove_dir_all(&shm);
 }

@@ -24,10 +24,18 @@ pub struct LaunchArgs {
     /// Give up after this long.
     #[arg(long, value_parser = parse_duration, default_value = "300s")]
     pub timeout: Duration,
+    /// Also launch each task a second time with a secret reference (one
+    /// env variable resolved by the agent from the master at launch) and
+    /// report what the secret costs (`secret_overhead_ms_p50`).
+    #[arg(long)]
+    pub secret: bool,
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
 }
+
+/// The secret `--secret` puts and references.
+const BENCH_SECRET: &str = "/bench/launch/token";
 
 enum Ev {
     Offers(Vec<Offer>),
@@ -63,18 +71,29 @@ pub async fn run(args: LaunchArgs) -> Result<()> {
     })?;
 
     // Master (in memory) and a Docker agent, in this process.
+    let launched = if args.secret {
+        2 * args.tasks
+    } else {
+        args.tasks
+    };
     let resources = format!(
         "cpus:{};mem:{}",
-        args.tasks as f64 * 0.1 + 1.0,
-        args.tasks * 64 + 256
+        launched as f64 * 0.1 + 1.0,
+        launched * 64 + 256
     );
     let cluster = super::LocalCluster::start("launch", resources, &args.image).await?;
     let addr = cluster.master;
-    let result = measure(&args, &docker, &format!("http://{addr}")).await;
+    let result = async {
+        if args.secret {
+            put_bench_secret(&addr.to_string()).await?;
+        }
+        measure(&args, &docker, &format!("http://{addr}")).await
+    }
+    .await;
 
     // Clean up: the agent's containers and the raw ones.
     cluster.stop().await;
-    let (agora, raw, raw_ids) = result?;
+    let (agora, raw, raw_ids, with_secret) = result?;
     for id in raw_ids {
         let _ = docker
             .remove_container(
@@ -86,6 +105,7 @@ pub async fn run(args: LaunchArgs) -> Result<()> {
             )
             .await;
     }
+    let agora_plain = agora.clone();
     let (mut a, mut d) = (agora, raw);
     let (a50, a99) = (super::quantile(&mut a, 0.5), super::quantile(&mut a, 0.99));
     let (d50, d99) = (super::quantile(&mut d, 0.5), super::quantile(&mut d, 0.99));
@@ -93,17 +113,49 @@ pub async fn run(args: LaunchArgs) -> Result<()> {
     eprintln!("ACCEPT → RUNNING through Agora: p50 {a50:.1} ms, p99 {a99:.1} ms");
     eprintln!("engine create + start (bollard): p50 {d50:.1} ms, p99 {d99:.1} ms");
     eprintln!("ratio p50 {ratio:.2} (goal ≤ 1.2)");
-    if args.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "bench": "launch", "tasks": args.tasks,
-                "agora_ms_p50": a50, "agora_ms_p99": a99,
-                "docker_ms_p50": d50, "docker_ms_p99": d99,
-                "ratio_p50": ratio,
-            })
+    let mut out = serde_json::json!({
+        "bench": "launch", "tasks": args.tasks,
+        "agora_ms_p50": a50, "agora_ms_p99": a99,
+        "docker_ms_p50": d50, "docker_ms_p99": d99,
+        "ratio_p50": ratio,
+    });
+    if args.secret {
+        // Each secret launch is paired with a plain one next to it: the median of the paired differences is less noisy than the
+        // difference of the medians (container starts vary by ±20 ms).
+        let mut diffs: Vec<f64> = with_secret
+            .iter()
+            .zip(&agora_plain)
+            .map(|(s, p)| s - p)
+            .collect();
+        let overhead = super::quantile(&mut diffs, 0.5);
+        let mut s = with_secret;
+        let (s50, s99) = (super::quantile(&mut s, 0.5), super::quantile(&mut s, 0.99));
+        eprintln!(
+            "ACCEPT → RUNNING with a secret reference: p50 {s50:.1} ms, p99 {s99:.1} ms; \
+             secret overhead (median of paired differences) {overhead:.1} ms (goal ≤ 5 ms)"
         );
+        out["agora_secret_ms_p50"] = s50.into();
+        out["agora_secret_ms_p99"] = s99.into();
+        out["secret_overhead_ms_p50"] = overhead.into();
     }
+    if args.json {
+        println!("{out}");
+    }
+    Ok(())
+}
+
+/// Puts the secret the `--secret` tasks reference (a random value; the
+/// bench never prints it).
+async fn put_bench_secret(master: &str) -> Result<()> {
+    let value = uuid::Uuid::new_v4().simple().to_string().into_bytes();
+    let (status, body) =
+        crate::http::http_send_raw("PUT", master, &format!("/v1/secrets{BENCH_SECRET}"), value)
+            .await?;
+    ensure!(
+        (200..300).contains(&status),
+        "putting the bench secret: HTTP {status}: {}",
+        body.trim()
+    );
     Ok(())
 }
 
@@ -111,7 +163,7 @@ async fn measure(
     args: &LaunchArgs,
     docker: &Docker,
     master: &str,
-) -> Result<(Vec<f64>, Vec<f64>, Vec<String>)> {
+) -> Result<(Vec<f64>, Vec<f64>, Vec<String>, Vec<f64>)> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut fcfg = FrameworkConfig::new(master, "bench-launch");
@@ -131,41 +183,72 @@ async fn measure(
     };
     let mut offer: Option<Offer> = None;
     let (mut agora, mut raw, mut raw_ids) = (Vec::new(), Vec::new(), Vec::new());
+    let mut with_secret = Vec::new();
     for i in 0..args.tasks {
-        // Agora: ACCEPT → RUNNING.
-        let o = match offer.take() {
-            Some(o) => o,
-            None => loop {
-                if let Ev::Offers(mut v) = next().await?
-                    && let Some(o) = v.pop()
-                {
-                    break o;
-                }
-            },
+        // Agora: ACCEPT → RUNNING (then the same with a secret reference,
+        // alternating so both see the same machine).
+        // The order alternates too: the second launch of a pair tends to
+        // be faster (warm caches), which would bias the difference.
+        let kinds: &[bool] = match (args.secret, i % 2) {
+            (false, _) => &[false],
+            (true, 0) => &[false, true],
+            (true, _) => &[true, false],
         };
-        let id = format!("launch-{i}");
-        let mut t = agora_sdk::task(&id, "cpus:0.1;mem:64", "")?;
-        t.command = None;
-        t.container = Some(agora_proto::pb::ContainerInfo {
-            image: args.image.clone(),
-            network: "bridge".into(),
-            port_mappings: vec![],
-        });
-        let t0 = Instant::now();
-        client
-            .accept(std::slice::from_ref(&o.id), vec![t], Some(Duration::ZERO))
-            .await?;
-        loop {
-            match next().await? {
-                Ev::Update(s) if s.task_id.as_str() == id && s.state == TaskState::Running => break,
-                Ev::Update(s) if s.task_id.as_str() == id && s.state.is_terminal() => {
-                    bail!("{id} ended {}: {}", s.state, s.message)
+        for &secret in kinds {
+            let o = match offer.take() {
+                Some(o) => o,
+                None => loop {
+                    if let Ev::Offers(mut v) = next().await?
+                        && let Some(o) = v.pop()
+                    {
+                        break o;
+                    }
+                },
+            };
+            let id = if secret {
+                format!("launch-secret-{i}")
+            } else {
+                format!("launch-{i}")
+            };
+            let mut t = agora_sdk::task(&id, "cpus:0.1;mem:64", "")?;
+            t.command = None;
+            t.container = Some(agora_proto::pb::ContainerInfo {
+                image: args.image.clone(),
+                network: "bridge".into(),
+                port_mappings: vec![],
+            });
+            if secret {
+                t.secrets = vec![agora_proto::pb::SecretUse {
+                    target: Some(agora_proto::pb::secret_use::Target::Env(
+                        "BENCH_TOKEN".into(),
+                    )),
+                    path: BENCH_SECRET.into(),
+                    version: 1,
+                }];
+            }
+            let t0 = Instant::now();
+            client
+                .accept(std::slice::from_ref(&o.id), vec![t], Some(Duration::ZERO))
+                .await?;
+            loop {
+                match next().await? {
+                    Ev::Update(s) if s.task_id.as_str() == id && s.state == TaskState::Running => {
+                        break;
+                    }
+                    Ev::Update(s) if s.task_id.as_str() == id && s.state.is_terminal() => {
+                        bail!("{id} ended {}: {}", s.state, s.message)
+                    }
+                    Ev::Offers(mut v) => offer = v.pop().or(offer.take()),
+                    _ => {}
                 }
-                Ev::Offers(mut v) => offer = v.pop().or(offer.take()),
-                _ => {}
+            }
+            let ms = t0.elapsed().as_secs_f64() * 1000.0;
+            if secret {
+                with_secret.push(ms);
+            } else {
+                agora.push(ms);
             }
         }
-        agora.push(t0.elapsed().as_secs_f64() * 1000.0);
 
         // The engine alone: create + start the same image with the same limits.
         let body = ContainerCreateBody {
@@ -193,5 +276,5 @@ async fn measure(
         raw_ids.push(c.id);
     }
     let _ = stop_tx.send(true);
-    Ok((agora, raw, raw_ids))
+    Ok((agora, raw, raw_ids, with_secret))
 }

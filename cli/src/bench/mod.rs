@@ -49,18 +49,28 @@ impl LocalCluster {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let master = listener.local_addr()?;
         let (trigger, shutdown) = agora_master::actor::shutdown::channel();
-        let cfg = agora_master::MasterConfig {
-            allocation_interval: Duration::from_millis(100),
-            ..agora_master::MasterConfig::default()
-        };
-        let registry = Box::new(agora_master::store::MemoryRegistry::default());
-        tokio::spawn(agora_master::serve(listener, cfg, registry, shutdown, None));
         let work = std::env::temp_dir().join(format!(
             "agora-bench-{name}-{}",
             uuid::Uuid::new_v4().simple()
         ));
+        // A secret store (in memory, with a fresh key file) so that benches
+        // can launch tasks that reference secrets.
+        std::fs::create_dir_all(&work)?;
+        let key_file = work.join("secrets.key");
+        agora_master::secrets::crypto::Kek::create_file(&key_file)?;
+        let cfg = agora_master::MasterConfig {
+            allocation_interval: Duration::from_millis(100),
+            secrets: Some(agora_master::secrets::SecretsConfig {
+                key_file,
+                versions: agora_master::secrets::DEFAULT_VERSIONS,
+            }),
+            ..agora_master::MasterConfig::default()
+        };
+        let registry = Box::new(agora_master::store::MemoryRegistry::default());
+        tokio::spawn(agora_master::serve(listener, cfg, registry, shutdown, None));
         let agent_args = AgentArgs {
             master: master.to_string(),
+            secrets_dir: None,
             work_dir: Some(work.join("agent")),
             listen: "127.0.0.1:0".into(),
             internal_address: None,

@@ -53,7 +53,7 @@ pub mod types;
 
 pub use agora_core::{AgentId, FrameworkId, OfferId, Resources, TaskId, TaskState};
 pub use agora_proto::pb;
-pub use client::Client;
+pub use client::{Client, SecretVersion, SecretVersionsError};
 pub use types::{Offer, TaskStatus, task};
 
 use futures::StreamExt;
@@ -77,6 +77,12 @@ pub enum SdkError {
     TornDown(String),
     #[error("invalid {0}")]
     Invalid(String),
+    /// UNAUTHENTICATED or PERMISSION_DENIED on SUBSCRIBE: retrying with the
+    /// same credentials cannot help, so the driver stops.
+    #[error(
+        "the master refused the subscription: {0} (set FrameworkConfig::token to a token whose principal the master's ACLs allow)"
+    )]
+    Unauthorized(String),
 }
 
 impl From<tonic::Status> for SdkError {
@@ -116,6 +122,9 @@ pub struct FrameworkConfig {
     /// TLS for an `https://` master: the cluster CA to verify it with
     /// (`agora_tls::client_config`). Frameworks present no certificate.
     pub tls: Option<std::sync::Arc<agora_tls::ClientConfig>>,
+    /// Bearer token sent as `authorization` metadata on every call (needed
+    /// when the master runs with ACLs). Zeroized on drop, redacted in `Debug`.
+    pub token: Option<std::sync::Arc<agora_core::secrets::SecretValue>>,
 }
 
 impl FrameworkConfig {
@@ -134,6 +143,7 @@ impl FrameworkConfig {
             reconnect_max: Duration::from_secs(10),
             heartbeat_misses: 5,
             tls: None,
+            token: None,
         }
     }
 }
@@ -231,7 +241,7 @@ impl<S: Scheduler> Driver<S> {
             });
         }
         let channel = agora_tls::channel_lazy(endpoint, self.cfg.tls.clone());
-        let client = Client::new(channel);
+        let client = Client::new(channel, self.cfg.token.as_deref())?;
         if let Some(id) = &self.cfg.framework_id {
             client.set_framework_id(id.clone());
         }
@@ -242,7 +252,7 @@ impl<S: Scheduler> Driver<S> {
             match self.session(&client, &ack_tx).await {
                 Ok(Outcome::Stop) => break Ok(()),
                 Ok(Outcome::Reconnect) => {}
-                Err(e @ SdkError::TornDown(_)) => break Err(e),
+                Err(e @ (SdkError::TornDown(_) | SdkError::Unauthorized(_))) => break Err(e),
                 Err(e) => {
                     tracing::debug!(error = %e, "subscription failed; retrying");
                 }
@@ -308,6 +318,15 @@ impl<S: Scheduler> Driver<S> {
                     && s.message().contains("torn down") =>
             {
                 return Err(SdkError::TornDown(s.message().to_string()));
+            }
+            Err(s)
+                if matches!(
+                    s.code(),
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+                ) =>
+            {
+                tracing::error!(error = %s.message(), "the master refused the subscription");
+                return Err(SdkError::Unauthorized(s.message().to_string()));
             }
             Err(s) => return Err(s.into()),
         };

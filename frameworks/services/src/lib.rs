@@ -20,13 +20,18 @@
 //!   with the API, the drain participants and their acknowledgements (the
 //!   sets themselves and draining: `scheduler/endpoints.rs`; service ports
 //!   and virtual hosts: `scheduler/service_ports.rs`);
+//! - [`api_auth`]: bearer tokens on the REST API, verified by the master;
+//! - [`secrets`]: the secret versions apps pin, and when a new one rolls
+//!   them;
 //! - [`api`]: the REST API (`kill.rs`: Marathon's task kill; `endpoints.rs`:
 //!   the endpoint stream, acks and the discovery API).
 
 pub mod api;
+pub mod api_auth;
 pub mod app;
 pub mod endpoints;
 pub mod scheduler;
+pub mod secrets;
 pub mod service;
 pub mod store;
 mod upgrade;
@@ -52,13 +57,22 @@ pub async fn serve_tls(
     let listener = agora_tls::TlsListener::new(listener, tls);
     let master = cfg.master.clone();
     let role = cfg.role.clone();
+    let api_auth = cfg
+        .api_tokens
+        .then(|| api_auth::ApiAuth::new(&cfg.master, cfg.master_tls.clone()));
     let (handle, join) = start(cfg, stop.clone())?;
     let hub = handle.hub().clone();
-    let app = api::router(api::ApiState {
+    let mut app = api::router(api::ApiState {
         handle,
         master,
         role,
     });
+    if let Some(a) = api_auth {
+        app = app.layer(axum::middleware::from_fn_with_state(
+            a,
+            api_auth::require_token,
+        ));
+    }
     let mut s = stop.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         while !*s.borrow() {

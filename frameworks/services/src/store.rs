@@ -282,6 +282,7 @@ mod tests {
             next_launch_at: 0.0,
             waiting: None,
             deployment: None,
+            last_task_failure: None,
         })
         .unwrap();
         row["app"]["portDefinitions"] = serde_json::json!([

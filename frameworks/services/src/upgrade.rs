@@ -93,6 +93,7 @@ mod tests {
             next_launch_at: 0.0,
             waiting: None,
             deployment: None,
+            last_task_failure: None,
         };
         let mut row = serde_json::to_value(&st).unwrap();
         row["app"]["portDefinitions"] = defs;

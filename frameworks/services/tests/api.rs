@@ -242,6 +242,7 @@ const MARATHON_APP_FIELDS: &[&str] = &[
     "mem",
     "disk",
     "env",
+    "secrets",
     "labels",
     "healthChecks",
     "readinessChecks",
@@ -263,6 +264,7 @@ const MARATHON_APP_FIELDS: &[&str] = &[
     "tasksUnhealthy",
     "deployments",
     "tasks",
+    "lastTaskFailure",
 ];
 
 /// Issue 7, point 11: `/v2` JSON carries Marathon's field names and no

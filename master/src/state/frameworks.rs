@@ -95,6 +95,7 @@ impl Master {
                         unacked_terminal: Map::default(),
                         offers: Set::default(),
                         last_heartbeat: now,
+                        principal: None,
                     },
                 );
             }
@@ -284,8 +285,30 @@ impl Master {
                     offers: Set::default(),
                     last_heartbeat: now,
                     unacked_terminal: Map::default(),
+                    principal: None,
                 },
             );
+        }
+    }
+
+    /// The principal that registered a framework: `None` if the master does
+    /// not know the framework, `Some(None)` if it has no principal yet.
+    pub fn framework_principal(&self, id: &FrameworkId) -> Option<Option<&str>> {
+        self.frameworks.get(id).map(|f| f.principal.as_deref())
+    }
+
+    /// The role a known framework is registered in.
+    pub fn framework_role(&self, id: &FrameworkId) -> Option<&str> {
+        self.frameworks.get(id).map(|f| f.info.role.as_str())
+    }
+
+    /// Binds a framework to the principal that subscribed it (after a
+    /// successful SUBSCRIBE; the binding lives as long as the framework).
+    pub fn bind_framework_principal(&mut self, id: &FrameworkId, principal: Option<&str>) {
+        if let (Some(f), Some(p)) = (self.frameworks.get_mut(id), principal)
+            && f.principal.is_none()
+        {
+            f.principal = Some(p.to_string());
         }
     }
 

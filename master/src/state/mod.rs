@@ -125,6 +125,10 @@ pub enum CallError {
     InvalidOffers(String),
     #[error("{0}")]
     NotFound(String),
+    /// The caller's principal may not do this (the text names the
+    /// permission); PERMISSION_DENIED / 403.
+    #[error("{0}")]
+    PermissionDenied(String),
 }
 
 #[derive(Debug)]
@@ -159,6 +163,10 @@ struct Framework {
     /// holding it). Their ids stay in use, as in Mesos: a launch reusing one
     /// would meet the agent still holding the old task.
     unacked_terminal: Map<TaskId, (AgentId, Option<Vec<u8>>)>,
+    /// The authenticated principal that registered it (`None` with
+    /// authentication off, or before its first SUBSCRIBE since this master
+    /// started). Only it (or an admin) may resubscribe and make its calls.
+    principal: Option<String>,
 }
 
 #[derive(Debug)]

@@ -96,7 +96,7 @@ impl Master {
         }
         Ok(TaskSecrets {
             secrets: t.info.secrets.clone(),
-            principal: None,
+            principal: f.principal.clone(),
         })
     }
 

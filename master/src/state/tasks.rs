@@ -101,6 +101,18 @@ impl Master {
         framework: Option<&FrameworkId>,
         out: &mut Vec<Output>,
     ) -> Result<FrameworkId, CallError> {
+        let fid = self.live_task_owner(tid, framework)?;
+        tracing::info!(framework_id = %fid, task_id = %tid, "operator kill");
+        self.kill_live(&fid, tid, out);
+        Ok(fid)
+    }
+
+    /// The framework running live task `tid` (among `framework` if given).
+    pub fn live_task_owner(
+        &self,
+        tid: &TaskId,
+        framework: Option<&FrameworkId>,
+    ) -> Result<FrameworkId, CallError> {
         let owners: Vec<FrameworkId> = self
             .frameworks
             .values()
@@ -119,8 +131,6 @@ impl Master {
                 .into());
             }
         };
-        tracing::info!(framework_id = %fid, task_id = %tid, "operator kill");
-        self.kill_live(&fid, tid, out);
         Ok(fid)
     }
 

@@ -80,6 +80,36 @@ pub struct Counts {
     pub deployments: Vec<DeploymentRef>,
 }
 
+/// The app's last failed instance (Marathon's `lastTaskFailure`).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastTaskFailure {
+    pub app_id: String,
+    pub task_id: String,
+    /// `TASK_FAILED`, `TASK_ERROR`, …
+    pub state: String,
+    /// Why, e.g. `secret /prod/db/password: not found: …`.
+    pub message: String,
+    pub host: String,
+    pub slave_id: String,
+    /// ISO 8601, UTC.
+    pub timestamp: String,
+    pub version: String,
+}
+
+fn last_task_failure(st: &AppState) -> Option<LastTaskFailure> {
+    st.last_task_failure.as_ref().map(|f| LastTaskFailure {
+        app_id: st.app.id.clone(),
+        task_id: f.task_id.clone(),
+        state: f.state.as_str().to_string(),
+        message: f.message.clone(),
+        host: f.host.clone(),
+        slave_id: f.agent_id.clone(),
+        timestamp: iso8601(f.timestamp),
+        version: f.version.clone(),
+    })
+}
+
 /// An app with its counters (Marathon's shape).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct App {
@@ -87,6 +117,8 @@ pub struct App {
     pub definition: AppDefinition,
     #[serde(flatten)]
     pub counts: Counts,
+    #[serde(rename = "lastTaskFailure", skip_serializing_if = "Option::is_none")]
+    pub last_task_failure: Option<LastTaskFailure>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<Task>>,
 }
@@ -101,11 +133,18 @@ pub struct AgoraApp {
     #[serde(flatten)]
     pub counts: Counts,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_task_failure: Option<LastTaskFailure>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tasks: Option<Vec<AgoraTask>>,
     /// Why instances are missing, if they are.
     pub waiting: Option<String>,
     /// The crash-loop launch delay now, in seconds.
     pub launch_delay_seconds: f64,
+    /// The version of each secret path this app version's tasks use
+    /// (Agora's own: pinned when the version was created, moved by a
+    /// secret rollout). Never values.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub secret_versions: std::collections::BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -325,6 +364,7 @@ pub fn app(st: &AppState, mine: &[&Instance], with_tasks: bool) -> App {
     App {
         definition: AppDefinition::from(&st.app),
         counts: counts(st, mine),
+        last_task_failure: last_task_failure(st),
         tasks: with_tasks.then(|| mine.iter().map(|i| task(i)).collect()),
     }
 }
@@ -333,9 +373,11 @@ pub fn agora_app(st: &AppState, mine: &[&Instance], with_tasks: bool) -> AgoraAp
     AgoraApp {
         definition: AppDefinition::from(&st.app),
         counts: counts(st, mine),
+        last_task_failure: last_task_failure(st),
         tasks: with_tasks.then(|| mine.iter().map(|i| agora_task(i)).collect()),
         waiting: st.waiting.clone(),
         launch_delay_seconds: st.delay,
+        secret_versions: st.app.secret_versions.clone(),
     }
 }
 

@@ -229,6 +229,10 @@ async fn create_app(State(s): State<ApiState>, body: Bytes) -> Response {
         Err(r) => return *r,
     };
     let id = app.id.clone();
+    let app = match with_secret_pins(&s, app).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     match ask(&s, |reply| Request::PutApp {
         app: Box::new(app),
         create: true,
@@ -450,6 +454,10 @@ async fn put_app(s: ApiState, id: String, body: Bytes) -> Response {
             errors: vec![format!("differs from the path's {id}")],
         }]);
     }
+    let app = match with_secret_pins(&s, app).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     deployment_answer(
         ask(&s, |reply| Request::PutApp {
             app: Box::new(app),
@@ -499,7 +507,85 @@ async fn delete_app(s: ApiState, id: String) -> Response {
     params(("appId" = String, Path, description = "The app id")),
     responses((status = 200, body = DeploymentResult), (status = 404, body = Message), (status = 503, body = Message)))]
 async fn restart_app(s: ApiState, id: String) -> Response {
-    deployment_answer(ask(&s, |reply| Request::Restart { id, reply }).await)
+    // A restart is a deployment: it picks up the secrets' latest versions
+    // (those put with --no-rollout included). When the master cannot tell,
+    // the app keeps the versions it has.
+    let paths = match view(&s).await {
+        Ok(v) => find(&v, &id)
+            .map(|a| a.app.secret_paths())
+            .unwrap_or_default(),
+        Err(r) => return r,
+    };
+    let secret_versions = if paths.is_empty() {
+        None
+    } else {
+        match s.handle.secret_versions(paths).await {
+            Ok(Ok(vs)) if vs.iter().all(|v| v.exists && v.latest > 0) => {
+                Some(vs.into_iter().map(|v| (v.path, v.latest)).collect())
+            }
+            _ => None,
+        }
+    };
+    deployment_answer(
+        ask(&s, |reply| Request::Restart {
+            id,
+            secret_versions,
+            reply,
+        })
+        .await,
+    )
+}
+
+/// Checks an app's secret references with the master (each path must
+/// exist: 422 naming it otherwise) and pins each to its latest version.
+/// An app without secrets passes as it is.
+async fn with_secret_pins(
+    s: &ApiState,
+    mut app: crate::app::App,
+) -> Result<crate::app::App, Response> {
+    use agora_sdk::SecretVersionsError as E;
+    if app.secrets.is_empty() {
+        return Ok(app);
+    }
+    let paths: Vec<String> = {
+        let mut p: Vec<String> = app.secrets.values().cloned().collect();
+        p.sort();
+        p.dedup();
+        p
+    };
+    let field = |path: &str, msg: String| crate::app::FieldError {
+        path: path.into(),
+        errors: vec![msg],
+    };
+    match s.handle.secret_versions(paths.clone()).await {
+        Err(e) => Err(api_error(e)),
+        Ok(Ok(versions)) => match crate::secrets::pins_for(&app, &versions) {
+            Ok(pins) => {
+                app.secret_versions = pins;
+                Ok(app)
+            }
+            Err(errs) => Err(invalid(
+                errs.into_iter().map(|(p, m)| field(&p, m)).collect(),
+            )),
+        },
+        Ok(Err(E::NoStore(why))) => Err(invalid(vec![field(
+            "/secrets",
+            format!(
+                "the master has no secret store, so secret references cannot be used ({why}): start the master with --secrets-key-file <file of 32 random bytes, mode 0600> (agora dev makes one)"
+            ),
+        )])),
+        Ok(Err(E::Denied(why))) => Err(invalid(vec![field(
+            "/secrets",
+            format!(
+                "the master does not let this framework read {}: {why}",
+                paths.join(", ")
+            ),
+        )])),
+        Ok(Err(E::Sdk(e))) => Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("cannot check the app's secret references with the master: {e}; try again"),
+        )),
+    }
 }
 
 #[utoipa::path(get, path = "/v2/tasks", tag = "marathon",

@@ -4,8 +4,9 @@
 use super::endpoints::{Ack, Service, ServiceDetail, ServiceInstance, ServiceList, ServicePort};
 use super::json::*;
 use crate::app::{
-    AppDefinition, Container, Docker, FieldError, HealthCheck, HealthProtocol, KillSelection,
-    Network, NetworkMode, PortDefinitionView, PortMapping, ReadinessCheck, UpgradeStrategy,
+    AppDefinition, Container, Docker, EnvValue, FieldError, HealthCheck, HealthProtocol,
+    KillSelection, Network, NetworkMode, PortDefinitionView, PortMapping, ReadinessCheck,
+    SecretSource, SecretVolume, UpgradeStrategy,
 };
 use utoipa::OpenApi;
 
@@ -58,6 +59,7 @@ use utoipa::OpenApi;
         TasksKilled,
         TaskKilled,
         HealthCheckResult,
+        LastTaskFailure,
         Counts,
         DeploymentRef,
         DeploymentResult,
@@ -73,6 +75,9 @@ use utoipa::OpenApi;
         AppDefinition,
         Container,
         Docker,
+        EnvValue,
+        SecretSource,
+        SecretVolume,
         Network,
         NetworkMode,
         PortMapping,

@@ -21,7 +21,7 @@ pub use parse::{
 pub use ports::{valid_path, valid_vhost};
 /// A `portDefinitions` item as the API shows it (Marathon's fields only).
 pub use view::PortDefinition as PortDefinitionView;
-pub use view::{AppDefinition, Container, Docker, Network};
+pub use view::{AppDefinition, Container, Docker, EnvValue, Network, SecretSource};
 
 /// One problem in a definition: a JSON path and what is wrong there.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -75,6 +75,17 @@ pub struct AppPort {
     pub protocol: String,
     pub service_port: u32,
     pub labels: BTreeMap<String, String>,
+}
+
+/// A secret as a file: `container.volumes` item `{"containerPath", "secret"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretVolume {
+    /// Absolute inside a container; relative to the sandbox for a command
+    /// app without a container image.
+    pub container_path: String,
+    /// The secret's name (a key of the app's `secrets`).
+    pub secret: String,
 }
 
 /// App label: how long an instance drains before it is killed at most.
@@ -216,6 +227,22 @@ pub struct App {
     pub disk: f64,
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Marathon's `secrets`: the app's name for a secret → its path in the
+    /// master's store (normalised, `/prod/db/password`). References only.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, String>,
+    /// `env` entries that are secret references (`{"secret": "db"}`):
+    /// variable → secret name (a key of `secrets`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env_secrets: BTreeMap<String, String>,
+    /// `container.volumes` items that are secrets, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_volumes: Vec<SecretVolume>,
+    /// Agora-internal (stored, never in the /v2 JSON): the version of each
+    /// secret path this app version's tasks use, pinned when the version
+    /// was created and moved by a secret rollout (a new app version).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_versions: BTreeMap<String, u64>,
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
@@ -254,6 +281,28 @@ impl App {
         a.version.clear();
         b.version.clear();
         a == b
+    }
+
+    /// Same as [`App::same_config`], ignoring the pinned secret versions:
+    /// what the user asked for is the same.
+    pub fn same_definition(&self, other: &App) -> bool {
+        let mut a = self.clone();
+        a.secret_versions = other.secret_versions.clone();
+        a.same_config(other)
+    }
+
+    /// The secret paths the app uses (sorted, no duplicates): those its
+    /// env and volumes reference.
+    pub fn secret_paths(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .env_secrets
+            .values()
+            .chain(self.secret_volumes.iter().map(|v| &v.secret))
+            .filter_map(|name| self.secrets.get(name).cloned())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
     }
 
     /// How many ports each instance needs from its agent.

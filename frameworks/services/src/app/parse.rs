@@ -233,7 +233,7 @@ pub fn parse_app(v: &Value) -> Result<App, Vec<FieldError>> {
         |v| v.as_f64() == Some(0.0),
         "agents offer no GPUs",
     );
-    let env = o.string_map(e, "env");
+    let (env, env_secrets) = env_field(&o, e);
     let labels = o.string_map(e, "labels");
     if let Some(v) = labels.get(LABEL_DRAIN_SECONDS)
         && !v
@@ -257,12 +257,7 @@ pub fn parse_app(v: &Value) -> Result<App, Vec<FieldError>> {
             );
         }
     }
-    o.unsupported(
-        e,
-        "secrets",
-        empty,
-        "the secret store comes later; use plain env values",
-    );
+    let secrets = secrets_field(&o, e);
     o.unsupported(e, "user", |_| false, "tasks run as the agent's user");
     o.unsupported(
         e,
@@ -301,6 +296,7 @@ pub fn parse_app(v: &Value) -> Result<App, Vec<FieldError>> {
             "is for host networking (portDefinitions); with bridge networking give portMappings a hostPort",
         );
     }
+    let secret_volumes = check_secret_uses(&secrets, &env_secrets, &p, e);
     if cmd.is_none() && args.is_empty() && p.image.is_none() {
         e.push("/cmd", "give a cmd, args, or a container image");
     }
@@ -373,6 +369,10 @@ pub fn parse_app(v: &Value) -> Result<App, Vec<FieldError>> {
         mem,
         disk,
         env,
+        secrets,
+        env_secrets,
+        secret_volumes,
+        secret_versions: BTreeMap::new(),
         labels,
         health_checks,
         readiness_checks,
@@ -437,4 +437,182 @@ fn accepted_resource_roles(o: &Obj, e: &mut Errors) -> Vec<String> {
 /// is every role it is offered.)
 pub fn default_accepted_resource_roles() -> Vec<String> {
     vec![agora_core::info::DEFAULT_ROLE.to_string()]
+}
+
+/// `env`: plain strings, or secret references `{"secret": "<name>"}`
+/// (Marathon/DC/OS). Returns (plain values, variable → secret name).
+fn env_field(o: &Obj, e: &mut Errors) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let mut plain = BTreeMap::new();
+    let mut secret = BTreeMap::new();
+    match o.get("env") {
+        None => {}
+        Some(Value::Object(m)) => {
+            for (k, v) in m {
+                let at = format!("/env/{k}");
+                if k.is_empty()
+                    || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    || k.starts_with(|c: char| c.is_ascii_digit())
+                {
+                    e.push(
+                        &at,
+                        "variable names are letters, digits and _, not starting with a digit",
+                    );
+                }
+                match v {
+                    Value::String(s) => {
+                        plain.insert(k.clone(), s.clone());
+                    }
+                    Value::Object(r) => match (r.len(), r.get("secret")) {
+                        (1, Some(Value::String(name))) => {
+                            secret.insert(k.clone(), name.clone());
+                        }
+                        _ => e.push(
+                            &at,
+                            "must be a string, or a secret reference {\"secret\": \"<name in secrets>\"}",
+                        ),
+                    },
+                    _ => e.push(
+                        &at,
+                        "must be a string, or a secret reference {\"secret\": \"<name in secrets>\"}",
+                    ),
+                }
+            }
+        }
+        Some(_) => e.push("/env", "must be an object of strings or secret references"),
+    }
+    (plain, secret)
+}
+
+/// A name an app gives a secret: letters, digits, `_`, `-`, `.`, at most
+/// 128 bytes.
+fn valid_secret_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 128
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+}
+
+/// `secrets`: `{"<name>": {"source": "/path/in/the/store"}}`. Returns
+/// name → normalised path.
+fn secrets_field(o: &Obj, e: &mut Errors) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let Some(v) = o.get("secrets") else {
+        return out;
+    };
+    let Some(m) = v.as_object() else {
+        e.push(
+            "/secrets",
+            "must be an object: {\"<name>\": {\"source\": \"/path/in/the/secret/store\"}}",
+        );
+        return out;
+    };
+    for (name, def) in m {
+        let at = format!("/secrets/{name}");
+        if !valid_secret_name(name) {
+            e.push(
+                &at,
+                "a secret's name is letters, digits, `_`, `-` and `.` (at most 128)",
+            );
+        }
+        let Some(d) = Obj::of(def, at.clone(), e) else {
+            continue;
+        };
+        d.only(e, &["source"]);
+        match d.string(e, "source") {
+            None if d.get("source").is_none() => e.push(
+                &d.at("source"),
+                "is required: the secret's path in the master's store, e.g. /prod/db/password",
+            ),
+            None => {}
+            Some(src) => match agora_core::secrets::SecretPath::parse(&src) {
+                Ok(p) => {
+                    out.insert(name.clone(), p.as_str().to_string());
+                }
+                Err(bad) => e.push(&d.at("source"), bad.to_string()),
+            },
+        }
+    }
+    out
+}
+
+/// Most secret uses (env variables and files) one app may have: what a
+/// task may carry.
+pub const MAX_SECRET_USES: usize = agora_proto::convert::MAX_TASK_SECRETS;
+
+/// Every env reference and secret volume names a secret of `secrets`, and
+/// every volume's path suits the app (absolute in a container, relative to
+/// the sandbox for a command app). Returns the volumes.
+fn check_secret_uses(
+    secrets: &BTreeMap<String, String>,
+    env_secrets: &BTreeMap<String, String>,
+    p: &super::ports::Placement,
+    e: &mut Errors,
+) -> Vec<SecretVolume> {
+    let undefined = |name: &str| {
+        if secrets.is_empty() {
+            format!(
+                "names the secret {name:?}, but the app defines no secrets: add \"secrets\": {{\"{name}\": {{\"source\": \"/path/in/the/store\"}}}}"
+            )
+        } else {
+            let known: Vec<&str> = secrets.keys().map(String::as_str).collect();
+            format!(
+                "names the secret {name:?}, which `secrets` does not define (it defines {})",
+                known.join(", ")
+            )
+        }
+    };
+    for (var, name) in env_secrets {
+        if !secrets.contains_key(name) {
+            e.push(&format!("/env/{var}"), undefined(name));
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (path, v) in &p.volumes {
+        if !secrets.contains_key(&v.secret) {
+            e.push(&format!("{path}/secret"), undefined(&v.secret));
+        }
+        let cp = &v.container_path;
+        let at = format!("{path}/containerPath");
+        if cp.is_empty() {
+            // Reported as missing already.
+        } else if cp.len() > 1024
+            || cp.ends_with('/')
+            || cp.split('/').any(|s| s == ".." || s == ".")
+            || cp.chars().any(|c| c.is_control())
+        {
+            e.push(
+                &at,
+                "a secret file path is at most 1024 bytes, without `.` or `..` segments or control characters, and does not end in `/`",
+            );
+        } else if p.image.is_some() && !cp.starts_with('/') {
+            e.push(
+                &at,
+                format!(
+                    "must be absolute inside the container, e.g. /run/secrets/{}",
+                    v.secret
+                ),
+            );
+        } else if p.image.is_none() && cp.starts_with('/') {
+            e.push(
+                &at,
+                format!(
+                    "an app without a container image runs in its sandbox: give a path relative to it, e.g. secrets/{}",
+                    v.secret
+                ),
+            );
+        } else if !seen.insert(cp.trim_start_matches('/').to_string()) {
+            e.push(&at, format!("{cp:?} is used by another secret volume"));
+        }
+        out.push(v.clone());
+    }
+    if env_secrets.len() + out.len() > MAX_SECRET_USES {
+        e.push(
+            "/secrets",
+            format!(
+                "an app uses at most {MAX_SECRET_USES} secrets (env variables and files together)"
+            ),
+        );
+    }
+    out
 }

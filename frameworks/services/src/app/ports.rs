@@ -2,7 +2,7 @@
 //! definition.
 
 use super::fields::{Errors, Obj, empty};
-use super::{NetworkMode, PortDefinition, PortMapping};
+use super::{NetworkMode, PortDefinition, PortMapping, SecretVolume};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -12,6 +12,8 @@ pub(super) struct Placement {
     pub(super) network: NetworkMode,
     pub(super) port_mappings: Vec<PortMapping>,
     pub(super) port_definitions: Vec<PortDefinition>,
+    /// `container.volumes` (secrets only), each with its JSON pointer.
+    pub(super) volumes: Vec<(String, SecretVolume)>,
 }
 
 fn port(o: &Obj, e: &mut Errors, key: &str) -> u32 {
@@ -173,17 +175,37 @@ fn port_definitions(o: &Obj, e: &mut Errors) -> Vec<PortDefinition> {
 pub(super) fn placement(o: &Obj, e: &mut Errors) -> Placement {
     let mut image = None;
     let mut mappings = Vec::new();
+    let mut volumes = Vec::new();
     if let Some(c) = o
         .get("container")
         .and_then(|c| Obj::of(c, o.at("container"), e))
     {
         c.only(e, &["type", "docker", "portMappings", "volumes"]);
-        c.unsupported(
-            e,
-            "volumes",
-            empty,
-            "volumes are not implemented yet; remove the field (a task's files live in its sandbox)",
-        );
+        for (path, v) in c.array(e, "volumes") {
+            let Some(v) = Obj::of(v, path.clone(), e) else {
+                continue;
+            };
+            if v.get("secret").is_none() {
+                e.push(
+                    &path,
+                    "only secret volumes are supported ({\"containerPath\": \"/run/secrets/db\", \"secret\": \"db\"}); other volumes are not implemented (a task's files live in its sandbox)",
+                );
+                continue;
+            }
+            v.only(e, &["containerPath", "secret"]);
+            let container_path = v.string(e, "containerPath");
+            if container_path.is_none() {
+                e.push(&v.at("containerPath"), "is required");
+            }
+            let secret = v.string(e, "secret").unwrap_or_default();
+            volumes.push((
+                path,
+                SecretVolume {
+                    container_path: container_path.unwrap_or_default(),
+                    secret,
+                },
+            ));
+        }
         let ty = c.string(e, "type").unwrap_or_else(|| "DOCKER".into());
         if ty != "DOCKER" && ty != "MESOS" {
             e.push(
@@ -334,5 +356,6 @@ pub(super) fn placement(o: &Obj, e: &mut Errors) -> Placement {
         network,
         port_mappings: mappings,
         port_definitions: definitions,
+        volumes,
     }
 }

@@ -502,7 +502,7 @@ fn every_accepted_field_is_honoured_or_refused() {
     let cases: Vec<(serde_json::Value, &str)> = vec![
         (
             json!({"container": {"volumes": [{"containerPath": "/data", "hostPath": "/srv", "mode": "RW"}]}}),
-            "/container/volumes",
+            "/container/volumes/0",
         ),
         (
             json!({"container": {"portMappings": [{"servicePort": 70000}]}}),
@@ -546,8 +546,8 @@ fn every_accepted_field_is_honoured_or_refused() {
             "/portDefinitions",
         ),
         (
-            json!({"secrets": {"pw": {"source": "db/password"}}}),
-            "/secrets",
+            json!({"secrets": {"pw": {"source": "db/../password"}}}),
+            "/secrets/pw/source",
         ),
         (json!({"env": {"PW": {"secret": "pw"}}}), "/env/PW"),
         (json!({"user": "nobody"}), "/user"),
@@ -755,4 +755,154 @@ fn the_examples_parse() {
             panic!("examples/{name} is refused: {e:?}");
         }
     }
+}
+
+/// Issue 10: secrets in Marathon's format: `secrets` by name, env values
+/// that reference them, secret volumes; the view shows references only.
+#[test]
+fn secrets_are_accepted_as_references_and_shown_as_given() {
+    let a = parse_app(&with(json!({
+        "secrets": {"db": {"source": "prod/db/password"}, "tls": {"source": "/prod/tls/key"}},
+        "env": {"DB_PASSWORD": {"secret": "db"}, "MODE": "prod"},
+        "container": {"type": "DOCKER", "docker": {"image": "agora-workload:latest"},
+            "portMappings": [{"containerPort": 8080, "hostPort": 0, "name": "http"}],
+            "volumes": [{"containerPath": "/run/secrets/tls", "secret": "tls"}]},
+    })))
+    .unwrap();
+    // `source` without a leading slash is the same path.
+    assert_eq!(a.secrets["db"], "/prod/db/password");
+    assert_eq!(a.env_secrets["DB_PASSWORD"], "db");
+    assert_eq!(a.env["MODE"], "prod");
+    assert!(!a.env.contains_key("DB_PASSWORD"));
+    assert_eq!(a.secret_volumes[0].container_path, "/run/secrets/tls");
+    assert_eq!(a.secret_paths(), ["/prod/db/password", "/prod/tls/key"]);
+    let v = a.to_marathon();
+    assert_eq!(v["env"]["DB_PASSWORD"], json!({"secret": "db"}));
+    assert_eq!(v["env"]["MODE"], json!("prod"));
+    assert_eq!(v["secrets"]["db"], json!({"source": "/prod/db/password"}));
+    assert_eq!(
+        v["container"]["volumes"],
+        json!([{"containerPath": "/run/secrets/tls", "secret": "tls"}])
+    );
+    // Read back and sent again: the same app.
+    let again = parse_app(&v).unwrap();
+    assert!(again.same_config(&a), "{v}");
+    // Pins are Agora-internal: never in the Marathon JSON.
+    let mut pinned = a.clone();
+    pinned.secret_versions.insert("/prod/db/password".into(), 7);
+    assert_eq!(pinned.to_marathon(), v);
+    assert!(!pinned.same_config(&a));
+    assert!(pinned.same_definition(&a));
+
+    // A command app without a container image: files relative to the sandbox.
+    let c = parse_app(&json!({"id": "/c", "cmd": "cat secrets/tls",
+        "secrets": {"tls": {"source": "/prod/tls/key"}},
+        "container": {"type": "MESOS", "volumes": [{"containerPath": "secrets/tls", "secret": "tls"}]}}))
+    .unwrap();
+    assert_eq!(c.secret_volumes[0].container_path, "secrets/tls");
+    assert_eq!(c.to_marathon()["container"]["type"], json!("MESOS"));
+    assert_eq!(parse_app(&c.to_marathon()).unwrap(), c);
+}
+
+#[test]
+fn secret_mistakes_are_422s_naming_the_field() {
+    let cases: Vec<(serde_json::Value, &str, &str)> = vec![
+        (
+            json!({"env": {"PW": {"secret": "nope"}}, "secrets": {"db": {"source": "/a"}}}),
+            "/env/PW",
+            "\"nope\"",
+        ),
+        (
+            json!({"env": {"PW": {"secret": "pw"}}}),
+            "/env/PW",
+            "defines no secrets",
+        ),
+        (
+            json!({"env": {"PW": {"secret": 3}}}),
+            "/env/PW",
+            "secret reference",
+        ),
+        (
+            json!({"env": {"PW": {"secret": "db", "extra": 1}}, "secrets": {"db": {"source": "/a"}}}),
+            "/env/PW",
+            "secret reference",
+        ),
+        (
+            json!({"secrets": {"db": {"source": "/a//b"}}}),
+            "/secrets/db/source",
+            "empty segment",
+        ),
+        (
+            json!({"secrets": {"db": {}}}),
+            "/secrets/db/source",
+            "is required",
+        ),
+        (
+            json!({"secrets": {"db": {"source": "/a", "value": "x"}}}),
+            "/secrets/db/value",
+            "unknown field",
+        ),
+        (
+            json!({"secrets": {"bad name": {"source": "/a"}}}),
+            "/secrets/bad name",
+            "name",
+        ),
+        (json!({"secrets": ["x"]}), "/secrets", "must be an object"),
+        (
+            json!({"secrets": {"db": {"source": "/a"}}, "container": {"type": "DOCKER",
+                "docker": {"image": "i"}, "volumes": [{"containerPath": "run/db", "secret": "db"}]}}),
+            "/container/volumes/0/containerPath",
+            "absolute",
+        ),
+        (
+            json!({"secrets": {"db": {"source": "/a"}}, "container": {"type": "DOCKER",
+                "docker": {"image": "i"}, "volumes": [{"containerPath": "/run/../etc/db", "secret": "db"}]}}),
+            "/container/volumes/0/containerPath",
+            "..",
+        ),
+        (
+            json!({"secrets": {"db": {"source": "/a"}}, "container": {"type": "DOCKER",
+                "docker": {"image": "i"}, "volumes": [{"containerPath": "/run/db", "secret": "other"}]}}),
+            "/container/volumes/0/secret",
+            "\"other\"",
+        ),
+        (
+            json!({"secrets": {"db": {"source": "/a"}}, "container": {"type": "DOCKER",
+                "docker": {"image": "i"}, "volumes": [{"containerPath": "/run/db", "secret": "db"},
+                {"containerPath": "/run/db", "secret": "db"}]}}),
+            "/container/volumes/1/containerPath",
+            "another",
+        ),
+        (
+            json!({"secrets": {"db": {"source": "/a"}}, "container": {"type": "DOCKER",
+                "docker": {"image": "i"}, "volumes": [{"secret": "db"}]}}),
+            "/container/volumes/0/containerPath",
+            "is required",
+        ),
+    ];
+    for (patch, path, says) in cases {
+        let mut def = json!({"id": "/s", "cmd": "x"});
+        merge(&mut def, patch.clone());
+        let errs = parse_app(&def).expect_err(&patch.to_string());
+        let e = errs
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("{patch}: {path} not in {errs:?}"));
+        assert!(
+            e.errors.iter().any(|m| m.contains(says)),
+            "{patch}: {path}: {:?} does not say {says:?}",
+            e.errors
+        );
+    }
+    // A command app without a container image: absolute paths are refused.
+    let errs = parse_app(&json!({"id": "/c", "cmd": "x",
+        "secrets": {"db": {"source": "/a"}},
+        "container": {"type": "MESOS", "volumes": [{"containerPath": "/etc/db", "secret": "db"}]}}))
+    .unwrap_err();
+    assert!(
+        errs.iter()
+            .any(|e| e.path == "/container/volumes/0/containerPath"
+                && e.errors[0].contains("relative")),
+        "{errs:?}"
+    );
 }

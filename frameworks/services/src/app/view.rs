@@ -12,11 +12,31 @@ pub struct Docker {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Container {
-    /// Always `DOCKER`.
+    /// `DOCKER` (with an image), or `MESOS` (a command app that only has
+    /// secret volumes).
     #[serde(rename = "type")]
     pub kind: String,
-    pub docker: Docker,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker: Option<Docker>,
     pub port_mappings: Vec<PortMapping>,
+    /// Secret files: `{"containerPath", "secret"}` (a reference, never a value).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<SecretVolume>,
+}
+
+/// An `env` value: a plain string, or a reference to one of the app's
+/// `secrets` (the value is never shown).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum EnvValue {
+    Plain(String),
+    Secret { secret: String },
+}
+
+/// A secret the app uses: its path in the master's store.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SecretSource {
+    pub source: String,
 }
 
 /// A port of a host-networking app: Marathon's `portDefinitions` item.
@@ -68,7 +88,10 @@ pub struct AppDefinition {
     pub cpus: f64,
     pub mem: f64,
     pub disk: f64,
-    pub env: BTreeMap<String, String>,
+    pub env: BTreeMap<String, EnvValue>,
+    /// The app's secrets by name (`{"db": {"source": "/prod/db/password"}}`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, SecretSource>,
     pub labels: BTreeMap<String, String>,
     pub health_checks: Vec<HealthCheck>,
     pub readiness_checks: Vec<ReadinessCheck>,
@@ -98,16 +121,40 @@ impl From<&App> for AppDefinition {
             id: a.id.clone(),
             cmd: a.cmd.clone(),
             args: (!a.args.is_empty()).then(|| a.args.clone()),
-            container: a.image.as_ref().map(|i| Container {
-                kind: "DOCKER".into(),
-                docker: Docker { image: i.clone() },
-                port_mappings: a.port_mappings.clone(),
-            }),
+            container: match &a.image {
+                Some(i) => Some(Container {
+                    kind: "DOCKER".into(),
+                    docker: Some(Docker { image: i.clone() }),
+                    port_mappings: a.port_mappings.clone(),
+                    volumes: a.secret_volumes.clone(),
+                }),
+                None if !a.secret_volumes.is_empty() => Some(Container {
+                    kind: "MESOS".into(),
+                    docker: None,
+                    port_mappings: Vec::new(),
+                    volumes: a.secret_volumes.clone(),
+                }),
+                None => None,
+            },
             instances: a.instances,
             cpus: a.cpus,
             mem: a.mem,
             disk: a.disk,
-            env: a.env.clone(),
+            env: a
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), EnvValue::Plain(v.clone())))
+                .chain(
+                    a.env_secrets
+                        .iter()
+                        .map(|(k, s)| (k.clone(), EnvValue::Secret { secret: s.clone() })),
+                )
+                .collect(),
+            secrets: a
+                .secrets
+                .iter()
+                .map(|(n, p)| (n.clone(), SecretSource { source: p.clone() }))
+                .collect(),
             labels: a.labels.clone(),
             health_checks: a.health_checks.clone(),
             readiness_checks: a.readiness_checks.clone(),

@@ -150,6 +150,23 @@ pub struct AppState {
     pub waiting: Option<String>,
     /// The deployment in progress, if any.
     pub deployment: Option<Deployment>,
+    /// The last instance that failed (Marathon's `lastTaskFailure`): why
+    /// launches fail, e.g. a secret that cannot be resolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_task_failure: Option<TaskFailure>,
+}
+
+/// An instance that failed, as Marathon's `lastTaskFailure` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskFailure {
+    pub task_id: String,
+    pub state: TaskState,
+    pub message: String,
+    pub host: String,
+    pub agent_id: String,
+    pub version: String,
+    /// Seconds since the epoch.
+    pub timestamp: f64,
 }
 
 /// A rolling replacement of an app's instances by a new version.
@@ -404,6 +421,7 @@ impl Services {
                         next_launch_at: 0.0,
                         waiting: None,
                         deployment: None,
+                        last_task_failure: None,
                     },
                 );
                 self.published.insert(id.clone());
@@ -543,12 +561,21 @@ impl Services {
             // The master does not know it: gone.
             self.remove_instance(s.task_id.as_str());
         } else if s.state.is_terminal() {
-            self.remove_instance(s.task_id.as_str());
+            let gone = self.remove_instance(s.task_id.as_str());
             // A launch refused because its offer went away is not a crash.
             let failed = !killing
                 && (s.state == TaskState::Failed
                     || (s.state == TaskState::Error && s.reason != "REASON_INVALID_OFFERS"));
             if failed && let Some(st) = self.app_mut(&app_id) {
+                st.last_task_failure = gone.map(|i| TaskFailure {
+                    task_id: i.task_id,
+                    state: s.state,
+                    message: s.message.clone(),
+                    host: i.host,
+                    agent_id: i.agent_id,
+                    version: i.version,
+                    timestamp: now,
+                });
                 // Crash loop backoff: delay grows by the factor, capped.
                 let a = &st.app;
                 st.delay = if st.delay == 0.0 {

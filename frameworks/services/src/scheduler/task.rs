@@ -144,6 +144,34 @@ pub(super) fn build(app: &App, offer: &Offer, need: &Resources, ports: &[u32]) -
                     .collect(),
             })
             .collect(),
-        secrets: Vec::new(),
+        secrets: secret_uses(app),
     }
+}
+
+/// The app's secret references as the task carries them: each at the
+/// version pinned for this app version (never 0 once pinned, so every
+/// instance of a version sees the same value), never a value.
+pub(super) fn secret_uses(app: &App) -> Vec<pb::SecretUse> {
+    let reference = |name: &str| {
+        let path = app.secrets.get(name).cloned().unwrap_or_default();
+        let version = app.secret_versions.get(&path).copied().unwrap_or(0);
+        (path, version)
+    };
+    let env = app.env_secrets.iter().map(|(var, name)| {
+        let (path, version) = reference(name);
+        pb::SecretUse {
+            target: Some(pb::secret_use::Target::Env(var.clone())),
+            path,
+            version,
+        }
+    });
+    let files = app.secret_volumes.iter().map(|v| {
+        let (path, version) = reference(&v.secret);
+        pb::SecretUse {
+            target: Some(pb::secret_use::Target::File(v.container_path.clone())),
+            path,
+            version,
+        }
+    });
+    env.chain(files).collect()
 }

@@ -746,3 +746,78 @@ fn roles_the_framework_is_never_offered_are_refused_saying_how_to_fix_it() {
         "{m}"
     );
 }
+
+/// Issue 10: tasks carry references at the versions pinned for the app
+/// version (never 0 once pinned, never a value); a new pin is a new
+/// version replacing the instances.
+#[test]
+fn tasks_carry_secret_references_at_the_pinned_versions() {
+    let mut s = Services::new();
+    let mut a = app(
+        json!({"id": "db", "cmd": "serve", "instances": 1, "cpus": 1, "mem": 64,
+        "secrets": {"pw": {"source": "/prod/db/password"}, "tls": {"source": "prod/tls"}},
+        "env": {"DB_PASSWORD": {"secret": "pw"}, "PLAIN": "p"},
+        "container": {"type": "MESOS", "volumes": [{"containerPath": "secrets/tls", "secret": "tls"}]}}),
+    );
+    a.secret_versions.insert("/prod/db/password".into(), 3);
+    a.secret_versions.insert("/prod/tls".into(), 1);
+    s.put_app(a, false);
+    let t = launched(&s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]));
+    assert_eq!(t.len(), 1);
+    let uses = &t[0].secrets;
+    assert_eq!(uses.len(), 2, "{uses:?}");
+    assert!(uses.contains(&pb::SecretUse {
+        target: Some(pb::secret_use::Target::Env("DB_PASSWORD".into())),
+        path: "/prod/db/password".into(),
+        version: 3,
+    }));
+    assert!(uses.contains(&pb::SecretUse {
+        target: Some(pb::secret_use::Target::File("secrets/tls".into())),
+        path: "/prod/tls".into(),
+        version: 1,
+    }));
+    // The reference is not an env variable of the task.
+    let env = &t[0].command.as_ref().unwrap().env;
+    assert!(env.iter().all(|e| e.name != "DB_PASSWORD"), "{env:?}");
+    // What the master and agent accept.
+    agora_proto::convert::task_info("task", t[0].clone()).unwrap();
+    run_all(&mut s);
+
+    // A rollout pins a new version: a deployment replacing the instance.
+    let mut next = s.apps["/db"].app.clone();
+    next.secret_versions.insert("/prod/db/password".into(), 4);
+    assert!(
+        s.put_app(next, false).is_some(),
+        "a new pin is a new version"
+    );
+    let t = launched(&s.offers(vec![offer("2", "h1", "cpus:8;mem:4096")]));
+    assert_eq!(t.len(), 1);
+    assert!(
+        t[0].secrets
+            .iter()
+            .any(|u| u.path == "/prod/db/password" && u.version == 4),
+        "{:?}",
+        t[0].secrets
+    );
+}
+
+/// Marathon's `lastTaskFailure`: the last failed instance and why (a
+/// secret that cannot be resolved, a crash); a kill is not a failure.
+#[test]
+fn a_failed_instance_is_the_apps_last_task_failure() {
+    let mut s = Services::new();
+    s.put_app(
+        app(json!({"id": "f", "cmd": "serve", "instances": 1, "cpus": 1, "mem": 64})),
+        false,
+    );
+    let t = launched(&s.offers(vec![offer("1", "h1", "cpus:8;mem:4096")]));
+    let mut st = status(&t[0].task_id, TaskState::Failed);
+    st.message = "secret /prod/db: not found: no such secret".into();
+    s.update(&st);
+    let f = s.apps["/f"].last_task_failure.clone().expect("recorded");
+    assert_eq!(f.task_id, t[0].task_id);
+    assert_eq!(f.state, TaskState::Failed);
+    assert!(f.message.contains("/prod/db"), "{f:?}");
+    assert_eq!(f.host, "h1");
+    assert_eq!(f.version, s.apps["/f"].app.version);
+}

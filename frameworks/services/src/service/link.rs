@@ -4,7 +4,9 @@
 use super::Msg;
 use agora_core::{AgentId, FrameworkId, OfferId, TaskId};
 use agora_proto::pb;
-use agora_sdk::{Client, Offer, Scheduler, SdkError, TaskStatus};
+use agora_sdk::{
+    Client, Offer, Scheduler, SdkError, SecretVersion, SecretVersionsError, TaskStatus,
+};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -36,6 +38,11 @@ pub trait MasterLink: Clone + Send + Sync + 'static {
     /// Acknowledges updates whose effect is stored (those without a uuid
     /// need none). A lost acknowledgement only means the update comes back.
     fn acknowledge(&self, statuses: Vec<TaskStatus>) -> impl Future<Output = ()> + Send;
+    /// The master's metadata of these secret paths (never values).
+    fn secret_versions(
+        &self,
+        paths: Vec<String>,
+    ) -> impl Future<Output = Result<Vec<SecretVersion>, SecretVersionsError>> + Send;
 }
 
 impl MasterLink for Client {
@@ -61,6 +68,12 @@ impl MasterLink for Client {
     }
     async fn reconcile(&self, tasks: Vec<(TaskId, Option<AgentId>)>) -> Result<(), SdkError> {
         Client::reconcile(self, tasks).await
+    }
+    async fn secret_versions(
+        &self,
+        paths: Vec<String>,
+    ) -> Result<Vec<SecretVersion>, SecretVersionsError> {
+        Client::secret_versions(self, &paths).await
     }
     async fn acknowledge(&self, statuses: Vec<TaskStatus>) {
         // One call per burst, off the actor's path.

@@ -42,6 +42,11 @@ pub struct ServicesConfig {
     pub service_ports: (u32, u32),
     /// TLS to an `https://` master (the cluster CA; no client certificate).
     pub master_tls: Option<std::sync::Arc<agora_tls::ClientConfig>>,
+    /// Bearer token for the master (when it runs with ACLs).
+    pub master_token: Option<std::sync::Arc<agora_core::secrets::SecretValue>>,
+    /// Require a bearer token (verified by the master) on the REST API but
+    /// its open routes (see `api_auth`).
+    pub api_tokens: bool,
 }
 
 /// A request from the API, answered by the actor.
@@ -58,6 +63,9 @@ pub enum Request {
     /// neither undone nor reverted).
     Restart {
         id: String,
+        /// The secret versions the new version pins (the latest of each
+        /// path the app uses), when the master could tell.
+        secret_versions: Option<std::collections::BTreeMap<String, u64>>,
         reply: oneshot::Sender<Result<Option<Deployment>, ApiError>>,
     },
     /// Change only the instance count.
@@ -81,6 +89,13 @@ pub enum Request {
     },
     /// Snapshot of apps and instances.
     View { reply: oneshot::Sender<View> },
+    /// Ask the master about secret paths (an app's references, before it
+    /// is put).
+    SecretVersions {
+        paths: Vec<String>,
+        reply:
+            oneshot::Sender<Result<Vec<agora_sdk::SecretVersion>, agora_sdk::SecretVersionsError>>,
+    },
     /// Roll back (or with `force`, just stop) a deployment.
     CancelDeployment {
         id: String,
@@ -167,6 +182,19 @@ impl Handle {
         self.request(Request::View { reply }).await?;
         rx.await.map_err(|_| ApiError::Stopped)
     }
+
+    /// The master's metadata of secret paths (through the framework's
+    /// connection; an error when it is not connected).
+    pub async fn secret_versions(
+        &self,
+        paths: Vec<String>,
+    ) -> Result<Result<Vec<agora_sdk::SecretVersion>, agora_sdk::SecretVersionsError>, ApiError>
+    {
+        let (reply, rx) = oneshot::channel();
+        self.request(Request::SecretVersions { paths, reply })
+            .await?;
+        rx.await.map_err(|_| ApiError::Stopped)
+    }
 }
 
 /// How the services framework subscribes: its stored framework id, and
@@ -179,6 +207,7 @@ fn framework_config(cfg: &ServicesConfig, framework_id: Option<String>) -> Frame
     fcfg.framework_id = framework_id.map(FrameworkId::new);
     fcfg.reconcile_interval = Duration::from_secs(60);
     fcfg.auto_acknowledge = false;
+    fcfg.token = cfg.master_token.clone();
     fcfg
 }
 
@@ -294,6 +323,10 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut ticks: u64 = 0;
+        // Secret version polls: one at a time, answered here.
+        let (polled_tx, mut polled) = mpsc::channel(1);
+        let mut poll_at = tokio::time::Instant::now();
+        let mut polling = false;
         let hub = self.hub.clone();
         // What was restored is published before anything else happens.
         let acts = self.publish_and_release();
@@ -327,7 +360,15 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                     }
                     None => return,
                 },
+                Some(r) = polled.recv() => {
+                    polling = false;
+                    self.secrets_polled(r).await;
+                }
                 _ = tick.tick() => {
+                    if !polling && tokio::time::Instant::now() >= poll_at {
+                        polling = self.poll_secrets(&polled_tx);
+                        poll_at = tokio::time::Instant::now() + crate::secrets::POLL_INTERVAL;
+                    }
                     ticks += 1;
                     if ticks.is_multiple_of(30) {
                         self.reconcile_stale().await;
@@ -341,6 +382,74 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             };
             self.emit_deployment_events(before);
             self.commit().await;
+        }
+    }
+
+    /// Asks the master about the secret paths apps use (off the actor's
+    /// path; the answer comes back through `tx`). Whether a poll started.
+    fn poll_secrets(
+        &self,
+        tx: &mpsc::Sender<Result<Vec<agora_sdk::SecretVersion>, agora_sdk::SecretVersionsError>>,
+    ) -> bool {
+        let Some(link) = self.link.clone() else {
+            return false;
+        };
+        let paths = crate::secrets::paths_in_use(self.services.apps().values().map(|a| &a.app));
+        if paths.is_empty() {
+            return false;
+        }
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let r = match tokio::time::timeout(Duration::from_secs(5), link.secret_versions(paths))
+                .await
+            {
+                Ok(r) => r,
+                Err(_) => Err(agora_sdk::SecretVersionsError::Sdk(
+                    agora_sdk::SdkError::Unavailable("no answer within 5 s".into()),
+                )),
+            };
+            let _ = tx.send(r).await;
+        });
+        true
+    }
+
+    /// A poll's answer: every app whose secrets have a new rollout version
+    /// gets a new version pinned to it (a rolling, health-gated
+    /// deployment, stored before it starts like any API change).
+    async fn secrets_polled(
+        &mut self,
+        r: Result<Vec<agora_sdk::SecretVersion>, agora_sdk::SecretVersionsError>,
+    ) {
+        let versions = match r {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot poll secret versions");
+                return;
+            }
+        };
+        let rolls =
+            crate::secrets::rollouts(self.services.apps().values().map(|a| &a.app), &versions);
+        for (id, pins) in rolls {
+            let r = self
+                .change(&id, |s| {
+                    let Some(mut app) = s.app(&id).map(|st| st.app.clone()) else {
+                        return Err(ApiError::NoApp(id.clone()));
+                    };
+                    app.secret_versions = pins.clone();
+                    Ok(s.put_app(app, true))
+                })
+                .await;
+            match r {
+                Ok(d) => {
+                    let changed: Vec<String> =
+                        pins.iter().map(|(p, v)| format!("{p}@{v}")).collect();
+                    tracing::info!(app_id = %id, secrets = %changed.join(","), deployment = ?d.as_ref().map(|d| d.id.clone()), "a secret has a new version: rolling the app");
+                    self.emit(serde_json::json!({"eventType": "api_post_event", "appId": id, "timestamp": now_s()}));
+                }
+                Err(e) => {
+                    tracing::warn!(app_id = %id, error = %e, "cannot roll the app to its secrets' new versions; trying again at the next poll")
+                }
+            }
         }
     }
 

@@ -35,6 +35,13 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                             return Err(ApiError::Exists(app.id.clone()));
                         }
                         let mut app = *app;
+                        // The same definition again (e.g. a scale through
+                        // a full PUT) keeps the versions its tasks use.
+                        if let Some(st) = s.app(&app.id)
+                            && st.app.same_definition(&app)
+                        {
+                            app.secret_versions = st.app.secret_versions.clone();
+                        }
                         // Every problem at once: roles and cluster-wide claims.
                         let mut errs = s.check_roles(&app).err().unwrap_or_default();
                         if let Err(more) = s.claim_ports(&mut app) {
@@ -51,12 +58,46 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                 }
                 let _ = reply.send(r);
             }
-            Request::Restart { id, reply } => {
+            Request::SecretVersions { paths, reply } => match self.link.clone() {
+                None => {
+                    let _ = reply.send(Err(agora_sdk::SecretVersionsError::Sdk(
+                        agora_sdk::SdkError::Unavailable(
+                            "the services framework is not connected to the master yet".into(),
+                        ),
+                    )));
+                }
+                Some(link) => {
+                    tokio::spawn(async move {
+                        let r = match tokio::time::timeout(
+                            std::time::Duration::from_secs(5),
+                            link.secret_versions(paths),
+                        )
+                        .await
+                        {
+                            Ok(r) => r,
+                            Err(_) => Err(agora_sdk::SecretVersionsError::Sdk(
+                                agora_sdk::SdkError::Unavailable(
+                                    "the master did not answer within 5 s".into(),
+                                ),
+                            )),
+                        };
+                        let _ = reply.send(r);
+                    });
+                }
+            },
+            Request::Restart {
+                id,
+                secret_versions,
+                reply,
+            } => {
                 let r = self
                     .change(&id, |s| {
-                        let Some(app) = s.app(&id).map(|st| st.app.clone()) else {
+                        let Some(mut app) = s.app(&id).map(|st| st.app.clone()) else {
                             return Err(ApiError::NoApp(id.clone()));
                         };
+                        if let Some(pins) = secret_versions {
+                            app.secret_versions = pins;
+                        }
                         Ok(s.put_app(app, true))
                     })
                     .await;
@@ -149,7 +190,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
     /// Applies `f` to `app_id` and stores it before anything of it is done
     /// (see the module's doc). `f` answers the request; when it refuses
     /// (e.g. no such app), nothing is stored and nothing changes.
-    async fn change<T>(
+    pub(super) async fn change<T>(
         &mut self,
         app_id: &str,
         f: impl FnOnce(&mut Services) -> Result<T, ApiError>,

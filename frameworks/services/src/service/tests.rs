@@ -16,6 +16,8 @@ struct Recorder {
     acks: Arc<Mutex<Vec<Ack>>>,
     launched: Arc<Mutex<Vec<String>>>,
     killed: Arc<Mutex<Vec<String>>>,
+    /// What the master says of secret paths.
+    secrets: Arc<Mutex<Vec<agora_sdk::SecretVersion>>>,
 }
 
 impl Recorder {
@@ -50,6 +52,27 @@ impl MasterLink for Recorder {
     }
     async fn reconcile(&self, _t: Vec<(TaskId, Option<AgentId>)>) -> Result<(), SdkError> {
         Ok(())
+    }
+    async fn secret_versions(
+        &self,
+        paths: Vec<String>,
+    ) -> Result<Vec<agora_sdk::SecretVersion>, agora_sdk::SecretVersionsError> {
+        let known = self.secrets.lock().unwrap().clone();
+        Ok(paths
+            .into_iter()
+            .map(|p| {
+                known
+                    .iter()
+                    .find(|v| v.path == p)
+                    .cloned()
+                    .unwrap_or(agora_sdk::SecretVersion {
+                        path: p,
+                        exists: false,
+                        latest: 0,
+                        rollout: 0,
+                    })
+            })
+            .collect())
     }
     async fn acknowledge(&self, statuses: Vec<TaskStatus>) {
         let mut a = self.acks.lock().unwrap();
@@ -401,6 +424,7 @@ async fn a_restart_keeps_a_scale_made_just_before_and_does_not_recreate_a_delete
     let before = ask(&tx, |reply| Request::View { reply }).await;
     assert!(scale(&tx, 3).await.is_ok());
     let d = ask(&tx, |reply| Request::Restart {
+        secret_versions: None,
         id: "/a".into(),
         reply,
     })
@@ -417,6 +441,7 @@ async fn a_restart_keeps_a_scale_made_just_before_and_does_not_recreate_a_delete
     .await;
     assert!(r.is_ok(), "{r:?}");
     let r = ask(&tx, |reply| Request::Restart {
+        secret_versions: None,
         id: "/a".into(),
         reply,
     })
@@ -437,6 +462,8 @@ fn the_driver_leaves_acknowledgements_to_the_actor() {
         failover_timeout: Duration::from_secs(60),
         service_ports: (10_000, 20_000),
         master_tls: None,
+        master_token: None,
+        api_tokens: false,
     };
     let f = framework_config(&cfg, Some("fw-1".into()));
     assert!(!f.auto_acknowledge);
@@ -530,5 +557,86 @@ async fn a_kill_waits_for_the_drain_participants_acknowledgement() {
         link.killed.lock().unwrap().len() == 2
     })
     .await;
+    join.abort();
+}
+
+/// Issue 10: the framework polls the versions of the secrets apps use; a
+/// grown rollout version gives the app a new version pinned to it (a
+/// deployment, stored), a version staged with --no-rollout does not.
+#[tokio::test]
+async fn a_new_rollout_version_of_a_secret_rolls_the_app_that_uses_it() {
+    let mut s = Services::new();
+    let mut app = crate::app::parse_app(&serde_json::json!({"id": "/a", "cmd": "x",
+        "instances": 1, "cpus": 0.1, "mem": 16,
+        "secrets": {"pw": {"source": "/prod/pw"}}, "env": {"PW": {"secret": "pw"}}}))
+    .unwrap();
+    app.secret_versions.insert("/prod/pw".into(), 1);
+    s.put_app(app, false);
+    let apps = Arc::new(Mutex::new(BTreeMap::new()));
+    let store = FlakyStore {
+        apps: apps.clone(),
+        ..FlakyStore::default()
+    };
+    let (events, _) = tokio::sync::broadcast::channel(64);
+    let actor = Actor::new(
+        s,
+        store,
+        Some("fw".into()),
+        events,
+        Hub::new(0, Duration::ZERO),
+    );
+    let (tx, rx) = mpsc::channel(16);
+    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let join = tokio::spawn(actor.run(rx, stop_rx));
+    let link = Recorder::default();
+    let set = |latest: u64, rollout: u64| {
+        *link.secrets.lock().unwrap() = vec![agora_sdk::SecretVersion {
+            path: "/prod/pw".into(),
+            exists: true,
+            latest,
+            rollout,
+        }];
+    };
+    set(2, 1); // staged with --no-rollout
+    tx.send(Msg::Subscribed(link.clone(), FrameworkId::new("fw")))
+        .await
+        .ok()
+        .unwrap();
+    let version = ask(&tx, |reply| Request::View { reply }).await.apps[0]
+        .app
+        .version
+        .clone();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let v = ask(&tx, |reply| Request::View { reply }).await;
+    assert_eq!(
+        v.apps[0].app.version, version,
+        "--no-rollout rolled the app"
+    );
+    assert_eq!(v.apps[0].app.secret_versions["/prod/pw"], 1);
+
+    set(3, 3);
+    let mut rolled = None;
+    for _ in 0..50 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let v = ask(&tx, |reply| Request::View { reply }).await;
+        if v.apps[0].app.secret_versions["/prod/pw"] == 3 {
+            rolled = Some(v);
+            break;
+        }
+    }
+    let v = rolled.expect("the app did not roll to the new secret version");
+    assert_ne!(v.apps[0].app.version, version, "a new app version");
+    assert!(v.apps[0].deployment.is_some(), "rolled by a deployment");
+    // Stored: a restart of the framework does not roll it again.
+    assert_eq!(
+        apps.lock().unwrap()["/a"].app.secret_versions["/prod/pw"],
+        3
+    );
+    // Deleted out from under the app: nothing is killed or rolled.
+    *link.secrets.lock().unwrap() = vec![];
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let after = ask(&tx, |reply| Request::View { reply }).await;
+    assert_eq!(after.apps[0].app.version, v.apps[0].app.version);
+    assert!(link.killed.lock().unwrap().is_empty());
     join.abort();
 }

@@ -47,6 +47,8 @@ pub async fn api_with_role(service_ports: (u32, u32), role: &str) -> Api {
         failover_timeout: Duration::from_secs(60),
         service_ports,
         master_tls: None,
+        master_token: None,
+        api_tokens: false,
     };
     let (stop, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(agora_services::serve(listener, cfg, rx));

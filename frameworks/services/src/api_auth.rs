@@ -1,0 +1,265 @@
+//! Bearer tokens on the services REST API, verified by the master.
+//!
+//! With `ServicesConfig::api_tokens`, every request but the open ones
+//! (`/ping`, `/openapi.json`, and the discovery routes the router reads:
+//! `/v1/endpoints/*`, `/v1/services*`) needs `Authorization: Bearer
+//! <token>`: a token the master issued, checked with the master's
+//! `GET /v1/auth/whoami` (the master answers 401 for a missing, unknown,
+//! expired or revoked token, and this API passes that answer on). A valid
+//! answer is cached for [`CACHE_FOR`] under the SHA-256 of the header, so a
+//! revoked token keeps working here for at most that long.
+
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a verified token is trusted without asking the master again.
+pub const CACHE_FOR: Duration = Duration::from_secs(5);
+/// Most cached answers (older ones are dropped first when full).
+const CACHE_MAX: usize = 10_000;
+
+/// Paths anyone may reach (health, schema, discovery for the router).
+fn open(path: &str) -> bool {
+    matches!(path, "/ping" | "/openapi.json" | "/v1/services")
+        || path.starts_with("/v1/endpoints/")
+        || path.starts_with("/v1/services/")
+}
+
+/// Verified answers: SHA-256 of the header → (principal, when verified).
+type Cache = Arc<Mutex<HashMap<[u8; 32], (String, Instant)>>>;
+
+/// Verifies tokens with the master.
+#[derive(Clone)]
+pub struct ApiAuth {
+    /// The master's base URL (`http://host:port` or `https://host:port`).
+    master: String,
+    client: Client<agora_tls::Connector, Empty<Bytes>>,
+    cache: Cache,
+}
+
+impl std::fmt::Debug for ApiAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiAuth")
+            .field("master", &self.master)
+            .finish()
+    }
+}
+
+fn refuse(code: StatusCode, msg: impl std::fmt::Display) -> Response {
+    let mut r = (code, format!("{msg}\n")).into_response();
+    if code == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"agora\""),
+        );
+    }
+    r
+}
+
+impl ApiAuth {
+    /// `tls`: the cluster CA, for an `https://` master.
+    pub fn new(master: &str, tls: Option<Arc<agora_tls::ClientConfig>>) -> ApiAuth {
+        let c = agora_tls::Connector::http1(tls).connect_timeout(Duration::from_secs(5));
+        ApiAuth {
+            master: master.trim_end_matches('/').to_string(),
+            client: Client::builder(TokioExecutor::new()).build(c),
+            cache: Arc::default(),
+        }
+    }
+
+    /// The principal `authorization` authenticates, or the answer to send.
+    pub async fn verify(&self, authorization: &HeaderValue) -> Result<String, Response> {
+        let key = {
+            let d = ring::digest::digest(&ring::digest::SHA256, authorization.as_bytes());
+            let mut k = [0u8; 32];
+            k.copy_from_slice(d.as_ref());
+            k
+        };
+        if let Ok(c) = self.cache.lock()
+            && let Some((p, at)) = c.get(&key)
+            && at.elapsed() < CACHE_FOR
+        {
+            return Ok(p.clone());
+        }
+        let uri = format!("{}/v1/auth/whoami", self.master);
+        let req = hyper::Request::get(&uri)
+            .header(header::AUTHORIZATION, authorization.clone())
+            .body(Empty::new())
+            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("{uri}: {e}")))?;
+        let unavailable = |e: &dyn std::fmt::Display| {
+            tracing::warn!(error = %e, "cannot verify a token with the master");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "cannot verify the token with the master at {}: {e}",
+                    self.master
+                ),
+            )
+        };
+        let resp =
+            match tokio::time::timeout(Duration::from_secs(10), self.client.request(req)).await {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => return Err(unavailable(&e)),
+                Err(_) => return Err(unavailable(&"no answer within 10 s")),
+            };
+        let status = resp.status();
+        let body =
+            match tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                Ok(Err(e)) => return Err(unavailable(&e)),
+                Err(_) => return Err(unavailable(&"no answer within 10 s")),
+            };
+        let text = String::from_utf8_lossy(&body);
+        match status.as_u16() {
+            200 => {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&body).map_err(|e| unavailable(&e))?;
+                let principal = v["principal"].as_str().unwrap_or("-").to_string();
+                if let Ok(mut c) = self.cache.lock() {
+                    if c.len() >= CACHE_MAX {
+                        c.retain(|_, (_, at)| at.elapsed() < CACHE_FOR);
+                        if c.len() >= CACHE_MAX {
+                            c.clear();
+                        }
+                    }
+                    c.insert(key, (principal.clone(), Instant::now()));
+                }
+                Ok(principal)
+            }
+            401 => Err(refuse(
+                StatusCode::UNAUTHORIZED,
+                format!("the master refused the token: {}", text.trim()),
+            )),
+            code => Err(unavailable(&format!(
+                "the master answered {code}: {}",
+                text.trim()
+            ))),
+        }
+    }
+}
+
+/// The middleware (`axum::middleware::from_fn_with_state`).
+pub async fn require_token(State(auth): State<ApiAuth>, req: Request, next: Next) -> Response {
+    if open(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let Some(h) = req.headers().get(header::AUTHORIZATION).cloned() else {
+        return refuse(
+            StatusCode::UNAUTHORIZED,
+            "no bearer token: send `Authorization: Bearer <token>` with a token the master issued (agora CLI: --token-file, AGORA_TOKEN or the client context file)",
+        );
+    };
+    match auth.verify(&h).await {
+        Ok(principal) => {
+            tracing::debug!(principal, path = %req.uri().path(), "authenticated API request");
+            next.run(req).await
+        }
+        Err(r) => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A stand-in master: `Bearer good` is principal ops, anything else 401.
+    async fn fake_master(calls: Arc<AtomicUsize>) -> String {
+        let app = axum::Router::new().route(
+            "/v1/auth/whoami",
+            axum::routing::get(move |h: axum::http::HeaderMap| {
+                let calls = calls.clone();
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    match h.get(header::AUTHORIZATION).map(|v| v.as_bytes()) {
+                        Some(b"Bearer good") => (
+                            StatusCode::OK,
+                            r#"{"principal":"ops","admin":false,"auth_enabled":true}"#.to_string(),
+                        ),
+                        _ => (
+                            StatusCode::UNAUTHORIZED,
+                            "unauthenticated: token abc was revoked\n".to_string(),
+                        ),
+                    }
+                }
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        format!("http://{addr}")
+    }
+
+    async fn call(app: &axum::Router, path: &str, auth: Option<&str>) -> (u16, String) {
+        use tower::ServiceExt;
+        let mut r = axum::http::Request::get(path);
+        if let Some(a) = auth {
+            r = r.header(header::AUTHORIZATION, a);
+        }
+        let resp = app
+            .clone()
+            .oneshot(r.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let code = resp.status().as_u16();
+        let b = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (code, String::from_utf8_lossy(&b).into_owned())
+    }
+
+    #[tokio::test]
+    async fn tokens_are_checked_with_the_master_and_cached() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let master = fake_master(calls.clone()).await;
+        let app = axum::Router::new()
+            .route("/v2/apps", axum::routing::get(|| async { "apps" }))
+            .route("/ping", axum::routing::get(|| async { "pong" }))
+            .route(
+                "/v1/endpoints/watch",
+                axum::routing::get(|| async { "feed" }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                ApiAuth::new(&master, None),
+                require_token,
+            ));
+        assert_eq!(call(&app, "/ping", None).await.0, 200);
+        assert_eq!(call(&app, "/v1/endpoints/watch", None).await.0, 200);
+        let (code, body) = call(&app, "/v2/apps", None).await;
+        assert_eq!(code, 401);
+        assert!(body.contains("no bearer token"), "{body}");
+        assert_eq!(calls.load(Ordering::SeqCst), 0);
+        let (code, body) = call(&app, "/v2/apps", Some("Bearer bad")).await;
+        assert_eq!(code, 401);
+        assert!(body.contains("was revoked"), "the master's reason: {body}");
+        let (code, body) = call(&app, "/v2/apps", Some("Bearer good")).await;
+        assert_eq!((code, body.as_str()), (200, "apps"));
+        let before = calls.load(Ordering::SeqCst);
+        assert_eq!(call(&app, "/v2/apps", Some("Bearer good")).await.0, 200);
+        assert_eq!(calls.load(Ordering::SeqCst), before, "cached");
+        // Refusals are not cached.
+        assert_eq!(call(&app, "/v2/apps", Some("Bearer bad")).await.0, 401);
+        assert_eq!(calls.load(Ordering::SeqCst), before + 1);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_master_is_503_not_a_pass() {
+        let app = axum::Router::new()
+            .route("/v2/apps", axum::routing::get(|| async { "apps" }))
+            .layer(axum::middleware::from_fn_with_state(
+                ApiAuth::new("http://127.0.0.1:9", None),
+                require_token,
+            ));
+        let (code, body) = call(&app, "/v2/apps", Some("Bearer good")).await;
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("cannot verify the token"), "{body}");
+    }
+}
