@@ -76,6 +76,99 @@ pub struct DevArgs {
 
     #[command(flatten)]
     pub upstream: crate::router_cmd::DnsUpstreamArgs,
+
+    /// Start the secured setup in one command: a cluster CA and
+    /// certificates (under the data dir), TLS on the master with mutual TLS
+    /// for the agent, an ACL file, bearer tokens (an admin token for you, one
+    /// for the services framework) and a client context file that the CLI
+    /// reads automatically. The services REST API then requires a token too.
+    #[arg(long)]
+    pub secure: bool,
+}
+
+/// What `--secure` prepared (all under the data dir; created once, reused).
+struct Secure {
+    ca_cert: PathBuf,
+    master_cert: PathBuf,
+    master_key: PathBuf,
+    agent_cert: PathBuf,
+    agent_key: PathBuf,
+    acls: PathBuf,
+    admin_token: PathBuf,
+    services_token: PathBuf,
+}
+
+impl Secure {
+    /// The CA, certificates and ACL file: created when missing, else reused.
+    fn prepare(data_dir: &std::path::Path, agent_host: &str) -> Result<Secure> {
+        use agora_tls::ca;
+        let dir = data_dir.join("ca");
+        let ca_cert = dir.join("ca.crt");
+        if !ca_cert.exists() {
+            ca::init_dir(&dir, 3650).context("creating the dev cluster CA")?;
+        }
+        let issue = |sub: &str, kind: ca::Kind, name: &str| -> Result<(PathBuf, PathBuf)> {
+            let out = dir.join(sub);
+            let file = name.replace(['/', '\\'], "_");
+            let (crt, key) = (
+                out.join(format!("{file}.crt")),
+                out.join(format!("{file}.key")),
+            );
+            if crt.exists() && key.exists() {
+                return Ok((crt, key));
+            }
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            ca::issue_to_dir(&dir, &out, kind, name, &["127.0.0.1".to_string()], 365)
+                .with_context(|| format!("issuing the dev {sub} certificate"))
+        };
+        let (master_cert, master_key) = issue("master", ca::Kind::Server, "localhost")?;
+        let (agent_cert, agent_key) = issue("agent", ca::Kind::Agent, agent_host)?;
+        let acls = data_dir.join("master").join("acls.toml");
+        if !acls.exists() {
+            std::fs::write(&acls, agora_master::auth::acl::DEV_SECURE_ACLS)
+                .with_context(|| format!("cannot write {}", acls.display()))?;
+        }
+        Ok(Secure {
+            ca_cert,
+            master_cert,
+            master_key,
+            agent_cert,
+            agent_key,
+            acls,
+            admin_token: data_dir.join("admin.token"),
+            services_token: data_dir.join("services.token"),
+        })
+    }
+
+    /// The services framework's token: minted once through the running
+    /// master's token store and kept (0600) in the data dir.
+    fn services_token(
+        &self,
+        gate: &agora_master::auth::Gate,
+    ) -> Result<agora_core::secrets::SecretValue> {
+        if self.services_token.exists() {
+            let t = crate::context::read_token_file(&self.services_token)?;
+            return Ok(agora_core::secrets::SecretValue::new(
+                t.expose().as_bytes().to_vec(),
+            ));
+        }
+        let auth = gate
+            .auth()
+            .context("the master started without authentication")?;
+        let (token, _) = auth
+            .tokens
+            .create("services", None)
+            .map_err(|e| anyhow::anyhow!("minting the services framework's token: {e}"))?;
+        agora_master::auth::write_secret_file(
+            &self.services_token,
+            format!("{}\n", token.expose()).as_bytes(),
+        )
+        .with_context(|| format!("cannot write {}", self.services_token.display()))?;
+        Ok(agora_core::secrets::SecretValue::new(
+            token.expose().as_bytes().to_vec(),
+        ))
+    }
 }
 
 const DEV_FLAGS: crate::router_cmd::Flags = crate::router_cmd::Flags {
@@ -98,10 +191,18 @@ pub async fn run(args: DevArgs) -> Result<()> {
     std::fs::create_dir_all(data_dir.join("master"))
         .with_context(|| format!("cannot create {}", data_dir.join("master").display()))?;
     agora_master::secrets::crypto::Kek::create_file(&key_file)?;
+    let agent_host = crate::agent_cmd::hostname();
+    let secure = if args.secure {
+        Some(Secure::prepare(&data_dir, &agent_host)?)
+    } else {
+        None
+    };
     let master_args = MasterArgs {
         listen: Some(args.listen.clone()),
         data_dir: Some(data_dir.join("master")),
         secrets_key_file: Some(key_file.clone()),
+        acls: secure.as_ref().map(|s| s.acls.clone()),
+        bootstrap_token_file: secure.as_ref().map(|s| s.admin_token.clone()),
         ..Default::default()
     };
     let r = master_args.resolve()?;
@@ -116,9 +217,27 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let addr = listener.local_addr()?;
     let registry = open_registry(&r.data_dir)?;
     let (trigger, shutdown) = shutdown::channel();
-    let server = tokio::spawn(agora_master::serve(
-        listener, r.config, registry, shutdown, None,
+    let tls = match &secure {
+        Some(sec) => Some(crate::tls::load_server(
+            &sec.master_cert,
+            &sec.master_key,
+            Some(&sec.ca_cert),
+        )?),
+        None => None,
+    };
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+    let server = tokio::spawn(agora_master::serve_with_tls(
+        listener,
+        r.config,
+        registry,
+        shutdown,
+        Some(started_tx),
+        tls,
     ));
+    let started = started_rx
+        .await
+        .context("the master stopped while starting (see the log above)")?;
+    let scheme = if secure.is_some() { "https" } else { "http" };
 
     let runtime = match args.runtime {
         Some(k) => k,
@@ -141,7 +260,16 @@ pub async fn run(args: DevArgs) -> Result<()> {
         ),
     };
     let agent_args = AgentArgs {
-        master: addr.to_string(),
+        master: format!("{scheme}://{addr}"),
+        tls: match &secure {
+            Some(sec) => crate::tls::AgentTlsArgs {
+                tls_ca: Some(sec.ca_cert.clone()),
+                tls_cert: Some(sec.agent_cert.clone()),
+                tls_key: Some(sec.agent_key.clone()),
+                insecure: false,
+            },
+            None => Default::default(),
+        },
         secrets_dir: None,
         work_dir: Some(data_dir.join("agent")),
         listen: args.agent_listen.clone(),
@@ -161,8 +289,6 @@ pub async fn run(args: DevArgs) -> Result<()> {
         usage_interval: Duration::from_secs(5),
         status_retry: Duration::from_secs(2),
         log_format: args.log_format,
-        // `agora dev` is plain HTTP on 127.0.0.1.
-        tls: Default::default(),
     };
     let agent = crate::agent_cmd::start(&agent_args, runtime).await?;
     let agent_id = tokio::time::timeout(Duration::from_secs(15), agent.handle.registered())
@@ -179,8 +305,27 @@ pub async fn run(args: DevArgs) -> Result<()> {
         })?;
     let services_addr = services_listener.local_addr()?;
     let (services_stop, services_stop_rx) = tokio::sync::watch::channel(false);
-    let services_cfg =
-        crate::services_cmd::config(&addr.to_string(), data_dir.join("services"), "*");
+    let mut services_cfg = crate::services_cmd::config(
+        &format!("{scheme}://{addr}"),
+        data_dir.join("services"),
+        "*",
+    );
+    let mut context_written = None;
+    if let Some(sec) = &secure {
+        services_cfg.master_tls = Some(crate::tls::client(&sec.ca_cert)?);
+        services_cfg.master_token = Some(std::sync::Arc::new(sec.services_token(&started.gate)?));
+        services_cfg.api_tokens = true;
+        // The CLI reads this by itself: `agora task list` just works.
+        if let Some(path) = crate::context::context_path() {
+            let ctx = crate::context::ClientContext {
+                master: Some(format!("https://{addr}")),
+                token_file: Some(sec.admin_token.clone()),
+                ca_cert: Some(sec.ca_cert.clone()),
+            };
+            ctx.save_to(&path)?;
+            context_written = Some(path);
+        }
+    }
     let services = tokio::spawn(agora_services::serve(
         services_listener,
         services_cfg,
@@ -210,9 +355,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
     // Before anything is printed: a Ctrl-C from then on stops dev cleanly.
     let stop = crate::router_cmd::stop_signals()?;
     println!("agora dev is running (Ctrl-C to stop)");
-    println!("  master     {addr}  (gRPC for frameworks and agents; HTTP below)");
-    println!("  state      http://{addr}/state");
-    println!("  metrics    http://{addr}/metrics");
+    println!("  master     {scheme}://{addr}  (gRPC for frameworks and agents; HTTP below)");
+    println!("  state      {scheme}://{addr}/state");
+    println!("  metrics    {scheme}://{addr}/metrics");
     println!(
         "  agent      {agent_id}, {} runtime, API http://{}, host ports on {}",
         agent.runtime.name(),
@@ -230,6 +375,28 @@ pub async fn run(args: DevArgs) -> Result<()> {
         "  secrets    sealed with {}  (agora secret put|list|show|rm)",
         key_file.display()
     );
+    if let Some(sec) = &secure {
+        println!(
+            "  secure     TLS with the CA {} (the agent attaches with mutual TLS)",
+            sec.ca_cert.display()
+        );
+        println!(
+            "             ACLs {} (reloaded on change); admin token in {}",
+            sec.acls.display(),
+            sec.admin_token.display()
+        );
+        match &context_written {
+            Some(p) => println!(
+                "             client context {} (the CLI uses it: master, token, CA)",
+                p.display()
+            ),
+            None => println!(
+                "             no client context written (set AGORA_HOME or HOME); use --master https://{addr} --ca-cert {} --token-file {}",
+                sec.ca_cert.display(),
+                sec.admin_token.display()
+            ),
+        }
+    }
     println!(
         "try:  agora app deploy -f examples/web.json --wait   |   agora app list   |   agora task list"
     );
@@ -272,6 +439,14 @@ pub async fn run(args: DevArgs) -> Result<()> {
                 "cannot remove the tasks' secret files in {}: {e}",
                 secrets.display()
             );
+        }
+    }
+    if let Some(p) = &context_written {
+        // It points at this (now stopped) master: a later plain `agora dev`
+        // must not have the CLI speak https to it.
+        match std::fs::remove_file(p) {
+            Ok(()) => println!("removed the client context {}", p.display()),
+            Err(e) => eprintln!("cannot remove the client context {}: {e}", p.display()),
         }
     }
     trigger.fire();

@@ -326,6 +326,21 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     crate::util::init_logging(args.log_format, "info");
     let tls = server_tls(&args)?;
     let r = args.resolve()?;
+    // Secure by default: TLS alone does not say who may do what.
+    if r.config.acls.is_none() {
+        if !args.insecure {
+            anyhow::bail!(
+                "agora master refuses to start without an ACL file: without one, anyone who can \
+                 reach the port may register frameworks, kill tasks and manage secrets.\n  \
+                 Write one (see docs/security.md, \"The ACL file\") and pass --acls FILE \
+                 (--bootstrap-token-file FILE gives you a first admin token),\n  \
+                 or pass --insecure (AGORA_INSECURE=1) to run without authentication on a trusted network."
+            );
+        }
+        if tls.is_some() {
+            crate::tls::warn_insecure_auth("agora master");
+        }
+    }
     if let Some(s) = &r.config.secrets {
         // Refuse a bad key file before saying anything is listening.
         agora_master::secrets::crypto::Kek::load(&s.key_file)?;

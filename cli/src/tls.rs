@@ -71,6 +71,18 @@ pub fn warn_insecure(daemon: &str) {
     tracing::warn!(daemon, "running without TLS (--insecure)");
 }
 
+/// The loud warning of `--insecure` with TLS but no ACL file.
+pub fn warn_insecure_auth(daemon: &str) {
+    eprintln!(
+        "WARNING: {daemon} runs WITHOUT authentication (--insecure, no --acls): anyone who can \
+         reach its port may act as any framework or operator."
+    );
+    tracing::warn!(
+        daemon,
+        "running without authentication (--insecure, no --acls)"
+    );
+}
+
 /// The error when a daemon has no TLS material and no `--insecure`.
 pub fn refuse_plain(daemon: &str, how: &str) -> anyhow::Error {
     let dir = ca_dir();

@@ -207,3 +207,141 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
         .any(|e| matches!(e, Ev::Disconnected));
     let _ = std::fs::remove_dir_all(&data);
 }
+
+/// `agora dev --secure`: one command starts the secured setup. The CLI
+/// works through the client context it writes (https, the admin token, the
+/// CA); a request without a token is refused (401); plain http to the
+/// master gets no answer; the services framework's app with a secret runs;
+/// Ctrl-C removes the context file (it points at the stopped master).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agora_dev_secure_starts_tls_tokens_and_acls_in_one_command() {
+    let (mp, ap, sp) = (free_port(), free_port(), free_port());
+    let master = format!("127.0.0.1:{mp}");
+    let services = format!("127.0.0.1:{sp}");
+    let home = std::env::temp_dir().join(format!("agora-devsec-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&home).unwrap();
+    let dev = Command::new(BIN)
+        .args(["dev", "--secure", "--listen", &master])
+        .args(["--agent-listen", &format!("127.0.0.1:{ap}")])
+        .args(["--services-listen", &services])
+        .args(["--runtime", "process", "--resources", "cpus:2;mem:1024"])
+        .args(["--edge-listen", "off", "--dns-listen", "off"])
+        .args(["--internal-listen", "off", "--internal-address", "off"])
+        .env("AGORA_HOME", &home)
+        .env("AGORA_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let _cleanup = Cleanup {
+        pid: dev.id(),
+        scope: "label=agora.scope=none".into(),
+    };
+    let context = home.join("context.json");
+    let cli = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .args(args)
+            .env("AGORA_HOME", &home)
+            .env("AGORA_SERVICES", &services)
+            .env_remove("AGORA_MASTER")
+            .env_remove("AGORA_TOKEN")
+            .output()
+            .unwrap();
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    // The CLI finds the master, its CA and the admin token in the context.
+    let out = eventually(Duration::from_secs(30), async || {
+        let (ok, s) = cli(&["agent", "list"]);
+        (ok && s.contains("active")).then_some(s)
+    })
+    .await
+    .unwrap();
+    assert!(out.contains("HOSTNAME"), "{out}");
+    let ctx: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&context).unwrap()).unwrap();
+    assert_eq!(ctx["master"], format!("https://{master}"), "{ctx}");
+
+    // Without the context nothing is open: plain http gets no HTTP answer,
+    // https without a token is 401.
+    assert!(
+        get(&master, "/state").await.is_none(),
+        "plain http answered"
+    );
+    let ca = ctx["ca_cert"].as_str().unwrap().to_string();
+    let curl = |url: &str, token: Option<&str>| {
+        let mut c = Command::new("curl");
+        c.args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            &ca,
+        ]);
+        if let Some(t) = token {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let o = c.arg(url).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let https = format!("https://localhost:{mp}/state");
+    assert_eq!(curl(&https, None), "401");
+    assert_eq!(curl(&https, Some("agora_000000000000_forged")), "401");
+    let admin = std::fs::read_to_string(ctx["token_file"].as_str().unwrap()).unwrap();
+    assert_eq!(curl(&https, Some(admin.trim())), "200");
+    // The services REST API needs a token too.
+    assert_eq!(curl(&format!("http://{services}/v2/apps"), None), "401");
+
+    // A secret used by an app: the services framework (its own token,
+    // mutual TLS to the master for its agent) runs it with the value.
+    let put = Command::new(BIN)
+        .args(["secret", "put", "/demo/pw"])
+        .env("AGORA_HOME", &home)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"hunter2")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(put.status.success(), "{put:?}");
+    let app = home.join("app.json");
+    std::fs::write(
+        &app,
+        r#"{"id": "/demo/sec", "cmd": "test \"$PW\" = hunter2 && sleep 600", "cpus": 0.1, "mem": 32,
+            "secrets": {"pw": {"source": "/demo/pw"}}, "env": {"PW": {"secret": "pw"}}}"#,
+    )
+    .unwrap();
+    let (ok, out) = cli(&["app", "deploy", "-f", app.to_str().unwrap(), "--wait"]);
+    assert!(ok, "{out}");
+    let (ok, out) = cli(&["task", "list"]);
+    assert!(ok && out.contains("TASK_RUNNING"), "{out}");
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(dev.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking(move || dev.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        printed.contains(&format!("master     https://{master}")),
+        "{printed}"
+    );
+    assert!(!context.exists(), "the context file outlived dev");
+    std::fs::remove_dir_all(&home).ok();
+}

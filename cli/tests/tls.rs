@@ -271,7 +271,10 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
             .arg("--tls-key")
             .arg(dir.join("master.test.key"))
             .arg("--tls-client-ca")
-            .arg(dir.join("ca.crt")),
+            .arg(dir.join("ca.crt"))
+            // TLS without an ACL file: --insecure accepts running without
+            // authentication (this test is about certificates).
+            .arg("--insecure"),
         dir.join("master.log"),
     );
 
@@ -420,4 +423,42 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
 
     drop(m);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Secure by default covers authorization too: TLS without an ACL file is
+/// refused unless --insecure says so.
+#[test]
+fn a_master_with_tls_but_no_acl_file_refuses_to_start() {
+    let dir = std::env::temp_dir().join(format!("agora-noacl-{}", uuid::Uuid::new_v4().simple()));
+    let ca = |args: &[&str]| {
+        let o = Command::new(BIN)
+            .arg("ca")
+            .args(args)
+            .arg("--dir")
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+    };
+    ca(&["init"]);
+    ca(&["issue", "--server", "m"]);
+    let out = Command::new(BIN)
+        .args(["master", "--in-memory", "--listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(dir.join("m.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("m.key"))
+        .arg("--tls-client-ca")
+        .arg(dir.join("ca.crt"))
+        .env_remove("AGORA_INSECURE")
+        .env_remove("AGORA_ACLS")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("without an ACL file") && err.contains("--acls") && err.contains("--insecure"),
+        "{err}"
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
