@@ -395,8 +395,16 @@ pub async fn prepare(
     let mut values: Vec<SecretValue> = Vec::new();
     for u in &task.secrets {
         let path = u.secret.path.as_str();
-        let Some(i) = resolved.iter().position(|r| {
-            r.path == path && (u.secret.version == 0 || r.requested_version == u.secret.version)
+        // The master answers each (path, requested version) once: a
+        // reference takes the entry asked with its own version, so "latest"
+        // and a pin of the same path never swap values.
+        let exact = resolved
+            .iter()
+            .position(|r| r.path == path && r.requested_version == u.secret.version);
+        let Some(i) = exact.or_else(|| {
+            (u.secret.version == 0)
+                .then(|| resolved.iter().position(|r| r.path == path))
+                .flatten()
         }) else {
             return Err(format!(
                 "secret {path}: the master's answer lacks version {} of it",

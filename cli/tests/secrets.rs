@@ -155,22 +155,89 @@ fn base64(bytes: &[u8], alphabet: &[u8; 64], pad: bool) -> String {
     out
 }
 
-/// Every form a value could leak in: plain, base64 (standard and URL-safe,
-/// padded or not: the unpadded form is a prefix of the padded one), hex.
+/// The base64 characters that only the value decides when it starts
+/// `offset` (0, 1 or 2) bytes into a 3-byte group of a larger encoded blob
+/// (e.g. `DB=<value>` in an encoded environment).
+fn base64_at(value: &[u8], offset: usize, alphabet: &[u8; 64]) -> String {
+    let mut bytes = vec![0u8; offset];
+    bytes.extend_from_slice(value);
+    let enc = base64(&bytes, alphabet, false);
+    let (first, end) = (8 * offset, 8 * (offset + value.len()));
+    enc.chars()
+        .enumerate()
+        .filter(|(i, _)| 6 * i >= first && 6 * i + 6 <= end)
+        .map(|(_, c)| c)
+        .collect()
+}
+
+/// Every form a value could leak in: plain; base64 (standard and URL-safe,
+/// padded or not, at each of the three offsets a value can have inside a
+/// larger encoded blob); hex; and the byte lists that `Debug` of a
+/// `Vec<u8>` (a prost `bytes` field) and JSON of one print.
 fn forms(v: &str) -> Vec<String> {
     const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     const URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let hex: String = v.bytes().map(|b| format!("{b:02x}")).collect();
+    let list = |sep: &str| {
+        v.bytes()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(sep)
+    };
     let mut v = vec![
         v.to_string(),
-        base64(v.as_bytes(), STD, false),
-        base64(v.as_bytes(), URL, false),
         hex.clone(),
         hex.to_uppercase(),
+        list(", "),
+        list(","),
     ];
+    for offset in 0..3 {
+        for alphabet in [STD, URL] {
+            v.push(base64_at(v[0].as_bytes(), offset, alphabet));
+        }
+    }
     v.sort();
     v.dedup();
     v
+}
+
+/// The scanner finds a value embedded at any offset of a base64 blob, and
+/// as the byte list `Debug` of a `Vec<u8>` or JSON prints (review: it
+/// looked for base64 at offset 0 only, and not for byte lists).
+#[test]
+fn the_scanner_finds_every_form_of_an_embedded_value() {
+    const STD: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let canary = format!("canary-{}", uuid::Uuid::new_v4().simple());
+    let found = |name: &str, hay: Vec<u8>| {
+        let l = leaks(std::slice::from_ref(&canary), &[(name.to_string(), hay)]);
+        assert!(!l.is_empty(), "the scanner misses the value in {name}");
+    };
+    for prefix in ["", "D=", "DB=", "DBX="] {
+        let blob = format!("{{\"Env\":[\"{prefix}{canary}\"]}}");
+        found(
+            &format!("base64 after {prefix:?}"),
+            base64(blob.as_bytes(), STD, true).into_bytes(),
+        );
+    }
+    let bytes = canary.as_bytes().to_vec();
+    found(
+        "Debug of a prost message",
+        format!("ResolvedSecret {{ value: {bytes:?} }}").into_bytes(),
+    );
+    found(
+        "JSON bytes",
+        serde_json::to_vec(&json!({ "value": bytes })).unwrap(),
+    );
+    // And nothing else.
+    let other = format!("canary-{}", uuid::Uuid::new_v4().simple());
+    let l = leaks(
+        std::slice::from_ref(&canary),
+        &[(
+            "other".into(),
+            base64(other.as_bytes(), STD, true).into_bytes(),
+        )],
+    );
+    assert!(l.is_empty(), "{l:?}");
 }
 
 /// Where each form of each canary occurs in `surfaces` (name, bytes).

@@ -388,3 +388,78 @@ fn the_secrets_dir_must_be_tmpfs() {
         ok.unwrap();
     }
 }
+
+/// A master that answers like the real one: each (path, requested
+/// version) once, `requested_version` as asked, `version` as resolved.
+struct ByVersion;
+
+impl SecretResolver for ByVersion {
+    fn resolve(
+        &self,
+        _agent: &AgentId,
+        _framework: &FrameworkId,
+        _task: &TaskId,
+    ) -> crate::runtime::BoxFuture<'_, Result<Vec<Resolved>, tonic::Status>> {
+        Box::pin(async move {
+            // The pinned version first, then the latest (version 5).
+            Ok(vec![
+                Resolved {
+                    path: "/prod/db/password".into(),
+                    requested_version: 3,
+                    version: 3,
+                    value: SecretValue::new(b"value-3".to_vec()),
+                },
+                Resolved {
+                    path: "/prod/db/password".into(),
+                    requested_version: 0,
+                    version: 5,
+                    value: SecretValue::new(b"value-5".to_vec()),
+                },
+            ])
+        })
+    }
+}
+
+/// Review: a task referencing the same path pinned (version 3) and as
+/// "latest" (0) gets each reference its own value; the latest used to
+/// take whichever entry of the path came first (the pinned one).
+#[tokio::test]
+async fn latest_and_pinned_references_of_one_path_get_their_own_values() {
+    let use_ = |name: &str, version: u64| pb::SecretUse {
+        target: Some(pb::secret_use::Target::Env(name.into())),
+        path: "/prod/db/password".into(),
+        version,
+    };
+    let task = agora_proto::convert::task_info(
+        "task",
+        pb::TaskInfo {
+            task_id: "t1".into(),
+            command: Some(pb::CommandInfo {
+                value: "serve".into(),
+                ..Default::default()
+            }),
+            secrets: vec![use_("PINNED", 3), use_("LATEST", 0)],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let s = crate::secrets::prepare(
+        Some(Arc::new(ByVersion)),
+        None,
+        &AgentId::new("ag1"),
+        &FrameworkId::new("f"),
+        &task,
+        Duration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    let env: Vec<(&str, &[u8])> = s
+        .env
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.expose()))
+        .collect();
+    assert_eq!(
+        env,
+        [("PINNED", &b"value-3"[..]), ("LATEST", &b"value-5"[..])]
+    );
+}

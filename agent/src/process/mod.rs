@@ -514,6 +514,9 @@ impl ProcessRuntime {
 const KILL_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Writes a small file and flushes it to disk.
+/// The files the agent itself keeps at the top of a task's sandbox.
+const SANDBOX_FILES: [&str; 4] = ["stdout", "stderr", "pid", "cgroup"];
+
 /// Each secret file appears at its path under the sandbox as a symlink to
 /// the agent's tmpfs file: nothing on disk holds the value.
 fn link_secret_files(sandbox: &Path, files: &[crate::secrets::SecretFile]) -> Result<(), String> {
@@ -526,6 +529,18 @@ fn link_secret_files(sandbox: &Path, files: &[crate::secrets::SecretFile]) -> Re
             return Err(format!(
                 "secret file path {:?} must stay inside the sandbox",
                 f.target
+            ));
+        }
+        // The sandbox's own files: a link there would be written through
+        // (truncating the secret) or removed before the task starts.
+        if let Some(top) = rel.components().next().map(|c| c.as_os_str())
+            && rel.components().count() == 1
+            && SANDBOX_FILES.iter().any(|f| top == *f)
+        {
+            return Err(format!(
+                "secret file path {:?} is one of the sandbox's own files ({}); choose another path",
+                f.target,
+                SANDBOX_FILES.join(", ")
             ));
         }
         let link = sandbox.join(rel);

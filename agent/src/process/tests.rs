@@ -514,3 +514,43 @@ async fn secrets_reach_a_process_as_env_and_a_linked_file() {
     remove_work_dir(&dir);
     let _ = std::fs::remove_dir_all(&shm);
 }
+
+/// Review: a secret file at one of the sandbox's own files (`stdout`,
+/// `pid`, ...) is refused; it used to be linked, then written through by
+/// the agent (an agent running as root truncated the secret into the
+/// task's stdout) or removed before the task started.
+#[tokio::test]
+async fn a_secret_file_at_a_sandbox_file_is_refused_and_left_intact() {
+    use crate::secrets::{SecretFile, TaskSecrets};
+    for target in ["stdout", "/pid", "cgroup"] {
+        let dir = work_dir();
+        let shm = work_dir();
+        let secret_file = shm.join("secret-0");
+        std::fs::write(&secret_file, "file-value-3c7").unwrap();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let rt = ProcessRuntime::new(tx, &dir);
+        let mut s = spec("clash", "echo task-output");
+        s.secrets = Arc::new(TaskSecrets {
+            env: vec![],
+            files: vec![SecretFile {
+                target: target.into(),
+                host_path: secret_file.clone(),
+            }],
+        });
+        rt.launch(s).await;
+        let ev = ended(&mut rx, "clash").await;
+        assert_ne!(ev.state, TaskState::Finished, "{target}: {ev:?}");
+        assert!(
+            ev.message.contains("sandbox's own files"),
+            "{target}: {}",
+            ev.message
+        );
+        assert_eq!(
+            std::fs::read_to_string(&secret_file).unwrap(),
+            "file-value-3c7",
+            "{target}"
+        );
+        remove_work_dir(&dir);
+        let _ = std::fs::remove_dir_all(&shm);
+    }
+}
