@@ -392,3 +392,64 @@ async fn the_secret_policy_decides_what_a_framework_may_read() {
         .into_inner();
     assert_eq!(ok.secrets[0].value, b"canary-o");
 }
+
+/// After a master restart, tasks are learnt from their re-registering
+/// agents: their descriptions (secret references included) are only the
+/// agent's word, so the master resolves no secrets for them (an agent could
+/// otherwise report a made-up task to read any secret of its framework).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_adopted_after_a_master_restart_gets_no_secrets() {
+    let mut cfg = test_config();
+    cfg.secrets = Some(SecretsConfig {
+        key_file: key_file(),
+        versions: 10,
+    });
+    let mut c = Cluster::start(cfg).await.unwrap();
+    let (code, body) = send(&c, "PUT", "/v1/secrets/prod/db", b"canary").await;
+    assert_eq!(code, 200, "{body}");
+    let mut f = Fw::start(fw_config(&c, "sec")).await.unwrap();
+    let a1 = c.agent("a1", "cpus:4;mem:1024", &[]).await.unwrap();
+    let offers = f.offers().await.unwrap();
+    f.client
+        .launch(
+            &offers[0],
+            vec![with_secret(
+                task("web-1", "cpus:0.1;mem:32", "serve"),
+                "DB",
+                "/prod/db",
+                1,
+                "/web",
+            )],
+        )
+        .await
+        .unwrap();
+    f.update("web-1", TaskState::Running).await.unwrap();
+    let req = pb::ResolveSecretsRequest {
+        agent_id: a1.id.as_str().into(),
+        framework_id: f.id.as_str().into(),
+        task_id: "web-1".into(),
+    };
+    let mut link = pb::agent_link_client::AgentLinkClient::connect(c.url())
+        .await
+        .unwrap();
+    let ok = link.resolve_secrets(req.clone()).await.unwrap().into_inner();
+    assert_eq!(ok.secrets[0].value, b"canary");
+
+    c.restart().await.unwrap();
+    let mut last = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(mut link) = pb::agent_link_client::AgentLinkClient::connect(c.url()).await {
+            match link.resolve_secrets(req.clone()).await {
+                Ok(_) => panic!("an adopted task's secrets were resolved"),
+                Err(e) if e.message().contains("not launched through this master") => {
+                    assert_eq!(e.code(), Code::PermissionDenied);
+                    return;
+                }
+                Err(e) => last = e.message().to_string(),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the adopted task was never refused as such; last answer: {last}");
+}

@@ -248,6 +248,7 @@ impl Master {
                         status,
                         usage: None,
                         kill_requested: false,
+                        adopted: false,
                     },
                 };
                 fw.completed.push_back(t);
@@ -305,6 +306,7 @@ impl Master {
                             state: TaskState::Lost,
                             usage: None,
                             kill_requested: true,
+                        adopted: false,
                         });
                         if fw.completed.len() > self.cfg.completed_tasks_per_framework {
                             fw.completed.pop_front();
@@ -330,6 +332,7 @@ impl Master {
                             status: status.clone(),
                             usage: None,
                             kill_requested: false,
+                            adopted: true,
                         }),
                     );
                     Some(status)

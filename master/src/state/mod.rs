@@ -142,6 +142,11 @@ struct Task {
     /// re-registers still running it: a kill sent into a partition, or
     /// while the agent was away, is not lost.
     kill_requested: bool,
+    /// Learnt from a re-registering agent rather than launched through this
+    /// master: its description (secret references included) is only the
+    /// agent's word, so `ResolveSecrets` refuses it (secrets are resolved
+    /// at launch; a relaunch is a new task).
+    adopted: bool,
 }
 
 #[derive(Debug)]

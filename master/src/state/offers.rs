@@ -188,6 +188,7 @@ impl Master {
                                 status: st,
                                 usage: None,
                                 kill_requested: false,
+                                adopted: false,
                             }),
                         );
                     }

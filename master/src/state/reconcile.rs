@@ -173,6 +173,7 @@ impl Master {
             status: st.clone(),
             usage: None,
             kill_requested: true,
+            adopted: false,
         });
         while fw.completed.len() > keep {
             fw.completed.pop_front();

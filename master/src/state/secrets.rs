@@ -94,6 +94,16 @@ impl Master {
                 "task {task} of framework {framework} does not run on agent {agent}"
             ));
         }
+        if t.adopted {
+            // Its references are only what the agent reported: an agent
+            // could otherwise claim a task to read any secret its
+            // framework may read.
+            return Err(format!(
+                "task {task} of framework {framework} was not launched through this master \
+                 (it was reported by its agent after a master restart); secrets are resolved \
+                 only when a task is launched: relaunch it"
+            ));
+        }
         Ok(TaskSecrets {
             secrets: t.info.secrets.clone(),
             principal: f.principal.clone(),
