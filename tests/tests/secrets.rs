@@ -432,7 +432,11 @@ async fn a_task_adopted_after_a_master_restart_gets_no_secrets() {
     let mut link = pb::agent_link_client::AgentLinkClient::connect(c.url())
         .await
         .unwrap();
-    let ok = link.resolve_secrets(req.clone()).await.unwrap().into_inner();
+    let ok = link
+        .resolve_secrets(req.clone())
+        .await
+        .unwrap()
+        .into_inner();
     assert_eq!(ok.secrets[0].value, b"canary");
 
     c.restart().await.unwrap();

@@ -231,6 +231,14 @@ pub fn secret_use(field: &str, u: pb::SecretUse) -> Result<SecretUse, Invalid> {
                     "an environment variable name is letters, digits and `_`, not starting with a digit",
                 ));
             }
+            if name == "HOST" || name.starts_with("AGORA_") {
+                // The agent sets these; a secret must not shadow them (the
+                // agent reads HOST back to find where to probe a task).
+                return Err(Invalid::new(
+                    format!("{field}.env"),
+                    format!("{name} is set by the agent (HOST and AGORA_*); choose another name"),
+                ));
+            }
             SecretTarget::Env(name)
         }
         Some(pb::secret_use::Target::File(file)) => {

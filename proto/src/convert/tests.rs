@@ -287,6 +287,8 @@ fn bad_secret_references_are_refused_naming_the_field() {
         (env("X", ""), "t.secrets[0].path"),
         (env("1X", "/a"), "t.secrets[0].env"),
         (env("X=Y", "/a"), "t.secrets[0].env"),
+        (env("HOST", "/a"), "t.secrets[0].env"),
+        (env("AGORA_TASK_ID", "/a"), "t.secrets[0].env"),
         (file("/run/../etc/passwd"), "t.secrets[0].file"),
         (file(""), "t.secrets[0].file"),
         (file("/run/x\n"), "t.secrets[0].file"),
