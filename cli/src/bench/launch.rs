@@ -93,7 +93,7 @@ pub async fn run(args: LaunchArgs) -> Result<()> {
 
     // Clean up: the agent's containers and the raw ones.
     cluster.stop().await;
-    let (agora, raw, raw_ids, with_secret) = result?;
+    let (agora, raw, raw_ids, with_secret, mut resolve) = result?;
     for id in raw_ids {
         let _ = docker
             .remove_container(
@@ -137,6 +137,15 @@ pub async fn run(args: LaunchArgs) -> Result<()> {
         out["agora_secret_ms_p50"] = s50.into();
         out["agora_secret_ms_p99"] = s99.into();
         out["secret_overhead_ms_p50"] = overhead.into();
+        let (r50, r99) = (
+            super::quantile(&mut resolve, 0.5),
+            super::quantile(&mut resolve, 0.99),
+        );
+        eprintln!(
+            "the step it adds, ResolveSecrets round trip alone: p50 {r50:.2} ms, p99 {r99:.2} ms"
+        );
+        out["secret_resolve_ms_p50"] = r50.into();
+        out["secret_resolve_ms_p99"] = r99.into();
     }
     if args.json {
         println!("{out}");
@@ -163,7 +172,7 @@ async fn measure(
     args: &LaunchArgs,
     docker: &Docker,
     master: &str,
-) -> Result<(Vec<f64>, Vec<f64>, Vec<String>, Vec<f64>)> {
+) -> Result<(Vec<f64>, Vec<f64>, Vec<String>, Vec<f64>, Vec<f64>)> {
     let (tx, mut rx) = mpsc::unbounded_channel();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut fcfg = FrameworkConfig::new(master, "bench-launch");
@@ -184,6 +193,10 @@ async fn measure(
     let mut offer: Option<Offer> = None;
     let (mut agora, mut raw, mut raw_ids) = (Vec::new(), Vec::new(), Vec::new());
     let mut with_secret = Vec::new();
+    let mut resolve = Vec::new();
+    let mut link = agora_proto::pb::agent_link_client::AgentLinkClient::connect(master.to_string())
+        .await
+        .context("connecting to the master's AgentLink")?;
     for i in 0..args.tasks {
         // Agora: ACCEPT → RUNNING (then the same with a secret reference,
         // alternating so both see the same machine).
@@ -245,6 +258,18 @@ async fn measure(
             let ms = t0.elapsed().as_secs_f64() * 1000.0;
             if secret {
                 with_secret.push(ms);
+                // The step a secret adds, alone: the agent's ResolveSecrets
+                // round trip to the master (authorize, look up, decrypt).
+                let req = agora_proto::pb::ResolveSecretsRequest {
+                    agent_id: o.agent_id.as_str().into(),
+                    framework_id: client.framework_id().map(|f| f.0).unwrap_or_default(),
+                    task_id: id.clone(),
+                };
+                let t0 = Instant::now();
+                link.resolve_secrets(req)
+                    .await
+                    .context("resolving the bench task's secret")?;
+                resolve.push(t0.elapsed().as_secs_f64() * 1000.0);
             } else {
                 agora.push(ms);
             }
@@ -276,5 +301,5 @@ async fn measure(
         raw_ids.push(c.id);
     }
     let _ = stop_tx.send(true);
-    Ok((agora, raw, raw_ids, with_secret))
+    Ok((agora, raw, raw_ids, with_secret, resolve))
 }
