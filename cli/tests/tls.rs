@@ -95,10 +95,11 @@ fn agent_list(dir: &Path, master: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).to_string())
 }
 
-fn register(hostname: &str) -> pb::AgentMessage {
+fn register(hostname: &str, agent_id: &str) -> pb::AgentMessage {
     pb::AgentMessage {
         message: Some(pb::agent_message::Message::Register(pb::Register {
             agent: Some(pb::AgentInfo {
+                agent_id: agent_id.into(),
                 hostname: hostname.into(),
                 ..Default::default()
             }),
@@ -146,6 +147,7 @@ async fn attach(
     master: &str,
     identity: Option<(&str, &Path)>,
     hostname: &str,
+    agent_id: &str,
 ) -> Result<(), tonic::Status> {
     let files =
         identity.map(|(name, d)| (d.join(format!("{name}.crt")), d.join(format!("{name}.key"))));
@@ -160,7 +162,7 @@ async fn attach(
         .map_err(|e| tonic::Status::unavailable(format!("{e:?}")))?;
     let mut client = pb::agent_link_client::AgentLinkClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(register(hostname)).await.unwrap();
+    tx.send(register(hostname, agent_id)).await.unwrap();
     let resp = client
         .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?;
@@ -330,33 +332,33 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
     let code = |r: Result<(), tonic::Status>| r.map_err(|s| s.code());
     // No client certificate: UNAUTHENTICATED.
     assert_eq!(
-        code(attach(&dir, &master, None, "node-1").await),
+        code(attach(&dir, &master, None, "node-1", "").await),
         Err(tonic::Code::Unauthenticated)
     );
     // An operator (client) certificate of the same CA is no agent certificate.
     assert_eq!(
-        code(attach(&dir, &master, Some(("alice", &dir)), "alice").await),
+        code(attach(&dir, &master, Some(("alice", &dir)), "alice", "").await),
         Err(tonic::Code::Unauthenticated)
     );
     // Right CA, wrong name: PERMISSION_DENIED.
     assert_eq!(
-        code(attach(&dir, &master, Some(("node-2", &dir)), "node-1").await),
+        code(attach(&dir, &master, Some(("node-2", &dir)), "node-1", "").await),
         Err(tonic::Code::PermissionDenied)
     );
     // Another CA, or expired: the handshake is refused, nothing attaches.
     assert!(
-        attach(&dir, &master, Some(("node-1", &other)), "node-1")
+        attach(&dir, &master, Some(("node-1", &other)), "node-1", "")
             .await
             .is_err()
     );
     assert!(
-        attach(&dir, &master, Some(("expired", &dir)), "node-1")
+        attach(&dir, &master, Some(("expired", &dir)), "node-1", "")
             .await
             .is_err()
     );
     // The check itself lets the right certificate in (the test client works).
     assert_eq!(
-        code(attach(&dir, &master, Some(("node-2", &dir)), "node-2").await),
+        code(attach(&dir, &master, Some(("node-2", &dir)), "node-2", "").await),
         Ok(())
     );
 
@@ -373,6 +375,12 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
         .as_str()
         .unwrap()
         .to_string();
+    // node-2's certificate cannot re-register node-1's id under its own
+    // name (it would take over node-1's tasks and their secrets).
+    assert_eq!(
+        code(attach(&dir, &master, Some(("node-2", &dir)), "node-2", &node1).await),
+        Err(tonic::Code::PermissionDenied)
+    );
     let none = resolve(&dir, &master, None, &node1).await;
     assert_eq!(none.code(), tonic::Code::Unauthenticated, "{none:?}");
     let other = resolve(&dir, &master, Some(("node-2", &dir)), &node1).await;
