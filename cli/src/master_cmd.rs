@@ -326,6 +326,15 @@ pub async fn run(args: MasterArgs) -> Result<()> {
     crate::util::init_logging(args.log_format, "info");
     let tls = server_tls(&args)?;
     let r = args.resolve()?;
+    if r.config.acls.is_none() && !args.insecure {
+        anyhow::bail!(
+            "agora master refuses to start without an ACL file: without one every API is open to \
+             anyone who can reach it (subscribe as any framework, kill any task, launch tasks \
+             that read any secret). Give --acls FILE (see docs/security.md; with \
+             --bootstrap-token-file for the first admin token), or --insecure (AGORA_INSECURE=1) \
+             to run without authentication on a trusted network or for tests"
+        );
+    }
     if let Some(s) = &r.config.secrets {
         // Refuse a bad key file before saying anything is listening.
         agora_master::secrets::crypto::Kek::load(&s.key_file)?;

@@ -258,13 +258,54 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
     .unwrap_or_else(|_| panic!("insecure master:\n{}", insecure.log()));
     drop(insecure);
 
+    // TLS material alone is not enough: without an ACL file (or --insecure)
+    // every API would be open, so the master refuses to start.
+    let no_acls = Command::new(BIN)
+        .args(["master", "--in-memory", "--listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(dir.join("master.test.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("master.test.key"))
+        .arg("--tls-client-ca")
+        .arg(dir.join("ca.crt"))
+        .env_remove("AGORA_INSECURE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut no_acls = Proc {
+        child: no_acls,
+        log: dir.join("no-acls.log"),
+    };
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = no_acls.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a master with TLS but no --acls (and no --insecure) must refuse to start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(no_acls.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("--acls") && err.contains("--insecure"),
+        "{err}"
+    );
+
     let port = free_port();
     let master = format!("https://127.0.0.1:{port}");
+    // --insecure here only allows running without an ACL file: this test
+    // is about TLS (the authz tests cover tokens and ACLs).
     let m = Proc::spawn(
         Command::new(BIN)
             .args([
                 "master",
                 "--in-memory",
+                "--insecure",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
