@@ -95,10 +95,11 @@ fn agent_list(dir: &Path, master: &str) -> Option<String> {
         .then(|| String::from_utf8_lossy(&o.stdout).to_string())
 }
 
-fn register(hostname: &str) -> pb::AgentMessage {
+fn register(hostname: &str, agent_id: &str) -> pb::AgentMessage {
     pb::AgentMessage {
         message: Some(pb::agent_message::Message::Register(pb::Register {
             agent: Some(pb::AgentInfo {
+                agent_id: agent_id.into(),
                 hostname: hostname.into(),
                 ..Default::default()
             }),
@@ -146,6 +147,7 @@ async fn attach(
     master: &str,
     identity: Option<(&str, &Path)>,
     hostname: &str,
+    agent_id: &str,
 ) -> Result<(), tonic::Status> {
     let files =
         identity.map(|(name, d)| (d.join(format!("{name}.crt")), d.join(format!("{name}.key"))));
@@ -160,7 +162,7 @@ async fn attach(
         .map_err(|e| tonic::Status::unavailable(format!("{e:?}")))?;
     let mut client = pb::agent_link_client::AgentLinkClient::new(channel);
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tx.send(register(hostname)).await.unwrap();
+    tx.send(register(hostname, agent_id)).await.unwrap();
     let resp = client
         .attach(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await?;
@@ -256,13 +258,54 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
     .unwrap_or_else(|_| panic!("insecure master:\n{}", insecure.log()));
     drop(insecure);
 
+    // TLS material alone is not enough: without an ACL file (or --insecure)
+    // every API would be open, so the master refuses to start.
+    let no_acls = Command::new(BIN)
+        .args(["master", "--in-memory", "--listen", "127.0.0.1:0"])
+        .arg("--tls-cert")
+        .arg(dir.join("master.test.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("master.test.key"))
+        .arg("--tls-client-ca")
+        .arg(dir.join("ca.crt"))
+        .env_remove("AGORA_INSECURE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut no_acls = Proc {
+        child: no_acls,
+        log: dir.join("no-acls.log"),
+    };
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = no_acls.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "a master with TLS but no --acls (and no --insecure) must refuse to start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(no_acls.child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(
+        err.contains("--acls") && err.contains("--insecure"),
+        "{err}"
+    );
+
     let port = free_port();
     let master = format!("https://127.0.0.1:{port}");
+    // --insecure here only allows running without an ACL file: this test
+    // is about TLS (the authz tests cover tokens and ACLs).
     let m = Proc::spawn(
         Command::new(BIN)
             .args([
                 "master",
                 "--in-memory",
+                "--insecure",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
             ])
@@ -271,10 +314,7 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
             .arg("--tls-key")
             .arg(dir.join("master.test.key"))
             .arg("--tls-client-ca")
-            .arg(dir.join("ca.crt"))
-            // TLS without an ACL file: --insecure accepts running without
-            // authentication (this test is about certificates).
-            .arg("--insecure"),
+            .arg(dir.join("ca.crt")),
         dir.join("master.log"),
     );
 
@@ -333,33 +373,33 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
     let code = |r: Result<(), tonic::Status>| r.map_err(|s| s.code());
     // No client certificate: UNAUTHENTICATED.
     assert_eq!(
-        code(attach(&dir, &master, None, "node-1").await),
+        code(attach(&dir, &master, None, "node-1", "").await),
         Err(tonic::Code::Unauthenticated)
     );
     // An operator (client) certificate of the same CA is no agent certificate.
     assert_eq!(
-        code(attach(&dir, &master, Some(("alice", &dir)), "alice").await),
+        code(attach(&dir, &master, Some(("alice", &dir)), "alice", "").await),
         Err(tonic::Code::Unauthenticated)
     );
     // Right CA, wrong name: PERMISSION_DENIED.
     assert_eq!(
-        code(attach(&dir, &master, Some(("node-2", &dir)), "node-1").await),
+        code(attach(&dir, &master, Some(("node-2", &dir)), "node-1", "").await),
         Err(tonic::Code::PermissionDenied)
     );
     // Another CA, or expired: the handshake is refused, nothing attaches.
     assert!(
-        attach(&dir, &master, Some(("node-1", &other)), "node-1")
+        attach(&dir, &master, Some(("node-1", &other)), "node-1", "")
             .await
             .is_err()
     );
     assert!(
-        attach(&dir, &master, Some(("expired", &dir)), "node-1")
+        attach(&dir, &master, Some(("expired", &dir)), "node-1", "")
             .await
             .is_err()
     );
     // The check itself lets the right certificate in (the test client works).
     assert_eq!(
-        code(attach(&dir, &master, Some(("node-2", &dir)), "node-2").await),
+        code(attach(&dir, &master, Some(("node-2", &dir)), "node-2", "").await),
         Ok(())
     );
 
@@ -376,6 +416,12 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
         .as_str()
         .unwrap()
         .to_string();
+    // node-2's certificate cannot re-register node-1's id under its own
+    // name (it would take over node-1's tasks and their secrets).
+    assert_eq!(
+        code(attach(&dir, &master, Some(("node-2", &dir)), "node-2", &node1).await),
+        Err(tonic::Code::PermissionDenied)
+    );
     let none = resolve(&dir, &master, None, &node1).await;
     assert_eq!(none.code(), tonic::Code::Unauthenticated, "{none:?}");
     let other = resolve(&dir, &master, Some(("node-2", &dir)), &node1).await;

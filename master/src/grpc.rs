@@ -373,6 +373,47 @@ fn check_register(
     Ok(())
 }
 
+/// Refuses a REGISTER naming a known agent id unless the certificate also
+/// names the hostname that agent is known by: otherwise an agent with a
+/// certificate for its own name could take over another agent's id (its
+/// tasks, and `ResolveSecrets` for them).
+async fn check_known_id(
+    master: &MasterHandle,
+    id: &agora_tls::AgentIdentity,
+    peer: Option<std::net::SocketAddr>,
+    m: &pb::AgentMessage,
+) -> Result<(), Status> {
+    let Some(pb::agent_message::Message::Register(r)) = &m.message else {
+        return Ok(());
+    };
+    let Some(agent_id) = r
+        .agent
+        .as_ref()
+        .map(|a| a.agent_id.as_str())
+        .filter(|i| !i.is_empty())
+    else {
+        return Ok(());
+    };
+    let state = master.state().await.map_err(|_| stopped())?;
+    let Some(known) = state.agents.iter().find(|a| a.id == agent_id) else {
+        return Ok(());
+    };
+    id.check_hostname(&known.hostname).map_err(|e| {
+        refuse(
+            peer,
+            agora_tls::PeerError::NameMismatch {
+                hostname: known.hostname.clone(),
+                reason: format!(
+                    "agent {agent_id} is registered as {:?}; a certificate not naming that host \
+                     cannot re-register it (start the agent with a fresh work dir to register \
+                     as a new agent): {e}",
+                    known.hostname
+                ),
+            },
+        )
+    })
+}
+
 #[tonic::async_trait]
 impl pb::agent_link_server::AgentLink for AgentLinkService {
     type AttachStream = GuardedStream<MasterMessage, pb::MasterMessage>;
@@ -402,6 +443,7 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                 }
             };
             check_register(id, peer, &m)?;
+            check_known_id(&self.master, id, peer, &m).await?;
             first = Some(m);
         }
         let (tx, rx) = mpsc::channel(AGENT_QUEUE);
@@ -423,7 +465,8 @@ impl pb::agent_link_server::AgentLink for AgentLinkService {
                 match msg {
                     Ok(m) => {
                         if let Some(id) = &identity
-                            && check_register(id, peer, &m).is_err()
+                            && (check_register(id, peer, &m).is_err()
+                                || check_known_id(&master, id, peer, &m).await.is_err())
                         {
                             break;
                         }

@@ -212,14 +212,17 @@ impl ServerTls {
     }
 
     fn reload_logged(&self, why: &str) -> bool {
+        // The files as they were before this attempt: a change that lands
+        // while it runs (the key written just after the certificate) must
+        // not be recorded as the failed state, or it is never retried.
+        let before = stamp(&self.inner.files);
         match self.reload() {
             Ok(()) => {
                 tracing::info!(cert = %self.inner.files.cert.display(), reason = why, "TLS certificate reloaded");
                 true
             }
             Err(e) => {
-                *self.inner.failed.write().unwrap_or_else(|p| p.into_inner()) =
-                    Some(stamp(&self.inner.files));
+                *self.inner.failed.write().unwrap_or_else(|p| p.into_inner()) = Some(before);
                 tracing::error!(
                     error = %e,
                     reason = why,

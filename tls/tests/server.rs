@@ -111,6 +111,55 @@ async fn swapped_files_are_served_and_a_broken_file_keeps_the_old() {
     assert_eq!(served(addr, &c).await.unwrap(), der(&b.cert_pem));
 }
 
+/// A renewal that completes while a reload is reading the files (the key
+/// written just after the certificate) is picked up on the next check, not
+/// taken for the broken state that attempt saw.
+#[cfg(unix)]
+#[test]
+fn a_change_during_a_failed_reload_is_retried() {
+    use std::io::Write;
+    let d = Dir::new("reload-race");
+    let ca = Ca::generate(10).unwrap();
+    let a = ca.issue(Kind::Server, "master", &[], 1).unwrap();
+    let files = ServerTlsFiles {
+        cert: d.write("server.crt", &a.cert_pem),
+        key: d.write("server.key", &a.key_pem),
+        client_ca: None,
+    };
+    let tls = ServerTls::load(files.clone()).unwrap();
+    let b = ca.issue(Kind::Server, "master", &[], 2).unwrap();
+    std::fs::write(&files.cert, &b.cert_pem).unwrap();
+    // The key is a FIFO: the reload blocks reading it until the test writes.
+    std::fs::remove_file(&files.key).unwrap();
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&files.key)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let attempt = {
+        let tls = tls.clone();
+        std::thread::spawn(move || tls.reload_if_changed())
+    };
+    // Opens once the reload has opened the key for reading.
+    let mut fifo = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&files.key)
+        .unwrap();
+    // The renewal completes while that attempt waits...
+    let good = d.write("server.key.new", &b.key_pem);
+    std::fs::rename(&good, &files.key).unwrap();
+    // ...and the attempt reads a broken key.
+    fifo.write_all(b"not a key\n").unwrap();
+    drop(fifo);
+    assert!(!attempt.join().unwrap(), "that attempt read a broken key");
+    assert!(
+        tls.reload_if_changed(),
+        "the completed renewal is picked up on the next check"
+    );
+}
+
 #[tokio::test]
 async fn the_watcher_picks_up_new_files() {
     let d = Dir::new("watch");

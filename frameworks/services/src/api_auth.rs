@@ -122,7 +122,22 @@ impl ApiAuth {
             200 => {
                 let v: serde_json::Value =
                     serde_json::from_slice(&body).map_err(|e| unavailable(&e))?;
-                let principal = v["principal"].as_str().unwrap_or("-").to_string();
+                // A master without --acls answers 200 for any header (no
+                // principal): it cannot vouch for a token, so refuse.
+                let Some(principal) = v["principal"]
+                    .as_str()
+                    .filter(|_| v["auth_enabled"] == serde_json::Value::Bool(true))
+                    .map(str::to_string)
+                else {
+                    tracing::error!(master = %self.master, "the master has authentication off: it cannot verify API tokens");
+                    return Err(refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!(
+                            "cannot verify the token: the master at {} has authentication off (start it with --acls, or run this API without --require-tokens)",
+                            self.master
+                        ),
+                    ));
+                };
                 if let Ok(mut c) = self.cache.lock() {
                     if c.len() >= CACHE_MAX {
                         c.retain(|_, (_, at)| at.elapsed() < CACHE_FOR);
@@ -248,6 +263,29 @@ mod tests {
         // Refusals are not cached.
         assert_eq!(call(&app, "/v2/apps", Some("Bearer bad")).await.0, 401);
         assert_eq!(calls.load(Ordering::SeqCst), before + 1);
+    }
+
+    #[tokio::test]
+    async fn a_master_with_authentication_off_is_503_not_a_pass() {
+        // What a master without --acls answers for any header.
+        let app = axum::Router::new().route(
+            "/v1/auth/whoami",
+            axum::routing::get(|| async {
+                r#"{"principal":null,"admin":true,"auth_enabled":false}"#
+            }),
+        );
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(l, app).await });
+        let app = axum::Router::new()
+            .route("/v2/apps", axum::routing::get(|| async { "apps" }))
+            .layer(axum::middleware::from_fn_with_state(
+                ApiAuth::new(&format!("http://{addr}"), None),
+                require_token,
+            ));
+        let (code, body) = call(&app, "/v2/apps", Some("Bearer anything")).await;
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains("authentication off"), "{body}");
     }
 
     #[tokio::test]
