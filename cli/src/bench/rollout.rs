@@ -63,6 +63,12 @@ pub struct RolloutArgs {
     /// kills old instances at once, without draining: the control run.
     #[arg(long)]
     pub drain_seconds: Option<u32>,
+    /// Roll the app by changing a secret it uses (a new version put through
+    /// the master's `/v1/secrets`, as `agora secret put` does) instead of
+    /// `app restart`; after each rollout every instance must see the new
+    /// value (`GET /hash?env=TOKEN` through the edge).
+    #[arg(long)]
+    pub secret: bool,
     /// The workload image (answers `GET /`, `GET /sleep` and `GET /health`).
     #[arg(long, default_value = "agora-workload:latest")]
     pub image: String,
@@ -159,6 +165,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     let guard = ContainerGuard {
         scope: cluster.work.join("agent").display().to_string(),
     };
+    let master = cluster.master.to_string();
     let svc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let svc = svc_listener.local_addr()?.to_string();
     let (svc_stop, svc_stop_rx) = tokio::sync::watch::channel(false);
@@ -191,7 +198,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
         Ok(r) => match r.edge {
             None => Err(anyhow::anyhow!("the edge router has no address")),
             Some(edge) => tokio::select! {
-                r = tokio::time::timeout(args.timeout, measure(&args, &svc, edge)) => match r {
+                r = tokio::time::timeout(args.timeout, measure(&args, &svc, edge, &master)) => match r {
                     Ok(r) => r,
                     Err(_) => Err(anyhow::anyhow!("the bench did not finish within --timeout {:?}", args.timeout)),
                 },
@@ -284,7 +291,82 @@ fn app(args: &RolloutArgs) -> Value {
     if let Some(d) = args.drain_seconds {
         app["labels"] = json!({"drainSeconds": d.to_string()});
     }
+    if args.secret {
+        app["secrets"] = json!({"tok": {"source": SECRET}});
+        app["env"] = json!({"TOKEN": {"secret": "tok"}});
+    }
     app
+}
+
+/// The secret `--secret` changes.
+const SECRET: &str = "/bench/rollout/token";
+
+/// Puts round `n`'s value of [`SECRET`] (rollout requested); returns the
+/// SHA-256 (hex) instances must report for it.
+async fn put_secret(master: &str, n: u32) -> Result<String> {
+    let value = format!("round-{n}-{}", uuid::Uuid::new_v4().simple());
+    let digest = ring::digest::digest(&ring::digest::SHA256, value.as_bytes());
+    let hash: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let (code, body) = crate::http::http_send_raw(
+        "PUT",
+        master,
+        &format!("/v1/secrets{SECRET}"),
+        value.into_bytes(),
+    )
+    .await?;
+    ensure!(code == 200, "putting {SECRET} answered {code}: {body}");
+    Ok(hash)
+}
+
+/// The ids of the app's deployments now.
+async fn deployments_of_app(svc: &str) -> Result<Vec<String>> {
+    let (code, body) = http_send("GET", svc, "/v2/deployments", None).await?;
+    ensure!(code == 200, "GET /v2/deployments answered {code}: {body}");
+    let v: Value = serde_json::from_str(&body).context("/v2/deployments")?;
+    Ok(v.as_array()
+        .map(|ds| {
+            ds.iter()
+                .filter_map(|d| d["id"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default())
+}
+
+/// The deployment the secret's new version started (the framework polls
+/// the master's versions every second).
+async fn new_deployment(svc: &str, before: &[String]) -> Result<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(id) = deployments_of_app(svc)
+            .await?
+            .into_iter()
+            .find(|d| !before.contains(d))
+        {
+            return Ok(id);
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "no deployment of {APP} within 30 s of putting a new version of {SECRET}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// After the rollout, every instance answers with the new value's hash
+/// (asked through the edge, enough times to reach each instance).
+async fn every_instance_sees(args: &RolloutArgs, edge: SocketAddr, hash: &str) -> Result<()> {
+    let mut sender = None;
+    for _ in 0..(4 * args.instances) {
+        let got = get(edge, "/hash?env=TOKEN", &mut sender)
+            .await
+            .map_err(|e| anyhow::anyhow!("GET /hash?env=TOKEN through the edge: {e}"))?;
+        ensure!(
+            got.trim() == hash,
+            "an instance reports {} after the rollout, not the new value's hash {hash}",
+            got.trim()
+        );
+    }
+    Ok(())
 }
 
 /// What the clients ask for.
@@ -295,7 +377,7 @@ fn request_path(args: &RolloutArgs) -> String {
     }
 }
 
-async fn measure(args: &RolloutArgs, svc: &str, edge: SocketAddr) -> Result<Figures> {
+async fn measure(args: &RolloutArgs, svc: &str, edge: SocketAddr, master: &str) -> Result<Figures> {
     let t = Instant::now();
     while !matches!(http_send("GET", svc, "/v1/info", None).await, Ok((200, ref b)) if b.contains("\"connected\":true"))
     {
@@ -304,6 +386,10 @@ async fn measure(args: &RolloutArgs, svc: &str, edge: SocketAddr) -> Result<Figu
             "the services framework did not connect to the master within 30 s"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut secret_round = 0;
+    if args.secret {
+        put_secret(master, secret_round).await?;
     }
     let (code, body) = http_send("POST", svc, "/v2/apps", Some(&app(args).to_string())).await?;
     ensure!(code == 201, "creating {APP} answered {code}: {body}");
@@ -331,13 +417,29 @@ async fn measure(args: &RolloutArgs, svc: &str, edge: SocketAddr) -> Result<Figu
     let mut restart_s = Vec::new();
     loop {
         let t = Instant::now();
-        let id = restart(svc).await?;
-        wait_deployment(svc, &id).await?;
+        let id = if args.secret {
+            secret_round += 1;
+            let before = deployments_of_app(svc).await?;
+            let hash = put_secret(master, secret_round).await?;
+            let id = new_deployment(svc, &before).await?;
+            wait_deployment(svc, &id).await?;
+            every_instance_sees(args, edge, &hash).await?;
+            id
+        } else {
+            let id = restart(svc).await?;
+            wait_deployment(svc, &id).await?;
+            id
+        };
         let s = t.elapsed().as_secs_f64();
         restart_s.push(s);
         let made = stats.requests.load(Ordering::Relaxed);
         eprintln!(
-            "restart {}: deployment {id} finished in {s:.2} s; {made} requests so far, {} failed",
+            "{} {}: deployment {id} finished in {s:.2} s; {made} requests so far, {} failed",
+            if args.secret {
+                "secret rollout"
+            } else {
+                "restart"
+            },
             restart_s.len(),
             stats.failed.load(Ordering::Relaxed)
         );
