@@ -139,6 +139,8 @@ pub enum SecretsQuery {
         Option<agora_core::secrets::SecretPath>,
         oneshot::Sender<Vec<crate::state::SecretUser>>,
     ),
+    /// The versions of a path that live tasks reference explicitly.
+    VersionsInUse(agora_core::secrets::SecretPath, oneshot::Sender<Vec<u64>>),
     /// One task's references, for the agent that runs it.
     TaskSecrets {
         agent: agora_core::AgentId,
@@ -500,6 +502,9 @@ fn handle(
                 reply,
             } => {
                 let _ = reply.send(master.task_secrets(&agent, &framework, &task));
+            }
+            SecretsQuery::VersionsInUse(path, reply) => {
+                let _ = reply.send(master.secret_versions_in_use(&path));
             }
             SecretsQuery::FrameworkKnown(id, reply) => {
                 let _ = reply.send(master.framework_known(&id));

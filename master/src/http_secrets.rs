@@ -167,7 +167,18 @@ async fn put(
     let value = SecretValue::new(Vec::from(bytes));
     let rollout = q.rollout.unwrap_or(true);
     let p = path.clone();
-    let meta = blocking(move || store.put(&p, &value, rollout)).await?;
+    let q = path.clone();
+    let in_use = s
+        .master
+        .secrets_query(move |reply| crate::actor::SecretsQuery::VersionsInUse(q, reply))
+        .await
+        .map_err(|_| {
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the master is shutting down",
+            )
+        })?;
+    let meta = blocking(move || store.put_keeping(&p, &value, rollout, &in_use)).await?;
     tracing::info!(path = %meta.path, version = meta.version, rollout, "secret stored");
     let u = users(&s.master, Some(path)).await?;
     Ok(axum::Json(with_users(&meta, &u)).into_response())

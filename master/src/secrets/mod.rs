@@ -278,6 +278,19 @@ impl SecretStore {
         value: &SecretValue,
         rollout: bool,
     ) -> Result<SecretMeta, SecretError> {
+        self.put_keeping(path, value, rollout, &[])
+    }
+
+    /// [`put`](Self::put), keeping beyond the last N the versions in
+    /// `in_use` (those live tasks reference: a task relaunched on its pinned
+    /// version must still find it, however many versions were put since).
+    pub fn put_keeping(
+        &self,
+        path: &SecretPath,
+        value: &SecretValue,
+        rollout: bool,
+        in_use: &[u64],
+    ) -> Result<SecretMeta, SecretError> {
         if value.is_empty() {
             return Err(SecretError::Empty);
         }
@@ -304,9 +317,26 @@ impl SecretStore {
             rollout,
             sealed,
         });
-        if rec.versions.len() > self.keep {
-            let drop = rec.versions.len() - self.keep;
-            rec.versions.drain(..drop);
+        // Keep the last N versions, plus any older one a live task uses
+        // (the new one always stays).
+        while rec
+            .versions
+            .iter()
+            .filter(|v| !in_use.contains(&v.version))
+            .count()
+            > self.keep
+        {
+            let last = rec.versions.len() - 1;
+            match rec
+                .versions
+                .iter()
+                .position(|v| !in_use.contains(&v.version))
+            {
+                Some(i) if i < last => {
+                    rec.versions.remove(i);
+                }
+                _ => break,
+            }
         }
         self.registry.apply_secrets(&[SecretOp::Put(rec.clone())])?;
         let m = meta(&rec);
@@ -449,6 +479,32 @@ mod tests {
     }
     fn key(b: u8) -> Kek {
         Kek::parse(&[b; 32], "test-key").unwrap()
+    }
+
+    /// A version live tasks pin survives any number of later puts (staged
+    /// ones included): their relaunches still resolve it.
+    #[test]
+    fn versions_in_use_are_kept_beyond_the_last_n() {
+        let reg = Arc::new(store::MemorySecrets::default());
+        let s = SecretStore::open(reg, key(1), 2, "k").unwrap();
+        s.put(&p("/db/pw"), &v("pinned"), true).unwrap();
+        for i in 2..=12 {
+            s.put_keeping(&p("/db/pw"), &v(&format!("staged-{i}")), false, &[1])
+                .unwrap();
+        }
+        let m = s.get(&p("/db/pw")).unwrap();
+        assert_eq!(
+            m.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            [1, 11, 12]
+        );
+        assert_eq!(s.resolve(&p("/db/pw"), 1).unwrap().1.expose(), b"pinned");
+        // Once no task uses it, it goes with the next put.
+        s.put_keeping(&p("/db/pw"), &v("next"), true, &[]).unwrap();
+        let m = s.get(&p("/db/pw")).unwrap();
+        assert_eq!(
+            m.versions.iter().map(|v| v.version).collect::<Vec<_>>(),
+            [12, 13]
+        );
     }
 
     #[test]

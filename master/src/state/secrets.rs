@@ -71,6 +71,22 @@ impl Master {
             .collect()
     }
 
+    /// The versions of `path` live tasks reference explicitly (not `0`,
+    /// "latest"): the store keeps them beyond its last N.
+    pub fn secret_versions_in_use(&self, path: &SecretPath) -> Vec<u64> {
+        let mut v: Vec<u64> = self
+            .frameworks
+            .values()
+            .flat_map(|f| f.tasks.values())
+            .flat_map(|t| t.info.secrets.iter())
+            .filter(|u| u.secret.path == *path && u.secret.version != 0)
+            .map(|u| u.secret.version)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
     /// The secret references of a live task, for the agent that runs it.
     /// Refused (with a message naming what did not match) unless the
     /// framework is known, the task is one of its live tasks, and the task
