@@ -463,6 +463,12 @@ fn env_field(o: &Obj, e: &mut Errors) -> (BTreeMap<String, String>, BTreeMap<Str
                         plain.insert(k.clone(), s.clone());
                     }
                     Value::Object(r) => match (r.len(), r.get("secret")) {
+                        (1, Some(Value::String(_))) if k == "HOST" || k.starts_with("AGORA_") => {
+                            e.push(
+                                &at,
+                                "HOST and AGORA_* are set by the agent; deliver the secret under another name",
+                            );
+                        }
                         (1, Some(Value::String(name))) => {
                             secret.insert(k.clone(), name.clone());
                         }

@@ -550,6 +550,14 @@ fn every_accepted_field_is_honoured_or_refused() {
             "/secrets/pw/source",
         ),
         (json!({"env": {"PW": {"secret": "pw"}}}), "/env/PW"),
+        (
+            json!({"secrets": {"pw": {"source": "/db/pw"}}, "env": {"HOST": {"secret": "pw"}}}),
+            "/env/HOST",
+        ),
+        (
+            json!({"secrets": {"pw": {"source": "/db/pw"}}, "env": {"AGORA_X": {"secret": "pw"}}}),
+            "/env/AGORA_X",
+        ),
         (json!({"user": "nobody"}), "/user"),
         (
             json!({"fetch": [{"uri": "https://example.invalid/x.tgz"}]}),
