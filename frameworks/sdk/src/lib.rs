@@ -240,6 +240,15 @@ impl<S: Scheduler> Driver<S> {
                         .into(),
             });
         }
+        if self.cfg.tls.is_some() && !self.cfg.master.starts_with("https://") {
+            // Silently plain text would send the bearer token in the clear.
+            return Err(SdkError::Address {
+                address: self.cfg.master.clone(),
+                message: "FrameworkConfig::tls is set but the master address is not https://: \
+                          use https:// (or leave tls unset for a plain-text master)"
+                    .into(),
+            });
+        }
         let channel = agora_tls::channel_lazy(endpoint, self.cfg.tls.clone());
         let client = Client::new(channel, self.cfg.token.as_deref())?;
         if let Some(id) = &self.cfg.framework_id {
