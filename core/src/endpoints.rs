@@ -68,6 +68,53 @@ pub struct PortMeta {
     pub path: Option<String>,
     /// Every label of the port as the app gives it.
     pub labels: BTreeMap<String, String>,
+    /// The app may be scaled to zero by its autoscaler (`min: 0`): a
+    /// router with no serving endpoint for this port holds new requests
+    /// (connections, for TCP) and reports them as `held` in a
+    /// [`LoadReport`] at once, so that the framework wakes the app; they
+    /// are forwarded when the first instance serves (see
+    /// docs/autoscaling.md). Without it, no endpoint means 503 at once.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub scale_to_zero: bool,
+}
+
+/// What one router measured for the app ports it routes, posted to the
+/// framework (`POST /v1/endpoints/load`) about once a second, and at once
+/// when it starts holding a request for a port with no serving endpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadReport {
+    /// The router's id (the same as `router=` on its endpoint stream).
+    pub router: String,
+    /// The sliding window the rates and latencies are computed over, in
+    /// milliseconds.
+    pub window_ms: u64,
+    /// One entry per app port the router routes to (ports it saw no
+    /// request for in the window may be left out).
+    pub sets: Vec<SetLoad>,
+}
+
+/// One app port's load as one router saw it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetLoad {
+    pub key: EndpointKey,
+    /// Requests (connections, for TCP) that completed in the window.
+    pub requests: u64,
+    /// `requests` per second of window.
+    pub rps: f64,
+    /// Requests in flight to the port's endpoints now.
+    pub in_flight: u64,
+    /// Latency percentiles over the window in milliseconds (`None`: no
+    /// request completed in it; TCP ports report none).
+    #[serde(default)]
+    pub latency_p50_ms: Option<f64>,
+    #[serde(default)]
+    pub latency_p95_ms: Option<f64>,
+    /// Requests held now because the port has no serving endpoint
+    /// ([`PortMeta::scale_to_zero`]); more than zero asks for a wake.
+    #[serde(default)]
+    pub held: u64,
 }
 
 /// The endpoints of one app port, sorted by task id.

@@ -72,6 +72,9 @@ pub enum Event {
         message: String,
     },
     Heartbeat,
+    /// Resource usage of the framework's live tasks, as their agents report
+    /// it (the master forwards each report to the framework it concerns).
+    Usage(Vec<TaskUsage>),
 }
 
 // ---------------------------------------------------------------- agent link
@@ -108,6 +111,10 @@ pub struct TaskUsage {
     pub task_id: TaskId,
     pub cpu_seconds: f64,
     pub mem_rss_bytes: u64,
+    /// Memory the task needs now: usage minus inactive file cache (what
+    /// Kubernetes calls the working set; 0 when the runtime cannot tell).
+    pub mem_working_set_bytes: u64,
+    /// When it was measured, in seconds since the Unix epoch.
     pub timestamp: f64,
 }
 

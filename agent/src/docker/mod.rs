@@ -705,6 +705,7 @@ impl ContainerRuntime for DockerRuntime {
                     task_id: key.1.0,
                     cpu_seconds: cpu_ns as f64 / 1e9,
                     mem_rss_bytes: mem,
+                    mem_working_set_bytes: 0,
                     timestamp: std::time::SystemTime::now()
                         .duration_since(std::time::UNIX_EPOCH)
                         .map(|d| d.as_secs_f64())

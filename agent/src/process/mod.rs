@@ -776,6 +776,7 @@ impl ContainerRuntime for ProcessRuntime {
                         task_id: k.1.0,
                         cpu_seconds: cpu,
                         mem_rss_bytes: rss,
+                        mem_working_set_bytes: 0,
                         timestamp: now,
                     })
                 })

@@ -51,6 +51,7 @@
 pub mod client;
 pub mod types;
 
+pub use agora_core::protocol::TaskUsage;
 pub use agora_core::{AgentId, FrameworkId, OfferId, Resources, TaskId, TaskState};
 pub use agora_proto::pb;
 pub use client::{Client, SecretVersion, SecretVersionsError};
@@ -181,6 +182,16 @@ pub trait Scheduler: Send + 'static {
     }
     /// The master reported an error (e.g. another scheduler took over).
     fn error(&mut self, _client: &Client, _message: String) -> impl Future<Output = ()> + Send {
+        async {}
+    }
+    /// Resource usage of some of this framework's live tasks (CPU time,
+    /// memory), as their agents report it; a report that does not parse is
+    /// dropped. Autoscalers turn consecutive samples into rates.
+    fn usage(
+        &mut self,
+        _client: &Client,
+        _usage: Vec<TaskUsage>,
+    ) -> impl Future<Output = ()> + Send {
         async {}
     }
     /// The connection to the master was lost; the driver reconnects.
@@ -440,6 +451,16 @@ impl<S: Scheduler> Driver<S> {
                 }
                 Some(Event::Error(e)) => {
                     self.scheduler.error(client, e.message).await;
+                }
+                Some(Event::Usage(u)) => {
+                    let usage: Vec<TaskUsage> = u
+                        .tasks
+                        .into_iter()
+                        .filter_map(|t| TaskUsage::try_from(t).ok())
+                        .collect();
+                    if !usage.is_empty() {
+                        self.scheduler.usage(client, usage).await;
+                    }
                 }
                 Some(Event::Heartbeat(_)) | None => {}
             }

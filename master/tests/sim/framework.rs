@@ -462,7 +462,7 @@ pub fn on_event(sim: &mut Sim, i: usize, ev: Event) -> Result<(), String> {
             }
             converge(sim, i)?;
         }
-        Event::Error(_) | Event::Failure { .. } | Event::Heartbeat => {}
+        Event::Error(_) | Event::Failure { .. } | Event::Heartbeat | Event::Usage(_) => {}
     }
     Ok(())
 }

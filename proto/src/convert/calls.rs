@@ -137,6 +137,9 @@ impl From<Event> for pb::Event {
                 message,
             }),
             Event::Heartbeat => E::Heartbeat(pb::Heartbeat {}),
+            Event::Usage(tasks) => E::Usage(pb::UsageReport {
+                tasks: tasks.into_iter().map(Into::into).collect(),
+            }),
         };
         pb::Event { event: Some(ev) }
     }
@@ -208,8 +211,22 @@ impl TryFrom<pb::TaskUsage> for TaskUsage {
             task_id: own_task_id("usage.task_id", u.task_id)?,
             cpu_seconds: u.cpu_seconds,
             mem_rss_bytes: u.mem_rss_bytes,
+            mem_working_set_bytes: u.mem_working_set_bytes,
             timestamp: u.timestamp,
         })
+    }
+}
+
+impl From<TaskUsage> for pb::TaskUsage {
+    fn from(u: TaskUsage) -> Self {
+        pb::TaskUsage {
+            framework_id: u.framework_id.0,
+            task_id: u.task_id.0,
+            cpu_seconds: u.cpu_seconds,
+            mem_rss_bytes: u.mem_rss_bytes,
+            timestamp: u.timestamp,
+            mem_working_set_bytes: u.mem_working_set_bytes,
+        }
     }
 }
 

@@ -24,6 +24,7 @@ fn meta(public: bool, vhosts: &[&str], path: Option<&str>, sp: Option<u32>) -> P
         vhosts: vhosts.iter().map(|s| s.to_string()).collect(),
         path: path.map(str::to_string),
         labels: BTreeMap::new(),
+        scale_to_zero: false,
     }
 }
 

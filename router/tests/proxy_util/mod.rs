@@ -208,6 +208,7 @@ pub fn port(public: bool, vhosts: &[&str], path: Option<&str>) -> PortMeta {
         vhosts: vhosts.iter().map(|s| s.to_string()).collect(),
         path: path.map(str::to_string),
         labels: BTreeMap::new(),
+        scale_to_zero: false,
     }
 }
 

@@ -74,6 +74,7 @@ fn meta(p: &crate::app::AppPort) -> PortMeta {
             .unwrap_or_default(),
         path: p.labels.get("path").cloned(),
         labels: p.labels.clone(),
+        scale_to_zero: false,
     }
 }
 
