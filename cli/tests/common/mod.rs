@@ -466,3 +466,35 @@ pub fn start_router(
         }
     }
 }
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A daemon started by a test (its stderr piped): killed on drop;
+/// [`Daemon::stop`] stops it with SIGTERM and returns what it logged.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Daemon {
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let mut out = String::new();
+        if let Some(e) = self.0.stderr.as_mut() {
+            let _ = std::io::Read::read_to_string(e, &mut out);
+        }
+        out
+    }
+}
