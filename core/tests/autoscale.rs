@@ -81,13 +81,14 @@ impl Sim {
         if total > 0.0 && ready > 0 {
             self.last_served = Some(t);
         }
-        let mut metrics = Metrics::default();
-        if ready > 0 && !(self.rps_missing)(t) {
-            metrics.rps = Some(Sample {
+        let present = ready > 0 && !(self.rps_missing)(t);
+        let metrics = Metrics {
+            rps: present.then(|| Sample {
                 value: total / f64::from(ready),
                 measured_at: Duration::from_secs(t),
-            });
-        }
+            }),
+            ..Metrics::default()
+        };
         let obs = Observation {
             now: Duration::from_secs(t),
             instances: Instances {
@@ -157,7 +158,12 @@ fn a_load_step_up_is_acted_on_within_one_sync_period() {
     // count the load needs; the starting instances are not counted twice.
     assert_eq!(sim.changes(), [(60, 3, 6)]);
     let d = &sim.decisions[60].1;
-    assert_eq!(d.reason.cause, Cause::Metric { metric: Metric::Rps });
+    assert_eq!(
+        d.reason.cause,
+        Cause::Metric {
+            metric: Metric::Rps
+        }
+    );
     assert_eq!(d.reason.recommendation, 6);
 }
 
@@ -203,7 +209,11 @@ fn a_load_drop_scales_down_only_after_the_window() {
     assert!(
         matches!(
             d.reason.limits[..],
-            [Limit::StabilizationWindow { value: 10, window_seconds: 300, .. }]
+            [Limit::StabilizationWindow {
+                value: 10,
+                window_seconds: 300,
+                ..
+            }]
         ),
         "{d}"
     );
@@ -228,7 +238,13 @@ fn a_load_drop_scales_down_by_the_allowed_steps() {
 #[test]
 fn a_short_dip_inside_the_window_does_not_scale_down() {
     // 200 s of low load, then back: the window never sees 300 s of it.
-    let load: Feed = Box::new(|t, _| if (100..300).contains(&t) { 200.0 } else { 1000.0 });
+    let load: Feed = Box::new(|t, _| {
+        if (100..300).contains(&t) {
+            200.0
+        } else {
+            1000.0
+        }
+    });
     let mut sim = Sim::new(rps_policy(1, 50), 10, 10, load);
     sim.run_until(1200);
     assert_eq!(sim.changes(), []);
@@ -266,12 +282,10 @@ fn starting_instances_prevent_overshoot() {
     // Noisy step to 600 rps (6 needed) with instances that take 30 s to be
     // ready: while they start, the 3 ready ones see 180..220 rps each,
     // which alone would ask for 7. One scale-up to 6, and nothing after.
-    let load: Feed = Box::new(|t, rng| {
-        match t {
-            0..60 => 300.0,
-            60 => 600.0,
-            _ => 600.0 * (1.0 + rng.noise(0.10)),
-        }
+    let load: Feed = Box::new(|t, rng| match t {
+        0..60 => 300.0,
+        60 => 600.0,
+        _ => 600.0 * (1.0 + rng.noise(0.10)),
     });
     let mut sim = Sim::new(rps_policy(1, 50), 3, 30, load);
     sim.run_until(30 * 60);
@@ -293,7 +307,7 @@ fn idle_goes_to_zero_and_a_request_wakes_one_instance_at_once() {
     let mut p = rps_policy(0, 10);
     p.idle_after_seconds = Some(120);
     assert_eq!(p.validate(1000), Ok(()));
-    let load: Feed = Box::new(|t, _| if t < 100 || t >= 500 { 150.0 } else { 0.0 });
+    let load: Feed = Box::new(|t, _| if (100..500).contains(&t) { 0.0 } else { 150.0 });
     let mut sim = Sim::new(p, 2, 5, load);
     sim.wake_from = Some(500);
     sim.run_until(700);
@@ -303,10 +317,16 @@ fn idle_goes_to_zero_and_a_request_wakes_one_instance_at_once() {
     assert_eq!(sim.changes(), [(219, 2, 0), (500, 0, 1), (505, 1, 2)]);
     let idle = &sim.decisions[219].1;
     assert_eq!(idle.reason.cause, Cause::Idle { seconds: 120 });
-    assert!(idle.to_string().starts_with("scale 2 → 0: idle for 120s"), "{idle}");
+    assert!(
+        idle.to_string().starts_with("scale 2 → 0: idle for 120s"),
+        "{idle}"
+    );
     let woke = &sim.decisions[500].1;
     assert_eq!(woke.reason.cause, Cause::Woken);
-    assert_eq!(woke.to_string(), "scale 0 → 1: woken by a request; recommendation 1");
+    assert_eq!(
+        woke.to_string(),
+        "scale 0 → 1: woken by a request; recommendation 1"
+    );
     // At zero without a request: stays at zero.
     assert!(sim.counts[220..500].iter().all(|&(_, c)| c == 0));
 }
@@ -315,9 +335,12 @@ fn idle_goes_to_zero_and_a_request_wakes_one_instance_at_once() {
 fn never_requested_app_goes_idle_after_idle_after_from_the_start() {
     let mut p = rps_policy(0, 10);
     p.idle_after_seconds = Some(60);
+    // The autoscaler starts at 1000 s (the framework restarted, say): the
+    // idle clock starts then, not at the clock's epoch.
     let mut sim = Sim::new(p, 1, 5, Box::new(|_, _| 0.0));
-    sim.run_until(200);
-    assert_eq!(sim.changes(), [(60, 1, 0)]);
+    sim.now = 1000;
+    sim.run_until(1200);
+    assert_eq!(sim.changes(), [(1060, 1, 0)]);
 }
 
 #[test]
@@ -343,11 +366,13 @@ fn history_stays_bounded_over_days() {
     let mut current = 4;
     for i in 0..30_000u64 {
         let now = Duration::from_millis(i * 100);
-        let mut metrics = Metrics::default();
-        metrics.rps = Some(Sample {
-            value: if (i / 3000) % 2 == 0 { 300.0 } else { 20.0 },
-            measured_at: now,
-        });
+        let metrics = Metrics {
+            rps: Some(Sample {
+                value: if (i / 3000) % 2 == 0 { 300.0 } else { 20.0 },
+                measured_at: now,
+            }),
+            ..Metrics::default()
+        };
         let d = a.decide(&Observation {
             now,
             instances: Instances {
@@ -379,16 +404,14 @@ fn allowed(p: &ScalingPolicy, start: u32, up: bool) -> u32 {
 }
 
 fn arb_policy() -> impl Strategy<Value = ScalingPolicy> {
-    (any::<bool>(), 1u32..=8, 1u32..=60).prop_map(|(pods, value, period_seconds)| {
-        ScalingPolicy {
-            kind: if pods {
-                PolicyType::Pods
-            } else {
-                PolicyType::Percent
-            },
-            value: if pods { value } else { value * 25 },
-            period_seconds,
-        }
+    (any::<bool>(), 1u32..=8, 1u32..=60).prop_map(|(pods, value, period_seconds)| ScalingPolicy {
+        kind: if pods {
+            PolicyType::Pods
+        } else {
+            PolicyType::Percent
+        },
+        value: if pods { value } else { value * 25 },
+        period_seconds,
     })
 }
 
@@ -455,7 +478,7 @@ proptest! {
         });
         let mut sim = Sim::new(p, start, startup, load);
         sim.rng = Lcg(seed);
-        let is_missing = move |t: u64| missing_every > 0 && t % missing_every == 0;
+        let is_missing = move |t: u64| missing_every > 0 && t.is_multiple_of(missing_every);
         sim.rps_missing = Box::new(is_missing);
         sim.run_until(total);
 
