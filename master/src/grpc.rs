@@ -242,6 +242,13 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
                     .map_err(|e| Status::invalid_argument(format!("paths[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Paths the framework may not read are refused before the store
+        // is asked: the answer must not tell whether they exist.
+        for (i, p) in paths.iter().enumerate() {
+            self.gate
+                .may_framework_read_secret(&caller, &fid, p)
+                .map_err(|e| Status::permission_denied(format!("paths[{i}]: {e}")))?;
+        }
         let store = self.secrets.store.clone().ok_or_else(no_store)?;
         self.master
             .secrets_query(|reply| crate::actor::SecretsQuery::FrameworkKnown(fid, reply))
