@@ -65,7 +65,11 @@ async fn requests_in_flight_and_latency_of_a_known_pattern() {
     let edge = s.edge().await;
     s.publish(
         "/web",
-        vec![set("/web", port(true, &[], None), vec![ep("a", b.port, Serving)])],
+        vec![set(
+            "/web",
+            port(true, &[], None),
+            vec![ep("a", b.port, Serving)],
+        )],
     )
     .await;
     // Three at once: in flight together while the backend sleeps.
@@ -90,13 +94,20 @@ async fn requests_in_flight_and_latency_of_a_known_pattern() {
     }
     s.idle().await;
     let p = port.clone();
-    eventually("10 completed", move || p.total(agora_router::load::Kind::Edge) == 10).await;
+    eventually("10 completed", move || {
+        p.total(agora_router::load::Kind::Edge) == 10
+    })
+    .await;
     let r = s.router.load_report("r1");
     assert_eq!((r.router.as_str(), r.window_ms), ("r1", 10_000));
     let l = &r.sets[0];
     assert_eq!(l.key, key("/web"));
     assert_eq!((l.requests, l.in_flight, l.held), (10, 0, 0));
-    assert!((l.rps - 1.0).abs() < 1e-9, "10 requests in a 10 s window: {}", l.rps);
+    assert!(
+        (l.rps - 1.0).abs() < 1e-9,
+        "10 requests in a 10 s window: {}",
+        l.rps
+    );
     let (p50, p95) = (l.latency_p50_ms.unwrap(), l.latency_p95_ms.unwrap());
     // The backend sleeps 100 ms (a loaded machine may add some).
     assert!((90.0..5_000.0).contains(&p50), "p50 {p50} ms");
@@ -108,7 +119,8 @@ async fn a_held_request_is_forwarded_once_an_endpoint_serves() {
     let b = backend("woke", Mode::Echo).await;
     let mut s = Stack::new();
     let edge = s.edge().await;
-    s.publish("/web", vec![set("/web", zero_port(), vec![])]).await;
+    s.publish("/web", vec![set("/web", zero_port(), vec![])])
+        .await;
     let call = tokio::spawn(async move { get(edge, "web.agora", "/").await });
     held(&s, "/web", 1).await;
     assert_eq!(s.router.load_report("r").sets[0].held, 1);
@@ -144,11 +156,15 @@ async fn every_held_request_is_forwarded() {
     let b = backend("w", Mode::Echo).await;
     let mut s = Stack::new();
     let edge = s.edge().await;
-    s.publish("/web", vec![set("/web", zero_port(), vec![])]).await;
+    s.publish("/web", vec![set("/web", zero_port(), vec![])])
+        .await;
     let mut calls = Vec::new();
     for i in 0..5u64 {
         calls.push(tokio::spawn(async move {
-            get(edge, "web.agora", &format!("/{i}")).await.status.as_u16()
+            get(edge, "web.agora", &format!("/{i}"))
+                .await
+                .status
+                .as_u16()
         }));
         held(&s, "/web", i + 1).await;
     }
@@ -167,7 +183,8 @@ async fn every_held_request_is_forwarded() {
 async fn beyond_the_bound_or_the_timeout_a_held_request_is_503_with_retry_after() {
     let mut s = Stack::with_config(config(1, Duration::from_millis(300)));
     let edge = s.edge().await;
-    s.publish("/web", vec![set("/web", zero_port(), vec![])]).await;
+    s.publish("/web", vec![set("/web", zero_port(), vec![])])
+        .await;
     let first = tokio::spawn(async move { get(edge, "web.agora", "/").await });
     held(&s, "/web", 1).await;
     // The bound (1) is reached: at once.
@@ -322,7 +339,11 @@ async fn load_reports_are_posted_every_interval_with_the_measurements() {
     let edge = s.edge().await;
     s.publish(
         "/web",
-        vec![set("/web", port(true, &[], None), vec![ep("a", b.port, Serving)])],
+        vec![set(
+            "/web",
+            port(true, &[], None),
+            vec![ep("a", b.port, Serving)],
+        )],
     )
     .await;
     s.publish("/idle", vec![set("/idle", port(true, &[], None), vec![])])
@@ -357,7 +378,10 @@ async fn load_reports_are_posted_every_interval_with_the_measurements() {
     assert_eq!((web.in_flight, web.held), (0, 0));
     // An idle port is reported too (zero is a measurement).
     let idle = by["/idle"];
-    assert_eq!((idle.requests, idle.rps, idle.latency_p50_ms), (0, 0.0, None));
+    assert_eq!(
+        (idle.requests, idle.rps, idle.latency_p50_ms),
+        (0, 0.0, None)
+    );
     // More than one report, about every 100 ms.
     let reports = api.reports.clone();
     eventually("a few reports", move || reports.lock().unwrap().len() >= 3).await;
@@ -369,7 +393,8 @@ async fn a_load_report_goes_out_at_once_when_a_request_is_held() {
     let api = fake_api(204).await;
     let mut s = Stack::new();
     let edge = s.edge().await;
-    s.publish("/web", vec![set("/web", zero_port(), vec![])]).await;
+    s.publish("/web", vec![set("/web", zero_port(), vec![])])
+        .await;
     // The interval is an hour: only a hold makes a report now.
     let task = reporter(&s, &api, Duration::from_secs(3600));
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -417,7 +442,12 @@ async fn a_404_stops_load_reports_for_a_while() {
 
 /// Parses Prometheus text: `# TYPE` of each family and every sample as
 /// (name, labels, value); panics on a malformed line.
-fn parse_metrics(text: &str) -> (BTreeMap<String, String>, Vec<(String, BTreeMap<String, String>, f64)>) {
+fn parse_metrics(
+    text: &str,
+) -> (
+    BTreeMap<String, String>,
+    Vec<(String, BTreeMap<String, String>, f64)>,
+) {
     let mut types = BTreeMap::new();
     let mut samples = Vec::new();
     for line in text.lines() {
@@ -456,7 +486,8 @@ fn parse_metrics(text: &str) -> (BTreeMap<String, String>, Vec<(String, BTreeMap
             }
         };
         assert!(
-            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
             "metric name {name}"
         );
         samples.push((name.to_string(), labels, value));
@@ -472,7 +503,11 @@ async fn the_admin_listener_serves_health_and_metrics_that_parse() {
     let internal = s.internal().await;
     s.publish(
         "/web",
-        vec![set("/web", port(true, &[], None), vec![ep("a", b.port, Serving)])],
+        vec![set(
+            "/web",
+            port(true, &[], None),
+            vec![ep("a", b.port, Serving)],
+        )],
     )
     .await;
     for _ in 0..3 {
@@ -506,17 +541,21 @@ async fn the_admin_listener_serves_health_and_metrics_that_parse() {
     let find = |name: &str, kind: &str| {
         samples
             .iter()
-            .find(|(n, l, _)| {
-                n == name && l.get("router_kind").map(String::as_str) == Some(kind)
-            })
+            .find(|(n, l, _)| n == name && l.get("router_kind").map(String::as_str) == Some(kind))
             .map(|(_, l, v)| (l.clone(), *v))
     };
     let (labels, edge_total) = find("agora_router_requests_total", "edge").unwrap();
     assert_eq!(edge_total, 3.0);
     assert_eq!(labels["app"], "/web");
     assert_eq!(labels["port"], "0");
-    assert_eq!(find("agora_router_requests_total", "internal").unwrap().1, 1.0);
-    assert_eq!(find("agora_router_requests_in_flight", "edge").unwrap().1, 0.0);
+    assert_eq!(
+        find("agora_router_requests_total", "internal").unwrap().1,
+        1.0
+    );
+    assert_eq!(
+        find("agora_router_requests_in_flight", "edge").unwrap().1,
+        0.0
+    );
     // The histogram: cumulative buckets, +Inf = _count = 3.
     let buckets: Vec<(String, f64)> = samples
         .iter()
@@ -529,10 +568,17 @@ async fn the_admin_listener_serves_health_and_metrics_that_parse() {
     assert!(buckets.windows(2).all(|w| w[0].1 <= w[1].1), "{buckets:?}");
     assert_eq!(buckets.last().unwrap(), &("+Inf".to_string(), 3.0));
     assert_eq!(
-        find("agora_router_request_duration_seconds_count", "edge").unwrap().1,
+        find("agora_router_request_duration_seconds_count", "edge")
+            .unwrap()
+            .1,
         3.0
     );
-    assert!(find("agora_router_request_duration_seconds_sum", "edge").unwrap().1 > 0.0);
+    assert!(
+        find("agora_router_request_duration_seconds_sum", "edge")
+            .unwrap()
+            .1
+            > 0.0
+    );
     let held: Vec<_> = samples
         .iter()
         .filter(|(n, _, _)| n == "agora_router_held_requests")

@@ -452,12 +452,8 @@ impl PortLoad {
                 let q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
                 if q.cold.count > 0 {
                     let labels = format!("app=\"{app}\",port=\"{port}\"");
-                    q.cold.write(
-                        out,
-                        "agora_router_cold_start_seconds",
-                        &labels,
-                        &PROM_COLD,
-                    );
+                    q.cold
+                        .write(out, "agora_router_cold_start_seconds", &labels, &PROM_COLD);
                 }
             }
             Family::Requests | Family::InFlight | Family::Duration => {
@@ -477,7 +473,8 @@ impl PortLoad {
                     );
                     match fam {
                         Family::Requests => {
-                            let _ = writeln!(out, "agora_router_requests_total{{{labels}}} {total}");
+                            let _ =
+                                writeln!(out, "agora_router_requests_total{{{labels}}} {total}");
                         }
                         Family::InFlight => {
                             let _ =
@@ -623,7 +620,11 @@ fn lat_bucket(l: Duration) -> usize {
 /// Bucket `i`'s bounds in milliseconds.
 fn lat_bounds(i: usize) -> (f64, f64) {
     let at = |j: usize| LAT_BASE_US * 2f64.powf(j as f64 / LAT_PER_OCTAVE) / 1000.0;
-    if i == 0 { (0.0, LAT_BASE_US / 1000.0) } else { (at(i - 1), at(i)) }
+    if i == 0 {
+        (0.0, LAT_BASE_US / 1000.0)
+    } else {
+        (at(i - 1), at(i))
+    }
 }
 
 /// The `q` quantile in milliseconds, interpolated inside its bucket;

@@ -110,7 +110,9 @@ pub async fn run(router: Arc<Router>, feed: FeedConfig, cfg: ReportConfig) {
                 if due {
                     last_logged = Some(Instant::now());
                     let hint = match &e {
-                        FeedError::Status { status: 401 | 403, .. } => {
+                        FeedError::Status {
+                            status: 401 | 403, ..
+                        } => {
                             "the services API wants a token the router may use: give the router one (--token-file)"
                         }
                         _ => "is the services framework up and reachable at --services?",

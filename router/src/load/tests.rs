@@ -8,12 +8,7 @@ fn key() -> EndpointKey {
 }
 
 fn port(window: Duration, epoch: Instant) -> Arc<PortLoad> {
-    Arc::new(PortLoad::new(
-        key(),
-        window,
-        epoch,
-        Arc::new(Notify::new()),
-    ))
+    Arc::new(PortLoad::new(key(), window, epoch, Arc::new(Notify::new())))
 }
 
 fn ms(n: u64) -> Duration {
