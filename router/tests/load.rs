@@ -440,14 +440,12 @@ async fn a_404_stops_load_reports_for_a_while() {
     task2.abort();
 }
 
-/// Parses Prometheus text: `# TYPE` of each family and every sample as
-/// (name, labels, value); panics on a malformed line.
-fn parse_metrics(
-    text: &str,
-) -> (
-    BTreeMap<String, String>,
-    Vec<(String, BTreeMap<String, String>, f64)>,
-) {
+/// A sample: name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Parses Prometheus text: `# TYPE` of each family and every sample;
+/// panics on a malformed line.
+fn parse_metrics(text: &str) -> (BTreeMap<String, String>, Vec<Sample>) {
     let mut types = BTreeMap::new();
     let mut samples = Vec::new();
     for line in text.lines() {
