@@ -326,13 +326,19 @@ impl Router {
             b.retire();
             reg.retired.push((view.version(), b));
         }
-        reg.ports = ports;
+        // Ports not reused are gone from the view.
+        let gone = std::mem::replace(&mut reg.ports, ports);
         drop(reg);
         // After the swap: a request held from now on sees the new routes
         // when it looks again (see PortLoad::hold).
         let now = Instant::now();
         for p in serving {
-            p.release(now);
+            p.release(now, true);
+        }
+        // Requests held for a port that is gone look again (and find no
+        // route) instead of waiting for their timeout.
+        for p in gone.values() {
+            p.release(now, false);
         }
     }
 

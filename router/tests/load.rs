@@ -203,6 +203,22 @@ async fn beyond_the_bound_or_the_timeout_a_held_request_is_503_with_retry_after(
     held(&s, "/web", 0).await;
 }
 
+#[tokio::test]
+async fn a_request_held_for_an_app_that_goes_away_is_404_at_once() {
+    let mut s = Stack::new();
+    let edge = s.edge().await;
+    s.publish("/web", vec![set("/web", zero_port(), vec![])])
+        .await;
+    let call = tokio::spawn(async move { get(edge, "web.agora", "/").await });
+    held(&s, "/web", 1).await;
+    s.publish("/web", vec![]).await;
+    let a = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("still held after the app went away")
+        .unwrap();
+    assert_eq!(a.status.as_u16(), 404);
+}
+
 /// A TCP backend that writes its name, then echoes.
 struct Echo {
     port: u16,

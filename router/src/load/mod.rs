@@ -408,9 +408,9 @@ impl PortLoad {
         })
     }
 
-    /// The port has a serving endpoint: held requests go on, in arrival
-    /// order, and the cold start is recorded.
-    pub(crate) fn release(&self, now: Instant) {
+    /// The port has a serving endpoint (`served`; or it is gone): held
+    /// requests go on, in arrival order, and the cold start is recorded.
+    pub(crate) fn release(&self, now: Instant, served: bool) {
         let (waiters, since) = {
             let mut q = self.queue.lock().unwrap_or_else(|e| e.into_inner());
             if q.waiters.is_empty() {
@@ -418,7 +418,7 @@ impl PortLoad {
             }
             let waiters = std::mem::take(&mut q.waiters);
             let live = waiters.iter().filter(|w| !w.is_closed()).count();
-            let since = q.since.take().filter(|_| live > 0);
+            let since = q.since.take().filter(|_| live > 0 && served);
             if let Some(s) = since {
                 q.cold
                     .observe(&PROM_COLD, now.saturating_duration_since(s).as_secs_f64());

@@ -98,7 +98,7 @@ async fn holding_is_bounded_and_released_in_arrival_order() {
     assert_eq!(p.hold(2).err(), Some(HoldError::Full));
     assert_eq!(p.held(), 2);
     let deadline = Instant::now() + Duration::from_secs(30);
-    p.release(Instant::now());
+    p.release(Instant::now(), true);
     first.released(deadline).await.unwrap();
     second.released(deadline).await.unwrap();
     drop((first, second));
