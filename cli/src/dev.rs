@@ -66,6 +66,11 @@ pub struct DevArgs {
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub internal_listen: String,
 
+    /// The routers' admin listener: `GET /health` and `GET /metrics`
+    /// (requests, latency, held requests per app port); `off` to disable.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub router_admin_address: String,
+
     /// Address of the L4 `servicePort` listeners; `off` to disable.
     #[arg(long, default_value = "127.0.0.1")]
     pub internal_address: String,
@@ -334,7 +339,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
 
     // The routers follow this services framework's endpoint stream; until
     // it answers, the feed retries (one warning, then debug).
-    let mut routers = crate::router_cmd::Routers::start(
+    let mut routers = crate::router_cmd::Routers::start_with(
         crate::router_cmd::RoutersSetup {
             services: services_addr.to_string(),
             router_id: crate::router_cmd::default_router_id(),
@@ -347,6 +352,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
             internal_listen: crate::router_cmd::listen_opt(&args.internal_listen),
             internal_address,
             services_tls: None,
+        },
+        crate::router_cmd::LoadSetup {
+            admin_listen: crate::router_cmd::listen_opt(&args.router_admin_address),
+            admin_flag: "--router-admin-address",
+            ..crate::router_cmd::LoadSetup::default()
         },
         &DEV_FLAGS,
     )

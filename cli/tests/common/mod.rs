@@ -416,16 +416,24 @@ impl Drop for RouterProc {
 
 /// Starts `agora router ARGS` and waits (20 s at most) until it says it is
 /// running and has printed an address for each label in `expect` (`dns`,
-/// `edge`, `internal`, `l4`); returns it and the addresses by label. Its
+/// `edge`, `internal`, `l4`, `admin`; the admin listener is on a free port
+/// unless ARGS give `--admin-address`); returns it and the addresses by label. Its
 /// output goes to the test's log, prefixed `router|`.
 pub fn start_router(
     args: &[&str],
     expect: &[&str],
 ) -> (RouterProc, std::collections::HashMap<String, String>) {
     use std::io::{BufRead, BufReader};
+    // Tests run in parallel: the admin listener's default port would clash.
+    let admin: &[&str] = if args.contains(&"--admin-address") {
+        &[]
+    } else {
+        &["--admin-address", "127.0.0.1:0"]
+    };
     let mut child = Command::new(BIN)
         .arg("router")
         .args(args)
+        .args(admin)
         .env("AGORA_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
