@@ -43,6 +43,7 @@ pub fn load_server(
         cert: cert.to_owned(),
         key: key.to_owned(),
         client_ca: client_ca.map(Path::to_owned),
+        crl: None,
     })
     .context("cannot load the TLS certificate")?;
     tls.watch(agora_tls::DEFAULT_RELOAD_INTERVAL);
