@@ -580,7 +580,8 @@ fn write_replace(path: &Path, contents: &str, mode: u32) -> Result<(), CaError> 
 fn write_revoked(dir: &Path, list: &[Revoked]) -> Result<(), CaError> {
     let mut text = String::from(
         "# Certificates revoked by this CA (agora ca revoke): serial, revoked at (Unix seconds), kind, name.\n\
-         # crl.pem is generated from this file; do not edit by hand, use `agora ca revoke`.\n",
+         # crl.pem is made from this file: add with `agora ca revoke`; to un-revoke, delete the line\n\
+         # and run `agora ca crl --renew`.\n",
     );
     for r in list {
         text.push_str(&format!(
@@ -597,7 +598,9 @@ fn write_revoked(dir: &Path, list: &[Revoked]) -> Result<(), CaError> {
 impl Ca {
     /// A CRL listing `revoked`, valid (next update) for `days`, PEM.
     pub fn crl(&self, revoked: &[Revoked], days: i64) -> Result<String, CaError> {
-        use rcgen::{CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber};
+        use rcgen::{
+            CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber,
+        };
         if days < 1 {
             return Err(CaError::Days(days));
         }
@@ -651,7 +654,8 @@ impl Ca {
             message,
         };
         let (serial, issuer) = crate::crl::cert_serial(&der).map_err(bad)?;
-        let anchor = webpki::anchor_from_trusted_cert(&self.cert).map_err(|e| bad(e.to_string()))?;
+        let anchor =
+            webpki::anchor_from_trusted_cert(&self.cert).map_err(|e| bad(e.to_string()))?;
         if anchor.subject.as_ref() != issuer.as_slice() {
             return Err(bad("its issuer is another CA".into()));
         }

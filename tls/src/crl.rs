@@ -24,7 +24,7 @@ pub struct LoadedCrl {
 
 impl LoadedCrl {
     /// Whether `serial` (DER integer contents) is in this CRL.
-    fn lists(&self, serial: &[u8]) -> bool {
+    pub fn lists(&self, serial: &[u8]) -> bool {
         CertRevocationList::from(self.parsed.clone())
             .find_serial(serial)
             .ok()
@@ -70,6 +70,28 @@ pub fn load_crls(
         .collect()
 }
 
+/// The (thisUpdate, nextUpdate) of every CRL in the PEM file `path`
+/// (Unix seconds), without checking signatures (for listings).
+pub fn crl_file_times(path: &Path) -> Result<Vec<(i64, Option<i64>)>, TlsError> {
+    let bad = |message: String| TlsError::Crl {
+        path: path.to_owned(),
+        message,
+    };
+    let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let ders = CertificateRevocationListDer::pem_slice_iter(&bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| bad(e.to_string()))?;
+    if ders.is_empty() {
+        return Err(bad("holds no PEM CRL".into()));
+    }
+    ders.iter()
+        .map(|d| crl_times(d.as_ref()).ok_or_else(|| bad("not a CRL".into())))
+        .collect()
+}
+
 /// Parses one CRL and checks its signature against the CA among `cas`
 /// that issued it.
 pub fn parse_crl(
@@ -78,7 +100,8 @@ pub fn parse_crl(
 ) -> Result<LoadedCrl, String> {
     let parsed =
         OwnedCertRevocationList::from_der(der.as_ref()).map_err(|e| format!("not a CRL: {e}"))?;
-    let (this_update, next_update) = crl_times(der.as_ref()).ok_or("not a CRL: bad update times")?;
+    let (this_update, next_update) =
+        crl_times(der.as_ref()).ok_or("not a CRL: bad update times")?;
     let crl = LoadedCrl {
         der,
         parsed,
@@ -158,9 +181,7 @@ fn verify_signature(signed: &[u8], spki: &[u8]) -> Result<(), ()> {
     let key_bits = key_bits.strip_prefix(&[0]).ok_or(())?;
     let alg = webpki::ALL_VERIFICATION_ALGS
         .iter()
-        .find(|a| {
-            a.public_key_alg_id().as_ref() == key_alg && a.signature_alg_id().as_ref() == alg
-        })
+        .find(|a| a.public_key_alg_id().as_ref() == key_alg && a.signature_alg_id().as_ref() == alg)
         .ok_or(())?;
     alg.verify_signature(key_bits, tbs, sig).map_err(|_| ())
 }

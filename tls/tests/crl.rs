@@ -157,7 +157,11 @@ async fn a_broken_or_foreign_crl_keeps_the_previous_config() {
     ca::init_dir(&other_dir, 10).unwrap();
     let foreign = std::fs::read(ca::renew_crl(&other_dir, 30).unwrap()).unwrap();
     for (what, bytes, msg) in [
-        ("garbage", b"-----BEGIN X509 CRL-----\nnot base64\n".to_vec(), ""),
+        (
+            "garbage",
+            b"-----BEGIN X509 CRL-----\nnot base64\n".to_vec(),
+            "",
+        ),
         (
             "tampered",
             agora_tls::pem_encode("X509 CRL", &tampered).into_bytes(),
