@@ -94,6 +94,8 @@ pub struct DevArgs {
 /// What `--secure` prepared (all under the data dir; created once, reused).
 struct Secure {
     ca_cert: PathBuf,
+    /// The CA's CRL (re-issued at every start; `agora ca revoke` adds to it).
+    crl: PathBuf,
     master_cert: PathBuf,
     master_key: PathBuf,
     agent_cert: PathBuf,
@@ -112,6 +114,7 @@ impl Secure {
         if !ca_cert.exists() {
             ca::init_dir(&dir, 3650).context("creating the dev cluster CA")?;
         }
+        let crl = ca::renew_crl(&dir, ca::CRL_DAYS).context("writing the dev CRL")?;
         let issue = |sub: &str, kind: ca::Kind, name: &str| -> Result<(PathBuf, PathBuf)> {
             let out = dir.join(sub);
             let file = name.replace(['/', '\\'], "_");
@@ -136,6 +139,7 @@ impl Secure {
         }
         Ok(Secure {
             ca_cert,
+            crl,
             master_cert,
             master_key,
             agent_cert,
@@ -223,10 +227,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let registry = open_registry(&r.data_dir)?;
     let (trigger, shutdown) = shutdown::channel();
     let tls = match &secure {
-        Some(sec) => Some(crate::tls::load_server(
+        Some(sec) => Some(crate::tls::load_server_crl(
             &sec.master_cert,
             &sec.master_key,
             Some(&sec.ca_cert),
+            Some(&sec.crl),
         )?),
         None => None,
     };
@@ -389,6 +394,14 @@ pub async fn run(args: DevArgs) -> Result<()> {
         println!(
             "  secure     TLS with the CA {} (the agent attaches with mutual TLS)",
             sec.ca_cert.display()
+        );
+        println!(
+            "             revoke a certificate: agora ca revoke --dir {} CERT (the master reloads {})",
+            sec.ca_cert
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .display(),
+            sec.crl.display()
         );
         println!(
             "             ACLs {} (reloaded on change); admin token in {}",
