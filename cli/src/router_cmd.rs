@@ -75,8 +75,10 @@ pub struct LoadArgs {
     pub admin_address: String,
     /// Sliding window of the load numbers (requests per second, latency
     /// p50/p95) in the load reports posted to the services framework every
-    /// second.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    /// second. Short by default so that an autoscaler sees a load step
+    /// within seconds (a longer window smooths noise but delays scale-ups;
+    /// scale-downs are stabilised by the autoscaler anyway).
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
     pub load_window: Duration,
     /// Requests (L4: connections) held at once per app port that is scaled
     /// to zero and has no serving instance yet; more get 503 with

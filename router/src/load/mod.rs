@@ -57,6 +57,13 @@ const PROM_LATENCY: [f64; 11] = [
 /// Upper bounds (seconds) of `agora_router_cold_start_seconds`.
 const PROM_COLD: [f64; 10] = [0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0];
 
+/// The default sliding window. Short on purpose: after a load step the
+/// windowed rate reaches the step's rate after one window, so the window
+/// bounds how fast an autoscaler can react (3 s: a step to three times the
+/// target is seen within about 1.5 s). Scale-downs do not follow it: the
+/// autoscaler stabilises them over minutes.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3);
+
 /// How load is measured and requests are held (router-wide).
 #[derive(Clone, Copy, Debug)]
 pub struct LoadConfig {
@@ -73,7 +80,7 @@ pub struct LoadConfig {
 impl Default for LoadConfig {
     fn default() -> Self {
         LoadConfig {
-            window: Duration::from_secs(10),
+            window: DEFAULT_WINDOW,
             hold_max: 1000,
             hold_timeout: Duration::from_secs(60),
         }
