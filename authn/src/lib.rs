@@ -291,8 +291,9 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.status(), 503);
         assert!(
-            e.to_string()
-                .starts_with(&format!("cannot verify the token with the master at http://{closed}")),
+            e.to_string().starts_with(&format!(
+                "cannot verify the token with the master at http://{closed}"
+            )),
             "{e}"
         );
         // What a master without --acls answers for any header.

@@ -66,7 +66,10 @@ fn bearer_for(uri: &hyper::Uri) -> Result<Option<hyper::header::HeaderValue>> {
 /// itself is reached in plain http (the token crosses the network in
 /// clear text that way already), never from an https master to a plain
 /// agent.
-fn bearer_for_agent(master: &str, agent: &hyper::Uri) -> Result<Option<hyper::header::HeaderValue>> {
+fn bearer_for_agent(
+    master: &str,
+    agent: &hyper::Uri,
+) -> Result<Option<hyper::header::HeaderValue>> {
     let Some((_, token)) = BEARER.get() else {
         return Ok(None);
     };
@@ -393,9 +396,16 @@ mod tests {
             format!("{e:#}").contains(&format!("cannot reach {closed}")),
             "{e:#}"
         );
-        let e = send_head_with(None, "GET", "https://example.invalid", "/", None, To::Daemon)
-            .await
-            .unwrap_err();
+        let e = send_head_with(
+            None,
+            "GET",
+            "https://example.invalid",
+            "/",
+            None,
+            To::Daemon,
+        )
+        .await
+        .unwrap_err();
         assert!(e.to_string().contains("--ca-cert"), "{e}");
     }
 
@@ -403,7 +413,10 @@ mod tests {
     fn the_token_goes_to_an_agent_only_where_it_would_not_leak() {
         let may = |m: &str, a: &str| agent_may_get_token(m, a).unwrap();
         assert!(may("https://m:5050", "https://10.0.0.7:5051"));
-        assert!(may("m:5050", "10.0.0.7:5051"), "all plain: already in clear");
+        assert!(
+            may("m:5050", "10.0.0.7:5051"),
+            "all plain: already in clear"
+        );
         assert!(may("http://m:5050", "https://10.0.0.7:5051"));
         assert!(
             !may("https://m:5050", "http://10.0.0.7:5051"),

@@ -337,9 +337,10 @@ async fn agora_dev_secure_starts_tls_tokens_and_acls_in_one_command() {
         .output()
         .unwrap();
     let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let t = &st["frameworks"][0]["tasks"][0];
     let (task, fw) = (
-        st["tasks"][0]["id"].as_str().unwrap(),
-        st["tasks"][0]["framework_id"].as_str().unwrap(),
+        t["id"].as_str().unwrap_or_else(|| panic!("{st}")),
+        t["framework_id"].as_str().unwrap(),
     );
     let agent_api = st["agents"][0]["endpoint"].as_str().unwrap();
     assert_eq!(agent_api, format!("https://127.0.0.1:{ap}"), "{st}");
@@ -348,7 +349,7 @@ async fn agora_dev_secure_starts_tls_tokens_and_acls_in_one_command() {
         (ok && out.contains("pw ok")).then_some(out)
     })
     .await;
-    assert!(out.is_some(), "{:?}", cli(&["task", "logs", task]));
+    assert!(out.is_ok(), "{:?}", cli(&["task", "logs", task]));
     let logs = format!("{agent_api}/tasks/{task}/logs?framework={fw}");
     assert_eq!(curl(&logs, None), "401");
     assert_eq!(curl(&logs, Some("agora_000000000000_forged")), "401");

@@ -318,7 +318,11 @@ async fn whoami_reports_view_state_per_the_acls() {
     assert_eq!(whoami("admin").await, true, "admins may do everything");
     assert_eq!(whoami("tokens-admin").await, false, "no view_state rule");
     // A reload changes the answer.
-    std::fs::write(&env.acl_file, "[[view_state]]\nprincipals = [\"tokens-admin\"]\n").unwrap();
+    std::fs::write(
+        &env.acl_file,
+        "[[view_state]]\nprincipals = [\"tokens-admin\"]\n",
+    )
+    .unwrap();
     env.gate.auth().unwrap().acls.reload().unwrap();
     assert_eq!(whoami("tokens-admin").await, true);
     assert_eq!(whoami("viewer").await, false);
