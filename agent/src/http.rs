@@ -1,7 +1,9 @@
 //! The agent's HTTP API (default port 5051): `/health`, `/state` (its tasks),
 //! `/metrics` (Prometheus text with per-task CPU time and memory), and
 //! `/tasks/{task_id}/logs?follow=true[&framework=ID]` streaming the task's
-//! output.
+//! output. With [`HttpState::tokens`] (`agora agent --require-tokens`),
+//! everything but `/health` and `/metrics` needs a bearer token of a
+//! principal allowed to view state (see [`crate::api_auth`]).
 
 use crate::agent::AgentHandle;
 use crate::runtime::ContainerRuntime;
@@ -21,15 +23,26 @@ use std::sync::Arc;
 pub struct HttpState {
     pub agent: AgentHandle,
     pub runtime: Arc<dyn ContainerRuntime>,
+    /// Require bearer tokens, verified with the master
+    /// ([`crate::api_auth::verifier`]); `None`: the API is open.
+    pub tokens: Option<agora_authn::Verifier>,
 }
 
 pub fn router(state: HttpState) -> Router {
-    Router::new()
+    let tokens = state.tokens.clone();
+    let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .route("/state", get(state_json))
         .route("/metrics", get(metrics))
         .route("/tasks/{task_id}/logs", get(logs))
-        .with_state(state)
+        .with_state(state);
+    match tokens {
+        Some(v) => app.layer(axum::middleware::from_fn_with_state(
+            v,
+            crate::api_auth::require_view_state,
+        )),
+        None => app,
+    }
 }
 
 /// Serves the API on `listener` until the process ends.

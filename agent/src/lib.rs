@@ -8,9 +8,11 @@
 //! - [`docker`], [`process`]: the real runtimes; [`sandbox`]: where the
 //!   process runtime keeps a task's files.
 //! - [`health`]: health and readiness checks run next to the task.
-//! - [`http`]: the agent's own HTTP API (state, metrics, logs).
+//! - [`http`]: the agent's own HTTP API (state, metrics, logs);
+//!   [`api_auth`]: the bearer tokens it requires with `--require-tokens`.
 
 pub mod agent;
+pub mod api_auth;
 pub mod docker;
 pub mod health;
 pub mod hollow;

@@ -113,6 +113,32 @@ pub struct AgentArgs {
 
     #[command(flatten)]
     pub tls: crate::tls::AgentTlsArgs,
+
+    /// Require a bearer token on the agent's API: `/state` and task logs
+    /// need a token the master issued to a principal allowed to view state
+    /// (the `view_state` ACL), checked with the master's /v1/auth/whoami
+    /// (cached 5 s); /health and /metrics stay open. Default: on when the
+    /// agent runs with TLS, off with --insecure. `--require-tokens=false`
+    /// turns it off. Needs a master with --acls.
+    #[arg(
+        long,
+        env = "AGORA_AGENT_REQUIRE_TOKENS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub require_tokens: Option<bool>,
+}
+
+/// Whether the agent's API requires tokens: `--require-tokens[=BOOL]` when
+/// given, else secure by default: on exactly when the agent runs with TLS
+/// (`tls`) and without `--insecure`. A TLS agent belongs to a secured
+/// cluster, whose master has ACLs to verify tokens with, and its task logs
+/// can show secrets; a plain-text agent would receive tokens in clear text.
+pub fn requires_tokens(args: &AgentArgs, tls: bool) -> bool {
+    args.require_tokens.unwrap_or(tls && !args.tls.insecure)
 }
 
 pub fn parse_attributes(s: &str) -> Result<Vec<(String, String)>> {
@@ -351,6 +377,17 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
         Some((c, k)) => Some(crate::tls::load_server(c, k, None)?),
         None => None,
     };
+    // Tokens on the API are verified with the master this agent registers
+    // with, trusting the cluster CA (no client certificate needed there).
+    let tokens = if requires_tokens(args, client_tls.is_some()) {
+        let tls = match &client_tls {
+            Some(f) => Some(crate::tls::client(&f.ca)?),
+            None => None,
+        };
+        Some(agora_agent::api_auth::verifier(&master, tls))
+    } else {
+        None
+    };
     if let Some(ip) = args.internal_address {
         // Before anything is bound: a wildcard is refused whatever --listen is.
         internal_address(Some(ip), std::net::SocketAddr::new(ip, 0), &args.master)?;
@@ -437,6 +474,7 @@ pub async fn start(args: &AgentArgs, runtime_kind: RuntimeKind) -> Result<Runnin
     let state = agora_agent::http::HttpState {
         agent: handle.clone(),
         runtime: runtime.clone(),
+        tokens,
     };
     tokio::spawn(async move {
         let served = match server_tls {
@@ -476,15 +514,29 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     }
     let agent = start(&args, args.runtime).await?;
     let tls = args.tls.tls_cert.is_some();
+    let tokens = requires_tokens(&args, tls);
     eprintln!(
-        "agora agent ({} runtime) → master {}; API {}://{}; internal address {}; work dir {}",
+        "agora agent ({} runtime) → master {}; API {}://{} ({}); internal address {}; work dir {}",
         agent.runtime.name(),
         agent_master_url(&args)?,
         if tls { "https" } else { "http" },
         agent.http_addr,
+        if tokens {
+            "tokens required"
+        } else {
+            "open: no tokens"
+        },
         agent.address,
         args.work_dir().display()
     );
+    if tls && !tokens {
+        eprintln!(
+            "WARNING: the agent's API (task logs, /state) needs no token (--require-tokens=false): \
+             anyone who can reach {} can read every task's output.",
+            agent.http_addr
+        );
+        tracing::warn!("the agent's API requires no tokens (--require-tokens=false)");
+    }
     tokio::select! {
         r = agent.join => { r.context("agent task panicked")?.context("agent stopped")?; }
         _ = crate::util_signal::terminated() => {
@@ -530,6 +582,35 @@ mod tests {
         let mut a = parse_attributes(attrs)?;
         let r = agent_role(role, public, &mut a)?;
         Ok((r, a))
+    }
+
+    fn parse(flags: &[&str]) -> AgentArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct P {
+            #[command(flatten)]
+            a: AgentArgs,
+        }
+        let mut argv = vec!["agent"];
+        argv.extend_from_slice(flags);
+        P::try_parse_from(argv).unwrap().a
+    }
+
+    #[test]
+    fn tokens_are_required_by_default_with_tls_and_not_with_insecure() {
+        // The flags' environment variables would change the defaults.
+        for v in ["AGORA_AGENT_REQUIRE_TOKENS", "AGORA_INSECURE"] {
+            assert!(std::env::var_os(v).is_none(), "{v} is set");
+        }
+        assert!(requires_tokens(&parse(&[]), true), "TLS: on by default");
+        assert!(!requires_tokens(&parse(&["--insecure"]), false));
+        assert!(requires_tokens(&parse(&["--require-tokens"]), false));
+        assert!(requires_tokens(
+            &parse(&["--insecure", "--require-tokens=true"]),
+            false
+        ));
+        assert!(!requires_tokens(&parse(&["--require-tokens=false"]), true));
+        assert!(!requires_tokens(&parse(&["--require-tokens=no"]), true));
     }
 
     #[test]

@@ -299,6 +299,9 @@ pub async fn run(args: DevArgs) -> Result<()> {
         usage_interval: Duration::from_secs(5),
         status_retry: Duration::from_secs(2),
         log_format: args.log_format,
+        // --secure: task logs and the agent's /state need a token (the
+        // context's admin token works); plain dev stays open.
+        require_tokens: Some(secure.is_some()),
     };
     let agent = crate::agent_cmd::start(&agent_args, runtime).await?;
     let agent_id = tokio::time::timeout(Duration::from_secs(15), agent.handle.registered())
@@ -374,9 +377,14 @@ pub async fn run(args: DevArgs) -> Result<()> {
     println!("  state      {scheme}://{addr}/state");
     println!("  metrics    {scheme}://{addr}/metrics");
     println!(
-        "  agent      {agent_id}, {} runtime, API http://{}, host ports on {}",
+        "  agent      {agent_id}, {} runtime, API {scheme}://{}{}, host ports on {}",
         agent.runtime.name(),
         agent.http_addr,
+        if secure.is_some() {
+            " (tokens required)"
+        } else {
+            ""
+        },
         agent.address
     );
     println!(

@@ -25,7 +25,8 @@ pub fn set_ca_cert(path: Option<PathBuf>) {
 }
 
 /// The bearer token and the `host:port`s it is sent to: the master and
-/// the services API (which checks it with the master), never agents.
+/// the services API (which checks it with the master). Agents get it only
+/// through [`agent_stream`].
 static BEARER: std::sync::OnceLock<(Vec<String>, agora_master::auth::tokens::Token)> =
     std::sync::OnceLock::new();
 
@@ -57,6 +58,49 @@ fn bearer_for(uri: &hyper::Uri) -> Result<Option<hyper::header::HeaderValue>> {
         .context("the token holds characters a header cannot carry; check the token file")?;
     v.set_sensitive(true);
     Ok(Some(v))
+}
+
+/// The `Authorization` header for a request to an agent's API at `agent`
+/// (an address the master reported, not one the user gave; the agent
+/// checks the token with the master): sent over https, or when the master
+/// itself is reached in plain http (the token crosses the network in
+/// clear text that way already), never from an https master to a plain
+/// agent.
+fn bearer_for_agent(
+    master: &str,
+    agent: &hyper::Uri,
+) -> Result<Option<hyper::header::HeaderValue>> {
+    let Some((_, token)) = BEARER.get() else {
+        return Ok(None);
+    };
+    if !token_to_agent(master, agent)? {
+        return Ok(None);
+    }
+    let text = zeroize::Zeroizing::new(format!("Bearer {}", token.expose()));
+    let mut v = hyper::header::HeaderValue::from_str(&text)
+        .context("the token holds characters a header cannot carry; check the token file")?;
+    v.set_sensitive(true);
+    Ok(Some(v))
+}
+
+/// The rule of [`bearer_for_agent`]: an https agent, or a plain-http master.
+fn token_to_agent(master: &str, agent: &hyper::Uri) -> Result<bool> {
+    Ok(agent.scheme_str() == Some("https") || url(master, "/")?.scheme_str() == Some("http"))
+}
+
+/// Whether the CLI's token goes to the agent API at `agent` (`host:port`,
+/// `http://…` or `https://…`) when the master is at `master`.
+pub fn agent_may_get_token(master: &str, agent: &str) -> Result<bool> {
+    token_to_agent(master, &url(agent, "/")?)
+}
+
+/// Who a request is for, which decides whether it carries the token.
+#[derive(Clone, Copy)]
+enum To<'a> {
+    /// The master or the services API (the authorities of `set_token_for`).
+    Daemon,
+    /// An agent's API, reached through the master at `master`.
+    Agent { master: &'a str },
 }
 
 /// The TLS config for https addresses, if a CA is configured.
@@ -116,7 +160,7 @@ async fn send_head(
     path: &str,
     body: Option<&str>,
 ) -> Result<hyper::Response<hyper::body::Incoming>> {
-    send_head_with(tls()?, method, addr, path, body).await
+    send_head_with(tls()?, method, addr, path, body, To::Daemon).await
 }
 
 async fn send_head_with(
@@ -125,12 +169,17 @@ async fn send_head_with(
     addr: &str,
     path: &str,
     body: Option<&str>,
+    to: To<'_>,
 ) -> Result<hyper::Response<hyper::body::Incoming>> {
     let uri = checked_url(addr, path, &tls)?;
     let mut req = hyper::Request::builder()
         .method(method)
         .header(hyper::header::ACCEPT, "application/json");
-    if let Some(v) = bearer_for(&uri)? {
+    let bearer = match to {
+        To::Daemon => bearer_for(&uri)?,
+        To::Agent { master } => bearer_for_agent(master, &uri)?,
+    };
+    if let Some(v) = bearer {
         req = req.header(hyper::header::AUTHORIZATION, v);
     }
     req = req.uri(uri);
@@ -229,10 +278,28 @@ pub async fn http_get(addr: &str, path: &str) -> Result<String> {
     http_request("GET", addr, path).await
 }
 
-/// Streams the body of `GET http://{addr}{path}` into `out` as it arrives
-/// (for `--follow`). Fails unless the status is 2xx.
-pub async fn http_stream(addr: &str, path: &str, out: &mut impl std::io::Write) -> Result<()> {
-    let resp = send_head("GET", addr, path, None).await?;
+/// Streams the body of `GET {agent}{path}` from an agent's API into `out`
+/// as it arrives (for `--follow`); fails unless the status is 2xx. The
+/// agent was reached through the master at `master`; the request carries
+/// the CLI's token (the agent's `/state` and task logs need one of a
+/// principal allowed to view state when it runs with --require-tokens),
+/// see [`bearer_for_agent`].
+pub async fn agent_stream(
+    master: &str,
+    agent: &str,
+    path: &str,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
+    let resp = send_head_with(tls()?, "GET", agent, path, None, To::Agent { master }).await?;
+    stream_body(resp, agent, path, out).await
+}
+
+async fn stream_body(
+    resp: hyper::Response<hyper::body::Incoming>,
+    addr: &str,
+    path: &str,
+    out: &mut impl std::io::Write,
+) -> Result<()> {
     let status = resp.status().as_u16();
     let mut body = resp.into_body();
     if !(200..300).contains(&status) {
@@ -306,10 +373,14 @@ mod tests {
         let e = http_get(&addr, "/missing").await.unwrap_err();
         assert!(e.to_string().contains("answered 404"), "{e}");
         let mut out = Vec::new();
-        http_stream(&addr, "/chunked", &mut out).await.unwrap();
+        agent_stream(&addr, &addr, "/chunked", &mut out)
+            .await
+            .unwrap();
         assert_eq!(out, b"one two three");
         let mut out = Vec::new();
-        let e = http_stream(&addr, "/missing", &mut out).await.unwrap_err();
+        let e = agent_stream(&addr, &addr, "/missing", &mut out)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("404"), "{e}");
     }
 
@@ -325,10 +396,32 @@ mod tests {
             format!("{e:#}").contains(&format!("cannot reach {closed}")),
             "{e:#}"
         );
-        let e = send_head_with(None, "GET", "https://example.invalid", "/", None)
-            .await
-            .unwrap_err();
+        let e = send_head_with(
+            None,
+            "GET",
+            "https://example.invalid",
+            "/",
+            None,
+            To::Daemon,
+        )
+        .await
+        .unwrap_err();
         assert!(e.to_string().contains("--ca-cert"), "{e}");
+    }
+
+    #[test]
+    fn the_token_goes_to_an_agent_only_where_it_would_not_leak() {
+        let may = |m: &str, a: &str| agent_may_get_token(m, a).unwrap();
+        assert!(may("https://m:5050", "https://10.0.0.7:5051"));
+        assert!(
+            may("m:5050", "10.0.0.7:5051"),
+            "all plain: already in clear"
+        );
+        assert!(may("http://m:5050", "https://10.0.0.7:5051"));
+        assert!(
+            !may("https://m:5050", "http://10.0.0.7:5051"),
+            "never from an https master to a plain agent"
+        );
     }
 
     /// An https daemon: verified with the cluster CA, refused with another.
@@ -360,12 +453,12 @@ mod tests {
         );
         let ours = Some(Arc::new(agora_tls::client_config(&cap, None).unwrap()));
         let addr = format!("https://127.0.0.1:{port}");
-        let r = send_head_with(ours, "GET", &addr, "/state", None)
+        let r = send_head_with(ours, "GET", &addr, "/state", None, To::Daemon)
             .await
             .unwrap();
         assert_eq!(r.status(), 200);
         let theirs = Some(Arc::new(agora_tls::client_config(&other, None).unwrap()));
-        let e = send_head_with(theirs, "GET", &addr, "/state", None)
+        let e = send_head_with(theirs, "GET", &addr, "/state", None, To::Daemon)
             .await
             .unwrap_err();
         assert!(format!("{e:#}").contains("certificate"), "{e:#}");

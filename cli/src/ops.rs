@@ -334,9 +334,25 @@ pub async fn task_logs(c: &Common, task: &str, follow: bool) -> Result<()> {
         "/tasks/{}/logs?follow={follow}&framework={}",
         t.id, t.framework_id
     );
-    crate::util::http_stream(&addr(&agent.endpoint), &path, &mut std::io::stdout())
-        .await
-        .with_context(|| format!("reading logs from agent {} at {}", agent.id, agent.endpoint))
+    // The agent checks the CLI's token with the master (`view_state`).
+    let master = c.master_addr();
+    let endpoint = addr(&agent.endpoint);
+    let read = crate::http::agent_stream(&master, &endpoint, &path, &mut std::io::stdout()).await;
+    let hint = match &read {
+        Err(e)
+            if format!("{e:#}").contains("answered 401")
+                && !crate::http::agent_may_get_token(&master, &endpoint).unwrap_or(true) =>
+        {
+            " (the CLI sends its token to agents only over https, and this agent's API is plain http while the master is https: serve the agent's API with TLS, --tls-cert)"
+        }
+        _ => "",
+    };
+    read.with_context(|| {
+        format!(
+            "reading logs from agent {} at {}{hint}",
+            agent.id, agent.endpoint
+        )
+    })
 }
 
 #[cfg(test)]

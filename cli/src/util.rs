@@ -1,7 +1,7 @@
 //! Small helpers shared by the subcommands: durations, data dirs, logging.
 //! HTTP calls to the daemons are in [`crate::http`] (re-exported here).
 
-pub use crate::http::{http_get, http_request, http_send, http_stream};
+pub use crate::http::{http_get, http_request, http_send};
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -320,7 +320,7 @@ async fn agora_dev_secure_starts_tls_tokens_and_acls_in_one_command() {
     let app = home.join("app.json");
     std::fs::write(
         &app,
-        r#"{"id": "/demo/sec", "cmd": "test \"$PW\" = hunter2 && sleep 600", "cpus": 0.1, "mem": 32,
+        r#"{"id": "/demo/sec", "cmd": "test \"$PW\" = hunter2 && echo pw ok && sleep 600", "cpus": 0.1, "mem": 32,
             "secrets": {"pw": {"source": "/demo/pw"}}, "env": {"PW": {"secret": "pw"}}}"#,
     )
     .unwrap();
@@ -328,6 +328,37 @@ async fn agora_dev_secure_starts_tls_tokens_and_acls_in_one_command() {
     assert!(ok, "{out}");
     let (ok, out) = cli(&["task", "list"]);
     assert!(ok && out.contains("TASK_RUNNING"), "{out}");
+
+    // The agent's API needs a token of a principal with view_state:
+    // `agora task logs` sends the context's; without one the agent answers
+    // 401; its health and metrics stay open.
+    let st = Command::new("curl")
+        .args(["-s", "--cacert", &ca, "-H"])
+        .arg(format!("Authorization: Bearer {}", admin.trim()))
+        .arg(&https)
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let t = &st["frameworks"][0]["tasks"][0];
+    let (task, fw) = (
+        t["id"].as_str().unwrap_or_else(|| panic!("{st}")),
+        t["framework_id"].as_str().unwrap(),
+    );
+    let agent_api = st["agents"][0]["endpoint"].as_str().unwrap();
+    assert_eq!(agent_api, format!("https://127.0.0.1:{ap}"), "{st}");
+    let out = eventually(Duration::from_secs(10), async || {
+        let (ok, out) = cli(&["task", "logs", task]);
+        (ok && out.contains("pw ok")).then_some(out)
+    })
+    .await;
+    assert!(out.is_ok(), "{:?}", cli(&["task", "logs", task]));
+    let logs = format!("{agent_api}/tasks/{task}/logs?framework={fw}");
+    assert_eq!(curl(&logs, None), "401");
+    assert_eq!(curl(&logs, Some("agora_000000000000_forged")), "401");
+    assert_eq!(curl(&logs, Some(admin.trim())), "200");
+    assert_eq!(curl(&format!("{agent_api}/state"), None), "401");
+    assert_eq!(curl(&format!("{agent_api}/health"), None), "200");
+    assert_eq!(curl(&format!("{agent_api}/metrics"), None), "200");
 
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(dev.id() as i32),

@@ -298,6 +298,37 @@ async fn tokens_are_created_once_listed_without_secrets_and_work() {
     assert!(body.contains("\"principal\":\"tokens-admin\""), "{body}");
 }
 
+/// whoami says whether the principal may view state, per the ACLs in
+/// force: the agents ask it before serving `/state` and task logs.
+#[tokio::test]
+async fn whoami_reports_view_state_per_the_acls() {
+    let env = Env::new();
+    let whoami = async |principal: &str| {
+        let t = env.token(principal, None);
+        let (s, _, body) = env
+            .send("GET", "/v1/auth/whoami", Some(&bearer(&t)), None)
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["principal"], principal, "{body}");
+        assert_eq!(v["auth_enabled"], true, "{body}");
+        v["view_state"].clone()
+    };
+    assert_eq!(whoami("viewer").await, true, "granted by [[view_state]]");
+    assert_eq!(whoami("admin").await, true, "admins may do everything");
+    assert_eq!(whoami("tokens-admin").await, false, "no view_state rule");
+    // A reload changes the answer.
+    std::fs::write(
+        &env.acl_file,
+        "[[view_state]]\nprincipals = [\"tokens-admin\"]\n",
+    )
+    .unwrap();
+    env.gate.auth().unwrap().acls.reload().unwrap();
+    assert_eq!(whoami("tokens-admin").await, true);
+    assert_eq!(whoami("viewer").await, false);
+    std::fs::remove_dir_all(env.acl_file.parent().unwrap()).ok();
+}
+
 #[tokio::test]
 async fn an_acl_reload_changes_decisions_and_a_bad_file_keeps_the_old_rules() {
     let env = Env::new();

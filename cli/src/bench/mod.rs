@@ -87,6 +87,7 @@ impl LocalCluster {
             status_retry: Duration::from_secs(2),
             log_format: crate::util::LogFormat::Text,
             tls: Default::default(),
+            require_tokens: None,
         };
         let agent = crate::agent_cmd::start(&agent_args, runtime).await?;
         Ok(LocalCluster {

@@ -5,26 +5,18 @@
 //! `/v1/endpoints/*`, `/v1/services*`) needs `Authorization: Bearer
 //! <token>`: a token the master issued, checked with the master's
 //! `GET /v1/auth/whoami` (the master answers 401 for a missing, unknown,
-//! expired or revoked token, and this API passes that answer on). A valid
-//! answer is cached for [`CACHE_FOR`] under the SHA-256 of the header, so a
-//! revoked token keeps working here for at most that long.
+//! expired or revoked token, and this API passes that answer on). The
+//! verification is [`agora_authn::Verifier`], shared with the agent's API:
+//! a valid answer is cached for [`CACHE_FOR`] under the SHA-256 of the
+//! header, so a revoked token keeps working here for at most that long.
 
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-/// How long a verified token is trusted without asking the master again.
-pub const CACHE_FOR: Duration = Duration::from_secs(5);
-/// Most cached answers (older ones are dropped first when full).
-const CACHE_MAX: usize = 10_000;
+pub use agora_authn::CACHE_FOR;
 
 /// Paths anyone may reach (health, schema, discovery for the router).
 fn open(path: &str) -> bool {
@@ -33,22 +25,16 @@ fn open(path: &str) -> bool {
         || path.starts_with("/v1/services/")
 }
 
-/// Verified answers: SHA-256 of the header → (principal, when verified).
-type Cache = Arc<Mutex<HashMap<[u8; 32], (String, Instant)>>>;
-
 /// Verifies tokens with the master.
 #[derive(Clone)]
 pub struct ApiAuth {
-    /// The master's base URL (`http://host:port` or `https://host:port`).
-    master: String,
-    client: Client<agora_tls::Connector, Empty<Bytes>>,
-    cache: Cache,
+    verifier: agora_authn::Verifier,
 }
 
 impl std::fmt::Debug for ApiAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiAuth")
-            .field("master", &self.master)
+            .field("master", &self.verifier.master())
             .finish()
     }
 }
@@ -67,96 +53,19 @@ fn refuse(code: StatusCode, msg: impl std::fmt::Display) -> Response {
 impl ApiAuth {
     /// `tls`: the cluster CA, for an `https://` master.
     pub fn new(master: &str, tls: Option<Arc<agora_tls::ClientConfig>>) -> ApiAuth {
-        let c = agora_tls::Connector::http1(tls).connect_timeout(Duration::from_secs(5));
         ApiAuth {
-            master: master.trim_end_matches('/').to_string(),
-            client: Client::builder(TokioExecutor::new()).build(c),
-            cache: Arc::default(),
+            verifier: agora_authn::Verifier::new(master, tls),
         }
     }
 
     /// The principal `authorization` authenticates, or the answer to send.
     pub async fn verify(&self, authorization: &HeaderValue) -> Result<String, Response> {
-        let key = {
-            let d = ring::digest::digest(&ring::digest::SHA256, authorization.as_bytes());
-            let mut k = [0u8; 32];
-            k.copy_from_slice(d.as_ref());
-            k
-        };
-        if let Ok(c) = self.cache.lock()
-            && let Some((p, at)) = c.get(&key)
-            && at.elapsed() < CACHE_FOR
-        {
-            return Ok(p.clone());
-        }
-        let uri = format!("{}/v1/auth/whoami", self.master);
-        let req = hyper::Request::get(&uri)
-            .header(header::AUTHORIZATION, authorization.clone())
-            .body(Empty::new())
-            .map_err(|e| refuse(StatusCode::INTERNAL_SERVER_ERROR, format!("{uri}: {e}")))?;
-        let unavailable = |e: &dyn std::fmt::Display| {
-            tracing::warn!(error = %e, "cannot verify a token with the master");
-            refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "cannot verify the token with the master at {}: {e}",
-                    self.master
-                ),
-            )
-        };
-        let resp =
-            match tokio::time::timeout(Duration::from_secs(10), self.client.request(req)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => return Err(unavailable(&e)),
-                Err(_) => return Err(unavailable(&"no answer within 10 s")),
-            };
-        let status = resp.status();
-        let body =
-            match tokio::time::timeout(Duration::from_secs(10), resp.into_body().collect()).await {
-                Ok(Ok(b)) => b.to_bytes(),
-                Ok(Err(e)) => return Err(unavailable(&e)),
-                Err(_) => return Err(unavailable(&"no answer within 10 s")),
-            };
-        let text = String::from_utf8_lossy(&body);
-        match status.as_u16() {
-            200 => {
-                let v: serde_json::Value =
-                    serde_json::from_slice(&body).map_err(|e| unavailable(&e))?;
-                // A master without --acls answers 200 for any header (no
-                // principal): it cannot vouch for a token, so refuse.
-                let Some(principal) = v["principal"]
-                    .as_str()
-                    .filter(|_| v["auth_enabled"] == serde_json::Value::Bool(true))
-                    .map(str::to_string)
-                else {
-                    tracing::error!(master = %self.master, "the master has authentication off: it cannot verify API tokens");
-                    return Err(refuse(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        format!(
-                            "cannot verify the token: the master at {} has authentication off (start it with --acls, or run this API without --require-tokens)",
-                            self.master
-                        ),
-                    ));
-                };
-                if let Ok(mut c) = self.cache.lock() {
-                    if c.len() >= CACHE_MAX {
-                        c.retain(|_, (_, at)| at.elapsed() < CACHE_FOR);
-                        if c.len() >= CACHE_MAX {
-                            c.clear();
-                        }
-                    }
-                    c.insert(key, (principal.clone(), Instant::now()));
-                }
-                Ok(principal)
-            }
-            401 => Err(refuse(
-                StatusCode::UNAUTHORIZED,
-                format!("the master refused the token: {}", text.trim()),
+        match self.verifier.verify(authorization).await {
+            Ok(id) => Ok(id.principal),
+            Err(e) => Err(refuse(
+                StatusCode::from_u16(e.status()).unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+                e,
             )),
-            code => Err(unavailable(&format!(
-                "the master answered {code}: {}",
-                text.trim()
-            ))),
         }
     }
 }

@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `/health`, `/metrics`, `/redirect` (and `/master/` aliases) | nothing (no names or values: counts, the leader's address) |
 //! | `POST /v1/tokens`, `GET /v1/tokens`, `DELETE /v1/tokens/{id}` | `manage_tokens` |
-//! | `GET /v1/auth/whoami` | any valid token |
+//! | `GET /v1/auth/whoami` | any valid token (answers the principal, `admin`, and `view_state` per the ACLs) |
 //! | everything else | a valid token; the handler checks its permission |
 
 use super::acl::{Denied, Permission};
@@ -186,11 +186,15 @@ async fn revoke_token(
     }
 }
 
+/// `{"principal", "admin", "auth_enabled", "view_state"}`: who the token
+/// belongs to and whether the ACLs in force let it view state (the
+/// master's `/state`; the agents' `/state` and task logs, which ask here).
 async fn whoami(State(gate): State<Gate>, Extension(caller): Extension<Caller>) -> Response {
     axum::Json(serde_json::json!({
         "principal": caller.principal(),
         "admin": caller.is_admin(),
         "auth_enabled": gate.is_enabled(),
+        "view_state": caller.allows(&Permission::ViewState),
     }))
     .into_response()
 }
