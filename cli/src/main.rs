@@ -45,7 +45,7 @@ Secrets:      agora secret put PATH < value | secret list|show|rm|rotate-key\n\
 Exit codes:   0 ok, 1 error, 2 bad usage, 4 not found, 5 --wait timed out\n\
 TLS:          agora ca init | ca issue --server|--agent|--client NAME (see `agora ca --help`);\n\
 \x20             daemons refuse to start without TLS unless --insecure (agora dev is plain, on 127.0.0.1)\n\
-Benchmarks:   agora bench allocator | scale | launch | deploy | services | discovery | router | rollout"
+Benchmarks:   agora bench allocator | scale | launch | deploy | services | discovery | router | rollout | autoscale"
 )]
 struct Cli {
     /// CA certificate to verify https:// daemons with (the cluster's ca.crt).
@@ -261,6 +261,10 @@ enum BenchCommand {
     Router(bench::router::RouterBenchArgs),
     /// Steady load through the edge router during `app restart`: failed requests.
     Rollout(bench::rollout::RolloutArgs),
+    /// A load step against an autoscaled app through the edge router: time
+    /// to decide and to have the capacity, flaps under steady noisy load,
+    /// scale-down, and a cold start from zero instances.
+    Autoscale(bench::autoscale::AutoscaleArgs),
 }
 
 /// The innermost subcommand's matches.
@@ -406,6 +410,7 @@ fn main() -> std::process::ExitCode {
             Command::Bench(BenchCommand::Discovery(a)) => bench::discovery::run(a).await,
             Command::Bench(BenchCommand::Router(a)) => bench::router::run(a),
             Command::Bench(BenchCommand::Rollout(a)) => bench::rollout::run(a).await,
+            Command::Bench(BenchCommand::Autoscale(a)) => bench::autoscale::run(a).await,
         }
     });
     match result {

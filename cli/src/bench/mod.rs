@@ -2,6 +2,7 @@
 //! human summary and, with `--json`, one JSON object as its last line.
 
 pub mod allocator;
+pub mod autoscale;
 pub mod deploy;
 pub mod discovery;
 pub mod launch;

@@ -84,10 +84,10 @@ pub struct RolloutArgs {
     pub json: bool,
 }
 
-const APP: &str = "/bench/web";
-const HOST: &str = "web.bench.agora";
+pub(super) const APP: &str = "/bench/web";
+pub(super) const HOST: &str = "web.bench.agora";
 /// Ports the agent offers (host ports of the containers).
-const PORTS: u16 = 40;
+pub(super) const PORTS: u16 = 40;
 /// One request (connect included) must be answered within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Distinct error kinds reported.
@@ -95,19 +95,19 @@ const ERROR_KINDS: usize = 8;
 
 /// What the clients counted.
 #[derive(Default)]
-struct Stats {
-    requests: AtomicU64,
-    failed: AtomicU64,
+pub(super) struct Stats {
+    pub(super) requests: AtomicU64,
+    pub(super) failed: AtomicU64,
     /// Error kind → count (at most [`ERROR_KINDS`] kinds kept; the
     /// others only counted in `failed`).
-    errors: Mutex<BTreeMap<String, u64>>,
+    pub(super) errors: Mutex<BTreeMap<String, u64>>,
     /// Latency of each successful request, ms (one vector per client,
     /// merged at the end).
-    latencies: Mutex<Vec<f64>>,
+    pub(super) latencies: Mutex<Vec<f64>>,
 }
 
 impl Stats {
-    fn fail(&self, kind: String) {
+    pub(super) fn fail(&self, kind: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
         let mut e = self.errors.lock().unwrap_or_else(|p| p.into_inner());
         if e.contains_key(&kind) || e.len() < ERROR_KINDS {
@@ -234,8 +234,8 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
 
 /// Removes the agent's containers with the docker CLI when dropped: after
 /// the cluster stopped, and on a panic between start and stop.
-struct ContainerGuard {
-    scope: String,
+pub(super) struct ContainerGuard {
+    pub(super) scope: String,
 }
 
 impl Drop for ContainerGuard {
@@ -261,7 +261,7 @@ impl Drop for ContainerGuard {
 
 /// A block of `PORTS` consecutive loopback ports free now (the agent's
 /// range; the engine binds them for the containers).
-fn port_block() -> Result<u16> {
+pub(super) fn port_block() -> Result<u16> {
     let seed = std::process::id();
     for attempt in 0..200u32 {
         let lo = 32000 + ((seed.wrapping_add(attempt * 7919)) % 150) as u16 * 50;
@@ -545,7 +545,7 @@ async fn client(edge: SocketAddr, path: String, stats: Arc<Stats>, stop: Arc<Ato
         .extend(lat);
 }
 
-type Sender = SendRequest<Empty<Bytes>>;
+pub(super) type Sender = SendRequest<Empty<Bytes>>;
 
 /// Opens a connection to the edge (HTTP/1.1, Nagle off).
 async fn connect(edge: SocketAddr) -> Result<Sender, String> {
@@ -565,7 +565,11 @@ async fn connect(edge: SocketAddr) -> Result<Sender, String> {
 /// `GET path` with `Host: web.bench.agora` through the edge on `sender` (a
 /// new connection when there is none or it was closed): the body of a 2xx
 /// answer, or the kind of failure (the connection is then dropped).
-async fn get(edge: SocketAddr, path: &str, sender: &mut Option<Sender>) -> Result<String, String> {
+pub(super) async fn get(
+    edge: SocketAddr,
+    path: &str,
+    sender: &mut Option<Sender>,
+) -> Result<String, String> {
     let r = tokio::time::timeout(REQUEST_TIMEOUT, async {
         let mut s = match sender.take() {
             Some(s) if !s.is_closed() => s,
@@ -640,7 +644,7 @@ async fn wait_deployment(svc: &str, id: &str) -> Result<()> {
 }
 
 /// Destroys the app and waits (at most 30 s) until its instances are gone.
-async fn destroy(svc: &str) {
+pub(super) async fn destroy(svc: &str) {
     let path = format!("/v2/apps{APP}");
     if !matches!(http_send("DELETE", svc, &path, None).await, Ok((200, _))) {
         return;
