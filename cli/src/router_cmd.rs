@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
     after_help = "Token: against a services API run with --require-tokens (agora dev --secure \
 does), joining the drains and acking them need a bearer token: give the router one with \
 --token-file FILE (or AGORA_TOKEN_FILE; AGORA_TOKEN holds the token itself), a token the master \
-issued, e.g. `agora token create router > router.token`. Each router id is bound to the principal \
+issued, e.g. `agora token create --principal router > router.token`. Each router id is bound to the principal \
 whose stream joined it first. Without a token such an API answers 401: the router logs it as an \
 error and keeps retrying."
 )]
