@@ -37,6 +37,17 @@ fn zero_port() -> PortMeta {
     }
 }
 
+/// A 10 s window (the figures below assume it; the default is shorter).
+fn ten_second_window() -> RoutesConfig {
+    RoutesConfig {
+        load: LoadConfig {
+            window: Duration::from_secs(10),
+            ..LoadConfig::default()
+        },
+        ..RoutesConfig::default()
+    }
+}
+
 fn config(hold_max: usize, hold_timeout: Duration) -> RoutesConfig {
     RoutesConfig {
         load: LoadConfig {
@@ -61,7 +72,7 @@ async fn held(s: &Stack, app: &str, n: u64) {
 #[tokio::test]
 async fn requests_in_flight_and_latency_of_a_known_pattern() {
     let b = backend("a", Mode::Slow(Duration::from_millis(100))).await;
-    let mut s = Stack::new();
+    let mut s = Stack::with_config(ten_second_window());
     let edge = s.edge().await;
     s.publish(
         "/web",
@@ -351,7 +362,7 @@ fn reporter(s: &Stack, api: &FakeApi, interval: Duration) -> JoinHandle<()> {
 async fn load_reports_are_posted_every_interval_with_the_measurements() {
     let b = backend("a", Mode::Echo).await;
     let api = fake_api(204).await;
-    let mut s = Stack::new();
+    let mut s = Stack::with_config(ten_second_window());
     let edge = s.edge().await;
     s.publish(
         "/web",

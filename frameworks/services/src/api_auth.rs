@@ -1,9 +1,14 @@
 //! Bearer tokens on the services REST API, verified by the master.
 //!
 //! With `ServicesConfig::api_tokens`, every request but the open ones
-//! (`/ping`, `/openapi.json`, and the discovery routes the router reads:
-//! `/v1/endpoints/*`, `/v1/services*`) needs `Authorization: Bearer
-//! <token>`: a token the master issued, checked with the master's
+//! (`/ping`, `/openapi.json`, and the discovery data DNS serves anyway:
+//! `/v1/services*` and `GET /v1/endpoints/watch` *without* `router=`) needs
+//! `Authorization: Bearer <token>`. That includes a watch with `router=`
+//! (it makes the caller a drain participant) and `POST /v1/endpoints/acks`
+//! (it tells the framework a router drained): the principal authenticated
+//! is passed to the handlers as a [`Principal`] request extension, and a
+//! drain participant is bound to the principal that joined it
+//! (`crate::endpoints`). The token must be one the master issued, checked with the master's
 //! `GET /v1/auth/whoami` (the master answers 401 for a missing, unknown,
 //! expired or revoked token, and this API passes that answer on). The
 //! verification is [`agora_authn::Verifier`], shared with the agent's API:
@@ -18,12 +23,26 @@ use std::sync::Arc;
 
 pub use agora_authn::CACHE_FOR;
 
-/// Paths anyone may reach (health, schema, discovery for the router).
-fn open(path: &str) -> bool {
-    matches!(path, "/ping" | "/openapi.json" | "/v1/services")
-        || path.starts_with("/v1/endpoints/")
-        || path.starts_with("/v1/services/")
+/// Requests anyone may make: health, schema, and the discovery data DNS
+/// serves anyway (`/v1/services*`, the endpoint stream of a plain
+/// subscriber). Joining the drains (`watch?router=`) and acking them are
+/// not open: they decide when old instances are killed.
+fn open(uri: &axum::http::Uri) -> bool {
+    let path = uri.path();
+    match path {
+        "/ping" | "/openapi.json" | "/v1/services" => true,
+        // Parsed as the handler parses it (a `router` key however encoded);
+        // a query it cannot parse is not open (the handler answers 400).
+        "/v1/endpoints/watch" => axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+            .is_ok_and(|q| !q.0.iter().any(|(k, _)| k == "router")),
+        _ => path.starts_with("/v1/services/"),
+    }
 }
+
+/// The principal a request was authenticated as: a request extension set
+/// by [`require_token`] (absent on open requests and without tokens).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal(pub String);
 
 /// Verifies tokens with the master.
 #[derive(Clone)]
@@ -71,8 +90,8 @@ impl ApiAuth {
 }
 
 /// The middleware (`axum::middleware::from_fn_with_state`).
-pub async fn require_token(State(auth): State<ApiAuth>, req: Request, next: Next) -> Response {
-    if open(req.uri().path()) {
+pub async fn require_token(State(auth): State<ApiAuth>, mut req: Request, next: Next) -> Response {
+    if open(req.uri()) {
         return next.run(req).await;
     }
     let Some(h) = req.headers().get(header::AUTHORIZATION).cloned() else {
@@ -84,6 +103,7 @@ pub async fn require_token(State(auth): State<ApiAuth>, req: Request, next: Next
     match auth.verify(&h).await {
         Ok(principal) => {
             tracing::debug!(principal, path = %req.uri().path(), "authenticated API request");
+            req.extensions_mut().insert(Principal(principal));
             next.run(req).await
         }
         Err(r) => r,
