@@ -200,6 +200,7 @@ pub async fn run(args: AutoscaleArgs) -> Result<()> {
             internal_listen: None,
             internal_address: None,
             services_tls: None,
+            token: None,
         },
         &crate::router_cmd::ROUTER_FLAGS,
     )
