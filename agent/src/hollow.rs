@@ -347,7 +347,10 @@ mod tests {
         tokio::time::advance(Duration::from_secs(4)).await;
         let u = rt.usage().await;
         assert_eq!(u.len(), 1);
-        assert_eq!((u[0].framework_id.as_str(), u[0].task_id.as_str()), ("f", "t"));
+        assert_eq!(
+            (u[0].framework_id.as_str(), u[0].task_id.as_str()),
+            ("f", "t")
+        );
         assert!((u[0].cpu_seconds - 2.0).abs() < 1e-6, "{u:?}");
         assert_eq!(u[0].mem_working_set_bytes, 64 << 20);
         // A new load keeps the CPU time used so far.

@@ -380,7 +380,8 @@ pub mod cgroup_usage {
         let mut v2 = None;
         for line in cgroup.lines() {
             let mut parts = line.splitn(3, ':');
-            let (Some(_), Some(controllers), Some(path)) = (parts.next(), parts.next(), parts.next())
+            let (Some(_), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
             else {
                 continue;
             };
@@ -485,8 +486,16 @@ mod cgroup_usage_tests {
         // with the cgroupfs driver lays it out.
         let root = temp();
         let id = "abc123";
-        write(&root.join("memory/docker").join(id), "memory.usage_in_bytes", "1");
-        write(&root.join("cpu,cpuacct/docker").join(id), "cpuacct.usage", "1");
+        write(
+            &root.join("memory/docker").join(id),
+            "memory.usage_in_bytes",
+            "1",
+        );
+        write(
+            &root.join("cpu,cpuacct/docker").join(id),
+            "cpuacct.usage",
+            "1",
+        );
         write(&root.join("unified"), "cgroup.controllers", "");
         std::fs::create_dir_all(root.join("unified/docker").join(id)).unwrap();
         let text = format!(

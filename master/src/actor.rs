@@ -615,7 +615,9 @@ mod tests {
         assert_eq!(master.counters.usage_events_dropped, 3);
         assert!(io.frameworks.contains_key(&1), "disconnected over usage");
         // Other events still use the rest of the queue.
-        let mut out: Vec<Output> = (0..4).map(|_| Output::ToFramework(1, Event::Heartbeat)).collect();
+        let mut out: Vec<Output> = (0..4)
+            .map(|_| Output::ToFramework(1, Event::Heartbeat))
+            .collect();
         perform(&mut master, &mut io, &mut out, now);
         assert!(io.frameworks.contains_key(&1));
         // Full: usage is dropped, never a reason to disconnect.

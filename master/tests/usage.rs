@@ -8,9 +8,9 @@ mod sim;
 use agora_core::protocol::{Event, TaskUsage};
 use agora_core::{FrameworkId, TaskId};
 use agora_master::state::{ConnId, Output};
+use sim::Sim;
 use sim::agent::{self, SimAgent};
 use sim::framework::{self, SimFramework};
-use sim::Sim;
 use std::time::Duration;
 
 /// One agent running one task of each of two frameworks, and a second
@@ -164,7 +164,8 @@ fn a_report_on_a_connection_that_is_no_agent_is_ignored() {
     let (f0, t0) = ids(&sim, 0);
     let now = sim.now;
     let mut out = Vec::new();
-    sim.m.usage(9_999, vec![sample(&f0, &t0, 1.0)], now, &mut out);
+    sim.m
+        .usage(9_999, vec![sample(&f0, &t0, 1.0)], now, &mut out);
     assert!(out.is_empty(), "{out:?}");
     assert_eq!(sim.m.counters.usage_reports, 0);
 }

@@ -54,7 +54,10 @@ async fn usage_reaches_only_its_own_framework_within_two_seconds_of_the_sample()
     let load = |fw: &Fw, task: &str, cpus: f64| {
         let placed = agents
             .iter()
-            .filter(|a| a.runtime.set_load(&fw.id, &TaskId::from(task), cpus, 64 << 20))
+            .filter(|a| {
+                a.runtime
+                    .set_load(&fw.id, &TaskId::from(task), cpus, 64 << 20)
+            })
             .count();
         assert_eq!(placed, 1, "{task} runs on one agent");
     };

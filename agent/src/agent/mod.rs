@@ -690,7 +690,10 @@ impl UsageSampler {
             return false;
         }
         let rt = self.runtime.clone();
-        self.running = Some((tokio::spawn(async move { rt.usage().await }), Instant::now()));
+        self.running = Some((
+            tokio::spawn(async move { rt.usage().await }),
+            Instant::now(),
+        ));
         true
     }
 

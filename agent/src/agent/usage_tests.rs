@@ -71,7 +71,11 @@ async fn a_sample_slower_than_the_interval_skips_ticks_instead_of_piling_up() {
         most_at_once: AtomicUsize::new(0),
     });
     let (calls, reports, skipped) = sample_for(rt.clone(), Duration::from_millis(10_500)).await;
-    assert_eq!(rt.most_at_once.load(Ordering::SeqCst), 1, "samples overlapped");
+    assert_eq!(
+        rt.most_at_once.load(Ordering::SeqCst),
+        1,
+        "samples overlapped"
+    );
     // Started at 0, 3, 6 and 9 s (each takes 2.5 s; the ticks between are skipped).
     assert_eq!(calls, 4, "one sample per finished sample, not per tick");
     assert_eq!(reports, 3, "the one started at 9 s is still being taken");
@@ -92,7 +96,10 @@ async fn a_fast_sample_is_reported_every_interval() {
 
 #[test]
 fn the_default_interval_is_one_second() {
-    assert_eq!(AgentConfig::default().usage_interval, Duration::from_secs(1));
+    assert_eq!(
+        AgentConfig::default().usage_interval,
+        Duration::from_secs(1)
+    );
 }
 
 #[tokio::test]
@@ -134,6 +141,12 @@ async fn the_agents_metrics_show_each_tasks_working_set() {
         "{body}"
     );
     // The existing names stay.
-    assert!(body.contains("agora_agent_task_memory_rss_bytes{"), "{body}");
-    assert!(body.contains("agora_agent_task_cpu_seconds_total{"), "{body}");
+    assert!(
+        body.contains("agora_agent_task_memory_rss_bytes{"),
+        "{body}"
+    );
+    assert!(
+        body.contains("agora_agent_task_cpu_seconds_total{"),
+        "{body}"
+    );
 }

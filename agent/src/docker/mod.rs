@@ -741,8 +741,7 @@ impl DockerRuntime {
     async fn container_usage(&self, key: Key, id: &str) -> Option<pb::TaskUsage> {
         if let Some(dirs) = self.cgroup_dirs(id).await {
             let s = crate::runtime::cgroup_usage::read_dirs(&dirs);
-            if let (Some(cpu), Some(mem), Some(ws)) =
-                (s.cpu_seconds, s.memory_usage, s.working_set)
+            if let (Some(cpu), Some(mem), Some(ws)) = (s.cpu_seconds, s.memory_usage, s.working_set)
             {
                 return Some(pb::TaskUsage {
                     framework_id: key.0.0,

@@ -245,7 +245,10 @@ fn the_working_set_from_engine_stats_is_usage_less_inactive_file() {
     assert_eq!(u.mem_rss_bytes, 1806336);
     assert_eq!(u.mem_working_set_bytes, 1806336 - 1388544);
     assert!((u.cpu_seconds - 0.036_473_18).abs() < 1e-12);
-    assert_eq!((u.framework_id.as_str(), u.task_id.as_str(), u.timestamp), ("f", "t", 5.0));
+    assert_eq!(
+        (u.framework_id.as_str(), u.task_id.as_str(), u.timestamp),
+        ("f", "t", 5.0)
+    );
     let v2: bollard::models::ContainerStatsResponse = serde_json::from_str(STATS_V2).unwrap();
     let u = usage_from_stats(&key, &v2, 5.0).unwrap();
     assert_eq!(u.mem_working_set_bytes, 60 << 20);
@@ -287,14 +290,12 @@ async fn usage_of_eight_containers_from_cgroup_files_and_from_the_engine() {
         // What usage() did before: a one-shot stats call per container,
         // all at once.
         let t = std::time::Instant::now();
-        let engine: Vec<pb::TaskUsage> = futures::future::join_all(
-            live.iter()
-                .map(|(k, id)| rt.engine_usage(k.clone(), id)),
-        )
-        .await
-        .into_iter()
-        .flatten()
-        .collect();
+        let engine: Vec<pb::TaskUsage> =
+            futures::future::join_all(live.iter().map(|(k, id)| rt.engine_usage(k.clone(), id)))
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
         timings.push((t_files, t.elapsed()));
         last = (files, engine);
     }

@@ -756,7 +756,7 @@ impl ContainerRuntime for ProcessRuntime {
     }
 
     /// CPU time and memory of each live task: from its cgroup where it has
-    /// one (every process it started, CPU time only where the cpu
+    /// one that holds its processes (every process it started, CPU time only where the cpu
     /// controller accounts it, i.e. v2 or a combined v1 `cpu,cpuacct`);
     /// else, and for what the cgroup lacks, from the leader's `/proc`
     /// entry (working set = RSS then).
@@ -780,7 +780,15 @@ impl ContainerRuntime for ProcessRuntime {
                 .into_iter()
                 .filter_map(|(k, pid, cgroup)| {
                     let (cpu, rss) = proc_usage(pid)?;
-                    let cg = crate::runtime::cgroup_usage::read_dirs(&cgroup);
+                    // Only a cgroup that holds the task's processes: where
+                    // the host let the agent create it but not move the
+                    // task in, it counts nothing.
+                    let held = cgroup.iter().any(|d| !cgroup::procs(d).is_empty());
+                    let cg = if held {
+                        crate::runtime::cgroup_usage::read_dirs(&cgroup)
+                    } else {
+                        crate::runtime::cgroup_usage::Sample::default()
+                    };
                     Some(pb::TaskUsage {
                         framework_id: k.0.0,
                         task_id: k.1.0,
