@@ -157,15 +157,3 @@ fn a_report_is_forwarded_to_each_tasks_own_framework_only() {
     let c = &sim.m.counters;
     assert_eq!((c.usage_reports, c.usage_events), (6, 3));
 }
-
-#[test]
-fn a_report_on_a_connection_that_is_no_agent_is_ignored() {
-    let mut sim = two_frameworks_one_agent();
-    let (f0, t0) = ids(&sim, 0);
-    let now = sim.now;
-    let mut out = Vec::new();
-    sim.m
-        .usage(9_999, vec![sample(&f0, &t0, 1.0)], now, &mut out);
-    assert!(out.is_empty(), "{out:?}");
-    assert_eq!(sim.m.counters.usage_reports, 0);
-}
