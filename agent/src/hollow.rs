@@ -5,9 +5,13 @@
 //! happens next (`sleep N` → FINISHED after N s; `exit N` → FINISHED or
 //! FAILED with code N; anything else runs until killed), and tests can tell a
 //! task to finish, fail or vanish through the [`HollowRuntime`] handle.
+//! A hollow task reports no usage unless a test gives it a simulated load
+//! ([`HollowRuntime::set_load`]): scale benchmarks of thousands of hollow
+//! tasks send no usage reports.
 
 use crate::runtime::{BoxFuture, ContainerRuntime, EventSink, LaunchSpec, RuntimeEvent};
 use agora_core::{FrameworkId, TaskId, TaskState};
+use agora_proto::pb;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,8 +25,25 @@ pub struct HollowRuntime {
 struct Inner {
     sink: EventSink,
     start_delay: Duration,
-    /// Live tasks (those that have not reported a terminal state).
-    tasks: Mutex<HashMap<(FrameworkId, TaskId), ()>>,
+    /// Live tasks (those that have not reported a terminal state), with
+    /// their simulated load if a test set one.
+    tasks: Mutex<HashMap<(FrameworkId, TaskId), Option<Load>>>,
+}
+
+/// A hollow task's simulated usage: it uses `cpus` cores from `since` on
+/// (after `cpu_seconds` before that) and `mem_bytes` of memory.
+#[derive(Clone, Copy, Debug)]
+struct Load {
+    cpus: f64,
+    mem_bytes: u64,
+    since: tokio::time::Instant,
+    cpu_seconds: f64,
+}
+
+impl Load {
+    fn cpu_seconds_at(&self, now: tokio::time::Instant) -> f64 {
+        self.cpu_seconds + self.cpus * now.duration_since(self.since).as_secs_f64()
+    }
 }
 
 impl HollowRuntime {
@@ -84,11 +105,34 @@ impl HollowRuntime {
             .unwrap_or(false)
     }
 
+    /// Gives a live task a simulated load from now on: it uses `cpus`
+    /// cores (its CPU time grows by that much per second) and `mem_bytes`
+    /// of memory, and is reported in [`ContainerRuntime::usage`]. False if
+    /// the task is not live. Negative or non-finite `cpus` count as 0.
+    pub fn set_load(&self, fw: &FrameworkId, task: &TaskId, cpus: f64, mem_bytes: u64) -> bool {
+        let now = tokio::time::Instant::now();
+        let cpus = if cpus.is_finite() { cpus.max(0.0) } else { 0.0 };
+        let Ok(mut t) = self.inner.tasks.lock() else {
+            return false;
+        };
+        let Some(load) = t.get_mut(&(fw.clone(), task.clone())) else {
+            return false;
+        };
+        let cpu_seconds = load.as_ref().map_or(0.0, |l| l.cpu_seconds_at(now));
+        *load = Some(Load {
+            cpus,
+            mem_bytes,
+            since: now,
+            cpu_seconds,
+        });
+        true
+    }
+
     /// The task exists from here on (like a container once started):
     /// before this, there is nothing to kill.
     fn start(&self, fw: &FrameworkId, task: &TaskId) {
         if let Ok(mut t) = self.inner.tasks.lock() {
-            t.insert((fw.clone(), task.clone()), ());
+            t.insert((fw.clone(), task.clone()), None);
         }
         self.emit(RuntimeEvent::new(fw, task, TaskState::Running));
     }
@@ -183,6 +227,36 @@ impl ContainerRuntime for HollowRuntime {
             );
         })
     }
+
+    /// The simulated load of the live tasks that have one.
+    fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {
+        let now = tokio::time::Instant::now();
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or(0.0);
+        let v = self
+            .inner
+            .tasks
+            .lock()
+            .map(|t| {
+                t.iter()
+                    .filter_map(|((fw, task), load)| {
+                        let l = load.as_ref()?;
+                        Some(pb::TaskUsage {
+                            framework_id: fw.0.clone(),
+                            task_id: task.0.clone(),
+                            cpu_seconds: l.cpu_seconds_at(now),
+                            mem_rss_bytes: l.mem_bytes,
+                            mem_working_set_bytes: l.mem_bytes,
+                            timestamp,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Box::pin(async move { v })
+    }
 }
 
 #[cfg(test)]
@@ -258,5 +332,33 @@ mod tests {
         // A second kill of a dead task reports nothing.
         rt.kill(&"f".into(), &"t".into(), Duration::ZERO).await;
         assert!(rx.try_recv().is_err());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_tasks_given_a_load_report_usage_and_cpu_time_accumulates() {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let rt = HollowRuntime::new(tx, Duration::ZERO);
+        let (f, t) = (FrameworkId::from("f"), TaskId::from("t"));
+        assert!(!rt.set_load(&f, &t, 1.0, 1), "not live yet");
+        rt.launch(spec("serve")).await;
+        rx.recv().await.unwrap();
+        assert!(rt.usage().await.is_empty(), "no load, no usage");
+        assert!(rt.set_load(&f, &t, 0.5, 64 << 20));
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let u = rt.usage().await;
+        assert_eq!(u.len(), 1);
+        assert_eq!(
+            (u[0].framework_id.as_str(), u[0].task_id.as_str()),
+            ("f", "t")
+        );
+        assert!((u[0].cpu_seconds - 2.0).abs() < 1e-6, "{u:?}");
+        assert_eq!(u[0].mem_working_set_bytes, 64 << 20);
+        // A new load keeps the CPU time used so far.
+        assert!(rt.set_load(&f, &t, 2.0, 1 << 20));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let u = rt.usage().await;
+        assert!((u[0].cpu_seconds - 4.0).abs() < 1e-6, "{u:?}");
+        rt.kill(&f, &t, Duration::ZERO).await;
+        assert!(rt.usage().await.is_empty(), "a dead task reports nothing");
     }
 }

@@ -120,6 +120,23 @@ async fn metrics(State(s): State<HttpState>) -> Response {
             u.mem_rss_bytes
         );
     }
+    let _ = writeln!(
+        out,
+        "# HELP agora_agent_task_memory_working_set_bytes Memory a task needs now: its usage less the inactive file cache (cgroup), or its resident memory where the runtime has no cgroup for it."
+    );
+    let _ = writeln!(
+        out,
+        "# TYPE agora_agent_task_memory_working_set_bytes gauge"
+    );
+    for u in &usage {
+        let _ = writeln!(
+            out,
+            "agora_agent_task_memory_working_set_bytes{{framework_id=\"{}\",task_id=\"{}\"}} {}",
+            escape(&u.framework_id),
+            escape(&u.task_id),
+            u.mem_working_set_bytes
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

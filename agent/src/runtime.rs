@@ -294,3 +294,235 @@ pub const REASON_CONTAINER_GONE: &str = "REASON_CONTAINER_GONE";
 pub const REASON_TASK_INVALID: &str = "REASON_TASK_INVALID";
 /// Reason for a task killed by the kernel's OOM killer.
 pub const REASON_OOM: &str = "REASON_CONTAINER_LIMITATION_MEMORY";
+
+/// CPU time and memory read straight from a task's cgroup files (cgroup v2
+/// or v1): what the process runtime reports for tasks it confined, and
+/// what the Docker runtime reads instead of asking the engine.
+pub mod cgroup_usage {
+    use std::path::{Path, PathBuf};
+
+    /// What a task's cgroup says.
+    #[derive(Debug, Clone, Copy, PartialEq, Default)]
+    pub struct Sample {
+        /// CPU time of every process the cgroup ever held (v2 `cpu.stat`
+        /// `usage_usec`, v1 `cpuacct.usage`); `None`: no such file.
+        pub cpu_seconds: Option<f64>,
+        /// Memory charged to the cgroup, page cache included (v2
+        /// `memory.current`, v1 `memory.usage_in_bytes`).
+        pub memory_usage: Option<u64>,
+        /// `memory_usage` less the inactive file cache (see [`working_set`]).
+        pub working_set: Option<u64>,
+    }
+
+    /// The value of `key` in a flat-keyed cgroup file (`memory.stat`,
+    /// `cpu.stat`: one `key value` per line).
+    pub fn stat_value(text: &str, key: &str) -> Option<u64> {
+        text.lines().find_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            (k == key).then(|| v.trim().parse().ok()).flatten()
+        })
+    }
+
+    /// The inactive file cache in a `memory.stat` (or Docker's copy of it):
+    /// cgroup v1's hierarchical `total_inactive_file` where present, else
+    /// `inactive_file` (cgroup v2, or a v1 cgroup without children).
+    pub fn inactive_file(lookup: impl Fn(&str) -> Option<u64>) -> Option<u64> {
+        lookup("total_inactive_file").or_else(|| lookup("inactive_file"))
+    }
+
+    /// The working set: memory in use less the inactive file cache, which
+    /// the kernel reclaims first under pressure (what `docker stats`,
+    /// cAdvisor and the kubelet report). Never below zero.
+    pub fn working_set(usage: u64, inactive_file: Option<u64>) -> u64 {
+        usage.saturating_sub(inactive_file.unwrap_or(0))
+    }
+
+    fn read(dir: &Path, file: &str) -> Option<String> {
+        std::fs::read_to_string(dir.join(file)).ok()
+    }
+
+    fn read_u64(dir: &Path, file: &str) -> Option<u64> {
+        read(dir, file)?.trim().parse().ok()
+    }
+
+    /// Reads the cgroup directories of one task (v2: its one directory;
+    /// v1: one per controller, in any order). Each figure comes from the
+    /// first directory that has it.
+    pub fn read_dirs(dirs: &[PathBuf]) -> Sample {
+        let mut s = Sample::default();
+        for d in dirs {
+            if s.cpu_seconds.is_none() {
+                s.cpu_seconds = read(d, "cpu.stat")
+                    .and_then(|t| stat_value(&t, "usage_usec"))
+                    .map(|us| us as f64 / 1e6)
+                    .or_else(|| read_u64(d, "cpuacct.usage").map(|ns| ns as f64 / 1e9));
+            }
+            if s.memory_usage.is_none() {
+                let usage =
+                    read_u64(d, "memory.current").or_else(|| read_u64(d, "memory.usage_in_bytes"));
+                if let Some(usage) = usage {
+                    let stat = read(d, "memory.stat").unwrap_or_default();
+                    let inactive = inactive_file(|k| stat_value(&stat, k));
+                    s.memory_usage = Some(usage);
+                    s.working_set = Some(working_set(usage, inactive));
+                }
+            }
+        }
+        s
+    }
+
+    /// The cgroup directories of process `pid`, from `/proc/<pid>/cgroup`
+    /// (`cgroup` is that file's text): the unified (v2) directory, or the
+    /// v1 `memory` and `cpuacct` ones, under `root` (`/sys/fs/cgroup`).
+    /// Only directories that exist are returned.
+    pub fn dirs_of(cgroup: &str, root: &Path) -> Vec<PathBuf> {
+        let mut v1 = Vec::new();
+        let mut v2 = None;
+        for line in cgroup.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (Some(_), Some(controllers), Some(path)) =
+                (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            let rel = path.trim_start_matches('/');
+            if rel.split('/').any(|c| c == "..") {
+                continue;
+            }
+            if controllers.is_empty() {
+                // The unified hierarchy: at the root on a pure v2 host,
+                // under `unified/` on a hybrid one.
+                v2 = [root.to_path_buf(), root.join("unified")]
+                    .into_iter()
+                    .filter(|r| r.join("cgroup.controllers").exists())
+                    .map(|r| r.join(rel))
+                    .find(|d| d.is_dir());
+            } else if controllers
+                .split(',')
+                .any(|c| c == "memory" || c == "cpuacct")
+            {
+                let d = root.join(controllers).join(rel);
+                if d.is_dir() {
+                    v1.push(d);
+                }
+            }
+        }
+        // A hybrid host accounts memory in v1 (its unified tree has no
+        // controllers); v2 only where v1 has no memory controller.
+        let v1_memory = v1.iter().any(|d| d.join("memory.usage_in_bytes").exists());
+        match v2 {
+            Some(d) if !v1_memory && d.join("memory.current").exists() => vec![d],
+            _ => v1,
+        }
+    }
+}
+
+#[cfg(test)]
+mod cgroup_usage_tests {
+    use super::cgroup_usage::*;
+    use std::path::Path;
+
+    fn temp() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("agora-cg-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn write(dir: &Path, file: &str, text: &str) {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+
+    #[test]
+    fn v2_working_set_is_memory_current_less_inactive_file() {
+        let d = temp();
+        write(&d, "memory.current", "104857600\n");
+        write(
+            &d,
+            "memory.stat",
+            "anon 52428800\nfile 52428800\nactive_file 10485760\ninactive_file 41943040\n",
+        );
+        write(&d, "cpu.stat", "usage_usec 2500000\nuser_usec 2000000\n");
+        let s = read_dirs(std::slice::from_ref(&d));
+        assert_eq!(s.memory_usage, Some(100 << 20));
+        assert_eq!(s.working_set, Some(60 << 20));
+        assert_eq!(s.cpu_seconds, Some(2.5));
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn v1_uses_the_hierarchical_inactive_file_and_cpuacct() {
+        let root = temp();
+        let (mem, cpu) = (root.join("memory"), root.join("cpuacct"));
+        write(&mem, "memory.usage_in_bytes", "8000\n");
+        // `inactive_file` is this cgroup's own; `total_` counts children.
+        write(
+            &mem,
+            "memory.stat",
+            "cache 6000\nrss 2000\ninactive_file 1000\ntotal_inactive_file 5000\n",
+        );
+        write(&cpu, "cpuacct.usage", "1500000000\n");
+        let s = read_dirs(&[cpu.clone(), mem.clone()]);
+        assert_eq!(s.memory_usage, Some(8000));
+        assert_eq!(s.working_set, Some(3000));
+        assert_eq!(s.cpu_seconds, Some(1.5));
+        std::fs::remove_dir_all(&root).ok();
+    }
+
+    #[test]
+    fn the_working_set_never_goes_below_zero_and_missing_files_give_none() {
+        assert_eq!(working_set(100, Some(300)), 0);
+        assert_eq!(working_set(100, None), 100);
+        let d = temp();
+        assert_eq!(read_dirs(std::slice::from_ref(&d)), Sample::default());
+        write(&d, "memory.current", "garbage");
+        assert_eq!(read_dirs(std::slice::from_ref(&d)).memory_usage, None);
+        std::fs::remove_dir_all(&d).ok();
+    }
+
+    #[test]
+    fn dirs_come_from_the_processes_cgroup_file() {
+        // A hybrid host (v1 controllers, an empty unified tree), as Docker
+        // with the cgroupfs driver lays it out.
+        let root = temp();
+        let id = "abc123";
+        write(
+            &root.join("memory/docker").join(id),
+            "memory.usage_in_bytes",
+            "1",
+        );
+        write(
+            &root.join("cpu,cpuacct/docker").join(id),
+            "cpuacct.usage",
+            "1",
+        );
+        write(&root.join("unified"), "cgroup.controllers", "");
+        std::fs::create_dir_all(root.join("unified/docker").join(id)).unwrap();
+        let text = format!(
+            "12:pids:/docker/{id}\n4:memory:/docker/{id}\n2:cpu,cpuacct:/docker/{id}\n0::/docker/{id}\n"
+        );
+        let mut dirs = dirs_of(&text, &root);
+        dirs.sort();
+        assert_eq!(
+            dirs,
+            vec![
+                root.join("cpu,cpuacct/docker").join(id),
+                root.join("memory/docker").join(id)
+            ]
+        );
+        // A pure v2 host (systemd driver).
+        let v2 = temp();
+        write(&v2, "cgroup.controllers", "cpu memory");
+        let scope = v2.join(format!("system.slice/docker-{id}.scope"));
+        write(&scope, "memory.current", "1");
+        assert_eq!(
+            dirs_of(&format!("0::/system.slice/docker-{id}.scope\n"), &v2),
+            vec![scope]
+        );
+        // Nothing that escapes the root, nothing that does not exist.
+        assert!(dirs_of("0::/../../etc\n4:memory:/../x\n", &v2).is_empty());
+        assert!(dirs_of("0::/nope\n", &v2).is_empty());
+        std::fs::remove_dir_all(&root).ok();
+        std::fs::remove_dir_all(&v2).ok();
+    }
+}

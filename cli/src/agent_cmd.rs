@@ -98,8 +98,11 @@ pub struct AgentArgs {
     #[arg(long, value_parser = parse_duration, default_value = "0s")]
     pub hollow_start_delay: Duration,
 
-    /// How often task usage (CPU time, memory) is sampled and sent to the master.
-    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    /// How often task usage (CPU time, memory, working set) is sampled and
+    /// sent to the master, which forwards it to each task's framework at
+    /// once (autoscalers read it). At least 100ms. A sample that takes
+    /// longer than this delays the next one (ticks are skipped, not queued).
+    #[arg(long, value_parser = parse_usage_interval, default_value = "1s")]
     pub usage_interval: Duration,
 
     /// First retry delay for unacknowledged status updates (doubles up to 60s).
@@ -547,9 +550,52 @@ pub async fn run(args: AgentArgs) -> Result<()> {
     Ok(())
 }
 
+/// `--usage-interval`: a duration of at least
+/// [`agora_agent::agent::MIN_USAGE_INTERVAL`].
+fn parse_usage_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    let min = agora_agent::agent::MIN_USAGE_INTERVAL;
+    if d < min {
+        return Err(format!(
+            "{s:?} is too short: usage is sampled at most every {}ms (try 1s, the default)",
+            min.as_millis()
+        ));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        agent: AgentArgs,
+    }
+
+    #[test]
+    fn usage_is_sampled_every_second_by_default_and_the_flag_changes_it() {
+        use clap::Parser;
+        let a = Cli::try_parse_from(["agora"]).unwrap().agent;
+        assert_eq!(a.usage_interval, Duration::from_secs(1));
+        let a = Cli::try_parse_from(["agora", "--usage-interval", "250ms"])
+            .unwrap()
+            .agent;
+        assert_eq!(a.usage_interval, Duration::from_millis(250));
+        for bad in ["0s", "50ms", "soon"] {
+            let e = Cli::try_parse_from(["agora", "--usage-interval", bad])
+                .err()
+                .unwrap_or_else(|| panic!("{bad} accepted"))
+                .to_string();
+            assert!(e.contains("--usage-interval"), "{bad}: {e}");
+        }
+        let e = Cli::try_parse_from(["agora", "--usage-interval", "0s"])
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("at most every 100ms"), "{e}");
+    }
 
     #[test]
     fn a_loopback_internal_address_is_implicit_only_with_a_local_master() {

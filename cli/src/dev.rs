@@ -329,7 +329,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
         default_image: args.default_image.clone(),
         hollow_start_delay: args.hollow_start_delay,
         gc_delay: Duration::from_secs(600),
-        usage_interval: Duration::from_secs(5),
+        usage_interval: agora_agent::agent::DEFAULT_USAGE_INTERVAL,
         status_retry: Duration::from_secs(2),
         log_format: args.log_format,
         // --secure: task logs and the agent's /state need a token (the

@@ -458,7 +458,7 @@ fn handle(
         }
         Command::AgentHeartbeat(conn) => master.agent_heartbeat(conn, now, out),
         Command::AgentUpdates(conn, updates) => master.status_updates(conn, updates, now, out),
-        Command::AgentUsage(conn, usage) => master.usage(conn, usage, now),
+        Command::AgentUsage(conn, usage) => master.usage(conn, usage, now, out),
         Command::AgentClosed(conn) => {
             io.agents.remove(&conn);
             master.agent_closed(conn, out);
@@ -527,6 +527,27 @@ fn perform(master: &mut Master, io: &mut Io, out: &mut Vec<Output>, now: std::ti
         let batch = std::mem::take(out);
         for o in batch {
             match o {
+                // Usage is sampled again in a second: it never takes more
+                // than half of a framework's queue, and a backed-up
+                // framework loses samples rather than its connection.
+                Output::ToFramework(conn, ev @ Event::Usage(_)) => {
+                    if let Some(tx) = io.frameworks.get(&conn) {
+                        if tx.capacity() <= tx.max_capacity() / 2 {
+                            master.counters.usage_events_dropped += 1;
+                            continue;
+                        }
+                        match tx.try_send(ev) {
+                            Ok(()) => {}
+                            Err(mpsc::error::TrySendError::Full(_)) => {
+                                master.counters.usage_events_dropped += 1;
+                            }
+                            Err(mpsc::error::TrySendError::Closed(_)) => {
+                                io.frameworks.remove(&conn);
+                                master.framework_closed(conn, now, out);
+                            }
+                        }
+                    }
+                }
                 Output::ToFramework(conn, ev) => {
                     if let Some(tx) = io.frameworks.get(&conn)
                         && tx.try_send(ev).is_err()
@@ -556,5 +577,70 @@ fn perform(master: &mut Master, io: &mut Io, out: &mut Vec<Output>, now: std::ti
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use agora_core::protocol::TaskUsage;
+
+    fn io_with(conn: ConnId, tx: EventTx) -> Io {
+        let (store, _) = mpsc::unbounded_channel();
+        Io {
+            frameworks: HashMap::from([(conn, tx)]),
+            agents: HashMap::new(),
+            store,
+            metrics_runs: Vec::new(),
+        }
+    }
+
+    fn usage() -> Event {
+        Event::Usage(vec![TaskUsage {
+            framework_id: "f".into(),
+            task_id: "t".into(),
+            cpu_seconds: 1.0,
+            mem_rss_bytes: 1,
+            mem_working_set_bytes: 1,
+            timestamp: 1.0,
+        }])
+    }
+
+    #[tokio::test]
+    async fn usage_never_fills_more_than_half_a_frameworks_queue_nor_disconnects_it() {
+        let now = std::time::Instant::now();
+        let mut master = Master::new(crate::MasterConfig::default(), vec![], now);
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut io = io_with(1, tx);
+        // Up to half full, usage goes through.
+        let mut out: Vec<Output> = (0..4).map(|_| Output::ToFramework(1, usage())).collect();
+        perform(&mut master, &mut io, &mut out, now);
+        assert_eq!(master.counters.usage_events_dropped, 0);
+        // Beyond, it is dropped (and counted); the stream stays.
+        let mut out: Vec<Output> = (0..3).map(|_| Output::ToFramework(1, usage())).collect();
+        perform(&mut master, &mut io, &mut out, now);
+        assert_eq!(master.counters.usage_events_dropped, 3);
+        assert!(io.frameworks.contains_key(&1), "disconnected over usage");
+        // Other events still use the rest of the queue.
+        let mut out: Vec<Output> = (0..4)
+            .map(|_| Output::ToFramework(1, Event::Heartbeat))
+            .collect();
+        perform(&mut master, &mut io, &mut out, now);
+        assert!(io.frameworks.contains_key(&1));
+        // Full: usage is dropped, never a reason to disconnect.
+        let mut out = vec![Output::ToFramework(1, usage())];
+        perform(&mut master, &mut io, &mut out, now);
+        assert_eq!(master.counters.usage_events_dropped, 4);
+        assert!(io.frameworks.contains_key(&1), "disconnected over usage");
+        let mut queued = Vec::new();
+        while let Ok(ev) = rx.try_recv() {
+            queued.push(matches!(ev, Event::Usage(_)));
+        }
+        assert_eq!(queued, [true, true, true, true, false, false, false, false]);
+        // A closed stream is a disconnection, as for any event.
+        drop(rx);
+        let mut out = vec![Output::ToFramework(1, usage())];
+        perform(&mut master, &mut io, &mut out, now);
+        assert!(!io.frameworks.contains_key(&1));
     }
 }

@@ -206,7 +206,18 @@ pub enum Ev {
 
 struct Probe {
     tx: mpsc::UnboundedSender<Ev>,
+    /// Usage reports, with when the callback ran (kept apart from the
+    /// other events: they arrive every second).
+    usage_tx: mpsc::UnboundedSender<Usage>,
     client_tx: Option<tokio::sync::oneshot::Sender<Client>>,
+}
+
+/// A usage report a framework got: when its `usage` callback ran, and
+/// the samples.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    pub received: std::time::SystemTime,
+    pub tasks: Vec<agora_sdk::TaskUsage>,
 }
 
 impl Scheduler for Probe {
@@ -234,6 +245,12 @@ impl Scheduler for Probe {
     async fn disconnected(&mut self) {
         let _ = self.tx.send(Ev::Disconnected);
     }
+    async fn usage(&mut self, _client: &Client, tasks: Vec<agora_sdk::TaskUsage>) {
+        let _ = self.usage_tx.send(Usage {
+            received: std::time::SystemTime::now(),
+            tasks,
+        });
+    }
 }
 
 /// A framework driven by the test through its events.
@@ -241,6 +258,8 @@ pub struct Fw {
     pub client: Client,
     pub id: FrameworkId,
     pub rx: mpsc::UnboundedReceiver<Ev>,
+    /// The usage reports it got, in order.
+    pub usage: mpsc::UnboundedReceiver<Usage>,
     /// Events seen by `wait` that did not match yet (kept for later waits).
     backlog: std::collections::VecDeque<Ev>,
     stop: watch::Sender<bool>,
@@ -257,10 +276,12 @@ pub fn fw_config(cluster: &Cluster, name: &str) -> FrameworkConfig {
 impl Fw {
     pub async fn start(cfg: FrameworkConfig) -> Result<Fw> {
         let (tx, mut rx) = mpsc::unbounded_channel();
+        let (usage_tx, usage) = mpsc::unbounded_channel();
         let (client_tx, client_rx) = tokio::sync::oneshot::channel();
         let (stop, stop_rx) = watch::channel(false);
         let probe = Probe {
             tx,
+            usage_tx,
             client_tx: Some(client_tx),
         };
         let join = tokio::spawn(Driver::new(cfg, probe).with_stop(stop_rx).run());
@@ -275,6 +296,7 @@ impl Fw {
             client,
             id,
             rx,
+            usage,
             backlog: Default::default(),
             stop,
             join,

@@ -23,6 +23,12 @@ use tonic::transport::{Channel, Endpoint};
 /// Grace period between SIGTERM and SIGKILL when the task names none.
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(5);
 
+/// How often task usage is sampled and reported by default.
+pub const DEFAULT_USAGE_INTERVAL: Duration = Duration::from_secs(1);
+/// The shortest usage interval the agent honours (a shorter one is raised
+/// to this).
+pub const MIN_USAGE_INTERVAL: Duration = Duration::from_millis(100);
+
 /// How to reach the master.
 #[derive(Clone)]
 pub enum Connector {
@@ -66,7 +72,10 @@ pub struct AgentConfig {
     /// Where the agent checkpoints its id, tasks and unacknowledged updates
     /// (`checkpoint.pb`). `None`: nothing survives a restart (hollow agents).
     pub work_dir: Option<std::path::PathBuf>,
-    /// How often task usage (CPU time, memory) is reported to the master.
+    /// How often task usage (CPU time, memory) is sampled and reported to
+    /// the master (default 1 s; at least [`MIN_USAGE_INTERVAL`]). A sample
+    /// that takes longer delays the next one: samples are skipped, never
+    /// queued.
     pub usage_interval: Duration,
     /// Where file secrets go: a directory on a tmpfs (checked at start),
     /// under which the agent keeps `<agent id>/<framework>/<task>/`.
@@ -90,7 +99,7 @@ impl Default for AgentConfig {
             master_silence_heartbeats: 5,
             register_timeout: Duration::from_secs(15),
             work_dir: None,
-            usage_interval: Duration::from_secs(10),
+            usage_interval: DEFAULT_USAGE_INTERVAL,
             secrets_dir: None,
         }
     }
@@ -529,8 +538,9 @@ impl Agent {
         let silence = heartbeat * self.cfg.master_silence_heartbeats.max(2);
         let mut last_heard = Instant::now();
         let mut retry_at = self.earliest_retry();
-        let mut usage = tokio::time::interval(self.cfg.usage_interval);
-        usage.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut usage = tokio::time::interval(self.cfg.usage_interval.max(MIN_USAGE_INTERVAL));
+        usage.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut sampler = UsageSampler::new(self.runtime.clone(), self.cfg.usage_interval);
         loop {
             let retry_sleep = tokio::time::sleep_until(
                 retry_at.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600)),
@@ -571,7 +581,9 @@ impl Agent {
                     self.flush_due(&out_tx, Instant::now()).await;
                 }
                 _ = usage.tick() => {
-                    let tasks = self.runtime.usage().await;
+                    sampler.start();
+                }
+                tasks = sampler.done() => {
                     if !tasks.is_empty() {
                         let _ = out_tx.try_send(msg(pb::agent_message::Message::Usage(pb::UsageReport { tasks })));
                     }
@@ -640,6 +652,81 @@ impl Agent {
     }
 }
 
+/// Takes usage samples off the agent's loop (a Docker engine may take a
+/// while to answer), one at a time: a tick that comes while a sample is
+/// still being taken is skipped, not queued, and the loop goes on serving
+/// the master meanwhile. An unfinished sample is abandoned with the
+/// session.
+struct UsageSampler {
+    runtime: Arc<dyn ContainerRuntime>,
+    interval: Duration,
+    running: Option<(tokio::task::JoinHandle<Vec<pb::TaskUsage>>, Instant)>,
+    /// Ticks skipped because a sample was still being taken.
+    skipped: u64,
+    /// A sample took longer than the interval (warned once per session).
+    warned: bool,
+}
+
+impl UsageSampler {
+    fn new(runtime: Arc<dyn ContainerRuntime>, interval: Duration) -> Self {
+        UsageSampler {
+            runtime,
+            interval,
+            running: None,
+            skipped: 0,
+            warned: false,
+        }
+    }
+
+    /// Starts a sample unless one is being taken (then the tick is
+    /// skipped); true if it started one.
+    fn start(&mut self) -> bool {
+        if self.running.is_some() {
+            self.skipped += 1;
+            tracing::debug!(
+                skipped = self.skipped,
+                "the previous usage sample is still being taken; skipping this one"
+            );
+            return false;
+        }
+        let rt = self.runtime.clone();
+        self.running = Some((
+            tokio::spawn(async move { rt.usage().await }),
+            Instant::now(),
+        ));
+        true
+    }
+
+    /// The sample being taken, once done (never, while none is).
+    /// Cancel-safe: dropped before it finishes, the sample keeps running
+    /// and the next call waits for it.
+    async fn done(&mut self) -> Vec<pb::TaskUsage> {
+        let Some((handle, started)) = self.running.as_mut() else {
+            return std::future::pending().await;
+        };
+        let r = handle.await;
+        let took = started.elapsed();
+        self.running = None;
+        if took > self.interval && !self.warned {
+            self.warned = true;
+            tracing::warn!(
+                took = ?took,
+                interval = ?self.interval,
+                "sampling task usage took longer than the usage interval: samples are skipped while one is being taken (raise --usage-interval)"
+            );
+        }
+        r.unwrap_or_default()
+    }
+}
+
+impl Drop for UsageSampler {
+    fn drop(&mut self) {
+        if let Some((h, _)) = &self.running {
+            h.abort();
+        }
+    }
+}
+
 /// The heartbeat interval the master asks for: a finite, positive number of
 /// seconds up to an hour; anything else (NaN, ∞, ≤ 0) gives the default 2 s
 /// and a warning, never a panic.
@@ -692,3 +779,5 @@ mod recovery_tests;
 mod secrets_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod usage_tests;

@@ -69,6 +69,12 @@ struct Inner {
     list_retry: Duration,
     /// Launches running now (their containers may not exist yet).
     launching: std::sync::atomic::AtomicUsize,
+    /// The cgroup directories of each container, by container id, found
+    /// on its first usage sample (`None`: not readable here, the engine's
+    /// stats API answers for it). Usage is read from these files: a
+    /// one-shot stats call makes the engine sample CPU first, about a
+    /// second per container (see docs/autoscaling.md).
+    cgroups: Mutex<HashMap<String, Option<Vec<std::path::PathBuf>>>>,
 }
 
 /// How long [`DockerRuntime::remove_all`] waits for launches in flight.
@@ -173,6 +179,7 @@ impl DockerRuntime {
                 list_attempts: 8,
                 list_retry: Duration::from_millis(500),
                 launching: std::sync::atomic::AtomicUsize::new(0),
+                cgroups: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -672,6 +679,8 @@ impl ContainerRuntime for DockerRuntime {
         })
     }
 
+    /// One sample per live container: from its cgroup files where this
+    /// host can read them, else from a one-shot stats call to the engine. Containers are sampled concurrently.
     fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {
         Box::pin(async move {
             let live: Vec<(Key, String)> = self
@@ -680,41 +689,132 @@ impl ContainerRuntime for DockerRuntime {
                 .lock()
                 .map(|m| m.iter().map(|(k, c)| (k.clone(), c.id.clone())).collect())
                 .unwrap_or_default();
-            let docker = &self.inner.docker;
-            let stats = futures::future::join_all(live.into_iter().map(|(key, id)| async move {
-                let mut s = docker.stats(
-                    &id,
-                    Some(StatsOptions {
-                        stream: false,
-                        one_shot: true,
-                    }),
-                );
-                let stat = tokio::time::timeout(Duration::from_secs(5), s.next())
-                    .await
-                    .ok()
-                    .flatten()?
-                    .ok()?;
-                let cpu_ns = stat.cpu_stats.as_ref()?.cpu_usage.as_ref()?.total_usage?;
-                let mem = stat
-                    .memory_stats
-                    .as_ref()
-                    .and_then(|m| m.usage)
-                    .unwrap_or(0);
-                Some(pb::TaskUsage {
-                    framework_id: key.0.0,
-                    task_id: key.1.0,
-                    cpu_seconds: cpu_ns as f64 / 1e9,
-                    mem_rss_bytes: mem,
-                    mem_working_set_bytes: 0,
-                    timestamp: std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .map(|d| d.as_secs_f64())
-                        .unwrap_or(0.0),
-                })
-            }))
+            // Forget the cgroups of containers that are gone.
+            if let Ok(mut cg) = self.inner.cgroups.lock() {
+                cg.retain(|id, _| live.iter().any(|(_, l)| l == id));
+            }
+            let stats = futures::future::join_all(
+                live.into_iter()
+                    .map(|(key, id)| async move { self.container_usage(key, &id).await }),
+            )
             .await;
             stats.into_iter().flatten().collect()
         })
+    }
+}
+
+fn now_epoch() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// A usage sample from the engine's stats of one container: CPU time from
+/// `cpu_stats`, memory from `memory_stats.usage` and the working set as
+/// that less the inactive file cache of `memory_stats.stats` (cgroup v2
+/// `inactive_file`, v1 `total_inactive_file`), as `docker stats` shows it.
+/// `None` when the engine gave no CPU figure (the container is gone).
+fn usage_from_stats(
+    key: &Key,
+    stat: &bollard::models::ContainerStatsResponse,
+    timestamp: f64,
+) -> Option<pb::TaskUsage> {
+    use crate::runtime::cgroup_usage::{inactive_file, working_set};
+    let cpu_ns = stat.cpu_stats.as_ref()?.cpu_usage.as_ref()?.total_usage?;
+    let mem = stat.memory_stats.as_ref();
+    let usage = mem.and_then(|m| m.usage).unwrap_or(0);
+    let inactive = mem
+        .and_then(|m| m.stats.as_ref())
+        .and_then(|st| inactive_file(|k| st.get(k).copied()));
+    Some(pb::TaskUsage {
+        framework_id: key.0.0.clone(),
+        task_id: key.1.0.clone(),
+        cpu_seconds: cpu_ns as f64 / 1e9,
+        mem_rss_bytes: usage,
+        mem_working_set_bytes: working_set(usage, inactive),
+        timestamp,
+    })
+}
+
+impl DockerRuntime {
+    async fn container_usage(&self, key: Key, id: &str) -> Option<pb::TaskUsage> {
+        if let Some(dirs) = self.cgroup_dirs(id).await {
+            let s = crate::runtime::cgroup_usage::read_dirs(&dirs);
+            if let (Some(cpu), Some(mem), Some(ws)) = (s.cpu_seconds, s.memory_usage, s.working_set)
+            {
+                return Some(pb::TaskUsage {
+                    framework_id: key.0.0,
+                    task_id: key.1.0,
+                    cpu_seconds: cpu,
+                    mem_rss_bytes: mem,
+                    mem_working_set_bytes: ws,
+                    timestamp: now_epoch(),
+                });
+            }
+            // Gone (the container stopped) or unreadable: look again next
+            // time, and ask the engine now.
+            if let Ok(mut cg) = self.inner.cgroups.lock() {
+                cg.remove(id);
+            }
+        }
+        self.engine_usage(key, id).await
+    }
+
+    /// A sample from the engine's stats API (one one-shot call).
+    async fn engine_usage(&self, key: Key, id: &str) -> Option<pb::TaskUsage> {
+        let mut s = self.inner.docker.stats(
+            id,
+            Some(StatsOptions {
+                stream: false,
+                one_shot: true,
+            }),
+        );
+        let stat = tokio::time::timeout(Duration::from_secs(5), s.next())
+            .await
+            .ok()
+            .flatten()?
+            .ok()?;
+        usage_from_stats(&key, &stat, now_epoch())
+    }
+
+    /// The container's cgroup directories (memory and CPU accounting),
+    /// found once through its main process; `None` when this host cannot
+    /// read them (the engine runs elsewhere, another cgroup namespace).
+    async fn cgroup_dirs(&self, id: &str) -> Option<Vec<std::path::PathBuf>> {
+        if let Some(known) = self.inner.cgroups.lock().ok()?.get(id) {
+            return known.clone();
+        }
+        let pid = self
+            .inner
+            .docker
+            .inspect_container(id, None)
+            .await
+            .ok()?
+            .state
+            .and_then(|s| s.pid)
+            .filter(|p| *p > 0)?;
+        let found = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .map(|text| {
+                crate::runtime::cgroup_usage::dirs_of(&text, std::path::Path::new("/sys/fs/cgroup"))
+            })
+            // The directories must be this container's (its id in their
+            // names) and give both CPU time and memory.
+            .filter(|dirs| {
+                let s = crate::runtime::cgroup_usage::read_dirs(dirs);
+                !dirs.is_empty()
+                    && dirs.iter().all(|d| d.to_string_lossy().contains(id))
+                    && s.cpu_seconds.is_some()
+                    && s.memory_usage.is_some()
+            });
+        if found.is_none() {
+            tracing::debug!(container = %id, "its cgroup files are not readable here; the engine's stats API answers for it");
+        }
+        if let Ok(mut cg) = self.inner.cgroups.lock() {
+            cg.insert(id.to_string(), found.clone());
+        }
+        found
     }
 }
 

@@ -221,3 +221,110 @@ async fn a_relaunch_within_the_gc_delay_keeps_its_container() {
     assert!(second_running, "the relaunch's container was removed");
     assert_eq!(tracked, Some(second), "the relaunch is no longer tracked");
 }
+
+/// The engine's stats as it answers them on a cgroup v1 host (trimmed).
+const STATS_V1: &str = r#"{
+  "cpu_stats": {"cpu_usage": {"total_usage": 36473180}},
+  "memory_stats": {"usage": 1806336, "limit": 25276510208,
+    "stats": {"cache": 1388544, "rss": 98304, "inactive_file": 1000,
+              "total_inactive_file": 1388544}}
+}"#;
+
+/// The same on a cgroup v2 host: no `total_` keys.
+const STATS_V2: &str = r#"{
+  "cpu_stats": {"cpu_usage": {"total_usage": 2000000000}},
+  "memory_stats": {"usage": 104857600,
+    "stats": {"anon": 52428800, "file": 52428800, "inactive_file": 41943040}}
+}"#;
+
+#[test]
+fn the_working_set_from_engine_stats_is_usage_less_inactive_file() {
+    let key: Key = ("f".into(), "t".into());
+    let v1: bollard::models::ContainerStatsResponse = serde_json::from_str(STATS_V1).unwrap();
+    let u = usage_from_stats(&key, &v1, 5.0).unwrap();
+    assert_eq!(u.mem_rss_bytes, 1806336);
+    assert_eq!(u.mem_working_set_bytes, 1806336 - 1388544);
+    assert!((u.cpu_seconds - 0.036_473_18).abs() < 1e-12);
+    assert_eq!(
+        (u.framework_id.as_str(), u.task_id.as_str(), u.timestamp),
+        ("f", "t", 5.0)
+    );
+    let v2: bollard::models::ContainerStatsResponse = serde_json::from_str(STATS_V2).unwrap();
+    let u = usage_from_stats(&key, &v2, 5.0).unwrap();
+    assert_eq!(u.mem_working_set_bytes, 60 << 20);
+    assert_eq!(u.cpu_seconds, 2.0);
+    // No CPU figure: the container is gone, no sample.
+    let gone: bollard::models::ContainerStatsResponse =
+        serde_json::from_str(r#"{"memory_stats": {}}"#).unwrap();
+    assert!(usage_from_stats(&key, &gone, 5.0).is_none());
+}
+
+/// Times `usage()` over 8 running containers, from their cgroup files and
+/// from the engine's stats API (the numbers in docs/autoscaling.md). Both
+/// must give every container a sample, and agree on the memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_of_eight_containers_from_cgroup_files_and_from_the_engine() {
+    let scope = scope();
+    let (rt, mut rx) = runtime(&scope, FailPoints::default()).await;
+    const N: usize = 8;
+    for i in 0..N {
+        rt.launch(spec(&format!("t{i}"), "sleep 1000")).await;
+    }
+    for _ in 0..N {
+        until(&mut rx, TaskState::Running).await;
+    }
+    let live: Vec<(Key, String)> = rt
+        .inner
+        .containers
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, c)| (k.clone(), c.id.clone()))
+        .collect();
+    let mut timings = Vec::new();
+    let mut last = (Vec::new(), Vec::new());
+    for _ in 0..3 {
+        let t = std::time::Instant::now();
+        let files = rt.usage().await;
+        let t_files = t.elapsed();
+        // What usage() did before: a one-shot stats call per container,
+        // all at once.
+        let t = std::time::Instant::now();
+        let engine: Vec<pb::TaskUsage> =
+            futures::future::join_all(live.iter().map(|(k, id)| rt.engine_usage(k.clone(), id)))
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+        timings.push((t_files, t.elapsed()));
+        last = (files, engine);
+    }
+    let (files, engine) = last;
+    let readable = rt
+        .inner
+        .cgroups
+        .lock()
+        .unwrap()
+        .values()
+        .filter(|d| d.is_some())
+        .count();
+    rt.remove_all().await;
+    eprintln!(
+        "usage() of {N} containers (cgroup files readable for {readable}): {:?}",
+        timings
+            .iter()
+            .map(|(f, a)| format!("files {f:.1?}, engine {a:.1?}"))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(files.len(), N, "{files:?}");
+    assert_eq!(engine.len(), N, "{engine:?}");
+    for u in &files {
+        assert!(u.mem_rss_bytes > 0, "{u:?}");
+        assert!(u.mem_working_set_bytes <= u.mem_rss_bytes, "{u:?}");
+        let e = engine.iter().find(|e| e.task_id == u.task_id).unwrap();
+        // Both read the same cgroup: the same page counts, give or take
+        // what the shell allocated in between.
+        let diff = u.mem_working_set_bytes.abs_diff(e.mem_working_set_bytes);
+        assert!(diff < 4 << 20, "files {u:?} engine {e:?}");
+    }
+}

@@ -755,13 +755,22 @@ impl ContainerRuntime for ProcessRuntime {
         Box::pin(async move { addr })
     }
 
+    /// CPU time and memory of each live task: from its cgroup where it has
+    /// one that holds its processes (every process it started, CPU time only where the cpu
+    /// controller accounts it, i.e. v2 or a combined v1 `cpu,cpuacct`);
+    /// else, and for what the cgroup lacks, from the leader's `/proc`
+    /// entry (working set = RSS then).
     fn usage(&self) -> BoxFuture<'_, Vec<pb::TaskUsage>> {
         Box::pin(async move {
-            let procs: Vec<(Key, i32)> = self
+            let procs: Vec<(Key, i32, Vec<PathBuf>)> = self
                 .inner
                 .procs
                 .lock()
-                .map(|m| m.iter().map(|(k, p)| (k.clone(), p.pid)).collect())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, p)| (k.clone(), p.pid, p.cgroup.clone().unwrap_or_default()))
+                        .collect()
+                })
                 .unwrap_or_default();
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -769,14 +778,23 @@ impl ContainerRuntime for ProcessRuntime {
                 .unwrap_or(0.0);
             procs
                 .into_iter()
-                .filter_map(|(k, pid)| {
+                .filter_map(|(k, pid, cgroup)| {
                     let (cpu, rss) = proc_usage(pid)?;
+                    // Only a cgroup that holds the task's processes: where
+                    // the host let the agent create it but not move the
+                    // task in, it counts nothing.
+                    let held = cgroup.iter().any(|d| !cgroup::procs(d).is_empty());
+                    let cg = if held {
+                        crate::runtime::cgroup_usage::read_dirs(&cgroup)
+                    } else {
+                        crate::runtime::cgroup_usage::Sample::default()
+                    };
                     Some(pb::TaskUsage {
                         framework_id: k.0.0,
                         task_id: k.1.0,
-                        cpu_seconds: cpu,
+                        cpu_seconds: cg.cpu_seconds.unwrap_or(cpu),
                         mem_rss_bytes: rss,
-                        mem_working_set_bytes: 0,
+                        mem_working_set_bytes: cg.working_set.unwrap_or(rss),
                         timestamp: now,
                     })
                 })

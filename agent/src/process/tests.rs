@@ -554,3 +554,44 @@ async fn a_secret_file_at_a_sandbox_file_is_refused_and_left_intact() {
         let _ = std::fs::remove_dir_all(&shm);
     }
 }
+
+/// A running task's sample has a working set: from its cgroup (memory in
+/// use less inactive file cache) where it has one, else its RSS.
+#[tokio::test]
+async fn a_running_tasks_usage_has_its_working_set() {
+    let dir = work_dir();
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let rt = ProcessRuntime::new(tx, &dir);
+    let mut s = spec("w", "exec sleep 100");
+    s.task.resources = Resources::new(0.5, 64, 0).unwrap();
+    rt.launch(s).await;
+    loop {
+        let ev = tokio::time::timeout(Duration::from_secs(20), rx.recv())
+            .await
+            .expect("no event within 20 s")
+            .expect("sink closed");
+        if ev.state == TaskState::Running {
+            break;
+        }
+        assert!(!ev.state.is_terminal(), "{ev:?}");
+    }
+    let u = rt.usage().await;
+    let cgroup = rt
+        .get(&("f".into(), "w".into()))
+        .and_then(|p| p.cgroup)
+        .unwrap_or_default();
+    let held = cgroup.iter().any(|d| !cgroup::procs(d).is_empty());
+    rt.kill(&"f".into(), &"w".into(), Duration::ZERO).await;
+    ended(&mut rx, "w").await;
+    remove_work_dir(&dir);
+    assert_eq!(u.len(), 1, "{u:?}");
+    assert!(u[0].mem_working_set_bytes > 0, "{u:?}");
+    eprintln!(
+        "cgroup {cgroup:?} (holds the task: {held}): working set {} (rss {})",
+        u[0].mem_working_set_bytes, u[0].mem_rss_bytes
+    );
+    if !held {
+        // No cgroup, or one the host would not let the task join.
+        assert_eq!(u[0].mem_working_set_bytes, u[0].mem_rss_bytes);
+    }
+}

@@ -281,11 +281,17 @@ pub struct Counters {
     pub reconciliations_deferred: u64,
     /// Lifecycle steps the master tried that its rules refuse: always a bug.
     pub illegal_transitions: u64,
+    /// Usage reports received from agents.
+    pub usage_reports: u64,
+    /// Usage events queued to frameworks (one per framework per report).
+    pub usage_events: u64,
+    /// Usage events dropped because the framework's stream was backed up.
+    pub usage_events_dropped: u64,
 }
 
 impl Counters {
     /// Every counter with its `/metrics` name and help, in one place.
-    pub fn named(&self) -> [(&'static str, &'static str, u64); 21] {
+    pub fn named(&self) -> [(&'static str, &'static str, u64); 24] {
         [
             ("offers_sent", "Offers sent to frameworks", self.offers_sent),
             ("offers_declined", "Offers declined", self.offers_declined),
@@ -371,6 +377,21 @@ impl Counters {
                 "illegal_transitions",
                 "Lifecycle transitions the master refused (always a bug; see the error log)",
                 self.illegal_transitions,
+            ),
+            (
+                "usage_reports",
+                "Task usage reports received from agents",
+                self.usage_reports,
+            ),
+            (
+                "usage_events",
+                "Task usage events sent to frameworks (one per framework per agent report)",
+                self.usage_events,
+            ),
+            (
+                "usage_events_dropped",
+                "Task usage events dropped because the framework's event stream was backed up",
+                self.usage_events_dropped,
             ),
         ]
     }

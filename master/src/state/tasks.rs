@@ -264,22 +264,55 @@ impl Master {
         }
     }
 
-    /// A usage report from the agent on `conn`.
-    pub fn usage(&mut self, conn: ConnId, report: Vec<TaskUsage>, now: Instant) {
+    /// A usage report from the agent on `conn`: the latest sample of each
+    /// task is kept (for `/state`), and the samples are forwarded at once
+    /// to the subscribed scheduler of the framework each task belongs to,
+    /// one [`Event::Usage`] per framework with its own tasks only. Samples
+    /// of tasks the master does not place on this agent are dropped; a
+    /// framework that is not connected gets nothing (the next report is a
+    /// second away). A sample whose CPU time or timestamp is not a finite,
+    /// non-negative number is dropped too (schedulers divide by them).
+    pub fn usage(
+        &mut self,
+        conn: ConnId,
+        report: Vec<TaskUsage>,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         let Some(aid) = self.agent_conns.get(&conn).cloned() else {
             return;
         };
         if let Some(a) = self.agents.get_mut(&aid) {
             a.last_seen = now;
         }
+        self.counters.usage_reports += 1;
+        // Per framework, in the order the report names them.
+        let mut by_framework: Vec<(FrameworkId, Vec<TaskUsage>)> = Vec::new();
         for u in report {
-            if let Some(t) = self
+            let sane = |x: f64| x.is_finite() && x >= 0.0;
+            if !sane(u.cpu_seconds) || !sane(u.timestamp) {
+                continue;
+            }
+            let Some(t) = self
                 .frameworks
                 .get_mut(&u.framework_id)
                 .and_then(|f| f.tasks.get_mut(&u.task_id))
-                && t.agent == aid
-            {
-                t.usage = Some(u);
+            else {
+                continue;
+            };
+            if t.agent != aid {
+                continue;
+            }
+            t.usage = Some(u.clone());
+            match by_framework.iter_mut().find(|(f, _)| *f == u.framework_id) {
+                Some((_, v)) => v.push(u),
+                None => by_framework.push((u.framework_id.clone(), vec![u])),
+            }
+        }
+        for (fid, tasks) in by_framework {
+            if let Some(conn) = self.frameworks.get(&fid).and_then(|f| f.conn) {
+                self.counters.usage_events += 1;
+                out.push(Output::ToFramework(conn, Event::Usage(tasks)));
             }
         }
     }
