@@ -11,11 +11,14 @@
 //! - [`allocator`]: the synchronous hierarchical-DRF allocator.
 //! - [`endpoints`]: versioned endpoint sets for discovery and routing.
 //! - [`secrets`]: secret paths and references (never values on the wire).
+//! - [`autoscale`]: autoscaling policies and the decision algorithm (HPA-like,
+//!   with scale to zero), driven by a `now` the caller passes in.
 //!
 //! No IO, no async, no wire types: the master wraps these in one actor and
 //! `agora-proto` converts at the edge.
 
 pub mod allocator;
+pub mod autoscale;
 pub mod endpoints;
 pub mod ids;
 pub mod info;
