@@ -2,7 +2,7 @@
 //!
 //! With `ServicesConfig::api_tokens`, every request but the open ones
 //! (`/ping`, `/openapi.json`, and the discovery routes the router reads:
-//! `/v1/endpoints/*`, `/v1/services*`) needs `Authorization: Bearer
+//! `/v1/endpoints/*` but `POST /v1/endpoints/load`, `/v1/services*`) needs `Authorization: Bearer
 //! <token>`: a token the master issued, checked with the master's
 //! `GET /v1/auth/whoami` (the master answers 401 for a missing, unknown,
 //! expired or revoked token, and this API passes that answer on). A valid
@@ -28,6 +28,11 @@ const CACHE_MAX: usize = 10_000;
 
 /// Paths anyone may reach (health, schema, discovery for the router).
 fn open(path: &str) -> bool {
+    // Load reports decide instance counts (and wake apps at zero): only
+    // from a router with a token.
+    if path == "/v1/endpoints/load" {
+        return false;
+    }
     matches!(path, "/ping" | "/openapi.json" | "/v1/services")
         || path.starts_with("/v1/endpoints/")
         || path.starts_with("/v1/services/")
