@@ -305,4 +305,33 @@ mod tests {
         assert_eq!(code, 503, "{body}");
         assert!(body.contains("cannot verify the token"), "{body}");
     }
+
+    /// Issue 11: load reports decide instance counts and wake apps, so
+    /// unlike the rest of `/v1/endpoints/` they need a token.
+    #[tokio::test]
+    async fn load_reports_need_a_token() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let master = fake_master(calls).await;
+        let app = axum::Router::new()
+            .route(
+                "/v1/endpoints/load",
+                axum::routing::get(|| async { "load" }),
+            )
+            .route(
+                "/v1/endpoints/watch",
+                axum::routing::get(|| async { "feed" }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                ApiAuth::new(&master, None),
+                require_token,
+            ));
+        assert_eq!(call(&app, "/v1/endpoints/watch", None).await.0, 200);
+        assert_eq!(call(&app, "/v1/endpoints/load", None).await.0, 401);
+        assert_eq!(
+            call(&app, "/v1/endpoints/load", Some("Bearer bad")).await.0,
+            401
+        );
+        let (code, body) = call(&app, "/v1/endpoints/load", Some("Bearer good")).await;
+        assert_eq!((code, body.as_str()), (200, "load"));
+    }
 }

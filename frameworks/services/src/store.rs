@@ -329,6 +329,50 @@ mod tests {
         std::fs::remove_dir_all(dir).ok();
     }
 
+    /// Issue 11: autoscaling policies (with their suspension) come back
+    /// as written; a policy whose app is gone is left out and deleted.
+    #[test]
+    fn policies_round_trip_and_orphans_are_dropped() {
+        let dir = temp_dir();
+        let policy: agora_core::autoscale::Policy = serde_json::from_value(serde_json::json!({
+            "min": 0, "max": 7, "idleAfterSeconds": 120,
+            "targets": [{"metric": "latencyP95", "value": 150}],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}}))
+        .unwrap();
+        let row = StoredPolicy {
+            policy,
+            suspended: Some("a manual scale was forced".into()),
+        };
+        let mut s = Services::new();
+        s.put_app(
+            crate::app::parse_app(&serde_json::json!({"id": "/a", "cmd": "x"})).unwrap(),
+            false,
+        );
+        {
+            let mut st = Store::open(&dir).unwrap();
+            let c = s.take_changes();
+            st.save(s.apps(), s.instances(), &c).unwrap();
+            st.put_policy("/a", Some(&row)).unwrap();
+            st.put_policy("/gone", Some(&row)).unwrap();
+        }
+        let mut st = Store::open(&dir).unwrap();
+        let snap = st.load().unwrap();
+        assert_eq!(snap.policies, vec![("/a".to_string(), row.clone())]);
+        // The orphan's row was deleted, not just skipped.
+        let tx = st.db.begin_read().unwrap();
+        assert!(
+            tx.open_table(AUTOSCALERS)
+                .unwrap()
+                .get("/gone")
+                .unwrap()
+                .is_none()
+        );
+        drop(tx);
+        st.put_policy("/a", None).unwrap();
+        assert!(st.load().unwrap().policies.is_empty());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
     /// A row written before `portDefinitions[].port` meant the service port
     /// is upgraded as it is read (all ports fixed: kept with requirePorts),
     /// named in the snapshot, and once written back reads as it is.
