@@ -939,6 +939,94 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: AutoscaleArgs,
+    }
+
+    fn args(argv: &[&str]) -> Result<AutoscaleArgs, clap::Error> {
+        use clap::Parser;
+        let mut all = vec!["agora", "/demo/web"];
+        all.extend_from_slice(argv);
+        Cli::try_parse_from(all).map(|c| c.a)
+    }
+
+    /// Issue 11: the flags become the policy JSON, in the API's units.
+    #[test]
+    fn autoscale_flags_make_the_policy() {
+        let a = args(&[
+            "--min",
+            "0",
+            "--max",
+            "20",
+            "--cpu",
+            "60%",
+            "--rps",
+            "200",
+            "--latency-p95",
+            "150ms",
+            "--memory",
+            "70",
+            "--in-flight",
+            "10",
+            "--idle-after",
+            "5m",
+            "--scale-down-window",
+            "300s",
+            "--scale-up-window",
+            "0s",
+            "--tolerance",
+            "0.2",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.policy().unwrap(),
+            json!({"min": 0, "max": 20, "targets": [
+                {"metric": "cpu", "value": 60.0}, {"metric": "memory", "value": 70.0},
+                {"metric": "rps", "value": 200.0}, {"metric": "inFlight", "value": 10.0},
+                {"metric": "latencyP95", "value": 150.0}],
+                "idleAfterSeconds": 300, "tolerance": 0.2,
+                "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0},
+                    "scaleDown": {"stabilizationWindowSeconds": 300}}})
+        );
+        let none = args(&["--min", "1", "--max", "2"]).unwrap();
+        assert!(none.policy().unwrap_err().to_string().contains("--cpu"));
+        assert!(args(&["--off"]).unwrap().off);
+        assert!(args(&["--off", "--min", "1"]).is_err());
+        assert!(
+            args(&["--cpu", "60%"]).is_err(),
+            "--min and --max are needed"
+        );
+        assert!(args(&["--min", "1", "--max", "2", "--cpu", "-3"]).is_err());
+    }
+
+    #[test]
+    fn autoscaler_status_shows_metrics_decision_and_suspension() {
+        let v = json!({"appId": "/demo/web",
+            "policy": {"min": 1, "max": 20, "targets": [{"metric": "cpu", "value": 60.0},
+                {"metric": "latencyP95", "value": 150.0}]},
+            "status": {"suspended": true, "suspendedReason": "a manual scale from 2 to 5 was forced",
+                "instances": 5, "ready": 4, "notReady": 1, "desired": 5,
+                "metrics": [{"metric": "cpu", "target": 60.0, "value": 72.25, "measuredAt": 99.5},
+                    {"metric": "latencyP95", "target": 150.0, "value": null, "measuredAt": null}],
+                "lastDecision": {"at": 90.0, "current": 4, "desired": 5, "direction": "up",
+                    "reason": "scale 4 → 5: cpu 72.2% (target 60%)"},
+                "lastRequestAt": null, "waking": false, "coldStartSeconds": 1.5}});
+        let text = autoscaler_text(&v, 100.0);
+        for want in [
+            "min 1, max 20, targets cpu 60.0%, latencyP95 150ms",
+            "SUSPENDED: a manual scale from 2 to 5 was forced",
+            "instances 5 (4 ready, 1 starting), desired 5",
+            "72.2%",
+            "0.5s ago",
+            "last decision (10.0s ago): scale 4 → 5: cpu 72.2% (target 60%)",
+            "last cold start: 1.50s",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+    }
+
     #[test]
     fn endpoints_show_the_name_service_ports_and_instances() {
         let v = json!({"id": "/demo/web", "dnsName": "web.demo.agora",
