@@ -22,6 +22,15 @@ Workflow:
                  --tls-cert services.example.crt --tls-key services.example.key
   agora --ca-cert ca.crt agent list --master https://master.example:5050
 
+Revocation: `agora ca revoke CERT.crt` (or `--serial HEX` for a lost
+certificate) records it in revoked.txt and writes crl.pem, signed by the CA;
+pass it to the master with --tls-crl. The master re-reads it within seconds
+(or on SIGHUP): the certificate's handshakes are refused and its open
+connections closed. `agora ca crl` lists what is revoked. A CRL lasts 30
+days (--crl-days): re-issue it before then with `agora ca crl --renew` (or
+any revoke) and copy it to the master; an expired CRL is still enforced by
+the master, which logs a warning.
+
 Renewal: issue a new certificate before the old one expires (leaf
 certificates last 90 days by default, --days) and replace the files; the
 daemons pick the new files up within seconds (or at once on SIGHUP) without
@@ -46,6 +55,110 @@ pub enum CaCommand {
     },
     /// Issue a certificate signed by the CA: NAME.crt and NAME.key (0600).
     Issue(IssueArgs),
+    /// Revoke a certificate: record its serial (revoked.txt) and write a new
+    /// CRL (crl.pem, for the master's --tls-crl). Revoking twice is harmless.
+    Revoke(RevokeArgs),
+    /// Show what is revoked and the CRL's dates; --renew re-issues the CRL.
+    Crl(CrlArgs),
+}
+
+#[derive(clap::Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("what").required(true).args(["cert", "serial"])
+))]
+pub struct RevokeArgs {
+    /// The certificate to revoke (PEM, issued by this CA).
+    #[arg(value_name = "CERT")]
+    pub cert: Option<PathBuf>,
+    /// The serial number (hex, e.g. 3a:4b:5c or 3a4b5c; `openssl x509
+    /// -serial`) of a certificate you no longer have.
+    #[arg(long, value_name = "HEX")]
+    pub serial: Option<String>,
+    #[command(flatten)]
+    pub crl: CrlDirArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CrlDirArgs {
+    /// Where the CA lives. Default: $AGORA_HOME/ca or ~/.local/share/agora/ca.
+    #[arg(
+        long,
+        visible_alias = "ca-dir",
+        env = "AGORA_CA_DIR",
+        value_name = "DIR"
+    )]
+    pub dir: Option<PathBuf>,
+    /// Days until the new CRL's next update: re-issue it before then
+    /// (`agora ca crl --renew`). The master keeps enforcing an expired CRL
+    /// and logs a warning; other verifiers may refuse it.
+    #[arg(long, default_value_t = ca::CRL_DAYS, value_name = "DAYS")]
+    pub crl_days: i64,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CrlArgs {
+    /// Re-issue crl.pem from the recorded revocations (an empty CRL when
+    /// none), valid for --crl-days.
+    #[arg(long)]
+    pub renew: bool,
+    #[command(flatten)]
+    pub crl: CrlDirArgs,
+    /// Output format.
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    pub output: crate::ops::Output,
+}
+
+#[derive(serde::Serialize)]
+struct CrlView {
+    crl: Option<String>,
+    this_update: Option<String>,
+    next_update: Option<String>,
+    expired: bool,
+    revoked: Vec<RevokedView>,
+}
+
+#[derive(serde::Serialize)]
+struct RevokedView {
+    serial: String,
+    kind: String,
+    name: String,
+    revoked_at: String,
+}
+
+fn crl_view(dir: &std::path::Path) -> Result<CrlView> {
+    use agora_tls::crl::rfc3339;
+    let revoked = ca::read_revoked(dir)?
+        .into_iter()
+        .map(|r| RevokedView {
+            serial: r.serial,
+            kind: r.kind,
+            name: r.name,
+            revoked_at: rfc3339(r.revoked_at),
+        })
+        .collect();
+    let path = dir.join(ca::CRL);
+    let times = if path.exists() {
+        let t = agora_tls::crl::crl_file_times(&path)
+            .map_err(|e| anyhow::anyhow!("{e} (re-issue it: agora ca crl --renew)"))?;
+        t.first().copied()
+    } else {
+        None
+    };
+    let now = time_now();
+    Ok(CrlView {
+        crl: times.map(|_| path.display().to_string()),
+        this_update: times.map(|(t, _)| rfc3339(t)),
+        next_update: times.and_then(|(_, n)| n).map(rfc3339),
+        expired: times.and_then(|(_, n)| n).is_some_and(|n| n <= now),
+        revoked,
+    })
+}
+
+fn time_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 #[derive(clap::Args, Debug)]
@@ -113,6 +226,82 @@ pub fn run(cmd: CaCommand) -> Result<()> {
                 crt.display()
             );
             println!("  key: {}", key.display());
+            Ok(())
+        }
+        CaCommand::Revoke(a) => {
+            let dir = a.crl.dir.unwrap_or_else(default_dir);
+            let target = match (a.cert, a.serial) {
+                (Some(c), None) => ca::RevokeTarget::Cert(c),
+                (None, Some(s)) => ca::RevokeTarget::Serial(s),
+                _ => anyhow::bail!("give either CERT or --serial HEX, not both"),
+            };
+            let out = ca::revoke_in_dir(&dir, &target, a.crl.crl_days)?;
+            let e = &out.entry;
+            let what = if e.name == "-" {
+                "by serial".to_string()
+            } else {
+                format!("{} {}", e.kind, e.name)
+            };
+            if out.already {
+                println!("already revoked: serial {} ({what})", e.serial);
+            } else {
+                println!("revoked: serial {} ({what})", e.serial);
+            }
+            println!(
+                "CRL written: {} (next update in {} days)",
+                out.crl.display(),
+                a.crl.crl_days
+            );
+            println!(
+                "the master applies it when its --tls-crl file changes: copy it there if it is \
+                 not this file; connections made with the certificate are closed"
+            );
+            Ok(())
+        }
+        CaCommand::Crl(a) => {
+            let dir = a.crl.dir.unwrap_or_else(default_dir);
+            if a.renew {
+                let p = ca::renew_crl(&dir, a.crl.crl_days)?;
+                if a.output == crate::ops::Output::Table {
+                    println!(
+                        "CRL re-issued: {} (next update in {} days)",
+                        p.display(),
+                        a.crl.crl_days
+                    );
+                }
+            }
+            let v = crl_view(&dir)?;
+            if a.output == crate::ops::Output::Json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+                return Ok(());
+            }
+            match (&v.crl, &v.next_update) {
+                (Some(p), Some(n)) => println!(
+                    "CRL {p}: issued {}, next update {n}{}",
+                    v.this_update.as_deref().unwrap_or("?"),
+                    if v.expired {
+                        " (EXPIRED: re-issue it with `agora ca crl --renew`)"
+                    } else {
+                        ""
+                    }
+                ),
+                (Some(p), None) => println!("CRL {p}: no next update"),
+                (None, _) => println!(
+                    "no CRL in {} yet (`agora ca revoke` or `agora ca crl --renew` writes one)",
+                    dir.display()
+                ),
+            }
+            if v.revoked.is_empty() {
+                println!("no certificates revoked");
+                return Ok(());
+            }
+            crate::ops::table(
+                &["SERIAL", "KIND", "NAME", "REVOKED"],
+                v.revoked
+                    .into_iter()
+                    .map(|r| vec![r.serial, r.kind, r.name, r.revoked_at])
+                    .collect(),
+            );
             Ok(())
         }
     }

@@ -66,6 +66,11 @@ pub struct DevArgs {
     #[arg(long, default_value = "127.0.0.1:8001")]
     pub internal_listen: String,
 
+    /// The routers' admin listener: `GET /health` and `GET /metrics`
+    /// (requests, latency, held requests per app port); `off` to disable.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    pub router_admin_address: String,
+
     /// Address of the L4 `servicePort` listeners; `off` to disable.
     #[arg(long, default_value = "127.0.0.1")]
     pub internal_address: String,
@@ -89,6 +94,8 @@ pub struct DevArgs {
 /// What `--secure` prepared (all under the data dir; created once, reused).
 struct Secure {
     ca_cert: PathBuf,
+    /// The CA's CRL (re-issued at every start; `agora ca revoke` adds to it).
+    crl: PathBuf,
     master_cert: PathBuf,
     master_key: PathBuf,
     agent_cert: PathBuf,
@@ -107,6 +114,7 @@ impl Secure {
         if !ca_cert.exists() {
             ca::init_dir(&dir, 3650).context("creating the dev cluster CA")?;
         }
+        let crl = ca::renew_crl(&dir, ca::CRL_DAYS).context("writing the dev CRL")?;
         let issue = |sub: &str, kind: ca::Kind, name: &str| -> Result<(PathBuf, PathBuf)> {
             let out = dir.join(sub);
             let file = name.replace(['/', '\\'], "_");
@@ -131,6 +139,7 @@ impl Secure {
         }
         Ok(Secure {
             ca_cert,
+            crl,
             master_cert,
             master_key,
             agent_cert,
@@ -218,10 +227,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
     let registry = open_registry(&r.data_dir)?;
     let (trigger, shutdown) = shutdown::channel();
     let tls = match &secure {
-        Some(sec) => Some(crate::tls::load_server(
+        Some(sec) => Some(crate::tls::load_server_crl(
             &sec.master_cert,
             &sec.master_key,
             Some(&sec.ca_cert),
+            Some(&sec.crl),
         )?),
         None => None,
     };
@@ -334,7 +344,7 @@ pub async fn run(args: DevArgs) -> Result<()> {
 
     // The routers follow this services framework's endpoint stream; until
     // it answers, the feed retries (one warning, then debug).
-    let mut routers = crate::router_cmd::Routers::start(
+    let mut routers = crate::router_cmd::Routers::start_with(
         crate::router_cmd::RoutersSetup {
             services: services_addr.to_string(),
             router_id: crate::router_cmd::default_router_id(),
@@ -347,6 +357,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
             internal_listen: crate::router_cmd::listen_opt(&args.internal_listen),
             internal_address,
             services_tls: None,
+        },
+        crate::router_cmd::LoadSetup {
+            admin_listen: crate::router_cmd::listen_opt(&args.router_admin_address),
+            admin_flag: "--router-admin-address",
+            ..crate::router_cmd::LoadSetup::default()
         },
         &DEV_FLAGS,
     )
@@ -379,6 +394,14 @@ pub async fn run(args: DevArgs) -> Result<()> {
         println!(
             "  secure     TLS with the CA {} (the agent attaches with mutual TLS)",
             sec.ca_cert.display()
+        );
+        println!(
+            "             revoke a certificate: agora ca revoke --dir {} CERT (the master reloads {})",
+            sec.ca_cert
+                .parent()
+                .unwrap_or(std::path::Path::new("."))
+                .display(),
+            sec.crl.display()
         );
         println!(
             "             ACLs {} (reloaded on change); admin token in {}",

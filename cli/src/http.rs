@@ -349,6 +349,7 @@ mod tests {
             cert: c,
             key: k,
             client_ca: None,
+            crl: None,
         })
         .unwrap();
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -107,6 +107,21 @@ pub struct MasterArgs {
     #[arg(long, env = "AGORA_TLS_CLIENT_CA", value_name = "FILE")]
     pub tls_client_ca: Option<PathBuf>,
 
+    /// A certificate revocation list (`crl.pem` of `agora ca revoke`, signed
+    /// by the --tls-client-ca CA): agent and client certificates it lists
+    /// are refused at the handshake, and connections already made with them
+    /// are closed when it is reloaded (on change, or SIGHUP). Re-issue it
+    /// before its next update (`agora ca crl --renew`); an expired CRL is
+    /// still enforced and logged as a warning. A broken one keeps the
+    /// previous CRL.
+    #[arg(
+        long,
+        env = "AGORA_TLS_CRL",
+        value_name = "FILE",
+        requires = "tls_client_ca"
+    )]
+    pub tls_crl: Option<PathBuf>,
+
     /// Serve plain gRPC and HTTP (no TLS, no agent authentication): only on
     /// a trusted network or for tests. Without it, the master refuses to
     /// start without --tls-cert.
@@ -319,7 +334,7 @@ fn server_tls(args: &MasterArgs) -> Result<Option<agora_tls::ServerTls>> {
             crate::ca_cmd::default_dir().join("ca.crt").display()
         );
     };
-    crate::tls::load_server(cert, key, Some(ca)).map(Some)
+    crate::tls::load_server_crl(cert, key, Some(ca), args.tls_crl.as_deref()).map(Some)
 }
 
 pub async fn run(args: MasterArgs) -> Result<()> {

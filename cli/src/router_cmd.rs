@@ -9,6 +9,8 @@
 use crate::util::{LogFormat, parse_duration};
 use agora_router::dns::{DnsConfig, DnsError};
 use agora_router::feed::{Feed, FeedConfig};
+use agora_router::load::LoadConfig;
+use agora_router::load::report::ReportConfig;
 use agora_router::proxy::{Exposure, Proxy, ProxyConfig};
 use agora_router::routes::{Router, RoutesConfig};
 use agora_router::tcp::{TcpConfig, TcpRouter};
@@ -56,9 +58,85 @@ pub struct RouterArgs {
     /// (default: the host name and the process id).
     #[arg(long)]
     pub router_id: Option<String>,
+    #[command(flatten)]
+    pub load: LoadArgs,
     /// Log format on stderr (AGORA_LOG sets the level, e.g. debug).
     #[arg(long, env = "AGORA_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+}
+
+/// The admin listener, load measurement and holding (`agora router`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct LoadArgs {
+    /// Admin listener: `GET /health` and `GET /metrics` (Prometheus text:
+    /// requests, in flight, latency, held requests and cold starts per app
+    /// port); `off` to disable.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9000")]
+    pub admin_address: String,
+    /// Sliding window of the load numbers (requests per second, latency
+    /// p50/p95) in the load reports posted to the services framework every
+    /// second.
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub load_window: Duration,
+    /// Requests (L4: connections) held at once per app port that is scaled
+    /// to zero and has no serving instance yet; more get 503 with
+    /// `Retry-After: 1` (L4: the connection is closed).
+    #[arg(long, default_value_t = 1000)]
+    pub hold_max: usize,
+    /// How long such a request is held at most while the app wakes; then
+    /// 503 with `Retry-After: 1` (L4: closed).
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub hold_timeout: Duration,
+}
+
+impl LoadArgs {
+    /// The load settings (an error names the flag).
+    pub fn setup(&self) -> Result<LoadSetup> {
+        if self.load_window < Duration::from_secs(1) {
+            bail!(
+                "--load-window {:?}: give at least 1s (the window is cut in ten slots)",
+                self.load_window
+            );
+        }
+        if self.hold_timeout.is_zero() {
+            bail!("--hold-timeout must be above 0 (use --hold-max 0 to hold nothing)");
+        }
+        Ok(LoadSetup {
+            admin_listen: listen_opt(&self.admin_address),
+            admin_flag: "--admin-address",
+            load: LoadConfig {
+                window: self.load_window,
+                hold_max: self.hold_max,
+                hold_timeout: self.hold_timeout,
+            },
+            reports: true,
+        })
+    }
+}
+
+/// The admin listener and load settings of a router stack.
+#[derive(Clone, Debug)]
+pub struct LoadSetup {
+    /// Where `/health` and `/metrics` are served (`None`: nowhere).
+    pub admin_listen: Option<String>,
+    /// The flag that sets it, for error messages.
+    pub admin_flag: &'static str,
+    pub load: LoadConfig,
+    /// Post load reports to the services framework (when a proxy or the
+    /// L4 listeners run).
+    pub reports: bool,
+}
+
+impl Default for LoadSetup {
+    /// No admin listener; default window and holding; reports on.
+    fn default() -> Self {
+        LoadSetup {
+            admin_listen: None,
+            admin_flag: "--admin-address",
+            load: LoadConfig::default(),
+            reports: true,
+        }
+    }
 }
 
 /// Forwarding of names outside the zone (`agora router` and `agora dev`).
@@ -160,8 +238,14 @@ fn refuse_unspecified(ip: IpAddr, flag: &str) -> Result<()> {
 
 impl Routers {
     /// Binds every listener first (any failure is an error naming the
-    /// flag), then starts the feed and the servers.
+    /// flag), then starts the feed and the servers; no admin listener,
+    /// default load settings.
     pub async fn start(s: RoutersSetup, flags: &Flags) -> Result<Routers> {
+        Routers::start_with(s, LoadSetup::default(), flags).await
+    }
+
+    /// [`Routers::start`] with an admin listener and load settings.
+    pub async fn start_with(s: RoutersSetup, load: LoadSetup, flags: &Flags) -> Result<Routers> {
         let mut feed_cfg = FeedConfig::new(&s.services, &s.router_id)?;
         if feed_cfg.services.starts_with("https://") && s.services_tls.is_none() {
             bail!(
@@ -210,22 +294,53 @@ impl Routers {
         if let Some(ip) = s.internal_address {
             refuse_unspecified(ip, flags.internal_address)?;
         }
+        let admin = match &load.admin_listen {
+            None => None,
+            Some(a) => Some(bind_tcp(a, "router admin: /health, /metrics", load.admin_flag).await?),
+        };
 
         let domain = s.domain.trim_matches('.').to_string();
         let mut lines = vec![format!(
             "  endpoints  {}/v1/endpoints/watch  (router id {})",
             feed_cfg.services, s.router_id
         )];
+        let report_cfg = feed_cfg.clone();
         let feed = Feed::start(feed_cfg);
         let router = Router::new(RoutesConfig {
             domain: domain.clone(),
             // Serving DNS: the drain ack waits one TTL after each version.
             dns_ttl: dns_sockets.as_ref().map(|_| s.dns_ttl),
+            load: load.load,
             ..RoutesConfig::default()
         });
         let mut tasks = vec![tokio::spawn(
             router.clone().follow(feed.views(), feed.acks()),
         )];
+        // Load reports (best effort, on their own task): only a router that
+        // proxies measures anything.
+        let proxies = edge.is_some() || internal.is_some() || s.internal_address.is_some();
+        if load.reports && proxies {
+            lines.push(format!(
+                "  load       {}{} every 1s  (window {:?}; requests for apps scaled to zero held up to {:?}, {} per app port)",
+                report_cfg.services,
+                agora_router::load::report::LOAD_PATH,
+                load.load.window,
+                load.load.hold_timeout,
+                load.load.hold_max,
+            ));
+            tasks.push(tokio::spawn(agora_router::load::report::run(
+                router.clone(),
+                report_cfg,
+                ReportConfig::default(),
+            )));
+        }
+        if let Some(l) = admin {
+            let a = l.local_addr()?;
+            lines.push(format!(
+                "  admin      http://{a}/metrics  (and /health: requests, latency, held requests per app port)"
+            ));
+            tasks.push(tokio::spawn(agora_router::admin::serve(l, router.clone())));
+        }
         let (stop, mut stop_rx) = tokio::sync::watch::channel(false);
         let mut dns_addr = None;
         let dns_task = match dns_sockets {
@@ -402,8 +517,9 @@ pub async fn run(args: RouterArgs) -> Result<()> {
         internal_listen: args.internal_listen.as_deref().and_then(listen_opt),
         internal_address: args.internal_address,
     };
+    let load = args.load.setup()?;
     let stop = stop_signals()?;
-    let mut routers = Routers::start(setup, &ROUTER_FLAGS).await?;
+    let mut routers = Routers::start_with(setup, load, &ROUTER_FLAGS).await?;
     println!("agora router {router_id} is running (Ctrl-C to stop)");
     for l in &routers.lines {
         println!("{l}");

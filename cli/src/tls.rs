@@ -39,10 +39,22 @@ pub fn load_server(
     key: &Path,
     client_ca: Option<&Path>,
 ) -> Result<agora_tls::ServerTls> {
+    load_server_crl(cert, key, client_ca, None)
+}
+
+/// [`load_server`] with a CRL (`--tls-crl`): client certificates it lists
+/// are refused; it reloads with the other files.
+pub fn load_server_crl(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+    crl: Option<&Path>,
+) -> Result<agora_tls::ServerTls> {
     let tls = agora_tls::ServerTls::load(agora_tls::ServerTlsFiles {
         cert: cert.to_owned(),
         key: key.to_owned(),
         client_ca: client_ca.map(Path::to_owned),
+        crl: crl.map(Path::to_owned),
     })
     .context("cannot load the TLS certificate")?;
     tls.watch(agora_tls::DEFAULT_RELOAD_INTERVAL);

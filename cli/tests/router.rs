@@ -109,10 +109,16 @@ fn free_port() -> u16 {
 
 /// One HTTP/1.1 request; returns (status, body).
 async fn get(addr: &str, host: &str) -> Option<(u16, String)> {
+    get_path(addr, host, "/").await
+}
+
+async fn get_path(addr: &str, host: &str, path: &str) -> Option<(u16, String)> {
     let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .ok()?;
     let mut buf = Vec::new();
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
         .await
@@ -202,9 +208,10 @@ async fn router_serves_dns_edge_internal_and_l4_from_the_stream_and_stops_on_sig
             "--internal-address",
             "127.0.0.1",
         ],
-        &["dns", "edge", "internal"],
+        &["dns", "edge", "internal", "admin"],
     );
     let (edge, internal, dns) = (&addrs["edge"], &addrs["internal"], &addrs["dns"]);
+    let admin = addrs["admin"].trim_end_matches("/metrics");
 
     // Edge: the public app by its DNS name; the internal app is 404 there.
     assert_eq!(eventually(edge, "web.demo.agora", 200).await, "web");
@@ -236,6 +243,19 @@ async fn router_serves_dns_edge_internal_and_l4_from_the_stream_and_stops_on_sig
             acks.lock().unwrap()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The admin listener: /health, and /metrics counts what went through
+    // (the in-test stream has no load reports: a 404 the router shrugs off).
+    assert_eq!(get_path(admin, "x", "/health").await.unwrap().0, 200);
+    let (status, metrics) = get_path(admin, "x", "/metrics").await.unwrap();
+    assert_eq!(status, 200);
+    for series in [
+        r#"agora_router_requests_total{app="/demo/web",port="0",router_kind="edge"} "#,
+        r#"agora_router_requests_total{app="/demo/db",port="0",router_kind="internal"} "#,
+        r#"agora_router_requests_total{app="/demo/db",port="0",router_kind="l4"} "#,
+        r#"agora_router_held_requests{app="/demo/web",port="0"} 0"#,
+    ] {
+        assert!(metrics.contains(series), "no {series} in {metrics}");
     }
 
     signal_and_wait(&mut proc, nix::sys::signal::Signal::SIGTERM);

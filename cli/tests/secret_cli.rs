@@ -4,47 +4,15 @@
 //! shows up in the CLI's output or the master's log.
 
 use std::io::Write;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{BIN, Daemon, free_port};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_agora");
 const CANARY: &str = "canary-3f9d2c-value";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Master(Child);
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Master {
-    /// Stops it and returns what it logged.
-    fn stop(mut self) -> String {
-        let _ = nix_kill(self.0.id());
-        let mut out = String::new();
-        let _ = std::io::Read::read_to_string(self.0.stderr.as_mut().unwrap(), &mut out);
-        out
-    }
-}
-
-fn nix_kill(pid: u32) -> std::io::Result<()> {
-    Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .map(|_| ())
-}
-
-fn start_master(addr: &str, data: &std::path::Path, key: &std::path::Path) -> Master {
+fn start_master(addr: &str, data: &std::path::Path, key: &std::path::Path) -> Daemon {
     let child = Command::new(BIN)
         .args(["master", "--listen", addr, "--secrets-key-file"])
         // Plain text on loopback (TLS is tested in tests/tls.rs).
@@ -62,7 +30,7 @@ fn start_master(addr: &str, data: &std::path::Path, key: &std::path::Path) -> Ma
         assert!(Instant::now() < deadline, "the master did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
-    Master(child)
+    Daemon(child)
 }
 
 fn agora(master: &str, args: &[&str], stdin: Option<&[u8]>) -> (i32, String, String) {

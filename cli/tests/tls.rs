@@ -470,3 +470,160 @@ async fn agents_need_a_certificate_of_the_cluster_ca_for_their_name() {
     drop(m);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `agora ca revoke` / `agora ca crl`: the serial is recorded once, the CRL
+/// parses, lists it and is signed by the CA.
+#[test]
+fn ca_revoke_records_the_serial_once_and_writes_a_crl() {
+    let dir = std::env::temp_dir().join(format!("agora-crl-cli-{}", uuid::Uuid::new_v4().simple()));
+    let d = dir.to_str().unwrap().to_string();
+    ok(agora(&["ca", "init", "--dir", &d]));
+    ok(agora(&["ca", "issue", "--agent", "node-1", "--dir", &d]));
+    let empty = ok(agora(&["ca", "crl", "--dir", &d]));
+    assert!(empty.contains("no certificates revoked"), "{empty}");
+    let cert = dir.join("node-1.crt");
+    let out = ok(agora(&[
+        "ca",
+        "revoke",
+        cert.to_str().unwrap(),
+        "--ca-dir",
+        &d,
+    ]));
+    assert!(
+        out.contains("revoked: serial") && out.contains("node-1"),
+        "{out}"
+    );
+    let again = ok(agora(&[
+        "ca",
+        "revoke",
+        cert.to_str().unwrap(),
+        "--dir",
+        &d,
+    ]));
+    assert!(again.contains("already revoked"), "{again}");
+    let lost = ok(agora(&["ca", "revoke", "--serial", "0A:0B", "--dir", &d]));
+    assert!(lost.contains("serial 0a0b"), "{lost}");
+    let bad = agora(&["ca", "revoke", "--serial", "zz", "--dir", &d]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("hex"));
+
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(agora(&["ca", "crl", "--dir", &d, "-o", "json"]))).unwrap();
+    let der = agora_tls::load_certs(&cert).unwrap().swap_remove(0);
+    let (serial, _) = agora_tls::crl::cert_serial(&der).unwrap();
+    let hex: String = serial.iter().map(|b| format!("{b:02x}")).collect();
+    let revoked = json["revoked"].as_array().unwrap();
+    assert_eq!(revoked.len(), 2, "{json}");
+    assert_eq!(revoked[0]["serial"], hex.as_str());
+    assert_eq!(revoked[0]["name"], "node-1");
+    assert_eq!(revoked[0]["kind"], "agent");
+    assert_eq!(json["expired"], false);
+    let text = ok(agora(&["ca", "crl", "--dir", &d]));
+    assert!(
+        text.contains(&hex) && text.contains("next update"),
+        "{text}"
+    );
+
+    // The CRL is the CA's and lists both serials.
+    let ca_cert = agora_tls::load_certs(&dir.join("ca.crt")).unwrap();
+    let pem = std::fs::read(dir.join("crl.pem")).unwrap();
+    let crl_der: rustls_pki_types::CertificateRevocationListDer<'static> =
+        rustls_pki_types::pem::PemObject::from_pem_slice(&pem).unwrap();
+    let parsed = agora_tls::crl::parse_crl(crl_der, &ca_cert).unwrap();
+    assert!(parsed.lists(&serial));
+    assert!(parsed.lists(&[0x0a, 0x0b]));
+    assert!(!parsed.lists(&[0x0a]));
+    let renewed = ok(agora(&[
+        "ca",
+        "crl",
+        "--renew",
+        "--crl-days",
+        "7",
+        "--dir",
+        &d,
+    ]));
+    assert!(renewed.contains("CRL re-issued"), "{renewed}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A master with --tls-crl: once node-1's certificate is revoked (and the
+/// master picks up the new CRL), node-1's open AgentLink connection is
+/// closed and it cannot attach again; node-2 still can.
+#[tokio::test]
+async fn a_revoked_agent_is_cut_off_and_cannot_attach_again() {
+    let dir = std::env::temp_dir().join(format!("agora-crl-e2e-{}", uuid::Uuid::new_v4().simple()));
+    let d = dir.to_str().unwrap().to_string();
+    ok(agora(&["ca", "init", "--dir", &d]));
+    ok(agora(&[
+        "ca",
+        "issue",
+        "--server",
+        "master.test",
+        "--dir",
+        &d,
+    ]));
+    for n in ["node-1", "node-2"] {
+        ok(agora(&["ca", "issue", "--agent", n, "--dir", &d]));
+    }
+    ok(agora(&["ca", "crl", "--renew", "--dir", &d]));
+    let port = free_port();
+    let master = format!("https://127.0.0.1:{port}");
+    let m = Proc::spawn(
+        Command::new(BIN)
+            .args(["master", "--in-memory", "--insecure"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .arg("--tls-cert")
+            .arg(dir.join("master.test.crt"))
+            .arg("--tls-key")
+            .arg(dir.join("master.test.key"))
+            .arg("--tls-client-ca")
+            .arg(dir.join("ca.crt"))
+            .arg("--tls-crl")
+            .arg(dir.join("crl.pem")),
+        dir.join("master.log"),
+    );
+    let node1 = agent(&dir, &master, "node-1", "node-1");
+    eventually(LONG, async || {
+        agent_list(&dir, &master).filter(|s| s.contains("\"node-1\""))
+    })
+    .await
+    .unwrap_or_else(|_| panic!("node-1 never attached; master log:\n{}", m.log()));
+
+    let out = ok(agora(&[
+        "ca",
+        "revoke",
+        dir.join("node-1.crt").to_str().unwrap(),
+        "--dir",
+        &d,
+    ]));
+    assert!(out.contains("revoked: serial"), "{out}");
+    // The master re-reads the CRL (within 5 s) and closes node-1's link.
+    eventually(LONG, async || {
+        m.log()
+            .contains("its client certificate is revoked")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("node-1 not cut off; master log:\n{}", m.log()));
+    // node-1 reconnects and is refused at the handshake.
+    eventually(LONG, async || {
+        node1
+            .log()
+            .contains("cannot attach to the master over TLS")
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|_| panic!("node-1 log:\n{}\nmaster:\n{}", node1.log(), m.log()));
+    assert!(
+        attach(&dir, &master, Some(("node-1", &dir)), "node-1", "")
+            .await
+            .is_err()
+    );
+    assert!(m.log().contains("revoked"), "{}", m.log());
+    attach(&dir, &master, Some(("node-2", &dir)), "node-2", "")
+        .await
+        .unwrap();
+    drop(node1);
+    drop(m);
+    let _ = std::fs::remove_dir_all(&dir);
+}

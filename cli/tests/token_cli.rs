@@ -3,38 +3,11 @@
 //! (mode 0600) creates tokens, the context file supplies master and token,
 //! permissions and revocation are enforced, and no token reaches the log.
 
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{BIN, Daemon, free_port};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_agora");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Master(Child);
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Master {
-    fn stop(mut self) -> String {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.0.id().to_string()])
-            .status();
-        let mut out = String::new();
-        let _ = std::io::Read::read_to_string(self.0.stderr.as_mut().unwrap(), &mut out);
-        out
-    }
-}
 
 /// Waits until the master has written its bootstrap token (the port is
 /// bound before the master opens its token store).
@@ -100,7 +73,7 @@ fn tokens_from_bootstrap_to_revocation_with_the_context_file() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let master = Master(child);
+    let master = Daemon(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::net::TcpStream::connect(&addr).is_err() {
         assert!(Instant::now() < deadline, "the master did not start");
@@ -225,7 +198,7 @@ fn the_services_api_and_framework_use_tokens_too() {
             std::thread::sleep(Duration::from_millis(50));
         }
     };
-    let master = Master(spawn(&[
+    let master = Daemon(spawn(&[
         "master",
         "--in-memory",
         "--listen",
@@ -254,7 +227,7 @@ fn the_services_api_and_framework_use_tokens_too() {
     std::fs::write(&svc_token, out.trim()).unwrap();
     std::fs::set_permissions(&svc_token, std::fs::Permissions::from_mode(0o600)).unwrap();
     let svc_addr = format!("127.0.0.1:{}", free_port());
-    let services = Master(spawn(&[
+    let services = Daemon(spawn(&[
         "services",
         "--master",
         &addr,

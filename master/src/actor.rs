@@ -128,7 +128,8 @@ pub enum Command {
         caller: Caller,
     },
     Gauges(oneshot::Sender<(Gauges, Vec<f64>)>),
-    /// Questions of the secret store (see [`SecretsQuery`]).
+    /// Questions of the secret store and of agent identity checks (see
+    /// [`SecretsQuery`]).
     Secrets(SecretsQuery),
 }
 
@@ -150,6 +151,9 @@ pub enum SecretsQuery {
     },
     /// Whether a framework is subscribed.
     FrameworkKnown(FrameworkId, oneshot::Sender<Result<(), CallError>>),
+    /// The host name an agent registered with, to check its certificate
+    /// (`None`: no such agent).
+    AgentHostname(agora_core::AgentId, oneshot::Sender<Option<String>>),
 }
 
 /// A cheap, cloneable way to talk to the actor.
@@ -508,6 +512,9 @@ fn handle(
             }
             SecretsQuery::FrameworkKnown(id, reply) => {
                 let _ = reply.send(master.framework_known(&id));
+            }
+            SecretsQuery::AgentHostname(id, reply) => {
+                let _ = reply.send(master.agent_hostname(&id));
             }
         },
     }

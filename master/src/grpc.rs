@@ -242,6 +242,13 @@ impl pb::scheduler_server::Scheduler for SchedulerService {
                     .map_err(|e| Status::invalid_argument(format!("paths[{i}]: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        // Paths the framework may not read are refused before the store
+        // is asked: the answer must not tell whether they exist.
+        for (i, p) in paths.iter().enumerate() {
+            self.gate
+                .may_framework_read_secret(&caller, &fid, p)
+                .map_err(|e| Status::permission_denied(format!("paths[{i}]: {e}")))?;
+        }
         let store = self.secrets.store.clone().ok_or_else(no_store)?;
         self.master
             .secrets_query(|reply| crate::actor::SecretsQuery::FrameworkKnown(fid, reply))
@@ -345,17 +352,23 @@ impl AgentLinkService {
             .extensions()
             .get::<agora_tls::ConnInfo>()
             .and_then(|c| c.remote_addr);
-        // A snapshot of the agents; calls naming an agent are rare (one
-        // per task launch with secrets).
-        let state = self.master.state().await.map_err(|_| stopped())?;
-        let Some(agent) = state.agents.iter().find(|a| a.id == agent_id) else {
+        // One agent's host name from the actor (not a whole /state
+        // snapshot: this runs once per task launch with secrets).
+        let hostname = self
+            .master
+            .secrets_query(|reply| {
+                crate::actor::SecretsQuery::AgentHostname(agora_core::AgentId::new(agent_id), reply)
+            })
+            .await
+            .map_err(|_| stopped())?;
+        let Some(hostname) = hostname else {
             tracing::warn!(peer = ?peer, agent_id, "agent refused: unknown agent id");
             return Err(Status::permission_denied(format!(
                 "agent {agent_id:?} is not registered with this master"
             )));
         };
         identity
-            .check_hostname(&agent.hostname)
+            .check_hostname(&hostname)
             .map_err(|e| refuse(peer, e))
     }
 }
@@ -394,20 +407,25 @@ async fn check_known_id(
     else {
         return Ok(());
     };
-    let state = master.state().await.map_err(|_| stopped())?;
-    let Some(known) = state.agents.iter().find(|a| a.id == agent_id) else {
+    let known = master
+        .secrets_query(|reply| {
+            crate::actor::SecretsQuery::AgentHostname(agora_core::AgentId::new(agent_id), reply)
+        })
+        .await
+        .map_err(|_| stopped())?;
+    let Some(known) = known else {
         return Ok(());
     };
-    id.check_hostname(&known.hostname).map_err(|e| {
+    id.check_hostname(&known).map_err(|e| {
         refuse(
             peer,
             agora_tls::PeerError::NameMismatch {
-                hostname: known.hostname.clone(),
+                hostname: known.clone(),
                 reason: format!(
                     "agent {agent_id} is registered as {:?}; a certificate not naming that host \
                      cannot re-register it (start the agent with a fresh work dir to register \
                      as a new agent): {e}",
-                    known.hostname
+                    known
                 ),
             },
         )

@@ -14,13 +14,18 @@
 //! - [`balance`]: power of two choices over least outstanding requests,
 //!   latency EWMA, passive outlier ejection;
 //! - [`proxy`]: the L7 reverse proxy (edge and internal);
-//! - [`tcp`]: the L4 router, one listener per `servicePort`.
+//! - [`tcp`]: the L4 router, one listener per `servicePort`;
+//! - [`load`]: requests per second, in flight and latency per app port,
+//!   holding requests for ports scaled to zero, the load reports posted to
+//!   the framework and the Prometheus text of the admin listener ([`admin`]).
 //!
 //! `docs/discovery.md` and `docs/routing.md` describe the model.
 
+pub mod admin;
 pub mod balance;
 pub mod dns;
 pub mod feed;
+pub mod load;
 pub mod proxy;
 pub mod routes;
 pub mod tcp;

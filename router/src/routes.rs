@@ -22,11 +22,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use agora_core::endpoints::{EndpointKey, EndpointSet, EndpointState, View, dns_name};
+use agora_core::endpoints::{EndpointKey, EndpointSet, EndpointState, LoadReport, View, dns_name};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::balance::{Backend, Balancer, EndpointId, OutlierPolicy};
+use crate::load::{LoadConfig, PortLoad};
 
 /// Where the router's acknowledgements go (the endpoint stream's
 /// `POST /v1/endpoints/acks` in production).
@@ -53,6 +54,8 @@ pub struct RoutesConfig {
     /// after `V` was applied, so that answers given before `V` expire
     /// before an instance it retired is killed. `None`: no DNS served.
     pub dns_ttl: Option<Duration>,
+    /// Load measurement and holding for ports scaled to zero.
+    pub load: LoadConfig,
 }
 
 impl Default for RoutesConfig {
@@ -62,6 +65,7 @@ impl Default for RoutesConfig {
             request_timeout: Duration::from_secs(60),
             outlier: OutlierPolicy::default(),
             dns_ttl: None,
+            load: LoadConfig::default(),
         }
     }
 }
@@ -73,6 +77,11 @@ pub struct Route {
     pub balancer: Balancer,
     /// Time allowed from sending the request to the response's head.
     pub timeout: Duration,
+    /// The port's measurements and hold queue (kept across views).
+    pub load: Arc<PortLoad>,
+    /// The port may be scaled to zero: with no serving endpoint, new
+    /// requests are held instead of refused.
+    pub scale_to_zero: bool,
 }
 
 /// Path prefixes of one host, longest first, with their routes.
@@ -148,11 +157,15 @@ pub struct Router {
     registry: Mutex<Registry>,
     drain: Arc<Notify>,
     epoch: Instant,
+    /// Wakes the load reporter (a request was just held).
+    load_wake: Arc<Notify>,
 }
 
 #[derive(Debug, Default)]
 struct Registry {
     live: HashMap<EndpointId, Arc<Backend>>,
+    /// Every app port of the current view's measurements.
+    ports: HashMap<EndpointKey, Arc<PortLoad>>,
     /// Retired backends with the version that retired them.
     retired: Vec<(u64, Arc<Backend>)>,
 }
@@ -165,7 +178,51 @@ impl Router {
             registry: Mutex::default(),
             drain: Arc::new(Notify::new()),
             epoch: Instant::now(),
+            load_wake: Arc::new(Notify::new()),
         })
+    }
+
+    pub fn config(&self) -> &RoutesConfig {
+        &self.config
+    }
+
+    /// Notified when a request starts being held (the load reporter posts
+    /// a report at once).
+    pub fn load_wake(&self) -> Arc<Notify> {
+        self.load_wake.clone()
+    }
+
+    /// The measurements of one app port of the current view.
+    pub fn port_load(&self, key: &EndpointKey) -> Option<Arc<PortLoad>> {
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        reg.ports.get(key).cloned()
+    }
+
+    fn ports(&self) -> Vec<Arc<PortLoad>> {
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        let mut ports: Vec<Arc<PortLoad>> = reg.ports.values().cloned().collect();
+        ports.sort_by(|a, b| a.key().cmp(b.key()));
+        ports
+    }
+
+    /// What this router measured, for `POST /v1/endpoints/load`: every app
+    /// port of the current view (zeros included: an idle port is a
+    /// measurement too).
+    pub fn load_report(&self, router_id: &str) -> LoadReport {
+        let now = Instant::now();
+        LoadReport {
+            router: router_id.to_string(),
+            window_ms: self.config.load.window.as_millis() as u64,
+            sets: self.ports().iter().map(|p| p.set_load_at(now)).collect(),
+        }
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        let ports = self.ports();
+        let mut out = String::with_capacity(256 + ports.len() * 512);
+        crate::load::write_metrics(ports.iter(), &mut out);
+        out
     }
 
     /// The current routes (one read lock and one reference count).
@@ -184,6 +241,9 @@ impl Router {
     pub fn apply(&self, view: &View) {
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let mut next: HashMap<EndpointId, Arc<Backend>> = HashMap::new();
+        let mut ports: HashMap<EndpointKey, Arc<PortLoad>> = HashMap::new();
+        // Ports that serve in this view: their held requests go on.
+        let mut serving: Vec<Arc<PortLoad>> = Vec::new();
         let mut routes = Routes {
             version: view.version(),
             ..Routes::default()
@@ -200,7 +260,10 @@ impl Router {
             })
             .collect();
         for set in view.sets() {
-            let route = Arc::new(self.route(set, &mut reg, &mut next));
+            let route = Arc::new(self.route(set, &mut reg, &mut next, &mut ports));
+            if !route.balancer.is_empty() {
+                serving.push(route.load.clone());
+            }
             let dns = dns_name(&set.key.app_id, &self.config.domain);
             if set.meta.public {
                 let prefix = set.meta.path.as_deref().unwrap_or("/");
@@ -263,6 +326,20 @@ impl Router {
             b.retire();
             reg.retired.push((view.version(), b));
         }
+        // Ports not reused are gone from the view.
+        let gone = std::mem::replace(&mut reg.ports, ports);
+        drop(reg);
+        // After the swap: a request held from now on sees the new routes
+        // when it looks again (see PortLoad::hold).
+        let now = Instant::now();
+        for p in serving {
+            p.release(now, true);
+        }
+        // Requests held for a port that is gone look again (and find no
+        // route) instead of waiting for their timeout.
+        for p in gone.values() {
+            p.release(now, false);
+        }
     }
 
     fn route(
@@ -270,7 +347,21 @@ impl Router {
         set: &EndpointSet,
         reg: &mut Registry,
         next: &mut HashMap<EndpointId, Arc<Backend>>,
+        ports: &mut HashMap<EndpointKey, Arc<PortLoad>>,
     ) -> Route {
+        let load = ports
+            .entry(set.key.clone())
+            .or_insert_with(|| {
+                reg.ports.remove(&set.key).unwrap_or_else(|| {
+                    Arc::new(PortLoad::new(
+                        set.key.clone(),
+                        self.config.load.window,
+                        self.epoch,
+                        self.load_wake.clone(),
+                    ))
+                })
+            })
+            .clone();
         let mut backends = Vec::new();
         for e in &set.endpoints {
             if e.state != EndpointState::Serving {
@@ -312,6 +403,8 @@ impl Router {
             key: set.key.clone(),
             balancer: Balancer::new(backends),
             timeout,
+            load,
+            scale_to_zero: set.meta.scale_to_zero,
         }
     }
 

@@ -6,6 +6,12 @@
 //! vanished one loses it. Open connections are never touched by that; they
 //! run on their own tasks and count as in flight to their endpoint (the
 //! drain protocol waits for them, within the app's `drainSeconds`).
+//!
+//! A port scaled to zero (`scale_to_zero`, no serving endpoint) holds an
+//! accepted connection, reading nothing from it, until a view gives the port
+//! a serving endpoint; beyond the port's hold bound or after the hold
+//! timeout the connection is closed (see [`crate::load`]). Each connection
+//! counts as one request, in flight while it is open.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -18,6 +24,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::balance::Backend;
+use crate::load::{Kind, RequestLoad};
 use crate::proxy::pool::tcp_connect;
 use crate::routes::{Router, Routes};
 
@@ -159,6 +166,9 @@ impl TcpRouter {
 
     async fn connection(&self, mut client: TcpStream, port: u16, peer: SocketAddr) {
         let _ = client.set_nodelay(true);
+        if !self.hold(port, peer).await {
+            return;
+        }
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         for _ in 0..self.config.max_attempts.max(1) {
             let routes = self.router.routes();
@@ -174,10 +184,12 @@ impl TcpRouter {
                 Ok(mut upstream) => {
                     let now = Instant::now();
                     backend.success(now - started, now);
+                    let load = RequestLoad::begin(&route.load, Kind::L4);
                     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await
                     {
                         tracing::debug!(service_port = port, error = %e, "L4 connection ended");
                     }
+                    drop(load);
                     drop(guard);
                     return;
                 }
@@ -190,5 +202,44 @@ impl TcpRouter {
             }
         }
         tracing::debug!(service_port = port, client = %peer, "no endpoint for L4 connection");
+    }
+
+    /// Holds a connection to a port with no serving endpoint (scaled to
+    /// zero) until it has one. False: the connection is to be closed (no
+    /// such port any more, the hold bound reached or the hold timed out).
+    async fn hold(&self, port: u16, peer: SocketAddr) -> bool {
+        let cfg = self.router.config().load;
+        let deadline = Instant::now() + cfg.hold_timeout;
+        loop {
+            let routes = self.router.routes();
+            let Some(route) = routes.l4.get(&port) else {
+                return false;
+            };
+            if !route.balancer.is_empty() || !route.scale_to_zero {
+                return true;
+            }
+            let mut held = match route.load.hold(cfg.hold_max) {
+                Ok(h) => h,
+                Err(_) => {
+                    tracing::debug!(service_port = port, client = %peer,
+                        "too many connections held for an app at zero; closing");
+                    return false;
+                }
+            };
+            // Look again after queueing: a view that gave the port an
+            // endpoint just before released the queue without us.
+            let routes = self.router.routes();
+            match routes.l4.get(&port) {
+                None => return false,
+                Some(r) if !r.balancer.is_empty() || !r.scale_to_zero => return true,
+                Some(_) => {}
+            }
+            if held.released(deadline).await.is_err() {
+                tracing::debug!(service_port = port, client = %peer,
+                    "no instance served within the hold timeout; closing");
+                return false;
+            }
+            // Released: look at the routes again (at the top).
+        }
     }
 }

@@ -488,5 +488,24 @@ async fn a_task_reads_only_secrets_its_frameworks_principal_may_read() {
         .unwrap()
         .into_inner();
     assert_eq!(ok.secrets[0].value, b"canary-p");
+    // Asking about versions follows the same rule, and a refusal does not
+    // tell whether the path exists (/dev/x does, /dev/none does not).
+    let v = f
+        .client
+        .secret_versions(&["/prod/db".to_string()])
+        .await
+        .unwrap();
+    assert!(v[0].exists, "{v:?}");
+    for path in ["/dev/x", "/dev/none"] {
+        match f.client.secret_versions(&[path.to_string()]).await {
+            Err(agora_sdk::SecretVersionsError::Denied(m)) => assert!(
+                m.contains(&format!(
+                    "principal alpha may not read secret {path} (permission: read_secrets)"
+                )),
+                "{m}"
+            ),
+            other => panic!("{path}: {other:?}"),
+        }
+    }
     std::fs::remove_dir_all(dir).ok();
 }

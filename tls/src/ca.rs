@@ -58,6 +58,27 @@ pub enum CaError {
     SelfCheck { ca: PathBuf, message: String },
     #[error("--days must be at least 1 (got {0})")]
     Days(i64),
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("serial number {serial:?} {message} (give it in hex, e.g. 3a:4b:5c or 3a4b5c)")]
+    Serial { serial: String, message: String },
+    #[error(
+        "{path} line {line} is not SERIAL<TAB>REVOKED_AT<TAB>KIND<TAB>NAME; fix or remove the line \
+         (the file is written by `agora ca revoke`)"
+    )]
+    RevokedFile { path: PathBuf, line: usize },
+    #[error(
+        "{cert} cannot be revoked by the CA {ca}: {message}. Revoke it in the directory of the CA \
+         that issued it, or by serial (--serial)"
+    )]
+    NotIssued {
+        cert: PathBuf,
+        ca: PathBuf,
+        message: String,
+    },
 }
 
 /// What a certificate is for (its extended key usage).
@@ -411,4 +432,296 @@ pub fn issue_to_dir(
     write_new(&key, &issued.key_pem, 0o600)?;
     write_new(&crt, &issued.cert_pem, 0o644)?;
     Ok((crt, key))
+}
+
+/// The revoked serials' file name in a CA directory (one a line:
+/// `SERIAL<TAB>REVOKED_AT<TAB>KIND<TAB>NAME`, Unix seconds; `#` comments).
+pub const REVOKED: &str = "revoked.txt";
+/// The CRL's file name in a CA directory (PEM, `-----BEGIN X509 CRL-----`).
+pub const CRL: &str = "crl.pem";
+/// Default lifetime of a CRL (its next update) in days.
+pub const CRL_DAYS: i64 = 30;
+
+/// A revoked certificate as recorded in [`REVOKED`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revoked {
+    /// The serial number: lowercase hex of its DER integer contents.
+    pub serial: String,
+    /// When it was revoked (Unix seconds).
+    pub revoked_at: i64,
+    /// `agent`, `client` or `server` (the certificate's OU), `-` if unknown.
+    pub kind: String,
+    /// The certificate's common name, `-` if unknown (revoked by serial).
+    pub name: String,
+}
+
+/// What to revoke.
+#[derive(Debug, Clone)]
+pub enum RevokeTarget {
+    /// A certificate file (PEM) issued by the CA.
+    Cert(PathBuf),
+    /// A serial number in hex (`3a:4b…`, `0x3A4B…` or `3a4b…`).
+    Serial(String),
+}
+
+/// The result of [`revoke_in_dir`].
+#[derive(Debug, Clone)]
+pub struct RevokeOutcome {
+    pub entry: Revoked,
+    /// It was revoked before (nothing added; the CRL re-issued).
+    pub already: bool,
+    pub crl: PathBuf,
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A serial number in hex as the minimal DER integer contents.
+pub fn parse_serial(s: &str) -> Result<Vec<u8>, CaError> {
+    let bad = |message: &str| CaError::Serial {
+        serial: s.to_string(),
+        message: message.to_string(),
+    };
+    let t = s.trim();
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    let mut digits: String = t
+        .chars()
+        .filter(|c| !matches!(c, ':' | ' ' | '-'))
+        .collect();
+    if digits.is_empty() {
+        return Err(bad("is empty"));
+    }
+    if !digits.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(bad("is not hexadecimal"));
+    }
+    if digits.len() % 2 == 1 {
+        digits.insert(0, '0');
+    }
+    let bytes: Vec<u8> = (0..digits.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&digits[i..i + 2], 16).unwrap_or(0))
+        .collect();
+    let norm = crate::crl::normalize_serial(&bytes);
+    if norm.len() > 21 {
+        return Err(bad("is longer than 20 bytes (RFC 5280)"));
+    }
+    Ok(norm)
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 == 1 {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The revoked certificates recorded in `dir` (none when the file is
+/// missing).
+pub fn read_revoked(dir: &Path) -> Result<Vec<Revoked>, CaError> {
+    let path = dir.join(REVOKED);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(CaError::Read { path, source }),
+    };
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim_end();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let f: Vec<&str> = line.split('\t').collect();
+        let entry = match f.as_slice() {
+            [serial, at, kind, name] => unhex(serial)
+                .filter(|b| !b.is_empty())
+                .and_then(|_| at.parse().ok())
+                .map(|revoked_at| Revoked {
+                    serial: serial.to_ascii_lowercase(),
+                    revoked_at,
+                    kind: kind.to_string(),
+                    name: name.to_string(),
+                }),
+            _ => None,
+        };
+        out.push(entry.ok_or_else(|| CaError::RevokedFile {
+            path: path.clone(),
+            line: i + 1,
+        })?);
+    }
+    Ok(out)
+}
+
+fn clean(s: &str) -> String {
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.is_empty() { "-".into() } else { s }
+}
+
+/// Replaces `path` with `contents` (a temporary file renamed over it).
+fn write_replace(path: &Path, contents: &str, mode: u32) -> Result<(), CaError> {
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    write_new(&tmp, contents, mode)?;
+    std::fs::rename(&tmp, path).map_err(|source| CaError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write_revoked(dir: &Path, list: &[Revoked]) -> Result<(), CaError> {
+    let mut text = String::from(
+        "# Certificates revoked by this CA (agora ca revoke): serial, revoked at (Unix seconds), kind, name.\n\
+         # crl.pem is made from this file: add with `agora ca revoke`; to un-revoke, delete the line\n\
+         # and run `agora ca crl --renew`.\n",
+    );
+    for r in list {
+        text.push_str(&format!(
+            "{}\t{}\t{}\t{}\n",
+            r.serial,
+            r.revoked_at,
+            clean(&r.kind),
+            clean(&r.name)
+        ));
+    }
+    write_replace(&dir.join(REVOKED), &text, 0o644)
+}
+
+impl Ca {
+    /// A CRL listing `revoked`, valid (next update) for `days`, PEM.
+    pub fn crl(&self, revoked: &[Revoked], days: i64) -> Result<String, CaError> {
+        use rcgen::{
+            CertificateRevocationListParams, KeyIdMethod, RevokedCertParams, SerialNumber,
+        };
+        if days < 1 {
+            return Err(CaError::Days(days));
+        }
+        let now = OffsetDateTime::now_utc();
+        let revoked_certs = revoked
+            .iter()
+            .map(|r| {
+                Ok(RevokedCertParams {
+                    serial_number: SerialNumber::from_slice(&unhex(&r.serial).ok_or_else(
+                        || CaError::Serial {
+                            serial: r.serial.clone(),
+                            message: "is not hexadecimal".into(),
+                        },
+                    )?),
+                    revocation_time: OffsetDateTime::from_unix_timestamp(r.revoked_at)
+                        .unwrap_or(now),
+                    reason_code: None,
+                    invalidity_date: None,
+                })
+            })
+            .collect::<Result<Vec<_>, CaError>>()?;
+        // Increasing with every CRL this CA issues (RFC 5280 5.2.3).
+        let number = u64::try_from(now.unix_timestamp_nanos() / 1000).unwrap_or(1);
+        let params = CertificateRevocationListParams {
+            // A few minutes back, like certificates: peers slightly behind.
+            this_update: now - Duration::minutes(5),
+            next_update: now + Duration::days(days),
+            crl_number: SerialNumber::from(number),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: KeyIdMethod::Sha256,
+        };
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let crl = params.signed_by(&issuer)?;
+        // The CRL must verify against ca.crt (catches a ca.key of another CA).
+        crate::crl::parse_crl(crl.der().clone(), std::slice::from_ref(&self.cert)).map_err(
+            |message| CaError::SelfCheck {
+                ca: self.cert_path.clone(),
+                message,
+            },
+        )?;
+        Ok(pem_encode("X509 CRL", crl.der()))
+    }
+
+    /// The serial, kind and name of a certificate this CA issued.
+    fn identify(&self, cert: &Path) -> Result<(Vec<u8>, String, String), CaError> {
+        let der = load_certs(cert)?.swap_remove(0);
+        let bad = |message: String| CaError::NotIssued {
+            cert: cert.to_owned(),
+            ca: self.cert_path.clone(),
+            message,
+        };
+        let (serial, issuer) = crate::crl::cert_serial(&der).map_err(bad)?;
+        let anchor =
+            webpki::anchor_from_trusted_cert(&self.cert).map_err(|e| bad(e.to_string()))?;
+        if anchor.subject.as_ref() != issuer.as_slice() {
+            return Err(bad("its issuer is another CA".into()));
+        }
+        let (cn, ou) = crate::crl::cert_subject(&der);
+        Ok((
+            serial,
+            ou.unwrap_or_else(|| "-".into()),
+            cn.unwrap_or_else(|| "-".into()),
+        ))
+    }
+}
+
+fn write_crl(ca: &Ca, dir: &Path, list: &[Revoked], days: i64) -> Result<PathBuf, CaError> {
+    let pem = ca.crl(list, days)?;
+    let path = dir.join(CRL);
+    write_replace(&path, &pem, 0o644)?;
+    Ok(path)
+}
+
+/// `agora ca revoke`: records the certificate's serial in `dir`'s
+/// [`REVOKED`] and writes a new [`CRL`] valid for `crl_days`. Revoking a
+/// revoked certificate changes nothing but the CRL's dates.
+pub fn revoke_in_dir(
+    dir: &Path,
+    target: &RevokeTarget,
+    crl_days: i64,
+) -> Result<RevokeOutcome, CaError> {
+    let ca = Ca::load(dir)?;
+    let (serial, kind, name) = match target {
+        RevokeTarget::Cert(p) => ca.identify(p)?,
+        RevokeTarget::Serial(s) => (parse_serial(s)?, "-".into(), "-".into()),
+    };
+    let serial = hex(&serial);
+    let mut list = read_revoked(dir)?;
+    let (entry, already) = match list.iter().find(|r| r.serial == serial) {
+        Some(r) => (r.clone(), true),
+        None => {
+            let entry = Revoked {
+                serial,
+                revoked_at: OffsetDateTime::now_utc().unix_timestamp(),
+                kind: clean(&kind),
+                name: clean(&name),
+            };
+            list.push(entry.clone());
+            (entry, false)
+        }
+    };
+    // The CRL is built (and checked) before the list is written: a failure
+    // leaves both as they were.
+    let pem = ca.crl(&list, crl_days)?;
+    if !already {
+        write_revoked(dir, &list)?;
+    }
+    let crl = dir.join(CRL);
+    write_replace(&crl, &pem, 0o644)?;
+    Ok(RevokeOutcome {
+        entry,
+        already,
+        crl,
+    })
+}
+
+/// `agora ca crl --renew`: a new [`CRL`] from the recorded revocations
+/// (an empty one when nothing is revoked), valid for `crl_days`.
+pub fn renew_crl(dir: &Path, crl_days: i64) -> Result<PathBuf, CaError> {
+    let ca = Ca::load(dir)?;
+    let list = read_revoked(dir)?;
+    write_crl(&ca, dir, &list, crl_days)
 }

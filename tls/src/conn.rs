@@ -29,10 +29,77 @@ pub struct ConnInfo {
     pub peer_certs: Option<Arc<Vec<CertificateDer<'static>>>>,
 }
 
-/// An accepted connection: plain TCP or TLS over TCP.
+/// An accepted connection: plain TCP or TLS over TCP. A TLS connection
+/// made with a client certificate is closed (reads and writes fail) once a
+/// reloaded CRL revokes that certificate.
 pub enum Conn {
     Plain(TcpStream, SocketAddr),
-    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, SocketAddr),
+    Tls(
+        Box<tokio_rustls::server::TlsStream<TcpStream>>,
+        SocketAddr,
+        Option<RevocationWatch>,
+    ),
+}
+
+type Revoked = Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+
+/// Resolves when the connection's client certificate is revoked by a CRL
+/// loaded after the handshake.
+pub struct RevocationWatch {
+    fut: Option<Revoked>,
+    addr: SocketAddr,
+}
+
+impl RevocationWatch {
+    fn new(
+        tls: &ServerTls,
+        mut rx: tokio::sync::watch::Receiver<u64>,
+        leaf: CertificateDer<'static>,
+        addr: SocketAddr,
+    ) -> Self {
+        let weak = tls.downgrade();
+        let fut: Revoked = Box::pin(async move {
+            loop {
+                if rx.changed().await.is_err() {
+                    // The server's TLS is gone: nothing will change.
+                    return std::future::pending().await;
+                }
+                let Some(tls) = ServerTls::upgrade(&weak) else {
+                    return std::future::pending().await;
+                };
+                if tls.is_revoked(&leaf) {
+                    return;
+                }
+            }
+        });
+        RevocationWatch {
+            fut: Some(fut),
+            addr,
+        }
+    }
+
+    /// An error once the certificate is revoked (logged once).
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(f) = self.fut.as_mut() else {
+            return Err(revoked_error());
+        };
+        if f.as_mut().poll(cx).is_ready() {
+            self.fut = None;
+            tracing::warn!(
+                peer = %self.addr,
+                "closing a connection: its client certificate is revoked by the reloaded CRL"
+            );
+            return Err(revoked_error());
+        }
+        Ok(())
+    }
+}
+
+fn revoked_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the client certificate was revoked",
+    )
 }
 
 impl Conn {
@@ -43,7 +110,7 @@ impl Conn {
                 tls: false,
                 peer_certs: None,
             },
-            Conn::Tls(s, a) => ConnInfo {
+            Conn::Tls(s, a, _) => ConnInfo {
                 remote_addr: Some(*a),
                 tls: true,
                 peer_certs: s
@@ -72,7 +139,12 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s, _) => Pin::new(s).poll_read(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Tls(s, _, w) => {
+                if let Some(w) = w {
+                    w.check(cx)?;
+                }
+                Pin::new(s.as_mut()).poll_read(cx, buf)
+            }
         }
     }
 }
@@ -85,19 +157,29 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s, _) => Pin::new(s).poll_write(cx, buf),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Tls(s, _, w) => {
+                if let Some(w) = w {
+                    w.check(cx)?;
+                }
+                Pin::new(s.as_mut()).poll_write(cx, buf)
+            }
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s, _) => Pin::new(s).poll_flush(cx),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Tls(s, _, w) => {
+                if let Some(w) = w {
+                    w.check(cx)?;
+                }
+                Pin::new(s.as_mut()).poll_flush(cx)
+            }
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Conn::Plain(s, _) => Pin::new(s).poll_shutdown(cx),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Tls(s, _, _) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
     fn poll_write_vectored(
@@ -107,13 +189,18 @@ impl AsyncWrite for Conn {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Conn::Plain(s, _) => Pin::new(s).poll_write_vectored(cx, bufs),
-            Conn::Tls(s, _) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            Conn::Tls(s, _, w) => {
+                if let Some(w) = w {
+                    w.check(cx)?;
+                }
+                Pin::new(s.as_mut()).poll_write_vectored(cx, bufs)
+            }
         }
     }
     fn is_write_vectored(&self) -> bool {
         match self {
             Conn::Plain(s, _) => s.is_write_vectored(),
-            Conn::Tls(s, _) => s.is_write_vectored(),
+            Conn::Tls(s, _, _) => s.is_write_vectored(),
         }
     }
 }
@@ -143,10 +230,28 @@ pub struct Incoming {
 }
 
 fn handshake(tls: &ServerTls, tcp: TcpStream, addr: SocketAddr) -> Handshake {
+    // Subscribed before the config is taken: a CRL loaded after this point
+    // is checked against the connection's certificate.
+    let rx = tls.subscribe();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+    let tls = tls.clone();
     Box::pin(async move {
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-            Ok(Ok(s)) => Some(Conn::Tls(Box::new(s), addr)),
+            Ok(Ok(s)) => {
+                let leaf = s
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|c| c.first())
+                    .map(|c| c.clone().into_owned());
+                let watch = match leaf {
+                    Some(leaf) if tls.verifies_clients() => {
+                        Some(RevocationWatch::new(&tls, rx, leaf, addr))
+                    }
+                    _ => None,
+                };
+                Some(Conn::Tls(Box::new(s), addr, watch))
+            }
             Ok(Err(e)) => {
                 tracing::warn!(peer = %addr, error = %e, "TLS handshake refused");
                 None
@@ -223,7 +328,7 @@ impl axum::serve::Listener for TlsListener {
             match self.rx.next().await {
                 Some(Ok(c)) => {
                     let addr = match &c {
-                        Conn::Plain(_, a) | Conn::Tls(_, a) => *a,
+                        Conn::Plain(_, a) | Conn::Tls(_, a, _) => *a,
                     };
                     return (c, addr);
                 }

@@ -16,6 +16,8 @@ pub enum TlsError {
     NoKey { path: PathBuf },
     #[error("the client CA {path} cannot be used: {message}")]
     ClientCa { path: PathBuf, message: String },
+    #[error("the CRL {path} cannot be used: {message} (the previous CRL, if any, stays in force)")]
+    Crl { path: PathBuf, message: String },
     #[error("certificate {cert} and key {key} do not make a usable pair: {message}")]
     Pair {
         cert: PathBuf,

@@ -5,6 +5,9 @@
 //!   or on SIGHUP; a broken new file keeps the old config and logs an error.
 //!   With a client CA, clients *may* present a certificate (mutual TLS for
 //!   agents); one that does not verify against the CA fails the handshake.
+//!   With a CRL file ([`ServerTlsFiles::crl`]) a revoked client certificate
+//!   fails the handshake too, and connections made with a certificate that a
+//!   reloaded CRL revokes are closed.
 //! - [`incoming`] / [`TlsListener`]: accept loops for tonic
 //!   (`serve_with_incoming`, [`Conn`] implements `Connected` and exposes the
 //!   peer certificates as [`ConnInfo`]) and for axum (`axum::serve`).
@@ -16,13 +19,14 @@
 
 mod client;
 mod conn;
+pub mod crl;
 mod error;
 mod identity;
 mod pem;
 mod server;
 
 pub use client::{ClientIo, ClientTlsFiles, Connector, channel, channel_lazy, client_config};
-pub use conn::{Conn, ConnInfo, Incoming, TlsListener, incoming};
+pub use conn::{Conn, ConnInfo, Incoming, RevocationWatch, TlsListener, incoming};
 pub use error::TlsError;
 pub use identity::{AgentIdentity, PeerError, cert_names};
 pub use pem::{load_certs, load_key, pem_encode};

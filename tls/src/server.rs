@@ -1,6 +1,7 @@
 //! The server side: a config built from files, swapped atomically when the
 //! files change or on SIGHUP.
 
+use crate::crl::{LoadedCrl, is_revoked, load_crls};
 use crate::{TlsError, load_certs, load_key, provider};
 use rustls::RootCertStore;
 use rustls::ServerConfig;
@@ -24,6 +25,13 @@ pub struct ServerTlsFiles {
     /// TLS). Clients may still connect without a certificate; a certificate
     /// that does not verify against these fails the handshake.
     pub client_ca: Option<PathBuf>,
+    /// PEM certificate revocation lists (`crl.pem` of `agora ca revoke`),
+    /// each signed by one of the client CAs: a client certificate listed
+    /// there fails the handshake, and connections made with it before the
+    /// list was loaded are closed. Needs `client_ca`. A client CA without a
+    /// CRL in the file is not checked for revocation. A CRL past its next
+    /// update stays in force (logged as a warning).
+    pub crl: Option<PathBuf>,
 }
 
 impl ServerTlsFiles {
@@ -31,6 +39,9 @@ impl ServerTlsFiles {
         let mut v = vec![self.cert.as_path(), self.key.as_path()];
         if let Some(ca) = &self.client_ca {
             v.push(ca);
+        }
+        if let Some(crl) = &self.crl {
+            v.push(crl);
         }
         v
     }
@@ -54,14 +65,21 @@ struct Loaded {
     config: Arc<ServerConfig>,
     /// The client CA certificates (for the agent role check).
     client_ca: Vec<CertificateDer<'static>>,
+    /// The CRLs in force (empty without `crl`).
+    crls: Vec<LoadedCrl>,
     stamp: Stamp,
 }
 
-struct Inner {
+pub(crate) struct Inner {
     files: ServerTlsFiles,
     current: RwLock<Arc<Loaded>>,
     /// The stamp of the last attempt that failed (logged once per change).
     failed: RwLock<Option<Stamp>>,
+    /// Bumped whenever a new config is in force: connections re-check
+    /// their client certificate against the new CRLs.
+    generation: tokio::sync::watch::Sender<u64>,
+    /// When an expired CRL was last warned about.
+    expiry_warned: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// A server TLS config that follows its files. Cheap to clone.
@@ -87,7 +105,7 @@ fn build(files: &ServerTlsFiles) -> Result<Loaded, TlsError> {
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Config(e.to_string()))?;
-    let (builder, client_ca) = match &files.client_ca {
+    let (builder, client_ca, crls) = match &files.client_ca {
         Some(path) => {
             let cas = load_certs(path)?;
             let mut roots = RootCertStore::empty();
@@ -97,16 +115,37 @@ fn build(files: &ServerTlsFiles) -> Result<Loaded, TlsError> {
                     message: e.to_string(),
                 })?;
             }
+            let crls = match &files.crl {
+                Some(crl) => load_crls(crl, &cas)?,
+                None => Vec::new(),
+            };
+            // Revocation: a certificate listed in its CA's CRL is refused;
+            // a CA without a CRL in the file is not checked (unknown status
+            // allowed: e.g. a second CA during a CA rotation); an expired
+            // CRL is still applied (the default: ignore nextUpdate), so a
+            // forgotten renewal does not lock every agent out.
             let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                 .allow_unauthenticated()
+                .with_crls(crls.iter().map(|c| c.der.clone()))
+                .allow_unknown_revocation_status()
                 .build()
                 .map_err(|e| TlsError::ClientCa {
                     path: path.clone(),
                     message: e.to_string(),
                 })?;
-            (builder.with_client_cert_verifier(verifier), cas)
+            (builder.with_client_cert_verifier(verifier), cas, crls)
         }
-        None => (builder.with_no_client_auth(), Vec::new()),
+        None => {
+            if let Some(crl) = &files.crl {
+                return Err(TlsError::Crl {
+                    path: crl.clone(),
+                    message: "a CRL needs a client CA (--tls-client-ca): only client \
+                              certificates are checked against it"
+                        .into(),
+                });
+            }
+            (builder.with_no_client_auth(), Vec::new(), Vec::new())
+        }
     };
     let mut config = builder
         .with_single_cert(certs, key)
@@ -120,8 +159,16 @@ fn build(files: &ServerTlsFiles) -> Result<Loaded, TlsError> {
     Ok(Loaded {
         config: Arc::new(config),
         client_ca,
+        crls,
         stamp,
     })
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 impl ServerTls {
@@ -129,13 +176,74 @@ impl ServerTls {
     /// Call [`ServerTls::watch`] to follow later changes.
     pub fn load(files: ServerTlsFiles) -> Result<Self, TlsError> {
         let loaded = build(&files)?;
-        Ok(ServerTls {
+        let tls = ServerTls {
             inner: Arc::new(Inner {
                 files,
                 current: RwLock::new(Arc::new(loaded)),
                 failed: RwLock::new(None),
+                generation: tokio::sync::watch::Sender::new(0),
+                expiry_warned: std::sync::Mutex::new(None),
             }),
-        })
+        };
+        tls.warn_expired_crl();
+        Ok(tls)
+    }
+
+    /// Whether a client certificate (leaf) is revoked by the CRLs in force.
+    pub fn is_revoked(&self, leaf: &CertificateDer<'_>) -> bool {
+        is_revoked(&self.loaded().crls, leaf)
+    }
+
+    /// The CRLs in force: (thisUpdate, nextUpdate) in Unix seconds.
+    pub fn crl_times(&self) -> Vec<(i64, Option<i64>)> {
+        self.loaded()
+            .crls
+            .iter()
+            .map(|c| (c.this_update, c.next_update))
+            .collect()
+    }
+
+    /// Changes whenever a new config is in force.
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.generation.subscribe()
+    }
+
+    pub(crate) fn downgrade(&self) -> Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    pub(crate) fn upgrade(weak: &Weak<Inner>) -> Option<ServerTls> {
+        weak.upgrade().map(|inner| ServerTls { inner })
+    }
+
+    /// Logs (at most daily) when a CRL in force is past its next update.
+    fn warn_expired_crl(&self) {
+        let now = unix_now();
+        let loaded = self.loaded();
+        let Some(next) = loaded
+            .crls
+            .iter()
+            .filter_map(|c| c.next_update)
+            .filter(|&n| n <= now)
+            .min()
+        else {
+            return;
+        };
+        let mut warned = self
+            .inner
+            .expiry_warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if warned.is_some_and(|t| t.elapsed() < Duration::from_secs(86_400)) {
+            return;
+        }
+        *warned = Some(std::time::Instant::now());
+        tracing::warn!(
+            crl = %self.inner.files.crl.as_deref().unwrap_or(Path::new("")).display(),
+            next_update = %crate::crl::rfc3339(next),
+            "the CRL is past its next update; it is still enforced, but re-issue it \
+             (`agora ca crl --renew` in the CA directory, then copy crl.pem here)"
+        );
     }
 
     pub fn files(&self) -> &ServerTlsFiles {
@@ -187,6 +295,13 @@ impl ServerTls {
             .write()
             .unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         *self.inner.failed.write().unwrap_or_else(|p| p.into_inner()) = None;
+        self.inner.generation.send_modify(|g| *g += 1);
+        *self
+            .inner
+            .expiry_warned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = None;
+        self.warn_expired_crl();
         Ok(())
     }
 
@@ -260,6 +375,7 @@ impl ServerTls {
                 } else {
                     tls.reload_if_changed();
                 }
+                tls.warn_expired_crl();
             }
         })
     }

@@ -84,6 +84,7 @@ async fn swapped_files_are_served_and_a_broken_file_keeps_the_old() {
         cert: d.write("server.crt", &a.cert_pem),
         key: d.write("server.key", &a.key_pem),
         client_ca: None,
+        crl: None,
     };
     let tls = ServerTls::load(files.clone()).unwrap();
     let (addr, _infos) = serve(tls.clone()).await;
@@ -125,6 +126,7 @@ fn a_change_during_a_failed_reload_is_retried() {
         cert: d.write("server.crt", &a.cert_pem),
         key: d.write("server.key", &a.key_pem),
         client_ca: None,
+        crl: None,
     };
     let tls = ServerTls::load(files.clone()).unwrap();
     let b = ca.issue(Kind::Server, "master", &[], 2).unwrap();
@@ -170,6 +172,7 @@ async fn the_watcher_picks_up_new_files() {
         cert: d.write("server.crt", &a.cert_pem),
         key: d.write("server.key", &a.key_pem),
         client_ca: None,
+        crl: None,
     };
     let tls = ServerTls::load(files.clone()).unwrap();
     let _watch = tls.watch(Duration::from_millis(100));
@@ -201,6 +204,7 @@ async fn agents_are_told_apart_by_certificate() {
         cert: d.write("server.crt", &srv.cert_pem),
         key: d.write("server.key", &srv.key_pem),
         client_ca: Some(ca_path.clone()),
+        crl: None,
     })
     .unwrap();
     let (addr, mut infos) = serve(tls.clone()).await;

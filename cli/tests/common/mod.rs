@@ -416,16 +416,24 @@ impl Drop for RouterProc {
 
 /// Starts `agora router ARGS` and waits (20 s at most) until it says it is
 /// running and has printed an address for each label in `expect` (`dns`,
-/// `edge`, `internal`, `l4`); returns it and the addresses by label. Its
+/// `edge`, `internal`, `l4`, `admin`; the admin listener is on a free port
+/// unless ARGS give `--admin-address`); returns it and the addresses by label. Its
 /// output goes to the test's log, prefixed `router|`.
 pub fn start_router(
     args: &[&str],
     expect: &[&str],
 ) -> (RouterProc, std::collections::HashMap<String, String>) {
     use std::io::{BufRead, BufReader};
+    // Tests run in parallel: the admin listener's default port would clash.
+    let admin: &[&str] = if args.contains(&"--admin-address") {
+        &[]
+    } else {
+        &["--admin-address", "127.0.0.1:0"]
+    };
     let mut child = Command::new(BIN)
         .arg("router")
         .args(args)
+        .args(admin)
         .env("AGORA_LOG", "info")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -464,5 +472,37 @@ pub fn start_router(
             std::thread::spawn(move || while rx.recv().is_ok() {});
             return (proc, seen);
         }
+    }
+}
+
+/// A loopback port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// A daemon started by a test (its stderr piped): killed on drop;
+/// [`Daemon::stop`] stops it with SIGTERM and returns what it logged.
+pub struct Daemon(pub Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Daemon {
+    pub fn stop(mut self) -> String {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let mut out = String::new();
+        if let Some(e) = self.0.stderr.as_mut() {
+            let _ = std::io::Read::read_to_string(e, &mut out);
+        }
+        out
     }
 }

@@ -25,9 +25,10 @@
 //!    no ready instance → no decision): `ratio = value / target`;
 //!    - `|ratio - 1| <= tolerance` → no change;
 //!    - otherwise `desired = ceil(ready × ratio)`, with the instances that
-//!      are starting (launched but not ready, or not launched yet: `current
-//!      - ready` when larger) counted conservatively: for a scale-up they
-//!      are assumed at zero load and the ratio recomputed over all of them;
+//!      are starting (launched but not ready, plus those not launched yet
+//!      when `current` is above what runs) counted conservatively: for a
+//!      scale-up they are assumed at zero load and the ratio recomputed
+//!      over all of them;
 //!      for a scale-down at exactly the target. When the recomputed ratio
 //!      is within tolerance or on the other side of 1, the metric proposes
 //!      no change. So a scale-up under way is not repeated, and noise while
@@ -259,11 +260,10 @@ impl Autoscaler {
         if min == 0
             && let Some(idle) = p.idle_after_seconds
         {
-            let since = [Some(started), obs.last_request_at, self.woken_at]
+            let since = [obs.last_request_at, self.woken_at]
                 .into_iter()
                 .flatten()
-                .max()
-                .unwrap_or(started);
+                .fold(started, Duration::max);
             let quiet = now.saturating_sub(since);
             if quiet >= Duration::from_secs(idle) {
                 let d = decision(
@@ -283,11 +283,7 @@ impl Autoscaler {
         }
         // 4. Per metric.
         let ready = obs.instances.ready;
-        let readings: Vec<Reading> = p
-            .targets
-            .iter()
-            .map(|t| self.reading(t, obs))
-            .collect();
+        let readings: Vec<Reading> = p.targets.iter().map(|t| self.reading(t, obs)).collect();
         if ready == 0 {
             return decision(current, Cause::NoReadyInstances, readings, current, vec![]);
         }
@@ -306,8 +302,8 @@ impl Autoscaler {
         };
         let mut rec = best.desired.unwrap_or(current);
         let winner = best.metric;
-        if !missing.is_empty() {
-            rec = rec.max(current);
+        if !missing.is_empty() && rec < current {
+            rec = current;
             limits.push(Limit::MissingMetrics { metrics: missing });
         }
         if rec == current {
@@ -373,13 +369,11 @@ impl Autoscaler {
         // 7. Rate limits.
         if desired > current {
             let rules = &p.behavior.scale_up;
-            if rules.select_policy == SelectPolicy::Disabled || rules.policies.is_empty() {
-                desired = current;
-                limits.push(Limit::ScalingDisabled {
-                    direction: Direction::Up,
-                });
-            } else {
-                let (policy, allowed) = self.up_limit(now, current);
+            let limit = match rules.select_policy {
+                SelectPolicy::Disabled => None,
+                _ => self.up_limit(now, current),
+            };
+            if let Some((policy, allowed)) = limit {
                 if desired > allowed {
                     desired = allowed;
                     limits.push(Limit::RateLimit {
@@ -388,16 +382,19 @@ impl Autoscaler {
                         allowed,
                     });
                 }
+            } else {
+                desired = current;
+                limits.push(Limit::ScalingDisabled {
+                    direction: Direction::Up,
+                });
             }
         } else if desired < current {
             let rules = &p.behavior.scale_down;
-            if rules.select_policy == SelectPolicy::Disabled || rules.policies.is_empty() {
-                desired = current;
-                limits.push(Limit::ScalingDisabled {
-                    direction: Direction::Down,
-                });
-            } else {
-                let (policy, allowed) = self.down_limit(now, current);
+            let limit = match rules.select_policy {
+                SelectPolicy::Disabled => None,
+                _ => self.down_limit(now, current),
+            };
+            if let Some((policy, allowed)) = limit {
                 if desired < allowed {
                     desired = allowed;
                     limits.push(Limit::RateLimit {
@@ -406,6 +403,11 @@ impl Autoscaler {
                         allowed,
                     });
                 }
+            } else {
+                desired = current;
+                limits.push(Limit::ScalingDisabled {
+                    direction: Direction::Down,
+                });
             }
         }
 
@@ -572,7 +574,9 @@ impl Autoscaler {
             .fold((0, 0), |(a, r), e| (a + e.added, r + e.removed))
     }
 
-    fn up_limit(&self, now: Duration, current: u32) -> (ScalingPolicy, u32) {
+    /// The policy that decides the scale-up limit and the count it allows
+    /// (`None`: no policy).
+    fn up_limit(&self, now: Duration, current: u32) -> Option<(ScalingPolicy, u32)> {
         let rules = &self.policy.behavior.scale_up;
         let limits = rules.policies.iter().map(|p| {
             let (added, removed) = self.changes_in(now, p.period_seconds);
@@ -580,7 +584,7 @@ impl Autoscaler {
             let v = u64::from(p.value);
             let limit = match p.kind {
                 PolicyType::Pods => start + v,
-                PolicyType::Percent => (start * (100 + v)).div_ceil(100),
+                PolicyType::Percent => start.saturating_mul(100 + v).div_ceil(100),
             };
             (*p, clamp_u32(limit))
         });
@@ -588,11 +592,11 @@ impl Autoscaler {
             SelectPolicy::Min => limits.min_by_key(|l| l.1),
             _ => limits.max_by_key(|l| l.1),
         };
-        let (p, allowed) = chosen.unwrap_or((rules.policies[0], current));
-        (p, allowed.max(current))
+        chosen.map(|(p, allowed)| (p, allowed.max(current)))
     }
 
-    fn down_limit(&self, now: Duration, current: u32) -> (ScalingPolicy, u32) {
+    /// The same for a scale-down.
+    fn down_limit(&self, now: Duration, current: u32) -> Option<(ScalingPolicy, u32)> {
         let rules = &self.policy.behavior.scale_down;
         let limits = rules.policies.iter().map(|p| {
             let (added, removed) = self.changes_in(now, p.period_seconds);
@@ -608,8 +612,7 @@ impl Autoscaler {
             SelectPolicy::Min => limits.max_by_key(|l| l.1),
             _ => limits.min_by_key(|l| l.1),
         };
-        let (p, allowed) = chosen.unwrap_or((rules.policies[0], current));
-        (p, allowed.min(current))
+        chosen.map(|(p, allowed)| (p, allowed.min(current)))
     }
 }
 

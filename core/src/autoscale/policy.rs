@@ -58,7 +58,7 @@ impl Metric {
         Metric::ALL.into_iter().find(|m| m.as_str() == name)
     }
 
-    /// How a value of this metric reads: `62.5%`, `180 rps`, `150ms`.
+    /// How a value of this metric reads: `62.5%`, `180/s`, `3 in flight`, `150ms`.
     pub fn format_value(self, v: f64) -> String {
         let n = if (v - v.round()).abs() < 0.05 {
             format!("{v:.0}")
@@ -67,7 +67,7 @@ impl Metric {
         };
         match self {
             Metric::Cpu | Metric::Memory => format!("{n}%"),
-            Metric::Rps => format!("{n} rps"),
+            Metric::Rps => format!("{n}/s"),
             Metric::InFlight => format!("{n} in flight"),
             Metric::LatencyP95 => format!("{n}ms"),
         }
@@ -249,10 +249,7 @@ impl From<BehaviorSpec> for Behavior {
         };
         Behavior {
             scale_up: Rules::from_spec(s.scale_up.unwrap_or_else(none), Rules::default_up()),
-            scale_down: Rules::from_spec(
-                s.scale_down.unwrap_or_else(none),
-                Rules::default_down(),
-            ),
+            scale_down: Rules::from_spec(s.scale_down.unwrap_or_else(none), Rules::default_down()),
         }
     }
 }
@@ -358,7 +355,10 @@ impl Policy {
         if self.min > self.max {
             err(
                 "min".into(),
-                format!("{} is above max {}; min must be at most max", self.min, self.max),
+                format!(
+                    "{} is above max {}; min must be at most max",
+                    self.min, self.max
+                ),
             );
         }
         match (self.min, self.idle_after_seconds) {
@@ -445,10 +445,7 @@ impl Policy {
                 if down && p.kind == PolicyType::Percent && p.value > 100 {
                     err(
                         at(&format!("policies[{i}].value")),
-                        format!(
-                            "a scale-down removes at most 100 percent, not {}",
-                            p.value
-                        ),
+                        format!("a scale-down removes at most 100 percent, not {}", p.value),
                     );
                 }
                 if p.period_seconds == 0 || p.period_seconds > MAX_PERIOD_SECONDS {

@@ -22,7 +22,11 @@ impl Decision {
 impl fmt::Display for Decision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.changes() {
-            write!(f, "scale {} → {}: {}", self.current, self.desired, self.reason)
+            write!(
+                f,
+                "scale {} → {}: {}",
+                self.current, self.desired, self.reason
+            )
         } else {
             write!(f, "stay at {}: {}", self.current, self.reason)
         }
@@ -101,10 +105,15 @@ pub enum ReadingStatus {
 pub enum Limit {
     /// Every present metric is within tolerance.
     WithinTolerance,
-    /// These metrics are missing or stale: no scale-down (all missing: no change).
-    MissingMetrics { metrics: Vec<Metric> },
+    /// These metrics are missing or stale, and the others asked for a
+    /// scale-down: none (all missing: no change at all).
+    MissingMetrics {
+        metrics: Vec<Metric>,
+    },
     /// Starting (launched, not yet ready) instances hold a metric back.
-    Starting { instances: u32 },
+    Starting {
+        instances: u32,
+    },
     /// The stabilisation window kept the recommendation at `value`.
     StabilizationWindow {
         direction: Direction,
@@ -118,9 +127,15 @@ pub enum Limit {
         allowed: u32,
     },
     /// `selectPolicy: Disabled` for this direction.
-    ScalingDisabled { direction: Direction },
-    Max { max: u32 },
-    Min { min: u32 },
+    ScalingDisabled {
+        direction: Direction,
+    },
+    Max {
+        max: u32,
+    },
+    Min {
+        min: u32,
+    },
     /// Metrics never take an app below one instance (only idleness does).
     AtLeastOne,
 }
@@ -170,7 +185,10 @@ impl fmt::Display for Limit {
                 write!(f, "missing metrics: {} (no scale-down)", names.join(", "))
             }
             Limit::Starting { instances } => {
-                write!(f, "{instances} instance(s) starting (counted conservatively)")
+                write!(
+                    f,
+                    "{instances} instance(s) starting (counted conservatively)"
+                )
             }
             Limit::StabilizationWindow {
                 direction,

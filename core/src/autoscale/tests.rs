@@ -28,11 +28,13 @@ fn rps_policy(min: u32, max: u32) -> Policy {
 }
 
 fn obs(now: u64, ready: u32, current: u32, rps: Option<f64>) -> Observation {
-    let mut metrics = Metrics::default();
-    metrics.rps = rps.map(|value| Sample {
-        value,
-        measured_at: Duration::from_secs(now),
-    });
+    let metrics = Metrics {
+        rps: rps.map(|value| Sample {
+            value,
+            measured_at: Duration::from_secs(now),
+        }),
+        ..Metrics::default()
+    };
     Observation {
         now: Duration::from_secs(now),
         instances: Instances {
@@ -48,8 +50,7 @@ fn obs(now: u64, ready: u32, current: u32, rps: Option<f64>) -> Observation {
 
 #[test]
 fn minimal_policy_takes_the_hpa_defaults() {
-    let p = parse(r#"{"min": 1, "max": 10, "targets": [{"metric": "cpu", "value": 60}]}"#)
-        .unwrap();
+    let p = parse(r#"{"min": 1, "max": 10, "targets": [{"metric": "cpu", "value": 60}]}"#).unwrap();
     assert_eq!(p.behavior.scale_up, Rules::default_up());
     assert_eq!(p.behavior.scale_down, Rules::default_down());
     assert_eq!(p.behavior.scale_up.stabilization_window_seconds, 0);
@@ -103,7 +104,10 @@ fn unknown_metric_names_the_field_and_the_choices() {
         r#"{"min": 1, "max": 3, "targets": [{"metric": "cpu", "value": 60}, {"metric": "gpu", "value": 1}]}"#,
     )
     .unwrap_err();
-    assert!(e.starts_with("targets[1].metric: unknown metric \"gpu\""), "{e}");
+    assert!(
+        e.starts_with("targets[1].metric: unknown metric \"gpu\""),
+        "{e}"
+    );
     assert!(e.contains("inFlight, latencyP95"), "{e}");
     // One position, not two.
     assert_eq!(e.matches(" at line ").count(), 1, "{e}");
@@ -113,13 +117,12 @@ fn unknown_metric_names_the_field_and_the_choices() {
 fn unknown_fields_are_refused_by_name() {
     let e = parse(r#"{"min": 1, "max": 3, "targets": [], "minReplicas": 2}"#).unwrap_err();
     assert!(e.contains("unknown field `minReplicas`"), "{e}");
-    let e = parse(r#"{"min": 1, "max": 3, "targets": [{"metric": "cpu", "value": 1, "unit": "%"}]}"#)
-        .unwrap_err();
+    let e =
+        parse(r#"{"min": 1, "max": 3, "targets": [{"metric": "cpu", "value": 1, "unit": "%"}]}"#)
+            .unwrap_err();
     assert!(e.starts_with("targets[0]: unknown field `unit`"), "{e}");
-    let e = parse(
-        r#"{"min": 1, "max": 3, "targets": [], "behavior": {"scaleUp": {"window": 3}}}"#,
-    )
-    .unwrap_err();
+    let e = parse(r#"{"min": 1, "max": 3, "targets": [], "behavior": {"scaleUp": {"window": 3}}}"#)
+        .unwrap_err();
     assert!(e.contains("unknown field `window`"), "{e}");
     let e = parse(
         r#"{"min": 1, "max": 3, "targets": [], "behavior": {"scaleUp": {"policies": [{"type": "Pods", "value": 1, "periodSeconds": 1, "x": 1}]}}}"#,
@@ -160,7 +163,10 @@ fn validation_names_each_field() {
         assert!(got.iter().any(|f| f == want), "{want} missing from {got:?}");
     }
     let errs = p.validate(100).unwrap_err();
-    let dup = errs.iter().find(|e| e.field == "targets[2].metric").unwrap();
+    let dup = errs
+        .iter()
+        .find(|e| e.field == "targets[2].metric")
+        .unwrap();
     assert!(dup.message.contains("targets[0]"), "{dup}");
 }
 
@@ -235,7 +241,7 @@ fn rate_limit_pods_and_percent_with_select_policy() {
     );
     assert_eq!(
         d.to_string(),
-        "scale 2 → 6: decided by rps; rps 1000 rps (target 100 rps) → 20; recommendation 20; limited by rate limit: Pods 4 per 15s → 6"
+        "scale 2 → 6: decided by rps; rps 1000/s (target 100/s) → 20; recommendation 20; limited by rate limit: Pods 4 per 15s → 6"
     );
     // The period counts from the start: nothing more for 15 s.
     for t in 1..15 {

@@ -223,6 +223,30 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// May `framework` (asked about by `caller`) learn about secret `path`
+    /// at all? The same rule as a task of it reading the value: its
+    /// recorded principal's `read_secrets`, else the caller's; an admin
+    /// asking for a framework without a recorded principal may. Checked
+    /// before the store is looked at, so that a refusal does not tell
+    /// whether the path exists.
+    pub fn may_framework_read_secret(
+        &self,
+        caller: &Caller,
+        framework: &FrameworkId,
+        path: &SecretPath,
+    ) -> Result<(), String> {
+        let Some(auth) = &self.0 else {
+            return Ok(());
+        };
+        match auth.owners.owner(framework.as_str()) {
+            Some(owner) => self.may_read_secret(Some(&owner), path),
+            None if caller.is_admin() => Ok(()),
+            None => self.may_read_secret(caller.principal(), path),
+        }
+    }
+}
+
 /// The secret store's [`SecretPolicy`](crate::secrets::SecretPolicy) with
 /// authentication on: `read_secrets` for the principal that registered the
 /// task's framework.

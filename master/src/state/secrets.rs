@@ -126,6 +126,11 @@ impl Master {
         })
     }
 
+    /// The host name an agent registered with (`None`: no such agent).
+    pub fn agent_hostname(&self, id: &agora_core::AgentId) -> Option<String> {
+        self.agents.get(id).map(|a| a.hostname.clone())
+    }
+
     /// Whether a framework is subscribed (known and not torn down).
     pub fn framework_known(&self, id: &FrameworkId) -> Result<(), CallError> {
         if self.frameworks.contains_key(id) {

@@ -499,6 +499,26 @@ async fn post_ack(cfg: &FeedConfig, client: &HttpClient, ack: Ack) -> Result<(),
     Ok(())
 }
 
+/// An HTTP client for the services API like the feed's (its TLS config and
+/// connect timeout), for the load reports ([`crate::load::report`]), which
+/// keep their own connection so that they never wait behind the stream.
+pub fn api_client(cfg: &FeedConfig) -> Client<agora_tls::Connector, Full<Bytes>> {
+    let connector =
+        agora_tls::Connector::http1(cfg.tls.clone()).connect_timeout(cfg.connect_timeout);
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Adds the feed's credentials to a request to the services API (the load
+/// reports call it for every post).
+///
+/// TOKEN: the one place to plug the router's bearer token in: once
+/// `FeedConfig` carries the token the stream and the acks send
+/// (`--token-file`), add `Authorization: Bearer <token>` here.
+pub fn authorize(cfg: &FeedConfig, req: http::request::Builder) -> http::request::Builder {
+    let _ = cfg;
+    req
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,12 @@
 //! was written is never resent: a failure after that is a 502, no response
 //! head within the route's timeout a 504. Upgrades (WebSocket) are passed
 //! through as a byte tunnel.
+//!
+//! A port scaled to zero (`scale_to_zero`, no serving endpoint) holds the
+//! request instead (its body unread) until a view gives the port a serving
+//! endpoint, then it goes on as any other; beyond the port's hold bound or
+//! after the hold timeout: 503 with `Retry-After` (see [`crate::load`]).
+//! Every request sent on is measured ([`RequestLoad`]).
 
 pub(crate) mod h1;
 pub(crate) mod headers;
@@ -31,7 +37,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::balance::{Backend, InFlight};
-use crate::routes::{L7Table, Router, Routes, normalize_host};
+use crate::load::{Kind, RequestLoad};
+use crate::routes::{L7Table, Route, Router, Routes, normalize_host};
 pub use h1::BackendError;
 use h1::{Conn, SendError};
 pub use pool::{BodyError, ConnectError, ProxyBody, Upstream};
@@ -179,6 +186,68 @@ impl Proxy {
         }
     }
 
+    fn kind(&self) -> Kind {
+        match self.config.exposure {
+            Exposure::Edge => Kind::Edge,
+            Exposure::Internal => Kind::Internal,
+        }
+    }
+
+    /// 503 with `Retry-After`.
+    fn unavailable(&self, text: &'static str) -> Response<ProxyBody> {
+        let mut r = answer(StatusCode::SERVICE_UNAVAILABLE, text);
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, self.retry_after.clone());
+        r
+    }
+
+    /// Holds a request for a port with no serving endpoint until a view
+    /// gives it one (then `routes` and `route` are the new ones), the hold
+    /// bound is reached or the hold times out (503 with `Retry-After`).
+    async fn hold(
+        &self,
+        host: &str,
+        path: &str,
+        routes: &mut Arc<Routes>,
+        route: &mut Arc<Route>,
+    ) -> Result<(), Response<ProxyBody>> {
+        let cfg = self.router.config().load;
+        let deadline = Instant::now() + cfg.hold_timeout;
+        loop {
+            let mut held = match route.load.hold(cfg.hold_max) {
+                Ok(h) => h,
+                Err(_) => {
+                    return Err(self.unavailable(
+                        "the app is starting and too many requests wait for it; retry shortly\n",
+                    ));
+                }
+            };
+            // Look again after queueing: a view that gave the port an
+            // endpoint just before released the queue without us.
+            let mut waited = false;
+            loop {
+                *routes = self.router.routes();
+                match self.table(routes).lookup(host, path) {
+                    Some(r) => *route = r.clone(),
+                    None => return Err(answer(StatusCode::NOT_FOUND, "no route\n")),
+                }
+                if !route.balancer.is_empty() || !route.scale_to_zero {
+                    return Ok(());
+                }
+                if waited {
+                    break;
+                }
+                if held.released(deadline).await.is_err() {
+                    return Err(self.unavailable(
+                        "the app did not start within the hold timeout; retry shortly\n",
+                    ));
+                }
+                waited = true;
+            }
+            // Released, yet no endpoint (the port changed again): queue anew.
+        }
+    }
+
     fn table<'a>(&self, routes: &'a Routes) -> &'a L7Table {
         match self.config.exposure {
             Exposure::Edge => &routes.edge,
@@ -209,14 +278,20 @@ impl Proxy {
         let Some(mut route) = self.table(&routes).lookup(host, req.uri().path()).cloned() else {
             return answer(StatusCode::NOT_FOUND, "no route\n");
         };
-        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.config.max_in_flight {
-            self.in_flight.fetch_sub(1, Ordering::Relaxed);
-            let mut r = answer(StatusCode::SERVICE_UNAVAILABLE, "overloaded\n");
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, self.retry_after.clone());
+        if route.balancer.is_empty()
+            && route.scale_to_zero
+            && let Err(r) = self
+                .hold(host, req.uri().path(), &mut routes, &mut route)
+                .await
+        {
             return r;
         }
+        if self.in_flight.fetch_add(1, Ordering::Relaxed) >= self.config.max_in_flight {
+            self.in_flight.fetch_sub(1, Ordering::Relaxed);
+            return self.unavailable("overloaded\n");
+        }
         let _admitted = Admitted(&self.in_flight);
+        let mut load = RequestLoad::begin(&route.load, self.kind());
         let upgrade = headers::wants_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         headers::to_backend(&mut req, host_value.clone(), &peer.ip, &self.proto, upgrade);
@@ -282,6 +357,7 @@ impl Proxy {
                 Ok(Ok(r)) => r,
             };
             let now = Instant::now();
+            load.head(now);
             match resp.status() {
                 StatusCode::BAD_GATEWAY
                 | StatusCode::SERVICE_UNAVAILABLE
@@ -294,12 +370,13 @@ impl Proxy {
             let (parts, ()) = resp.into_parts();
             if parts.status == StatusCode::SWITCHING_PROTOCOLS {
                 return match client_upgrade {
-                    Some(client) => tunnel(parts, client, exchange.into_conn(), guard),
+                    Some(client) => tunnel(parts, client, exchange.into_conn(), (guard, load)),
                     None => answer(StatusCode::BAD_GATEWAY, "unexpected upgrade\n"),
                 };
             }
             let lease = Lease {
                 guard,
+                load,
                 max_idle: self.config.max_idle_per_backend,
                 idle_timeout: self.config.idle_timeout,
             };
@@ -325,7 +402,7 @@ fn tunnel(
     parts: http::response::Parts,
     client: hyper::upgrade::OnUpgrade,
     backend: Conn,
-    guard: InFlight,
+    guard: (InFlight, RequestLoad),
 ) -> Response<ProxyBody> {
     tokio::spawn(async move {
         match client.await {

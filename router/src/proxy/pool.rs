@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::h1::{Conn, Exchange};
 use crate::balance::{Backend, InFlight};
+use crate::load::RequestLoad;
 
 /// Idle keep-alive connections to one backend, most recently used last.
 #[derive(Debug, Default)]
@@ -114,6 +115,10 @@ pub(crate) async fn checkout(
 #[derive(Debug)]
 pub(crate) struct Lease {
     pub(crate) guard: InFlight,
+    /// The request's measurement: it completes when the lease ends (kept
+    /// for its `Drop`).
+    #[allow(dead_code)]
+    pub(crate) load: RequestLoad,
     pub(crate) max_idle: usize,
     pub(crate) idle_timeout: Duration,
 }

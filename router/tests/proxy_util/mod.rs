@@ -261,8 +261,12 @@ impl Drop for Stack {
 
 impl Stack {
     pub fn new() -> Stack {
+        Stack::with_config(RoutesConfig::default())
+    }
+
+    pub fn with_config(config: RoutesConfig) -> Stack {
         let (views, rx) = watch::channel(Arc::new(View::default()));
-        let router = Router::new(RoutesConfig::default());
+        let router = Router::new(config);
         let acks = Arc::new(Recorded::default());
         let follow = tokio::spawn(router.clone().follow(rx, acks.clone()));
         Stack {
