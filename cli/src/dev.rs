@@ -103,6 +103,9 @@ struct Secure {
     acls: PathBuf,
     admin_token: PathBuf,
     services_token: PathBuf,
+    /// The routers' token (principal `router`: no rights on the master;
+    /// the services API lets it join the drains and ack them).
+    router_token: PathBuf,
 }
 
 impl Secure {
@@ -147,6 +150,7 @@ impl Secure {
             acls,
             admin_token: data_dir.join("admin.token"),
             services_token: data_dir.join("services.token"),
+            router_token: data_dir.join("router.token"),
         })
     }
 
@@ -177,6 +181,35 @@ impl Secure {
         Ok(agora_core::secrets::SecretValue::new(
             token.expose().as_bytes().to_vec(),
         ))
+    }
+}
+
+impl Secure {
+    /// The routers' token: minted once (principal `router`) through the
+    /// running master's token store and kept (0600) in the data dir.
+    fn router_token(
+        &self,
+        gate: &agora_master::auth::Gate,
+    ) -> Result<agora_router::feed::BearerToken> {
+        let token = if self.router_token.exists() {
+            crate::context::read_token_file(&self.router_token)?
+        } else {
+            let auth = gate
+                .auth()
+                .context("the master started without authentication")?;
+            let (token, _) = auth
+                .tokens
+                .create("router", None)
+                .map_err(|e| anyhow::anyhow!("minting the routers' token: {e}"))?;
+            agora_master::auth::write_secret_file(
+                &self.router_token,
+                format!("{}\n", token.expose()).as_bytes(),
+            )
+            .with_context(|| format!("cannot write {}", self.router_token.display()))?;
+            token
+        };
+        agora_router::feed::BearerToken::new(token.expose())
+            .with_context(|| format!("the token file {}", self.router_token.display()))
     }
 }
 
@@ -357,6 +390,11 @@ pub async fn run(args: DevArgs) -> Result<()> {
             internal_listen: crate::router_cmd::listen_opt(&args.internal_listen),
             internal_address,
             services_tls: None,
+            // The services API requires tokens with --secure.
+            token: secure
+                .as_ref()
+                .map(|sec| sec.router_token(&started.gate))
+                .transpose()?,
         },
         crate::router_cmd::LoadSetup {
             admin_listen: crate::router_cmd::listen_opt(&args.router_admin_address),

@@ -384,7 +384,7 @@ fn main() -> std::process::ExitCode {
             Command::Ca(c) => ca_cmd::run(c),
             Command::Token(t) => token_cmd::run(t).await,
             Command::Secret(c) => secret_cmd::run(c).await,
-            Command::Router(a) => router_cmd::run(a).await,
+            Command::Router(a) => router_cmd::run(a, cli.token, cli.token_file).await,
             Command::Services(a) => services_cmd::run(a, cli.token, cli.token_file).await,
             Command::App(AppCommand::Deploy { file, wait, common }) => {
                 services_cmd::deploy(&common, &file, wait).await

@@ -5,10 +5,15 @@
 //! `servicePort`, on the agent's internal address). The proxies acknowledge
 //! the versions they route by (and have drained) through the feed.
 //! `agora dev` runs the same stack in-process ([`Routers`]).
+//!
+//! Against a services API with tokens required, the router needs a bearer
+//! token (global `--token-file`/`AGORA_TOKEN_FILE`, or `AGORA_TOKEN`, as
+//! `agora services` takes its own): it is sent on the endpoint stream and
+//! the acks, and never logged.
 
 use crate::util::{LogFormat, parse_duration};
 use agora_router::dns::{DnsConfig, DnsError};
-use agora_router::feed::{Feed, FeedConfig};
+use agora_router::feed::{BearerToken, Feed, FeedConfig};
 use agora_router::load::LoadConfig;
 use agora_router::load::report::ReportConfig;
 use agora_router::proxy::{Exposure, Proxy, ProxyConfig};
@@ -20,6 +25,14 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 #[derive(clap::Args, Debug, Clone)]
+#[command(
+    after_help = "Token: against a services API run with --require-tokens (agora dev --secure \
+does), joining the drains and acking them need a bearer token: give the router one with \
+--token-file FILE (or AGORA_TOKEN_FILE; AGORA_TOKEN holds the token itself), a token the master \
+issued, e.g. `agora token create router > router.token`. Each router id is bound to the principal \
+whose stream joined it first. Without a token such an API answers 401: the router logs it as an \
+error and keeps retrying."
+)]
 pub struct RouterArgs {
     /// The services framework's API, whose endpoint stream feeds the router
     /// (`host:port`, `http://host:port` or `https://host:port`; a bare
@@ -163,6 +176,18 @@ impl DnsUpstreamArgs {
     }
 }
 
+/// An `http://` URL to a host other than the loopback.
+fn plain_remote(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else {
+        return false;
+    };
+    let host = rest
+        .rsplit_once(':')
+        .map_or(rest, |(h, _)| h)
+        .trim_matches(['[', ']']);
+    !(host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+}
+
 pub fn default_router_id() -> String {
     format!("{}-{}", crate::agent_cmd::hostname(), std::process::id())
 }
@@ -191,6 +216,8 @@ pub struct RoutersSetup {
     pub internal_address: Option<IpAddr>,
     /// The CA to verify an https services API with.
     pub services_tls: Option<std::sync::Arc<agora_tls::ClientConfig>>,
+    /// The bearer token for the stream and the acks (redacted in Debug).
+    pub token: Option<BearerToken>,
 }
 
 /// A running router stack: the feed, DNS, the proxies and the L4
@@ -254,6 +281,7 @@ impl Routers {
             );
         }
         feed_cfg.tls = s.services_tls.clone();
+        feed_cfg.token = s.token.clone();
         let dns_cfg = DnsConfig::new(&s.domain, s.dns_ttl)?
             .with_upstreams(s.dns_upstreams.clone(), s.dns_upstream_timeout);
         let dns_sockets = match &s.dns_listen {
@@ -499,14 +527,46 @@ pub fn stop_signals() -> Result<impl std::future::Future<Output = ()>> {
     })
 }
 
-pub async fn run(args: RouterArgs) -> Result<()> {
+/// The router's token for the services API: `--token`/`AGORA_TOKEN`, else
+/// `--token-file`/`AGORA_TOKEN_FILE` (as `agora services` takes its own).
+fn router_token(
+    token: Option<String>,
+    token_file: Option<&std::path::Path>,
+) -> Result<Option<BearerToken>> {
+    let t = match token.filter(|t| !t.trim().is_empty()) {
+        Some(t) => BearerToken::new(&t).context("AGORA_TOKEN / --token")?,
+        None => match token_file {
+            Some(f) => {
+                let t = crate::context::read_token_file(f)?;
+                BearerToken::new(t.expose())
+                    .with_context(|| format!("the token file {}", f.display()))?
+            }
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(t))
+}
+
+pub async fn run(
+    args: RouterArgs,
+    token: Option<String>,
+    token_file: Option<std::path::PathBuf>,
+) -> Result<()> {
     // hickory-server logs every query at info.
     crate::util::init_logging(args.log_format, "info,hickory_server=warn");
     let router_id = args.router_id.clone().unwrap_or_else(default_router_id);
     let services_tls = args.tls_ca.as_deref().map(crate::tls::client).transpose()?;
+    let token = router_token(token, token_file.as_deref())?;
+    let services = crate::tls::url_for(&args.services, services_tls.is_some(), "--services")?;
+    if token.is_some() && plain_remote(&services) {
+        eprintln!(
+            "warning: --services {services} is plain http to another host: the router's token goes in clear text (use https with --tls-ca)"
+        );
+    }
     let setup = RoutersSetup {
-        services: crate::tls::url_for(&args.services, services_tls.is_some(), "--services")?,
+        services,
         services_tls,
+        token,
         router_id: router_id.clone(),
         domain: args.domain.clone(),
         dns_ttl: args.dns_ttl,

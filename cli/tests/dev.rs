@@ -212,7 +212,8 @@ async fn agora_dev_runs_a_framework_task_in_a_container_and_cleans_up() {
 /// `agora dev --secure`: one command starts the secured setup. The CLI
 /// works through the client context it writes (https, the admin token, the
 /// CA); a request without a token is refused (401); plain http to the
-/// master gets no answer; the services framework's app with a secret runs;
+/// master gets no answer; joining the drains and acking them need a token,
+/// and dev's router joined with its own; the services framework's app with a secret runs;
 /// Ctrl-C removes the context file (it points at the stopped master).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agora_dev_secure_starts_tls_tokens_and_acls_in_one_command() {
@@ -301,6 +302,54 @@ async fn agora_dev_secure_starts_tls_tokens_and_acls_in_one_command() {
     assert_eq!(curl(&https, Some(admin.trim())), "200");
     // The services REST API needs a token too.
     assert_eq!(curl(&format!("http://{services}/v2/apps"), None), "401");
+
+    // Drains: joining (watch?router=) and acking need a token; dev's own
+    // router has one (principal `router`) and joined with it, so an ack
+    // for its id from another principal (admin) is refused (403). A plain
+    // watch (discovery data) stays open.
+    let post_ack = |router: &str, token: Option<&str>| {
+        let mut c = Command::new("curl");
+        c.args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST"]);
+        c.args(["-H", "Content-Type: application/json"]);
+        if let Some(t) = token {
+            c.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        c.args(["-d", &format!(r#"{{"router": "{router}", "drained": 1}}"#)]);
+        let o = c
+            .arg(format!("http://{services}/v1/endpoints/acks"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let watch = |query: &str| {
+        let o = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "2"])
+            .arg(format!("http://{services}/v1/endpoints/watch{query}"))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).to_string()
+    };
+    let dev_router = format!(
+        "{}-{}",
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".into()),
+        dev.id()
+    );
+    assert_eq!(post_ack(&dev_router, None), "401");
+    assert_eq!(watch("?router=intruder"), "401");
+    assert_eq!(watch(""), "200");
+    let refused = eventually(Duration::from_secs(30), async || {
+        let code = post_ack(&dev_router, Some(admin.trim()));
+        (code == "403").then_some(code)
+    })
+    .await;
+    assert!(
+        refused.is_ok(),
+        "dev's router {dev_router} never joined the drains with its own token"
+    );
 
     // A secret used by an app: the services framework (its own token,
     // mutual TLS to the master for its agent) runs it with the value.

@@ -188,6 +188,7 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
             internal_listen: None,
             internal_address: None,
             services_tls: None,
+            token: None,
         },
         &crate::router_cmd::ROUTER_FLAGS,
     )

@@ -1,9 +1,16 @@
 //! Bearer tokens on the services REST API, verified by the master.
 //!
 //! With `ServicesConfig::api_tokens`, every request but the open ones
-//! (`/ping`, `/openapi.json`, and the discovery routes the router reads:
-//! `/v1/endpoints/*` but `POST /v1/endpoints/load`, `/v1/services*`) needs `Authorization: Bearer
-//! <token>`: a token the master issued, checked with the master's
+//! (`/ping`, `/openapi.json`, and the discovery data DNS serves anyway:
+//! `/v1/services*` and `GET /v1/endpoints/watch` *without* `router=`) needs
+//! `Authorization: Bearer <token>`. That includes a watch with `router=`
+//! (it makes the caller a drain participant) and `POST /v1/endpoints/acks`
+//! (it tells the framework a router drained), and `POST /v1/endpoints/load`
+//! (routers' load reports decide instance counts and wake apps at zero):
+//! the principal authenticated
+//! is passed to the handlers as a [`Principal`] request extension, and a
+//! drain participant is bound to the principal that joined it
+//! (`crate::endpoints`). The token must be one the master issued, checked with the master's
 //! `GET /v1/auth/whoami` (the master answers 401 for a missing, unknown,
 //! expired or revoked token, and this API passes that answer on). A valid
 //! answer is cached for [`CACHE_FOR`] under the SHA-256 of the header, so a
@@ -26,17 +33,27 @@ pub const CACHE_FOR: Duration = Duration::from_secs(5);
 /// Most cached answers (older ones are dropped first when full).
 const CACHE_MAX: usize = 10_000;
 
-/// Paths anyone may reach (health, schema, discovery for the router).
-fn open(path: &str) -> bool {
-    // Load reports decide instance counts (and wake apps at zero): only
-    // from a router with a token.
-    if path == "/v1/endpoints/load" {
-        return false;
+/// Requests anyone may make: health, schema, and the discovery data DNS
+/// serves anyway (`/v1/services*`, the endpoint stream of a plain
+/// subscriber). Joining the drains (`watch?router=`) and acking them are
+/// not open: they decide when old instances are killed; nor are load
+/// reports (`/v1/endpoints/load`): they decide instance counts.
+fn open(uri: &axum::http::Uri) -> bool {
+    let path = uri.path();
+    match path {
+        "/ping" | "/openapi.json" | "/v1/services" => true,
+        // Parsed as the handler parses it (a `router` key however encoded);
+        // a query it cannot parse is not open (the handler answers 400).
+        "/v1/endpoints/watch" => axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+            .is_ok_and(|q| !q.0.iter().any(|(k, _)| k == "router")),
+        _ => path.starts_with("/v1/services/"),
     }
-    matches!(path, "/ping" | "/openapi.json" | "/v1/services")
-        || path.starts_with("/v1/endpoints/")
-        || path.starts_with("/v1/services/")
 }
+
+/// The principal a request was authenticated as: a request extension set
+/// by [`require_token`] (absent on open requests and without tokens).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal(pub String);
 
 /// Verified answers: SHA-256 of the header → (principal, when verified).
 type Cache = Arc<Mutex<HashMap<[u8; 32], (String, Instant)>>>;
@@ -167,8 +184,8 @@ impl ApiAuth {
 }
 
 /// The middleware (`axum::middleware::from_fn_with_state`).
-pub async fn require_token(State(auth): State<ApiAuth>, req: Request, next: Next) -> Response {
-    if open(req.uri().path()) {
+pub async fn require_token(State(auth): State<ApiAuth>, mut req: Request, next: Next) -> Response {
+    if open(req.uri()) {
         return next.run(req).await;
     }
     let Some(h) = req.headers().get(header::AUTHORIZATION).cloned() else {
@@ -180,6 +197,7 @@ pub async fn require_token(State(auth): State<ApiAuth>, req: Request, next: Next
     match auth.verify(&h).await {
         Ok(principal) => {
             tracing::debug!(principal, path = %req.uri().path(), "authenticated API request");
+            req.extensions_mut().insert(Principal(principal));
             next.run(req).await
         }
         Err(r) => r,

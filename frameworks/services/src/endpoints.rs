@@ -16,6 +16,12 @@
 //! 1.7 × 10¹⁵, below 2⁵³): they keep growing across restarts, so a
 //! router's `since` from before a restart is never mistaken for a version
 //! of this run (it is below the base: it gets a snapshot).
+//!
+//! With tokens required on the API, a participant is bound to the
+//! principal whose stream joined it first: a stream or an ack for its id
+//! from another principal is refused ([`Bound`]) until it is forgotten, so
+//! a client with some other token can neither claim a router drained nor
+//! take its id over.
 
 use agora_core::endpoints::{EndpointSet, Publisher, Snapshot, Update};
 use std::collections::HashMap;
@@ -57,8 +63,11 @@ pub enum Start {
 }
 
 /// What the framework knows of one drain participant.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct Participant {
+    /// The principal whose stream joined it (`None`: an API without
+    /// tokens); only this one may ack for it or join it again.
+    principal: Option<String>,
     /// Open streams with its id (a reconnect may overlap the old one).
     streams: usize,
     /// When its last stream ended (none open now).
@@ -190,13 +199,35 @@ impl Hub {
     }
 
     /// Makes `router` a drain participant (connected while the returned
-    /// guard lives; departed after, see [`FORGET_DEPARTED`]).
+    /// guard lives; departed after, see [`FORGET_DEPARTED`]), with no
+    /// principal (an API without tokens).
     pub fn join(self: &Arc<Self>, router: &str) -> Joined {
         let mut routers = lock(&self.routers);
+        self.enter(&mut routers, router)
+    }
+
+    /// [`Hub::join`] by `principal` (the authenticated caller; `None`
+    /// without tokens): it binds the participant to that principal, and is
+    /// refused when the participant is bound to another one (connected, or
+    /// departed and not forgotten).
+    pub fn join_as(
+        self: &Arc<Self>,
+        router: &str,
+        principal: Option<&str>,
+    ) -> Result<Joined, Bound> {
+        let mut routers = lock(&self.routers);
+        let r = routers.entry(router.to_string()).or_default();
+        check_owner(router, r, principal)?;
+        if let Some(p) = principal {
+            r.principal = Some(p.to_string());
+        }
+        Ok(self.enter(&mut routers, router))
+    }
+
+    fn enter(self: &Arc<Self>, routers: &mut HashMap<String, Participant>, router: &str) -> Joined {
         let r = routers.entry(router.to_string()).or_default();
         r.streams += 1;
         r.left = None;
-        drop(routers);
         Joined {
             hub: self.clone(),
             router: router.to_string(),
@@ -210,11 +241,25 @@ impl Hub {
     /// were higher, e.g. the clock stepped back: it says nothing of this
     /// run's versions).
     pub fn ack(&self, router: &str, applied: Option<u64>, drained: Option<u64>) -> bool {
+        matches!(self.ack_as(router, None, applied, drained), Ok(true))
+    }
+
+    /// [`Hub::ack`] by `principal` (the authenticated caller; `None`
+    /// without tokens): refused when the participant is bound to another
+    /// principal (see [`Hub::join_as`]).
+    pub fn ack_as(
+        &self,
+        router: &str,
+        principal: Option<&str>,
+        applied: Option<u64>,
+        drained: Option<u64>,
+    ) -> Result<bool, Bound> {
         let now = lock(&self.publisher).version();
         let mut routers = lock(&self.routers);
         let Some(r) = routers.get_mut(router) else {
-            return false;
+            return Ok(false);
         };
+        check_owner(router, r, principal)?;
         let local = |v: u64| Some(v.saturating_sub(self.base)).filter(|v| *v <= now);
         if let Some(a) = applied.and_then(local) {
             r.applied = r.applied.max(a);
@@ -224,7 +269,7 @@ impl Hub {
         }
         drop(routers);
         self.drains.notify_one();
-        true
+        Ok(true)
     }
 
     /// What the participants have drained now (see [`Drained`]).
@@ -268,6 +313,39 @@ impl Hub {
             .collect();
         v.sort();
         v
+    }
+}
+
+/// A participant's id is bound to another principal than the caller's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bound {
+    pub router: String,
+    /// The caller's principal.
+    pub principal: String,
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "router id {:?} is bound to the principal whose endpoint stream joined it as a drain participant, not to yours ({:?}): only that principal may join or ack as this router (give this router its own --router-id, or the token it joined with; an id is released {} min after its last stream ended)",
+            self.router,
+            self.principal,
+            FORGET_DEPARTED.as_secs() / 60
+        )
+    }
+}
+
+impl std::error::Error for Bound {}
+
+/// Refuses `principal` for a participant bound to another one.
+fn check_owner(router: &str, r: &Participant, principal: Option<&str>) -> Result<(), Bound> {
+    match (principal, r.principal.as_deref()) {
+        (Some(p), Some(owner)) if p != owner => Err(Bound {
+            router: router.to_string(),
+            principal: p.to_string(),
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -351,6 +429,56 @@ mod tests {
         publish_one(&hub);
         assert!(hub.ack("r1", None, Some(1001)));
         assert_eq!(hub.drained(), Drained::Upto(1));
+    }
+
+    /// A participant is bound to the principal whose stream joined it:
+    /// another principal can neither ack for it nor join with its id
+    /// (connected or departed) until it is forgotten.
+    #[test]
+    fn a_participant_is_bound_to_the_principal_that_joined_it() {
+        let hub = Hub::new(1000, Duration::ZERO);
+        publish_one(&hub);
+        let j = hub.join_as("r1", Some("router")).unwrap();
+        let bound = hub.ack_as("r1", Some("dev"), Some(1001), Some(1001));
+        assert_eq!(
+            bound,
+            Err(Bound {
+                router: "r1".into(),
+                principal: "dev".into()
+            })
+        );
+        let msg = bound.unwrap_err().to_string();
+        assert!(
+            msg.contains("\"r1\"") && msg.contains("--router-id"),
+            "{msg}"
+        );
+        assert_eq!(
+            hub.drained(),
+            Drained::Upto(0),
+            "the refused ack is not counted"
+        );
+        assert!(hub.join_as("r1", Some("dev")).is_err(), "no take-over");
+        assert_eq!(
+            hub.ack_as("r1", Some("router"), Some(1001), Some(1001)),
+            Ok(true)
+        );
+        assert_eq!(hub.drained(), Drained::Upto(1));
+        // The same principal reconnects (overlapping streams too).
+        let j2 = hub.join_as("r1", Some("router")).unwrap();
+        drop(j);
+        drop(j2);
+        assert!(
+            hub.join_as("r1", Some("dev")).is_err(),
+            "departed: still bound"
+        );
+        let later = Instant::now() + FORGET_DEPARTED + Duration::from_secs(1);
+        assert_eq!(hub.drained_at(later), Drained::Nobody, "forgotten");
+        let _j = hub
+            .join_as("r1", Some("dev"))
+            .expect("released once forgotten");
+        // Without tokens (no principal) nothing is bound.
+        let _n = hub.join("r2");
+        assert_eq!(hub.ack_as("r2", None, Some(1001), Some(1001)), Ok(true));
     }
 
     #[test]

@@ -18,13 +18,18 @@
 //!   task posts it, retries with back-off on failure (logged), and posts it
 //!   again after every reconnection (the framework ignores acks from a
 //!   router whose stream is closed, so one sent while disconnected is lost).
+//! - With [`FeedConfig::token`] both the stream and the acks carry
+//!   `Authorization: Bearer` (a services API with tokens required answers
+//!   401 without one: joining the drains and acking them need a token). A
+//!   401 or 403 is logged as an error saying what to do (at most once a
+//!   minute while it lasts) and retried with the back-off.
 //!
 //! [`Gap`]: agora_core::endpoints::Gap
 
 pub mod sse;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use agora_core::endpoints::{Snapshot, Update, View};
 use http_body_util::{BodyExt, Full};
@@ -44,6 +49,9 @@ pub struct FeedConfig {
     pub tls: Option<Arc<agora_tls::ClientConfig>>,
     /// This router's id (`router=` on the stream, `router` in acks).
     pub router_id: String,
+    /// The bearer token sent on the stream and the acks (a services API
+    /// with tokens required refuses both without one).
+    pub token: Option<BearerToken>,
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     pub connect_timeout: Duration,
@@ -61,12 +69,39 @@ impl FeedConfig {
             services: base_url(services)?,
             tls: None,
             router_id: router_id.to_string(),
+            token: None,
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             idle_timeout: Duration::from_secs(45),
             max_event: 64 << 20,
         })
+    }
+}
+
+/// A bearer token for the services API, kept as the header it is sent as.
+/// Never shown: its `Debug` is redacted and errors never include it.
+#[derive(Clone)]
+pub struct BearerToken(http::HeaderValue);
+
+impl BearerToken {
+    /// A token as the master issued it (surrounding whitespace trimmed).
+    pub fn new(token: &str) -> Result<BearerToken, FeedError> {
+        let t = token.trim();
+        if t.is_empty() {
+            return Err(FeedError::BadToken("it is empty"));
+        }
+        let mut v = http::HeaderValue::from_str(&format!("Bearer {t}")).map_err(|_| {
+            FeedError::BadToken("it holds characters a header cannot carry (a token the master issued is printable ASCII)")
+        })?;
+        v.set_sensitive(true);
+        Ok(BearerToken(v))
+    }
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(<redacted>)")
     }
 }
 
@@ -80,6 +115,16 @@ pub enum FeedError {
     Connect { url: String, reason: String },
     #[error("{url} answered {status}")]
     Status { url: String, status: u16 },
+    /// 401 or 403: retrying alone will not help.
+    #[error("{url} refused this router ({status}): {what}")]
+    Refused {
+        url: String,
+        status: u16,
+        /// What was wrong and what to do.
+        what: String,
+    },
+    #[error("the services API token is unusable: {0}")]
+    BadToken(&'static str),
     #[error("endpoint stream broke: {0}")]
     Body(#[from] hyper::Error),
     #[error("endpoint stream: {0}")]
@@ -115,6 +160,59 @@ pub fn base_url(s: &str) -> Result<String, FeedError> {
     url.parse::<http::Uri>()
         .map_err(|_| FeedError::BadUrl(s.to_string()))?;
     Ok(url)
+}
+
+/// The error for a 401 or 403 answer (`body`: the API's answer, shortened).
+fn refused(cfg: &FeedConfig, url: String, status: u16, body: &[u8]) -> FeedError {
+    let said: String = String::from_utf8_lossy(body)
+        .trim()
+        .chars()
+        .take(400)
+        .collect();
+    // The API's JSON errors are `{"message": ...}`.
+    let said = serde_json::from_str::<serde_json::Value>(&said)
+        .ok()
+        .and_then(|v| v["message"].as_str().map(str::to_string))
+        .unwrap_or(said);
+    let what = match (status, &cfg.token) {
+        (401, None) => format!(
+            "the services API requires a bearer token to join the drains and ack them: give the router a token with --token-file FILE (a token the master issued, e.g. `agora token create --principal router`) ({said})"
+        ),
+        (401, Some(_)) => format!(
+            "the token was refused (unknown, expired or revoked?): give the router a valid token with --token-file FILE ({said})"
+        ),
+        _ => format!(
+            "{said} (this router's id is {:?}; its token comes from --token-file)",
+            cfg.router_id
+        ),
+    };
+    FeedError::Refused { url, status, what }
+}
+
+/// Logs refusals (401/403) as errors, at most once a minute while they
+/// last (at debug in between); other failures are the caller's to log.
+#[derive(Default)]
+struct RefusalLog {
+    last: Option<Instant>,
+}
+
+impl RefusalLog {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// `true` when the error was a refusal (and was logged or throttled).
+    fn log(&mut self, e: &FeedError, what: &str, retry_in: Duration) -> bool {
+        if !matches!(e, FeedError::Refused { .. }) {
+            self.last = None;
+            return false;
+        }
+        if self.last.is_none_or(|l| l.elapsed() >= Self::EVERY) {
+            self.last = Some(Instant::now());
+            tracing::error!(error = %e, ?retry_in, "{what} refused by the services API (retrying)");
+        } else {
+            tracing::debug!(error = %e, ?retry_in, "{what} still refused");
+        }
+        true
+    }
 }
 
 /// An error and its sources, `a: b: c` (hyper's errors say little alone).
@@ -258,6 +356,7 @@ async fn follow(
     let mut last_was_gap = false;
     // Connections in a row that failed without delivering an event.
     let mut failing: u32 = 0;
+    let mut refusals = RefusalLog::default();
     loop {
         st.delivered = false;
         st.updated = false;
@@ -280,6 +379,7 @@ async fn follow(
             End::Gap(gap) => {
                 tracing::warn!(%gap, retry_in = ?backoff, "endpoint stream: gap again");
             }
+            End::Failed(e) if refusals.log(&e, "endpoint stream", backoff) => {}
             // The first failure of a streak is a warning; while it keeps
             // failing (a framework not up yet, or without the stream) the
             // retries log at debug.
@@ -337,10 +437,11 @@ async fn stream_once(
         _ => None,
     };
     let url = watch_url(cfg, since);
-    let req = match http::Request::get(&url)
-        .header(http::header::ACCEPT, "text/event-stream")
-        .body(Full::default())
-    {
+    let mut req = http::Request::get(&url).header(http::header::ACCEPT, "text/event-stream");
+    if let Some(t) = &cfg.token {
+        req = req.header(http::header::AUTHORIZATION, t.0.clone());
+    }
+    let req = match req.body(Full::default()) {
         Ok(r) => r,
         Err(e) => return End::Failed(e.into()),
     };
@@ -354,6 +455,14 @@ async fn stream_once(
     };
     if resp.status() != http::StatusCode::OK {
         let status = resp.status().as_u16();
+        if matches!(status, 401 | 403) {
+            let limit = cfg.connect_timeout * 2;
+            let body = match tokio::time::timeout(limit, resp.into_body().collect()).await {
+                Ok(Ok(b)) => b.to_bytes(),
+                _ => Bytes::new(),
+            };
+            return End::Failed(refused(cfg, url, status, &body));
+        }
         return End::Failed(FeedError::Status { url, status });
     }
     tracing::info!(%url, "endpoint stream connected");
@@ -441,6 +550,7 @@ async fn post_acks(
     mut conn: watch::Receiver<u64>,
 ) {
     let mut backoff = cfg.backoff_min;
+    let mut refusals = RefusalLog::default();
     loop {
         tokio::select! {
             r = acks.changed() => if r.is_err() { return },
@@ -455,7 +565,12 @@ async fn post_acks(
             match post_ack(&cfg, &client, ack).await {
                 Ok(()) => {
                     backoff = cfg.backoff_min;
+                    refusals.last = None;
                     break;
+                }
+                Err(e) if refusals.log(&e, "endpoint ack", backoff) => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(cfg.backoff_max);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, applied = ack.applied, drained = ack.drained,
@@ -475,9 +590,11 @@ async fn post_ack(cfg: &FeedConfig, client: &HttpClient, ack: Ack) -> Result<(),
         "applied": ack.applied,
         "drained": ack.drained,
     });
-    let req = http::Request::post(&url)
-        .header(http::header::CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(body.to_string())))?;
+    let mut req = http::Request::post(&url).header(http::header::CONTENT_TYPE, "application/json");
+    if let Some(t) = &cfg.token {
+        req = req.header(http::header::AUTHORIZATION, t.0.clone());
+    }
+    let req = req.body(Full::new(Bytes::from(body.to_string())))?;
     let limit = cfg.connect_timeout * 2;
     let resp = match tokio::time::timeout(limit, client.request(req)).await {
         Err(_) => return Err(FeedError::Idle(limit)),
@@ -489,7 +606,13 @@ async fn post_ack(cfg: &FeedConfig, client: &HttpClient, ack: Ack) -> Result<(),
     };
     let status = resp.status();
     // Read the (small) body so that the connection can be reused.
-    let _ = tokio::time::timeout(limit, resp.into_body().collect()).await;
+    let body = match tokio::time::timeout(limit, resp.into_body().collect()).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => Bytes::new(),
+    };
+    if matches!(status.as_u16(), 401 | 403) {
+        return Err(refused(cfg, url, status.as_u16(), &body));
+    }
     if !status.is_success() {
         return Err(FeedError::Status {
             url,
@@ -531,6 +654,34 @@ mod tests {
         assert!(base_url("ftp://svc:8080").is_err());
         assert!(base_url("http://svc:8080/v1").is_err());
         assert!(base_url("").is_err());
+    }
+
+    #[test]
+    fn refusals_say_what_to_do_and_never_show_the_token() {
+        let mut cfg = FeedConfig::new("h:1", "r1").unwrap();
+        let e = refused(&cfg, "u".into(), 401, b"no bearer token\n").to_string();
+        assert!(
+            e.contains("401") && e.contains("--token-file") && e.contains("no bearer token"),
+            "{e}"
+        );
+        cfg.token = Some(BearerToken::new("s3cret").unwrap());
+        let e = refused(&cfg, "u".into(), 401, b"revoked").to_string();
+        assert!(
+            e.contains("token was refused") && !e.contains("s3cret"),
+            "{e}"
+        );
+        let e = refused(
+            &cfg,
+            "u".into(),
+            403,
+            br#"{"message": "router id \"r1\" is bound"}"#,
+        )
+        .to_string();
+        assert!(
+            e.contains(r#"router id "r1" is bound"#) && e.contains("--token-file"),
+            "{e}"
+        );
+        assert!(!format!("{cfg:?}").contains("s3cret"));
     }
 
     #[test]

@@ -5,13 +5,18 @@
 //! updates behind is disconnected); `POST /v1/endpoints/acks` — a drain
 //! participant's acknowledgements; `GET /v1/services[/{appId}]` — the
 //! Consul-like view, with `?index=V&wait=30s` long-polls.
+//!
+//! With tokens required, `router=` and acks need a token (`api_auth`), and
+//! a participant is bound to the principal whose stream joined it: another
+//! principal's stream or ack for that id is 403.
 
 use super::json::Message;
 use super::{ApiState, error, no_app, view};
-use crate::endpoints::{SUBSCRIBER_QUEUE, Start};
+use crate::api_auth::Principal;
+use crate::endpoints::{Bound, SUBSCRIBER_QUEUE, Start};
 use agora_core::endpoints::{EndpointSet, EndpointState, dns_name};
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -71,8 +76,14 @@ fn event<T: Serialize>(kind: &str, v: &T) -> Event {
         ("router" = Option<String>, Query, description = "Makes the subscriber a drain participant while the stream is open")),
     responses((status = 200, description = "Server-sent events: `snapshot` (`{version, sets}`) or the missed `update`s, then one `update` (`{version, changes}`) per version; `: ping` every 15 s",
         body = String, content_type = "text/event-stream"),
-        (status = 400, description = "An unknown parameter or a bad value", body = Message)))]
-pub(super) async fn watch(State(s): State<ApiState>, uri: Uri) -> Response {
+        (status = 400, description = "An unknown parameter or a bad value", body = Message),
+        (status = 401, description = "With tokens required: `router=` without a valid bearer token", body = String, content_type = "text/plain"),
+        (status = 403, description = "The router id is bound to another principal (the one whose stream joined it)", body = Message)))]
+pub(super) async fn watch(
+    State(s): State<ApiState>,
+    principal: Option<Extension<Principal>>,
+    uri: Uri,
+) -> Response {
     let pairs = match query(&uri, &["since", "router"]) {
         Ok(p) => p,
         Err(b) => return b.answer(),
@@ -90,7 +101,11 @@ pub(super) async fn watch(State(s): State<ApiState>, uri: Uri) -> Response {
     }
     let hub = s.handle.hub().clone();
     // A participant from before its first event: a drain waits for it.
-    let joined = router.map(|r| hub.join(r));
+    let who = principal.as_ref().map(|p| p.0.0.as_str());
+    let joined = match router.map(|r| hub.join_as(r, who)).transpose() {
+        Ok(j) => j,
+        Err(b) => return bound(b),
+    };
     let (start, rx) = hub.subscribe(since);
     let (first, last): (Vec<Event>, u64) = match start {
         Start::Snapshot(snap) => (vec![event("snapshot", &snap)], snap.version),
@@ -138,6 +153,13 @@ pub(super) async fn watch(State(s): State<ApiState>, uri: Uri) -> Response {
         .into_response()
 }
 
+/// 403: the participant belongs to another principal.
+fn bound(b: Bound) -> Response {
+    tracing::warn!(router = %b.router, principal = %b.principal,
+        "refused a drain participant's stream or ack from another principal than the one that joined it");
+    error(StatusCode::FORBIDDEN, b.to_string())
+}
+
 /// A drain participant's acknowledgement.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -156,8 +178,14 @@ pub struct Ack {
     request_body(content = Ack, description = "`{router, applied?, drained?}`"),
     responses((status = 204, description = "Recorded (ignored when the router is no drain participant)"),
         (status = 400, description = "Malformed JSON", body = Message),
+        (status = 401, description = "With tokens required: no valid bearer token", body = String, content_type = "text/plain"),
+        (status = 403, description = "The router is a drain participant bound to another principal (the one whose stream joined it)", body = Message),
         (status = 422, description = "Not an acknowledgement", body = Message)))]
-pub(super) async fn acks(State(s): State<ApiState>, body: Bytes) -> Response {
+pub(super) async fn acks(
+    State(s): State<ApiState>,
+    principal: Option<Extension<Principal>>,
+    body: Bytes,
+) -> Response {
     let v: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("Invalid JSON: {e}")),
@@ -183,8 +211,11 @@ pub(super) async fn acks(State(s): State<ApiState>, body: Bytes) -> Response {
             format!("applied and drained are versions: at most {}", i64::MAX),
         );
     }
-    s.handle.hub().ack(&a.router, a.applied, a.drained);
-    StatusCode::NO_CONTENT.into_response()
+    let who = principal.as_ref().map(|p| p.0.0.as_str());
+    match s.handle.hub().ack_as(&a.router, who, a.applied, a.drained) {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(b) => bound(b),
+    }
 }
 
 /// One port of a service.
