@@ -47,6 +47,11 @@ pub const LIMITED_EVENT_EVERY: Duration = Duration::from_secs(10);
 /// this long (they stopped counting after [`FRESH_FOR`]).
 const FORGET_ROUTER_AFTER: Duration = Duration::from_secs(60);
 
+/// Most routers whose reports are kept (a client posting under ever new
+/// router ids cannot grow the framework's memory): beyond it, the router
+/// heard from longest ago is forgotten.
+pub const MAX_ROUTERS: usize = 1024;
+
 /// An app's policy as stored (`autoscalers` table): the policy, and why it
 /// is suspended when a manual scale was forced over it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -237,6 +242,16 @@ impl Autoscalers {
                 e.wake = true;
                 wake.push(set.key.app_id.clone());
             }
+        }
+        if self.load.len() >= MAX_ROUTERS
+            && !self.load.contains_key(&report.router)
+            && let Some(oldest) = self
+                .load
+                .iter()
+                .min_by_key(|(_, (at, _))| *at)
+                .map(|(k, _)| k.clone())
+        {
+            self.load.remove(&oldest);
         }
         self.load.insert(report.router.clone(), (now, report));
         wake
@@ -730,6 +745,25 @@ pub fn metric_names() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reports under ever new router ids keep at most [`MAX_ROUTERS`];
+    /// the newest stay.
+    #[test]
+    fn load_reports_are_bounded_by_router() {
+        let s = Services::new();
+        let mut a = Autoscalers::default();
+        for i in 0..MAX_ROUTERS + 10 {
+            let r = LoadReport {
+                router: format!("r{i}"),
+                window_ms: 1000,
+                sets: vec![],
+            };
+            a.record_load(r, Duration::from_millis(i as u64), &s);
+        }
+        assert_eq!(a.load.len(), MAX_ROUTERS);
+        assert!(a.load.contains_key(&format!("r{}", MAX_ROUTERS + 9)));
+        assert!(!a.load.contains_key("r0"));
+    }
 
     #[test]
     fn pointers_from_serde_paths() {
