@@ -28,7 +28,12 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         for (id, p) in &policies {
             self.services.set_scale_to_zero(id, p.policy.min == 0);
         }
+        let ids: Vec<String> = policies.iter().map(|(id, _)| id.clone()).collect();
         self.autoscalers = crate::autoscale::Autoscalers::restore(policies);
+        let now = self.clock();
+        for id in ids {
+            self.autoscalers.seed(&id, &self.services, now);
+        }
     }
 
     /// Once a second: forget what is stale, retry deleting the policies of
@@ -122,6 +127,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         self.services.set_scale_to_zero(app_id, row.policy.min == 0);
         self.autoscalers.put(app_id, row);
         let now = self.clock();
+        self.autoscalers.seed(app_id, &self.services, now);
         self.autoscalers
             .view(app_id, &self.services, now, now_s())
             .ok_or_else(|| ApiError::NoApp(app_id.to_string()))
@@ -205,7 +211,11 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
     pub(super) fn unsuspend(&mut self, app_id: &str, before: Option<StoredPolicy>) {
         let Some(row) = before else { return };
         match self.store.put_policy(app_id, Some(&row)) {
-            Ok(()) => self.autoscalers.put(app_id, row),
+            Ok(()) => {
+                self.autoscalers.put(app_id, row);
+                let now = self.clock();
+                self.autoscalers.seed(app_id, &self.services, now);
+            }
             Err(e) => {
                 tracing::warn!(app_id, error = %e, "a forced scale failed and its policy cannot be resumed; it stays suspended (PUT it again)")
             }

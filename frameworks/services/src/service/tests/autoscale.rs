@@ -383,3 +383,40 @@ async fn a_policy_needs_its_app_and_is_stored_before_it_acts() {
     }
     h.join.abort();
 }
+
+/// A decision held back (here a load drop within the 300 s scale-down
+/// window) changes nothing and is an event at most once per 10 s, with
+/// `applied: false` and the limit in its reason.
+#[tokio::test(start_paused = true)]
+async fn held_back_decisions_are_events_at_most_every_ten_seconds() {
+    let mut h = start(app_running(4)).await;
+    put_policy(
+        &h,
+        policy(
+            serde_json::json!({"min": 1, "max": 10, "targets": [{"metric": "rps", "value": 10}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let _ = decisions(&mut h);
+    for _ in 0..25 {
+        report(&h, load(10.0, 0)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(instances(&h).await, 4, "held by the scale-down window");
+    let ev = decisions(&mut h);
+    assert!((2..=3).contains(&ev.len()), "{ev:?}");
+    for e in &ev {
+        assert_eq!(e["applied"], false, "{e}");
+        assert_eq!(
+            (e["current"].as_u64(), e["desired"].as_u64()),
+            (Some(4), Some(4))
+        );
+        assert!(
+            e["reason"].as_str().unwrap().contains("window"),
+            "{}",
+            e["reason"]
+        );
+    }
+    h.join.abort();
+}
