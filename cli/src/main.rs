@@ -199,11 +199,28 @@ enum AppCommand {
         id: String,
         /// How many instances it should run (0 to 10000).
         instances: u32,
+        /// Scale an autoscaled app anyway: its policy is suspended (shown
+        /// in `agora app show`) until it is set again with `agora app
+        /// autoscale`.
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         wait: services_cmd::Wait,
         #[command(flatten)]
         common: services_cmd::Common,
     },
+    /// Scale an app from live metrics: set its autoscaling policy (or
+    /// delete it with --off).
+    ///
+    /// Targets (at least one): --cpu and --memory are percent of the
+    /// app's requested cpus / mem, averaged over serving instances (`60%`
+    /// or `60`); --rps and --in-flight are per serving instance; --latency-p95
+    /// is the slowest router's p95 (`150ms`, `0.2s`). The count stays
+    /// within --min/--max; --min 0 with --idle-after scales to zero after
+    /// that long without requests, and the first request wakes it.
+    /// Example: agora app autoscale /demo/web --min 1 --max 20 --cpu 60% --rps 200 --latency-p95 150ms
+    #[command(verbatim_doc_comment)]
+    Autoscale(services_cmd::AutoscaleArgs),
     /// Replace every instance of an app (rolling, as its upgradeStrategy says).
     Restart {
         /// The app's id, e.g. /demo/web.
@@ -384,9 +401,11 @@ fn main() -> std::process::ExitCode {
             Command::App(AppCommand::Scale {
                 id,
                 instances,
+                force,
                 wait,
                 common,
-            }) => services_cmd::scale(&common, &id, instances, wait).await,
+            }) => services_cmd::scale(&common, &id, instances, force, wait).await,
+            Command::App(AppCommand::Autoscale(a)) => services_cmd::autoscale(&a).await,
             Command::App(AppCommand::Restart { id, wait, common }) => {
                 services_cmd::restart(&common, &id, wait).await
             }

@@ -1,5 +1,5 @@
 //! `agora services` (the daemon) and the operator commands on it:
-//! `agora app deploy|list|show|endpoints|scale|restart|destroy`,
+//! `agora app deploy|list|show|endpoints|scale|autoscale|restart|destroy`,
 //! `agora deployment list|rollback`.
 
 use crate::ops::{NotFound, Output, table};
@@ -217,7 +217,11 @@ async fn call(c: &Common, method: &str, path: &str, body: Option<&str>) -> Resul
         200..=299 => Ok(v),
         404 => Err(NotFound(v["message"].as_str().unwrap_or(&text).to_string()).into()),
         422 => {
-            let mut msg = String::from("the app definition is not valid:");
+            let mut msg = String::from(if path.starts_with("/v1/autoscalers") {
+                "the autoscaling policy is not valid:"
+            } else {
+                "the app definition is not valid:"
+            });
             for d in v["details"].as_array().into_iter().flatten() {
                 for e in d["errors"].as_array().into_iter().flatten() {
                     msg.push_str(&format!(
@@ -366,7 +370,14 @@ pub async fn list(c: &Common) -> Result<()> {
 pub async fn show(c: &Common, id: &str) -> Result<()> {
     let v = call(c, "GET", &agora_app_path(id), None).await?;
     if c.output == Output::Json {
-        println!("{}", serde_json::to_string_pretty(&v["app"])?);
+        let mut app = v["app"].clone();
+        // The autoscaler, when the app has one (Agora's own field).
+        if let Ok(p) = call(c, "GET", &autoscaler_path(id), None).await
+            && let Some(o) = app.as_object_mut()
+        {
+            o.insert("autoscaler".into(), p);
+        }
+        println!("{}", serde_json::to_string_pretty(&app)?);
         return Ok(());
     }
     let a = &v["app"];
@@ -400,7 +411,272 @@ pub async fn show(c: &Common, id: &str) -> Result<()> {
         })
         .collect();
     table(&["TASK", "HOST", "STATE", "HEALTHY", "PORTS"], rows);
+    match call(c, "GET", &autoscaler_path(id), None).await {
+        Ok(p) => {
+            println!();
+            print!("{}", autoscaler_text(&p, now_unix()));
+        }
+        Err(e) if e.is::<NotFound>() => {}
+        Err(e) => println!("\nautoscaler: cannot read it: {e:#}"),
+    }
     Ok(())
+}
+
+fn autoscaler_path(id: &str) -> String {
+    format!("/v1/autoscalers/{}", id.trim_start_matches('/'))
+}
+
+fn now_unix() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// `60%`, `60` → 60; `0.6` stays 0.6 (a percent, as written).
+fn parse_percent(s: &str) -> Result<f64, String> {
+    let t = s.trim().trim_end_matches('%').trim();
+    let v: f64 = t
+        .parse()
+        .map_err(|_| format!("{s:?} is not a percentage (e.g. 60%)"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("{s:?}: a target must be above 0"));
+    }
+    Ok(v)
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number"))?;
+    if !v.is_finite() || v <= 0.0 {
+        return Err(format!("{s:?}: a target must be above 0"));
+    }
+    Ok(v)
+}
+
+/// `agora app autoscale`: the policy's flags.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AutoscaleArgs {
+    /// The app's id, e.g. /demo/web.
+    pub id: String,
+    /// Delete the policy: the app keeps the count it has and is scaled by
+    /// hand again.
+    #[arg(long, conflicts_with_all = ["min", "max", "cpu", "memory", "rps", "in_flight",
+        "latency_p95", "idle_after", "scale_up_window", "scale_down_window", "tolerance"])]
+    pub off: bool,
+    /// Fewest instances (0: scale to zero when idle; needs --idle-after).
+    #[arg(long, required_unless_present = "off")]
+    pub min: Option<u32>,
+    /// Most instances (at most 10000).
+    #[arg(long, required_unless_present = "off")]
+    pub max: Option<u32>,
+    /// Target CPU use, percent of the app's requested cpus, averaged over
+    /// serving instances: 60% or 60.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT")]
+    pub cpu: Option<f64>,
+    /// Target memory use (working set), percent of the app's requested mem.
+    #[arg(long, value_parser = parse_percent, value_name = "PERCENT")]
+    pub memory: Option<f64>,
+    /// Target requests per second per serving instance (all routers).
+    #[arg(long, value_parser = parse_positive, value_name = "N")]
+    pub rps: Option<f64>,
+    /// Target requests in flight per serving instance (all routers).
+    #[arg(long, value_parser = parse_positive, value_name = "N")]
+    pub in_flight: Option<f64>,
+    /// Target latency p95 (the slowest router's): 150ms, 0.2s.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub latency_p95: Option<Duration>,
+    /// With --min 0: go to zero instances after this long without a
+    /// request (5m, 300s); the first request wakes the app.
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub idle_after: Option<Duration>,
+    /// Scale-up stabilisation window (default 0s: at once).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub scale_up_window: Option<Duration>,
+    /// Scale-down stabilisation window: the load must stay low this long
+    /// (default 300s).
+    #[arg(long, value_parser = parse_duration, value_name = "DURATION")]
+    pub scale_down_window: Option<Duration>,
+    /// No change while every metric is within this fraction of its target
+    /// (default 0.1, i.e. 10 %).
+    #[arg(long, value_name = "FRACTION")]
+    pub tolerance: Option<f64>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+impl AutoscaleArgs {
+    /// The policy JSON (`PUT /v1/autoscalers/{appId}`); the API checks it.
+    pub fn policy(&self) -> Result<Value> {
+        let mut targets = Vec::new();
+        let mut add = |metric: &str, v: Option<f64>| {
+            if let Some(v) = v {
+                targets.push(serde_json::json!({"metric": metric, "value": v}));
+            }
+        };
+        add("cpu", self.cpu);
+        add("memory", self.memory);
+        add("rps", self.rps);
+        add("inFlight", self.in_flight);
+        add(
+            "latencyP95",
+            self.latency_p95.map(|d| d.as_secs_f64() * 1000.0),
+        );
+        if targets.is_empty() {
+            bail!(
+                "give at least one target: --cpu 60%, --memory 70%, --rps 200, --in-flight 10 or --latency-p95 150ms"
+            );
+        }
+        let mut p = serde_json::json!({
+            "min": self.min.unwrap_or(1),
+            "max": self.max.unwrap_or(1),
+            "targets": targets,
+        });
+        let secs = |d: Duration| d.as_secs_f64().round() as u64;
+        if let Some(d) = self.idle_after {
+            p["idleAfterSeconds"] = secs(d).into();
+        }
+        if let Some(t) = self.tolerance {
+            p["tolerance"] = t.into();
+        }
+        let mut behavior = serde_json::Map::new();
+        if let Some(d) = self.scale_up_window {
+            behavior.insert(
+                "scaleUp".into(),
+                serde_json::json!({"stabilizationWindowSeconds": secs(d)}),
+            );
+        }
+        if let Some(d) = self.scale_down_window {
+            behavior.insert(
+                "scaleDown".into(),
+                serde_json::json!({"stabilizationWindowSeconds": secs(d)}),
+            );
+        }
+        if !behavior.is_empty() {
+            p["behavior"] = Value::Object(behavior);
+        }
+        Ok(p)
+    }
+}
+
+/// `agora app autoscale ID ...` (PUT) or `--off` (DELETE).
+pub async fn autoscale(a: &AutoscaleArgs) -> Result<()> {
+    let c = &a.common;
+    let path = autoscaler_path(&a.id);
+    if a.off {
+        call(c, "DELETE", &path, None).await?;
+        println!(
+            "{}: autoscaling off; it keeps its instance count (agora app scale to change it)",
+            a.id
+        );
+        return Ok(());
+    }
+    let body = a.policy()?.to_string();
+    let v = call(c, "PUT", &path, Some(&body)).await?;
+    if c.output == Output::Json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    print!("{}", autoscaler_text(&v, now_unix()));
+    Ok(())
+}
+
+/// A metric's value in its unit.
+fn metric_value(metric: &str, v: &Value) -> String {
+    let Some(x) = v.as_f64() else {
+        return "-".into();
+    };
+    match metric {
+        "cpu" | "memory" => format!("{x:.1}%"),
+        "latencyP95" => format!("{x:.0}ms"),
+        _ => format!("{x:.2}"),
+    }
+}
+
+fn ago(now: f64, t: &Value) -> String {
+    match t.as_f64() {
+        Some(t) => format!("{:.1}s ago", (now - t).max(0.0)),
+        None => "-".into(),
+    }
+}
+
+/// A policy and its status (`GET /v1/autoscalers/{appId}`) as text.
+pub fn autoscaler_text(v: &Value, now: f64) -> String {
+    let p = &v["policy"];
+    let st = &v["status"];
+    let mut out = String::new();
+    let targets: Vec<String> = p["targets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let m = t["metric"].as_str().unwrap_or("?");
+            format!("{m} {}", metric_value(m, &t["value"]))
+        })
+        .collect();
+    out.push_str(&format!(
+        "autoscaler: min {}, max {}, targets {}",
+        num(&p["min"]),
+        num(&p["max"]),
+        targets.join(", ")
+    ));
+    if let Some(i) = p["idleAfterSeconds"].as_u64() {
+        out.push_str(&format!(", to zero after {i}s idle"));
+    }
+    out.push('\n');
+    if st["suspended"].as_bool() == Some(true) {
+        out.push_str(&format!(
+            "SUSPENDED: {}\n",
+            st["suspendedReason"]
+                .as_str()
+                .unwrap_or("a manual scale was forced")
+        ));
+    }
+    out.push_str(&format!(
+        "instances {} ({} ready, {} starting), desired {}{}\n",
+        num(&st["instances"]),
+        num(&st["ready"]),
+        num(&st["notReady"]),
+        num(&st["desired"]),
+        if st["waking"].as_bool() == Some(true) {
+            ", waking from zero"
+        } else {
+            ""
+        }
+    ));
+    let rows: Vec<Vec<String>> = st["metrics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            let name = m["metric"].as_str().unwrap_or("?");
+            vec![
+                name.to_string(),
+                metric_value(name, &m["value"]),
+                metric_value(name, &m["target"]),
+                ago(now, &m["measuredAt"]),
+            ]
+        })
+        .collect();
+    out.push_str(&crate::ops::render(
+        &["METRIC", "VALUE", "TARGET", "MEASURED"],
+        rows,
+    ));
+    out.push('\n');
+    let d = &st["lastDecision"];
+    if d.is_object() {
+        out.push_str(&format!(
+            "last decision ({}): {}\n",
+            ago(now, &d["at"]),
+            d["reason"].as_str().unwrap_or("-")
+        ));
+    }
+    if let Some(c) = st["coldStartSeconds"].as_f64() {
+        out.push_str(&format!("last cold start: {c:.2}s\n"));
+    }
+    out
 }
 
 /// `agora app endpoints ID`: the discovery view of an app.
@@ -529,14 +805,24 @@ fn health(v: &Value) -> String {
     }
 }
 
-pub async fn scale(c: &Common, id: &str, instances: u32, wait: Wait) -> Result<()> {
+pub async fn scale(c: &Common, id: &str, instances: u32, force: bool, wait: Wait) -> Result<()> {
+    let path = if force {
+        format!("{}?force=true", app_path(id))
+    } else {
+        app_path(id)
+    };
     call(
         c,
         "PUT",
-        &app_path(id),
+        &path,
         Some(&format!("{{\"instances\": {instances}}}")),
     )
     .await?;
+    if force {
+        println!(
+            "(if {id} is autoscaled, its policy is suspended until `agora app autoscale {id} ...` sets it again)"
+        );
+    }
     println!("scaling {id} to {instances}");
     if wait.wait {
         wait_for(c, id, wait.timeout).await?;
@@ -652,6 +938,94 @@ pub async fn rollback(c: &Common, id: &str, force: bool, wait: Wait) -> Result<(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        a: AutoscaleArgs,
+    }
+
+    fn args(argv: &[&str]) -> Result<AutoscaleArgs, clap::Error> {
+        use clap::Parser;
+        let mut all = vec!["agora", "/demo/web"];
+        all.extend_from_slice(argv);
+        Cli::try_parse_from(all).map(|c| c.a)
+    }
+
+    /// Issue 11: the flags become the policy JSON, in the API's units.
+    #[test]
+    fn autoscale_flags_make_the_policy() {
+        let a = args(&[
+            "--min",
+            "0",
+            "--max",
+            "20",
+            "--cpu",
+            "60%",
+            "--rps",
+            "200",
+            "--latency-p95",
+            "150ms",
+            "--memory",
+            "70",
+            "--in-flight",
+            "10",
+            "--idle-after",
+            "5m",
+            "--scale-down-window",
+            "300s",
+            "--scale-up-window",
+            "0s",
+            "--tolerance",
+            "0.2",
+        ])
+        .unwrap();
+        assert_eq!(
+            a.policy().unwrap(),
+            json!({"min": 0, "max": 20, "targets": [
+                {"metric": "cpu", "value": 60.0}, {"metric": "memory", "value": 70.0},
+                {"metric": "rps", "value": 200.0}, {"metric": "inFlight", "value": 10.0},
+                {"metric": "latencyP95", "value": 150.0}],
+                "idleAfterSeconds": 300, "tolerance": 0.2,
+                "behavior": {"scaleUp": {"stabilizationWindowSeconds": 0},
+                    "scaleDown": {"stabilizationWindowSeconds": 300}}})
+        );
+        let none = args(&["--min", "1", "--max", "2"]).unwrap();
+        assert!(none.policy().unwrap_err().to_string().contains("--cpu"));
+        assert!(args(&["--off"]).unwrap().off);
+        assert!(args(&["--off", "--min", "1"]).is_err());
+        assert!(
+            args(&["--cpu", "60%"]).is_err(),
+            "--min and --max are needed"
+        );
+        assert!(args(&["--min", "1", "--max", "2", "--cpu", "-3"]).is_err());
+    }
+
+    #[test]
+    fn autoscaler_status_shows_metrics_decision_and_suspension() {
+        let v = json!({"appId": "/demo/web",
+            "policy": {"min": 1, "max": 20, "targets": [{"metric": "cpu", "value": 60.0},
+                {"metric": "latencyP95", "value": 150.0}]},
+            "status": {"suspended": true, "suspendedReason": "a manual scale from 2 to 5 was forced",
+                "instances": 5, "ready": 4, "notReady": 1, "desired": 5,
+                "metrics": [{"metric": "cpu", "target": 60.0, "value": 72.25, "measuredAt": 99.5},
+                    {"metric": "latencyP95", "target": 150.0, "value": null, "measuredAt": null}],
+                "lastDecision": {"at": 90.0, "current": 4, "desired": 5, "direction": "up",
+                    "reason": "scale 4 → 5: cpu 72.2% (target 60%)"},
+                "lastRequestAt": null, "waking": false, "coldStartSeconds": 1.5}});
+        let text = autoscaler_text(&v, 100.0);
+        for want in [
+            "min 1, max 20, targets cpu 60.0%, latencyP95 150ms",
+            "SUSPENDED: a manual scale from 2 to 5 was forced",
+            "instances 5 (4 ready, 1 starting), desired 5",
+            "72.2%",
+            "0.5s ago",
+            "last decision (10.0s ago): scale 4 → 5: cpu 72.2% (target 60%)",
+            "last cold start: 1.50s",
+        ] {
+            assert!(text.contains(want), "{want:?} not in\n{text}");
+        }
+    }
 
     #[test]
     fn endpoints_show_the_name_service_ports_and_instances() {

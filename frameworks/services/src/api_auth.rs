@@ -5,7 +5,9 @@
 //! `/v1/services*` and `GET /v1/endpoints/watch` *without* `router=`) needs
 //! `Authorization: Bearer <token>`. That includes a watch with `router=`
 //! (it makes the caller a drain participant) and `POST /v1/endpoints/acks`
-//! (it tells the framework a router drained): the principal authenticated
+//! (it tells the framework a router drained), and `POST /v1/endpoints/load`
+//! (routers' load reports decide instance counts and wake apps at zero):
+//! the principal authenticated
 //! is passed to the handlers as a [`Principal`] request extension, and a
 //! drain participant is bound to the principal that joined it
 //! (`crate::endpoints`). The token must be one the master issued, checked with the master's
@@ -26,7 +28,8 @@ pub use agora_authn::CACHE_FOR;
 /// Requests anyone may make: health, schema, and the discovery data DNS
 /// serves anyway (`/v1/services*`, the endpoint stream of a plain
 /// subscriber). Joining the drains (`watch?router=`) and acking them are
-/// not open: they decide when old instances are killed.
+/// not open: they decide when old instances are killed; nor are load
+/// reports (`/v1/endpoints/load`): they decide instance counts.
 fn open(uri: &axum::http::Uri) -> bool {
     let path = uri.path();
     match path {
@@ -228,5 +231,34 @@ mod tests {
         let (code, body) = call(&app, "/v2/apps", Some("Bearer good")).await;
         assert_eq!(code, 503, "{body}");
         assert!(body.contains("cannot verify the token"), "{body}");
+    }
+
+    /// Issue 11: load reports decide instance counts and wake apps, so
+    /// unlike the rest of `/v1/endpoints/` they need a token.
+    #[tokio::test]
+    async fn load_reports_need_a_token() {
+        let calls = Arc::new(AtomicUsize::new(0));
+        let master = fake_master(calls).await;
+        let app = axum::Router::new()
+            .route(
+                "/v1/endpoints/load",
+                axum::routing::get(|| async { "load" }),
+            )
+            .route(
+                "/v1/endpoints/watch",
+                axum::routing::get(|| async { "feed" }),
+            )
+            .layer(axum::middleware::from_fn_with_state(
+                ApiAuth::new(&master, None),
+                require_token,
+            ));
+        assert_eq!(call(&app, "/v1/endpoints/watch", None).await.0, 200);
+        assert_eq!(call(&app, "/v1/endpoints/load", None).await.0, 401);
+        assert_eq!(
+            call(&app, "/v1/endpoints/load", Some("Bearer bad")).await.0,
+            401
+        );
+        let (code, body) = call(&app, "/v1/endpoints/load", Some("Bearer good")).await;
+        assert_eq!((code, body.as_str()), (200, "load"));
     }
 }

@@ -23,12 +23,18 @@
 //! - [`api_auth`]: bearer tokens on the REST API, verified by the master;
 //! - [`secrets`]: the secret versions apps pin, and when a new one rolls
 //!   them;
+//! - [`autoscale`]: autoscaling policies (stored), the live numbers their
+//!   decisions are made from (usage from the agents, load reports from the
+//!   routers) and their status; the decisions are `agora_core::autoscale`'s,
+//!   made and applied once a second by the actor (`service/autoscale.rs`);
 //! - [`api`]: the REST API (`kill.rs`: Marathon's task kill; `endpoints.rs`:
-//!   the endpoint stream, acks and the discovery API).
+//!   the endpoint stream, acks, load reports and the discovery API;
+//!   `autoscalers.rs`: autoscaling policies and `/metrics`).
 
 pub mod api;
 pub mod api_auth;
 pub mod app;
+pub mod autoscale;
 pub mod endpoints;
 pub mod scheduler;
 pub mod secrets;

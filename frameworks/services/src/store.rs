@@ -1,10 +1,12 @@
 //! Persistence of the services framework: apps (with deployments and
-//! backoff), instances and the framework id, in one redb file. Every change
+//! backoff), instances, the framework id and autoscaling policies, in one
+//! redb file. Every change
 //! is written before it is acted on, so `kill -9` loses nothing. What to
 //! write comes from the scheduler's change tracking ([`Changes`]): a save
 //! costs the rows that changed, not the size of the state, and the actor
 //! saves a whole burst of changes in one transaction (group commit).
 
+use crate::autoscale::StoredPolicy;
 use crate::scheduler::{AppState, Changes, Instance};
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use std::collections::BTreeMap;
@@ -13,6 +15,8 @@ use std::path::Path;
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const INSTANCES: TableDefinition<&str, &[u8]> = TableDefinition::new("instances");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// Autoscaling policies, by app id (JSON of [`StoredPolicy`]).
+const AUTOSCALERS: TableDefinition<&str, &[u8]> = TableDefinition::new("autoscalers");
 
 #[derive(Debug, thiserror::Error)]
 #[error("services store {path}: {message}")]
@@ -38,6 +42,9 @@ pub trait StateStore: Send + 'static {
         changes: &Changes,
     ) -> Result<(), StoreError>;
     fn set_framework_id(&mut self, id: &str) -> Result<(), StoreError>;
+    /// Writes (or with `None`, deletes) an app's autoscaling policy, in a
+    /// transaction of its own; on error nothing is known to be stored.
+    fn put_policy(&mut self, app_id: &str, row: Option<&StoredPolicy>) -> Result<(), StoreError>;
 }
 
 impl StateStore for Store {
@@ -52,6 +59,9 @@ impl StateStore for Store {
     fn set_framework_id(&mut self, id: &str) -> Result<(), StoreError> {
         Store::set_framework_id(self, id)
     }
+    fn put_policy(&mut self, app_id: &str, row: Option<&StoredPolicy>) -> Result<(), StoreError> {
+        Store::put_policy(self, app_id, row)
+    }
 }
 
 /// Everything stored.
@@ -62,6 +72,9 @@ pub struct Snapshot {
     /// Apps whose rows were written by an earlier version and upgraded as
     /// they were read (see `crate::upgrade`): to be written back.
     pub upgraded: Vec<String>,
+    /// Autoscaling policies by app id (rows of apps that no longer exist
+    /// are left out: see [`Store::load`]).
+    pub policies: Vec<(String, StoredPolicy)>,
 }
 
 impl Store {
@@ -78,6 +91,7 @@ impl Store {
         tx.open_table(APPS).map_err(|e| err(&e))?;
         tx.open_table(INSTANCES).map_err(|e| err(&e))?;
         tx.open_table(META).map_err(|e| err(&e))?;
+        tx.open_table(AUTOSCALERS).map_err(|e| err(&e))?;
         tx.commit().map_err(|e| err(&e))?;
         Ok(Store { db, path: shown })
     }
@@ -128,12 +142,58 @@ impl Store {
                     .map_err(|e| self.err(format!("instance {}: {e}", k.value())))?,
             );
         }
+        // A policy whose app is gone (deleted, and the framework stopped
+        // before the policy's row was): left out, and deleted below.
+        let mut policies = Vec::new();
+        let mut orphans = Vec::new();
+        for row in tx
+            .open_table(AUTOSCALERS)
+            .map_err(|e| self.err(e))?
+            .iter()
+            .map_err(|e| self.err(e))?
+        {
+            let (k, v) = row.map_err(|e| self.err(e))?;
+            let id = k.value().to_string();
+            if !apps.iter().any(|a| a.app.id == id) {
+                orphans.push(id);
+                continue;
+            }
+            let p: StoredPolicy = serde_json::from_slice(v.value())
+                .map_err(|e| self.err(format!("autoscaling policy of {id}: {e}")))?;
+            policies.push((id, p));
+        }
+        drop(tx);
+        for id in orphans {
+            tracing::info!(app_id = %id, "dropping the autoscaling policy of an app that no longer exists");
+            self.put_policy(&id, None)?;
+        }
         Ok(Snapshot {
             framework_id,
             apps,
             instances,
             upgraded,
+            policies,
         })
+    }
+
+    /// Writes (or with `None`, deletes) an app's autoscaling policy (one
+    /// transaction, fsync included).
+    pub fn put_policy(&self, app_id: &str, row: Option<&StoredPolicy>) -> Result<(), StoreError> {
+        let tx = self.db.begin_write().map_err(|e| self.err(e))?;
+        {
+            let mut t = tx.open_table(AUTOSCALERS).map_err(|e| self.err(e))?;
+            match row {
+                Some(p) => {
+                    let bytes = serde_json::to_vec(p).map_err(|e| self.err(e))?;
+                    t.insert(app_id, bytes.as_slice())
+                        .map_err(|e| self.err(e))?;
+                }
+                None => {
+                    t.remove(app_id).map_err(|e| self.err(e))?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| self.err(e))
     }
 
     /// Writes the rows named in `changes` (one transaction, fsync
@@ -266,6 +326,50 @@ mod tests {
         assert_eq!(snap.apps.len(), 1);
         assert_eq!(snap.instances.len(), 1);
         assert_eq!(&snap.instances[0], s.instances().values().next().unwrap());
+        std::fs::remove_dir_all(dir).ok();
+    }
+
+    /// Issue 11: autoscaling policies (with their suspension) come back
+    /// as written; a policy whose app is gone is left out and deleted.
+    #[test]
+    fn policies_round_trip_and_orphans_are_dropped() {
+        let dir = temp_dir();
+        let policy: agora_core::autoscale::Policy = serde_json::from_value(serde_json::json!({
+            "min": 0, "max": 7, "idleAfterSeconds": 120,
+            "targets": [{"metric": "latencyP95", "value": 150}],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 60}}}))
+        .unwrap();
+        let row = StoredPolicy {
+            policy,
+            suspended: Some("a manual scale was forced".into()),
+        };
+        let mut s = Services::new();
+        s.put_app(
+            crate::app::parse_app(&serde_json::json!({"id": "/a", "cmd": "x"})).unwrap(),
+            false,
+        );
+        {
+            let mut st = Store::open(&dir).unwrap();
+            let c = s.take_changes();
+            st.save(s.apps(), s.instances(), &c).unwrap();
+            st.put_policy("/a", Some(&row)).unwrap();
+            st.put_policy("/gone", Some(&row)).unwrap();
+        }
+        let mut st = Store::open(&dir).unwrap();
+        let snap = st.load().unwrap();
+        assert_eq!(snap.policies, vec![("/a".to_string(), row.clone())]);
+        // The orphan's row was deleted, not just skipped.
+        let tx = st.db.begin_read().unwrap();
+        assert!(
+            tx.open_table(AUTOSCALERS)
+                .unwrap()
+                .get("/gone")
+                .unwrap()
+                .is_none()
+        );
+        drop(tx);
+        st.put_policy("/a", None).unwrap();
+        assert!(st.load().unwrap().policies.is_empty());
         std::fs::remove_dir_all(dir).ok();
     }
 

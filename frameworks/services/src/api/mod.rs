@@ -14,6 +14,7 @@
 //! definitions get 422 with every problem listed; malformed JSON gets 400; a
 //! method a path does not serve gets 405 with `Allow`.
 
+mod autoscalers;
 mod endpoints;
 mod json;
 mod kill;
@@ -33,6 +34,11 @@ use kill::{kill_app_task, kill_app_tasks};
 use tokio::sync::oneshot;
 
 pub use openapi::document;
+
+/// ISO 8601 (UTC) of Unix seconds.
+pub fn json_iso8601(t: f64) -> String {
+    json::iso8601(t)
+}
 
 #[derive(Clone)]
 pub struct ApiState {
@@ -58,6 +64,13 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/info", get(agora_info))
         .route("/v1/endpoints/watch", get(endpoints::watch))
         .route("/v1/endpoints/acks", axum::routing::post(endpoints::acks))
+        .route("/v1/endpoints/load", axum::routing::post(autoscalers::load))
+        .route("/v1/autoscalers", get(autoscalers::list_autoscalers))
+        .route(
+            "/v1/autoscalers/{*rest}",
+            any(autoscalers::autoscaler_route),
+        )
+        .route("/metrics", get(autoscalers::metrics))
         .route("/v1/services", get(endpoints::services))
         .route("/v1/services/{*rest}", any(service_route))
         .route("/openapi.json", get(openapi))
@@ -89,10 +102,11 @@ fn not_allowed(allow: &'static str) -> Response {
 fn api_error(e: ApiError) -> Response {
     let code = match e {
         ApiError::Invalid(details) => return invalid(details),
-        ApiError::Exists(_) => StatusCode::CONFLICT,
-        ApiError::NoApp(_) | ApiError::NoTask { .. } | ApiError::NoDeployment(_) => {
-            StatusCode::NOT_FOUND
-        }
+        ApiError::Exists(_) | ApiError::Autoscaled { .. } => StatusCode::CONFLICT,
+        ApiError::NoApp(_)
+        | ApiError::NoTask { .. }
+        | ApiError::NoDeployment(_)
+        | ApiError::NoPolicy(_) => StatusCode::NOT_FOUND,
         ApiError::Stopped | ApiError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
     };
     error(code, e.to_string())
@@ -237,6 +251,7 @@ async fn create_app(State(s): State<ApiState>, body: Bytes) -> Response {
         app: Box::new(app),
         create: true,
         force_restart: false,
+        force: false,
         reply,
     })
     .await
@@ -301,7 +316,7 @@ async fn app_route(
 ) -> Response {
     match (target(&rest), method) {
         (Target::App(id), Method::GET | Method::HEAD) => get_app(s, id).await,
-        (Target::App(id), Method::PUT) => put_app(s, id, body).await,
+        (Target::App(id), Method::PUT) => put_app(s, id, uri.query(), body).await,
         (Target::App(id), Method::DELETE) => delete_app(s, id).await,
         (Target::App(_), _) => not_allowed("GET, HEAD, PUT, DELETE"),
         (Target::Restart(id), Method::POST) => restart_app(s, id).await,
@@ -406,16 +421,23 @@ fn scale_only(raw: &serde_json::Value) -> Option<&serde_json::Value> {
 }
 
 #[utoipa::path(put, path = "/v2/apps/{appId}", tag = "marathon",
-    params(("appId" = String, Path, description = "The app id")),
+    params(("appId" = String, Path, description = "The app id"),
+        ("force" = Option<bool>, Query, description = "Change the instance count of an autoscaled app anyway: its policy is suspended until it is PUT again")),
     request_body(content = crate::app::AppDefinition,
         description = "A full definition (a new version: rolling deployment), or `{\"instances\": N}` alone (a scale)"),
     responses(
         (status = 200, body = DeploymentResult),
         (status = 400, description = "Malformed JSON", body = Message),
+        (status = 400, description = "A bad force value", body = Message),
         (status = 404, description = "Scaling an app that does not exist", body = Message),
+        (status = 409, description = "The app is autoscaled: change its policy, or force the scale (which suspends the policy)", body = Message),
         (status = 422, description = "Invalid definition: every problem listed", body = Invalid),
         (status = 503, body = Message)))]
-async fn put_app(s: ApiState, id: String, body: Bytes) -> Response {
+async fn put_app(s: ApiState, id: String, query: Option<&str>, body: Bytes) -> Response {
+    let force = match force(query) {
+        Ok(f) => f,
+        Err(m) => return error(StatusCode::BAD_REQUEST, m),
+    };
     let raw: serde_json::Value = match serde_json::from_slice(&body) {
         Ok(v) => v,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("Invalid JSON: {e}")),
@@ -431,6 +453,7 @@ async fn put_app(s: ApiState, id: String, body: Bytes) -> Response {
         return match ask(&s, |reply| Request::Scale {
             id: id.clone(),
             instances: n as u32,
+            force,
             reply,
         })
         .await
@@ -463,6 +486,7 @@ async fn put_app(s: ApiState, id: String, body: Bytes) -> Response {
             app: Box::new(app),
             create: false,
             force_restart: false,
+            force,
             reply,
         })
         .await,

@@ -8,6 +8,9 @@ use crate::app::{
     KillSelection, Network, NetworkMode, PortDefinitionView, PortMapping, ReadinessCheck,
     SecretSource, SecretVolume, UpgradeStrategy,
 };
+use crate::autoscale::{
+    AutoscalerList, AutoscalerStatus, AutoscalerView, DecisionView, MetricStatus,
+};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -40,6 +43,12 @@ use utoipa::OpenApi;
         super::endpoints::acks,
         super::endpoints::services,
         super::endpoints::service,
+        super::autoscalers::list_autoscalers,
+        super::autoscalers::get_autoscaler,
+        super::autoscalers::put_autoscaler,
+        super::autoscalers::delete_autoscaler,
+        super::autoscalers::load,
+        super::autoscalers::metrics,
         super::openapi,
     ),
     components(schemas(
@@ -92,7 +101,12 @@ use utoipa::OpenApi;
         ServicePort,
         ServiceList,
         ServiceDetail,
-        ServiceInstance
+        ServiceInstance,
+        AutoscalerView,
+        AutoscalerList,
+        AutoscalerStatus,
+        MetricStatus,
+        DecisionView
     ))
 )]
 struct Doc;

@@ -56,7 +56,7 @@ fn facts(i: &Instance, health_checked: bool, readiness_checked: bool) -> Instanc
     }
 }
 
-fn meta(p: &crate::app::AppPort) -> PortMeta {
+fn meta(p: &crate::app::AppPort, scale_to_zero: bool) -> PortMeta {
     PortMeta {
         name: (!p.name.is_empty()).then(|| p.name.clone()),
         protocol: p.protocol.clone(),
@@ -74,11 +74,48 @@ fn meta(p: &crate::app::AppPort) -> PortMeta {
             .unwrap_or_default(),
         path: p.labels.get("path").cloned(),
         labels: p.labels.clone(),
-        scale_to_zero: false,
+        scale_to_zero,
     }
 }
 
 impl Services {
+    /// Marks an app as one its autoscaler may take to zero (or not): its
+    /// endpoint sets are published again when that changes.
+    pub fn set_scale_to_zero(&mut self, app_id: &str, on: bool) {
+        let changed = if on {
+            self.scale_to_zero.insert(app_id.to_string())
+        } else {
+            self.scale_to_zero.remove(app_id)
+        };
+        if changed {
+            self.published.insert(app_id.to_string());
+        }
+    }
+
+    /// An app's live instances that serve (running, past their health and
+    /// readiness checks: what its endpoint sets list as serving), and how
+    /// many more are live but do not serve yet (staging, starting, checks
+    /// not passed). What the autoscaler counts as ready and not ready.
+    pub fn readiness(&self, app_id: &str) -> (Vec<&Instance>, u32) {
+        let Some(st) = self.apps.get(app_id) else {
+            return (Vec::new(), 0);
+        };
+        let (hc, rc) = (
+            !st.app.health_checks.is_empty(),
+            !st.app.readiness_checks.is_empty(),
+        );
+        let mut ready = Vec::new();
+        let mut not_ready = 0;
+        for i in self.live(app_id) {
+            if endpoint_state(&facts(i, hc, rc)) == Some(EndpointState::Serving) {
+                ready.push(i);
+            } else {
+                not_ready += 1;
+            }
+        }
+        (ready, not_ready)
+    }
+
     /// The endpoint sets of an app now: one per port, each listing its
     /// running instances that serve or drain (see [`endpoint_state`]).
     /// None when the app is gone.
@@ -114,7 +151,7 @@ impl Services {
                     app_id: app_id.to_string(),
                     port_index: ix as u32,
                 };
-                EndpointSet::new(key, meta(p), endpoints)
+                EndpointSet::new(key, meta(p, self.scale_to_zero.contains(app_id)), endpoints)
             })
             .collect()
     }

@@ -217,6 +217,10 @@ pub struct Services {
     service_ports: Option<(u32, u32)>,
     /// The framework's role (empty: `*`); see `roles`.
     role: String,
+    /// Apps an autoscaler may take to zero instances (`min: 0`): their
+    /// endpoint sets say so (`PortMeta::scale_to_zero`), so routers hold
+    /// requests for them instead of refusing.
+    scale_to_zero: BTreeSet<String>,
 }
 
 impl Services {

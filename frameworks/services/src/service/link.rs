@@ -109,6 +109,11 @@ impl Scheduler for Bridge {
         // (the bounded queue still pushes back on the driver).
         let _ = self.0.send(Msg::Update(status)).await;
     }
+    async fn usage(&mut self, _c: &Client, usage: Vec<agora_core::protocol::TaskUsage>) {
+        // Dropped when the actor is busy: the next report comes within a
+        // second, and a stale sample is worth nothing.
+        let _ = self.0.try_send(Msg::Usage(usage));
+    }
     async fn disconnected(&mut self) {
         let _ = self.0.send(Msg::Disconnected).await;
     }

@@ -14,10 +14,12 @@ use crate::app::App;
 use crate::endpoints::Hub;
 use crate::scheduler::{Action, AppState, Deployment, Instance, Services};
 use crate::store::{StateStore, Store};
+pub use autoscale::MAX_INSTANCES as MAX_POLICY_INSTANCES;
 use link::Bridge;
 pub use link::MasterLink;
 use std::sync::Arc;
 
+mod autoscale;
 mod link;
 mod requests;
 #[cfg(test)]
@@ -56,6 +58,9 @@ pub enum Request {
         app: Box<App>,
         create: bool,
         force_restart: bool,
+        /// `?force=true`: a change of `instances` of an autoscaled app
+        /// applies and suspends its policy (else it is refused).
+        force: bool,
         reply: oneshot::Sender<Result<Option<Deployment>, ApiError>>,
     },
     /// `POST /v2/apps/{id}/restart`: a new version of the app as it is now,
@@ -72,6 +77,8 @@ pub enum Request {
     Scale {
         id: String,
         instances: u32,
+        /// Scale an autoscaled app anyway, suspending its policy.
+        force: bool,
         reply: oneshot::Sender<Result<(), ApiError>>,
     },
     DeleteApp {
@@ -96,6 +103,28 @@ pub enum Request {
         reply:
             oneshot::Sender<Result<Vec<agora_sdk::SecretVersion>, agora_sdk::SecretVersionsError>>,
     },
+    /// Create or replace an app's autoscaling policy (validated); a
+    /// suspended one acts again.
+    PutPolicy {
+        app_id: String,
+        policy: Box<agora_core::autoscale::Policy>,
+        reply: oneshot::Sender<Result<crate::autoscale::AutoscalerView, ApiError>>,
+    },
+    /// One app's policy and status (`Some`), or every one.
+    Policies {
+        app_id: Option<String>,
+        reply: oneshot::Sender<Vec<crate::autoscale::AutoscalerView>>,
+    },
+    DeletePolicy {
+        app_id: String,
+        reply: oneshot::Sender<Result<(), ApiError>>,
+    },
+    /// A router's load report (`POST /v1/endpoints/load`).
+    Load {
+        report: Box<agora_core::endpoints::LoadReport>,
+    },
+    /// The autoscalers' `/metrics` lines.
+    Metrics { reply: oneshot::Sender<String> },
     /// Roll back (or with `force`, just stop) a deployment.
     CancelDeployment {
         id: String,
@@ -131,6 +160,13 @@ pub enum ApiError {
     NoTask { app: String, task: String },
     #[error("deployment {0} does not exist")]
     NoDeployment(String),
+    #[error("app {0} has no autoscaling policy")]
+    NoPolicy(String),
+    /// A manual scale of an app whose autoscaler sets its instance count.
+    #[error(
+        "app {id} is autoscaled (min {min}, max {max}): change its policy instead (agora app autoscale {id} --min N --max M ..., or PUT /v1/autoscalers{id}), or force the scale (agora app scale {id} N --force, or ?force=true), which suspends the autoscaler until its policy is PUT again"
+    )]
+    Autoscaled { id: String, min: u32, max: u32 },
     #[error("the services framework is stopping")]
     Stopped,
     #[error("cannot persist the change: {0}")]
@@ -146,6 +182,8 @@ pub(crate) enum Msg<L> {
     Offers(Vec<Offer>),
     Rescinded,
     Update(TaskStatus),
+    /// Agents' usage samples of our tasks (through the master).
+    Usage(Vec<agora_core::protocol::TaskUsage>),
     Disconnected,
     Api(Request),
 }
@@ -237,13 +275,14 @@ pub fn start(
     });
     let (events, _) = tokio::sync::broadcast::channel(4096);
     let hub = Hub::from_clock();
-    let actor = Actor::new(
+    let mut actor = Actor::new(
         services,
         store,
         snap.framework_id,
         events.clone(),
         hub.clone(),
     );
+    actor.restore_policies(snap.policies);
     let join = tokio::spawn(actor.run(rx, stop));
     Ok((Handle { tx, events, hub }, join))
 }
@@ -273,6 +312,10 @@ struct Actor<L, S> {
     events: tokio::sync::broadcast::Sender<serde_json::Value>,
     pending: Pending,
     hub: Arc<Hub>,
+    /// Autoscaling policies and their live numbers (`service/autoscale.rs`).
+    autoscalers: crate::autoscale::Autoscalers,
+    /// The autoscalers' clock starts here (tokio's: paused in tests).
+    epoch: tokio::time::Instant,
 }
 
 fn now_s() -> f64 {
@@ -313,6 +356,8 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             events,
             pending: Pending::default(),
             hub,
+            autoscalers: crate::autoscale::Autoscalers::default(),
+            epoch: tokio::time::Instant::now(),
         }
     }
 
@@ -375,6 +420,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                     }
                     let acts = self.services.tick();
                     self.pending.actions.extend(acts);
+                    self.autoscale_tick().await;
                 }
                 _ = stop.changed() => {
                     if *stop.borrow() { return; }
@@ -652,8 +698,16 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                 }
                 let acts = self.services.update(&status);
                 self.pending.actions.extend(acts);
+                // A woken app's first serving instance ends its cold start.
+                if self.autoscalers.waking() {
+                    self.cold_starts();
+                }
                 // Acknowledged only once this burst is stored.
                 self.pending.acks.push(status);
+            }
+            Msg::Usage(u) => {
+                let now = self.clock();
+                self.autoscalers.record_usage(u, now, &self.services);
             }
             Msg::Api(r) => self.api(r).await,
         }

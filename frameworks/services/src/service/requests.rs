@@ -26,9 +26,21 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                 app,
                 create,
                 force_restart,
+                force,
                 reply,
             } => {
                 let id = app.id.clone();
+                let suspended = if create {
+                    None
+                } else {
+                    match self.manual_scale(&id, app.instances, force) {
+                        Ok(s) => s,
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                            return;
+                        }
+                    }
+                };
                 let r = self
                     .change(&id, |s| {
                         if create && s.apps().contains_key(&app.id) {
@@ -55,6 +67,8 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                     .await;
                 if r.is_ok() {
                     self.emit(serde_json::json!({"eventType": "api_post_event", "appId": id, "timestamp": now_s()}));
+                } else {
+                    self.unsuspend(&id, suspended);
                 }
                 let _ = reply.send(r);
             }
@@ -109,8 +123,16 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
             Request::Scale {
                 id,
                 instances,
+                force,
                 reply,
             } => {
+                let suspended = match self.manual_scale(&id, instances, force) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        let _ = reply.send(Err(e));
+                        return;
+                    }
+                };
                 let r = self
                     .change(&id, |s| {
                         let Some(mut app) = s.app(&id).map(|s| s.app.clone()) else {
@@ -121,6 +143,9 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                         Ok(())
                     })
                     .await;
+                if r.is_err() {
+                    self.unsuspend(&id, suspended);
+                }
                 let _ = reply.send(r);
             }
             Request::DeleteApp { id, reply } => {
@@ -136,6 +161,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                     Ok(kills) => {
                         self.perform(kills).await;
                         self.emit(serde_json::json!({"eventType": "app_terminated_event", "appId": id, "timestamp": now_s()}));
+                        self.app_deleted(&id);
                         Ok(())
                     }
                     Err(e) => Err(e),
@@ -160,6 +186,23 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                     Err(e) => Err(e),
                 };
                 let _ = reply.send(r);
+            }
+            Request::PutPolicy {
+                app_id,
+                policy,
+                reply,
+            } => {
+                let _ = reply.send(self.put_policy(&app_id, *policy));
+            }
+            Request::Policies { app_id, reply } => {
+                let _ = reply.send(self.policy_views(app_id.as_deref()));
+            }
+            Request::DeletePolicy { app_id, reply } => {
+                let _ = reply.send(self.delete_policy(&app_id));
+            }
+            Request::Load { report } => self.load_report(*report).await,
+            Request::Metrics { reply } => {
+                let _ = reply.send(self.policy_metrics());
             }
             Request::CancelDeployment { id, force, reply } => {
                 let app_id = self

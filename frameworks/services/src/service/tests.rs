@@ -94,6 +94,7 @@ struct FlakyStore {
     apps: Arc<Mutex<BTreeMap<String, AppState>>>,
     id_fail: Arc<AtomicBool>,
     ids: Arc<Mutex<Vec<String>>>,
+    policies: Arc<Mutex<BTreeMap<String, crate::autoscale::StoredPolicy>>>,
 }
 
 impl StateStore for FlakyStore {
@@ -135,6 +136,24 @@ impl StateStore for FlakyStore {
         self.ids.lock().unwrap().push(id.to_string());
         Ok(())
     }
+    fn put_policy(
+        &mut self,
+        app_id: &str,
+        row: Option<&crate::autoscale::StoredPolicy>,
+    ) -> Result<(), crate::store::StoreError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(crate::store::StoreError {
+                path: "flaky".into(),
+                message: "disk full".into(),
+            });
+        }
+        let mut p = self.policies.lock().unwrap();
+        match row {
+            Some(r) => p.insert(app_id.to_string(), r.clone()),
+            None => p.remove(app_id),
+        };
+        Ok(())
+    }
 }
 
 fn running(task: &str, uuid: u8) -> TaskStatus {
@@ -168,6 +187,7 @@ async fn scale(tx: &mpsc::Sender<Msg<Recorder>>, n: u32) -> Result<(), ApiError>
     let req = Request::Scale {
         id: "/a".into(),
         instances: n,
+        force: false,
         reply,
     };
     tx.send(Msg::Api(req)).await.ok().unwrap();
@@ -316,6 +336,7 @@ async fn an_api_change_that_cannot_be_stored_changes_nothing() {
         app: Box::new(changed),
         create: false,
         force_restart: false,
+        force: false,
         reply,
     })
     .await;
@@ -640,3 +661,5 @@ async fn a_new_rollout_version_of_a_secret_rolls_the_app_that_uses_it() {
     assert!(link.killed.lock().unwrap().is_empty());
     join.abort();
 }
+
+mod autoscale;

@@ -11,6 +11,8 @@ pub struct Api {
     pub addr: String,
     dir: std::path::PathBuf,
     stop: tokio::sync::watch::Sender<bool>,
+    /// Leave the data dir when dropped (a restart test starts again on it).
+    keep: bool,
 }
 
 impl Api {
@@ -22,8 +24,49 @@ impl Api {
 
 impl Drop for Api {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        if !self.keep {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
     }
+}
+
+/// The framework on `dir` (the data dir is left when the `Api` is
+/// dropped): a restart is stopping it and calling this again. Waits for
+/// the previous run to let go of the store.
+pub async fn api_in(dir: std::path::PathBuf) -> Api {
+    for _ in 0..100 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let cfg = agora_services::ServicesConfig {
+            master: "http://127.0.0.1:9".into(),
+            data_dir: dir.clone(),
+            name: "services-test".into(),
+            role: "*".into(),
+            failover_timeout: Duration::from_secs(60),
+            service_ports: (10_000, 20_000),
+            master_tls: None,
+            master_token: None,
+            api_tokens: false,
+        };
+        let (stop, rx) = tokio::sync::watch::channel(false);
+        let run = tokio::spawn(agora_services::serve(listener, cfg, rx));
+        for _ in 0..50 {
+            if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+                return Api {
+                    addr,
+                    dir,
+                    stop,
+                    keep: true,
+                };
+            }
+            if run.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the framework did not start on {}", dir.display());
 }
 
 /// The framework on a free loopback port, with `service_ports` as its
@@ -58,7 +101,12 @@ pub async fn api_with_role(service_ports: (u32, u32), role: &str) -> Api {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Api { addr, dir, stop }
+    Api {
+        addr,
+        dir,
+        stop,
+        keep: false,
+    }
 }
 
 /// (status, headers in lowercase, body) of one HTTP/1.1 request.
