@@ -122,6 +122,7 @@ async fn the_agents_metrics_show_each_tasks_working_set() {
     let state = crate::http::HttpState {
         agent: handle,
         runtime: Arc::new(runtime),
+        tokens: None,
     };
     tokio::spawn(crate::http::serve(listener, state));
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
