@@ -208,6 +208,17 @@ impl Autoscaler {
         self.policy = policy;
     }
 
+    /// Starts the history at `current` (a policy just put on a running app,
+    /// or restored after a restart): `current` counts as a recommendation
+    /// made `now`, so the scale-down window runs from here instead of a
+    /// first evaluation scaling down at once (HPA seeds its history the same
+    /// way). It also starts the idle clock. No scale event is recorded.
+    pub fn seed(&mut self, now: Duration, current: u32) {
+        self.started_at.get_or_insert(now);
+        self.prune(now);
+        self.record_recommendation(now, current);
+    }
+
     /// Entries kept: (recommendation buckets, scale-event buckets).
     pub fn history_len(&self) -> (usize, usize) {
         (self.recommendations.len(), self.events.len())

@@ -295,3 +295,20 @@ fn reasons_serialise_for_events() {
     let back: Decision = serde_json::from_value(v).unwrap();
     assert_eq!(back, d);
 }
+
+#[test]
+fn a_seeded_autoscaler_waits_for_its_window_before_scaling_down() {
+    // Scale-down window 300 s by default; load at a quarter of the target.
+    let low = |now| obs(now, 8, 8, Some(25.0));
+    // Unseeded, the first evaluation has no history and scales down at once.
+    let mut a = Autoscaler::new(rps_policy(1, 10));
+    assert!(a.decide(&low(1000)).desired < 8);
+    // Seeded with the running count (a policy put on a running app, or
+    // restored after a restart), it waits the whole window.
+    let mut a = Autoscaler::new(rps_policy(1, 10));
+    a.seed(Duration::from_secs(1000), 8);
+    for t in 1000..=1300 {
+        assert_eq!(a.decide(&low(t)).desired, 8, "at {t}");
+    }
+    assert!(a.decide(&low(1301)).desired < 8);
+}

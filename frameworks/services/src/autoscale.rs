@@ -176,9 +176,8 @@ impl Autoscalers {
     /// as HPA does for a new autoscaler (it records the current replicas as
     /// its first recommendation): without it, the first evaluation after a
     /// policy is put — or after the framework restarts — would have no
-    /// history and could scale down at once, skipping the window. The core
-    /// has no call for it, so it is one evaluation with every metric exactly
-    /// on target (a recommendation of the current count, no scale event).
+    /// history and could scale down at once, skipping the window: the
+    /// current count is its first recommendation ([`Autoscaler::seed`]).
     /// Nothing to do for a count outside `[max(min, 1), max]` (at zero, or
     /// brought back to the bounds at once anyway).
     pub fn seed(&mut self, app_id: &str, s: &Services, now: Duration) {
@@ -192,28 +191,7 @@ impl Autoscalers {
         if e.stored.suspended.is_some() || current < p.min.max(1) || current > p.max {
             return;
         }
-        let mut metrics = Metrics::default();
-        for t in &p.targets {
-            metrics.set(
-                t.metric,
-                Some(Sample {
-                    value: t.value,
-                    measured_at: now,
-                }),
-            );
-        }
-        let d = e.scaler.decide(&Observation {
-            now,
-            instances: Instances {
-                ready: current,
-                not_ready: 0,
-            },
-            current_target: current,
-            metrics,
-            last_request_at: None,
-            wake: false,
-        });
-        debug_assert!(!d.changes(), "a seed changed the count: {d}");
+        e.scaler.seed(now, current);
     }
 
     pub fn remove(&mut self, app_id: &str) -> Option<StoredPolicy> {

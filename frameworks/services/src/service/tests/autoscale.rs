@@ -420,3 +420,37 @@ async fn held_back_decisions_are_events_at_most_every_ten_seconds() {
     }
     h.join.abort();
 }
+
+/// Putting a policy again with `min: 0` and a short `idleAfterSeconds` on
+/// an app that has been idle for longer (found by `agora bench autoscale`:
+/// the framework's actor panicked on it): the framework keeps running and
+/// the app goes to zero at the next evaluation.
+#[tokio::test(start_paused = true)]
+async fn a_policy_put_again_on_an_idle_app_scales_it_to_zero() {
+    let h = start(app_running(1)).await;
+    put_policy(
+        &h,
+        policy(
+            serde_json::json!({"min": 1, "max": 5, "targets": [{"metric": "rps", "value": 10}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    report(&h, load(5.0, 0)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    report(&h, load(0.0, 0)).await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    put_policy(
+        &h,
+        policy(
+            serde_json::json!({"min": 0, "max": 5, "idleAfterSeconds": 5,
+            "targets": [{"metric": "rps", "value": 10}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(instances(&h).await, 0);
+    assert!(!h.join.is_finished(), "the actor stopped");
+    h.join.abort();
+}
