@@ -9,9 +9,10 @@
 //!
 //! 1. Deploys `/bench/web` with one instance (health and readiness checks
 //!    on `/health`, published at the edge). Scales it to two by hand and
-//!    back, timing the new instance from the scale to serving
-//!    (`launch_to_serving_s`: the issue's "launch p50 + one health
-//!    interval", measured here), then puts the policy: `min 1`, `max
+//!    back, timing the new instance from the scale to TASK_RUNNING
+//!    (`launch_to_running_s`) and to serving (`launch_to_serving_s`); the
+//!    cold-start goal is 1.5 × (`launch_to_running_s` + the app's 0.5 s
+//!    health interval). Then puts the policy: `min 1`, `max
 //!    --max`, `rps --rps-target` per instance, scale-down window
 //!    `--scale-down-window`.
 //! 2. Light load (`--rps-target` ÷ 2) for `--baseline`: nothing may change.
@@ -37,8 +38,10 @@
 //! retries). Exit status 0 whatever the figures, unless `--strict`: then
 //! 1 when a request failed, `flaps` or `steady_changes` is not 0, or the
 //! cold start did not answer 200. The timing goals (`decision_s` ≤ 3,
-//! `cold_start_s` ≤ 1.5 × `launch_to_serving_s`) are reported, not
-//! enforced: a loaded CI machine is no place for timed assertions.
+//! `cold_start_s` ≤ 1.5 × (`launch_to_running_s` + 0.5 s)) are reported, not
+//! enforced: a loaded CI machine is no place for timed assertions. The
+//! timeline (one point a second: offered load, instances, ready, the rps
+//! per instance the framework computed) is in the JSON.
 
 use super::rollout::{APP, ContainerGuard, PORTS, Stats, destroy, get, port_block};
 use crate::http::http_send;
@@ -112,8 +115,16 @@ struct Point {
     rps_per_instance: Option<f64>,
 }
 
+/// The app's health check interval (seconds): a cold start waits for the
+/// first passing check.
+const HEALTH_INTERVAL_S: f64 = 0.5;
+
 #[derive(Debug, Default, serde::Serialize)]
 struct Figures {
+    /// One instance, scale request → TASK_RUNNING (what `bench launch`
+    /// times, plus the framework's part).
+    launch_to_running_s: f64,
+    /// The same instance → healthy and ready.
     launch_to_serving_s: f64,
     decision_s: f64,
     capacity_s: f64,
@@ -336,6 +347,25 @@ async fn healthy(svc: &str, n: u64, within: Duration) -> Result<()> {
     }
 }
 
+/// Waits until `n` instances run; the seconds it took.
+async fn running(svc: &str, n: u64, within: Duration) -> Result<f64> {
+    let t = Instant::now();
+    let path = format!("/v1/apps{APP}");
+    loop {
+        let (_, body) = http_send("GET", svc, &path, None).await?;
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        if v["app"]["tasksRunning"].as_u64() >= Some(n) {
+            return Ok(t.elapsed().as_secs_f64());
+        }
+        ensure!(
+            t.elapsed() < within,
+            "{APP} does not have {n} running instances after {within:?}: {}",
+            v["app"]["waiting"]
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn scale(svc: &str, n: u32) -> Result<()> {
     let (code, body) = http_send(
         "PUT",
@@ -537,6 +567,7 @@ async fn measure(args: &AutoscaleArgs, svc: &str, edge: SocketAddr) -> Result<Fi
     eprintln!("{APP} serves; timing one instance from a manual scale to serving");
     let t = Instant::now();
     scale(svc, 2).await?;
+    f.launch_to_running_s = running(svc, 2, Duration::from_secs(120)).await?;
     healthy(svc, 2, Duration::from_secs(120)).await?;
     f.launch_to_serving_s = t.elapsed().as_secs_f64();
     scale(svc, 1).await?;
@@ -717,7 +748,8 @@ async fn measure(args: &AutoscaleArgs, svc: &str, edge: SocketAddr) -> Result<Fi
 }
 
 fn report(args: &AutoscaleArgs, f: &Figures) {
-    let goal_cold = 1.5 * f.launch_to_serving_s;
+    // The issue's goal: 1.5 × (launch p50 + one health interval).
+    let goal_cold = 1.5 * (f.launch_to_running_s + HEALTH_INTERVAL_S);
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING);
     t.set_header(vec!["figure", "value", "goal"]);
