@@ -2,7 +2,7 @@
 //!
 //! | route | needs |
 //! |---|---|
-//! | `/health`, `/metrics` | nothing (the same rule as the master's open paths: health, and counts and gauges for Prometheus) |
+//! | `/health`, `/metrics` | nothing (health, and gauges and counters for Prometheus; unlike the master's, the per-task series name framework and task ids, which `/state` shows only with `view_state`) |
 //! | `/state`, `/tasks/{id}/logs`, any other path | a token the master issued, of a principal the ACLs grant `view_state` |
 //!
 //! The token is checked with the master the agent is registered with

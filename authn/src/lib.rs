@@ -15,7 +15,7 @@
 //! header (the token itself is kept nowhere), so a revoked token, or an ACL
 //! change, reaches the API within that time. Refusals are not cached.
 
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Bytes;
 use hyper::header::{AUTHORIZATION, HeaderValue};
 use hyper_util::client::legacy::Client;
@@ -32,6 +32,10 @@ const CACHE_MAX: usize = 10_000;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long the master's answer (head, then body) may take.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest whoami answer read (a real one is about 100 bytes): a
+/// wrong `--master`, or something in between, cannot make every request
+/// buffer an arbitrary body.
+const MAX_ANSWER: usize = 64 * 1024;
 
 /// Who a verified token belongs to, as the master says.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -154,8 +158,14 @@ impl Verifier {
             Err(_) => return Err(self.unavailable(&"no answer within 10 s")),
         };
         let status = resp.status();
-        let body = match tokio::time::timeout(ANSWER_TIMEOUT, resp.into_body().collect()).await {
+        let body = Limited::new(resp.into_body(), MAX_ANSWER).collect();
+        let body = match tokio::time::timeout(ANSWER_TIMEOUT, body).await {
             Ok(Ok(b)) => b.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return Err(self.unavailable(&format!(
+                    "its whoami answer ({status}) is larger than {MAX_ANSWER} bytes: is --master the master?"
+                )));
+            }
             Ok(Err(e)) => return Err(self.unavailable(&e)),
             Err(_) => return Err(self.unavailable(&"no answer within 10 s")),
         };
@@ -325,6 +335,28 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.status(), 503);
         assert!(e.to_string().contains("the master answered 502"), "{e}");
+    }
+
+    /// An answer larger than [`MAX_ANSWER`] is not read whole: 503, never
+    /// a pass, even when it is valid JSON vouching for the token.
+    #[tokio::test]
+    async fn an_oversized_answer_is_refused() {
+        let big = serve(axum::Router::new().route(
+            "/v1/auth/whoami",
+            axum::routing::get(|| async {
+                let pad = " ".repeat(4 << 20);
+                format!(
+                    r#"{{"principal":"ops","admin":true,"auth_enabled":true,"view_state":true}}{pad}"#
+                )
+            }),
+        ))
+        .await;
+        let e = Verifier::new(&big, None)
+            .verify(&h("Bearer ops"))
+            .await
+            .unwrap_err();
+        assert_eq!(e.status(), 503, "{e}");
+        assert!(e.to_string().contains("larger than 65536 bytes"), "{e}");
     }
 
     #[test]

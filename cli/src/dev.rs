@@ -108,6 +108,9 @@ struct Secure {
     router_token: PathBuf,
 }
 
+/// The principal of the routers' token under `agora dev --secure`.
+const ROUTER_PRINCIPAL: &str = "router";
+
 impl Secure {
     /// The CA, certificates and ACL file: created when missing, else reused.
     fn prepare(data_dir: &std::path::Path, agent_host: &str) -> Result<Secure> {
@@ -199,7 +202,7 @@ impl Secure {
                 .context("the master started without authentication")?;
             let (token, _) = auth
                 .tokens
-                .create("router", None)
+                .create(ROUTER_PRINCIPAL, None)
                 .map_err(|e| anyhow::anyhow!("minting the routers' token: {e}"))?;
             agora_master::auth::write_secret_file(
                 &self.router_token,
@@ -361,6 +364,8 @@ pub async fn run(args: DevArgs) -> Result<()> {
         services_cfg.master_tls = Some(crate::tls::client(&sec.ca_cert)?);
         services_cfg.master_token = Some(std::sync::Arc::new(sec.services_token(&started.gate)?));
         services_cfg.api_tokens = true;
+        // Only the routers (their token's principal) join and ack the drains.
+        services_cfg.drain_principals = vec![ROUTER_PRINCIPAL.to_string()];
         // The CLI reads this by itself: `agora task list` just works.
         if let Some(path) = crate::context::context_path() {
             let ctx = crate::context::ClientContext {

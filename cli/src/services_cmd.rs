@@ -55,6 +55,35 @@ pub struct ServicesArgs {
     /// routes the router reads stay open. Needs a master with --acls.
     #[arg(long, env = "AGORA_SERVICES_REQUIRE_TOKENS")]
     pub require_tokens: bool,
+    /// With --require-tokens: the only principals that may join the drains
+    /// (`/v1/endpoints/watch?router=`) and ack them, i.e. the principals of
+    /// the routers' tokens (comma-separated, e.g. `router`). Others get 403.
+    /// Without it any valid token of the cluster may, and could claim a
+    /// router's id (free after a restart) and ack drains for it.
+    #[arg(
+        long,
+        env = "AGORA_SERVICES_DRAIN_PRINCIPALS",
+        value_name = "PRINCIPALS",
+        value_delimiter = ','
+    )]
+    pub drain_principals: Vec<String>,
+}
+
+/// `--drain-principals`, checked: names, and only with `--require-tokens`
+/// (without tokens there is no principal to check).
+fn drain_principals(args: &ServicesArgs) -> Result<Vec<String>> {
+    let names: Vec<String> = args
+        .drain_principals
+        .iter()
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    if !names.is_empty() && !args.require_tokens {
+        bail!(
+            "--drain-principals needs --require-tokens (without tokens the API knows no principals)"
+        );
+    }
+    Ok(names)
 }
 
 /// `FIRST-LAST`, two port numbers 1-65535, FIRST ≤ LAST.
@@ -80,6 +109,7 @@ pub fn config(master: &str, data_dir: PathBuf, role: &str) -> agora_services::Se
         master_tls: None,
         master_token: None,
         api_tokens: false,
+        drain_principals: Vec::new(),
     }
 }
 
@@ -167,6 +197,7 @@ pub async fn run(
     cfg.service_ports = args.service_ports;
     cfg.master_token = master_token;
     cfg.api_tokens = args.require_tokens;
+    cfg.drain_principals = drain_principals(&args)?;
     let server = tokio::spawn(agora_services::serve_tls(listener, cfg, stop, server_tls));
     tokio::select! {
         r = server => { r.context("services task panicked")??; }
@@ -1048,6 +1079,29 @@ mod tests {
         assert!(parse_port_range("20000-10000").is_err());
         assert!(parse_port_range("0-10").is_err());
         assert!(parse_port_range("10000").is_err());
+    }
+
+    #[test]
+    fn drain_principals_need_require_tokens() {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            s: ServicesArgs,
+        }
+        let parse = |a: &[&str]| {
+            <Cli as clap::Parser>::try_parse_from(
+                std::iter::once("services").chain(a.iter().copied()),
+            )
+            .unwrap()
+            .s
+        };
+        let a = parse(&["--require-tokens", "--drain-principals", "router, edge"]);
+        assert_eq!(drain_principals(&a).unwrap(), ["router", "edge"]);
+        assert!(drain_principals(&parse(&[])).unwrap().is_empty());
+        let e = drain_principals(&parse(&["--drain-principals", "router"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("needs --require-tokens"), "{e}");
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! the principal authenticated
 //! is passed to the handlers as a [`Principal`] request extension, and a
 //! drain participant is bound to the principal that joined it
-//! (`crate::endpoints`). The token must be one the master issued, checked with the master's
+//! (`crate::endpoints`). With `ServicesConfig::drain_principals` (`agora
+//! services --drain-principals`), only those principals may make these
+//! requests (403 for others). The token must be one the master issued, checked with the master's
 //! `GET /v1/auth/whoami` (the master answers 401 for a missing, unknown,
 //! expired or revoked token, and this API passes that answer on). The
 //! verification is [`agora_authn::Verifier`], shared with the agent's API:
@@ -42,6 +44,14 @@ fn open(uri: &axum::http::Uri) -> bool {
     }
 }
 
+/// Requests that make the caller a drain participant or speak for one:
+/// `POST /v1/endpoints/acks` and a watch with `router=` (any other path
+/// under `/v1/endpoints/` too, e.g. the routers' load reports).
+fn drain_request(uri: &axum::http::Uri) -> bool {
+    let path = uri.path();
+    path.starts_with("/v1/endpoints/") && !open(uri)
+}
+
 /// The principal a request was authenticated as: a request extension set
 /// by [`require_token`] (absent on open requests and without tokens).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -51,12 +61,16 @@ pub struct Principal(pub String);
 #[derive(Clone)]
 pub struct ApiAuth {
     verifier: agora_authn::Verifier,
+    /// The principals that may join the drains and ack them (empty: any
+    /// principal with a valid token).
+    drain_principals: Arc<Vec<String>>,
 }
 
 impl std::fmt::Debug for ApiAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ApiAuth")
             .field("master", &self.verifier.master())
+            .field("drain_principals", &self.drain_principals)
             .finish()
     }
 }
@@ -77,7 +91,17 @@ impl ApiAuth {
     pub fn new(master: &str, tls: Option<Arc<agora_tls::ClientConfig>>) -> ApiAuth {
         ApiAuth {
             verifier: agora_authn::Verifier::new(master, tls),
+            drain_principals: Arc::default(),
         }
+    }
+
+    /// Only `principals` may join the drains (`watch?router=`) and ack them
+    /// (`agora services --drain-principals`); empty: any principal with a
+    /// valid token. Without it, any token of the cluster could claim a
+    /// router's id (free after a restart) and ack drains it never made.
+    pub fn with_drain_principals(mut self, principals: Vec<String>) -> ApiAuth {
+        self.drain_principals = Arc::new(principals);
+        self
     }
 
     /// The principal `authorization` authenticates, or the answer to send.
@@ -104,6 +128,21 @@ pub async fn require_token(State(auth): State<ApiAuth>, mut req: Request, next: 
         );
     };
     match auth.verify(&h).await {
+        Ok(principal)
+            if drain_request(req.uri())
+                && !auth.drain_principals.is_empty()
+                && !auth.drain_principals.contains(&principal) =>
+        {
+            tracing::warn!(principal, path = %req.uri().path(),
+                "refused a drain participant's request: principal not in --drain-principals");
+            refuse(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "forbidden: principal {principal} may not join the drains or ack them (only {}: agora services --drain-principals); give the router a token of one of those principals (--token-file)",
+                    auth.drain_principals.join(", ")
+                ),
+            )
+        }
         Ok(principal) => {
             tracing::debug!(principal, path = %req.uri().path(), "authenticated API request");
             req.extensions_mut().insert(Principal(principal));

@@ -43,6 +43,13 @@ pub const START_WINDOW: Duration = Duration::from_secs(20);
 /// stops counting after this.
 pub const FORGET_DEPARTED: Duration = Duration::from_secs(600);
 
+/// Most drain participants kept. A new id beyond it makes room by
+/// forgetting the departed participant that left first (the one that would
+/// be forgotten first anyway); connected ones are never dropped (they are
+/// bounded by the open streams). Without it, opening and closing streams
+/// with fresh ids grows the map for [`FORGET_DEPARTED`] at the request rate.
+pub const MAX_PARTICIPANTS: usize = 4096;
+
 /// What the drain participants have drained, for `release_drains`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Drained {
@@ -203,7 +210,27 @@ impl Hub {
     /// principal (an API without tokens).
     pub fn join(self: &Arc<Self>, router: &str) -> Joined {
         let mut routers = lock(&self.routers);
+        self.make_room(&mut routers, router);
         self.enter(&mut routers, router)
+    }
+
+    /// Before `router` is added: at [`MAX_PARTICIPANTS`], forgets the
+    /// departed participant that left first (drains may be over then).
+    fn make_room(&self, routers: &mut HashMap<String, Participant>, router: &str) {
+        if routers.len() < MAX_PARTICIPANTS || routers.contains_key(router) {
+            return;
+        }
+        let oldest = routers
+            .iter()
+            .filter_map(|(k, r)| r.left.map(|l| (l, k)))
+            .min()
+            .map(|(_, k)| k.clone());
+        if let Some(k) = oldest {
+            routers.remove(&k);
+            tracing::info!(forgotten = %k, max = MAX_PARTICIPANTS,
+                "too many drain participants: forgot the one that left first");
+            self.drains.notify_one();
+        }
     }
 
     /// [`Hub::join`] by `principal` (the authenticated caller; `None`
@@ -216,8 +243,11 @@ impl Hub {
         principal: Option<&str>,
     ) -> Result<Joined, Bound> {
         let mut routers = lock(&self.routers);
+        if let Some(r) = routers.get(router) {
+            check_owner(router, r, principal)?;
+        }
+        self.make_room(&mut routers, router);
         let r = routers.entry(router.to_string()).or_default();
-        check_owner(router, r, principal)?;
         if let Some(p) = principal {
             r.principal = Some(p.to_string());
         }
@@ -479,6 +509,39 @@ mod tests {
         // Without tokens (no principal) nothing is bound.
         let _n = hub.join("r2");
         assert_eq!(hub.ack_as("r2", None, Some(1001), Some(1001)), Ok(true));
+    }
+
+    /// Fresh ids opened and closed in a loop do not grow the participants
+    /// past [`MAX_PARTICIPANTS`]: the one that left first is forgotten,
+    /// connected ones never are.
+    #[test]
+    fn participants_are_bounded() {
+        let hub = Hub::new(1000, Duration::ZERO);
+        let live = hub.join_as("live", Some("router")).unwrap();
+        for i in 0..MAX_PARTICIPANTS + 100 {
+            let j = hub.join_as(&format!("fake-{i}"), Some("dev")).unwrap();
+            drop(j);
+        }
+        let ps = hub.participants();
+        assert_eq!(ps.len(), MAX_PARTICIPANTS);
+        assert!(ps.iter().any(|p| p.0 == "live"), "connected: kept");
+        assert!(
+            !ps.iter().any(|p| p.0 == "fake-0"),
+            "the first to leave is forgotten first"
+        );
+        let last = format!("fake-{}", MAX_PARTICIPANTS + 99);
+        assert!(ps.iter().any(|p| p.0 == last), "the newest is kept");
+        // Still bound: making room never frees a connected id.
+        assert!(hub.join_as("live", Some("dev")).is_err());
+        // All connected: nothing to forget, the newcomer still joins.
+        let hub = Hub::new(1000, Duration::ZERO);
+        let held: Vec<Joined> = (0..MAX_PARTICIPANTS)
+            .map(|i| hub.join(&format!("r{i}")))
+            .collect();
+        let _extra = hub.join("one-more");
+        assert_eq!(hub.participants().len(), MAX_PARTICIPANTS + 1);
+        drop(held);
+        drop(live);
     }
 
     #[test]

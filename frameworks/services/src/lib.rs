@@ -63,9 +63,10 @@ pub async fn serve_tls(
     let listener = agora_tls::TlsListener::new(listener, tls);
     let master = cfg.master.clone();
     let role = cfg.role.clone();
-    let api_auth = cfg
-        .api_tokens
-        .then(|| api_auth::ApiAuth::new(&cfg.master, cfg.master_tls.clone()));
+    let api_auth = cfg.api_tokens.then(|| {
+        api_auth::ApiAuth::new(&cfg.master, cfg.master_tls.clone())
+            .with_drain_principals(cfg.drain_principals.clone())
+    });
     let (handle, join) = start(cfg, stop.clone())?;
     let hub = handle.hub().clone();
     let mut app = api::router(api::ApiState {

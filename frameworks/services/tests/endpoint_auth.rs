@@ -53,6 +53,11 @@ impl Drop for Api {
 /// (the router, then the token middleware), keeping the handle for its
 /// hub.
 async fn api() -> Api {
+    api_with(Vec::new()).await
+}
+
+/// [`api`] with `--drain-principals`.
+async fn api_with(drain_principals: Vec<String>) -> Api {
     let master = fake_master().await;
     let dir =
         std::env::temp_dir().join(format!("agora-svc-auth-{}", uuid::Uuid::new_v4().simple()));
@@ -67,6 +72,7 @@ async fn api() -> Api {
         master_tls: None,
         master_token: None,
         api_tokens: true,
+        drain_principals: drain_principals.clone(),
     };
     let (stop, rx) = tokio::sync::watch::channel(false);
     let (handle, _join) = agora_services::start(cfg, rx).unwrap();
@@ -76,7 +82,7 @@ async fn api() -> Api {
         role: "*".into(),
     })
     .layer(axum::middleware::from_fn_with_state(
-        ApiAuth::new(&master, None),
+        ApiAuth::new(&master, None).with_drain_principals(drain_principals),
         require_token,
     ));
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -221,5 +227,42 @@ async fn acks_and_drain_participation_need_a_token_and_the_joining_principal() {
     // The joining principal's ack counts.
     let (code, body) = ack(&a, Some("router-token"), v).await;
     assert_eq!(code, 204, "{body}");
+    assert_eq!(hub.participants(), vec![("r1".to_string(), v, v)]);
+}
+
+/// With `--drain-principals router`, another principal's valid token can
+/// neither join the drains nor ack, even for an id no router holds yet
+/// (after a restart every id is free): it cannot claim a router's id and
+/// ack drains the router never made. Plain watches stay open; the listed
+/// principal joins and acks.
+#[tokio::test]
+async fn only_drain_principals_join_and_ack() {
+    let a = api_with(vec!["router".into()]).await;
+    let app = json!({"id": "/demo/web", "cmd": "serve", "cpus": 0.1, "mem": 16,
+        "portDefinitions": [{"port": 0, "name": "http"}]});
+    let (code, body) = send(&a, "POST", "/v2/apps", Some("dev-token"), &app.to_string()).await;
+    assert_eq!(code, 201, "other requests are not affected: {body}");
+    let (code, open) = watch(&a, "", None).await;
+    assert_eq!(code, 200, "a plain watch stays open");
+    let (_, v) = open.unwrap();
+    let hub = a.handle.hub();
+
+    // r1 is free: dev still may not claim it, nor ack for it.
+    let (code, _) = watch(&a, "?router=r1", Some("dev-token")).await;
+    assert_eq!(code, 403);
+    let (code, body) = ack(&a, Some("dev-token"), v).await;
+    assert_eq!(code, 403, "{body}");
+    assert!(
+        body.contains("principal dev") && body.contains("--drain-principals"),
+        "says why and what to do: {body}"
+    );
+    assert!(!body.contains("dev-token"), "{body}");
+    assert!(hub.participants().is_empty(), "{:?}", hub.participants());
+
+    // The router's principal joins and acks.
+    let (code, joined) = watch(&a, "?router=r1", Some("router-token")).await;
+    assert_eq!(code, 200);
+    let (_stream, v) = joined.unwrap();
+    assert_eq!(ack(&a, Some("router-token"), v).await.0, 204);
     assert_eq!(hub.participants(), vec![("r1".to_string(), v, v)]);
 }

@@ -49,6 +49,9 @@ pub struct ServicesConfig {
     /// Require a bearer token (verified by the master) on the REST API but
     /// its open routes (see `api_auth`).
     pub api_tokens: bool,
+    /// With `api_tokens`: the principals that may join the drains and ack
+    /// them (`--drain-principals`); empty: any principal with a valid token.
+    pub drain_principals: Vec<String>,
 }
 
 /// A request from the API, answered by the actor.

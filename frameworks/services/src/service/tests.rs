@@ -485,6 +485,7 @@ fn the_driver_leaves_acknowledgements_to_the_actor() {
         master_tls: None,
         master_token: None,
         api_tokens: false,
+        drain_principals: Vec::new(),
     };
     let f = framework_config(&cfg, Some("fw-1".into()));
     assert!(!f.auto_acknowledge);

@@ -92,6 +92,7 @@ pub async fn api_with_role(service_ports: (u32, u32), role: &str) -> Api {
         master_tls: None,
         master_token: None,
         api_tokens: false,
+        drain_principals: Vec::new(),
     };
     let (stop, rx) = tokio::sync::watch::channel(false);
     tokio::spawn(agora_services::serve(listener, cfg, rx));
