@@ -57,7 +57,9 @@ pub struct ServicesArgs {
     pub require_tokens: bool,
     /// With --require-tokens: the only principals that may join the drains
     /// (`/v1/endpoints/watch?router=`) and ack them, i.e. the principals of
-    /// the routers' tokens (comma-separated, e.g. `router`). Others get 403.
+    /// the routers' tokens (comma-separated, e.g. `router`); the same
+    /// principals alone may post load reports (`/v1/endpoints/load`, which
+    /// decide autoscaled instance counts). Others get 403.
     /// Without it any valid token of the cluster may, and could claim a
     /// router's id (free after a restart) and ack drains for it.
     #[arg(
@@ -198,6 +200,11 @@ pub async fn run(
     cfg.master_token = master_token;
     cfg.api_tokens = args.require_tokens;
     cfg.drain_principals = drain_principals(&args)?;
+    if cfg.api_tokens && cfg.drain_principals.is_empty() {
+        tracing::warn!(
+            "--require-tokens without --drain-principals: any valid token of the cluster may join the drains, ack them and post load reports (which decide instance counts); name your routers' principals with --drain-principals"
+        );
+    }
     let server = tokio::spawn(agora_services::serve_tls(listener, cfg, stop, server_tls));
     tokio::select! {
         r = server => { r.context("services task panicked")??; }

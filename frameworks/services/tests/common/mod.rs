@@ -47,6 +47,7 @@ pub async fn api_in(dir: std::path::PathBuf) -> Api {
             master_tls: None,
             master_token: None,
             api_tokens: false,
+            drain_principals: Vec::new(),
         };
         let (stop, rx) = tokio::sync::watch::channel(false);
         let run = tokio::spawn(agora_services::serve(listener, cfg, rx));
