@@ -506,7 +506,9 @@ impl Sampler {
         let p = points.clone();
         let task = tokio::spawn(async move {
             loop {
-                if let Ok(s) = status(&svc).await {
+                // Bounded: one slow answer must not end the record.
+                let answer = tokio::time::timeout(Duration::from_secs(2), status(&svc)).await;
+                if let Ok(Ok(s)) = answer {
                     let rps = s["metrics"].as_array().and_then(|ms| {
                         ms.iter()
                             .find(|m| m["metric"] == "rps")
