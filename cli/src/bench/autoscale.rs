@@ -154,6 +154,9 @@ struct Figures {
     /// spread to the new instances).
     instances_answering_steady: u32,
     last_decision: String,
+    /// Status polls of the timeline that failed, and the last error.
+    sampler_errors: u32,
+    sampler_last_error: String,
     timeline: Vec<Point>,
 }
 
@@ -537,6 +540,8 @@ impl Load {
 /// Samples the autoscaler's status every 250 ms into the timeline.
 struct Sampler {
     points: Arc<Mutex<Vec<Point>>>,
+    /// Polls that failed (count, the last error): a gap in the timeline.
+    errors: Arc<Mutex<(u32, String)>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -544,6 +549,8 @@ impl Sampler {
     fn start(svc: String, rate: Arc<AtomicU64>, t0: Instant) -> Sampler {
         let points = Arc::new(Mutex::new(Vec::new()));
         let p = points.clone();
+        let errors = Arc::new(Mutex::new((0u32, String::new())));
+        let errs = errors.clone();
         let task = tokio::spawn(async move {
             loop {
                 // Bounded: one slow answer must not end the record.
@@ -563,11 +570,24 @@ impl Sampler {
                         rps_per_instance: rps,
                     };
                     p.lock().unwrap_or_else(|e| e.into_inner()).push(point);
+                } else {
+                    let why = match answer {
+                        Err(_) => "no answer within 2 s".to_string(),
+                        Ok(Err(e)) => format!("{e:#}"),
+                        Ok(Ok(_)) => String::new(),
+                    };
+                    let mut e = errs.lock().unwrap_or_else(|e| e.into_inner());
+                    e.0 += 1;
+                    e.1 = why;
                 }
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         });
-        Sampler { points, task }
+        Sampler {
+            points,
+            errors,
+            task,
+        }
     }
 
     fn points(&self) -> Vec<Point> {
@@ -577,9 +597,14 @@ impl Sampler {
             .clone()
     }
 
-    fn stop(self) -> Vec<Point> {
+    fn stop(self) -> (Vec<Point>, (u32, String)) {
         self.task.abort();
-        self.points()
+        let errors = self
+            .errors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        (self.points(), errors)
     }
 }
 
@@ -757,7 +782,9 @@ async fn measure(args: &AutoscaleArgs, svc: &str, edge: SocketAddr) -> Result<Fi
         .unwrap_or_default()
         .to_string();
 
-    let points = sampler.stop();
+    let (points, (errors, last_error)) = sampler.stop();
+    f.sampler_errors = errors;
+    f.sampler_last_error = last_error;
     let run: Vec<Point> = points
         .iter()
         .filter(|p| p.t >= step_t && p.t <= steady_to)
