@@ -571,3 +571,109 @@ async fn samples_after_an_agent_clock_jump_back_still_count() {
     assert!(cpu.is_some_and(|c| (c - 40.0).abs() < 1e-6), "{cpu:?}");
     h.join.abort();
 }
+
+/// A forced scale suspends a `min: 0` policy: nothing will wake the app,
+/// so its endpoint sets no longer say `scale_to_zero` (routers answer at
+/// once instead of holding requests for the hold timeout); put again, they
+/// do.
+#[tokio::test(start_paused = true)]
+async fn a_suspended_policy_does_not_have_requests_held() {
+    let h = start(app_running(1)).await;
+    let p = policy(
+        serde_json::json!({"min": 0, "max": 5, "idleAfterSeconds": 300,
+        "targets": [{"metric": "rps", "value": 10}]}),
+    );
+    put_policy(&h, p.clone()).await.unwrap();
+    let _ = instances(&h).await;
+    assert!(h.hub.snapshot().sets[0].meta.scale_to_zero);
+    ask(&h.tx, |reply| Request::Scale {
+        id: "/a".into(),
+        instances: 0,
+        force: true,
+        reply,
+    })
+    .await
+    .unwrap();
+    assert!(status(&h).await.status.suspended);
+    let _ = instances(&h).await;
+    assert!(
+        !h.hub.snapshot().sets[0].meta.scale_to_zero,
+        "requests held for a suspended policy's app"
+    );
+    put_policy(&h, p).await.unwrap();
+    let _ = instances(&h).await;
+    assert!(h.hub.snapshot().sets[0].meta.scale_to_zero);
+    h.join.abort();
+}
+
+/// The same after a restart: a policy stored suspended does not have the
+/// app's requests held.
+#[tokio::test(start_paused = true)]
+async fn a_policy_restored_suspended_does_not_have_requests_held() {
+    let row = crate::autoscale::StoredPolicy {
+        policy: policy(
+            serde_json::json!({"min": 0, "max": 5, "idleAfterSeconds": 300,
+            "targets": [{"metric": "rps", "value": 10}]}),
+        ),
+        suspended: Some("a manual scale was forced".into()),
+    };
+    let (events_tx, _events) = tokio::sync::broadcast::channel(16);
+    let hub = Hub::new(0, Duration::ZERO);
+    let mut actor = Actor::new(
+        app_running(0),
+        FlakyStore::default(),
+        Some("fw".into()),
+        events_tx,
+        hub.clone(),
+    );
+    actor.restore_policies(vec![("/a".into(), row)]);
+    let (tx, rx) = mpsc::channel(64);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let join = tokio::spawn(actor.run(rx, stop_rx));
+    let _ = ask(&tx, |reply| Request::View { reply }).await;
+    assert!(
+        !hub.snapshot().sets[0].meta.scale_to_zero,
+        "requests held for a suspended policy's app"
+    );
+    drop(stop_tx);
+    join.abort();
+}
+
+/// A forced change that fails (its service port is another app's) leaves
+/// the policy acting as before, its app's requests held.
+#[tokio::test(start_paused = true)]
+async fn a_forced_change_that_fails_keeps_requests_held() {
+    let mut s = app_running(1);
+    let b = crate::app::parse_app(&serde_json::json!({"id": "/b", "cmd": "x",
+        "instances": 0, "portDefinitions": [{"port": 10555}]}))
+    .unwrap();
+    s.put_app(b, false);
+    let h = start(s).await;
+    put_policy(
+        &h,
+        policy(
+            serde_json::json!({"min": 0, "max": 5, "idleAfterSeconds": 300,
+            "targets": [{"metric": "rps", "value": 10}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let a = crate::app::parse_app(&serde_json::json!({"id": "/a", "cmd": "x",
+        "instances": 3, "cpus": 0.1, "mem": 16, "portDefinitions": [{"port": 10555}]}))
+    .unwrap();
+    let r = ask(&h.tx, |reply| Request::PutApp {
+        app: Box::new(a),
+        create: false,
+        force_restart: false,
+        force: true,
+        reply,
+    })
+    .await;
+    assert!(matches!(r, Err(ApiError::Invalid(_))), "{r:?}");
+    assert!(!status(&h).await.status.suspended);
+    let _ = instances(&h).await;
+    let snap = h.hub.snapshot();
+    let set = snap.sets.iter().find(|s| s.key.app_id == "/a").unwrap();
+    assert!(set.meta.scale_to_zero, "{set:?}");
+    h.join.abort();
+}
