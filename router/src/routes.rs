@@ -242,8 +242,9 @@ impl Router {
         let mut reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         let mut next: HashMap<EndpointId, Arc<Backend>> = HashMap::new();
         let mut ports: HashMap<EndpointKey, Arc<PortLoad>> = HashMap::new();
-        // Ports that serve in this view: their held requests go on.
-        let mut serving: Vec<Arc<PortLoad>> = Vec::new();
+        // Ports that serve in this view (true), or are no longer scaled to
+        // zero (false): their held requests go on.
+        let mut serving: Vec<(Arc<PortLoad>, bool)> = Vec::new();
         let mut routes = Routes {
             version: view.version(),
             ..Routes::default()
@@ -261,8 +262,12 @@ impl Router {
             .collect();
         for set in view.sets() {
             let route = Arc::new(self.route(set, &mut reg, &mut next, &mut ports));
-            if !route.balancer.is_empty() {
-                serving.push(route.load.clone());
+            // Serving, or no longer scaled to zero (its policy deleted or
+            // given min ≥ 1): held requests look again now rather than
+            // waiting out the hold timeout (then they get what any request
+            // gets).
+            if !route.balancer.is_empty() || !route.scale_to_zero {
+                serving.push((route.load.clone(), !route.balancer.is_empty()));
             }
             let dns = dns_name(&set.key.app_id, &self.config.domain);
             if set.meta.public {
@@ -332,8 +337,8 @@ impl Router {
         // After the swap: a request held from now on sees the new routes
         // when it looks again (see PortLoad::hold).
         let now = Instant::now();
-        for p in serving {
-            p.release(now, true);
+        for (p, served) in serving {
+            p.release(now, served);
         }
         // Requests held for a port that is gone look again (and find no
         // route) instead of waiting for their timeout.

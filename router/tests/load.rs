@@ -230,6 +230,28 @@ async fn a_request_held_for_an_app_that_goes_away_is_404_at_once() {
     assert_eq!(a.status.as_u16(), 404);
 }
 
+/// A port that stops being `scale_to_zero` while it has no serving
+/// endpoint (its policy deleted): the requests held for it are answered at
+/// once (503, as any request to a port without an endpoint), not after
+/// the hold timeout.
+#[tokio::test]
+async fn a_request_held_for_a_port_no_longer_scaled_to_zero_is_answered_at_once() {
+    let mut s = Stack::with_config(config(10, Duration::from_secs(120)));
+    let edge = s.edge().await;
+    s.publish("/web", vec![set("/web", zero_port(), vec![])])
+        .await;
+    let call = tokio::spawn(async move { get(edge, "web.agora", "/").await });
+    held(&s, "/web", 1).await;
+    s.publish("/web", vec![set("/web", port(true, &[], None), vec![])])
+        .await;
+    let a = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("still held after the port stopped being scaled to zero")
+        .unwrap();
+    assert!(a.status.is_server_error(), "{}", a.status);
+    held(&s, "/web", 0).await;
+}
+
 /// A TCP backend that writes its name, then echoes.
 struct Echo {
     port: u16,

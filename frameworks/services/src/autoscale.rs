@@ -21,6 +21,10 @@
 //! - **latency p95**: the largest p95 any router reports for the app's
 //!   ports (a router that completed no request for it reports none; when no
 //!   router did, it counts as 0 ms: no request is waiting on a slow one);
+//! - **last request** (for `idleAfterSeconds`): the last report naming
+//!   the app with a request, in flight or held; while no fresh report
+//!   names the app at all, it counts as busy (idleness is only seen in
+//!   reports: routers that cannot report may be serving it);
 //! - a metric is *measured when* its oldest input arrived, on the
 //!   framework's monotonic clock (agents' and routers' wall clocks are not
 //!   compared with ours).
@@ -93,6 +97,9 @@ struct Entry {
     /// (wall-clock time, decision) of the last evaluation.
     last: Option<(f64, Decision)>,
     last_limited_event: Option<Duration>,
+    /// The last evaluation at which no fresh load report named the app:
+    /// the idle clock does not run without reports (see [`Self::evaluate`]).
+    unobserved_at: Option<Duration>,
     scaled_up: u64,
     scaled_down: u64,
 }
@@ -164,6 +171,7 @@ impl Autoscalers {
                         cold_start: None,
                         last: None,
                         last_limited_event: None,
+                        unobserved_at: None,
                         scaled_up: 0,
                         scaled_down: 0,
                     },
@@ -226,8 +234,18 @@ impl Autoscalers {
                 },
             };
             match self.usage.get_mut(&task) {
-                // The same sample again (or an older one): nothing new.
-                Some(t) if point.ts <= t.last.ts => {}
+                // The same sample again: nothing new.
+                Some(t) if point.ts == t.last.ts => {}
+                // Older than the last one: the agent's wall clock went
+                // back (an NTP step, a restored VM). Its samples would all
+                // be dropped until the clock passed the last one again —
+                // as long as the jump — so the series restarts here (no
+                // CPU delta across the jump).
+                Some(t) if point.ts < t.last.ts => {
+                    t.prev = None;
+                    t.last = point;
+                    t.arrived = now;
+                }
                 Some(t) => {
                     t.prev = Some(t.last);
                     t.last = point;
@@ -252,6 +270,12 @@ impl Autoscalers {
     /// requests for them), each marked to wake at its next decision.
     pub fn record_load(&mut self, report: LoadReport, now: Duration, s: &Services) -> Vec<String> {
         let mut wake = Vec::new();
+        let mut report = report;
+        // Only the sets of apps with a policy are ever read: the rest is
+        // not kept (a report may name any number of sets).
+        report
+            .sets
+            .retain(|set| self.entries.contains_key(&set.key.app_id));
         for set in &report.sets {
             let Some(e) = self.entries.get_mut(&set.key.app_id) else {
                 continue;
@@ -362,6 +386,13 @@ impl Autoscalers {
         m
     }
 
+    /// A fresh load report names one of the app's ports.
+    fn reported(&self, app_id: &str, now: Duration) -> bool {
+        self.load.values().any(|(at, r)| {
+            Self::fresh(*at, now) && r.sets.iter().any(|set| set.key.app_id == app_id)
+        })
+    }
+
     /// What the app's autoscaler sees now (`None`: no such app or policy).
     pub fn observe(&self, app_id: &str, s: &Services, now: Duration) -> Option<Observation> {
         let e = self.entries.get(app_id)?;
@@ -390,8 +421,19 @@ impl Autoscalers {
         wall: f64,
     ) -> Option<Evaluation> {
         self.active(app_id)?;
-        let obs = self.observe(app_id, s, now)?;
+        let mut obs = self.observe(app_id, s, now)?;
+        let reported = self.reported(app_id, now);
         let e = self.entries.get_mut(app_id)?;
+        // Idleness is what the routers report: with no fresh report naming
+        // the app (the routers' reports fail — a revoked token, the
+        // services API unreachable — or no router runs), no request is
+        // seen, yet the app may be serving. Time without reports counts as
+        // not idle, so the app is not scaled to zero under live traffic
+        // (nothing could wake it either: the wake-up is a report).
+        if !reported {
+            e.unobserved_at = Some(now);
+        }
+        obs.last_request_at = obs.last_request_at.max(e.unobserved_at);
         let decision = e.scaler.decide(&obs);
         e.wake = false;
         let limited = !decision.changes() && decision.reason.recommendation != decision.desired;
@@ -785,6 +827,48 @@ mod tests {
         assert_eq!(a.load.len(), MAX_ROUTERS);
         assert!(a.load.contains_key(&format!("r{}", MAX_ROUTERS + 9)));
         assert!(!a.load.contains_key("r0"));
+    }
+
+    /// Only the sets of apps with a policy are kept of a report (a report
+    /// may name any number of sets: the rest is never read).
+    #[test]
+    fn load_reports_keep_only_the_sets_of_autoscaled_apps() {
+        use agora_core::endpoints::{EndpointKey, SetLoad};
+        let s = Services::new();
+        let mut a = Autoscalers::default();
+        let p: Policy = serde_json::from_value(serde_json::json!(
+            {"min": 1, "max": 2, "targets": [{"metric": "rps", "value": 10}]}))
+        .unwrap();
+        a.put(
+            "/a",
+            StoredPolicy {
+                policy: p,
+                suspended: None,
+            },
+        );
+        let set = |app: String| SetLoad {
+            key: EndpointKey {
+                app_id: app,
+                port_index: 0,
+            },
+            requests: 1,
+            rps: 1.0,
+            in_flight: 0,
+            latency_p50_ms: None,
+            latency_p95_ms: None,
+            held: 0,
+        };
+        let mut sets: Vec<SetLoad> = (0..1000).map(|i| set(format!("/other-{i}"))).collect();
+        sets.push(set("/a".into()));
+        let r = LoadReport {
+            router: "r1".into(),
+            window_ms: 1000,
+            sets,
+        };
+        a.record_load(r, Duration::ZERO, &s);
+        let kept = &a.load["r1"].1.sets;
+        assert_eq!(kept.len(), 1, "{} sets kept", kept.len());
+        assert_eq!(kept[0].key.app_id, "/a");
     }
 
     #[test]

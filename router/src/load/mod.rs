@@ -3,7 +3,7 @@
 //!
 //! - Per app port and kind of router (edge, internal L7, L4): requests
 //!   completed (a counter), requests in flight (a gauge) and latency, over a
-//!   sliding window ([`LoadConfig::window`], 10 s by default) cut into
+//!   sliding window ([`LoadConfig::window`], [`DEFAULT_WINDOW`] by default) cut into
 //!   [`SLOTS`] slots, so `rps` = requests completed in the window ÷ the
 //!   window, and p50/p95 come from a log-linear latency histogram of the
 //!   window (8 buckets per octave: a percentile is within 9 %, one
@@ -401,6 +401,14 @@ impl PortLoad {
                 if q.waiters.is_empty() {
                     q.since = Some(Instant::now());
                 }
+            }
+            // Requests that timed out or whose client left stay in the
+            // queue until it is released; while requests keep being held
+            // (an app that does not come up under a trickle of requests)
+            // that may be never. At most `max` are live, so pruning at
+            // `max` entries keeps the queue under 2 × `max`.
+            if q.waiters.len() >= max.max(1) {
+                q.waiters.retain(|w| !w.is_closed());
             }
             q.waiters.push_back(tx);
         }

@@ -120,6 +120,22 @@ async fn a_held_request_times_out() {
     assert_eq!(h.released(deadline).await, Err(HoldError::TimedOut));
 }
 
+/// While a request stays held, those that time out (or whose client
+/// leaves) in the meantime do not pile up in the queue: it stays under
+/// twice the bound however many come and go.
+#[tokio::test]
+async fn held_requests_that_left_do_not_pile_up_while_others_wait() {
+    let p = port(Duration::from_secs(10), Instant::now());
+    let _waiting = p.hold(4).unwrap();
+    for _ in 0..1000 {
+        let gone = p.hold(4).unwrap();
+        drop(gone);
+    }
+    assert_eq!(p.held(), 1);
+    let queued = p.queue.lock().unwrap().waiters.len();
+    assert!(queued <= 8, "{queued} waiters queued for 1 held request");
+}
+
 #[test]
 fn label_values_are_escaped() {
     assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");

@@ -26,7 +26,10 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
 
     pub(super) fn restore_policies(&mut self, policies: Vec<(String, StoredPolicy)>) {
         for (id, p) in &policies {
-            self.services.set_scale_to_zero(id, p.policy.min == 0);
+            // A suspended policy wakes nothing: routers do not hold
+            // requests for its app.
+            self.services
+                .set_scale_to_zero(id, p.policy.min == 0 && p.suspended.is_none());
         }
         let ids: Vec<String> = policies.iter().map(|(id, _)| id.clone()).collect();
         self.autoscalers = crate::autoscale::Autoscalers::restore(policies);
@@ -203,6 +206,9 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         );
         let before = self.autoscalers.get(app_id).cloned();
         self.autoscalers.put(app_id, row);
+        // Suspended, the policy wakes nothing: routers answer at once
+        // instead of holding requests for `--hold-timeout` in vain.
+        self.services.set_scale_to_zero(app_id, false);
         Ok(before)
     }
 
@@ -212,6 +218,7 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         let Some(row) = before else { return };
         match self.store.put_policy(app_id, Some(&row)) {
             Ok(()) => {
+                self.services.set_scale_to_zero(app_id, row.policy.min == 0);
                 self.autoscalers.put(app_id, row);
                 let now = self.clock();
                 self.autoscalers.seed(app_id, &self.services, now);

@@ -438,8 +438,11 @@ async fn a_policy_put_again_on_an_idle_app_scales_it_to_zero() {
     .unwrap();
     report(&h, load(5.0, 0)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    report(&h, load(0.0, 0)).await;
-    tokio::time::sleep(Duration::from_secs(60)).await;
+    // The router goes on reporting: no request for a minute.
+    for _ in 0..60 {
+        report(&h, load(0.0, 0)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
     put_policy(
         &h,
         policy(
@@ -449,8 +452,228 @@ async fn a_policy_put_again_on_an_idle_app_scales_it_to_zero() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    report(&h, load(0.0, 0)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    report(&h, load(0.0, 0)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(instances(&h).await, 0);
     assert!(!h.join.is_finished(), "the actor stopped");
+    h.join.abort();
+}
+
+/// Idleness is only seen in load reports: an app that no router reports on
+/// (their reports fail — a revoked token, the services API unreachable —
+/// so it may well be serving) is not scaled to zero, however long; once
+/// reports naming it arrive, its idle clock starts from there.
+#[tokio::test(start_paused = true)]
+async fn an_app_no_router_reports_on_is_not_idle() {
+    let h = start(app_running(1)).await;
+    put_policy(
+        &h,
+        policy(
+            serde_json::json!({"min": 0, "max": 5, "idleAfterSeconds": 5,
+            "targets": [{"metric": "rps", "value": 10}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(instances(&h).await, 1, "scaled to zero without any report");
+    // Reports stop after a while: not idle either.
+    report(&h, load(5.0, 0)).await;
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert_eq!(
+        instances(&h).await,
+        1,
+        "scaled to zero once reports stopped"
+    );
+    // The router reports no request: idle 5 s later (not at once: the
+    // time without reports did not count).
+    for _ in 0..3 {
+        report(&h, load(0.0, 0)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        instances(&h).await,
+        1,
+        "the unreported time counted as idle"
+    );
+    for _ in 0..4 {
+        report(&h, load(0.0, 0)).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(instances(&h).await, 0);
+    h.join.abort();
+}
+
+/// An agent whose wall clock steps back (NTP, a restored VM): its samples
+/// are older than the last one, yet they are the task's usage now. They
+/// start the task's samples afresh instead of being dropped until the
+/// clock catches up (which left CPU and memory missing for as long as the
+/// jump).
+#[tokio::test(start_paused = true)]
+async fn samples_after_an_agent_clock_jump_back_still_count() {
+    let s = app_running(1);
+    let task: String = s.instances().keys().next().unwrap().clone();
+    let h = start(s).await;
+    put_policy(
+        &h,
+        policy(serde_json::json!({"min": 1, "max": 1, "targets": [
+            {"metric": "cpu", "value": 50}]})),
+    )
+    .await
+    .unwrap();
+    let sample = |cpu: f64, ts: f64| {
+        vec![TaskUsage {
+            framework_id: FrameworkId::new("fw"),
+            task_id: task.as_str().into(),
+            cpu_seconds: cpu,
+            mem_rss_bytes: 12 << 20,
+            mem_working_set_bytes: 8 << 20,
+            timestamp: ts,
+        }]
+    };
+    h.tx.send(Msg::Usage(sample(1.0, 1000.0)))
+        .await
+        .ok()
+        .unwrap();
+    h.tx.send(Msg::Usage(sample(1.08, 1001.0)))
+        .await
+        .ok()
+        .unwrap();
+    let cpu = status(&h).await.status.metrics[0].value;
+    assert!(cpu.is_some_and(|c| (c - 80.0).abs() < 1e-6), "{cpu:?}");
+    // The agent's clock goes back an hour.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.tx.send(Msg::Usage(sample(1.16, 1002.0 - 3600.0)))
+        .await
+        .ok()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    h.tx.send(Msg::Usage(sample(1.22, 1003.0 - 3600.0)))
+        .await
+        .ok()
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.tx.send(Msg::Usage(sample(1.26, 1004.0 - 3600.0)))
+        .await
+        .ok()
+        .unwrap();
+    // The samples after the jump count (0.04 s of CPU in 1 s on 0.1 cpus).
+    let cpu = status(&h).await.status.metrics[0].value;
+    assert!(cpu.is_some_and(|c| (c - 40.0).abs() < 1e-6), "{cpu:?}");
+    // The same sample again is nothing new.
+    h.tx.send(Msg::Usage(sample(1.26, 1004.0 - 3600.0)))
+        .await
+        .ok()
+        .unwrap();
+    let cpu = status(&h).await.status.metrics[0].value;
+    assert!(cpu.is_some_and(|c| (c - 40.0).abs() < 1e-6), "{cpu:?}");
+    h.join.abort();
+}
+
+/// A forced scale suspends a `min: 0` policy: nothing will wake the app,
+/// so its endpoint sets no longer say `scale_to_zero` (routers answer at
+/// once instead of holding requests for the hold timeout); put again, they
+/// do.
+#[tokio::test(start_paused = true)]
+async fn a_suspended_policy_does_not_have_requests_held() {
+    let h = start(app_running(1)).await;
+    let p = policy(
+        serde_json::json!({"min": 0, "max": 5, "idleAfterSeconds": 300,
+        "targets": [{"metric": "rps", "value": 10}]}),
+    );
+    put_policy(&h, p.clone()).await.unwrap();
+    let _ = instances(&h).await;
+    assert!(h.hub.snapshot().sets[0].meta.scale_to_zero);
+    ask(&h.tx, |reply| Request::Scale {
+        id: "/a".into(),
+        instances: 0,
+        force: true,
+        reply,
+    })
+    .await
+    .unwrap();
+    assert!(status(&h).await.status.suspended);
+    let _ = instances(&h).await;
+    assert!(
+        !h.hub.snapshot().sets[0].meta.scale_to_zero,
+        "requests held for a suspended policy's app"
+    );
+    put_policy(&h, p).await.unwrap();
+    let _ = instances(&h).await;
+    assert!(h.hub.snapshot().sets[0].meta.scale_to_zero);
+    h.join.abort();
+}
+
+/// The same after a restart: a policy stored suspended does not have the
+/// app's requests held.
+#[tokio::test(start_paused = true)]
+async fn a_policy_restored_suspended_does_not_have_requests_held() {
+    let row = crate::autoscale::StoredPolicy {
+        policy: policy(
+            serde_json::json!({"min": 0, "max": 5, "idleAfterSeconds": 300,
+            "targets": [{"metric": "rps", "value": 10}]}),
+        ),
+        suspended: Some("a manual scale was forced".into()),
+    };
+    let (events_tx, _events) = tokio::sync::broadcast::channel(16);
+    let hub = Hub::new(0, Duration::ZERO);
+    let mut actor = Actor::new(
+        app_running(0),
+        FlakyStore::default(),
+        Some("fw".into()),
+        events_tx,
+        hub.clone(),
+    );
+    actor.restore_policies(vec![("/a".into(), row)]);
+    let (tx, rx) = mpsc::channel(64);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let join = tokio::spawn(actor.run(rx, stop_rx));
+    let _ = ask(&tx, |reply| Request::View { reply }).await;
+    assert!(
+        !hub.snapshot().sets[0].meta.scale_to_zero,
+        "requests held for a suspended policy's app"
+    );
+    drop(stop_tx);
+    join.abort();
+}
+
+/// A forced change that fails (its service port is another app's) leaves
+/// the policy acting as before, its app's requests held.
+#[tokio::test(start_paused = true)]
+async fn a_forced_change_that_fails_keeps_requests_held() {
+    let mut s = app_running(1);
+    let b = crate::app::parse_app(&serde_json::json!({"id": "/b", "cmd": "x",
+        "instances": 0, "portDefinitions": [{"port": 10555}]}))
+    .unwrap();
+    s.put_app(b, false);
+    let h = start(s).await;
+    put_policy(
+        &h,
+        policy(
+            serde_json::json!({"min": 0, "max": 5, "idleAfterSeconds": 300,
+            "targets": [{"metric": "rps", "value": 10}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let a = crate::app::parse_app(&serde_json::json!({"id": "/a", "cmd": "x",
+        "instances": 3, "cpus": 0.1, "mem": 16, "portDefinitions": [{"port": 10555}]}))
+    .unwrap();
+    let r = ask(&h.tx, |reply| Request::PutApp {
+        app: Box::new(a),
+        create: false,
+        force_restart: false,
+        force: true,
+        reply,
+    })
+    .await;
+    assert!(matches!(r, Err(ApiError::Invalid(_))), "{r:?}");
+    assert!(!status(&h).await.status.suspended);
+    let _ = instances(&h).await;
+    let snap = h.hub.snapshot();
+    let set = snap.sets.iter().find(|s| s.key.app_id == "/a").unwrap();
+    assert!(set.meta.scale_to_zero, "{set:?}");
     h.join.abort();
 }
