@@ -105,6 +105,7 @@ fn scaled(k: &Killed) -> Option<DeploymentResult> {
         (status = 200, description = "`{\"tasks\": [...]}`: the tasks killed (replaced, unless `scale`); with `scale=true`, `{\"deploymentId\": null, \"version\"}`", body = TasksKilled),
         (status = 400, description = "An unknown query parameter or a value that is not true/false", body = Message),
         (status = 404, description = "No such app", body = Message),
+        (status = 409, description = "scale=true on an autoscaled app (its autoscaler decides the count)", body = Message),
         (status = 422, description = "wipe=true", body = Message),
         (status = 503, description = "Stopping, or the change could not be stored (then nothing was killed)", body = Message)))]
 pub(super) async fn kill_app_tasks(s: ApiState, app_id: String, uri: &Uri) -> Response {
@@ -134,6 +135,7 @@ pub(super) async fn kill_app_tasks(s: ApiState, app_id: String, uri: &Uri) -> Re
         (status = 200, description = "`{\"task\": {...}}`: the task killed (replaced, unless `scale`); with `scale=true`, `{\"deploymentId\": null, \"version\"}`", body = TaskKilled),
         (status = 400, description = "An unknown query parameter or a value that is not true/false", body = Message),
         (status = 404, description = "No such app, or no such task of it (or it has ended)", body = Message),
+        (status = 409, description = "scale=true on an autoscaled app (its autoscaler decides the count)", body = Message),
         (status = 422, description = "wipe=true", body = Message),
         (status = 503, description = "Stopping, or the change could not be stored (then nothing was killed)", body = Message)))]
 pub(super) async fn kill_app_task(

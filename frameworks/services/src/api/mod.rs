@@ -102,7 +102,9 @@ fn not_allowed(allow: &'static str) -> Response {
 fn api_error(e: ApiError) -> Response {
     let code = match e {
         ApiError::Invalid(details) => return invalid(details),
-        ApiError::Exists(_) | ApiError::Autoscaled { .. } => StatusCode::CONFLICT,
+        ApiError::Exists(_) | ApiError::Autoscaled { .. } | ApiError::AutoscaledKill { .. } => {
+            StatusCode::CONFLICT
+        }
         ApiError::NoApp(_)
         | ApiError::NoTask { .. }
         | ApiError::NoDeployment(_)

@@ -117,8 +117,18 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
         app_id: &str,
         policy: Policy,
     ) -> Result<AutoscalerView, ApiError> {
-        if self.services.app(app_id).is_none() {
+        let Some(app) = self.services.app(app_id) else {
             return Err(no_app_field(app_id));
+        };
+        // At zero an app is woken by a request a router holds for one of
+        // its ports: without a port nothing could ever wake it.
+        if policy.min == 0 && app.app.ports().is_empty() {
+            return Err(ApiError::Invalid(vec![crate::app::FieldError {
+                path: "/min".into(),
+                errors: vec![format!(
+                    "min 0 scales {app_id} to zero, but it has no port a router could hold a request for to wake it: give it a port (portDefinitions or portMappings) or use min 1 or more"
+                )],
+            }]));
         }
         let row = StoredPolicy {
             policy,

@@ -170,6 +170,11 @@ pub enum ApiError {
         "app {id} is autoscaled (min {min}, max {max}): change its policy instead (agora app autoscale {id} --min N --max M ..., or PUT /v1/autoscalers{id}), or force the scale (agora app scale {id} N --force, or ?force=true), which suspends the autoscaler until its policy is PUT again"
     )]
     Autoscaled { id: String, min: u32, max: u32 },
+    /// A kill with `scale=true` of an autoscaled app's tasks.
+    #[error(
+        "app {id} is autoscaled: its autoscaler decides how many instances run, so tasks cannot be killed with scale=true; kill without scale (the instance is replaced only if the load asks for it), or change the policy (agora app autoscale {id} ...), or suspend it with a forced scale (agora app scale {id} N --force)"
+    )]
+    AutoscaledKill { id: String },
     #[error("the services framework is stopping")]
     Stopped,
     #[error("cannot persist the change: {0}")]

@@ -175,6 +175,10 @@ impl<L: MasterLink, S: StateStore> Actor<L, S> {
                 scale,
                 reply,
             } => {
+                if scale && self.autoscalers.active(&app_id).is_some() {
+                    let _ = reply.send(Err(ApiError::AutoscaledKill { id: app_id }));
+                    return;
+                }
                 let r = self
                     .change(&app_id, |s| kill_tasks(s, &app_id, task, host, scale))
                     .await;

@@ -677,3 +677,71 @@ async fn a_forced_change_that_fails_keeps_requests_held() {
     assert!(set.meta.scale_to_zero, "{set:?}");
     h.join.abort();
 }
+
+/// Killing an autoscaled app's tasks with `scale=true` is refused (409):
+/// the autoscaler decides the count. A kill without `scale` is allowed.
+#[tokio::test(start_paused = true)]
+async fn kill_and_scale_of_an_autoscaled_app_is_refused() {
+    let h = start(app_running(2)).await;
+    put_policy(
+        &h,
+        policy(
+            serde_json::json!({"min": 1, "max": 5, "targets": [{"metric": "rps", "value": 10}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    let kill = |scale: bool| {
+        ask(&h.tx, move |reply| Request::KillTasks {
+            app_id: "/a".into(),
+            task: None,
+            host: None,
+            scale,
+            reply,
+        })
+    };
+    let r = kill(true).await;
+    assert!(matches!(r, Err(ApiError::AutoscaledKill { .. })), "{r:?}");
+    assert!(
+        r.unwrap_err().to_string().contains("without scale"),
+        "the message says what to do"
+    );
+    assert_eq!(instances(&h).await, 2);
+    kill(false).await.unwrap();
+    assert_eq!(instances(&h).await, 2);
+    h.join.abort();
+}
+
+/// `min: 0` on an app without ports is refused naming `/min`: nothing
+/// could ever wake it (a router holds requests for a port).
+#[tokio::test(start_paused = true)]
+async fn min_zero_needs_a_port_to_be_woken_by() {
+    let mut s = Services::new();
+    let app = crate::app::parse_app(
+        &serde_json::json!({"id": "/a", "cmd": "x", "instances": 1, "cpus": 0.1, "mem": 16}),
+    )
+    .unwrap();
+    s.put_app(app, false);
+    let h = start(s).await;
+    let r = put_policy(
+        &h,
+        policy(
+            serde_json::json!({"min": 0, "max": 5, "idleAfterSeconds": 60,
+            "targets": [{"metric": "cpu", "value": 50}]}),
+        ),
+    )
+    .await;
+    match r {
+        Err(ApiError::Invalid(f)) => assert_eq!(f[0].path, "/min", "{f:?}"),
+        other => panic!("{other:?}"),
+    }
+    put_policy(
+        &h,
+        policy(
+            serde_json::json!({"min": 1, "max": 5, "targets": [{"metric": "cpu", "value": 50}]}),
+        ),
+    )
+    .await
+    .unwrap();
+    h.join.abort();
+}
