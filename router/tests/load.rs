@@ -6,7 +6,7 @@ mod proxy_util;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -250,46 +250,6 @@ async fn a_request_held_for_a_port_no_longer_scaled_to_zero_is_answered_at_once(
         .unwrap();
     assert!(a.status.is_server_error(), "{}", a.status);
     held(&s, "/web", 0).await;
-}
-
-/// A TCP backend that writes its name, then echoes.
-struct Echo {
-    port: u16,
-    conns: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn echo(name: &'static str) -> Echo {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let conns = Arc::new(AtomicUsize::new(0));
-    let count = conns.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if s.write_all(name.as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    Echo { port, conns, task }
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 mod proxy_util;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use agora_core::endpoints::EndpointState::{Draining, Serving};
@@ -11,48 +11,8 @@ use agora_core::endpoints::PortMeta;
 use agora_router::tcp::{TcpConfig, TcpRouter};
 use proxy_util::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
-
-/// A TCP backend that writes its name, then echoes.
-struct Echo {
-    port: u16,
-    conns: Arc<AtomicUsize>,
-    task: JoinHandle<()>,
-}
-
-impl Drop for Echo {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn echo(name: &'static str) -> Echo {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    let conns = Arc::new(AtomicUsize::new(0));
-    let count = conns.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            count.fetch_add(1, Ordering::SeqCst);
-            tokio::spawn(async move {
-                if s.write_all(name.as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut buf = [0u8; 1024];
-                while let Ok(n) = s.read(&mut buf).await {
-                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    Echo { port, conns, task }
-}
 
 fn l4_port(service_port: u16) -> PortMeta {
     PortMeta {

@@ -46,7 +46,7 @@
 //! timeline (one point a second: offered load, instances, ready, the rps
 //! per instance the framework computed) is in the JSON.
 
-use super::rollout::{APP, ContainerGuard, PORTS, Stats, destroy, get, port_block};
+use super::rollout::{APP, EdgeStack, Stats, bounded, destroy, get};
 use crate::http::http_send;
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
@@ -174,88 +174,15 @@ pub async fn run(args: AutoscaleArgs) -> Result<()> {
         "--max must be at least 2 (the step scales up)"
     );
     ensure!(args.workers > 0, "--workers must be above 0");
-    ensure!(
-        agora_agent::docker::DockerRuntime::available().await,
-        "the Docker engine does not answer: bench autoscale runs real containers (start dockerd, or check DOCKER_HOST)"
-    );
-    crate::dev::demo_images(&args.image).await;
-    let missing = agora_agent::docker::DockerRuntime::missing_images(&[&args.image]).await;
-    ensure!(
-        missing.is_empty(),
-        "image {} is not on this engine (nothing is pulled): run `bash images/build.sh`",
-        args.image
-    );
-    let lo = port_block()?;
-    let n = args.max as usize + 1;
-    let resources = format!(
-        "cpus:{};mem:{};ports:[{lo}-{}]",
-        n as f64 * 0.2 + 1.0,
-        n * 64 + 256,
-        lo + PORTS - 1
-    );
-    let cluster = super::LocalCluster::start_with(
-        "autoscale",
-        resources,
-        &args.image,
-        crate::agent_cmd::RuntimeKind::Docker,
-        "127.0.0.1",
-    )
-    .await?;
-    let guard = ContainerGuard {
-        scope: cluster.work.join("agent").display().to_string(),
+    let stack = EdgeStack::start("autoscale", &args.image, args.max as usize + 1).await?;
+    let outcome = match stack.edge() {
+        Err(e) => Err(e),
+        Ok(edge) => bounded(args.timeout, measure(&args, &stack.svc, edge)).await,
     };
-    let svc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let svc = svc_listener.local_addr()?.to_string();
-    let (svc_stop, svc_stop_rx) = tokio::sync::watch::channel(false);
-    let scfg = crate::services_cmd::config(
-        &cluster.master.to_string(),
-        cluster.work.join("services"),
-        "*",
-    );
-    let services = tokio::spawn(agora_services::serve(svc_listener, scfg, svc_stop_rx));
-    let routers = crate::router_cmd::Routers::start(
-        crate::router_cmd::RoutersSetup {
-            services: svc.clone(),
-            router_id: format!("bench-autoscale-{}", std::process::id()),
-            domain: "agora".into(),
-            dns_ttl: Duration::from_secs(1),
-            dns_upstreams: Vec::new(),
-            dns_upstream_timeout: agora_router::dns::DEFAULT_UPSTREAM_TIMEOUT,
-            dns_listen: None,
-            edge_listen: Some("127.0.0.1:0".into()),
-            internal_listen: None,
-            internal_address: None,
-            services_tls: None,
-            token: None,
-        },
-        &crate::router_cmd::ROUTER_FLAGS,
-    )
-    .await;
-
-    let outcome = match &routers {
-        Err(e) => Err(anyhow::anyhow!("starting the edge router: {e:#}")),
-        Ok(r) => match r.edge {
-            None => Err(anyhow::anyhow!("the edge router has no address")),
-            Some(edge) => tokio::select! {
-                r = tokio::time::timeout(args.timeout, measure(&args, &svc, edge)) => match r {
-                    Ok(r) => r,
-                    Err(_) => Err(anyhow::anyhow!("the bench did not finish within --timeout {:?}", args.timeout)),
-                },
-                _ = crate::util_signal::terminated() => Err(anyhow::anyhow!("interrupted (Ctrl-C or SIGTERM)")),
-            },
-        },
-    };
-
     eprintln!("cleaning up: destroying {APP}, stopping the cluster, removing its containers");
-    let _ = http_send("DELETE", &svc, &format!("/v1/autoscalers{APP}"), None).await;
-    destroy(&svc).await;
-    if let Ok(r) = routers {
-        r.stop().await;
-    }
-    let _ = svc_stop.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), services).await;
-    cluster.stop().await;
-    drop(guard);
+    let _ = http_send("DELETE", &stack.svc, &format!("/v1/autoscalers{APP}"), None).await;
+    destroy(&stack.svc).await;
+    stack.stop().await;
 
     let f = outcome?;
     report(&args, &f);

@@ -87,7 +87,7 @@ pub struct RolloutArgs {
 pub(super) const APP: &str = "/bench/web";
 pub(super) const HOST: &str = "web.bench.agora";
 /// Ports the agent offers (host ports of the containers).
-pub(super) const PORTS: u16 = 40;
+const PORTS: u16 = 40;
 /// One request (connect included) must be answered within this.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Distinct error kinds reported.
@@ -133,92 +133,15 @@ struct Figures {
 pub async fn run(args: RolloutArgs) -> Result<()> {
     ensure!(args.instances > 0, "--instances must be > 0");
     ensure!(args.concurrency > 0, "--concurrency must be > 0");
-    ensure!(
-        agora_agent::docker::DockerRuntime::available().await,
-        "the Docker engine does not answer: bench rollout runs real containers (start dockerd, or check DOCKER_HOST)"
-    );
-    crate::dev::demo_images(&args.image).await;
-    let missing = agora_agent::docker::DockerRuntime::missing_images(&[&args.image]).await;
-    ensure!(
-        missing.is_empty(),
-        "image {} is not on this engine (nothing is pulled): run `bash images/build.sh`",
-        args.image
-    );
-    let lo = port_block()?;
-    let n = args.instances as usize;
-    let resources = format!(
-        "cpus:{};mem:{};ports:[{lo}-{}]",
-        n as f64 * 0.2 + 1.0,
-        n * 64 + 256,
-        lo + PORTS - 1
-    );
-    let cluster = super::LocalCluster::start_with(
-        "rollout",
-        resources,
-        &args.image,
-        crate::agent_cmd::RuntimeKind::Docker,
-        "127.0.0.1",
-    )
-    .await?;
-    // If this process unwinds before `cluster.stop()`, the containers are
-    // removed by the engine's CLI (same scope label as the agent's).
-    let guard = ContainerGuard {
-        scope: cluster.work.join("agent").display().to_string(),
+    let stack = EdgeStack::start("rollout", &args.image, args.instances as usize).await?;
+    let master = stack.cluster.master.to_string();
+    let outcome = match stack.edge() {
+        Err(e) => Err(e),
+        Ok(edge) => bounded(args.timeout, measure(&args, &stack.svc, edge, &master)).await,
     };
-    let master = cluster.master.to_string();
-    let svc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let svc = svc_listener.local_addr()?.to_string();
-    let (svc_stop, svc_stop_rx) = tokio::sync::watch::channel(false);
-    let scfg = crate::services_cmd::config(
-        &cluster.master.to_string(),
-        cluster.work.join("services"),
-        "*",
-    );
-    let services = tokio::spawn(agora_services::serve(svc_listener, scfg, svc_stop_rx));
-    let routers = crate::router_cmd::Routers::start(
-        crate::router_cmd::RoutersSetup {
-            services: svc.clone(),
-            router_id: format!("bench-rollout-{}", std::process::id()),
-            domain: "agora".into(),
-            dns_ttl: Duration::from_secs(1),
-            dns_upstreams: Vec::new(),
-            dns_upstream_timeout: agora_router::dns::DEFAULT_UPSTREAM_TIMEOUT,
-            dns_listen: None,
-            edge_listen: Some("127.0.0.1:0".into()),
-            internal_listen: None,
-            internal_address: None,
-            services_tls: None,
-            token: None,
-        },
-        &crate::router_cmd::ROUTER_FLAGS,
-    )
-    .await;
-
-    let outcome = match &routers {
-        Err(e) => Err(anyhow::anyhow!("starting the edge router: {e:#}")),
-        Ok(r) => match r.edge {
-            None => Err(anyhow::anyhow!("the edge router has no address")),
-            Some(edge) => tokio::select! {
-                r = tokio::time::timeout(args.timeout, measure(&args, &svc, edge, &master)) => match r {
-                    Ok(r) => r,
-                    Err(_) => Err(anyhow::anyhow!("the bench did not finish within --timeout {:?}", args.timeout)),
-                },
-                _ = crate::util_signal::terminated() => Err(anyhow::anyhow!("interrupted (Ctrl-C or SIGTERM)")),
-            },
-        },
-    };
-
     eprintln!("cleaning up: destroying {APP}, stopping the cluster, removing its containers");
-    destroy(&svc).await;
-    if let Ok(r) = routers {
-        r.stop().await;
-    }
-    let _ = svc_stop.send(true);
-    let _ = tokio::time::timeout(Duration::from_secs(5), services).await;
-    cluster.stop().await;
-    // The label sweep runs on every path: a container created by a launch
-    // still in flight when the agent stopped would otherwise be left.
-    drop(guard);
+    destroy(&stack.svc).await;
+    stack.stop().await;
 
     let f = outcome?;
     report(&args, &f);
@@ -233,10 +156,139 @@ pub async fn run(args: RolloutArgs) -> Result<()> {
     Ok(())
 }
 
+/// What `bench rollout` and `bench autoscale` run in this process: a master
+/// (in memory), a Docker agent (host name `127.0.0.1`, resources for
+/// `instances` containers and a block of [`PORTS`] host ports), the
+/// services framework, and a router stack (a drain participant posting
+/// load reports) serving the edge on an ephemeral loopback port.
+pub(super) struct EdgeStack {
+    pub(super) cluster: super::LocalCluster,
+    /// The services framework's REST API (`host:port`).
+    pub(super) svc: String,
+    /// Removes the agent's containers on every path (see [`ContainerGuard`]).
+    guard: ContainerGuard,
+    svc_stop: tokio::sync::watch::Sender<bool>,
+    services: tokio::task::JoinHandle<()>,
+    routers: Result<crate::router_cmd::Routers>,
+}
+
+impl EdgeStack {
+    /// `bench`: the bench's name (work dir, router id, messages).
+    pub(super) async fn start(bench: &str, image: &str, instances: usize) -> Result<EdgeStack> {
+        ensure!(
+            agora_agent::docker::DockerRuntime::available().await,
+            "the Docker engine does not answer: bench {bench} runs real containers (start dockerd, or check DOCKER_HOST)"
+        );
+        crate::dev::demo_images(image).await;
+        let missing = agora_agent::docker::DockerRuntime::missing_images(&[image]).await;
+        ensure!(
+            missing.is_empty(),
+            "image {image} is not on this engine (nothing is pulled): run `bash images/build.sh`"
+        );
+        let lo = port_block()?;
+        let resources = format!(
+            "cpus:{};mem:{};ports:[{lo}-{}]",
+            instances as f64 * 0.2 + 1.0,
+            instances * 64 + 256,
+            lo + PORTS - 1
+        );
+        let cluster = super::LocalCluster::start_with(
+            bench,
+            resources,
+            image,
+            crate::agent_cmd::RuntimeKind::Docker,
+            "127.0.0.1",
+        )
+        .await?;
+        // If this process unwinds before `cluster.stop()`, the containers
+        // are removed by the engine's CLI (same scope label as the agent's).
+        let guard = ContainerGuard {
+            scope: cluster.work.join("agent").display().to_string(),
+        };
+        let svc_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let svc = svc_listener.local_addr()?.to_string();
+        let (svc_stop, svc_stop_rx) = tokio::sync::watch::channel(false);
+        let scfg = crate::services_cmd::config(
+            &cluster.master.to_string(),
+            cluster.work.join("services"),
+            "*",
+        );
+        let services = tokio::spawn(async move {
+            if let Err(e) = agora_services::serve(svc_listener, scfg, svc_stop_rx).await {
+                eprintln!("the services framework stopped: {e:#}");
+            }
+        });
+        let routers = crate::router_cmd::Routers::start(
+            crate::router_cmd::RoutersSetup {
+                services: svc.clone(),
+                router_id: format!("bench-{bench}-{}", std::process::id()),
+                domain: "agora".into(),
+                dns_ttl: Duration::from_secs(1),
+                dns_upstreams: Vec::new(),
+                dns_upstream_timeout: agora_router::dns::DEFAULT_UPSTREAM_TIMEOUT,
+                dns_listen: None,
+                edge_listen: Some("127.0.0.1:0".into()),
+                internal_listen: None,
+                internal_address: None,
+                services_tls: None,
+                token: None,
+            },
+            &crate::router_cmd::ROUTER_FLAGS,
+        )
+        .await;
+        Ok(EdgeStack {
+            cluster,
+            svc,
+            guard,
+            svc_stop,
+            services,
+            routers,
+        })
+    }
+
+    /// The edge router's address (an error when the routers did not start).
+    pub(super) fn edge(&self) -> Result<SocketAddr> {
+        match &self.routers {
+            Err(e) => Err(anyhow::anyhow!("starting the edge router: {e:#}")),
+            Ok(r) => r
+                .edge
+                .ok_or_else(|| anyhow::anyhow!("the edge router has no address")),
+        }
+    }
+
+    /// Stops the routers, the framework and the cluster, and removes the
+    /// agent's containers (the label sweep runs on every path: a container
+    /// created by a launch still in flight when the agent stopped would
+    /// otherwise be left).
+    pub(super) async fn stop(self) {
+        if let Ok(r) = self.routers {
+            r.stop().await;
+        }
+        let _ = self.svc_stop.send(true);
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.services).await;
+        self.cluster.stop().await;
+        drop(self.guard);
+    }
+}
+
+/// Runs `measure` until `timeout`, or until Ctrl-C/SIGTERM (an error then).
+pub(super) async fn bounded<T>(
+    timeout: Duration,
+    measure: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::select! {
+        r = tokio::time::timeout(timeout, measure) => match r {
+            Ok(r) => r,
+            Err(_) => Err(anyhow::anyhow!("the bench did not finish within --timeout {timeout:?}")),
+        },
+        _ = crate::util_signal::terminated() => Err(anyhow::anyhow!("interrupted (Ctrl-C or SIGTERM)")),
+    }
+}
+
 /// Removes the agent's containers with the docker CLI when dropped: after
 /// the cluster stopped, and on a panic between start and stop.
-pub(super) struct ContainerGuard {
-    pub(super) scope: String,
+struct ContainerGuard {
+    scope: String,
 }
 
 impl Drop for ContainerGuard {
@@ -262,7 +314,7 @@ impl Drop for ContainerGuard {
 
 /// A block of `PORTS` consecutive loopback ports free now (the agent's
 /// range; the engine binds them for the containers).
-pub(super) fn port_block() -> Result<u16> {
+fn port_block() -> Result<u16> {
     let seed = std::process::id();
     for attempt in 0..200u32 {
         let lo = 32000 + ((seed.wrapping_add(attempt * 7919)) % 150) as u16 * 50;
